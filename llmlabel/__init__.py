@@ -1,0 +1,3 @@
+"""llmlabel: label, audit and distill text datasets with an ensemble of LLM judges."""
+
+__version__ = "0.1.0"
