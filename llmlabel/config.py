@@ -1,0 +1,174 @@
+"""The YAML config: task, judges and run options, validated with pydantic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+Mode = Literal["label", "candidates"]
+Aggregate = Literal["majority", "weighted", "dawid_skene"]
+ResponseFormat = Literal["auto", "json_schema", "json_object", "text"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Example(_Strict):
+    text: str
+    label: str | None = None
+    candidates: list[str] | None = None
+
+
+class Task(_Strict):
+    name: str = "task"
+    instructions: str = "Classify the text."
+    labels: dict[str, str]
+    text_column: str = "text"
+    id_column: str = "id"
+    examples: list[Example] = []
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_from_list(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {str(x): "" for x in v}
+        if isinstance(v, dict):
+            return {str(k): "" if d is None else str(d) for k, d in v.items()}
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _at_least_two(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) < 2:
+            raise ValueError("a task needs at least two labels")
+        return v
+
+    @model_validator(mode="after")
+    def _examples_use_known_labels(self) -> "Task":
+        for i, ex in enumerate(self.examples):
+            for lab in ([ex.label] if ex.label else []) + (ex.candidates or []):
+                if lab not in self.labels:
+                    raise ValueError(f"example {i} uses label {lab!r}, which is not in task.labels")
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.labels)
+
+
+class Price(_Strict):
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+
+
+class Judge(_Strict):
+    name: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    # The key itself is only ever read from the environment; it never lives in a config object.
+    concurrency: int = Field(16, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2)
+    seed: int | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    timeout: float = Field(60.0, gt=0)
+    max_attempts: int = Field(6, ge=1, le=50)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    price_per_million: Price = Price()
+    response_format: ResponseFormat = "auto"
+    logprobs: bool = False
+    max_text_tokens: int = Field(3000, ge=16)
+    weight: float | None = None
+    prompt: str | None = None  # a template name overriding the mode's default for this judge
+    http_backend: Literal["httpx", "aiohttp"] = "httpx"
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"base_url {v!r} must start with http:// or https://")
+        return v.rstrip("/") if v else v
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env)
+
+
+class Cascade(_Strict):
+    enabled: bool = True
+    threshold: float = Field(0.8, ge=0, le=1)
+
+
+class Config(_Strict):
+    task: Task
+    judges: list[Judge] = []
+    mode: Mode = "label"
+    aggregate: Aggregate = "majority"
+    cache_dir: str = ".llmlabel-cache"
+    prompts_dir: str | None = None
+    cascade: Cascade | None = None
+    gold: str | None = None  # a file of id,label rows that anchors weighted / dawid_skene
+
+    @model_validator(mode="after")
+    def _unique_judge_names(self) -> "Config":
+        names = [j.name for j in self.judges]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"judge names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+
+def default_judges() -> list[Judge]:
+    """One judge from the OpenAI environment variables, or none (then the embedded local models are used)."""
+    base = os.environ.get("OPENAI_BASE_URL")
+    if not base and not os.environ.get("OPENAI_API_KEY"):
+        return []
+    return [Judge(name="default", model=os.environ.get("LLMLABEL_MODEL", "gpt-4o-mini"), base_url=base)]
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{loc}'; remove it or check its spelling"
+    if err["type"] == "missing":
+        return f"'{loc}' is required; add it"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"'{loc}': {msg}"
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a YAML mapping with at least a 'task:' section")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_describe(first)}{more}") from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found; pass an existing YAML file with -c")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}: malformed YAML{where}: {problem}; fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text; save the config as UTF-8") from None
+    cfg = parse_config(data, str(p))
+    if cfg.prompts_dir and not Path(cfg.prompts_dir).is_absolute():
+        cfg.prompts_dir = str((p.parent / cfg.prompts_dir).resolve())
+    return cfg

@@ -1,0 +1,27 @@
+"""Errors a user can cause or fix. The CLI prints them as one line, with no traceback."""
+
+
+class LLMLabelError(Exception):
+    """Base class: the message is a single line that says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class ConfigError(LLMLabelError):
+    pass
+
+
+class InputError(LLMLabelError):
+    pass
+
+
+class JudgeError(LLMLabelError):
+    """A judge cannot be used (bad key, unknown model, endpoint down): the run stops, finished rows are kept."""
+
+    exit_code = 1
+
+
+class BudgetExhausted(LLMLabelError):
+    """--max-cost or --max-requests was reached; the run stops cleanly and a rerun continues."""
+
+    exit_code = 3

@@ -1,0 +1,292 @@
+"""One judge: an OpenAI-compatible endpoint asked through the openai SDK, with limits, retries and the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import math
+import random
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from .answers import InvalidAnswer, JudgeAnswer, parse_answer, probs_from_logprobs
+from .cache import ResponseCache, cache_key
+from .config import Judge
+from .errors import BudgetExhausted, JudgeError
+from .ledger import JudgeLedger
+from .prompts import label_codes, response_format
+from .secrets import redact, register
+
+FORMATS = ["json_schema", "json_object", "text"]
+# One httpx pool serialises badly at high concurrency; several small pools keep the event loop fed.
+CONNECTIONS_PER_CLIENT = 8
+NO_KEY = "sk-no-key-required"
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes ~0.1 s: do it once, not once per connection pool.
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+@dataclass
+class Budget:
+    """Run-wide limits, checked before every paid request."""
+
+    max_cost: float | None = None
+    max_requests: int | None = None
+    ledgers: tuple[JudgeLedger, ...] = ()
+
+    def check(self) -> None:
+        if self.max_requests is not None and sum(j.requests for j in self.ledgers) >= self.max_requests:
+            raise BudgetExhausted(f"--max-requests {self.max_requests} reached")
+        if self.max_cost is not None and sum(j.cost for j in self.ledgers) >= self.max_cost:
+            raise BudgetExhausted(f"--max-cost ${self.max_cost:g} reached")
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, (httpx.TransportError, asyncio.TimeoutError))
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    resp = getattr(exc, "response", None)
+    headers = getattr(resp, "headers", None)
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        v = headers.get(name)
+        if v:
+            try:
+                return min(float(v) * scale, 300.0)
+            except ValueError:
+                return None
+    return None
+
+
+def _wait(state: RetryCallState) -> float:
+    """Exponential backoff with full jitter, never shorter than the server's Retry-After."""
+    exp = random.uniform(0, min(30.0, 0.5 * 2 ** (state.attempt_number - 1)))
+    ra = _retry_after(state.outcome.exception() if state.outcome else None)
+    return max(exp, ra + random.uniform(0, 0.25)) if ra is not None else exp
+
+
+def _one_line(msg: str, limit: int = 240) -> str:
+    return redact(" ".join(str(msg).split()))[:limit]
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return exc.message
+
+
+class JudgeClient:
+    def __init__(self, judge: Judge, cache: ResponseCache, ledger: JudgeLedger, budget: Budget,
+                 labels: list[str], api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.judge, self.cache, self.ledger, self.budget, self.labels = judge, cache, ledger, budget, labels
+        self.endpoint = judge.base_url or "https://api.openai.com/v1"
+        key = api_key or judge.api_key()
+        if not key:
+            if judge.base_url is None:
+                raise JudgeError(f"judge '{judge.name}' has no API key: set ${judge.api_key_env} "
+                                 "(or give the judge a base_url for a server that needs none)")
+            key = NO_KEY
+        register(key)
+        self._key = key
+        self._transport = transport
+        self._clients: list[openai.AsyncOpenAI] = []
+        self._next: Any = None
+        self._sem = asyncio.Semaphore(judge.concurrency)
+        self._rpm = AsyncLimiter(judge.requests_per_minute, 60) if judge.requests_per_minute else None
+        self._tpm = AsyncLimiter(judge.tokens_per_minute, 60) if judge.tokens_per_minute else None
+        self.codes = label_codes(labels) if judge.logprobs else None
+        fmt_key = f"format:{self.endpoint}:{judge.model}"
+        self._fmt_key = fmt_key
+        saved = cache.get_meta(fmt_key) if judge.response_format == "auto" else None
+        self.fmt = "text" if judge.logprobs else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
+
+    # -- transport ---------------------------------------------------------------------------
+    def _client(self) -> openai.AsyncOpenAI:
+        if not self._clients:
+            n = 1 if self._transport else max(1, math.ceil(self.judge.concurrency / CONNECTIONS_PER_CLIENT))
+            per = max(1, math.ceil(self.judge.concurrency / n))
+            for _ in range(n):
+                if self.judge.http_backend == "aiohttp" and self._transport is None:
+                    http = openai.DefaultAioHttpClient(timeout=self.judge.timeout)
+                else:
+                    http = httpx.AsyncClient(transport=self._transport, timeout=self.judge.timeout, verify=_ssl_context(),
+                                             limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
+                self._clients.append(openai.AsyncOpenAI(api_key=self._key, base_url=self.endpoint, max_retries=0,
+                                                        timeout=self.judge.timeout, http_client=http))
+            self._next = itertools.cycle(self._clients)
+        return next(self._next)
+
+    async def aclose(self) -> None:
+        for c in self._clients:
+            await c.close()
+        self._clients = []
+
+    # -- requests ----------------------------------------------------------------------------
+    def request(self, messages: list[dict[str, str]], kind: str) -> dict[str, Any]:
+        """The request body (without model credentials): also what the cache key is made of."""
+        j = self.judge
+        req: dict[str, Any] = {"model": j.model, "messages": messages, "temperature": j.temperature}
+        if j.logprobs:
+            req.update(max_tokens=j.max_tokens or 1, logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
+        else:
+            req["max_tokens"] = j.max_tokens or (64 + 16 * len(self.labels) if kind == "candidates" else 64)
+            rf = response_format(self.fmt, kind, self.labels, "labels")
+            if rf:
+                req["response_format"] = rf
+        if j.seed is not None:
+            req["seed"] = j.seed
+        return req
+
+    async def _send(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.budget.check()
+        async with self._sem:
+            if self._rpm:
+                await self._rpm.acquire()
+            if self._tpm:
+                est = sum(len(m["content"]) for m in req["messages"]) // 4 + req.get("max_tokens", 64)
+                await self._tpm.acquire(min(est, self.judge.tokens_per_minute or est))
+            self.ledger.requests += 1
+            # The SDK's generic `post` keeps its auth, timeouts and error classes but skips the per-call
+            # transform of typed params and the response models, which cost milliseconds per request.
+            resp = await self._client().post("/chat/completions", body=req, cast_to=httpx.Response)
+        try:
+            data = json.loads(resp.content)
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            self.ledger.responses += 1
+            return {"content": None, "finish_reason": "invalid_response", "usage": {}, "top_logprobs": None}
+        usage = data.get("usage") or {}
+        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        self.ledger.responses += 1
+        self.ledger.input_tokens += pt
+        self.ledger.output_tokens += ct
+        top = None
+        content_lp = (choice.get("logprobs") or {}).get("content")
+        if content_lp:
+            top = [[t.get("token"), t.get("logprob")] for t in (content_lp[0].get("top_logprobs") or [])]
+        return {"content": message.get("content"), "finish_reason": choice.get("finish_reason"),
+                "usage": {"prompt_tokens": pt, "completion_tokens": ct}, "top_logprobs": top}
+
+    async def _complete(self, req: dict[str, Any]) -> dict[str, Any]:
+        j = self.judge
+
+        def count_retry(_: RetryCallState) -> None:
+            self.ledger.retries += 1
+
+        try:
+            async for attempt in AsyncRetrying(retry=retry_if_exception(_retryable), wait=_wait,
+                                               stop=stop_after_attempt(j.max_attempts), reraise=True,
+                                               before_sleep=count_retry):
+                with attempt:
+                    return await self._send(req)
+        except openai.AuthenticationError:
+            raise JudgeError(f"judge '{j.name}': {self.endpoint} rejected the API key (401); "
+                             f"set a valid key in ${j.api_key_env}") from None
+        except openai.PermissionDeniedError as e:
+            raise JudgeError(f"judge '{j.name}': access denied (403: {_one_line(_server_message(e), 120)}); "
+                             "check the key's permissions for this model") from None
+        except openai.NotFoundError:
+            raise JudgeError(f"judge '{j.name}': model '{j.model}' not found at {self.endpoint} (404); "
+                             "fix judges[].model or base_url") from None
+        except openai.APIStatusError as e:
+            if _retryable(e):
+                raise JudgeError(f"judge '{j.name}': {self.endpoint} kept failing ({e.status_code}) after "
+                                 f"{j.max_attempts} attempts; check the server, then rerun to resume") from None
+            raise
+        except (openai.APITimeoutError, openai.APIConnectionError, httpx.TransportError) as e:
+            what = "timed out" if isinstance(e, openai.APITimeoutError) else "cannot be reached"
+            raise JudgeError(f"judge '{j.name}': {self.endpoint} {what} after {j.max_attempts} attempts; "
+                             "check base_url and that the server is up, then rerun to resume") from None
+        raise AssertionError("unreachable")
+
+    async def _cached_complete(self, req: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+        key = cache_key(self.endpoint, req)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return key, hit, True
+        return key, await self._complete(req), False
+
+    def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
+        ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, self.codes)
+        if self.judge.logprobs:
+            ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)
+        return ans
+
+    def _downgrade(self, e: openai.BadRequestError) -> bool:
+        """A 400 about the response format moves this judge to the next format (json_schema > json_object > text)."""
+        msg = _server_message(e).lower()
+        if any(w in msg for w in ("context", "too long", "maximum", "token")) or self.fmt == "text":
+            return False
+        if self.judge.response_format != "auto":
+            return False
+        self.fmt = FORMATS[FORMATS.index(self.fmt) + 1]
+        self.cache.set_meta(self._fmt_key, self.fmt)
+        return True
+
+    async def ask(self, messages: list[dict[str, str]], kind: str) -> JudgeAnswer:
+        """One judge's answer for one prompt. Paid at most once: answers are cached as soon as they are valid."""
+        msgs, first_key, corrupt = messages, None, 0
+        while True:
+            req = self.request(msgs, kind)
+            try:
+                key, payload, cached = await self._cached_complete(req)
+            except openai.BadRequestError as e:
+                if self._downgrade(e):
+                    msgs, first_key, corrupt = messages, None, 0
+                    continue
+                text = _one_line(_server_message(e))
+                if any(w in text.lower() for w in ("context", "too long", "maximum")):
+                    return JudgeAnswer(error=f"request rejected: {text}")
+                raise JudgeError(f"judge '{self.judge.name}': the server rejected the request (400: {text}); "
+                                 "check the judge's model and options") from None
+            first_key = first_key or key
+            if cached:
+                self.ledger.cache_hits += 1
+            try:
+                ans = self._parse(payload, kind)
+            except InvalidAnswer as bad:
+                corrupt += 1
+                self.ledger.reasks += 1
+                # Broken or cut-off output is usually a glitch: ask again (bounded). A wrong label is the
+                # model's choice: one re-ask with the error, then the row records the failure.
+                limit = self.judge.max_attempts if bad.transient else 2
+                if corrupt >= limit:
+                    self.ledger.failed_rows += 1
+                    return JudgeAnswer(error=f"invalid answer: {bad.reason}")
+                if msgs is messages:
+                    msgs = messages + [
+                        {"role": "assistant", "content": (payload.get("content") or "")[:500]},
+                        {"role": "user", "content": f"That answer was invalid: {bad.reason}. Answer again, "
+                                                    f"following the required format, using only these labels: "
+                                                    f"{', '.join(self.labels)}."}]
+                continue
+            if not cached:
+                self.cache.set(key, payload)
+            if key != first_key:
+                self.cache.set(first_key, payload)  # the original question now has a valid answer
+            return ans

@@ -1,0 +1,127 @@
+"""Rendering a row into chat messages and the response schema a judge must follow."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .config import Config, Judge, Task
+from .errors import ConfigError
+
+PromptKind = str  # "label" | "candidates" | "verify" | a custom template name
+
+_TAG_FIXES = {"<text>": "‹text›", "</text>": "‹/text›"}
+
+
+def neutralize(text: str) -> str:
+    """Texts cannot close the <text> block early: their own tags are swapped for look-alikes."""
+    if "text>" in text:
+        for tag, safe in _TAG_FIXES.items():
+            text = text.replace(tag, safe)
+    return text
+
+
+@lru_cache(maxsize=8)
+def _env(prompts_dir: str | None) -> ImmutableSandboxedEnvironment:
+    builtin = str(resources.files("llmlabel.templates"))
+    loaders = [FileSystemLoader(prompts_dir)] if prompts_dir else []
+    loaders.append(FileSystemLoader(builtin))
+    # Sandboxed and strict: a template (user-supplied) cannot reach Python internals or silently drop a variable.
+    return ImmutableSandboxedEnvironment(loader=ChoiceLoader(loaders), undefined=StrictUndefined,
+                                         autoescape=False, keep_trailing_newline=False)
+
+
+@lru_cache(maxsize=64)
+def _text_template(expr: str, prompts_dir: str | None):
+    return _env(prompts_dir).from_string(expr)
+
+
+def row_text(row: dict[str, Any], task: Task, prompts_dir: str | None = None) -> str | None:
+    """The text to label: one column, or a template over several ("{{ title }}\\n{{ body }}")."""
+    col = task.text_column
+    if "{{" in col:
+        try:
+            return _text_template(col, prompts_dir).render(**{str(k): ("" if v is None else v) for k, v in row.items()})
+        except TemplateError as e:
+            raise ConfigError(f"task.text_column template failed: {e}; fix the template or the column names") from None
+    v = row.get(col)
+    if v is None:
+        return None
+    return v if isinstance(v, str) else str(v)
+
+
+def label_codes(labels: list[str]) -> dict[str, str]:
+    """Single-token codes for logprob scoring: A, B, ... (then AA, AB, ...)."""
+    import string
+
+    letters = string.ascii_uppercase
+    codes = [letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26] for i in range(len(labels))]
+    return dict(zip(labels, codes))
+
+
+def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:
+    enum = {"type": "string", "enum": labels}
+    if kind == "candidates":
+        props = {"candidates": {"type": "array", "items": enum, "minItems": 1}, "label": enum}
+    elif kind == "verify":
+        props = {"label": enum, "given_label_correct": {"type": "boolean"}}
+    else:
+        props = {"label": enum}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def response_format(fmt: str, kind: PromptKind, labels: list[str], task_name: str) -> dict[str, Any] | None:
+    if fmt == "json_schema":
+        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in f"{task_name}_{kind}")[:64]
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": response_schema(kind, labels), "strict": True}}
+    if fmt == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def _example_answer(ex, kind: PromptKind, codes: dict[str, str] | None) -> str:
+    if codes:
+        return codes[ex.label or (ex.candidates or [""])[0]]
+    if kind == "candidates":
+        cands = ex.candidates or [ex.label]
+        return json.dumps({"candidates": cands, "label": ex.label or cands[0]})
+    return json.dumps({"label": ex.label or (ex.candidates or [""])[0]})
+
+
+def render_messages(cfg: Config, judge: Judge | None, kind: PromptKind, text: str,
+                    given_label: str | None = None, logprob_codes: bool = False) -> list[dict[str, str]]:
+    """The exact messages sent for one text: system, few-shot pairs, then the text."""
+    task = cfg.task
+    name = (judge.prompt if judge and judge.prompt else kind)
+    env = _env(cfg.prompts_dir)
+    try:
+        tmpl = env.get_template(name if name.endswith(".j2") else f"{name}.j2")
+    except TemplateNotFound:
+        where = cfg.prompts_dir or "the built-in prompts"
+        raise ConfigError(f"prompt template '{name}' not found in {where}; add {name}.j2 or fix the name") from None
+    except TemplateError as e:
+        raise ConfigError(f"prompt template '{name}' is invalid: {e}; fix the template") from None
+    codes = label_codes(task.label_names) if logprob_codes else None
+    base = {"task": task, "labels": task.labels, "codes": codes, "kind": kind}
+
+    def block(block_name: str, **extra: Any) -> str:
+        if block_name not in tmpl.blocks:
+            raise ConfigError(f"prompt template '{name}' has no '{{% block {block_name} %}}'; define blocks system and user")
+        ctx = tmpl.new_context({**base, **extra})
+        try:
+            return "".join(tmpl.blocks[block_name](ctx)).strip()
+        except TemplateError as e:
+            raise ConfigError(f"prompt template '{name}' failed: {e}; fix the template") from None
+
+    messages = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
+    for ex in task.examples:
+        messages.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
+        messages.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
+    messages.append({"role": "user", "content": block("user", text=neutralize(text), given_label=given_label)})
+    return messages

@@ -1,0 +1,322 @@
+"""A labeling job end to end: rows -> prompts -> judge calls -> aggregation -> output, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .answers import JudgeAnswer
+from .cache import ResponseCache
+from .config import Config, Judge
+from .ensemble import combine_row, refit
+from .errors import BudgetExhausted, InputError, JudgeError, LLMLabelError
+from .judge import Budget, JudgeClient
+from .ledger import Ledger
+from .output import PERMANENT, PartFile, ledger_path, part_path, write_output
+from .prompts import render_messages, row_text
+from .rows import input_format, iter_rows, row_id, scan
+from .tokens import truncate
+
+OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
+CONTENT_FREE = ["N/A", "", "[MASK]"]
+
+
+@dataclass
+class RunOptions:
+    limit: int | None = None
+    max_cost: float | None = None
+    max_requests: int | None = None
+    progress: bool = True
+    kind: str | None = None  # prompt kind; defaults to the config's mode
+    given_label_column: str | None = None  # for the verify prompt (audits)
+    transport: httpx.AsyncBaseTransport | None = None  # tests inject respx / ASGI transports here
+    log: Any = None  # where warnings and the summary go (default: stderr)
+
+
+@dataclass
+class RunResult:
+    output: Path
+    rows: int
+    complete: bool
+    ledger: Ledger
+    quality: dict[str, Any] = field(default_factory=dict)
+    stopped_by: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_judges(cfg: Config) -> tuple[list[Judge], contextlib.AbstractContextManager[Any]]:
+    """The config's judges, else one from OPENAI_* variables, else the embedded local models."""
+    from .config import default_judges
+
+    if cfg.judges:
+        return cfg.judges, contextlib.nullcontext()
+    env = default_judges()
+    if env:
+        return env, contextlib.nullcontext()
+    from . import local
+
+    ensemble = local.LocalEnsemble()
+    judges = [Judge(**{k: v for k, v in j.items() if k != "api_key"}) for j in ensemble.judge_dicts()]
+    return judges, ensemble
+
+
+class Job:
+    def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions) -> None:
+        self.cfg, self.judges, self.opts = cfg, judges, opts
+        self.labels = cfg.task.label_names
+        self.kind = opts.kind or cfg.mode
+        self.ledger = Ledger()
+        self.cache = ResponseCache(cfg.cache_dir)
+        ledgers = tuple(self.ledger.add_judge(j.name, j.model, j.price_per_million.input, j.price_per_million.output)
+                        for j in judges)
+        self.budget = Budget(opts.max_cost, opts.max_requests, ledgers)
+        self.clients = {j.name: JudgeClient(j, self.cache, self.ledger.judges[j.name], self.budget, self.labels,
+                                            transport=opts.transport) for j in judges}
+        self.weights = {j.name: j.weight for j in judges if j.weight is not None} or None
+        self.p_cf: dict[str, dict[str, float]] = {}
+        self.truncated = 0
+        self.fatal: LLMLabelError | None = None
+
+    def messages(self, judge: Judge, text: str, given: str | None) -> list[dict[str, str]]:
+        text, cut = truncate(text, judge.max_text_tokens)
+        if cut:
+            self.truncated += 1
+        return render_messages(self.cfg, judge, self.kind, text, given_label=given, logprob_codes=judge.logprobs)
+
+    async def calibrate(self) -> None:
+        """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs."""
+        for j in self.judges:
+            if not j.logprobs:
+                continue
+            dists = []
+            for t in CONTENT_FREE:
+                ans = await self.clients[j.name].ask(render_messages(self.cfg, j, self.kind, t, logprob_codes=True), self.kind)
+                if ans.probs:
+                    dists.append([ans.probs[lab] for lab in self.labels])
+            if dists:
+                from .calibration import average_content_free
+
+                p = average_content_free([__import__("numpy").asarray(d) for d in dists])
+                self.p_cf[j.name] = {lab: float(p[k]) for k, lab in enumerate(self.labels)}
+
+    def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
+        pcf = self.p_cf.get(name)
+        if not pcf or not ans.probs:
+            return ans
+        raw = {lab: ans.probs[lab] / max(pcf[lab], 1e-6) for lab in self.labels}
+        z = sum(raw.values()) or 1.0
+        probs = {lab: round(v / z, 4) for lab, v in raw.items()}
+        return ans.model_copy(update={"probs": probs, "label": max(self.labels, key=lambda lab: probs[lab])})
+
+    async def ask_all(self, text: str, given: str | None) -> dict[str, JudgeAnswer]:
+        cascade = self.cfg.cascade
+        if not (cascade and cascade.enabled) or len(self.judges) == 1:
+            res = await asyncio.gather(*(self.clients[j.name].ask(self.messages(j, text, given), self.kind)
+                                         for j in self.judges))
+            return {j.name: self._calibrated(j.name, a) for j, a in zip(self.judges, res)}
+        answers: dict[str, JudgeAnswer] = {}
+        for n, j in enumerate(self.judges):
+            answers[j.name] = self._calibrated(j.name, await self.clients[j.name].ask(self.messages(j, text, given), self.kind))
+            valid = [a for a in answers.values() if a.label is not None]
+            if not valid or n == len(self.judges) - 1:
+                continue
+            agg = combine_row(answers, self.labels, self.kind, self.weights)
+            agree = len({a.label for a in valid}) == 1
+            sure = len(valid) >= 2 or valid[0].probs is not None
+            if agree and sure and (agg["confidence"] or 0) >= cascade.threshold:
+                for rest in self.judges[n + 1:]:
+                    self.ledger.judges[rest.name].calls_saved += 1
+                break
+        return answers
+
+    async def process(self, i: int, row: dict[str, Any], part: PartFile) -> None:
+        task = self.cfg.task
+        rid = row_id(row, task.id_column, i)
+        rec: dict[str, Any] = {"_i": i}
+        for k, v in row.items():
+            rec[f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k] = v
+        rec["id"] = rid
+        text = row_text(row, task, self.cfg.prompts_dir)
+        if text is None or not text.strip():
+            rec.update(label=None, confidence=None, probs=None, candidates=[], judges={},
+                       error=f"{PERMANENT}: nothing to label in '{task.text_column}'")
+        else:
+            given = None
+            if self.opts.given_label_column:
+                gv = row.get(self.opts.given_label_column)
+                given = None if gv is None else str(gv)
+            answers = await self.ask_all(text, given)
+            rec.update(combine_row(answers, self.labels, self.kind, self.weights))
+            rec["judges"] = {n: a.out() for n, a in answers.items()}
+        part.append(rec)
+        self.ledger.rows_done += 1
+        if rec["error"] and not rec["error"].startswith(PERMANENT):
+            self.ledger.rows_failed += 1
+
+    async def run(self, input_path: Path, part: PartFile, total: int) -> str | None:
+        """Label every row not yet in the part file. Returns why it stopped early, or None."""
+        window = asyncio.Semaphore(max(64, 2 * sum(j.concurrency for j in self.judges)))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        stopped_by: list[str] = []
+
+        def on_signal(name: str) -> None:
+            stopped_by.append(name)
+            stop.set()
+
+        installed = []
+        for sig, name in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "terminated")):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal, name)
+                installed.append(sig)
+        tasks: set[asyncio.Task[None]] = set()
+        bar = None
+        if self.opts.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=len(part.done), unit="row", dynamic_ncols=True, disable=None, file=sys.stderr)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            tasks.discard(t)
+            window.release()
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if isinstance(exc, LLMLabelError):
+                if self.fatal is None:
+                    self.fatal = exc
+                stop.set()
+            elif exc is not None:
+                if self.fatal is None:
+                    self.fatal = exc  # type: ignore[assignment]
+                stop.set()
+            elif bar is not None:
+                bar.update(1)
+                if self.ledger.rows_done % 20 == 0:
+                    bar.set_postfix_str(f"${self.ledger.cost:.4f}", refresh=False)
+
+        try:
+            if self.p_cf == {} and any(j.logprobs for j in self.judges):
+                await self.calibrate()
+            for i, row in enumerate(iter_rows(input_path)):
+                if self.opts.limit is not None and i >= self.opts.limit:
+                    break
+                if stop.is_set():
+                    break
+                rid = row_id(row, self.cfg.task.id_column, i)
+                if rid in part.done:
+                    self.ledger.rows_skipped += 1
+                    continue
+                await window.acquire()
+                if stop.is_set():
+                    window.release()
+                    break
+                t = asyncio.ensure_future(self.process(i, row, part))
+                tasks.add(t)
+                t.add_done_callback(finished)
+            if tasks:
+                waiter = asyncio.ensure_future(stop.wait())
+                while tasks and not stop.is_set():
+                    await asyncio.wait(set(tasks) | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            if stop.is_set() and tasks:
+                # Budget stops let paid requests in flight finish; a dead judge or a signal cancels the rest.
+                if isinstance(self.fatal, BudgetExhausted) and not stopped_by:
+                    await asyncio.wait(set(tasks), timeout=max(j.timeout for j in self.judges))
+                for t in list(tasks):
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if bar is not None:
+                bar.close()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            for c in self.clients.values():
+                await c.aclose()
+        if self.fatal is not None and not isinstance(self.fatal, LLMLabelError):
+            raise self.fatal
+        if stopped_by:
+            return stopped_by[0]
+        return None
+
+
+def _load_gold(path: str | None, id_column: str, label_column: str = "label") -> dict[str, str] | None:
+    if not path:
+        return None
+    gold = {}
+    for i, row in enumerate(iter_rows(path)):
+        if label_column in row and row[label_column] not in (None, ""):
+            gold[row_id(row, id_column, i)] = str(row[label_column])
+    return gold
+
+
+def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: RunOptions | None = None) -> RunResult:
+    """Label a corpus file into an output file. Safe to rerun: finished rows are skipped, paid answers cached."""
+    opts = opts or RunOptions()
+    log = opts.log or sys.stderr
+    input_path, output_path = Path(input_path), Path(output_path)
+    input_format(output_path, "output")
+    if output_path.resolve() == input_path.resolve():
+        raise InputError(f"the output {output_path} is the input file; choose another -o path")
+    task = cfg.task
+    total = scan(input_path, task.text_column, task.id_column, opts.limit,
+                 id_required="id_column" in task.model_fields_set)
+    if opts.given_label_column:
+        first = next(iter_rows(input_path))
+        if opts.given_label_column not in first:
+            raise InputError(f"{input_path}: no label column '{opts.given_label_column}'; pass --label-column")
+    judges, local_ctx = resolve_judges(cfg)
+    part = PartFile(part_path(output_path))
+    part.load()
+    with local_ctx:
+        job = Job(cfg, judges, opts)
+        try:
+            part.open()
+            stopped = None
+            try:
+                stopped = asyncio.run(job.run(input_path, part, total))
+            finally:
+                part.close()
+            fatal = job.fatal
+            result = RunResult(output_path, 0, False, job.ledger)
+            if job.truncated:
+                result.warnings.append(f"{job.truncated} long texts were cut to the judges' max_text_tokens")
+            if stopped or fatal is not None:
+                result.stopped_by = stopped or str(fatal)
+                job.ledger.save(ledger_path(output_path))
+                if isinstance(fatal, LLMLabelError):
+                    fatal.args = (f"{fatal} ({job.ledger.rows_done} rows finished this run are kept in "
+                                  f"{part.path.name}; rerun the same command to continue)",)
+                    fatal.ledger = job.ledger  # type: ignore[attr-defined]
+                    raise fatal
+                return result
+            # Every row is in: final aggregation over the whole job, written atomically.
+            names = [j.name for j in judges]
+            gold = _load_gold(cfg.gold, task.id_column)
+            update, quality = refit(part.ordered, names, job.labels, cfg.aggregate, job.kind, gold)
+            result.rows = write_output(output_path, part.ordered(update))
+            result.complete, result.quality = True, quality
+            job.ledger.save(ledger_path(output_path))
+            _append_quality(ledger_path(output_path), quality)
+            part.path.unlink(missing_ok=True)
+            return result
+        finally:
+            job.cache.close()
+
+
+def _append_quality(path: Path, quality: dict[str, Any]) -> None:
+    if not quality:
+        return
+    import json
+
+    data = json.loads(path.read_text())
+    data["runs"][-1]["quality"] = quality
+    path.write_text(json.dumps(data, indent=2))
+
