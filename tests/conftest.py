@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fakeserver import FakeLLM
+
+
+LABELS = ["positive", "negative"]
+
+
+@pytest.fixture(autouse=True)
+def _no_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMLABEL_MODEL"):
+        monkeypatch.delenv(k, raising=False)
+
+
+@pytest.fixture
+def fake():
+    server = FakeLLM().start()
+    yield server
+    server.stop()
+
+
+def write_corpus(path: Path, n: int, fmt: str = "csv") -> list[dict[str, str]]:
+    rows = [{"id": f"r{i}", "text": f"review number {i}: the product is {'great' if i % 3 else 'awful'}"} for i in range(n)]
+    if fmt == "csv":
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["id", "text"])
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def write_config(path: Path, base_url: str | None, judges: list[dict[str, Any]] | None = None, **extra: Any) -> Path:
+    cfg: dict[str, Any] = {"task": {"name": "sentiment", "instructions": "Is the review positive or negative?",
+                                    "labels": {"positive": "happy", "negative": "unhappy"}},
+                           "cache_dir": str(path.parent / "cache")}
+    if judges is None and base_url:
+        judges = [{"name": "a", "model": "fake-a", "base_url": base_url, "concurrency": 8, "timeout": 5,
+                   "price_per_million": {"input": 1.0, "output": 2.0}}]
+    if judges:
+        cfg["judges"] = judges
+    cfg.update(extra)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "llmlabel", *args], capture_output=True, text=True, env=e, timeout=timeout)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]

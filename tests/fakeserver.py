@@ -1,0 +1,146 @@
+"""A small OpenAI-compatible chat-completions server for tests, on 127.0.0.1 in a background thread.
+
+It labels the text found between <text> and </text> with a deterministic label (from `answers`, else a
+hash of the text), follows the request's response_format, and can inject faults."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TEXT = re.compile(r"<text>\n(.*)\n</text>", re.S)
+
+
+def pick(text: str, labels: list[str]) -> str:
+    h = int(hashlib.sha256(text.encode()).hexdigest(), 16)
+    return labels[h % len(labels)]
+
+
+class FakeLLM:
+    def __init__(self, answers: dict[str, str] | None = None, labels: list[str] | None = None,
+                 faults: float = 0.0, fault_kinds: tuple[str, ...] = ("429", "500", "drop", "garbage", "length"),
+                 latency: float = 0.0, slow_seconds: float = 3.0, seed: int = 0, reject_schema: bool = False,
+                 status: int | None = None) -> None:
+        self.answers = answers or {}
+        self.labels = labels or ["positive", "negative"]
+        self.faults, self.fault_kinds, self.latency, self.slow_seconds = faults, fault_kinds, latency, slow_seconds
+        self.reject_schema, self.status = reject_schema, status
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.completions = 0  # 200 answers
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.fault_counts: dict[str, int] = {}
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def start(self) -> "FakeLLM":
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, payload, headers = fake.handle(json.loads(raw), dict(self.headers))
+                if status is None:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                self._send(status, payload, headers)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def handle(self, req: dict[str, Any], headers: dict[str, str]) -> tuple[int | None, Any, dict[str, str]]:
+        with self.lock:
+            self.requests += 1
+            self.bodies.append(req)
+            self.headers.append(headers)
+            fault = self.rng.choice(self.fault_kinds) if self.faults and self.rng.random() < self.faults else None
+            if fault:
+                self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
+        if self.latency:
+            time.sleep(self.latency)
+        if self.status:
+            return self.status, {"error": {"message": f"simulated {self.status}"}}, {}
+        rf = req.get("response_format") or {}
+        if self.reject_schema and rf.get("type") == "json_schema":
+            return 400, {"error": {"message": "response_format json_schema is not supported"}}, {}
+        if fault == "429":
+            return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "0.1"}
+        if fault == "500":
+            return 500, {"error": {"message": "boom"}}, {}
+        if fault == "drop":
+            return None, None, {}
+        if fault == "slow":
+            time.sleep(self.slow_seconds)
+        last = req["messages"][-1]["content"]
+        m = TEXT.search(last) or TEXT.search("\n".join(x["content"] for x in req["messages"]))
+        text = m.group(1) if m else last
+        schema = (rf.get("json_schema") or {}).get("schema") or {}
+        props = schema.get("properties", {})
+        labels = (props.get("label") or {}).get("enum") or self.labels
+        label = self.answers.get(text) or pick(text, labels)
+        if "candidates" in props:
+            other = pick(text + "#", labels)
+            content = json.dumps({"candidates": sorted({label, other}, key=labels.index), "label": label})
+        elif rf.get("type") in ("json_schema", "json_object"):
+            content = json.dumps({"label": label})
+        else:
+            content = label
+        finish = "stop"
+        if fault == "garbage":
+            content = content[: len(content) // 2] + "}{oops"
+        elif fault == "length":
+            content, finish = content[: len(content) // 3], "length"
+        pt = sum(len(x["content"]) for x in req["messages"]) // 4 + 1
+        ct = len(content) // 4 + 1
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+        if req.get("logprobs"):
+            top = [{"token": label, "logprob": math.log(0.9)}] + [
+                {"token": l, "logprob": math.log(0.1 / max(1, len(labels) - 1))} for l in labels if l != label]
+            choice["logprobs"] = {"content": [{"token": label, "logprob": math.log(0.9), "top_logprobs": top}]}
+        with self.lock:
+            self.completions += 1
+            self.prompt_tokens += pt
+            self.completion_tokens += ct
+        return 200, {"id": "x", "object": "chat.completion", "created": 0, "model": req.get("model"),
+                     "choices": [choice], "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}, {}
