@@ -121,12 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=["label", "candidates", "verify"], help="prompt kind (default: the config's mode)")
     s.set_defaults(func=cmd_prompt)
 
-    for extra in EXTRA_COMMANDS:
-        extra(sub)
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"llmlabel.cmd_{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"llmlabel.cmd_{name}":
+                raise
+            continue
+        mod.register(sub)
     return p
 
 
-EXTRA_COMMANDS: list[Any] = []
+# Each llmlabel/cmd_<name>.py defines register(subparsers); keep their top-level imports light.
+COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve"]
 
 
 def main(argv: list[str] | None = None) -> int:
