@@ -162,13 +162,13 @@ class JudgeClient:
         return req
 
     async def _send(self, req: dict[str, Any]) -> dict[str, Any]:
-        self.budget.check()
         async with self._sem:
             if self._rpm:
                 await self._rpm.acquire()
             if self._tpm:
                 est = sum(len(m["content"]) for m in req["messages"]) // 4 + req.get("max_tokens", 64)
                 await self._tpm.acquire(min(est, self.judge.tokens_per_minute or est))
+            self.budget.check()  # checked last, right before the request: nothing awaits in between
             self.ledger.requests += 1
             # The SDK's generic `post` keeps its auth, timeouts and error classes but skips the per-call
             # transform of typed params and the response models, which cost milliseconds per request.

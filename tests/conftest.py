@@ -52,7 +52,7 @@ def write_config(path: Path, base_url: str | None, judges: list[dict[str, Any]] 
     if judges:
         cfg["judges"] = judges
     cfg.update(extra)
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
