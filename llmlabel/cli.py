@@ -29,7 +29,7 @@ def cmd_label(a: argparse.Namespace) -> int:
         res = run_job(cfg, a.input, a.output, RunOptions(limit=a.limit, max_cost=a.max_cost,
                                                           max_requests=a.max_requests, progress=not a.quiet))
     except LLMLabelError as e:
-        if getattr(e, "ledger", None) is not None:
+        if getattr(e, "ledger", None) is not None and e.ledger.rows_done:
             _print_ledger(e.ledger)
         raise
     _print_ledger(res.ledger)

@@ -27,11 +27,11 @@ class FakeLLM:
     def __init__(self, answers: dict[str, str] | None = None, labels: list[str] | None = None,
                  faults: float = 0.0, fault_kinds: tuple[str, ...] = ("429", "500", "drop", "garbage", "length"),
                  latency: float = 0.0, slow_seconds: float = 3.0, seed: int = 0, reject_schema: bool = False,
-                 status: int | None = None) -> None:
+                 status: int | None = None, fail_after: int | None = None) -> None:
         self.answers = answers or {}
         self.labels = labels or ["positive", "negative"]
         self.faults, self.fault_kinds, self.latency, self.slow_seconds = faults, fault_kinds, latency, slow_seconds
-        self.reject_schema, self.status = reject_schema, status
+        self.reject_schema, self.status, self.fail_after = reject_schema, status, fail_after
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests = 0
@@ -99,8 +99,12 @@ class FakeLLM:
                 self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
         if self.latency:
             time.sleep(self.latency)
+        key = (headers.get("Authorization") or headers.get("authorization") or "").removeprefix("Bearer ")
         if self.status:
-            return self.status, {"error": {"message": f"simulated {self.status}"}}, {}
+            # Real servers often echo what they were sent: the client must not print it back.
+            return self.status, {"error": {"message": f"simulated {self.status} for key {key}"}}, {}
+        if self.fail_after is not None and self.requests > self.fail_after:
+            return 503, {"error": {"message": "service unavailable"}}, {}
         rf = req.get("response_format") or {}
         if self.reject_schema and rf.get("type") == "json_schema":
             return 400, {"error": {"message": "response_format json_schema is not supported"}}, {}
@@ -138,9 +142,10 @@ class FakeLLM:
             top = [{"token": label, "logprob": math.log(0.9)}] + [
                 {"token": l, "logprob": math.log(0.1 / max(1, len(labels) - 1))} for l in labels if l != label]
             choice["logprobs"] = {"content": [{"token": label, "logprob": math.log(0.9), "top_logprobs": top}]}
-        with self.lock:
-            self.completions += 1
-            self.prompt_tokens += pt
-            self.completion_tokens += ct
+        if fault != "slow":  # the client gave up on slow answers: they are never received, never billed here
+            with self.lock:
+                self.completions += 1
+                self.prompt_tokens += pt
+                self.completion_tokens += ct
         return 200, {"id": "x", "object": "chat.completion", "created": 0, "model": req.get("model"),
                      "choices": [choice], "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}, {}
