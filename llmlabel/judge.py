@@ -77,11 +77,16 @@ def _retry_after(exc: BaseException | None) -> float | None:
     return None
 
 
-def _wait(state: RetryCallState) -> float:
+def _backoff(attempt: int, exc: BaseException | None) -> float:
     """Exponential backoff with full jitter, never shorter than the server's Retry-After."""
-    exp = random.uniform(0, min(30.0, 0.5 * 2 ** (state.attempt_number - 1)))
-    ra = _retry_after(state.outcome.exception() if state.outcome else None)
+    exp = random.uniform(0, min(30.0, 0.5 * 2 ** (attempt - 1)))
+    ra = _retry_after(exc)
     return max(exp, ra + random.uniform(0, 0.25)) if ra is not None else exp
+
+
+def _wait(state: RetryCallState) -> float:
+    # Attempt 1 ran before tenacity took over (the fast path in `_complete`).
+    return _backoff(state.attempt_number + 1, state.outcome.exception() if state.outcome else None)
 
 
 def _one_line(msg: str, limit: int = 240) -> str:
@@ -99,6 +104,56 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
+_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
+    400: openai.BadRequestError, 401: openai.AuthenticationError, 403: openai.PermissionDeniedError,
+    404: openai.NotFoundError, 409: openai.ConflictError, 422: openai.UnprocessableEntityError,
+    429: openai.RateLimitError}
+
+
+class AioHttpPoster:
+    """POST /chat/completions over one aiohttp session. Failures are raised as the openai SDK's exception
+    classes, so both transports share one retry and error policy."""
+
+    def __init__(self, base_url: str, key: str, timeout: float, limit: int) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.url = f"{base_url}/chat/completions"
+        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                         "Accept": "application/json", "User-Agent": "llmlabel"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        ssl_ctx = _ssl_context() if base_url.startswith("https") else None
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, ssl=ssl_ctx or False),
+                                              timeout=self._timeout, raise_for_status=False)
+
+    def _request(self) -> httpx.Request:
+        return httpx.Request("POST", self.url)
+
+    async def post(self, body: dict[str, Any]) -> bytes:
+        aiohttp = self._aiohttp
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            async with self._session.post(self.url, data=data, headers=self._headers) as r:
+                content = await r.read()
+                status, headers = r.status, dict(r.headers)
+        except asyncio.TimeoutError:
+            raise openai.APITimeoutError(request=self._request()) from None
+        except (aiohttp.ClientError, OSError) as e:
+            raise openai.APIConnectionError(message=type(e).__name__, request=self._request()) from None
+        if status >= 400:
+            response = httpx.Response(status, headers=headers, content=content, request=self._request())
+            try:
+                err_body: Any = json.loads(content)
+            except ValueError:
+                err_body = content.decode("utf-8", "replace")[:500]
+            cls = _STATUS_ERRORS.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
+            raise cls(f"Error code: {status}", response=response, body=err_body)
+        return content
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
 class JudgeClient:
     def __init__(self, judge: Judge, cache: ResponseCache, ledger: JudgeLedger, budget: Budget,
                  labels: list[str], api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -114,6 +169,7 @@ class JudgeClient:
         self._key = key
         self._transport = transport
         self._clients: list[openai.AsyncOpenAI] = []
+        self._aio: AioHttpPoster | None = None
         self._next: Any = None
         self._sem = asyncio.Semaphore(judge.concurrency)
         self._rpm = AsyncLimiter(judge.requests_per_minute, 60) if judge.requests_per_minute else None
@@ -130,20 +186,30 @@ class JudgeClient:
             n = 1 if self._transport else max(1, math.ceil(self.judge.concurrency / CONNECTIONS_PER_CLIENT))
             per = max(1, math.ceil(self.judge.concurrency / n))
             for _ in range(n):
-                if self.judge.http_backend == "aiohttp" and self._transport is None:
-                    http = openai.DefaultAioHttpClient(timeout=self.judge.timeout)
-                else:
-                    http = httpx.AsyncClient(transport=self._transport, timeout=self.judge.timeout, verify=_ssl_context(),
-                                             limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
+                http = httpx.AsyncClient(transport=self._transport, timeout=self.judge.timeout, verify=_ssl_context(),
+                                         limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
                 self._clients.append(openai.AsyncOpenAI(api_key=self._key, base_url=self.endpoint, max_retries=0,
                                                         timeout=self.judge.timeout, http_client=http))
             self._next = itertools.cycle(self._clients)
         return next(self._next)
 
+    async def _post(self, req: dict[str, Any]) -> bytes:
+        if self._transport is not None or self.judge.http_backend == "sdk":
+            # The SDK's generic `post` keeps its auth, timeouts and error classes but skips the per-call
+            # transform of typed params and the response models, which cost milliseconds per request.
+            resp = await self._client().post("/chat/completions", body=req, cast_to=httpx.Response)
+            return resp.content
+        if self._aio is None:
+            self._aio = AioHttpPoster(self.endpoint, self._key, self.judge.timeout, self.judge.concurrency)
+        return await self._aio.post(req)
+
     async def aclose(self) -> None:
         for c in self._clients:
             await c.close()
         self._clients = []
+        if self._aio is not None:
+            await self._aio.close()
+            self._aio = None
 
     # -- requests ----------------------------------------------------------------------------
     def request(self, messages: list[dict[str, str]], kind: str) -> dict[str, Any]:
@@ -170,11 +236,9 @@ class JudgeClient:
                 await self._tpm.acquire(min(est, self.judge.tokens_per_minute or est))
             self.budget.check()  # checked last, right before the request: nothing awaits in between
             self.ledger.requests += 1
-            # The SDK's generic `post` keeps its auth, timeouts and error classes but skips the per-call
-            # transform of typed params and the response models, which cost milliseconds per request.
-            resp = await self._client().post("/chat/completions", body=req, cast_to=httpx.Response)
+            content = await self._post(req)
         try:
-            data = json.loads(resp.content)
+            data = json.loads(content)
             choice = data["choices"][0]
             message = choice.get("message") or {}
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -199,8 +263,15 @@ class JudgeClient:
             self.ledger.retries += 1
 
         try:
+            try:
+                return await self._send(req)  # most calls succeed at once: no retry machinery on that path
+            except Exception as first:
+                if not _retryable(first) or j.max_attempts == 1:
+                    raise
+                self.ledger.retries += 1
+                await asyncio.sleep(_backoff(1, first))
             async for attempt in AsyncRetrying(retry=retry_if_exception(_retryable), wait=_wait,
-                                               stop=stop_after_attempt(j.max_attempts), reraise=True,
+                                               stop=stop_after_attempt(j.max_attempts - 1), reraise=True,
                                                before_sleep=count_retry):
                 with attempt:
                     return await self._send(req)

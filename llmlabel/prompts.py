@@ -95,8 +95,11 @@ def _example_answer(ex, kind: PromptKind, codes: dict[str, str] | None) -> str:
 
 
 def render_messages(cfg: Config, judge: Judge | None, kind: PromptKind, text: str,
-                    given_label: str | None = None, logprob_codes: bool = False) -> list[dict[str, str]]:
-    """The exact messages sent for one text: system, few-shot pairs, then the text."""
+                    given_label: str | None = None, logprob_codes: bool = False,
+                    prefix_cache: dict[Any, list[dict[str, str]]] | None = None) -> list[dict[str, str]]:
+    """The exact messages sent for one text: system, few-shot pairs, then the text.
+
+    The system message and examples do not depend on the text: with `prefix_cache` they are rendered once."""
     task = cfg.task
     name = (judge.prompt if judge and judge.prompt else kind)
     env = _env(cfg.prompts_dir)
@@ -119,9 +122,13 @@ def render_messages(cfg: Config, judge: Judge | None, kind: PromptKind, text: st
         except TemplateError as e:
             raise ConfigError(f"prompt template '{name}' failed: {e}; fix the template") from None
 
-    messages = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
-    for ex in task.examples:
-        messages.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
-        messages.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
-    messages.append({"role": "user", "content": block("user", text=neutralize(text), given_label=given_label)})
-    return messages
+    pkey = (name, kind, logprob_codes, given_label)
+    prefix = prefix_cache.get(pkey) if prefix_cache is not None else None
+    if prefix is None:
+        prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
+        for ex in task.examples:
+            prefix.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
+            prefix.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
+        if prefix_cache is not None:
+            prefix_cache[pkey] = prefix
+    return prefix + [{"role": "user", "content": block("user", text=neutralize(text), given_label=given_label)}]

@@ -81,6 +81,7 @@ class Job:
                                             transport=opts.transport) for j in judges}
         self.weights = {j.name: j.weight for j in judges if j.weight is not None} or None
         self.p_cf: dict[str, dict[str, float]] = {}
+        self.prefixes: dict[Any, list[dict[str, str]]] = {}
         self.truncated = 0
         self.fatal: LLMLabelError | None = None
 
@@ -88,7 +89,8 @@ class Job:
         text, cut = truncate(text, judge.max_text_tokens)
         if cut:
             self.truncated += 1
-        return render_messages(self.cfg, judge, self.kind, text, given_label=given, logprob_codes=judge.logprobs)
+        return render_messages(self.cfg, judge, self.kind, text, given_label=given, logprob_codes=judge.logprobs,
+                               prefix_cache=self.prefixes)
 
     async def calibrate(self) -> None:
         """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs."""

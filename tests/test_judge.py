@@ -26,7 +26,7 @@ def completion(content: str, finish: str = "stop", pt: int = 10, ct: int = 3) ->
 
 
 def make(tmp_path, budget=None, **kw):
-    j = Judge(name="a", model="m", base_url=URL, max_attempts=kw.pop("max_attempts", 4), **kw)
+    j = Judge(name="a", model="m", base_url=URL, max_attempts=kw.pop("max_attempts", 4), http_backend="sdk", **kw)
     led = JudgeLedger("a", "m", 1.0, 2.0)
     cache = ResponseCache(str(tmp_path / "cache"))
     b = budget or Budget(ledgers=(led,))
