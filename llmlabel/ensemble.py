@@ -58,29 +58,29 @@ def refit(records: Callable[[], Any], judge_names: list[str], labels: list[str],
     """Fit weights or Dawid-Skene over every row; return a function that rewrites each row, and a summary."""
     from . import aggregate
 
+    from array import array
+
     K, J = len(labels), len(judge_names)
     index = {lab: k for k, lab in enumerate(labels)}
-    votes_l: list[list[int]] = []
-    cand_l: list[np.ndarray] = []
+    # Flat typed arrays (a few bytes a row), so memory stays flat for million-row jobs.
+    flat_votes = array("h")
+    flat_cands = array("b")
     gold_pos: dict[int, int] = {}
+    n = 0
     for pos, rec in enumerate(records()):
         js = rec.get("judges") or {}
-        row = []
-        cset = np.zeros((J, K), dtype=bool)
-        for j, name in enumerate(judge_names):
+        for name in judge_names:
             a = js.get(name) or {}
-            row.append(index.get(a.get("label"), -1))
-            for c in a.get("candidates") or []:
-                if c in index:
-                    cset[j, index[c]] = True
-        votes_l.append(row)
-        if mode == "candidates":
-            cand_l.append(cset)
+            flat_votes.append(index.get(a.get("label"), -1))
+            if mode == "candidates":
+                cs = a.get("candidates") or []
+                flat_cands.extend(1 if lab in cs else 0 for lab in labels)
         if gold and rec["id"] in gold and gold[rec["id"]] in index:
             gold_pos[pos] = index[gold[rec["id"]]]
-    if not votes_l:
+        n += 1
+    if not n:
         return None, {}
-    votes = np.asarray(votes_l, dtype=np.int64)
+    votes = np.frombuffer(flat_votes, dtype=np.int16).reshape(n, J).astype(np.int64)
     summary: dict[str, Any] = {"method": method, "gold_rows": len(gold_pos)}
     if method == "dawid_skene":
         res = aggregate.dawid_skene(votes, K, gold=gold_pos or None)
@@ -96,7 +96,8 @@ def refit(records: Callable[[], Any], judge_names: list[str], labels: list[str],
         summary["judges"] = {name: {"weight": round(float(w[j]), 4)} for j, name in enumerate(judge_names)}
     else:
         return None, summary
-    cand_sets = aggregate.aggregate_candidates(np.stack(cand_l)) if mode == "candidates" else None
+    cand_sets = (aggregate.aggregate_candidates(np.frombuffer(flat_cands, dtype=np.int8).reshape(n, J, K).astype(bool))
+                 if mode == "candidates" else None)
 
     def update(pos: int, rec: dict[str, Any]) -> dict[str, Any]:
         if rec.get("label") is None or (votes[pos] < 0).all():
