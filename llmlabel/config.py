@@ -13,7 +13,8 @@ from .errors import ConfigError
 
 Mode = Literal["label", "candidates"]
 Aggregate = Literal["majority", "weighted", "dawid_skene"]
-ResponseFormat = Literal["auto", "json_schema", "json_object", "text"]
+# json_object_schema: llama-cpp-python's form of schema-constrained output, {"type": "json_object", "schema": ...}
+ResponseFormat = Literal["auto", "json_schema", "json_object_schema", "json_object", "text"]
 
 
 class _Strict(BaseModel):

@@ -80,6 +80,8 @@ def response_format(fmt: str, kind: PromptKind, labels: list[str], task_name: st
     if fmt == "json_schema":
         name = "".join(c if c.isalnum() or c in "_-" else "_" for c in f"{task_name}_{kind}")[:64]
         return {"type": "json_schema", "json_schema": {"name": name, "schema": response_schema(kind, labels), "strict": True}}
+    if fmt == "json_object_schema":
+        return {"type": "json_object", "schema": response_schema(kind, labels)}
     if fmt == "json_object":
         return {"type": "json_object"}
     return None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,20 +52,26 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def resolve_judges(cfg: Config) -> tuple[list[Judge], contextlib.AbstractContextManager[Any]]:
-    """The config's judges, else one from OPENAI_* variables, else the embedded local models."""
+@contextlib.contextmanager
+def judges_for(cfg: Config) -> Iterator[list[Judge]]:
+    """The config's judges, else one from OPENAI_* variables, else the embedded local models, whose
+    llama.cpp servers are started for the run (or reused from `llmlabel local start`) and stopped after."""
     from .config import default_judges
 
     if cfg.judges:
-        return cfg.judges, contextlib.nullcontext()
+        yield cfg.judges
+        return
     env = default_judges()
     if env:
-        return env, contextlib.nullcontext()
+        yield env
+        return
     from . import local
 
-    ensemble = local.LocalEnsemble()
-    judges = [Judge(**{k: v for k, v in j.items() if k != "api_key"}) for j in ensemble.judge_dicts()]
-    return judges, ensemble
+    with local.local_judges() as dicts:
+        # The local server needs no key: it is never put in a Judge (keys live only in the environment).
+        # llama-cpp-python constrains decoding to a schema given as {"type": "json_object", "schema": ...}.
+        yield [Judge(**{"response_format": "json_object_schema", **{k: v for k, v in d.items() if k != "api_key"}})
+               for d in dicts]
 
 
 class Job:
@@ -274,10 +281,9 @@ def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: 
         first = next(iter_rows(input_path))
         if opts.given_label_column not in first:
             raise InputError(f"{input_path}: no label column '{opts.given_label_column}'; pass --label-column")
-    judges, local_ctx = resolve_judges(cfg)
     part = PartFile(part_path(output_path))
     part.load()
-    with local_ctx:
+    with judges_for(cfg) as judges:
         job = Job(cfg, judges, opts)
         try:
             part.open()
