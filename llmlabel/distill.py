@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 import sklearn
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from .features import make_featurizer
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 Mode = Literal["candidates", "single"]
+_POLISH_ITER = 40  # lbfgs cap for the full-data fit warm-started from a sample fit
 
 
 class CandidateDistiller(ClassifierMixin, BaseEstimator):
@@ -135,7 +138,12 @@ class CandidateDistiller(ClassifierMixin, BaseEstimator):
             assert yi is not None
             ok = yi >= 0
             self.mode_ = "single"
-            self.clf_ = self._fit_lr(X[ok], yi[ok], w[ok], None)
+            rows = np.flatnonzero(ok)
+            init = None
+            if rows.size > self.max_refine_rows:  # warm start from a sample: far fewer full passes
+                sample = np.sort(np.random.default_rng(self.random_state).choice(rows, self.max_refine_rows, replace=False))
+                init = self._fit_lr(X[sample], yi[sample], w[sample], None)
+            self.clf_ = self._fit_lr(X[rows], yi[rows], w[rows], init, _POLISH_ITER if init else None)
             return self
 
         self.mode_ = "candidates"
@@ -159,10 +167,12 @@ class CandidateDistiller(ClassifierMixin, BaseEstimator):
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _fit_lr(self, X: Any, y: np.ndarray, w: np.ndarray, init: LogisticRegression | None) -> LogisticRegression:
+    def _fit_lr(
+        self, X: Any, y: np.ndarray, w: np.ndarray, init: LogisticRegression | None, max_iter: int | None = None,
+    ) -> LogisticRegression:
         keep = w > 0
         X, y, w = X[keep], y[keep], w[keep]
-        lr = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-3, solver="lbfgs")
+        lr = LogisticRegression(C=self.C, max_iter=max_iter or self.max_iter, tol=1e-3, solver="lbfgs")
         present = np.unique(y)
         if init is not None and np.array_equal(init.classes_, present):
             # Warm start from the previous round: later rounds move little, so they converge fast.
@@ -172,7 +182,9 @@ class CandidateDistiller(ClassifierMixin, BaseEstimator):
             lr.classes_, lr.coef_ = present, np.zeros((1, X.shape[1]))
             lr.intercept_ = np.zeros(1)
             return lr
-        lr.fit(X, y, sample_weight=w * (len(w) / w.sum()))  # mean weight 1 keeps C comparable
+        with warnings.catch_warnings():  # capped warm-started polishing fits may stop early on purpose
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lr.fit(X, y, sample_weight=w * (len(w) / w.sum()))  # mean weight 1 keeps C comparable
         return lr
 
     def _proba(self, lr: LogisticRegression, X: Any) -> np.ndarray:
@@ -188,11 +200,13 @@ class CandidateDistiller(ClassifierMixin, BaseEstimator):
         P[:, lr.classes_] = p
         return P
 
-    def _fit_targets(self, X: Any, T: np.ndarray, w: np.ndarray, rows: np.ndarray, init: Any) -> LogisticRegression:
+    def _fit_targets(
+        self, X: Any, T: np.ndarray, w: np.ndarray, rows: np.ndarray, init: Any, max_iter: int | None = None,
+    ) -> LogisticRegression:
         """Fit on expanded (row, class) pairs weighted by target mass x row weight."""
         Tr = T[rows]
         r, k = np.nonzero(Tr > 1e-3)
-        return self._fit_lr(X[rows[r]], k, Tr[r, k] * w[rows[r]], init)
+        return self._fit_lr(X[rows[r]], k, Tr[r, k] * w[rows[r]], init, max_iter)
 
     def _score(self, P: np.ndarray, M: np.ndarray, yi: np.ndarray | None, rows: np.ndarray) -> tuple[float, ...]:
         """Held-out agreement with the teacher: argmax inside the candidates, then agreement
@@ -243,7 +257,8 @@ class CandidateDistiller(ClassifierMixin, BaseEstimator):
         self.holdout_score_ = best[0]
         model, T, rw = best[2], best[3], best[4]
         if (self.refit and n_hold) or sub:
-            model = self._fit_targets(X, T, rw, live, model)
+            # Warm-started from the chosen round; on large data a capped polish is enough.
+            model = self._fit_targets(X, T, rw, live, model, _POLISH_ITER if sub else None)
         return model
 
     def _refine(self, P: np.ndarray, M: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
