@@ -89,6 +89,9 @@ class Judge(_Strict):
     max_text_tokens: int = Field(3000, ge=16)
     weight: float | None = None
     prompt: str | None = None  # a template name overriding the mode's default for this judge
+    # The endpoint's identity in cache keys (default: base_url). Set it when one model is served at changing
+    # URLs (local servers on free ports, a load balancer) so that its answers stay cached.
+    cache_as: str | None = None
     # aiohttp: direct requests, ~3.5x less CPU per call than the SDK (see BENCHMARKS.md); sdk: the openai
     # SDK's AsyncOpenAI over httpx (what tests intercept with respx).
     http_backend: Literal["aiohttp", "sdk"] = "aiohttp"

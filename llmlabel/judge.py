@@ -175,7 +175,7 @@ class JudgeClient:
         self._rpm = AsyncLimiter(judge.requests_per_minute, 60) if judge.requests_per_minute else None
         self._tpm = AsyncLimiter(judge.tokens_per_minute, 60) if judge.tokens_per_minute else None
         self.codes = label_codes(labels) if judge.logprobs else None
-        fmt_key = f"format:{self.endpoint}:{judge.model}"
+        fmt_key = f"format:{judge.cache_as or self.endpoint}:{judge.model}"
         self._fmt_key = fmt_key
         saved = cache.get_meta(fmt_key) if judge.response_format == "auto" else None
         self.fmt = "text" if judge.logprobs else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
@@ -296,7 +296,7 @@ class JudgeClient:
         raise AssertionError("unreachable")
 
     async def _cached_complete(self, req: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-        key = cache_key(self.endpoint, req)
+        key = cache_key(self.judge.cache_as or self.endpoint, req)
         hit = self.cache.get(key)
         if hit is not None:
             return key, hit, True

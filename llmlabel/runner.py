@@ -70,8 +70,9 @@ def judges_for(cfg: Config) -> Iterator[list[Judge]]:
     with local.local_judges() as dicts:
         # The local server needs no key: it is never put in a Judge (keys live only in the environment).
         # llama-cpp-python constrains decoding to a schema given as {"type": "json_object", "schema": ...}.
-        yield [Judge(**{"response_format": "json_object_schema", **{k: v for k, v in d.items() if k != "api_key"}})
-               for d in dicts]
+        # Their ports change from run to run; the cache knows them by model instead.
+        yield [Judge(**{"response_format": "json_object_schema", "cache_as": f"llmlabel-local/{d['model']}",
+                        **{k: v for k, v in d.items() if k != "api_key"}}) for d in dicts]
 
 
 class Job:

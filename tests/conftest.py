@@ -56,10 +56,12 @@ def write_config(path: Path, base_url: str | None, judges: list[dict[str, Any]] 
     return path
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "llmlabel", *args], capture_output=True, text=True, env=e, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "llmlabel", *args], capture_output=True, text=True, env=e,
+                          timeout=timeout, cwd=cwd)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
