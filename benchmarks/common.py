@@ -1,0 +1,342 @@
+"""Shared helpers for the benchmark scripts: the simulated server, configs, timed CLI runs, result tables.
+
+Every timed figure comes from a whole `llmlabel` process (start-up included), run as a subprocess and
+reaped with os.wait4, which gives that one process's own user/sys CPU seconds and peak RSS (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED = ROOT.parent / "shared"
+FAKELLM = SHARED / "tools" / "fakellm.py"
+DATA = SHARED / "data"
+BIN = Path(sys.executable).parent
+LLMLABEL = str(BIN / "llmlabel") if (BIN / "llmlabel").exists() else "llmlabel"
+
+TREC_LABELS = {"ABBR": "an abbreviation or its expansion", "DESC": "a description, definition, manner or reason",
+               "ENTY": "an entity (animal, color, food, product, term, ...)", "HUM": "a person, group or organization",
+               "LOC": "a location (city, country, mountain, ...)", "NUM": "a number, date, amount, distance, ..."}
+TREC_TASK = {"name": "trec", "instructions": "Classify the question by the kind of answer it asks for.",
+             "labels": TREC_LABELS}
+SST2_TASK = {"name": "sst2", "instructions": "Classify the sentiment of the movie review sentence.",
+             "labels": {"negative": "the sentence is negative about the movie",
+                        "positive": "the sentence is positive about the movie"}}
+
+
+# -- machine state --------------------------------------------------------------------------------------
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+_WAITED = [0.0]  # seconds this script has already spent waiting for a quiet machine
+
+
+def wait_for_quiet(threshold: float = 0.7, poll: float = 20.0, max_wait: float = 600.0, log=sys.stderr) -> float:
+    """Wait until the 1-minute load average is below `threshold` (other engineers share this machine).
+    Returns the load at the moment the timed run starts. `max_wait` is a budget for the whole script: once
+    spent, runs start at once (their load is recorded either way)."""
+    while True:
+        load = loadavg()
+        if load < threshold:
+            return load
+        if _WAITED[0] >= max_wait:
+            print(f"[bench] load {load:.2f} >= {threshold}; wait budget ({max_wait:.0f} s) spent, running anyway",
+                  file=log, flush=True)
+            return load
+        print(f"[bench] load {load:.2f} >= {threshold}; waiting {poll:.0f} s", file=log, flush=True)
+        time.sleep(poll)
+        _WAITED[0] += poll
+
+
+def nproc() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}, {nproc()} CPUs ({cpu or 'unknown CPU'}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def command_line() -> str:
+    argv = [sys.argv[0] if not Path(sys.argv[0]).is_absolute() else os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]
+    return "python " + shlex.join(argv)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# -- data -----------------------------------------------------------------------------------------------
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def trec_pool() -> list[tuple[str, str]]:
+    return [(" ".join(r["text"].split()), r["label"]) for r in read_csv(DATA / "trec_train.csv")]
+
+
+def write_synthetic(path: Path, rows: int, prefix: str = "q") -> Path:
+    """A CSV of `rows` unique texts ("q0000123 " + a TREC question) with their TREC labels, written as a
+    stream. The same file is given to fakellm as --data, so it knows every text it is asked about."""
+    pool = trec_pool()
+    width = max(7, len(str(rows)))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text", "label"])
+        for i in range(rows):
+            text, label = pool[i % len(pool)]
+            w.writerow([f"r{i}", f"{prefix}{i:0{width}d} {text}", label])
+    return path
+
+
+# -- the simulated server -------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_cpu(pid: int) -> float:
+    """user+sys CPU seconds of a live process, from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class FakeLLM:
+    """../shared/tools/fakellm.py in a subprocess on 127.0.0.1 and a free port."""
+
+    def __init__(self, data: list[Path], latency: float = 0.0, extra: list[str] | None = None,
+                 log_dir: Path | None = None) -> None:
+        self.port = free_port()
+        self.data, self.latency, self.extra = data, latency, extra or []
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fakellm-"))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 600.0) -> "FakeLLM":
+        cmd = [sys.executable, str(FAKELLM), "--host", "127.0.0.1", "--port", str(self.port),
+               "--latency", str(self.latency)]
+        for d in self.data:
+            cmd += ["--data", str(d)]
+        cmd += self.extra
+        self._log = open(self.log_dir / f"fakellm-{self.port}.log", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fakellm exited with {self.proc.returncode}; see {self._log.name}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("fakellm did not come up")
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    def requests(self) -> int:
+        return int(self.stats()["requests"])
+
+    def cpu(self) -> float:
+        return _proc_cpu(self.proc.pid) if self.proc else float("nan")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> "FakeLLM":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# -- configs --------------------------------------------------------------------------------------------
+def judge(name: str, model: str, base_url: str, concurrency: int, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "model": model, "base_url": base_url, "concurrency": concurrency, **extra}
+
+
+def write_config(path: Path, judges: list[dict[str, Any]], cache_dir: Path, task: dict[str, Any] | None = None,
+                 **extra: Any) -> Path:
+    import yaml
+
+    cfg = {"task": task or TREC_TASK, "judges": judges, "mode": "label", "cache_dir": str(cache_dir), **extra}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+# -- timed CLI runs -------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    argv: list[str]
+    rc: int
+    wall: float
+    user: float
+    sys: float
+    maxrss_mb: float  # ru_maxrss of this process (kB on Linux) in MiB
+    stderr: str
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds, RSS MiB) when sampled
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.sys
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMLABEL_"))}
+    return env
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_cli(args: list[str], cwd: Path | None = None, sample_every: float | None = None,
+            check: bool = True, timeout: float | None = None) -> Run:
+    """Run `llmlabel ARGS` as its own process; wall time from spawn to exit (start-up included), and that
+    process's CPU and peak RSS from os.wait4. With sample_every, VmRSS is also polled from /proc."""
+    argv = [LLMLABEL, *args]
+    err = tempfile.TemporaryFile()
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(sample_every):
+            r = _rss_mb(p.pid)
+            if r is not None:
+                samples.append((time.perf_counter() - t0, r))
+
+    th = threading.Thread(target=poll, daemon=True) if sample_every else None
+    if th:
+        th.start()
+    if timeout:
+        killer = threading.Timer(timeout, p.kill)
+        killer.start()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    if timeout:
+        killer.cancel()
+    done.set()
+    if th:
+        th.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err.seek(0)
+    stderr = err.read().decode("utf-8", "replace")
+    err.close()
+    run = Run(argv, p.returncode, wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024, stderr, samples)
+    if check and run.rc != 0:
+        raise RuntimeError(f"{shlex.join(argv)} exited {run.rc}:\n{stderr[-3000:]}")
+    return run
+
+
+def label(input_csv: Path, config: Path, output: Path, **kw: Any) -> Run:
+    return run_cli(["label", str(input_csv), "-c", str(config), "-o", str(output), "-q"], **kw)
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+@contextmanager
+def tempdir(prefix: str, keep: str | None = None) -> Iterator[Path]:
+    if keep:
+        p = Path(keep)
+        p.mkdir(parents=True, exist_ok=True)
+        yield p
+        return
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- results --------------------------------------------------------------------------------------------
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|")
+
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def header(title: str, load_at_start: float | str, started: str, notes: list[str] | None = None) -> str:
+    lines = [f"# {title}", "", f"- date: {started}", f"- command: `{command_line()}`",
+             f"- machine: {machine()} (`nproc` = {nproc()})",
+             f"- load average (1 min) at start: {load_at_start}"]
+    lines += [f"- {n}" for n in notes or []]
+    return "\n".join(lines) + "\n"
+
+
+def write_result(name: str, text: str, out: Path | None = None) -> Path:
+    path = out or RESULTS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip() + "\n", encoding="utf-8")
+    print(text)
+    print(f"[bench] wrote {path}", file=sys.stderr)
+    return path
+
+
+def fmt(x: float, nd: int = 2) -> str:
+    return f"{x:,.{nd}f}"
