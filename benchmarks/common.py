@@ -222,7 +222,7 @@ class Run:
     sys: float
     maxrss_mb: float  # ru_maxrss of this process (kB on Linux) in MiB
     stderr: str
-    samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds, RSS MiB) when sampled
+    samples: list[tuple[float, float, float, float]] = field(default_factory=list)  # (s, RSS, anon, file MiB)
 
     @property
     def cpu(self) -> float:
@@ -234,14 +234,19 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def _rss_mb(pid: int) -> float | None:
+def _rss_mb(pid: int) -> tuple[float, float, float] | None:
+    """(VmRSS, RssAnon, RssFile) of a live process in MiB: anonymous memory vs mapped file pages (e.g. SQLite mmap)."""
     try:
+        vals = {}
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+            if line.startswith(("VmRSS:", "RssAnon:", "RssFile:")):
+                vals[line.split(":")[0]] = int(line.split()[1]) / 1024
+        return vals["VmRSS"], vals.get("RssAnon", float("nan")), vals.get("RssFile", float("nan"))
+    except (OSError, KeyError):
         return None
-    return None
+
+
+CHILDREN: set[subprocess.Popen] = set()  # llmlabel processes running now (to stop them on a signal)
 
 
 def run_cli(args: list[str], cwd: Path | None = None, sample_every: float | None = None,
@@ -252,14 +257,15 @@ def run_cli(args: list[str], cwd: Path | None = None, sample_every: float | None
     err = tempfile.TemporaryFile()
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
-    samples: list[tuple[float, float]] = []
+    CHILDREN.add(p)
+    samples: list[tuple[float, float, float, float]] = []
     done = threading.Event()
 
     def poll() -> None:
         while not done.wait(sample_every):
             r = _rss_mb(p.pid)
             if r is not None:
-                samples.append((time.perf_counter() - t0, r))
+                samples.append((time.perf_counter() - t0, *r))
 
     th = threading.Thread(target=poll, daemon=True) if sample_every else None
     if th:
@@ -275,6 +281,7 @@ def run_cli(args: list[str], cwd: Path | None = None, sample_every: float | None
     if th:
         th.join()
     p.returncode = os.waitstatus_to_exitcode(status)
+    CHILDREN.discard(p)
     err.seek(0)
     stderr = err.read().decode("utf-8", "replace")
     err.close()

@@ -15,13 +15,14 @@ extrapolated.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (FakeLLM, count_lines, fmt, header, judge, label, now, table, tempdir, loadavg,  # noqa: E402
+from common import (CHILDREN, FakeLLM, count_lines, fmt, header, judge, label, now, table, tempdir, loadavg,  # noqa: E402
                     write_config, write_result, write_synthetic)
 
 TARGET_MB = 300
@@ -42,16 +43,30 @@ def main(argv: list[str] | None = None) -> int:
     started = now()
     load0 = loadavg()
     done: list[dict] = []
+    stopped: list[str] = []
+    current: list[int | None] = [None]
+
+    def on_term(signum, frame):  # a stopped run still leaves an honest file: measured sizes, the rest marked
+        stopped.append(f"signal {signal.Signals(signum).name} after {time.time() - t_size[0]:.0f} s")
+        report(current[0])
+        for child in list(CHILDREN):
+            child.kill()
+        raise SystemExit(143)
+
+    t_size = [time.time()]
+    signal.signal(signal.SIGTERM, on_term)
 
     def report(running: int | None) -> None:
         rows = []
         for r in done:
             rows.append([f"{r['rows']:,}", f"{r['load']:.2f}", fmt(r["wall"], 1), fmt(r["rps"], 0), fmt(r["cpu"], 1),
-                         f"{r['rss']:.1f}", f"{r['sampled']:.1f}", f"{r['peak_at']:.0%}", f"{r['rss_mid']:.1f}",
+                         f"{r['rss']:.1f}", f"{r['sampled']:.1f}", f"{r.get('anon', float('nan')):.1f} / {r.get('file', float('nan')):.1f}",
+                         f"{r['peak_at']:.0%}", f"{r['rss_mid']:.1f}",
                          "met" if r["rss"] * 1.048576 <= TARGET_MB else "**not met**"])
         for s in sizes[len(done):]:
-            what = "running when this file was written" if s == running else "not run"
-            rows.append([f"{s:,}", "", what, "", "", "", "", "", "", ""])
+            what = ("did not finish (stopped: " + stopped[0] + ")" if stopped else "running when this file was written") \
+                if s == running else "not run"
+            rows.append([f"{s:,}", "", what, "", "", "", "", "", "", "", ""])
         flat = ""
         if len(done) >= 2:
             lo, hi = done[0], done[-1]
@@ -63,13 +78,15 @@ def main(argv: list[str] | None = None) -> int:
             f"target: peak RSS <= {TARGET_MB} MB ({TARGET_MB / 1.048576:.0f} MiB), flat in corpus size",
             "peak RSS = ru_maxrss of the llmlabel process; 'sampled' = max of 1 s /proc VmRSS polls; "
             "'peak at' = when the sampled peak happened, as a fraction of the run's wall time; "
-            "'RSS at 50%' = the sample nearest the middle of the run"])
+            "'RSS at 50%' = the sample nearest the middle of the run; "
+            "anon / file = RssAnon / RssFile of the peak sample (heap vs mapped files such as the cache's SQLite mmap)"])
         text += "\n" + table(["rows", "load", "seconds", "rows/s", "CPU s", "peak RSS MiB", "sampled max MiB",
-                              "peak at", "RSS at 50% MiB", f"<= {TARGET_MB} MB"], rows) + "\n" + flat
+                              "anon / file MiB at peak", "peak at", "RSS at 50% MiB", f"<= {TARGET_MB} MB"], rows) + "\n" + flat
         write_result("memory.md", text, Path(a.out) if a.out else None)
 
     with tempdir("llmlabel-mem-", a.keep) as tmp:
         for n in sizes:
+            current[0], t_size[0] = n, time.time()
             report(n)
             d = tmp / f"n{n}"
             d.mkdir(exist_ok=True)
@@ -80,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.time()
                 r = label(corpus, cfg, d / "out.jsonl", sample_every=1.0)
                 assert count_lines(d / "out.jsonl") == n
-            s = r.samples or [(0.0, r.maxrss_mb)]
-            peak_t, peak = max(s, key=lambda x: x[1])
+            s = r.samples or [(0.0, r.maxrss_mb, float("nan"), float("nan"))]
+            peak_t, peak, peak_anon, peak_file = max(s, key=lambda x: x[1])
             mid = min(s, key=lambda x: abs(x[0] - r.wall / 2))[1]
             done.append(dict(rows=n, load=load, wall=r.wall, rps=n / r.wall, cpu=r.cpu, rss=r.maxrss_mb,
-                             sampled=peak, peak_at=peak_t / r.wall, rss_mid=mid))
+                             sampled=peak, peak_at=peak_t / r.wall, rss_mid=mid,
+                             anon=peak_anon, file=peak_file))
             print(f"[bench] {done[-1]} ({time.time() - t:.0f} s)", file=sys.stderr, flush=True)
             for f in d.iterdir():  # free the disk before the next size
                 if f.is_dir():
