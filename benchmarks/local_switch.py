@@ -72,7 +72,7 @@ def run_layout(layout: local.Layout, n: int, max_tokens: int) -> dict:
         finally:
             ens.stop()
     all_t = [x for v in times.values() for x in v]
-    return {"layout": layout, "startup_s": startup, "mean_s": statistics.mean(all_t),
+    return {"layout": layout, "startup_s": startup, "mean_s": statistics.mean(all_t), "stdev_s": statistics.stdev(all_t),
             "per_model": {m: statistics.mean(v) for m, v in times.items()}}
 
 
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--layouts", default="per-model,shared")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "local_switch.md")
     a = ap.parse_args()
+    load = os.getloadavg()[0]
     results = [run_layout(lay, a.n, a.max_tokens) for lay in a.layouts.split(",")]  # type: ignore[arg-type]
     fastest = min(results, key=lambda r: r["mean_s"])
     lines = [
@@ -94,11 +95,12 @@ def main() -> None:
         f"- workload: {a.n} short sentiment requests alternating smollm2-135m / gemma3-270m, "
         f"JSON-schema constrained (enum negative/positive), temperature 0, max_tokens {a.max_tokens}, "
         "sequential, after one uncounted warm-up request per model", "",
-        "| layout | mean s/request | " + " | ".join(f"{m} s/req" for m in local.MODELS) + " | startup s |",
-        "|---|---|" + "---|" * len(local.MODELS) + "---|",
+        f"- load average before: {load:.1f} (other work on the machine makes these numbers noisy)", "",
+        "| layout | mean s/request | stdev s | " + " | ".join(f"{m} s/req" for m in local.MODELS) + " | startup s |",
+        "|---|---|---|" + "---|" * len(local.MODELS) + "---|",
     ]
     for r in results:
-        lines.append(f"| {r['layout']} | {r['mean_s']:.3f} | "
+        lines.append(f"| {r['layout']} | {r['mean_s']:.3f} | {r['stdev_s']:.2f} | "
                      + " | ".join(f"{r['per_model'][m]:.3f}" for m in local.MODELS) + f" | {r['startup_s']:.1f} |")
     lines += ["", f"Faster: **{fastest['layout']}** (default in `llmlabel/local.py`: `{local.DEFAULT_LAYOUT}`)."]
     a.out.parent.mkdir(parents=True, exist_ok=True)
