@@ -47,13 +47,24 @@ def row_text(row: dict[str, Any], task: Task, prompts_dir: str | None = None) ->
     col = task.text_column
     if "{{" in col:
         try:
-            return _text_template(col, prompts_dir).render(**{str(k): ("" if v is None else v) for k, v in row.items()})
+            return _clean(_text_template(col, prompts_dir).render(**{str(k): ("" if v is None else v) for k, v in row.items()}))
         except TemplateError as e:
             raise ConfigError(f"task.text_column template failed: {e}; fix the template or the column names") from None
     v = row.get(col)
     if v is None:
         return None
-    return v if isinstance(v, str) else str(v)
+    return _clean(v if isinstance(v, str) else str(v))
+
+
+def _clean(text: str) -> str:
+    """Lone surrogates (legal in JSON, not in UTF-8) would break hashing and sending: replace them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def label_codes(labels: list[str]) -> dict[str, str]:

@@ -54,7 +54,20 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputError(f"{path}: line {n} is not valid JSON{hint}: {e.msg}; fix or remove that line") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}: line {n} is not a JSON object; each line must be one object like {{\"text\": ...}}")
+            if "\\ud" in line or "\\uD" in line:
+                obj = _no_surrogates(obj)
             yield obj
+
+
+def _no_surrogates(v: Any) -> Any:
+    """JSON may carry lone surrogates (\\ud800), which UTF-8 cannot: replace them so every row can be written."""
+    if isinstance(v, str):
+        return v.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(v, dict):
+        return {_no_surrogates(k): _no_surrogates(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_no_surrogates(x) for x in v]
+    return v
 
 
 def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:

@@ -325,3 +325,11 @@ def test_two_processes_share_one_cache(tmp_path):
             assert sum(1 for k in c.iterkeys() if not str(k).startswith("meta:")) == 150
     finally:
         fake.stop()
+
+
+def test_lone_surrogates_in_jsonl_do_not_crash(tmp_path, fake):
+    (tmp_path / "s.jsonl").write_text('{"id": "s", "text": "bad \\ud800 text"}\n')
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    r = run_cli("label", str(tmp_path / "s.jsonl"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert read_jsonl(tmp_path / "o.jsonl")[0]["label"] in LABELS
