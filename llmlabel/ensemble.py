@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from .answers import JudgeAnswer
 
 
@@ -56,9 +54,11 @@ def combine_row(answers: dict[str, JudgeAnswer], labels: list[str], mode: str,
 def refit(records: Callable[[], Any], judge_names: list[str], labels: list[str], method: str, mode: str,
           gold: dict[str, str] | None = None) -> tuple[Callable[[int, dict[str, Any]], dict[str, Any]] | None, dict[str, Any]]:
     """Fit weights or Dawid-Skene over every row; return a function that rewrites each row, and a summary."""
-    from . import aggregate
-
     from array import array
+
+    import numpy as np
+
+    from . import aggregate
 
     K, J = len(labels), len(judge_names)
     index = {lab: k for k, lab in enumerate(labels)}

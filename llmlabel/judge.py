@@ -1,19 +1,13 @@
-"""One judge: an OpenAI-compatible endpoint asked through the openai SDK, with limits, retries and the cache."""
+"""One judge: an OpenAI-compatible endpoint with limits, retries, response formats, re-asks and the cache."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import itertools
 import json
-import math
 import random
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-import openai
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -24,19 +18,10 @@ from .errors import BudgetExhausted, JudgeError
 from .ledger import JudgeLedger
 from .prompts import label_codes, response_format
 from .secrets import redact, register
+from .transport import AioHttpTransport, SDKTransport, StatusError, TransportError
 
 FORMATS = ["json_schema", "json_object", "text"]
-# One httpx pool serialises badly at high concurrency; several small pools keep the event loop fed.
-CONNECTIONS_PER_CLIENT = 8
 NO_KEY = "sk-no-key-required"
-
-
-@functools.lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes ~0.1 s: do it once, not once per connection pool.
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
 
 
 @dataclass
@@ -55,16 +40,15 @@ class Budget:
 
 
 def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+    if isinstance(exc, TransportError):
         return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
-    return isinstance(exc, (httpx.TransportError, asyncio.TimeoutError))
+    if isinstance(exc, StatusError):
+        return exc.status in (408, 409, 429) or exc.status >= 500
+    return isinstance(exc, asyncio.TimeoutError)
 
 
 def _retry_after(exc: BaseException | None) -> float | None:
-    resp = getattr(exc, "response", None)
-    headers = getattr(resp, "headers", None)
+    headers = getattr(exc, "headers", None)
     if not headers:
         return None
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
@@ -93,70 +77,9 @@ def _one_line(msg: str, limit: int = 240) -> str:
     return redact(" ".join(str(msg).split()))[:limit]
 
 
-def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-    return exc.message
-
-
-_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
-    400: openai.BadRequestError, 401: openai.AuthenticationError, 403: openai.PermissionDeniedError,
-    404: openai.NotFoundError, 409: openai.ConflictError, 422: openai.UnprocessableEntityError,
-    429: openai.RateLimitError}
-
-
-class AioHttpPoster:
-    """POST /chat/completions over one aiohttp session. Failures are raised as the openai SDK's exception
-    classes, so both transports share one retry and error policy."""
-
-    def __init__(self, base_url: str, key: str, timeout: float, limit: int) -> None:
-        import aiohttp
-
-        self._aiohttp = aiohttp
-        self.url = f"{base_url}/chat/completions"
-        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                         "Accept": "application/json", "User-Agent": "llmlabel"}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        ssl_ctx = _ssl_context() if base_url.startswith("https") else None
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, ssl=ssl_ctx or False),
-                                              timeout=self._timeout, raise_for_status=False)
-
-    def _request(self) -> httpx.Request:
-        return httpx.Request("POST", self.url)
-
-    async def post(self, body: dict[str, Any]) -> bytes:
-        aiohttp = self._aiohttp
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        try:
-            async with self._session.post(self.url, data=data, headers=self._headers) as r:
-                content = await r.read()
-                status, headers = r.status, dict(r.headers)
-        except asyncio.TimeoutError:
-            raise openai.APITimeoutError(request=self._request()) from None
-        except (aiohttp.ClientError, OSError) as e:
-            raise openai.APIConnectionError(message=type(e).__name__, request=self._request()) from None
-        if status >= 400:
-            response = httpx.Response(status, headers=headers, content=content, request=self._request())
-            try:
-                err_body: Any = json.loads(content)
-            except ValueError:
-                err_body = content.decode("utf-8", "replace")[:500]
-            cls = _STATUS_ERRORS.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
-            raise cls(f"Error code: {status}", response=response, body=err_body)
-        return content
-
-    async def close(self) -> None:
-        await self._session.close()
-
-
 class JudgeClient:
     def __init__(self, judge: Judge, cache: ResponseCache, ledger: JudgeLedger, budget: Budget,
-                 labels: list[str], api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 labels: list[str], api_key: str | None = None, transport: Any = None) -> None:
         self.judge, self.cache, self.ledger, self.budget, self.labels = judge, cache, ledger, budget, labels
         self.endpoint = judge.base_url or "https://api.openai.com/v1"
         key = api_key or judge.api_key()
@@ -167,10 +90,8 @@ class JudgeClient:
             key = NO_KEY
         register(key)
         self._key = key
-        self._transport = transport
-        self._clients: list[openai.AsyncOpenAI] = []
-        self._aio: AioHttpPoster | None = None
-        self._next: Any = None
+        self._http_transport = transport  # an httpx transport (tests): forces the SDK path
+        self._transport: AioHttpTransport | SDKTransport | None = None
         self._sem = asyncio.Semaphore(judge.concurrency)
         self._rpm = AsyncLimiter(judge.requests_per_minute, 60) if judge.requests_per_minute else None
         self._tpm = AsyncLimiter(judge.tokens_per_minute, 60) if judge.tokens_per_minute else None
@@ -181,35 +102,19 @@ class JudgeClient:
         self.fmt = "text" if judge.logprobs else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
 
     # -- transport ---------------------------------------------------------------------------
-    def _client(self) -> openai.AsyncOpenAI:
-        if not self._clients:
-            n = 1 if self._transport else max(1, math.ceil(self.judge.concurrency / CONNECTIONS_PER_CLIENT))
-            per = max(1, math.ceil(self.judge.concurrency / n))
-            for _ in range(n):
-                http = httpx.AsyncClient(transport=self._transport, timeout=self.judge.timeout, verify=_ssl_context(),
-                                         limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
-                self._clients.append(openai.AsyncOpenAI(api_key=self._key, base_url=self.endpoint, max_retries=0,
-                                                        timeout=self.judge.timeout, http_client=http))
-            self._next = itertools.cycle(self._clients)
-        return next(self._next)
-
     async def _post(self, req: dict[str, Any]) -> bytes:
-        if self._transport is not None or self.judge.http_backend == "sdk":
-            # The SDK's generic `post` keeps its auth, timeouts and error classes but skips the per-call
-            # transform of typed params and the response models, which cost milliseconds per request.
-            resp = await self._client().post("/chat/completions", body=req, cast_to=httpx.Response)
-            return resp.content
-        if self._aio is None:
-            self._aio = AioHttpPoster(self.endpoint, self._key, self.judge.timeout, self.judge.concurrency)
-        return await self._aio.post(req)
+        if self._transport is None:
+            j = self.judge
+            if self._http_transport is not None or j.http_backend == "sdk":
+                self._transport = SDKTransport(self.endpoint, self._key, j.timeout, j.concurrency, self._http_transport)
+            else:
+                self._transport = AioHttpTransport(self.endpoint, self._key, j.timeout, j.concurrency)
+        return await self._transport.post(req)
 
     async def aclose(self) -> None:
-        for c in self._clients:
-            await c.close()
-        self._clients = []
-        if self._aio is not None:
-            await self._aio.close()
-            self._aio = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
 
     # -- requests ----------------------------------------------------------------------------
     def request(self, messages: list[dict[str, str]], kind: str) -> dict[str, Any]:
@@ -275,22 +180,22 @@ class JudgeClient:
                                                before_sleep=count_retry):
                 with attempt:
                     return await self._send(req)
-        except openai.AuthenticationError:
-            raise JudgeError(f"judge '{j.name}': {self.endpoint} rejected the API key (401); "
-                             f"set a valid key in ${j.api_key_env}") from None
-        except openai.PermissionDeniedError as e:
-            raise JudgeError(f"judge '{j.name}': access denied (403: {_one_line(_server_message(e), 120)}); "
-                             "check the key's permissions for this model") from None
-        except openai.NotFoundError:
-            raise JudgeError(f"judge '{j.name}': model '{j.model}' not found at {self.endpoint} (404); "
-                             "fix judges[].model or base_url") from None
-        except openai.APIStatusError as e:
+        except StatusError as e:
+            if e.status == 401:
+                raise JudgeError(f"judge '{j.name}': {self.endpoint} rejected the API key (401); "
+                                 f"set a valid key in ${j.api_key_env}") from None
+            if e.status == 403:
+                raise JudgeError(f"judge '{j.name}': access denied (403: {_one_line(e.server_message, 120)}); "
+                                 "check the key's permissions for this model") from None
+            if e.status == 404:
+                raise JudgeError(f"judge '{j.name}': model '{j.model}' not found at {self.endpoint} (404); "
+                                 "fix judges[].model or base_url") from None
             if _retryable(e):
-                raise JudgeError(f"judge '{j.name}': {self.endpoint} kept failing ({e.status_code}) after "
+                raise JudgeError(f"judge '{j.name}': {self.endpoint} kept failing ({e.status}) after "
                                  f"{j.max_attempts} attempts; check the server, then rerun to resume") from None
             raise
-        except (openai.APITimeoutError, openai.APIConnectionError, httpx.TransportError) as e:
-            what = "timed out" if isinstance(e, openai.APITimeoutError) else "cannot be reached"
+        except (TransportError, asyncio.TimeoutError) as e:
+            what = "timed out" if getattr(e, "timeout", True) else "cannot be reached"
             raise JudgeError(f"judge '{j.name}': {self.endpoint} {what} after {j.max_attempts} attempts; "
                              "check base_url and that the server is up, then rerun to resume") from None
         raise AssertionError("unreachable")
@@ -308,9 +213,9 @@ class JudgeClient:
             ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)
         return ans
 
-    def _downgrade(self, e: openai.BadRequestError) -> bool:
-        """A 400 about the response format moves this judge to the next format (json_schema > json_object > text)."""
-        msg = _server_message(e).lower()
+    def _downgrade(self, e: StatusError) -> bool:
+        """A 400/422 about the response format moves this judge to the next format (json_schema > json_object > text)."""
+        msg = e.server_message.lower()
         if any(w in msg for w in ("context", "too long", "maximum", "token")) or self.fmt == "text":
             return False
         if self.judge.response_format != "auto":
@@ -326,11 +231,13 @@ class JudgeClient:
             req = self.request(msgs, kind)
             try:
                 key, payload, cached = await self._cached_complete(req)
-            except openai.BadRequestError as e:
+            except StatusError as e:
+                if e.status not in (400, 422):
+                    raise
                 if self._downgrade(e):
                     msgs, first_key, corrupt = messages, None, 0
                     continue
-                text = _one_line(_server_message(e))
+                text = _one_line(e.server_message)
                 if any(w in text.lower() for w in ("context", "too long", "maximum")):
                     return JudgeAnswer(error=f"request rejected: {text}")
                 raise JudgeError(f"judge '{self.judge.name}': the server rejected the request (400: {text}); "

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from .answers import JudgeAnswer
 from .cache import ResponseCache
 from .config import Config, Judge
@@ -37,7 +35,7 @@ class RunOptions:
     progress: bool = True
     kind: str | None = None  # prompt kind; defaults to the config's mode
     given_label_column: str | None = None  # for the verify prompt (audits)
-    transport: httpx.AsyncBaseTransport | None = None  # tests inject respx / ASGI transports here
+    transport: Any = None  # an httpx transport: tests inject respx / ASGI transports here (SDK path)
     log: Any = None  # where warnings and the summary go (default: stderr)
 
 
