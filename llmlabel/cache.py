@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any
 
 import diskcache
 
 
-def cache_key(endpoint: str, request: dict[str, Any]) -> str:
-    """sha256 of canonical JSON of everything that changes the answer. The API key is never part of it."""
-    blob = json.dumps({"endpoint": endpoint, "request": request}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+def canonical(request: dict[str, Any]) -> bytes:
+    """The request as canonical JSON: what is hashed for the cache key, and also the bytes sent."""
+    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def cache_key(endpoint: str, request: dict[str, Any] | bytes) -> str:
+    """sha256 of the endpoint and the canonical request: everything that changes the answer (model, messages,
+    response format, temperature, seed, max_tokens, logprob options). The API key is never part of it."""
+    body = request if isinstance(request, bytes) else canonical(request)
+    return hashlib.sha256(endpoint.encode("utf-8") + b"\n" + body).hexdigest()
 
 
 class ResponseCache:
     """diskcache (SQLite in WAL mode) is safe for several processes writing at once."""
 
     def __init__(self, directory: str) -> None:
-        # Paid answers must never be evicted: no size limit, no eviction policy.
-        self._cache = diskcache.Cache(directory, eviction_policy="none", size_limit=2**62, statistics=False)
+        # Paid answers must never be evicted: no size limit, no eviction policy, no culling.
+        self._cache = diskcache.Cache(directory, eviction_policy="none", size_limit=2**62, cull_limit=0,
+                                      statistics=False)
+        self._writer: threading.Thread | None = None
+        self._pending: list[tuple[str, str, Any, Any]] = []
+        self._cond = threading.Condition()
+        self._closing = False
 
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self._cache.get(key)
@@ -28,6 +40,40 @@ class ResponseCache:
 
     def set(self, key: str, value: dict[str, Any]) -> None:
         self._cache.set(key, json.dumps(value, separators=(",", ":")))
+
+    async def aset(self, key: str, value: dict[str, Any]) -> None:
+        """Store an answer from async code. One writer thread commits whatever has queued up in a single
+        transaction (one commit per batch, not per answer, and off the event loop). Awaited, so an answer is
+        on disk before its row is reported done."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._cond:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_batches, name="llmlabel-cache", daemon=True)
+                self._writer.start()
+            self._pending.append((key, json.dumps(value, separators=(",", ":")), loop, fut))
+            self._cond.notify()
+        await fut
+
+    def _write_batches(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                batch, self._pending = self._pending, []
+                if not batch and self._closing:
+                    return
+            error: BaseException | None = None
+            try:
+                with self._cache.transact():
+                    for key, raw, _, _ in batch:
+                        self._cache.set(key, raw)
+            except BaseException as e:  # reported to every waiter; the run decides what to do
+                error = e
+            for _, _, loop, fut in batch:
+                loop.call_soon_threadsafe(_resolve, fut, error)
 
     def get_meta(self, name: str) -> Any:
         return self._cache.get(f"meta:{name}")
@@ -39,4 +85,19 @@ class ResponseCache:
         return len(self._cache)
 
     def close(self) -> None:
+        if self._writer is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify()
+            self._writer.join()
+            self._writer = None
         self._cache.close()
+
+
+def _resolve(fut: Any, error: BaseException | None) -> None:
+    if fut.cancelled():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)

@@ -54,6 +54,8 @@ def combine_row(answers: dict[str, JudgeAnswer], labels: list[str], mode: str,
 def refit(records: Callable[[], Any], judge_names: list[str], labels: list[str], method: str, mode: str,
           gold: dict[str, str] | None = None) -> tuple[Callable[[int, dict[str, Any]], dict[str, Any]] | None, dict[str, Any]]:
     """Fit weights or Dawid-Skene over every row; return a function that rewrites each row, and a summary."""
+    if method not in ("weighted", "dawid_skene"):
+        return None, {"method": method}  # majority is final per row: nothing to refit
     from array import array
 
     import numpy as np

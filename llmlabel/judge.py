@@ -12,7 +12,7 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from .answers import InvalidAnswer, JudgeAnswer, parse_answer, probs_from_logprobs
-from .cache import ResponseCache, cache_key
+from .cache import ResponseCache, cache_key, canonical
 from .config import Judge
 from .errors import BudgetExhausted, JudgeError
 from .ledger import JudgeLedger
@@ -33,6 +33,8 @@ class Budget:
     ledgers: tuple[JudgeLedger, ...] = ()
 
     def check(self) -> None:
+        if self.max_requests is None and self.max_cost is None:
+            return
         if self.max_requests is not None and sum(j.requests for j in self.ledgers) >= self.max_requests:
             raise BudgetExhausted(f"--max-requests {self.max_requests} reached")
         if self.max_cost is not None and sum(j.cost for j in self.ledgers) >= self.max_cost:
@@ -102,14 +104,14 @@ class JudgeClient:
         self.fmt = "text" if judge.logprobs else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
 
     # -- transport ---------------------------------------------------------------------------
-    async def _post(self, req: dict[str, Any]) -> bytes:
+    async def _post(self, req: dict[str, Any], data: bytes) -> bytes:
         if self._transport is None:
             j = self.judge
             if self._http_transport is not None or j.http_backend == "sdk":
                 self._transport = SDKTransport(self.endpoint, self._key, j.timeout, j.concurrency, self._http_transport)
             else:
                 self._transport = AioHttpTransport(self.endpoint, self._key, j.timeout, j.concurrency)
-        return await self._transport.post(req)
+        return await self._transport.post(req, data)
 
     async def aclose(self) -> None:
         if self._transport is not None:
@@ -132,7 +134,7 @@ class JudgeClient:
             req["seed"] = j.seed
         return req
 
-    async def _send(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def _send(self, req: dict[str, Any], data: bytes) -> dict[str, Any]:
         async with self._sem:
             if self._rpm:
                 await self._rpm.acquire()
@@ -141,7 +143,7 @@ class JudgeClient:
                 await self._tpm.acquire(min(est, self.judge.tokens_per_minute or est))
             self.budget.check()  # checked last, right before the request: nothing awaits in between
             self.ledger.requests += 1
-            content = await self._post(req)
+            content = await self._post(req, data)
         try:
             data = json.loads(content)
             choice = data["choices"][0]
@@ -161,7 +163,7 @@ class JudgeClient:
         return {"content": message.get("content"), "finish_reason": choice.get("finish_reason"),
                 "usage": {"prompt_tokens": pt, "completion_tokens": ct}, "top_logprobs": top}
 
-    async def _complete(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def _complete(self, req: dict[str, Any], data: bytes) -> dict[str, Any]:
         j = self.judge
 
         def count_retry(_: RetryCallState) -> None:
@@ -169,7 +171,7 @@ class JudgeClient:
 
         try:
             try:
-                return await self._send(req)  # most calls succeed at once: no retry machinery on that path
+                return await self._send(req, data)  # most calls succeed at once: no retry machinery on that path
             except Exception as first:
                 if not _retryable(first) or j.max_attempts == 1:
                     raise
@@ -179,7 +181,7 @@ class JudgeClient:
                                                stop=stop_after_attempt(j.max_attempts - 1), reraise=True,
                                                before_sleep=count_retry):
                 with attempt:
-                    return await self._send(req)
+                    return await self._send(req, data)
         except StatusError as e:
             if e.status == 401:
                 raise JudgeError(f"judge '{j.name}': {self.endpoint} rejected the API key (401); "
@@ -201,11 +203,12 @@ class JudgeClient:
         raise AssertionError("unreachable")
 
     async def _cached_complete(self, req: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-        key = cache_key(self.judge.cache_as or self.endpoint, req)
+        data = canonical(req)  # hashed for the key and sent as the body: serialised once
+        key = cache_key(self.judge.cache_as or self.endpoint, data)
         hit = self.cache.get(key)
         if hit is not None:
             return key, hit, True
-        return key, await self._complete(req), False
+        return key, await self._complete(req, data), False
 
     def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
         ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, self.codes)
@@ -264,7 +267,7 @@ class JudgeClient:
                                                     f"{', '.join(self.labels)}."}]
                 continue
             if not cached:
-                self.cache.set(key, payload)
+                await self.cache.aset(key, payload)
             if key != first_key:
-                self.cache.set(first_key, payload)  # the original question now has a valid answer
+                await self.cache.aset(first_key, payload)  # the original question now has a valid answer
             return ans

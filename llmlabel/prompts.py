@@ -144,4 +144,22 @@ def render_messages(cfg: Config, judge: Judge | None, kind: PromptKind, text: st
             prefix.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
         if prefix_cache is not None:
             prefix_cache[pkey] = prefix
-    return prefix + [{"role": "user", "content": block("user", text=neutralize(text), given_label=given_label)}]
+    text = neutralize(text)
+    if prefix_cache is None:
+        return prefix + [{"role": "user", "content": block("user", text=text, given_label=given_label)}]
+    # The user block usually just places the text: render it once around a marker, then splice each text in.
+    # A template that transforms the text (a filter, a loop) does not show the marker verbatim: render in full.
+    ukey = ("user",) + pkey
+    frame = prefix_cache.get(ukey)
+    if frame is None:
+        rendered = block("user", text=_MARK, given_label=given_label)
+        frame = rendered.split(_MARK) if rendered.count(_MARK) == 1 and block("user", text="", given_label=given_label) == rendered.replace(_MARK, "") else []
+        prefix_cache[ukey] = frame
+    if frame:
+        content = (frame[0] + text + frame[1]).strip()
+    else:
+        content = block("user", text=text, given_label=given_label)
+    return prefix + [{"role": "user", "content": content}]
+
+
+_MARK = "\x00llmlabel-text\x00"

@@ -18,7 +18,7 @@ from .ensemble import combine_row, refit
 from .errors import BudgetExhausted, InputError, JudgeError, LLMLabelError
 from .judge import Budget, JudgeClient
 from .ledger import Ledger
-from .output import PERMANENT, PartFile, ledger_path, part_path, write_output
+from .output import PERMANENT, PartFile, ledger_path, part_path, write_jsonl_lines, write_output
 from .prompts import render_messages, row_text
 from .rows import input_format, iter_rows, row_id, scan
 from .tokens import truncate
@@ -308,7 +308,10 @@ def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: 
             names = [j.name for j in judges]
             gold = _load_gold(cfg.gold, task.id_column)
             update, quality = refit(part.ordered, names, job.labels, cfg.aggregate, job.kind, gold)
-            result.rows = write_output(output_path, part.ordered(update))
+            if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
+                result.rows = write_jsonl_lines(output_path, part.ordered_raw())
+            else:
+                result.rows = write_output(output_path, part.ordered(update))
             result.complete, result.quality = True, quality
             job.ledger.save(ledger_path(output_path))
             _append_quality(ledger_path(output_path), quality)

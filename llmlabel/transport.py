@@ -75,10 +75,9 @@ class AioHttpTransport:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, ssl=ssl_ctx),
                                               timeout=aiohttp.ClientTimeout(total=timeout))
 
-    async def post(self, body: dict[str, Any]) -> bytes:
+    async def post(self, body: dict[str, Any], data: bytes) -> bytes:
         import asyncio
 
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
             async with self._session.post(self.url, data=data, headers=self._headers) as r:
                 content = await r.read()
@@ -114,7 +113,7 @@ class SDKTransport:
             for _ in range(n)]
         self._next = itertools.cycle(self._clients)
 
-    async def post(self, body: dict[str, Any]) -> bytes:
+    async def post(self, body: dict[str, Any], data: bytes) -> bytes:
         openai = self._openai
         try:
             # The SDK's generic `post` keeps its auth, timeouts and error mapping but skips the per-call
