@@ -100,7 +100,9 @@ def row_id(row: dict[str, Any], id_column: str, index: int) -> str:
 def scan(path: str | Path, text_column: str, id_column: str, limit: int | None = None,
          id_required: bool = False) -> int:
     """Check the whole input before any paid call: columns, unique ids, readable rows. Returns the row count."""
-    seen: set[str] = set()
+    from array import array
+
+    hashes = array("q")  # 8 bytes a row, not a set of strings: memory stays flat for large corpora
     n = 0
     has_id = None
     for i, row in enumerate(iter_rows(path)):
@@ -116,12 +118,29 @@ def scan(path: str | Path, text_column: str, id_column: str, limit: int | None =
                 raise InputError(f"{path}: no id column '{id_column}' (columns: {', '.join(map(str, cols[:20]))}); "
                                  "set task.id_column, or remove it to number the rows")
         if has_id:
-            rid = row_id(row, id_column, i)
+            hashes.append(hash(row_id(row, id_column, i)))
+        n += 1
+    if n == 0:
+        raise InputError(f"{path} has no rows; give a file with at least one row")
+    if has_id:
+        _check_unique(path, hashes, id_column, n)
+    return n
+
+
+def _check_unique(path: str | Path, hashes: Any, id_column: str, n: int) -> None:
+    import numpy as np
+
+    h = np.sort(np.frombuffer(hashes, dtype=np.int64))
+    clash = set(h[1:][h[1:] == h[:-1]].tolist())
+    if not clash:
+        return
+    seen: set[str] = set()  # equal hashes: compare the ids themselves, in order, to name the first repeat
+    for i, row in enumerate(iter_rows(path)):
+        if i >= n:
+            break
+        rid = row_id(row, id_column, i)
+        if hash(rid) in clash:
             if rid in seen:
                 raise InputError(f"{path}: duplicate id '{rid}' at row {i + 1}; ids must be unique "
                                  f"(fix the '{id_column}' column or set task.id_column)")
             seen.add(rid)
-        n += 1
-    if n == 0:
-        raise InputError(f"{path} has no rows; give a file with at least one row")
-    return n
