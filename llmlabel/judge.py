@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,19 @@ def _retry_after(exc: BaseException | None) -> float | None:
     return None
 
 
+_LABEL_START = re.compile(r'"label"\s*:\s*"\s*[^"\s]')
+
+
+def _label_token(content_lp: list[dict[str, Any]]) -> int | None:
+    """Index of the token where a JSON answer's label value starts: its top_logprobs are the label distribution."""
+    acc = ""
+    for k, t in enumerate(content_lp):
+        acc += str(t.get("token") or "")
+        if _LABEL_START.search(acc):
+            return k
+    return None
+
+
 def _backoff(attempt: int, exc: BaseException | None) -> float:
     """Exponential backoff with full jitter, never shorter than the server's Retry-After."""
     exp = random.uniform(0, min(30.0, 0.5 * 2 ** (attempt - 1)))
@@ -97,11 +111,13 @@ class JudgeClient:
         self._sem = asyncio.Semaphore(judge.concurrency)
         self._rpm = AsyncLimiter(judge.requests_per_minute, 60) if judge.requests_per_minute else None
         self._tpm = AsyncLimiter(judge.tokens_per_minute, 60) if judge.tokens_per_minute else None
-        self.codes = label_codes(labels) if judge.logprobs else None
+        # logprobs with response_format auto/text: one 1-token call answering a label code (A, B, ...);
+        # with an explicit JSON format: the JSON answer, and the distribution read where the label starts.
+        self.codes = label_codes(labels) if judge.logprobs and judge.response_format in ("auto", "text") else None
         fmt_key = f"format:{judge.cache_as or self.endpoint}:{judge.model}"
         self._fmt_key = fmt_key
         saved = cache.get_meta(fmt_key) if judge.response_format == "auto" else None
-        self.fmt = "text" if judge.logprobs else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
+        self.fmt = "text" if self.codes else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
 
     # -- transport ---------------------------------------------------------------------------
     async def _post(self, req: dict[str, Any], data: bytes) -> bytes:
@@ -123,9 +139,11 @@ class JudgeClient:
         """The request body (without model credentials): also what the cache key is made of."""
         j = self.judge
         req: dict[str, Any] = {"model": j.model, "messages": messages, "temperature": j.temperature}
-        if j.logprobs:
+        if self.codes:
             req.update(max_tokens=j.max_tokens or 1, logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
         else:
+            if j.logprobs:
+                req.update(logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
             req["max_tokens"] = j.max_tokens or (64 + 16 * len(self.labels) if kind == "candidates" else 64)
             rf = response_format(self.fmt, kind, self.labels, "labels")
             if rf:
@@ -159,7 +177,9 @@ class JudgeClient:
         top = None
         content_lp = (choice.get("logprobs") or {}).get("content")
         if content_lp:
-            top = [[t.get("token"), t.get("logprob")] for t in (content_lp[0].get("top_logprobs") or [])]
+            at = 0 if self.codes else _label_token(content_lp)
+            if at is not None:
+                top = [[t.get("token"), t.get("logprob")] for t in (content_lp[at].get("top_logprobs") or [])]
         return {"content": message.get("content"), "finish_reason": choice.get("finish_reason"),
                 "usage": {"prompt_tokens": pt, "completion_tokens": ct}, "top_logprobs": top}
 

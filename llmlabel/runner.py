@@ -69,8 +69,10 @@ def judges_for(cfg: Config) -> Iterator[list[Judge]]:
         # The local server needs no key: it is never put in a Judge (keys live only in the environment).
         # llama-cpp-python constrains decoding to a schema given as {"type": "json_object", "schema": ...}.
         # Their ports change from run to run; the cache knows them by model instead.
+        # logprobs: llama.cpp returns them, so each answer also carries a label distribution (calibrated on
+        # content-free inputs), which counters these tiny models' bias toward one label.
         yield [Judge(**{"response_format": "json_object_schema", "cache_as": f"llmlabel-local/{d['model']}",
-                        **{k: v for k, v in d.items() if k != "api_key"}}) for d in dicts]
+                        "logprobs": True, **{k: v for k, v in d.items() if k != "api_key"}}) for d in dicts]
 
 
 class Job:
@@ -95,7 +97,8 @@ class Job:
         text, cut = truncate(text, judge.max_text_tokens)
         if cut:
             self.truncated += 1
-        return render_messages(self.cfg, judge, self.kind, text, given_label=given, logprob_codes=judge.logprobs,
+        return render_messages(self.cfg, judge, self.kind, text, given_label=given,
+                               logprob_codes=self.clients[judge.name].codes is not None,
                                prefix_cache=self.prefixes)
 
     async def calibrate(self) -> None:
@@ -105,7 +108,7 @@ class Job:
                 continue
             dists = []
             for t in CONTENT_FREE:
-                ans = await self.clients[j.name].ask(render_messages(self.cfg, j, self.kind, t, logprob_codes=True), self.kind)
+                ans = await self.clients[j.name].ask(self.messages(j, t, None), self.kind)
                 if ans.probs:
                     dists.append([ans.probs[lab] for lab in self.labels])
             if dists:

@@ -190,3 +190,23 @@ def test_no_key_for_the_default_endpoint_is_a_clear_error(tmp_path):
     led = JudgeLedger("a", "m")
     with pytest.raises(JudgeError, match=r"no API key: set \$OPENAI_API_KEY"):
         JudgeClient(j, ResponseCache(str(tmp_path / "c")), led, Budget(), LABELS)
+
+
+@respx.mock
+def test_logprobs_with_json_answers_read_the_label_position(tmp_path):
+    import math
+    resp = completion('{"label": "neg"}')
+    data = json.loads(resp.content)
+    tok = lambda t, p, top=None: {"token": t, "logprob": math.log(p), "top_logprobs": top or [{"token": t, "logprob": math.log(p)}]}
+    data["choices"][0]["logprobs"] = {"content": [
+        tok('{"', 0.99), tok("label", 0.99), tok('":', 0.99), tok(' "', 0.99),
+        tok("neg", 0.6, [{"token": "neg", "logprob": math.log(0.6)}, {"token": "pos", "logprob": math.log(0.3)},
+                         {"token": "The", "logprob": math.log(0.1)}]),
+        tok('"}', 0.99)]}
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(200, json=data))
+    c, _, _ = make(tmp_path, logprobs=True, response_format="json_object_schema")
+    ans = ask(c)
+    assert ans.label == "neg" and ans.probs == pytest.approx({"pos": 1 / 3, "neg": 2 / 3})
+    body = json.loads(route.calls[0].request.content)
+    assert body["logprobs"] is True and body["response_format"]["type"] == "json_object"
+    assert body["response_format"]["schema"]["properties"]["label"]["enum"] == LABELS

@@ -44,12 +44,14 @@ def test_label_with_no_key_uses_two_real_local_models_and_caches(tmp_path):
         assert row["label"] in ("positive", "negative")
     ledger = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]
     assert {j["model"] for j in ledger["judges"].values()} == {"smollm2-135m", "gemma3-270m"}
-    assert ledger["requests"] == 10
+    # 5 rows x 2 judges, plus 3 content-free calibration prompts per judge (their logprobs are calibrated).
+    assert ledger["requests"] == 16
+    assert all(set(ans.get("probs") or {}) <= {"positive", "negative"} for row in rows for ans in row["judges"].values())
     # An identical rerun is answered from the cache: no request at all.
     r = run_cli(*args, env=state, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     again = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]
-    assert again["requests"] == 0 and sum(j["cache_hits"] for j in again["judges"].values()) == 10
+    assert again["requests"] == 0 and sum(j["cache_hits"] for j in again["judges"].values()) == 16
     assert read_jsonl(tmp_path / "out.jsonl") == rows
     # The servers llmlabel started for the job are gone.
     from llmlabel import local
