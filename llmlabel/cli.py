@@ -73,8 +73,10 @@ def cmd_prompt(a: argparse.Namespace) -> int:
     else:
         raise InputError(f"{a.input} has no row {a.row} (rows are numbered from 0)")
     text = row_text(row, cfg.task, cfg.prompts_dir) or ""
-    msgs = render_messages(cfg, judge, kind, text, given_label=row.get("label"), logprob_codes=judge.logprobs)
-    fmt = "text" if judge.logprobs else ("json_schema" if judge.response_format == "auto" else judge.response_format)
+    given = row.get(a.label_column) if kind == "verify" else None
+    codes = judge.logprobs and judge.response_format in ("auto", "text")
+    msgs = render_messages(cfg, judge, kind, text, given_label=None if given is None else str(given), logprob_codes=codes)
+    fmt = "text" if codes else ("json_schema" if judge.response_format == "auto" else judge.response_format)
     out = {"judge": judge.name, "model": judge.model, "messages": msgs,
            "response_format": response_format(fmt, kind, cfg.task.label_names, "labels")}
     print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--row", type=int, default=0, help="row number, from 0")
     s.add_argument("--judge", help="judge name (default: the first)")
     s.add_argument("--kind", choices=["label", "candidates", "verify"], help="prompt kind (default: the config's mode)")
+    s.add_argument("--label-column", default="label", help="the given label shown by the verify prompt")
     s.set_defaults(func=cmd_prompt)
 
     import importlib
