@@ -72,8 +72,14 @@ class ResponseCache:
                         self._cache.set(key, raw)
             except BaseException as e:  # reported to every waiter; the run decides what to do
                 error = e
+            by_loop: dict[Any, list[Any]] = {}
             for _, _, loop, fut in batch:
-                loop.call_soon_threadsafe(_resolve, fut, error)
+                by_loop.setdefault(loop, []).append(fut)
+            for loop, futs in by_loop.items():  # one wake-up of each loop per batch, not one per answer
+                try:
+                    loop.call_soon_threadsafe(_resolve, futs, error)
+                except RuntimeError:  # that loop is closed: nobody waits any more (the answers are stored)
+                    pass
 
     def get_meta(self, name: str) -> Any:
         return self._cache.get(f"meta:{name}")
@@ -94,10 +100,11 @@ class ResponseCache:
         self._cache.close()
 
 
-def _resolve(fut: Any, error: BaseException | None) -> None:
-    if fut.cancelled():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(error)
+def _resolve(futs: list[Any], error: BaseException | None) -> None:
+    for fut in futs:
+        if fut.cancelled():
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)

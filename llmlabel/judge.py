@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from .answers import InvalidAnswer, JudgeAnswer, parse_answer, probs_from_logprobs
 from .cache import ResponseCache, cache_key, canonical
@@ -22,6 +21,7 @@ from .secrets import redact, register
 from .transport import AioHttpTransport, SDKTransport, StatusError, TransportError
 
 FORMATS = ["json_schema", "json_object", "text"]
+_MARKER = {"\x00llmlabel": "frame\x00"}
 NO_KEY = "sk-no-key-required"
 
 
@@ -84,7 +84,7 @@ def _backoff(attempt: int, exc: BaseException | None) -> float:
     return max(exp, ra + random.uniform(0, 0.25)) if ra is not None else exp
 
 
-def _wait(state: RetryCallState) -> float:
+def _wait(state: Any) -> float:
     # Attempt 1 ran before tenacity took over (the fast path in `_complete`).
     return _backoff(state.attempt_number + 1, state.outcome.exception() if state.outcome else None)
 
@@ -116,6 +116,8 @@ class JudgeClient:
         self.codes = label_codes(labels) if judge.logprobs and judge.response_format in ("auto", "text") else None
         fmt_key = f"format:{judge.cache_as or self.endpoint}:{judge.model}"
         self._fmt_key = fmt_key
+        self._formats: dict[tuple[str, str], dict[str, Any]] = {}
+        self._frames: dict[Any, tuple[bytes, bytes, Any]] = {}
         saved = cache.get_meta(fmt_key) if judge.response_format == "auto" else None
         self.fmt = "text" if self.codes else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
 
@@ -145,7 +147,9 @@ class JudgeClient:
             if j.logprobs:
                 req.update(logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
             req["max_tokens"] = j.max_tokens or (64 + 16 * len(self.labels) if kind == "candidates" else 64)
-            rf = response_format(self.fmt, kind, self.labels, "labels")
+            rf = self._formats.get((self.fmt, kind))
+            if rf is None:
+                rf = self._formats[(self.fmt, kind)] = response_format(self.fmt, kind, self.labels, "labels") or {}
             if rf:
                 req["response_format"] = rf
         if j.seed is not None:
@@ -186,7 +190,7 @@ class JudgeClient:
     async def _complete(self, req: dict[str, Any], data: bytes) -> dict[str, Any]:
         j = self.judge
 
-        def count_retry(_: RetryCallState) -> None:
+        def count_retry(_: Any) -> None:
             self.ledger.retries += 1
 
         try:
@@ -197,6 +201,8 @@ class JudgeClient:
                     raise
                 self.ledger.retries += 1
                 await asyncio.sleep(_backoff(1, first))
+            from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt  # only once a call failed
+
             async for attempt in AsyncRetrying(retry=retry_if_exception(_retryable), wait=_wait,
                                                stop=stop_after_attempt(j.max_attempts - 1), reraise=True,
                                                before_sleep=count_retry):
@@ -222,8 +228,31 @@ class JudgeClient:
                              "check base_url and that the server is up, then rerun to resume") from None
         raise AssertionError("unreachable")
 
+    def body(self, req: dict[str, Any]) -> bytes:
+        """canonical(req), built from a cached frame: only the last message is serialised per call. Requests
+        of a job differ only in that message, and the frame (system prompt, examples, schema) is most of
+        the bytes. Byte-identical to canonical(req): the frame is canonical JSON cut around a marker."""
+        msgs = req["messages"]
+        head, last = msgs[:-1], msgs[-1]
+        # Keyed by the messages' content (string hashes are cached) and the other options; a structured
+        # option (the response format, built once per format and kind) by identity: the frame holds a
+        # reference to it, so that id cannot be reused while the frame exists.
+        others = [(k, v) for k, v in req.items() if k != "messages"]
+        fkey = (tuple((m["role"], m["content"]) for m in head),
+                tuple((k, v) if isinstance(v, (str, int, float, bool, type(None))) else (k, id(v)) for k, v in others))
+        frame = self._frames.get(fkey)
+        if frame is None:
+            if len(self._frames) > 64:
+                self._frames.clear()  # bounded: a job has a handful of frames (kinds; re-asks are rare)
+            whole = canonical({**req, "messages": [*head, _MARKER]})
+            parts = whole.split(canonical(_MARKER))
+            if len(parts) != 2:
+                return canonical(req)
+            frame = self._frames[fkey] = (parts[0], parts[1], others)
+        return frame[0] + canonical(last) + frame[1]
+
     async def _cached_complete(self, req: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-        data = canonical(req)  # hashed for the key and sent as the body: serialised once
+        data = self.body(req)  # hashed for the key and sent as the body: serialised once
         key = cache_key(self.judge.cache_as or self.endpoint, data)
         hit = self.cache.get(key)
         if hit is not None:

@@ -115,6 +115,12 @@ def render_messages(cfg: Config, judge: Judge | None, kind: PromptKind, text: st
     The system message and examples do not depend on the text: with `prefix_cache` they are rendered once."""
     task = cfg.task
     name = (judge.prompt if judge and judge.prompt else kind)
+    pkey = (name, kind, logprob_codes, given_label)
+    if prefix_cache is not None:
+        # The hot path: prefix and user frame already rendered, nothing to look up (not even the template).
+        prefix, frame = prefix_cache.get(pkey), prefix_cache.get(("user",) + pkey)
+        if prefix is not None and frame:
+            return prefix + [{"role": "user", "content": (frame[0] + neutralize(text) + frame[1]).strip()}]
     env = _env(cfg.prompts_dir)
     try:
         tmpl = env.get_template(name if name.endswith(".j2") else f"{name}.j2")
@@ -135,7 +141,6 @@ def render_messages(cfg: Config, judge: Judge | None, kind: PromptKind, text: st
         except TemplateError as e:
             raise ConfigError(f"prompt template '{name}' failed: {e}; fix the template") from None
 
-    pkey = (name, kind, logprob_codes, given_label)
     prefix = prefix_cache.get(pkey) if prefix_cache is not None else None
     if prefix is None:
         prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]

@@ -127,11 +127,22 @@ def scan(path: str | Path, text_column: str, id_column: str, limit: int | None =
     return n
 
 
-def _check_unique(path: str | Path, hashes: Any, id_column: str, n: int) -> None:
+SMALL = 200_000  # below this many rows plain Python sorts are cheaper than importing numpy (~0.1 s)
+
+
+def _repeated(values: Any) -> set[int]:
+    """The values that occur more than once in an array('q'): numpy for large arrays (8 bytes a row)."""
+    if len(values) < SMALL:
+        seen: set[int] = set()
+        return {v for v in values if v in seen or seen.add(v)}  # type: ignore[func-returns-value]
     import numpy as np
 
-    h = np.sort(np.frombuffer(hashes, dtype=np.int64))
-    clash = set(h[1:][h[1:] == h[:-1]].tolist())
+    h = np.sort(np.frombuffer(values, dtype=np.int64))
+    return set(h[1:][h[1:] == h[:-1]].tolist())
+
+
+def _check_unique(path: str | Path, hashes: Any, id_column: str, n: int) -> None:
+    clash = _repeated(hashes)
     if not clash:
         return
     seen: set[str] = set()  # equal hashes: compare the ids themselves, in order, to name the first repeat

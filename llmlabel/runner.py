@@ -128,7 +128,10 @@ class Job:
 
     async def ask_all(self, text: str, given: str | None) -> dict[str, JudgeAnswer]:
         cascade = self.cfg.cascade
-        if not (cascade and cascade.enabled) or len(self.judges) == 1:
+        if len(self.judges) == 1:
+            j = self.judges[0]
+            return {j.name: self._calibrated(j.name, await self.clients[j.name].ask(self.messages(j, text, given), self.kind))}
+        if not (cascade and cascade.enabled):
             res = await asyncio.gather(*(self.clients[j.name].ask(self.messages(j, text, given), self.kind)
                                          for j in self.judges))
             return {j.name: self._calibrated(j.name, a) for j, a in zip(self.judges, res)}

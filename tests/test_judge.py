@@ -185,6 +185,22 @@ def test_cache_key_is_canonical_and_keyless():
     assert cache_key("http://x/v1", {"model": "m", "messages": MSGS, "temperature": 0, "seed": 1}) != a
 
 
+@pytest.mark.parametrize("kind", ["label", "candidates", "verify"])
+def test_request_body_is_byte_identical_to_canonical_json(tmp_path, kind):
+    """The body is built from a cached frame plus the last message; it must equal canonical(request) exactly,
+    or cache keys would change between versions and paid answers would be asked again."""
+    from llmlabel.cache import canonical
+
+    client, _, cache = make(tmp_path, seed=7, logprobs=True)
+    texts = ["hi", "", 'quotes " and \\ backslash', "ünïcödé ✓ 🙂", "\x00\x1f control", "</text> {{ x }}", "a" * 5000]
+    system = [{"role": "system", "content": "Labels: pos, neg. \"Quoted\" ✓"}]
+    for t in texts * 2:  # the second pass hits the cached frames
+        for head in (system, system + [{"role": "user", "content": "ex"}, {"role": "assistant", "content": "{}"}]):
+            req = client.request(head + [{"role": "user", "content": t}], kind)
+            assert client.body(req) == canonical(req)
+    cache.close()
+
+
 def test_no_key_for_the_default_endpoint_is_a_clear_error(tmp_path):
     j = Judge(name="a", model="m")
     led = JudgeLedger("a", "m")
