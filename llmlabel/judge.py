@@ -93,6 +93,20 @@ def _one_line(msg: str, limit: int = 240) -> str:
     return redact(" ".join(str(msg).split()))[:limit]
 
 
+_LAST: list[Any] = [None, None, b""]  # (role, content, canonical JSON) of the latest last message
+
+
+def _last_json(message: dict[str, str]) -> bytes:
+    """canonical(message), remembered for the latest one: the judges of a row send the same user message."""
+    role, content = message.get("role"), message.get("content")
+    if len(message) == 2 and role == _LAST[0] and content == _LAST[1]:
+        return _LAST[2]
+    data = canonical(message)
+    if len(message) == 2:
+        _LAST[:] = [role, content, data]
+    return data
+
+
 class JudgeClient:
     def __init__(self, judge: Judge, cache: ResponseCache, ledger: JudgeLedger, budget: Budget,
                  labels: list[str], api_key: str | None = None, transport: Any = None) -> None:
@@ -118,6 +132,7 @@ class JudgeClient:
         self._fmt_key = fmt_key
         self._formats: dict[tuple[str, str], dict[str, Any]] = {}
         self._frames: dict[Any, tuple[bytes, bytes, Any]] = {}
+        self._parsed: dict[tuple[Any, Any, str], JudgeAnswer] = {}
         saved = cache.get_meta(fmt_key) if judge.response_format == "auto" else None
         self.fmt = "text" if self.codes else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
 
@@ -249,7 +264,21 @@ class JudgeClient:
             if len(parts) != 2:
                 return canonical(req)
             frame = self._frames[fkey] = (parts[0], parts[1], others)
-        return frame[0] + canonical(last) + frame[1]
+        tail = _last_json(last)
+        return frame[0] + tail + frame[1]
+
+    def key_for(self, messages: list[dict[str, str]], kind: str) -> str:
+        """The cache key of the first request `ask(messages, kind)` would send."""
+        return cache_key(self.judge.cache_as or self.endpoint, self.body(self.request(messages, kind)))
+
+    def cached_answer(self, payload: dict[str, Any], kind: str) -> JudgeAnswer | None:
+        """The answer from a cached payload found by `key_for` (as `ask` would give it), or None to ask."""
+        try:
+            ans = self._parse(payload, kind)
+        except InvalidAnswer:
+            return None
+        self.ledger.cache_hits += 1
+        return ans
 
     async def _cached_complete(self, req: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
         data = self.body(req)  # hashed for the key and sent as the body: serialised once
@@ -260,6 +289,17 @@ class JudgeClient:
         return key, await self._complete(req, data), False
 
     def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
+        if not self.judge.logprobs:
+            # Answers repeat (a handful of labels): one parsed object per distinct reply. Answers are
+            # never modified after parsing, so rows can share them.
+            pkey = (payload.get("content"), payload.get("finish_reason"), kind)
+            ans = self._parsed.get(pkey)
+            if ans is None:
+                ans = parse_answer(pkey[0], pkey[1], kind, self.labels, self.codes)
+                if len(self._parsed) >= 4096:
+                    self._parsed.clear()
+                self._parsed[pkey] = ans
+            return ans
         ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, self.codes)
         if self.judge.logprobs:
             ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)

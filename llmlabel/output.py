@@ -59,6 +59,12 @@ class PartFile:
     def append(self, rec: dict[str, Any]) -> None:
         self._fh.write((json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
 
+    def append_many(self, recs: list[dict[str, Any]]) -> None:
+        """Several rows in one write (a kill may cut the last line: `load` drops it and the row is redone)."""
+        if recs:
+            self._fh.write("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
+                                   for r in recs).encode("utf-8"))
+
     def close(self) -> None:
         if self._fh:
             self._fh.close()

@@ -93,9 +93,9 @@ class Job:
         self.truncated = 0
         self.fatal: LLMLabelError | None = None
 
-    def messages(self, judge: Judge, text: str, given: str | None) -> list[dict[str, str]]:
+    def messages(self, judge: Judge, text: str, given: str | None, count: bool = True) -> list[dict[str, str]]:
         text, cut = truncate(text, judge.max_text_tokens)
-        if cut:
+        if cut and count:
             self.truncated += 1
         return render_messages(self.cfg, judge, self.kind, text, given_label=given,
                                logprob_codes=self.clients[judge.name].codes is not None,
@@ -150,29 +150,70 @@ class Job:
                 break
         return answers
 
-    async def process(self, i: int, row: dict[str, Any], part: PartFile) -> None:
+    def start(self, i: int, row: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
+        """A row's output record so far, its text to label (None: nothing to label) and its given label."""
         task = self.cfg.task
-        rid = row_id(row, task.id_column, i)
         rec: dict[str, Any] = {"_i": i}
         for k, v in row.items():
             rec[f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k] = v
-        rec["id"] = rid
+        rec["id"] = row_id(row, task.id_column, i)
         text = row_text(row, task, self.cfg.prompts_dir)
         if text is None or not text.strip():
             rec.update(label=None, confidence=None, probs=None, candidates=[], judges={},
                        error=f"{PERMANENT}: nothing to label in '{task.text_column}'")
-        else:
-            given = None
-            if self.opts.given_label_column:
-                gv = row.get(self.opts.given_label_column)
-                given = None if gv is None else str(gv)
-            answers = await self.ask_all(text, given)
+            return rec, None, None
+        given = None
+        if self.opts.given_label_column:
+            gv = row.get(self.opts.given_label_column)
+            given = None if gv is None else str(gv)
+        return rec, text, given
+
+    def finish(self, rec: dict[str, Any], answers: dict[str, JudgeAnswer] | None, part: PartFile | list) -> None:
+        """Complete a row's record and append it (to the part file, or to a list written in one go)."""
+        if answers is not None:
             rec.update(combine_row(answers, self.labels, self.kind, self.weights))
             rec["judges"] = {n: a.out() for n, a in answers.items()}
         part.append(rec)
         self.ledger.rows_done += 1
         if rec["error"] and not rec["error"].startswith(PERMANENT):
             self.ledger.rows_failed += 1
+
+    async def process(self, started: tuple[dict[str, Any], str | None, str | None], part: PartFile) -> None:
+        rec, text, given = started
+        self.finish(rec, None if text is None else await self.ask_all(text, given), part)
+
+    def from_cache(self, rows: list[tuple[int, dict[str, Any]]], part: PartFile) -> tuple[list[Any], int]:
+        """Finish, synchronously, the rows whose every judge answer is already cached: one bulk lookup for
+        the chunk, no tasks, no awaits (a warm rerun is all lookups). Returns the other rows, started, and
+        how many keys were found."""
+        prepared, keys = [], []
+        for i, row in rows:
+            rec, text, given = started = self.start(i, row)
+            ks = None
+            if text is not None:
+                ks = [self.clients[j.name].key_for(self.messages(j, text, given, count=False), self.kind)
+                      for j in self.judges]
+                keys += ks
+            prepared.append((started, ks))
+        hits = self.cache.get_many(keys) if keys else {}
+        rest, done = [], []
+        for started, ks in prepared:
+            rec, text, given = started
+            answers: dict[str, JudgeAnswer] | None = None
+            if ks is not None:
+                if not all(k in hits for k in ks):
+                    rest.append(started)
+                    continue
+                got = {j.name: self.clients[j.name].cached_answer(hits[k], self.kind) for j, k in zip(self.judges, ks)}
+                if any(a is None for a in got.values()):
+                    rest.append(started)
+                    continue
+                answers = {n: self._calibrated(n, a) for n, a in got.items()}  # type: ignore[arg-type]
+                for j in self.judges:
+                    self.truncated += truncate(text, j.max_text_tokens)[1]  # type: ignore[arg-type]
+            self.finish(rec, answers, done)
+        part.append_many(done)
+        return rest, len(hits)
 
     async def run(self, input_path: Path, part: PartFile, total: int) -> str | None:
         """Label every row not yet in the part file. Returns why it stopped early, or None."""
@@ -216,6 +257,31 @@ class Job:
                 if self.ledger.rows_done % 20 == 0:
                     bar.set_postfix_str(f"${self.ledger.cost:.4f}", refresh=False)
 
+        # Rows are first looked up in the cache in bulk (chunks growing while they hit); the rest are asked.
+        # A cold run stops looking ahead after its first chunk misses.
+        cascade = self.cfg.cascade is not None and self.cfg.cascade.enabled and len(self.judges) > 1
+        chunk: list[tuple[int, dict[str, Any]]] = []
+        size = 0 if cascade else 64
+
+        async def launch(rows: list[tuple[int, dict[str, Any]]]) -> bool:
+            nonlocal size
+            if size:
+                started, found = self.from_cache(rows, part)
+                if bar is not None and len(started) < len(rows):
+                    bar.update(len(rows) - len(started))
+                size = 0 if found < len(rows) * len(self.judges) // 2 else min(2 * size, 1024)
+            else:
+                started = [self.start(i, row) for i, row in rows]
+            for st in started:
+                await window.acquire()
+                if stop.is_set():
+                    window.release()
+                    return False
+                t = asyncio.ensure_future(self.process(st, part))
+                tasks.add(t)
+                t.add_done_callback(finished)
+            return True
+
         try:
             if self.p_cf == {} and any(j.logprobs for j in self.judges):
                 await self.calibrate()
@@ -228,13 +294,13 @@ class Job:
                 if rid in part.done:
                     self.ledger.rows_skipped += 1
                     continue
-                await window.acquire()
-                if stop.is_set():
-                    window.release()
-                    break
-                t = asyncio.ensure_future(self.process(i, row, part))
-                tasks.add(t)
-                t.add_done_callback(finished)
+                chunk.append((i, row))
+                if len(chunk) >= max(size, 1):
+                    rows, chunk = chunk, []
+                    if not await launch(rows):
+                        break
+            if chunk and not stop.is_set():
+                await launch(chunk)
             if tasks:
                 waiter = asyncio.ensure_future(stop.wait())
                 while tasks and not stop.is_set():

@@ -109,3 +109,51 @@ def test_two_judges_majority_and_weights(tmp_path, fake):
     assert all(set(g["judges"]) == {"a", "b"} for g in got) and fake.requests == 20
     ledger = json.loads((tmp_path / "o.jsonl.ledger.json").read_text())
     assert set(ledger["runs"][-1]["quality"]["judges"]) == {"a", "b"}
+
+
+def test_partly_cached_rerun_asks_only_what_is_missing(tmp_path, fake):
+    """Cached rows are answered by the bulk cache pass, the rest by judge calls: a new output from a cache
+    that holds some rows for both judges and others for one equals a cold run's, paying only the misses."""
+    write_corpus(tmp_path / "in.csv", 300)
+    judges = [{"name": "a", "model": "m1", "base_url": fake.base_url},
+              {"name": "b", "model": "m2", "base_url": fake.base_url}]
+    (tmp_path / "cold").mkdir()
+    cold = write_config(tmp_path / "cold" / "c.yaml", fake.base_url, judges=judges)
+    assert run_cli("label", str(tmp_path / "in.csv"), "-c", str(cold), "-o", str(tmp_path / "cold.jsonl")).returncode == 0
+    assert fake.requests == 600
+    (tmp_path / "warm").mkdir()
+    warm = write_config(tmp_path / "warm" / "c.yaml", fake.base_url, judges=judges)
+    only_a = write_config(tmp_path / "warm" / "a.yaml", fake.base_url, judges=judges[:1])
+    # Rows 0-199 cached for both judges, rows 200-249 for judge a only, rows 250-299 not at all.
+    assert run_cli("label", str(tmp_path / "in.csv"), "-c", str(warm), "-o", str(tmp_path / "w1.jsonl"),
+                   "--limit", "200").returncode == 0
+    assert run_cli("label", str(tmp_path / "in.csv"), "-c", str(only_a), "-o", str(tmp_path / "w2.jsonl"),
+                   "--limit", "250").returncode == 0
+    before = fake.requests
+    assert before == 600 + 400 + 50
+    r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(warm), "-o", str(tmp_path / "w3.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert fake.requests - before == 50 + 2 * 50
+    assert read_jsonl(tmp_path / "w3.jsonl") == read_jsonl(tmp_path / "cold.jsonl")
+    ledger = json.loads((tmp_path / "w3.jsonl.ledger.json").read_text())["runs"][-1]["judges"]
+    assert ledger["a"]["cache_hits"] == 250 and ledger["b"]["cache_hits"] == 200
+
+
+def test_warm_rerun_is_answered_by_the_bulk_cache_pass(tmp_path, fake, monkeypatch):
+    from llmlabel.config import load_config
+    from llmlabel.judge import JudgeClient
+    from llmlabel.runner import RunOptions, run_job
+
+    write_corpus(tmp_path / "in.csv", 200)
+    judges = [{"name": "a", "model": "m1", "base_url": fake.base_url},
+              {"name": "b", "model": "m2", "base_url": fake.base_url}]
+    cfg = load_config(write_config(tmp_path / "c.yaml", fake.base_url, judges=judges))
+    run_job(cfg, tmp_path / "in.csv", tmp_path / "cold.jsonl", RunOptions(progress=False))
+
+    async def no_call(*a, **k):
+        raise AssertionError("a cached row went through the per-row path")
+
+    monkeypatch.setattr(JudgeClient, "ask", no_call)
+    res = run_job(cfg, tmp_path / "in.csv", tmp_path / "warm.jsonl", RunOptions(progress=False))
+    assert res.complete and res.ledger.judges["a"].cache_hits == 200 and res.ledger.judges["b"].cache_hits == 200
+    assert read_jsonl(tmp_path / "warm.jsonl") == read_jsonl(tmp_path / "cold.jsonl")
