@@ -2,8 +2,9 @@
 """Throughput of whole `llmlabel label` processes (start-up included) against fakellm.
 
 (a) Sweep: one judge against a server with --latency 0.1; rows/s at each concurrency against the
-    latency-bound ideal (concurrency / latency). rows = max(--min-rows, 100 * c), capped so the ideal
-    time is at most --max-ideal-s (the lowest concurrencies would otherwise take minutes).
+    latency-bound ideal (concurrency / latency). Every level runs --ideal-s seconds of ideal work
+    (rows = c * ideal_s / latency: 3,000+ rows from concurrency 10 up), so the few hundred ms of process
+    start-up weigh the same at every level.
 (b) Backends: http_backend aiohttp (default) and sdk at concurrency 64 on the same rows.
 (c) Acceptance: 3,000 rows, one judge, concurrency 64, 100 ms server (target >= 80% of ideal, 512 rows/s),
     --accept-repeats runs of the default backend (the median decides), one of each other backend.
@@ -35,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concurrency", default="1,2,4,8,16,32,64,128,256", help="comma list for the sweep")
     ap.add_argument("--latency", type=float, default=0.1)
-    ap.add_argument("--min-rows", type=int, default=3000)
-    ap.add_argument("--max-ideal-s", type=float, default=30.0, help="cap rows so rows*latency/c <= this")
+    ap.add_argument("--ideal-s", type=float, default=30.0, help="rows per level = c * ideal_s / latency")
     ap.add_argument("--accept-rows", type=int, default=3000)
     ap.add_argument("--accept-repeats", type=int, default=5)
     ap.add_argument("--overhead-rows", type=int, default=20000, help="rows for the zero-latency runs")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="results file (default benchmarks/results/throughput.md)")
     a = ap.parse_args(argv)
     if a.quick:
-        a.concurrency, a.min_rows, a.max_ideal_s, a.accept_rows, a.overhead_rows = "1,16,64", 200, 2.0, 300, 1000
+        a.concurrency, a.ideal_s, a.accept_rows, a.overhead_rows = "1,16,64", 2.0, 300, 1000
         a.accept_repeats = 1
         a.out = a.out or "/tmp/throughput-quick.md"
     concs = [int(c) for c in a.concurrency.split(",") if c]
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[str] = []
 
     def rows_for(c: int) -> int:
-        return max(1, min(max(a.min_rows, 100 * c), int(a.max_ideal_s * c / a.latency)))
+        return max(1, int(a.ideal_s * c / a.latency))
 
     with tempdir("llmlabel-tp-") as tmp:
         n_max = max([rows_for(c) for c in concs] + [a.accept_rows, a.overhead_rows, 10])

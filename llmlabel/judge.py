@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import re
@@ -132,6 +133,7 @@ class JudgeClient:
         self._fmt_key = fmt_key
         self._formats: dict[tuple[str, str], dict[str, Any]] = {}
         self._frames: dict[Any, tuple[bytes, bytes, Any]] = {}
+        self._key_ns = judge.cache_as or self.endpoint  # what the cache knows this endpoint by
         self._parsed: dict[tuple[Any, Any, str], JudgeAnswer] = {}
         saved = cache.get_meta(fmt_key) if judge.response_format == "auto" else None
         self.fmt = "text" if self.codes else (saved or ("json_schema" if judge.response_format == "auto" else judge.response_format))
@@ -243,33 +245,36 @@ class JudgeClient:
                              "check base_url and that the server is up, then rerun to resume") from None
         raise AssertionError("unreachable")
 
-    def body(self, req: dict[str, Any]) -> bytes:
-        """canonical(req), built from a cached frame: only the last message is serialised per call. Requests
-        of a job differ only in that message, and the frame (system prompt, examples, schema) is most of
-        the bytes. Byte-identical to canonical(req): the frame is canonical JSON cut around a marker."""
-        msgs = req["messages"]
-        head, last = msgs[:-1], msgs[-1]
-        # Keyed by the messages' content (string hashes are cached) and the other options; a structured
-        # option (the response format, built once per format and kind) by identity: the frame holds a
-        # reference to it, so that id cannot be reused while the frame exists.
-        others = [(k, v) for k, v in req.items() if k != "messages"]
-        fkey = (tuple((m["role"], m["content"]) for m in head),
-                tuple((k, v) if isinstance(v, (str, int, float, bool, type(None))) else (k, id(v)) for k, v in others))
+    def encode(self, messages: list[dict[str, str]], kind: str) -> tuple[dict[str, Any], bytes, str]:
+        """The request for `messages`, its body (canonical JSON, serialised once: hashed for the key and sent)
+        and its cache key.
+
+        Requests of a job differ only in the last message, and everything else (system prompt, examples,
+        schema, options) is most of the bytes: that frame is serialised and hashed once, then each request
+        only adds its last message. Byte-identical to canonical(request), so keys do not depend on it."""
+        req = self.request(messages, kind)
+        head, last = messages[:-1], messages[-1]
+        # request() depends only on the messages, the kind and this judge's format: that is the frame's key.
+        fkey = (kind, self.fmt, tuple((m["role"], m["content"]) for m in head))
         frame = self._frames.get(fkey)
         if frame is None:
             if len(self._frames) > 64:
                 self._frames.clear()  # bounded: a job has a handful of frames (kinds; re-asks are rare)
-            whole = canonical({**req, "messages": [*head, _MARKER]})
-            parts = whole.split(canonical(_MARKER))
+            parts = canonical(self.request([*head, _MARKER], kind)).split(canonical(_MARKER))
             if len(parts) != 2:
-                return canonical(req)
-            frame = self._frames[fkey] = (parts[0], parts[1], others)
+                data = canonical(req)
+                return req, data, cache_key(self._key_ns, data)
+            hasher = hashlib.sha256(self._key_ns.encode("utf-8") + b"\n" + parts[0])
+            frame = self._frames[fkey] = (parts[0], parts[1], hasher)
         tail = _last_json(last)
-        return frame[0] + tail + frame[1]
+        h = frame[2].copy()
+        h.update(tail)
+        h.update(frame[1])
+        return req, frame[0] + tail + frame[1], h.hexdigest()
 
     def key_for(self, messages: list[dict[str, str]], kind: str) -> str:
         """The cache key of the first request `ask(messages, kind)` would send."""
-        return cache_key(self.judge.cache_as or self.endpoint, self.body(self.request(messages, kind)))
+        return self.encode(messages, kind)[2]
 
     def cached_answer(self, payload: dict[str, Any], kind: str) -> JudgeAnswer | None:
         """The answer from a cached payload found by `key_for` (as `ask` would give it), or None to ask."""
@@ -280,9 +285,8 @@ class JudgeClient:
         self.ledger.cache_hits += 1
         return ans
 
-    async def _cached_complete(self, req: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-        data = self.body(req)  # hashed for the key and sent as the body: serialised once
-        key = cache_key(self.judge.cache_as or self.endpoint, data)
+    async def _cached_complete(self, messages: list[dict[str, str]], kind: str) -> tuple[str, dict[str, Any], bool]:
+        req, data, key = self.encode(messages, kind)
         hit = self.cache.get(key)
         if hit is not None:
             return key, hit, True
@@ -320,9 +324,8 @@ class JudgeClient:
         """One judge's answer for one prompt. Paid at most once: answers are cached as soon as they are valid."""
         msgs, first_key, corrupt = messages, None, 0
         while True:
-            req = self.request(msgs, kind)
             try:
-                key, payload, cached = await self._cached_complete(req)
+                key, payload, cached = await self._cached_complete(msgs, kind)
             except StatusError as e:
                 if e.status not in (400, 422):
                     raise

@@ -196,8 +196,10 @@ def test_request_body_is_byte_identical_to_canonical_json(tmp_path, kind):
     system = [{"role": "system", "content": "Labels: pos, neg. \"Quoted\" ✓"}]
     for t in texts * 2:  # the second pass hits the cached frames
         for head in (system, system + [{"role": "user", "content": "ex"}, {"role": "assistant", "content": "{}"}]):
-            req = client.request(head + [{"role": "user", "content": t}], kind)
-            assert client.body(req) == canonical(req)
+            msgs = head + [{"role": "user", "content": t}]
+            req, data, key = client.encode(msgs, kind)
+            assert req == client.request(msgs, kind) and data == canonical(req)
+            assert key == cache_key(URL, canonical(req))
     cache.close()
 
 
