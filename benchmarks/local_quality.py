@@ -60,7 +60,7 @@ def main() -> None:
              f"decoding; {wall:.0f}s wall for {n * len(judges)} requests ({wall / (n * len(judges)):.2f}s each).", "",
              "| judge | accuracy | answers 'positive' | valid labels |", "|---|---|---|---|"]
     lines += [f"| {j} | {acc[j]:.3f} | {share[j]:.0%} | {valid:.0%} |" for j in judges]
-    lines += [f"| ensemble (majority, ties -> first label) | {ens:.3f} | | |", "",
+    lines += [f"| ensemble (llmlabel's combined label: soft vote of the calibrated distributions) | {ens:.3f} | | |", "",
               "These are tiny models (135M and 270M parameters): they exist so llmlabel runs with no key at all, "
               "not for quality. Point a judge at a real endpoint for real work (see the README)."]
     text = "\n".join(lines) + "\n"
