@@ -277,13 +277,12 @@ class JudgeClient:
         return self.encode(messages, kind)[2]
 
     def cached_answer(self, payload: dict[str, Any], kind: str) -> JudgeAnswer | None:
-        """The answer from a cached payload found by `key_for` (as `ask` would give it), or None to ask."""
+        """The answer from a cached payload found by `key_for` (as `ask` would give it), or None to ask.
+        The caller counts the cache hit once it uses the answer."""
         try:
-            ans = self._parse(payload, kind)
+            return self._parse(payload, kind)
         except InvalidAnswer:
             return None
-        self.ledger.cache_hits += 1
-        return ans
 
     async def _cached_complete(self, messages: list[dict[str, str]], kind: str) -> tuple[str, dict[str, Any], bool]:
         req, data, key = self.encode(messages, kind)

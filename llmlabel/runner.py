@@ -210,6 +210,7 @@ class Job:
                     continue
                 answers = {n: self._calibrated(n, a) for n, a in got.items()}  # type: ignore[arg-type]
                 for j in self.judges:
+                    self.ledger.judges[j.name].cache_hits += 1
                     self.truncated += truncate(text, j.max_text_tokens)[1]  # type: ignore[arg-type]
             self.finish(rec, answers, done)
         part.append_many(done)

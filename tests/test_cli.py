@@ -157,3 +157,30 @@ def test_warm_rerun_is_answered_by_the_bulk_cache_pass(tmp_path, fake, monkeypat
     res = run_job(cfg, tmp_path / "in.csv", tmp_path / "warm.jsonl", RunOptions(progress=False))
     assert res.complete and res.ledger.judges["a"].cache_hits == 200 and res.ledger.judges["b"].cache_hits == 200
     assert read_jsonl(tmp_path / "warm.jsonl") == read_jsonl(tmp_path / "cold.jsonl")
+
+
+def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_path, fake):
+    """The bulk pass hands a row to the per-row path when any of its cached answers cannot be used; the
+    other judges' hits on that row are then counted once, by that path."""
+    from llmlabel.cache import ResponseCache
+    from llmlabel.config import load_config
+    from llmlabel.runner import Job, RunOptions, run_job
+
+    write_corpus(tmp_path / "in.csv", 20)
+    judges = [{"name": "a", "model": "m1", "base_url": fake.base_url},
+              {"name": "b", "model": "m2", "base_url": fake.base_url}]
+    cfg = load_config(write_config(tmp_path / "c.yaml", fake.base_url, judges=judges))
+    run_job(cfg, tmp_path / "in.csv", tmp_path / "cold.jsonl", RunOptions(progress=False))
+    job = Job(cfg, cfg.judges, RunOptions(progress=False))
+    rec, text, given = job.start(3, {"id": "r3", "text": read_jsonl(tmp_path / "cold.jsonl")[3]["text"]})
+    key = job.clients["b"].key_for(job.messages(cfg.judges[1], text, given), job.kind)
+    job.cache.close()
+    cache = ResponseCache(cfg.cache_dir)
+    assert cache.get(key) is not None
+    cache.set(key, {"content": "not an answer", "finish_reason": "stop", "usage": {}, "top_logprobs": None})
+    cache.close()
+    before = fake.requests
+    res = run_job(cfg, tmp_path / "in.csv", tmp_path / "warm.jsonl", RunOptions(progress=False))
+    assert fake.requests == before + 1  # judge b is asked again for that row (the re-ask), nothing else
+    assert res.ledger.judges["a"].cache_hits == 20 and res.ledger.judges["b"].cache_hits == 20
+    assert read_jsonl(tmp_path / "warm.jsonl") == read_jsonl(tmp_path / "cold.jsonl")
