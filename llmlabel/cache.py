@@ -43,6 +43,7 @@ class ResponseCache:
         (a warm rerun is mostly lookups). Reads diskcache's table directly: answers are short strings, which
         diskcache keeps inline (raw key, value in the row); anything else goes through the public `get`."""
         found: dict[str, dict[str, Any]] = {}
+        elsewhere: list[str] = []
         try:
             con = self._cache._con  # noqa: SLF001 (diskcache's own connection, so its pragmas and WAL apply)
             for i in range(0, len(keys), 500):
@@ -53,15 +54,13 @@ class ResponseCache:
                     if filename is None and isinstance(value, str):
                         found[key] = json.loads(value)
                     else:
-                        hit = self.get(key)
-                        if hit is not None:
-                            found[key] = hit
+                        elsewhere.append(key)
         except Exception:  # noqa: BLE001 (a diskcache layout this code does not know: the slow, public path)
-            found = {}
-            for key in keys:
-                hit = self.get(key)
-                if hit is not None:
-                    found[key] = hit
+            found, elsewhere = {}, keys
+        for key in elsewhere:
+            hit = self.get(key)
+            if hit is not None:
+                found[key] = hit
         return found
 
     def set(self, key: str, value: dict[str, Any]) -> None:

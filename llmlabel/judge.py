@@ -304,8 +304,7 @@ class JudgeClient:
                 self._parsed[pkey] = ans
             return ans
         ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, self.codes)
-        if self.judge.logprobs:
-            ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)
+        ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)
         return ans
 
     def _downgrade(self, e: StatusError) -> bool:

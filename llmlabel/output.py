@@ -57,13 +57,12 @@ class PartFile:
         self._fh = open(self.path, "ab", buffering=0)
 
     def append(self, rec: dict[str, Any]) -> None:
-        self._fh.write((json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+        self._fh.write(_line(rec))
 
     def append_many(self, recs: list[dict[str, Any]]) -> None:
         """Several rows in one write (a kill may cut the last line: `load` drops it and the row is redone)."""
         if recs:
-            self._fh.write("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
-                                   for r in recs).encode("utf-8"))
+            self._fh.write(b"".join(map(_line, recs)))
 
     def close(self) -> None:
         if self._fh:
@@ -114,6 +113,10 @@ class PartFile:
         """The same as JSON lines, copied without parsing (the row index, always first, cut out)."""
         for line in self._lines():
             yield b"{" + line[line.index(b",", 6) + 1:]
+
+
+def _line(rec: dict[str, Any]) -> bytes:
+    return (json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def _argsort(order: Any) -> Iterable[int]:

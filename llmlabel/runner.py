@@ -93,13 +93,17 @@ class Job:
         self.truncated = 0
         self.fatal: LLMLabelError | None = None
 
-    def messages(self, judge: Judge, text: str, given: str | None, count: bool = True) -> list[dict[str, str]]:
+    def messages(self, judge: Judge, text: str, given: str | None) -> list[dict[str, str]]:
+        msgs, cut = self._messages(judge, text, given)
+        self.truncated += cut
+        return msgs
+
+    def _messages(self, judge: Judge, text: str, given: str | None) -> tuple[list[dict[str, str]], bool]:
+        """The messages, and whether the text had to be cut to the judge's max_text_tokens."""
         text, cut = truncate(text, judge.max_text_tokens)
-        if cut and count:
-            self.truncated += 1
         return render_messages(self.cfg, judge, self.kind, text, given_label=given,
                                logprob_codes=self.clients[judge.name].codes is not None,
-                               prefix_cache=self.prefixes)
+                               prefix_cache=self.prefixes), cut
 
     async def calibrate(self) -> None:
         """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs."""
@@ -189,15 +193,18 @@ class Job:
         prepared, keys = [], []
         for i, row in rows:
             rec, text, given = started = self.start(i, row)
-            ks = None
+            ks, cuts = None, 0
             if text is not None:
-                ks = [self.clients[j.name].key_for(self.messages(j, text, given, count=False), self.kind)
-                      for j in self.judges]
+                ks = []
+                for j in self.judges:
+                    msgs, cut = self._messages(j, text, given)
+                    ks.append(self.clients[j.name].key_for(msgs, self.kind))
+                    cuts += cut
                 keys += ks
-            prepared.append((started, ks))
+            prepared.append((started, ks, cuts))
         hits = self.cache.get_many(keys) if keys else {}
         rest, done = [], []
-        for started, ks in prepared:
+        for started, ks, cuts in prepared:  # a row handed on counts its cuts when it is asked
             rec, text, given = started
             answers: dict[str, JudgeAnswer] | None = None
             if ks is not None:
@@ -211,7 +218,7 @@ class Job:
                 answers = {n: self._calibrated(n, a) for n, a in got.items()}  # type: ignore[arg-type]
                 for j in self.judges:
                     self.ledger.judges[j.name].cache_hits += 1
-                    self.truncated += truncate(text, j.max_text_tokens)[1]  # type: ignore[arg-type]
+                self.truncated += cuts
             self.finish(rec, answers, done)
         part.append_many(done)
         return rest, len(hits)
