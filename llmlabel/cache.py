@@ -33,6 +33,7 @@ class ResponseCache:
         self._pending: list[tuple[str, str, Any, Any]] = []
         self._cond = threading.Condition()
         self._closing = False
+        self._decoded: dict[str, dict[str, Any]] = {}  # get_many's stored JSON -> its (shared, read-only) dict
 
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self._cache.get(key)
@@ -41,9 +42,12 @@ class ResponseCache:
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The cached answers among `keys`, in one SQL query per 500 keys instead of one diskcache call each
         (a warm rerun is mostly lookups). Reads diskcache's table directly: answers are short strings, which
-        diskcache keeps inline (raw key, value in the row); anything else goes through the public `get`."""
+        diskcache keeps inline (raw key, value in the row); anything else goes through the public `get`.
+        Equal stored answers (a few labels, similar token counts) are decoded once and returned as one shared
+        dict: callers must not change them."""
         found: dict[str, dict[str, Any]] = {}
         elsewhere: list[str] = []
+        decoded = self._decoded
         try:
             con = self._cache._con  # noqa: SLF001 (diskcache's own connection, so its pragmas and WAL apply)
             for i in range(0, len(keys), 500):
@@ -52,7 +56,12 @@ class ResponseCache:
                                    f"({','.join('?' * len(chunk))})", chunk).fetchall()
                 for key, filename, value in rows:
                     if filename is None and isinstance(value, str):
-                        found[key] = json.loads(value)
+                        hit = decoded.get(value)
+                        if hit is None:
+                            if len(decoded) >= 4096:
+                                decoded.clear()
+                            hit = decoded[value] = json.loads(value)
+                        found[key] = hit
                     else:
                         elsewhere.append(key)
         except Exception:  # noqa: BLE001 (a diskcache layout this code does not know: the slow, public path)

@@ -95,6 +95,7 @@ def _one_line(msg: str, limit: int = 240) -> str:
 
 
 _LAST: list[Any] = [None, None, b""]  # (role, content, canonical JSON) of the latest last message
+_STR = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a string (C when built)
 
 
 def _last_json(message: dict[str, str]) -> bytes:
@@ -102,10 +103,12 @@ def _last_json(message: dict[str, str]) -> bytes:
     role, content = message.get("role"), message.get("content")
     if len(message) == 2 and role == _LAST[0] and content == _LAST[1]:
         return _LAST[2]
-    data = canonical(message)
-    if len(message) == 2:
+    if len(message) == 2 and type(role) is str and type(content) is str:
+        # canonical() of {"role", "content"} without the general encoder (same bytes: sorted keys, no spaces).
+        data = f'{{"content":{_STR(content)},"role":{_STR(role)}}}'.encode("utf-8")
         _LAST[:] = [role, content, data]
-    return data
+        return data
+    return canonical(message)
 
 
 class JudgeClient:
@@ -245,15 +248,13 @@ class JudgeClient:
                              "check base_url and that the server is up, then rerun to resume") from None
         raise AssertionError("unreachable")
 
-    def encode(self, messages: list[dict[str, str]], kind: str) -> tuple[dict[str, Any], bytes, str]:
-        """The request for `messages`, its body (canonical JSON, serialised once: hashed for the key and sent)
-        and its cache key.
+    def _frame(self, head: list[dict[str, str]], kind: str) -> tuple[bytes, bytes, Any] | None:
+        """The canonical request around its last message, split at that message, and the hash of the part
+        before it (None: this request cannot be split that way).
 
         Requests of a job differ only in the last message, and everything else (system prompt, examples,
         schema, options) is most of the bytes: that frame is serialised and hashed once, then each request
         only adds its last message. Byte-identical to canonical(request), so keys do not depend on it."""
-        req = self.request(messages, kind)
-        head, last = messages[:-1], messages[-1]
         # request() depends only on the messages, the kind and this judge's format: that is the frame's key.
         fkey = (kind, self.fmt, tuple((m["role"], m["content"]) for m in head))
         frame = self._frames.get(fkey)
@@ -262,19 +263,34 @@ class JudgeClient:
                 self._frames.clear()  # bounded: a job has a handful of frames (kinds; re-asks are rare)
             parts = canonical(self.request([*head, _MARKER], kind)).split(canonical(_MARKER))
             if len(parts) != 2:
-                data = canonical(req)
-                return req, data, cache_key(self._key_ns, data)
+                return None
             hasher = hashlib.sha256(self._key_ns.encode("utf-8") + b"\n" + parts[0])
             frame = self._frames[fkey] = (parts[0], parts[1], hasher)
-        tail = _last_json(last)
+        return frame
+
+    def encode(self, messages: list[dict[str, str]], kind: str) -> tuple[dict[str, Any], bytes, str]:
+        """The request for `messages`, its body (canonical JSON, serialised once: hashed for the key and sent)
+        and its cache key."""
+        req = self.request(messages, kind)
+        frame = self._frame(messages[:-1], kind)
+        if frame is None:
+            data = canonical(req)
+            return req, data, cache_key(self._key_ns, data)
+        tail = _last_json(messages[-1])
         h = frame[2].copy()
         h.update(tail)
         h.update(frame[1])
         return req, frame[0] + tail + frame[1], h.hexdigest()
 
     def key_for(self, messages: list[dict[str, str]], kind: str) -> str:
-        """The cache key of the first request `ask(messages, kind)` would send."""
-        return self.encode(messages, kind)[2]
+        """The cache key of the first request `ask(messages, kind)` would send (without building it)."""
+        frame = self._frame(messages[:-1], kind)
+        if frame is None:
+            return self.encode(messages, kind)[2]
+        h = frame[2].copy()
+        h.update(_last_json(messages[-1]))
+        h.update(frame[1])
+        return h.hexdigest()
 
     def cached_answer(self, payload: dict[str, Any], kind: str) -> JudgeAnswer | None:
         """The answer from a cached payload found by `key_for` (as `ask` would give it), or None to ask.

@@ -18,12 +18,14 @@ from .ensemble import combine_row, refit
 from .errors import BudgetExhausted, InputError, JudgeError, LLMLabelError
 from .judge import Budget, JudgeClient
 from .ledger import Ledger
-from .output import PERMANENT, PartFile, ledger_path, part_path, write_jsonl_lines, write_output
+from .output import (PERMANENT, PartFile, fields_json, ledger_path, line, line_with, part_path, write_jsonl_lines,
+                     write_output)
 from .prompts import render_messages, row_text
 from .rows import input_format, iter_rows, row_id, scan
 from .tokens import truncate
 
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
+OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
 CONTENT_FREE = ["N/A", "", "[MASK]"]
 
 
@@ -91,6 +93,7 @@ class Job:
         self.p_cf: dict[str, dict[str, float]] = {}
         self.prefixes: dict[Any, list[dict[str, str]]] = {}
         self.truncated = 0
+        self._row_memo: dict[tuple[int, ...], Any] = {}
         self.fatal: LLMLabelError | None = None
 
     def messages(self, judge: Judge, text: str, given: str | None) -> list[dict[str, str]]:
@@ -172,55 +175,86 @@ class Job:
             given = None if gv is None else str(gv)
         return rec, text, given
 
-    def finish(self, rec: dict[str, Any], answers: dict[str, JudgeAnswer] | None, part: PartFile | list) -> None:
-        """Complete a row's record and append it (to the part file, or to a list written in one go)."""
+    def outcome(self, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
+        """What a row's answers add to its record: the aggregate and each judge's answer."""
+        return {**combine_row(answers, self.labels, self.kind, self.weights),
+                "judges": {n: a.out() for n, a in answers.items()}}
+
+    def finish(self, rec: dict[str, Any], answers: dict[str, JudgeAnswer] | None) -> dict[str, Any]:
+        """Complete a row's record and count it done (the caller appends it)."""
         if answers is not None:
-            rec.update(combine_row(answers, self.labels, self.kind, self.weights))
-            rec["judges"] = {n: a.out() for n, a in answers.items()}
-        part.append(rec)
+            rec.update(self.outcome(answers))
+        self._count(rec["error"])
+        return rec
+
+    def _count(self, error: str | None) -> None:
         self.ledger.rows_done += 1
-        if rec["error"] and not rec["error"].startswith(PERMANENT):
+        if error and not error.startswith(PERMANENT):
             self.ledger.rows_failed += 1
 
     async def process(self, started: tuple[dict[str, Any], str | None, str | None], part: PartFile) -> None:
         rec, text, given = started
-        self.finish(rec, None if text is None else await self.ask_all(text, given), part)
+        part.append(self.finish(rec, None if text is None else await self.ask_all(text, given)))
 
     def from_cache(self, rows: list[tuple[int, dict[str, Any]]], part: PartFile) -> tuple[list[Any], int]:
         """Finish, synchronously, the rows whose every judge answer is already cached: one bulk lookup for
         the chunk, no tasks, no awaits (a warm rerun is all lookups). Returns the other rows, started, and
         how many keys were found."""
         prepared, keys = [], []
+        # Judges with the same prompt and text limit send the same messages: rendered once a row.
+        groups = [(j, self.clients[j.name], (j.prompt, j.max_text_tokens, self.clients[j.name].codes is not None))
+                  for j in self.judges]
         for i, row in rows:
             rec, text, given = started = self.start(i, row)
             ks, cuts = None, 0
             if text is not None:
                 ks = []
-                for j in self.judges:
-                    msgs, cut = self._messages(j, text, given)
-                    ks.append(self.clients[j.name].key_for(msgs, self.kind))
-                    cuts += cut
+                shared: dict[Any, list[dict[str, str]]] = {}
+                for j, client, group in groups:
+                    msgs = shared.get(group)
+                    if msgs is None:
+                        msgs, cut = self._messages(j, text, given)
+                        shared[group] = msgs
+                        cuts += cut
+                    ks.append(client.key_for(msgs, self.kind))
                 keys += ks
             prepared.append((started, ks, cuts))
         hits = self.cache.get_many(keys) if keys else {}
-        rest, done = [], []
+        rest, lines = [], []
+        names = [j.name for j in self.judges]
+        # Without logprobs, equal replies are one shared answer object, so rows repeat a few answer
+        # combinations: each is aggregated and serialised once (the memo holds its answers, so ids stay theirs).
+        # (line_with needs a record without those fields: an id column named like one of them turns it off)
+        plain = not self.p_cf and not any(j.logprobs for j in self.judges) and self.cfg.task.id_column not in OUTCOME
+        memo = self._row_memo if plain else None
         for started, ks, cuts in prepared:  # a row handed on counts its cuts when it is asked
             rec, text, given = started
-            answers: dict[str, JudgeAnswer] | None = None
-            if ks is not None:
-                if not all(k in hits for k in ks):
-                    rest.append(started)
-                    continue
-                got = {j.name: self.clients[j.name].cached_answer(hits[k], self.kind) for j, k in zip(self.judges, ks)}
-                if any(a is None for a in got.values()):
-                    rest.append(started)
-                    continue
-                answers = {n: self._calibrated(n, a) for n, a in got.items()}  # type: ignore[arg-type]
-                for j in self.judges:
-                    self.ledger.judges[j.name].cache_hits += 1
-                self.truncated += cuts
-            self.finish(rec, answers, done)
-        part.append_many(done)
+            if ks is None:
+                lines.append(line(self.finish(rec, None)))
+                continue
+            if not all(k in hits for k in ks):
+                rest.append(started)
+                continue
+            got = [self.clients[n].cached_answer(hits[k], self.kind) for n, k in zip(names, ks)]
+            if any(a is None for a in got):
+                rest.append(started)
+                continue
+            for n in names:
+                self.ledger.judges[n].cache_hits += 1
+            self.truncated += cuts
+            if memo is None:
+                lines.append(line(self.finish(rec, {n: self._calibrated(n, a) for n, a in zip(names, got)})))  # type: ignore[arg-type]
+                continue
+            mkey = tuple(map(id, got))
+            done = memo.get(mkey)
+            if done is None:
+                if len(memo) >= 4096:
+                    memo.clear()
+                out = self.outcome(dict(zip(names, got)))  # type: ignore[arg-type]
+                done = memo[mkey] = (got, fields_json(out), out["error"])
+            lines.append(line_with(rec, done[1]))
+            self._count(done[2])
+        part.append_lines(lines)
         return rest, len(hits)
 
     async def run(self, input_path: Path, part: PartFile, total: int) -> str | None:
