@@ -136,6 +136,7 @@ class JudgeClient:
         self._fmt_key = fmt_key
         self._formats: dict[tuple[str, str], dict[str, Any]] = {}
         self._frames: dict[Any, tuple[bytes, bytes, Any]] = {}
+        self._last_frame: tuple[Any, ...] = (None, None, None, None)
         self._key_ns = judge.cache_as or self.endpoint  # what the cache knows this endpoint by
         self._parsed: dict[tuple[Any, Any, str], JudgeAnswer] = {}
         saved = cache.get_meta(fmt_key) if judge.response_format == "auto" else None
@@ -255,6 +256,9 @@ class JudgeClient:
         Requests of a job differ only in the last message, and everything else (system prompt, examples,
         schema, options) is most of the bytes: that frame is serialised and hashed once, then each request
         only adds its last message. Byte-identical to canonical(request), so keys do not depend on it."""
+        last = self._last_frame  # consecutive requests share their frame (same kind and head messages)
+        if last[0] == head and last[1] == kind and last[2] == self.fmt:
+            return last[3]
         # request() depends only on the messages, the kind and this judge's format: that is the frame's key.
         fkey = (kind, self.fmt, tuple((m["role"], m["content"]) for m in head))
         frame = self._frames.get(fkey)
@@ -266,6 +270,7 @@ class JudgeClient:
                 return None
             hasher = hashlib.sha256(self._key_ns.encode("utf-8") + b"\n" + parts[0])
             frame = self._frames[fkey] = (parts[0], parts[1], hasher)
+        self._last_frame = (head, kind, self.fmt, frame)
         return frame
 
     def encode(self, messages: list[dict[str, str]], kind: str) -> tuple[dict[str, Any], bytes, str]:

@@ -94,6 +94,7 @@ class Job:
         self.prefixes: dict[Any, list[dict[str, str]]] = {}
         self.truncated = 0
         self._row_memo: dict[tuple[int, ...], Any] = {}
+        self._columns: dict[tuple[str, ...], list[str]] = {}
         self.fatal: LLMLabelError | None = None
 
     def messages(self, judge: Judge, text: str, given: str | None) -> list[dict[str, str]]:
@@ -160,9 +161,15 @@ class Job:
     def start(self, i: int, row: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
         """A row's output record so far, its text to label (None: nothing to label) and its given label."""
         task = self.cfg.task
+        columns = tuple(row)
+        names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
+        if names is None:
+            if len(self._columns) >= 256:
+                self._columns.clear()
+            names = self._columns[columns] = [f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k
+                                              for k in columns]
         rec: dict[str, Any] = {"_i": i}
-        for k, v in row.items():
-            rec[f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k] = v
+        rec.update(zip(names, row.values()))
         rec["id"] = row_id(row, task.id_column, i)
         text = row_text(row, task, self.cfg.prompts_dir)
         if text is None or not text.strip():
@@ -220,8 +227,9 @@ class Job:
                 keys += ks
             prepared.append((started, ks, cuts))
         hits = self.cache.get_many(keys) if keys else {}
-        rest, lines = [], []
+        rest, lines, hit_rows = [], [], 0
         names = [j.name for j in self.judges]
+        clients = [self.clients[n] for n in names]
         # Without logprobs, equal replies are one shared answer object, so rows repeat a few answer
         # combinations: each is aggregated and serialised once (the memo holds its answers, so ids stay theirs).
         # (line_with needs a record without those fields: an id column named like one of them turns it off)
@@ -232,15 +240,15 @@ class Job:
             if ks is None:
                 lines.append(line(self.finish(rec, None)))
                 continue
-            if not all(k in hits for k in ks):
+            try:
+                got = [c.cached_answer(hits[k], self.kind) for c, k in zip(clients, ks)]
+            except KeyError:  # not every answer is cached
                 rest.append(started)
                 continue
-            got = [self.clients[n].cached_answer(hits[k], self.kind) for n, k in zip(names, ks)]
             if any(a is None for a in got):
                 rest.append(started)
                 continue
-            for n in names:
-                self.ledger.judges[n].cache_hits += 1
+            hit_rows += 1
             self.truncated += cuts
             if memo is None:
                 lines.append(line(self.finish(rec, {n: self._calibrated(n, a) for n, a in zip(names, got)})))  # type: ignore[arg-type]
@@ -255,6 +263,8 @@ class Job:
             lines.append(line_with(rec, done[1]))
             self._count(done[2])
         part.append_lines(lines)
+        for n in names:
+            self.ledger.judges[n].cache_hits += hit_rows
         return rest, len(hits)
 
     async def run(self, input_path: Path, part: PartFile, total: int) -> str | None:
