@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judges", type=int, default=3)
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--concurrency", type=int, default=32, help="per judge")
-    ap.add_argument("--warm-runs", type=int, default=3, help="warm reruns (the median is the figure)")
+    ap.add_argument("--warm-runs", type=int, default=5, help="warm reruns (the median is the figure)")
     ap.add_argument("--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run")
     ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
     ap.add_argument("--quick", action="store_true")

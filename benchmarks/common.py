@@ -148,12 +148,15 @@ class FakeLLM:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout: float = 600.0) -> "FakeLLM":
+    def command(self) -> list[str]:
         cmd = [sys.executable, str(FAKELLM), "--host", "127.0.0.1", "--port", str(self.port),
                "--latency", str(self.latency)]
         for d in self.data:
             cmd += ["--data", str(d)]
-        cmd += self.extra
+        return cmd + self.extra
+
+    def start(self, timeout: float = 600.0) -> "FakeLLM":
+        cmd = self.command()
         self._log = open(self.log_dir / f"fakellm-{self.port}.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
@@ -198,6 +201,18 @@ class FakeLLM:
         self.stop()
 
 
+class LeanServer(FakeLLM):
+    """benchmarks/lean_server.py: the same endpoints, a fixed latency, a few tens of microseconds of CPU a
+    request (fakellm simulates annotators and costs ~0.4 ms a request, taken from the client on 2 cores)."""
+
+    def __init__(self, latency: float = 0.0, log_dir: Path | None = None) -> None:
+        super().__init__([], latency, log_dir=log_dir)
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(ROOT / "benchmarks" / "lean_server.py"), "--host", "127.0.0.1",
+                "--port", str(self.port), "--latency", str(self.latency)]
+
+
 # -- configs --------------------------------------------------------------------------------------------
 def judge(name: str, model: str, base_url: str, concurrency: int, **extra: Any) -> dict[str, Any]:
     return {"name": name, "model": model, "base_url": base_url, "concurrency": concurrency, **extra}
@@ -229,6 +244,24 @@ class Run:
         return self.user + self.sys
 
 
+_COMPILED = [False]
+
+
+def byte_compile() -> None:
+    """Byte-compile llmlabel once before timing it, as `pip install` does. Without this an editable checkout
+    on a machine that sets PYTHONDONTWRITEBYTECODE (this one does) recompiles every module of llmlabel
+    from source in every timed process."""
+    if _COMPILED[0]:
+        return
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("llmlabel")
+    for where in (spec.submodule_search_locations or []) if spec else []:
+        compileall.compile_dir(where, quiet=1)
+    _COMPILED[0] = True
+
+
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMLABEL_"))}
     return env
@@ -254,6 +287,7 @@ def run_cli(args: list[str], cwd: Path | None = None, sample_every: float | None
     """Run `llmlabel ARGS` as its own process; wall time from spawn to exit (start-up included), and that
     process's CPU and peak RSS from os.wait4. With sample_every, VmRSS is also polled from /proc."""
     argv = [LLMLABEL, *args]
+    byte_compile()
     err = tempfile.TemporaryFile()
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
@@ -332,6 +366,8 @@ def header(title: str, load_at_start: float | str, started: str, notes: list[str
     lines = [f"# {title}", "", f"- date: {started}", f"- command: `{command_line()}`",
              f"- machine: {machine()} (`nproc` = {nproc()})",
              f"- load average (1 min) at start: {load_at_start}"]
+    if _COMPILED[0]:
+        lines.append("- llmlabel was byte-compiled before the timed runs, as `pip install` does")
     lines += [f"- {n}" for n in notes or []]
     return "\n".join(lines) + "\n"
 

@@ -4,7 +4,9 @@
 (a) Sweep: one judge against a server with --latency 0.1; rows/s at each concurrency against the
     latency-bound ideal (concurrency / latency). Every level runs --ideal-s seconds of ideal work
     (rows = c * ideal_s / latency: 3,000+ rows from concurrency 10 up), so the few hundred ms of process
-    start-up weigh the same at every level.
+    start-up weigh the same at every level. Run twice: against fakellm, then against
+    benchmarks/lean_server.py, which answers after the same latency but uses a few tens of microseconds of
+    CPU a request where fakellm uses ~0.4 ms (on 2 cores, the server's CPU is taken from the client).
 (b) Backends: http_backend aiohttp (default) and sdk at concurrency 64 on the same rows.
 (c) Acceptance: 3,000 rows, one judge, concurrency 64, 100 ms server (target >= 80% of ideal, 512 rows/s),
     --accept-repeats runs of the default backend (the median decides), one of each other backend.
@@ -28,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (FakeLLM, fmt, header, judge, now, tempdir, wait_for_quiet, write_config,  # noqa: E402
+from common import (FakeLLM, LeanServer, fmt, header, judge, now, tempdir, wait_for_quiet, write_config,  # noqa: E402
                     write_result, write_synthetic, count_lines, table)
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accept-repeats", type=int, default=5)
     ap.add_argument("--overhead-rows", type=int, default=20000, help="rows for the zero-latency runs")
     ap.add_argument("--backends", default="aiohttp,sdk")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: sweep,backends,accept,overhead")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: sweep,lean,backends,accept,overhead")
     ap.add_argument("--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run")
     ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
     ap.add_argument("--quick", action="store_true", help="tiny sizes; writes to /tmp unless --out")
@@ -65,6 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         n_max = max([rows_for(c) for c in concs] + [a.accept_rows, a.overhead_rows, 10])
         corpus = write_synthetic(tmp / "corpus.csv", n_max)
         run_no = [0]
+
+        def sweep(fake: FakeLLM) -> list[dict]:
+            res = []
+            for c in concs:
+                row = one(fake, c, rows_for(c), "aiohttp", a.latency)
+                wait_for_quiet(a.load_max, max_wait=a.max_wait)
+                row["bare"] = _bare(fake.base_url, corpus, row["rows"], c)
+                res.append(row)
+            return res
+
+        def warm_up(fake: FakeLLM) -> None:
+            warm = tmp / f"warm{fake.port}"
+            warm.mkdir()
+            _label_limit(corpus, write_config(warm / "cfg.yaml", [judge("j", "judge-a", fake.base_url, 64)],
+                                              warm / "cache"), warm / "out.jsonl", 256)
 
         def one(fake: FakeLLM, c: int, rows: int, backend: str, latency: float) -> list:
             nonlocal first_load
@@ -90,18 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             return row
 
         with FakeLLM([corpus], latency=a.latency) as fake:
-            warm = tmp / "warm"
-            warm.mkdir()
-            _label_limit(corpus, write_config(warm / "cfg.yaml", [judge("j", "judge-a", fake.base_url, 64)],
-                                              warm / "cache"), warm / "out.jsonl", 256)
+            warm_up(fake)
             if "sweep" not in skip:
-                res = []
-                for c in concs:
-                    row = one(fake, c, rows_for(c), "aiohttp", a.latency)
-                    wait_for_quiet(a.load_max, max_wait=a.max_wait)
-                    row["bare"] = _bare(fake.base_url, corpus, row["rows"], c)
-                    res.append(row)
-                sections.append(_sweep_section(a, res))
+                sections.append(_sweep_section(a, sweep(fake), "fakellm"))
             if "backends" not in skip:
                 c = 64
                 res = [one(fake, c, rows_for(c), b, a.latency) for b in backends]
@@ -111,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [one(fake, 64, a.accept_rows, backends[0], a.latency) for _ in range(a.accept_repeats)]
                 runs += [one(fake, 64, a.accept_rows, b, a.latency) for b in backends[1:]]
                 sections.append(_accept_section(a, runs, backends[0]))
+        if "lean" not in skip:
+            with LeanServer(latency=a.latency) as lean:
+                warm_up(lean)
+                sections.append(_sweep_section(a, sweep(lean), "the lean server"))
         if "overhead" not in skip:
             with FakeLLM([corpus], latency=0.0) as fake:
                 res = []
@@ -124,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     notes = ["fakellm: `../shared/tools/fakellm.py` (single-process asyncio, Python) on 127.0.0.1, sharing the "
              "machine's cores with the client; `server CPU s` is its user+sys time during the run",
+             "lean server: `benchmarks/lean_server.py` (asyncio protocol on uvloop, a fixed label after the same "
+             "latency) on 127.0.0.1: the same sweep with a server that leaves the client the machine's CPU",
              "client: `llmlabel label corpus.csv -c cfg.yaml -o out.jsonl -q [--limit N]`, one judge (label mode, "
              "TREC task, json_schema answers), fresh cache dir per run; seconds = process spawn to exit",
              "before each run the script waits (polling every 20 s, at most --max-wait seconds in all) for a 1-min load "
@@ -148,12 +162,12 @@ def _bare(base_url: str, corpus: Path, rows: int, c: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _sweep_section(a, res: list[dict]) -> str:
+def _sweep_section(a, res: list[dict], server: str) -> str:
     rows = [[r["c"], f"{r['rows']:,}", f"{r['load']:.2f}", fmt(r["wall"]), fmt(r["rps"], 1), fmt(r["ideal"], 0),
              f"{r['pct']:.1f}%", "yes" if r["pct"] >= 90 else ("**no**" if r["c"] <= 128 else "(not targeted)"),
              f"{100 * r['bare']['rps'] / r['ideal']:.1f}%", fmt(r["cpu"]), fmt(r["scpu"])]
             for r in res]
-    return (f"## Sweep: one judge (aiohttp), {a.latency * 1000:.0f} ms server\n\n"
+    return (f"## Sweep against {server}: one judge (aiohttp), {a.latency * 1000:.0f} ms server\n\n"
             "Ideal = concurrency / latency. Target: >= 90% of ideal up to concurrency 128 (met column; 256 is "
             "reported, not targeted). 'bare aiohttp loop' = benchmarks/bare_client.py on the same rows and server "
             "right after, start-up excluded: what this server and machine allow a client that does nothing else.\n\n"
