@@ -362,10 +362,21 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
+def cpu_probe() -> float:
+    """Seconds for a fixed pure-Python loop: this shared machine's speed drifts by ~30% over hours, which the
+    load average does not show; results record it so that runs can be compared."""
+    t = time.perf_counter()
+    s = 0
+    for i in range(3_000_000):
+        s += i
+    return time.perf_counter() - t
+
+
 def header(title: str, load_at_start: float | str, started: str, notes: list[str] | None = None) -> str:
     lines = [f"# {title}", "", f"- date: {started}", f"- command: `{command_line()}`",
              f"- machine: {machine()} (`nproc` = {nproc()})",
-             f"- load average (1 min) at start: {load_at_start}"]
+             f"- load average (1 min) at start: {load_at_start}",
+             f"- CPU probe when the results were written (3M-step Python loop; lower is faster): {cpu_probe():.2f} s"]
     if _COMPILED[0]:
         lines.append("- llmlabel was byte-compiled before the timed runs, as `pip install` does")
     lines += [f"- {n}" for n in notes or []]
