@@ -94,19 +94,22 @@ def _one_line(msg: str, limit: int = 240) -> str:
     return redact(" ".join(str(msg).split()))[:limit]
 
 
-_LAST: list[Any] = [None, None, b""]  # (role, content, canonical JSON) of the latest last message
+# (role, content, canonical JSON) of the latest last message, as one tuple: read and replaced in one step,
+# so jobs running on several threads never pair one message with another's bytes.
+_LAST: list[tuple[Any, Any, bytes]] = [(None, None, b"")]
 _STR = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a string (C when built)
 
 
 def _last_json(message: dict[str, str]) -> bytes:
     """canonical(message), remembered for the latest one: the judges of a row send the same user message."""
     role, content = message.get("role"), message.get("content")
-    if len(message) == 2 and role == _LAST[0] and content == _LAST[1]:
-        return _LAST[2]
+    last = _LAST[0]
+    if len(message) == 2 and role == last[0] and content == last[1]:
+        return last[2]
     if len(message) == 2 and type(role) is str and type(content) is str:
         # canonical() of {"role", "content"} without the general encoder (same bytes: sorted keys, no spaces).
         data = f'{{"content":{_STR(content)},"role":{_STR(role)}}}'.encode("utf-8")
-        _LAST[:] = [role, content, data]
+        _LAST[0] = (role, content, data)
         return data
     return canonical(message)
 
