@@ -39,15 +39,13 @@ class ResponseCache:
         self._decoded: dict[str, dict[str, Any]] = {}  # get_many's stored JSON -> its (shared, read-only) dict
 
     def get(self, key: str) -> dict[str, Any] | None:
-        try:  # one indexed SELECT; diskcache's get adds ~50 us of Python to every request of a cold run
+        if self._raw_ok:  # one indexed SELECT; diskcache's get adds ~50 us of Python to every cold request
             rows = self._cache._con.execute(_SELECT_ONE, (key,)).fetchall()  # noqa: SLF001
             if not rows:
                 return None
             filename, value = rows[0]
             if filename is None and isinstance(value, str):
                 return json.loads(value)
-        except Exception:  # noqa: BLE001, S110 (a layout this code does not know: the public path below)
-            pass
         raw = self._cache.get(key)
         return None if raw is None else json.loads(raw)
 
@@ -58,31 +56,32 @@ class ResponseCache:
         Equal stored answers (a few labels, similar token counts) are decoded once and returned as one shared
         dict: callers must not change them."""
         found: dict[str, dict[str, Any]] = {}
-        elsewhere: list[str] = []
+        elsewhere: list[str] = [] if self._raw_ok else keys  # a layout this code does not know: public `get`
         decoded = self._decoded
-        try:
-            con = self._cache._con  # noqa: SLF001 (diskcache's own connection, so its pragmas and WAL apply)
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                rows = con.execute(f"SELECT key, filename, value FROM Cache WHERE raw = 1 AND key IN "
-                                   f"({','.join('?' * len(chunk))})", chunk).fetchall()
-                for key, filename, value in rows:
-                    if filename is None and isinstance(value, str):
-                        hit = decoded.get(value)
-                        if hit is None:
-                            if len(decoded) >= 4096:
-                                decoded.clear()
-                            hit = decoded[value] = json.loads(value)
-                        found[key] = hit
-                    else:
-                        elsewhere.append(key)
-        except Exception:  # noqa: BLE001 (a diskcache layout this code does not know: the slow, public path)
-            found, elsewhere = {}, keys
+        for key, filename, value in self._rows(keys, "value") if self._raw_ok else ():
+            if filename is None and isinstance(value, str):
+                hit = decoded.get(value)
+                if hit is None:
+                    if len(decoded) >= 4096:
+                        decoded.clear()
+                    hit = decoded[value] = json.loads(value)
+                found[key] = hit
+            else:
+                elsewhere.append(key)
         for key in elsewhere:
             hit = self.get(key)
             if hit is not None:
                 found[key] = hit
         return found
+
+    def _rows(self, keys: list[str], *columns: str) -> Any:
+        """(key, filename, *columns) of the stored rows among `keys`: one query per 500 keys, on diskcache's
+        own connection (its pragmas and WAL apply)."""
+        con, cols = self._cache._con, ", ".join(("key", "filename", *columns))  # noqa: SLF001
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            yield from con.execute(f"SELECT {cols} FROM Cache WHERE raw = 1 AND key IN "
+                                   f"({','.join('?' * len(chunk))})", chunk).fetchall()
 
     def set(self, key: str, value: dict[str, Any]) -> None:
         self._cache.set(key, json.dumps(value, separators=(",", ":")))
@@ -134,12 +133,7 @@ class ResponseCache:
         rest = [(k, v) for k, v in items if len(v) >= self._inline_limit]
         if inline and self._raw_ok:
             con, now = self._cache._con, time.time()  # noqa: SLF001
-            keys = [k for k, _ in inline]
-            present: dict[str, Any] = {}
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                present.update(con.execute(f"SELECT key, filename FROM Cache WHERE raw = 1 AND key IN "
-                                           f"({','.join('?' * len(chunk))})", chunk).fetchall())
+            present = dict(self._rows([k for k, _ in inline]))  # key -> filename
             new = {k: v for k, v in inline if k not in present}  # a repeated key in a batch: the last value
             old = {k: v for k, v in inline if present.get(k, 1) is None}
             rest += [(k, v) for k, v in inline if k in present and present[k] is not None]  # file-backed

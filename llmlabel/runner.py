@@ -216,13 +216,12 @@ class Job:
             ks, cuts = None, 0
             if text is not None:
                 ks = []
-                shared: dict[Any, list[dict[str, str]]] = {}
+                shared: dict[Any, tuple[list[dict[str, str]], bool]] = {}
                 for j, client, group in groups:
-                    msgs = shared.get(group)
-                    if msgs is None:
-                        msgs, cut = self._messages(j, text, given)
-                        shared[group] = msgs
-                        cuts += cut
+                    if group not in shared:
+                        shared[group] = self._messages(j, text, given)
+                    msgs, cut = shared[group]
+                    cuts += cut  # per judge, as the per-row path counts them
                     ks.append(client.key_for(msgs, self.kind))
                 keys += ks
             prepared.append((started, ks, cuts))
