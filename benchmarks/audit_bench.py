@@ -31,10 +31,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+from common import (  # noqa: E402
+    DATA,
+    TREC_TASK,
+    FakeLLM,
+    header,
+    judge,
+    loadavg,
+    now,
+    read_csv,
+    run_cli,
+    table,
+    tempdir,
+    write_config,
+    write_result,
+)
 
-from common import (DATA, TREC_TASK, FakeLLM, header, judge, loadavg, now, read_csv, run_cli,  # noqa: E402
-                    table, tempdir, write_config, write_result)
-from llmlabel.audit import auroc  # noqa: E402
+from llmlabel.auditing.audit import auroc  # noqa: E402
 
 SAMPLE_SEED, FLIP_SEED, FLIP_RATE = 0, 2024, 0.10
 
@@ -78,34 +91,72 @@ def scenario(d: Path, n: int, accs: list[float], extra_args: list[str]) -> dict[
     for m, a in zip(models, accs):
         fake_args += ["--accuracy", f"{m}={a}"]
     with FakeLLM([DATA / "trec_train.csv"], extra=fake_args, log_dir=d) as fake:
-        cfg = write_config(d / "audit.yaml", [judge(f"j{round(a * 100)}", m, fake.base_url, 32)
-                                              for m, a in zip(models, accs)], d / "cache")
+        cfg = write_config(
+            d / "audit.yaml",
+            [judge(f"j{round(a * 100)}", m, fake.base_url, 32) for m, a in zip(models, accs)],
+            d / "cache",
+        )
         out, rep = d / "audit.jsonl", d / "audit.html"
-        args = ["audit", str(inp), "-c", str(cfg), "-o", str(out), "--html", str(rep), "--gold", str(gold),
-                "--export-labelstudio", str(d / "review.json"), "--export-csv", str(d / "review.csv"), "-q", *extra_args]
+        args = [
+            "audit",
+            str(inp),
+            "-c",
+            str(cfg),
+            "-o",
+            str(out),
+            "--html",
+            str(rep),
+            "--gold",
+            str(gold),
+            "--export-labelstudio",
+            str(d / "review.json"),
+            "--export-csv",
+            str(d / "review.csv"),
+            "-q",
+            *extra_args,
+        ]
         run = run_cli(args)
         requests = fake.requests()
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     y = np.array([flips[r["id"]] for r in recs])
     summary = json.loads((d / "audit.jsonl.summary.json").read_text())
-    res: dict[str, Any] = {"run": run, "requests": requests, "summary": summary, "mapping": mapping,
-                           "n": len(recs), "flips": int(y.sum()), "signals": {}}
-    for name, sk, fk in (("judges alone", "judge_score", "judge_flagged"),
-                         ("cleanlab alone", "cleanlab_score", "cleanlab_issue"),
-                         ("combined (`score`)", "score", "flagged")):
+    res: dict[str, Any] = {
+        "run": run,
+        "requests": requests,
+        "summary": summary,
+        "mapping": mapping,
+        "n": len(recs),
+        "flips": int(y.sum()),
+        "signals": {},
+    }
+    for name, sk, fk in (
+        ("judges alone", "judge_score", "judge_flagged"),
+        ("cleanlab alone", "cleanlab_score", "cleanlab_issue"),
+        ("combined (`score`)", "score", "flagged"),
+    ):
         s = np.array([r[sk] for r in recs], dtype=float)
         f = np.array([bool(r[fk]) for r in recs])
         tp = int((f & y).sum())
         p85, m85 = best_precision_at_recall(s, y)
-        res["signals"][name] = {"auroc": auroc(-s, y), "flagged": int(f.sum()), "precision": tp / max(int(f.sum()), 1),
-                                "recall": tp / int(y.sum()), "p_at_r85": p85, "m_at_r85": m85}
+        res["signals"][name] = {
+            "auroc": auroc(-s, y),
+            "flagged": int(f.sum()),
+            "precision": tp / max(int(f.sum()), 1),
+            "recall": tp / int(y.sum()),
+            "p_at_r85": p85,
+            "m_at_r85": m85,
+        }
     page = rep.read_text(encoding="utf-8")
     flagged = [r for r in recs if r["flagged"]]
-    res["html_lists_flagged"] = all(f"<td>{html.escape(r['id'])}</td>" in page and html.escape(r["text"]) in page
-                                    for r in flagged)
+    res["html_lists_flagged"] = all(
+        f"<td>{html.escape(r['id'])}</td>" in page and html.escape(r["text"]) in page for r in flagged
+    )
     res["html_bytes"] = len(page.encode())
-    res["fixed_ok"] = sum(1 for r in flagged if flips[r["id"]] and
-                          r["suggested_label"] == next(k for k, v in mapping.items() if v == r["given_label"]))
+    res["fixed_ok"] = sum(
+        1
+        for r in flagged
+        if flips[r["id"]] and r["suggested_label"] == next(k for k, v in mapping.items() if v == r["given_label"])
+    )
     res["ls_tasks"] = len(json.loads((d / "review.json").read_text()))
     return res
 
@@ -114,24 +165,47 @@ def section(title: str, accs: list[float], res: dict[str, Any]) -> str:
     s, run = res["summary"], res["run"]
     rows = []
     for name, v in res["signals"].items():
-        rows.append([name, f"{v['auroc']:.4f}", v["flagged"], f"{v['precision']:.3f}", f"{v['recall']:.3f}",
-                     f"{v['p_at_r85']:.3f} (top {v['m_at_r85']})"])
+        rows.append(
+            [
+                name,
+                f"{v['auroc']:.4f}",
+                v["flagged"],
+                f"{v['precision']:.3f}",
+                f"{v['recall']:.3f}",
+                f"{v['p_at_r85']:.3f} (top {v['m_at_r85']})",
+            ]
+        )
     judges = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in s["judges"].items())
     noise = ", ".join(f"{k} {v['est_noise_rate']:.3f}" for k, v in s["per_class"].items())
     flip_map = ", ".join(f"{a}→{b}" for a, b in res["mapping"].items())
-    lines = [f"## {title}", "",
-             f"- {res['n']} rows, {res['flips']} flipped ({flip_map}); judges' simulated accuracy "
-             + " / ".join(f"{a:.2f}" for a in accs) + f"; {res['requests']} requests to fakellm",
-             f"- one `llmlabel audit` process: {run.wall:.1f} s wall, {run.cpu:.1f} s CPU, peak RSS {run.maxrss_mb:.0f} MiB",
-             "", table(["signal", "AUROC (score vs flipped)", "flagged", "precision of flags", "recall of flags",
-                        "precision at recall ≥ 0.85 (ranking)"], rows), "",
-             f"- the audit's own estimates (no gold used): precision of the flags {s['est_precision']}, recall "
-             f"{s['est_recall']}, label errors in the file {s['est_label_errors']}; judges' accuracy (Dawid–Skene) "
-             f"{judges}; given labels {s['est_given_label_accuracy']:.3f}",
-             f"- estimated noise rate by given label: {noise}",
-             f"- flagged flips whose suggested label is the original one: {res['fixed_ok']}; "
-             f"Label Studio export: {res['ls_tasks']} tasks; HTML report {res['html_bytes'] / 1024:.0f} KiB, lists every "
-             f"flagged row: {'yes' if res['html_lists_flagged'] else 'NO'}"]
+    lines = [
+        f"## {title}",
+        "",
+        f"- {res['n']} rows, {res['flips']} flipped ({flip_map}); judges' simulated accuracy "
+        + " / ".join(f"{a:.2f}" for a in accs)
+        + f"; {res['requests']} requests to fakellm",
+        f"- one `llmlabel audit` process: {run.wall:.1f} s wall, {run.cpu:.1f} s CPU, peak RSS {run.maxrss_mb:.0f} MiB",
+        "",
+        table(
+            [
+                "signal",
+                "AUROC (score vs flipped)",
+                "flagged",
+                "precision of flags",
+                "recall of flags",
+                "precision at recall ≥ 0.85 (ranking)",
+            ],
+            rows,
+        ),
+        "",
+        f"- the audit's own estimates (no gold used): precision of the flags {s['est_precision']}, recall "
+        f"{s['est_recall']}, label errors in the file {s['est_label_errors']}; judges' accuracy (Dawid–Skene) "
+        f"{judges}; given labels {s['est_given_label_accuracy']:.3f}",
+        f"- estimated noise rate by given label: {noise}",
+        f"- flagged flips whose suggested label is the original one: {res['fixed_ok']}; "
+        f"Label Studio export: {res['ls_tasks']} tasks; HTML report {res['html_bytes'] / 1024:.0f} KiB, lists every "
+        f"flagged row: {'yes' if res['html_lists_flagged'] else 'NO'}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -153,26 +227,37 @@ def main() -> int:
             (d / "hard").mkdir(exist_ok=True)
             hard = scenario(d / "hard", a.rows, hard_accs, [])
     comb = res["signals"]["combined (`score`)"]
-    checks = [("AUROC of `score` against the flips ≥ 0.97", comb["auroc"] >= 0.97, f"{comb['auroc']:.4f}"),
-              ("flagged rows: precision ≥ 0.8 at recall ≥ 0.85", comb["precision"] >= 0.8 and comb["recall"] >= 0.85,
-               f"precision {comb['precision']:.3f}, recall {comb['recall']:.3f}"),
-              ("the HTML report lists the flagged rows", res["html_lists_flagged"], f"{comb['flagged']} rows")]
+    checks = [
+        ("AUROC of `score` against the flips ≥ 0.97", comb["auroc"] >= 0.97, f"{comb['auroc']:.4f}"),
+        (
+            "flagged rows: precision ≥ 0.8 at recall ≥ 0.85",
+            comb["precision"] >= 0.8 and comb["recall"] >= 0.85,
+            f"precision {comb['precision']:.3f}, recall {comb['recall']:.3f}",
+        ),
+        ("the HTML report lists the flagged rows", res["html_lists_flagged"], f"{comb['flagged']} rows"),
+    ]
     ok = all(c[1] for c in checks)
-    notes = [f"whole benchmark {time.perf_counter() - t0:.0f} s; simulated judges: shared/tools/fakellm.py "
-             "(a wrong answer is the model's fixed confusion for the true label 70% of the time), given the ORIGINAL "
-             "trec_train.csv so they know the true labels",
-             f"data: {a.rows} rows of ../shared/data/trec_train.csv (random.Random({SAMPLE_SEED}).sample), "
-             f"{FLIP_RATE:.0%} flipped with random.Random({FLIP_SEED}); `llmlabel audit` run with default options "
-             "(--min-precision 0.8, tfidf features), plus --html, --gold (the true labels, used only for the report) "
-             "and both exports",
-             "combination rule and flag rule fixed on two disjoint dev sets before this run; nothing tuned here"]
+    notes = [
+        f"whole benchmark {time.perf_counter() - t0:.0f} s; simulated judges: shared/tools/fakellm.py "
+        "(a wrong answer is the model's fixed confusion for the true label 70% of the time), given the ORIGINAL "
+        "trec_train.csv so they know the true labels",
+        f"data: {a.rows} rows of ../shared/data/trec_train.csv (random.Random({SAMPLE_SEED}).sample), "
+        f"{FLIP_RATE:.0%} flipped with random.Random({FLIP_SEED}); `llmlabel audit` run with default options "
+        "(--min-precision 0.8, tfidf features), plus --html, --gold (the true labels, used only for the report) "
+        "and both exports",
+        "combination rule and flag rule fixed on two disjoint dev sets before this run; nothing tuned here",
+    ]
     text = header("Audit benchmark (label errors in TREC train)", f"{load:.2f}", started, notes) + "\n"
-    text += "## Acceptance\n\n" + table(["check", "result", "value"],
-                                         [[c[0], "met" if c[1] else "NOT met", c[2]] for c in checks]) + "\n\n"
+    text += (
+        "## Acceptance\n\n"
+        + table(["check", "result", "value"], [[c[0], "met" if c[1] else "NOT met", c[2]] for c in checks])
+        + "\n\n"
+    )
     text += section("Judges 0.85 / 0.80 / 0.75 (the acceptance setting)", main_accs, res)
     if hard:
-        text += "\n" + section("Weaker judges 0.65 / 0.60 / 0.55 (same data; where the classifier signal matters more)",
-                               hard_accs, hard)
+        text += "\n" + section(
+            "Weaker judges 0.65 / 0.60 / 0.55 (same data; where the classifier signal matters more)", hard_accs, hard
+        )
     write_result("audit.md", text, a.out)
     return 0 if ok else 1
 

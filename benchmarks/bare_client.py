@@ -23,18 +23,33 @@ async def run(base_url: str, corpus: str, n: int, c: int) -> dict:
 
     with open(corpus, newline="", encoding="utf-8") as fh:
         texts = [r["text"] for _, r in zip(range(n), csv.DictReader(fh))]
-    schema = {"type": "object", "properties": {"label": {"type": "string", "enum": ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]}},
-              "required": ["label"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
     system = "Classify the question by the kind of answer it asks for. Labels: ABBR, DESC, ENTY, HUM, LOC, NUM."
     sem = asyncio.Semaphore(c)
     url = base_url.rstrip("/") + "/chat/completions"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as s:
+
         async def one(text: str) -> str:
-            body = json.dumps({"model": "judge-a", "temperature": 0, "max_tokens": 64,
-                               "messages": [{"role": "system", "content": system},
-                                            {"role": "user", "content": f"<text>\n{text}\n</text>"}],
-                               "response_format": {"type": "json_schema",
-                                                   "json_schema": {"name": "labels", "schema": schema, "strict": True}}})
+            body = json.dumps(
+                {
+                    "model": "judge-a",
+                    "temperature": 0,
+                    "max_tokens": 64,
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": f"<text>\n{text}\n</text>"},
+                    ],
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "labels", "schema": schema, "strict": True},
+                    },
+                }
+            )
             async with sem:
                 async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
                     return json.loads(await r.read())["choices"][0]["message"]["content"]

@@ -17,10 +17,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ["throughput", "cache", "memory", "startup", "cost", "ensemble", "distill", "audit", "serve",
-         "local_switch", "local_quality"]
-SCRIPTS = {"throughput": "throughput.py", "cache": "cache_bench.py", "memory": "memory_bench.py",
-           "startup": "startup_bench.py", "cost": "cost_bench.py"}
+ORDER = [
+    "throughput",
+    "cache",
+    "memory",
+    "startup",
+    "cost",
+    "ensemble",
+    "distill",
+    "audit",
+    "serve",
+    "local_switch",
+    "local_quality",
+]
+SCRIPTS = {
+    "throughput": "throughput.py",
+    "cache": "cache_bench.py",
+    "memory": "memory_bench.py",
+    "startup": "startup_bench.py",
+    "cost": "cost_bench.py",
+}
 
 INTRO = """# Benchmarks
 
@@ -57,10 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"no results files in {a.results}", file=sys.stderr)
         return 1
-    toc = [f"- [{p.stem}](benchmarks/results/{p.name})"
-           + (f" — `benchmarks/{SCRIPTS[p.stem]}`" if p.stem in SCRIPTS else "") for p in files]
-    parts = [INTRO.strip(), f"Collected {dt.date.today().isoformat()} by `python benchmarks/collect.py` from:\n\n"
-             + "\n".join(toc)]
+    toc = [
+        f"- [{p.stem}](benchmarks/results/{p.name})"
+        + (f" — `benchmarks/{SCRIPTS[p.stem]}`" if p.stem in SCRIPTS else "")
+        for p in files
+    ]
+    parts = [
+        INTRO.strip(),
+        f"Collected {dt.date.today().isoformat()} by `python benchmarks/collect.py` from:\n\n" + "\n".join(toc),
+    ]
     for p in files:
         parts.append(f"<!-- from benchmarks/results/{p.name} -->\n" + demote(p.read_text(encoding="utf-8")))
     Path(a.out).write_text("\n\n".join(parts) + "\n", encoding="utf-8")

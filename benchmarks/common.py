@@ -34,14 +34,27 @@ DATA = SHARED / "data"
 BIN = Path(sys.executable).parent
 LLMLABEL = str(BIN / "llmlabel") if (BIN / "llmlabel").exists() else "llmlabel"
 
-TREC_LABELS = {"ABBR": "an abbreviation or its expansion", "DESC": "a description, definition, manner or reason",
-               "ENTY": "an entity (animal, color, food, product, term, ...)", "HUM": "a person, group or organization",
-               "LOC": "a location (city, country, mountain, ...)", "NUM": "a number, date, amount, distance, ..."}
-TREC_TASK = {"name": "trec", "instructions": "Classify the question by the kind of answer it asks for.",
-             "labels": TREC_LABELS}
-SST2_TASK = {"name": "sst2", "instructions": "Classify the sentiment of the movie review sentence.",
-             "labels": {"negative": "the sentence is negative about the movie",
-                        "positive": "the sentence is positive about the movie"}}
+TREC_LABELS = {
+    "ABBR": "an abbreviation or its expansion",
+    "DESC": "a description, definition, manner or reason",
+    "ENTY": "an entity (animal, color, food, product, term, ...)",
+    "HUM": "a person, group or organization",
+    "LOC": "a location (city, country, mountain, ...)",
+    "NUM": "a number, date, amount, distance, ...",
+}
+TREC_TASK = {
+    "name": "trec",
+    "instructions": "Classify the question by the kind of answer it asks for.",
+    "labels": TREC_LABELS,
+}
+SST2_TASK = {
+    "name": "sst2",
+    "instructions": "Classify the sentiment of the movie review sentence.",
+    "labels": {
+        "negative": "the sentence is negative about the movie",
+        "positive": "the sentence is positive about the movie",
+    },
+}
 
 
 # -- machine state --------------------------------------------------------------------------------------
@@ -61,8 +74,11 @@ def wait_for_quiet(threshold: float = 0.7, poll: float = 20.0, max_wait: float =
         if load < threshold:
             return load
         if _WAITED[0] >= max_wait:
-            print(f"[bench] load {load:.2f} >= {threshold}; wait budget ({max_wait:.0f} s) spent, running anyway",
-                  file=log, flush=True)
+            print(
+                f"[bench] load {load:.2f} >= {threshold}; wait budget ({max_wait:.0f} s) spent, running anyway",
+                file=log,
+                flush=True,
+            )
             return load
         print(f"[bench] load {load:.2f} >= {threshold}; waiting {poll:.0f} s", file=log, flush=True)
         time.sleep(poll)
@@ -137,8 +153,9 @@ def _proc_cpu(pid: int) -> float:
 class FakeLLM:
     """../shared/tools/fakellm.py in a subprocess on 127.0.0.1 and a free port."""
 
-    def __init__(self, data: list[Path], latency: float = 0.0, extra: list[str] | None = None,
-                 log_dir: Path | None = None) -> None:
+    def __init__(
+        self, data: list[Path], latency: float = 0.0, extra: list[str] | None = None, log_dir: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.data, self.latency, self.extra = data, latency, extra or []
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fakellm-"))
@@ -149,8 +166,16 @@ class FakeLLM:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, str(FAKELLM), "--host", "127.0.0.1", "--port", str(self.port),
-               "--latency", str(self.latency)]
+        cmd = [
+            sys.executable,
+            str(FAKELLM),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--latency",
+            str(self.latency),
+        ]
         for d in self.data:
             cmd += ["--data", str(d)]
         return cmd + self.extra
@@ -209,8 +234,16 @@ class LeanServer(FakeLLM):
         super().__init__([], latency, log_dir=log_dir)
 
     def command(self) -> list[str]:
-        return [sys.executable, str(ROOT / "benchmarks" / "lean_server.py"), "--host", "127.0.0.1",
-                "--port", str(self.port), "--latency", str(self.latency)]
+        return [
+            sys.executable,
+            str(ROOT / "benchmarks" / "lean_server.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--latency",
+            str(self.latency),
+        ]
 
 
 # -- configs --------------------------------------------------------------------------------------------
@@ -218,8 +251,9 @@ def judge(name: str, model: str, base_url: str, concurrency: int, **extra: Any) 
     return {"name": name, "model": model, "base_url": base_url, "concurrency": concurrency, **extra}
 
 
-def write_config(path: Path, judges: list[dict[str, Any]], cache_dir: Path, task: dict[str, Any] | None = None,
-                 **extra: Any) -> Path:
+def write_config(
+    path: Path, judges: list[dict[str, Any]], cache_dir: Path, task: dict[str, Any] | None = None, **extra: Any
+) -> Path:
     import yaml
 
     cfg = {"task": task or TREC_TASK, "judges": judges, "mode": "label", "cache_dir": str(cache_dir), **extra}
@@ -282,8 +316,13 @@ def _rss_mb(pid: int) -> tuple[float, float, float] | None:
 CHILDREN: set[subprocess.Popen] = set()  # llmlabel processes running now (to stop them on a signal)
 
 
-def run_cli(args: list[str], cwd: Path | None = None, sample_every: float | None = None,
-            check: bool = True, timeout: float | None = None) -> Run:
+def run_cli(
+    args: list[str],
+    cwd: Path | None = None,
+    sample_every: float | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> Run:
     """Run `llmlabel ARGS` as its own process; wall time from spawn to exit (start-up included), and that
     process's CPU and peak RSS from os.wait4. With sample_every, VmRSS is also polled from /proc."""
     argv = [LLMLABEL, *args]
@@ -373,10 +412,15 @@ def cpu_probe() -> float:
 
 
 def header(title: str, load_at_start: float | str, started: str, notes: list[str] | None = None) -> str:
-    lines = [f"# {title}", "", f"- date: {started}", f"- command: `{command_line()}`",
-             f"- machine: {machine()} (`nproc` = {nproc()})",
-             f"- load average (1 min) at start: {load_at_start}",
-             f"- CPU probe when the results were written (3M-step Python loop; lower is faster): {cpu_probe():.2f} s"]
+    lines = [
+        f"# {title}",
+        "",
+        f"- date: {started}",
+        f"- command: `{command_line()}`",
+        f"- machine: {machine()} (`nproc` = {nproc()})",
+        f"- load average (1 min) at start: {load_at_start}",
+        f"- CPU probe when the results were written (3M-step Python loop; lower is faster): {cpu_probe():.2f} s",
+    ]
     if _COMPILED[0]:
         lines.append("- llmlabel was byte-compiled before the timed runs, as `pip install` does")
     lines += [f"- {n}" for n in notes or []]

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from llmlabel.distill import CandidateDistiller, predict_rows  # noqa: E402
+from llmlabel.distill.student import CandidateDistiller, predict_rows  # noqa: E402
 
 
 def load_world(data_dir: str, train_csv: str):
@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         big, src = perturb(texts, a.rows)
         # The teacher answers each perturbed text as it would its source text's gold.
         bans = [world.answer("teacher", t, gold[i], world.labels, "") for t, i in zip(big, src)]
-        for mode, kw in [("candidates", dict(candidates=[c for _, c, _ in bans], y=[s for s, _, _ in bans])),
-                         ("single", dict(y=[s for s, _, _ in bans]))]:
+        for mode, kw in [
+            ("candidates", dict(candidates=[c for _, c, _ in bans], y=[s for s, _, _ in bans])),
+            ("single", dict(y=[s for s, _, _ in bans])),
+        ]:
             m = CandidateDistiller()
             t0 = time.perf_counter()
             m.fit(big, **kw)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- command: `{cmd.strip()}`",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        f"- teacher (fakellm World, seed \"0\", model \"teacher\", accuracy 0.71) on TREC train: "
+        f'- teacher (fakellm World, seed "0", model "teacher", accuracy 0.71) on TREC train: '
         f"accuracy {t_acc:.3f}, candidate coverage {t_cov:.3f}, mean candidate-set size {t_size:.2f}",
         "- students: CandidateDistiller defaults (hashed word 1-2 + char_wb 2-5 TF-IDF, "
         "multinomial logistic regression); rounds chosen on a 10% held-out slice of train scored "
@@ -144,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += [f"| {n} | {acc:.3f} | {s:.1f} | {x} |" for n, acc, s, x in table]
     if scale:
-        lines += ["", f"## Scale ({a.rows:,} perturbed TREC rows)", "",
-                  "| mode | fit seconds | predict_rows rows/s |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## Scale ({a.rows:,} perturbed TREC rows)",
+            "",
+            "| mode | fit seconds | predict_rows rows/s |",
+            "|---|---|---|",
+        ]
         lines += [f"| {m} | {f:.1f} | {r:,.0f} |" for m, f, r in scale]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w", encoding="utf-8") as fh:

@@ -41,9 +41,22 @@ def main() -> None:
     data = Path(a.data_dir)
     train, test = data / "trec_train.csv", data / "trec_test.csv"
     port = free_port()
-    fake = subprocess.Popen([sys.executable, str(ROOT.parent / "shared" / "tools" / "fakellm.py"), "--data", str(train),
-                             "--data", str(test), "--port", str(port), "--accuracy", f"teacher={a.accuracy}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fake = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT.parent / "shared" / "tools" / "fakellm.py"),
+            "--data",
+            str(train),
+            "--data",
+            str(test),
+            "--port",
+            str(port),
+            "--accuracy",
+            f"teacher={a.accuracy}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(2)
         with tempfile.TemporaryDirectory() as d:
@@ -53,7 +66,8 @@ def main() -> None:
                 "  labels: {ABBR: abbreviation, DESC: description or reason, ENTY: entity, HUM: person or group,"
                 " LOC: location, NUM: number or date}\n"
                 f"judges:\n  - {{name: teacher, model: teacher, base_url: 'http://127.0.0.1:{port}/v1', concurrency: 32}}\n"
-                f"mode: candidates\ncache_dir: {d / 'cache'}\n")
+                f"mode: candidates\ncache_dir: {d / 'cache'}\n"
+            )
             t_label = cli("label", str(train), "-c", str(d / "c.yaml"), "-o", str(d / "train.jsonl"), "-q")
             lab = [json.loads(l) for l in open(d / "train.jsonl")]
             t_acc = sum(r["label"] == r["label_input"] for r in lab) / len(lab)
@@ -62,7 +76,9 @@ def main() -> None:
             gold = {r["id"]: r["label"] for r in csv.DictReader(open(test))}
             results = []
             for mode in ("candidates", "single"):
-                t_fit = cli("distill", str(d / "train.jsonl"), "-o", str(d / f"{mode}.joblib"), "--mode", mode, "--no-cv")
+                t_fit = cli(
+                    "distill", str(d / "train.jsonl"), "-o", str(d / f"{mode}.joblib"), "--mode", mode, "--no-cv"
+                )
                 t_pred = cli("predict", str(d / f"{mode}.joblib"), str(test), "-o", str(d / f"{mode}.pred.jsonl"))
                 pred = [json.loads(l) for l in open(d / f"{mode}.pred.jsonl")]
                 acc = sum(gold[p["id"]] == p["label"] for p in pred) / len(pred)
@@ -71,13 +87,18 @@ def main() -> None:
         fake.terminate()
         fake.wait()
     cmd = "python benchmarks/distill_pipeline.py" + (f" --accuracy {a.accuracy}" if a.accuracy != 0.71 else "")
-    lines = ["## Distillation through the CLI (label -> distill -> predict)", "",
-             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores ({platform.machine()}), load at start "
-             f"{os.getloadavg()[0]:.2f}. Command: `{cmd}`", "",
-             f"Teacher: fakellm model of accuracy {a.accuracy} labeling TREC train ({len(lab)} rows) in candidate mode "
-             f"in {t_label:.1f}s: single-label accuracy {t_acc:.3f}, candidate coverage {cov:.3f}, mean set size {size:.2f}.", "",
-             "| student (`llmlabel distill --mode`) | accuracy on TREC test (500, gold) | distill s (incl. start-up) | predict s |",
-             "|---|---|---|---|"]
+    lines = [
+        "## Distillation through the CLI (label -> distill -> predict)",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores ({platform.machine()}), load at start "
+        f"{os.getloadavg()[0]:.2f}. Command: `{cmd}`",
+        "",
+        f"Teacher: fakellm model of accuracy {a.accuracy} labeling TREC train ({len(lab)} rows) in candidate mode "
+        f"in {t_label:.1f}s: single-label accuracy {t_acc:.3f}, candidate coverage {cov:.3f}, mean set size {size:.2f}.",
+        "",
+        "| student (`llmlabel distill --mode`) | accuracy on TREC test (500, gold) | distill s (incl. start-up) | predict s |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {m} | {acc:.3f} | {tf:.1f} | {tp:.1f} |" for m, acc, tf, tp in results]
     lines.append("")
     lines.append(f"Target: candidate student >= 0.80: {'met' if results[0][1] >= 0.80 else 'NOT met'}.")

@@ -24,17 +24,26 @@ def _answer(body: bytes) -> bytes:
     label = b"A"
     at = body.find(b'"enum":["')
     if at >= 0:
-        label = body[at + 9:body.find(b'"', at + 9)]
+        label = body[at + 9 : body.find(b'"', at + 9)]
     content = json.dumps(json.dumps({"label": label.decode()}))
     tokens = len(body) // 4
-    return (b'{"id":"lean","object":"chat.completion","model":"lean","choices":[{"index":0,"finish_reason":"stop",'
-            b'"message":{"role":"assistant","content":' + content.encode() + b'}}],"usage":{"prompt_tokens":'
-            + str(tokens).encode() + b',"completion_tokens":5,"total_tokens":' + str(tokens + 5).encode() + b'}}')
+    return (
+        b'{"id":"lean","object":"chat.completion","model":"lean","choices":[{"index":0,"finish_reason":"stop",'
+        b'"message":{"role":"assistant","content":'
+        + content.encode()
+        + b'}}],"usage":{"prompt_tokens":'
+        + str(tokens).encode()
+        + b',"completion_tokens":5,"total_tokens":'
+        + str(tokens + 5).encode()
+        + b"}}"
+    )
 
 
 def _response(payload: bytes, status: str = "200 OK") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-            .encode() + payload)
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
 
 
 class Handler(asyncio.Protocol):
@@ -52,10 +61,10 @@ class Handler(asyncio.Protocol):
                 return
             head = self.buf[:end]
             at = head.lower().find(b"content-length:")
-            size = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            size = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
             if len(self.buf) < end + 4 + size:
                 return
-            body, self.buf = self.buf[end + 4:end + 4 + size], self.buf[end + 4 + size:]
+            body, self.buf = self.buf[end + 4 : end + 4 + size], self.buf[end + 4 + size :]
             path = head.split(b" ", 2)[1]
             if path.endswith(b"/chat/completions"):
                 STATS["requests"] += 1

@@ -37,13 +37,29 @@ def main() -> None:
             w.writeheader()
             w.writerows(rows)
         # Only a task section: no judges, and no OPENAI_* variables, so llmlabel runs its embedded models.
-        (d / "c.yaml").write_text("task:\n  name: sst2\n  instructions: Is the movie review positive or negative?\n"
-                                  "  labels: {negative: the reviewer dislikes the movie, positive: the reviewer likes the movie}\n"
-                                  f"cache_dir: {d / 'cache'}\n")
+        (d / "c.yaml").write_text(
+            "task:\n  name: sst2\n  instructions: Is the movie review positive or negative?\n"
+            "  labels: {negative: the reviewer dislikes the movie, positive: the reviewer likes the movie}\n"
+            f"cache_dir: {d / 'cache'}\n"
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "llmlabel", "label", str(d / "in.csv"), "-c", str(d / "c.yaml"),
-                        "-o", str(d / "out.jsonl"), "-q"], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llmlabel",
+                "label",
+                str(d / "in.csv"),
+                "-c",
+                str(d / "c.yaml"),
+                "-o",
+                str(d / "out.jsonl"),
+                "-q",
+            ],
+            check=True,
+            env=env,
+        )
         wall = time.perf_counter() - t
         out = [json.loads(l) for l in open(d / "out.jsonl")]
     n = len(out)
@@ -53,16 +69,25 @@ def main() -> None:
     ens = sum(r["label"] == r["label_input"] for r in out) / n
     valid = sum(all(r["judges"][j].get("label") in ("positive", "negative") for j in judges) for r in out) / n
     gold_pos = sum(r["label_input"] == "positive" for r in out) / n
-    lines = ["## Embedded local models on SST-2 dev (real llama.cpp server)", "",
-             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores ({platform.machine()}), load at start {load:.2f}. "
-             f"Command: `python benchmarks/local_quality.py --rows {a.rows}`", "",
-             f"{n} reviews (seeded sample of sst2_dev.csv, {gold_pos:.0%} positive), default prompt, JSON-schema constrained "
-             f"decoding; {wall:.0f}s wall for {n * len(judges)} requests ({wall / (n * len(judges)):.2f}s each).", "",
-             "| judge | accuracy | answers 'positive' | valid labels |", "|---|---|---|---|"]
+    lines = [
+        "## Embedded local models on SST-2 dev (real llama.cpp server)",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores ({platform.machine()}), load at start {load:.2f}. "
+        f"Command: `python benchmarks/local_quality.py --rows {a.rows}`",
+        "",
+        f"{n} reviews (seeded sample of sst2_dev.csv, {gold_pos:.0%} positive), default prompt, JSON-schema constrained "
+        f"decoding; {wall:.0f}s wall for {n * len(judges)} requests ({wall / (n * len(judges)):.2f}s each).",
+        "",
+        "| judge | accuracy | answers 'positive' | valid labels |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {j} | {acc[j]:.3f} | {share[j]:.0%} | {valid:.0%} |" for j in judges]
-    lines += [f"| ensemble (llmlabel's combined label: soft vote of the calibrated distributions) | {ens:.3f} | | |", "",
-              "These are tiny models (135M and 270M parameters): they exist so llmlabel runs with no key at all, "
-              "not for quality. Point a judge at a real endpoint for real work (see the README)."]
+    lines += [
+        f"| ensemble (llmlabel's combined label: soft vote of the calibrated distributions) | {ens:.3f} | | |",
+        "",
+        "These are tiny models (135M and 270M parameters): they exist so llmlabel runs with no key at all, "
+        "not for quality. Point a judge at a real endpoint for real work (see the README).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     (ROOT / "benchmarks" / "results" / "local_quality.md").write_text(text)

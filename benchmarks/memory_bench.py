@@ -22,8 +22,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (CHILDREN, FakeLLM, count_lines, fmt, header, judge, label, now, table, tempdir, loadavg,  # noqa: E402
-                    write_config, write_result, write_synthetic)
+from common import (  # noqa: E402
+    CHILDREN,
+    FakeLLM,
+    count_lines,
+    fmt,
+    header,
+    judge,
+    label,
+    loadavg,
+    now,
+    table,
+    tempdir,
+    write_config,
+    write_result,
+    write_synthetic,
+)
 
 TARGET_MB = 300
 
@@ -59,29 +73,70 @@ def main(argv: list[str] | None = None) -> int:
     def report(running: int | None) -> None:
         rows = []
         for r in done:
-            rows.append([f"{r['rows']:,}", f"{r['load']:.2f}", fmt(r["wall"], 1), fmt(r["rps"], 0), fmt(r["cpu"], 1),
-                         f"{r['rss']:.1f}", f"{r['sampled']:.1f}", f"{r.get('anon', float('nan')):.1f} / {r.get('file', float('nan')):.1f}",
-                         f"{r['peak_at']:.0%}", f"{r['rss_mid']:.1f}",
-                         "met" if r["rss"] * 1.048576 <= TARGET_MB else "**not met**"])
-        for s in sizes[len(done):]:
-            what = ("did not finish (stopped: " + stopped[0] + ")" if stopped else "running when this file was written") \
-                if s == running else "not run"
+            rows.append(
+                [
+                    f"{r['rows']:,}",
+                    f"{r['load']:.2f}",
+                    fmt(r["wall"], 1),
+                    fmt(r["rps"], 0),
+                    fmt(r["cpu"], 1),
+                    f"{r['rss']:.1f}",
+                    f"{r['sampled']:.1f}",
+                    f"{r.get('anon', float('nan')):.1f} / {r.get('file', float('nan')):.1f}",
+                    f"{r['peak_at']:.0%}",
+                    f"{r['rss_mid']:.1f}",
+                    "met" if r["rss"] * 1.048576 <= TARGET_MB else "**not met**",
+                ]
+            )
+        for s in sizes[len(done) :]:
+            what = (
+                ("did not finish (stopped: " + stopped[0] + ")" if stopped else "running when this file was written")
+                if s == running
+                else "not run"
+            )
             rows.append([f"{s:,}", "", what, "", "", "", "", "", "", "", ""])
         flat = ""
         if len(done) >= 2:
             lo, hi = done[0], done[-1]
-            flat = (f"\nFrom {lo['rows']:,} to {hi['rows']:,} rows ({hi['rows'] / lo['rows']:.0f}x) peak RSS went "
-                    f"{lo['rss']:.1f} -> {hi['rss']:.1f} MiB ({hi['rss'] / lo['rss']:.2f}x).\n")
-        text = header("Memory: peak RSS vs corpus size", f"{load0:.2f}", started, [
-            f"`llmlabel label corpus.csv -c cfg.yaml -o out.jsonl -q`, one judge, concurrency {a.concurrency}, "
-            "fakellm --latency 0 with the corpus as its --data, fresh cache dir per size",
-            f"target: peak RSS <= {TARGET_MB} MB ({TARGET_MB / 1.048576:.0f} MiB), flat in corpus size",
-            "peak RSS = ru_maxrss of the llmlabel process; 'sampled' = max of 1 s /proc VmRSS polls; "
-            "'peak at' = when the sampled peak happened, as a fraction of the run's wall time; "
-            "'RSS at 50%' = the sample nearest the middle of the run; "
-            "anon / file = RssAnon / RssFile of the peak sample (heap vs mapped files such as the cache's SQLite mmap)"])
-        text += "\n" + table(["rows", "load", "seconds", "rows/s", "CPU s", "peak RSS MiB", "sampled max MiB",
-                              "anon / file MiB at peak", "peak at", "RSS at 50% MiB", f"<= {TARGET_MB} MB"], rows) + "\n" + flat
+            flat = (
+                f"\nFrom {lo['rows']:,} to {hi['rows']:,} rows ({hi['rows'] / lo['rows']:.0f}x) peak RSS went "
+                f"{lo['rss']:.1f} -> {hi['rss']:.1f} MiB ({hi['rss'] / lo['rss']:.2f}x).\n"
+            )
+        text = header(
+            "Memory: peak RSS vs corpus size",
+            f"{load0:.2f}",
+            started,
+            [
+                f"`llmlabel label corpus.csv -c cfg.yaml -o out.jsonl -q`, one judge, concurrency {a.concurrency}, "
+                "fakellm --latency 0 with the corpus as its --data, fresh cache dir per size",
+                f"target: peak RSS <= {TARGET_MB} MB ({TARGET_MB / 1.048576:.0f} MiB), flat in corpus size",
+                "peak RSS = ru_maxrss of the llmlabel process; 'sampled' = max of 1 s /proc VmRSS polls; "
+                "'peak at' = when the sampled peak happened, as a fraction of the run's wall time; "
+                "'RSS at 50%' = the sample nearest the middle of the run; "
+                "anon / file = RssAnon / RssFile of the peak sample (heap vs mapped files such as the cache's SQLite mmap)",
+            ],
+        )
+        text += (
+            "\n"
+            + table(
+                [
+                    "rows",
+                    "load",
+                    "seconds",
+                    "rows/s",
+                    "CPU s",
+                    "peak RSS MiB",
+                    "sampled max MiB",
+                    "anon / file MiB at peak",
+                    "peak at",
+                    "RSS at 50% MiB",
+                    f"<= {TARGET_MB} MB",
+                ],
+                rows,
+            )
+            + "\n"
+            + flat
+        )
         write_result("memory.md", text, Path(a.out) if a.out else None)
 
     with tempdir("llmlabel-mem-", a.keep) as tmp:
@@ -100,13 +155,26 @@ def main(argv: list[str] | None = None) -> int:
             s = r.samples or [(0.0, r.maxrss_mb, float("nan"), float("nan"))]
             peak_t, peak, peak_anon, peak_file = max(s, key=lambda x: x[1])
             mid = min(s, key=lambda x: abs(x[0] - r.wall / 2))[1]
-            done.append(dict(rows=n, load=load, wall=r.wall, rps=n / r.wall, cpu=r.cpu, rss=r.maxrss_mb,
-                             sampled=peak, peak_at=peak_t / r.wall, rss_mid=mid,
-                             anon=peak_anon, file=peak_file))
+            done.append(
+                dict(
+                    rows=n,
+                    load=load,
+                    wall=r.wall,
+                    rps=n / r.wall,
+                    cpu=r.cpu,
+                    rss=r.maxrss_mb,
+                    sampled=peak,
+                    peak_at=peak_t / r.wall,
+                    rss_mid=mid,
+                    anon=peak_anon,
+                    file=peak_file,
+                )
+            )
             print(f"[bench] {done[-1]} ({time.time() - t:.0f} s)", file=sys.stderr, flush=True)
             for f in d.iterdir():  # free the disk before the next size
                 if f.is_dir():
                     import shutil
+
                     shutil.rmtree(f, ignore_errors=True)
                 else:
                     f.unlink()

@@ -65,7 +65,9 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-async def load(url: str, texts: list[str], labels: set[str], clients: int, duration: float, unique: bool) -> dict[str, Any]:
+async def load(
+    url: str, texts: list[str], labels: set[str], clients: int, duration: float, unique: bool
+) -> dict[str, Any]:
     import aiohttp
 
     lat: list[float] = []
@@ -81,8 +83,9 @@ async def load(url: str, texts: list[str], labels: set[str], clients: int, durat
             text = texts[k % len(texts)] + (f" (variant {k})" if unique else "")
             t0 = time.perf_counter()
             try:
-                async with session.post(f"{url}/v1/label", json={"items": [{"id": k, "text": text}]},
-                                        headers=headers) as r:
+                async with session.post(
+                    f"{url}/v1/label", json={"items": [{"id": k, "text": text}]}, headers=headers
+                ) as r:
                     body = await r.read()
                     ok = r.status == 200
                     if ok:
@@ -101,38 +104,87 @@ async def load(url: str, texts: list[str], labels: set[str], clients: int, durat
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as session:
         await asyncio.gather(*(client(session) for _ in range(clients)))
     wall = time.perf_counter() - t0
-    return {"requests": len(lat) + sum(errors.values()), "ok": len(lat), "errors": errors, "wall": wall,
-            "rps": len(lat) / wall, "p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9),
-            "p99": percentile(lat, 0.99), "max": max(lat, default=float("nan")),
-            "mean": statistics.fmean(lat) if lat else float("nan")}
+    return {
+        "requests": len(lat) + sum(errors.values()),
+        "ok": len(lat),
+        "errors": errors,
+        "wall": wall,
+        "rps": len(lat) / wall,
+        "p50": percentile(lat, 0.5),
+        "p90": percentile(lat, 0.9),
+        "p99": percentile(lat, 0.99),
+        "max": max(lat, default=float("nan")),
+        "mean": statistics.fmean(lat) if lat else float("nan"),
+    }
 
 
 def metric_sum(text: str, name: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.M))
 
 
-def run_scenario(a: argparse.Namespace, scenario: str, texts: list[str], labels: list[str], work: Path) -> dict[str, Any]:
+def run_scenario(
+    a: argparse.Namespace, scenario: str, texts: list[str], labels: list[str], work: Path
+) -> dict[str, Any]:
     import httpx
 
     fport = free_port()
-    fake_cmd = [sys.executable, str(SHARED / "tools" / "fakellm.py"), "--data", str(a.data), "--port", str(fport),
-                "--latency", str(a.latency), "--accuracy", "default=0.85"]
+    fake_cmd = [
+        sys.executable,
+        str(SHARED / "tools" / "fakellm.py"),
+        "--data",
+        str(a.data),
+        "--port",
+        str(fport),
+        "--latency",
+        str(a.latency),
+        "--accuracy",
+        "default=0.85",
+    ]
     fake = subprocess.Popen(fake_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     server = None
     try:
         wait_line(fake, r"listening")
         cfg = work / f"{scenario}.yaml"
-        cfg.write_text(json.dumps({
-            "task": {"name": "trec", "instructions": "What kind of answer does the question ask for?",
-                     "labels": labels},
-            "judges": [{"name": f"sim-{n}", "model": f"sim-{n}", "base_url": f"http://127.0.0.1:{fport}/v1",
-                        "concurrency": a.judge_concurrency, "timeout": 30} for n in ("a", "b")[: a.judges]],
-            "cache_dir": str(work / f"cache-{scenario}")}))
+        cfg.write_text(
+            json.dumps(
+                {
+                    "task": {
+                        "name": "trec",
+                        "instructions": "What kind of answer does the question ask for?",
+                        "labels": labels,
+                    },
+                    "judges": [
+                        {
+                            "name": f"sim-{n}",
+                            "model": f"sim-{n}",
+                            "base_url": f"http://127.0.0.1:{fport}/v1",
+                            "concurrency": a.judge_concurrency,
+                            "timeout": 30,
+                        }
+                        for n in ("a", "b")[: a.judges]
+                    ],
+                    "cache_dir": str(work / f"cache-{scenario}"),
+                }
+            )
+        )
         env = {**os.environ, "LLMLABEL_SERVE_TOKEN": TOKEN}
-        serve_cmd = [sys.executable, "-m", "llmlabel", "serve", "-c", str(cfg), "--port", "0",
-                     "--state-dir", str(work / f"state-{scenario}"), "--log-level", "warning"]
-        server = subprocess.Popen(serve_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                                  cwd=work)
+        serve_cmd = [
+            sys.executable,
+            "-m",
+            "llmlabel",
+            "serve",
+            "-c",
+            str(cfg),
+            "--port",
+            "0",
+            "--state-dir",
+            str(work / f"state-{scenario}"),
+            "--log-level",
+            "warning",
+        ]
+        server = subprocess.Popen(
+            serve_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=work
+        )
         url = wait_line(server, r"serving on (http://\S+)").group(1)
         with httpx.Client(timeout=10) as h:
             while h.get(f"{url}/health").status_code != 200:
@@ -157,11 +209,22 @@ def run_scenario(a: argparse.Namespace, scenario: str, texts: list[str], labels:
 
 
 def report(a: argparse.Namespace, results: list[dict[str, Any]], argv: list[str]) -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = (
+        next(
+            (
+                l.split(":", 1)[1].strip()
+                for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     load_avg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
-        "# `llmlabel serve` load benchmark", "",
+        "# `llmlabel serve` load benchmark",
+        "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
         f"- machine: {os.cpu_count()} CPUs (nproc), {cpu}; Python {platform.python_version()}; "
         f"load average before the run: {load_avg} (the machine is shared: other work ran at the same time)",
@@ -171,14 +234,18 @@ def report(a: argparse.Namespace, results: list[dict[str, Any]], argv: list[str]
         f"{a.clients} concurrent clients, each posting `/v1/label` with one TREC test question, for {a.duration:g} s "
         "per scenario; the load generator (aiohttp), the server and the fake LLM share the machine.",
         "- scenarios: `repeat` cycles through the 500 questions (answers come from the response cache after the "
-        "first pass); `unique` adds a suffix per request, so every item is a real judge call.", "",
+        "first pass); `unique` adds a suffix per request, so every item is a real judge call.",
+        "",
         "| scenario | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | judge requests | cache hits |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         errs = sum(r["errors"].values())
-        lines.append(f"| {r['scenario']} | {r['requests']} | {errs} | {r['rps']:.0f} | {r['p50'] * 1000:.0f} | "
-                     f"{r['p90'] * 1000:.0f} | {r['p99'] * 1000:.0f} | {r['max'] * 1000:.0f} | "
-                     f"{r['judge_requests']:.0f} | {r['cache_hits']:.0f} |")
+        lines.append(
+            f"| {r['scenario']} | {r['requests']} | {errs} | {r['rps']:.0f} | {r['p50'] * 1000:.0f} | "
+            f"{r['p90'] * 1000:.0f} | {r['p99'] * 1000:.0f} | {r['max'] * 1000:.0f} | "
+            f"{r['judge_requests']:.0f} | {r['cache_hits']:.0f} |"
+        )
     for r in results:
         if r["errors"]:
             lines.append(f"\nerrors in {r['scenario']}: {r['errors']}")
@@ -204,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = sorted({r["label"] for r in rows})
     results = []
     with tempfile.TemporaryDirectory(prefix="serve-load-") as d:
-        for scenario in (["repeat", "unique"] if a.scenario == "both" else [a.scenario]):
+        for scenario in ["repeat", "unique"] if a.scenario == "both" else [a.scenario]:
             results.append(run_scenario(a, scenario, texts, labels, Path(d)))
     md = report(a, results, argv)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 """Start-up time: `llmlabel --help`, and a 10-row `llmlabel label` job against fakellm (cold cache each time).
 
 Median (and min/max) of --repeat runs of each, wall time from spawn to exit, plus the CPU time of the
-process. Also lists the slowest imports of the label path (`python -X importtime -c "import llmlabel.runner"`),
+process. Also lists the slowest imports of the label path (`python -X importtime -c "import llmlabel.pipeline.runner"`),
 which is where a job's start-up goes.
 
     python benchmarks/startup_bench.py [--repeat 5] [--quick]
@@ -17,14 +17,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (FakeLLM, clean_env, fmt, header, judge, label, median, now, run_cli, table,  # noqa: E402
-                    tempdir, wait_for_quiet, write_config, write_result, write_synthetic)
+from common import (  # noqa: E402
+    FakeLLM,
+    clean_env,
+    fmt,
+    header,
+    judge,
+    label,
+    median,
+    now,
+    run_cli,
+    table,
+    tempdir,
+    wait_for_quiet,
+    write_config,
+    write_result,
+    write_synthetic,
+)
 
 
 def importtime(module: str, top: int = 12) -> tuple[list[list[str]], float]:
     """The heaviest third-party packages that llmlabel modules import, from `python -X importtime`."""
-    p = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], env=clean_env(),
-                       capture_output=True, text=True, check=True)
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     entries = []  # (name, depth, self us, cumulative us), children listed before their parent
     for line in p.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
@@ -49,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--rows", type=int, default=10)
-    ap.add_argument("--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run")
+    ap.add_argument(
+        "--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run"
+    )
     ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
@@ -79,23 +101,43 @@ def main(argv: list[str] | None = None) -> int:
                     jobs.append((load, r))
             results.append((f"`llmlabel label` {a.rows} rows, cold cache, 0 ms server", jobs))
         load_imp = wait_for_quiet(a.load_max, max_wait=a.max_wait)
-        imports, imp_total = importtime("llmlabel.runner")
+        imports, imp_total = importtime("llmlabel.pipeline.runner")
 
     rows = []
     for what, runs in results:
         walls = [r.wall for _, r in runs]
-        rows.append([what, len(runs), fmt(median(walls), 3), fmt(min(walls), 3), fmt(max(walls), 3),
-                     fmt(median([r.cpu for _, r in runs]), 3), f"{median([r.maxrss_mb for _, r in runs]):.0f}",
-                     ", ".join(f"{ld:.2f}" for ld, _ in runs)])
-    text = header("Start-up time", f"{load0:.2f}", started, [
-        "wall = process spawn to exit (os.wait4), median of the runs; one untimed warm-up run of each first",
-        "the job: one judge (concurrency 16) on fakellm --latency 0, a fresh cache dir and output per run"])
-    text += "\n" + table(["command", "runs", "median s", "min s", "max s", "median CPU s", "peak RSS MiB",
-                          "load at start of each run"], rows)
-    text += (f"\n\n## Where a job's start-up goes: `python -X importtime -c \"import llmlabel.runner\"`\n\n"
-             f"One run (load at start {load_imp:.2f}); `import llmlabel.runner` took {imp_total:.3f} s in all. "
-             "The heaviest imports (cumulative, including what they import):\n\n"
-             + table(["package", "first imported by", "ms (cumulative)", "share of the import"], imports) + "\n")
+        rows.append(
+            [
+                what,
+                len(runs),
+                fmt(median(walls), 3),
+                fmt(min(walls), 3),
+                fmt(max(walls), 3),
+                fmt(median([r.cpu for _, r in runs]), 3),
+                f"{median([r.maxrss_mb for _, r in runs]):.0f}",
+                ", ".join(f"{ld:.2f}" for ld, _ in runs),
+            ]
+        )
+    text = header(
+        "Start-up time",
+        f"{load0:.2f}",
+        started,
+        [
+            "wall = process spawn to exit (os.wait4), median of the runs; one untimed warm-up run of each first",
+            "the job: one judge (concurrency 16) on fakellm --latency 0, a fresh cache dir and output per run",
+        ],
+    )
+    text += "\n" + table(
+        ["command", "runs", "median s", "min s", "max s", "median CPU s", "peak RSS MiB", "load at start of each run"],
+        rows,
+    )
+    text += (
+        f'\n\n## Where a job\'s start-up goes: `python -X importtime -c "import llmlabel.pipeline.runner"`\n\n'
+        f"One run (load at start {load_imp:.2f}); `import llmlabel.pipeline.runner` took {imp_total:.3f} s in all. "
+        "The heaviest imports (cumulative, including what they import):\n\n"
+        + table(["package", "first imported by", "ms (cumulative)", "share of the import"], imports)
+        + "\n"
+    )
     write_result("startup.md", text, Path(a.out) if a.out else None)
     return 0
 

@@ -30,8 +30,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (FakeLLM, LeanServer, fmt, header, judge, now, tempdir, wait_for_quiet, write_config,  # noqa: E402
-                    write_result, write_synthetic, count_lines, table)
+from common import (  # noqa: E402
+    FakeLLM,
+    LeanServer,
+    count_lines,
+    fmt,
+    header,
+    judge,
+    now,
+    table,
+    tempdir,
+    wait_for_quiet,
+    write_config,
+    write_result,
+    write_synthetic,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead-rows", type=int, default=20000, help="rows for the zero-latency runs")
     ap.add_argument("--backends", default="aiohttp,sdk")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: sweep,lean,backends,accept,overhead")
-    ap.add_argument("--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run")
+    ap.add_argument(
+        "--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run"
+    )
     ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
     ap.add_argument("--quick", action="store_true", help="tiny sizes; writes to /tmp unless --out")
     ap.add_argument("--out", help="results file (default benchmarks/results/throughput.md)")
@@ -80,16 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         def warm_up(fake: FakeLLM) -> None:
             warm = tmp / f"warm{fake.port}"
             warm.mkdir()
-            _label_limit(corpus, write_config(warm / "cfg.yaml", [judge("j", "judge-a", fake.base_url, 64)],
-                                              warm / "cache"), warm / "out.jsonl", 256)
+            _label_limit(
+                corpus,
+                write_config(warm / "cfg.yaml", [judge("j", "judge-a", fake.base_url, 64)], warm / "cache"),
+                warm / "out.jsonl",
+                256,
+            )
 
         def one(fake: FakeLLM, c: int, rows: int, backend: str, latency: float) -> list:
             nonlocal first_load
             run_no[0] += 1
             d = tmp / f"run{run_no[0]}"
             d.mkdir()
-            cfg = write_config(d / "cfg.yaml", [judge("j", "judge-a", fake.base_url, c, http_backend=backend)],
-                               d / "cache")
+            cfg = write_config(
+                d / "cfg.yaml", [judge("j", "judge-a", fake.base_url, c, http_backend=backend)], d / "cache"
+            )
             load = wait_for_quiet(a.load_max, max_wait=a.max_wait)
             first_load = load if first_load is None else first_load
             req0, scpu0 = fake.requests(), fake.cpu()
@@ -98,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             got = count_lines(d / "out.jsonl")
             assert got == rows and reqs == rows, (got, reqs, rows)
             rps = rows / r.wall
-            row = dict(backend=backend, c=c, rows=rows, load=load, wall=r.wall, rps=rps, cpu=r.cpu, scpu=scpu,
-                       rss=r.maxrss_mb)
+            row = dict(
+                backend=backend, c=c, rows=rows, load=load, wall=r.wall, rps=rps, cpu=r.cpu, scpu=scpu, rss=r.maxrss_mb
+            )
             if latency:
                 row["ideal"] = c / latency
                 row["pct"] = 100 * rps / row["ideal"]
@@ -113,8 +134,14 @@ def main(argv: list[str] | None = None) -> int:
             if "backends" not in skip:
                 c = 64
                 res = [one(fake, c, rows_for(c), b, a.latency) for b in backends]
-                sections.append(_backend_section(a, res, "## Backends at concurrency 64",
-                                                 f"{rows_for(c)} rows, one judge, {a.latency * 1000:.0f} ms server."))
+                sections.append(
+                    _backend_section(
+                        a,
+                        res,
+                        "## Backends at concurrency 64",
+                        f"{rows_for(c)} rows, one judge, {a.latency * 1000:.0f} ms server.",
+                    )
+                )
             if "accept" not in skip:
                 runs = [one(fake, 64, a.accept_rows, backends[0], a.latency) for _ in range(a.accept_repeats)]
                 runs += [one(fake, 64, a.accept_rows, b, a.latency) for b in backends[1:]]
@@ -134,14 +161,16 @@ def main(argv: list[str] | None = None) -> int:
                     res.append(full)
                 sections.append(_overhead_section(res))
 
-    notes = ["fakellm: `../shared/tools/fakellm.py` (single-process asyncio, Python) on 127.0.0.1, sharing the "
-             "machine's cores with the client; `server CPU s` is its user+sys time during the run",
-             "lean server: `benchmarks/lean_server.py` (asyncio protocol on uvloop, a fixed label after the same "
-             "latency) on 127.0.0.1: the same sweep with a server that leaves the client the machine's CPU",
-             "client: `llmlabel label corpus.csv -c cfg.yaml -o out.jsonl -q [--limit N]`, one judge (label mode, "
-             "TREC task, json_schema answers), fresh cache dir per run; seconds = process spawn to exit",
-             "before each run the script waits (polling every 20 s, at most --max-wait seconds in all) for a 1-min load "
-             "below 0.7; the load at the start of every run is in its row"]
+    notes = [
+        "fakellm: `../shared/tools/fakellm.py` (single-process asyncio, Python) on 127.0.0.1, sharing the "
+        "machine's cores with the client; `server CPU s` is its user+sys time during the run",
+        "lean server: `benchmarks/lean_server.py` (asyncio protocol on uvloop, a fixed label after the same "
+        "latency) on 127.0.0.1: the same sweep with a server that leaves the client the machine's CPU",
+        "client: `llmlabel label corpus.csv -c cfg.yaml -o out.jsonl -q [--limit N]`, one judge (label mode, "
+        "TREC task, json_schema answers), fresh cache dir per run; seconds = process spawn to exit",
+        "before each run the script waits (polling every 20 s, at most --max-wait seconds in all) for a 1-min load "
+        "below 0.7; the load at the start of every run is in its row",
+    ]
     text = header("Throughput", f"{first_load}", started, notes) + "\n" + "\n\n".join(sections)
     write_result("throughput.md", text, Path(a.out) if a.out else None)
     return 0
@@ -157,22 +186,54 @@ def _bare(base_url: str, corpus: Path, rows: int, c: int) -> dict:
     import json
     import subprocess
 
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("bare_client.py")), base_url, str(corpus),
-                          str(rows), str(c)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("bare_client.py")), base_url, str(corpus), str(rows), str(c)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def _sweep_section(a, res: list[dict], server: str) -> str:
-    rows = [[r["c"], f"{r['rows']:,}", f"{r['load']:.2f}", fmt(r["wall"]), fmt(r["rps"], 1), fmt(r["ideal"], 0),
-             f"{r['pct']:.1f}%", "yes" if r["pct"] >= 90 else ("**no**" if r["c"] <= 128 else "(not targeted)"),
-             f"{100 * r['bare']['rps'] / r['ideal']:.1f}%", fmt(r["cpu"]), fmt(r["scpu"])]
-            for r in res]
-    return (f"## Sweep against {server}: one judge (aiohttp), {a.latency * 1000:.0f} ms server\n\n"
-            "Ideal = concurrency / latency. Target: >= 90% of ideal up to concurrency 128 (met column; 256 is "
-            "reported, not targeted). 'bare aiohttp loop' = benchmarks/bare_client.py on the same rows and server "
-            "right after, start-up excluded: what this server and machine allow a client that does nothing else.\n\n"
-            + table(["concurrency", "rows", "load", "seconds", "rows/s", "ideal rows/s", "% of ideal", ">= 90%",
-                     "bare aiohttp loop, % of ideal", "client CPU s", "server CPU s"], rows))
+    rows = [
+        [
+            r["c"],
+            f"{r['rows']:,}",
+            f"{r['load']:.2f}",
+            fmt(r["wall"]),
+            fmt(r["rps"], 1),
+            fmt(r["ideal"], 0),
+            f"{r['pct']:.1f}%",
+            "yes" if r["pct"] >= 90 else ("**no**" if r["c"] <= 128 else "(not targeted)"),
+            f"{100 * r['bare']['rps'] / r['ideal']:.1f}%",
+            fmt(r["cpu"]),
+            fmt(r["scpu"]),
+        ]
+        for r in res
+    ]
+    return (
+        f"## Sweep against {server}: one judge (aiohttp), {a.latency * 1000:.0f} ms server\n\n"
+        "Ideal = concurrency / latency. Target: >= 90% of ideal up to concurrency 128 (met column; 256 is "
+        "reported, not targeted). 'bare aiohttp loop' = benchmarks/bare_client.py on the same rows and server "
+        "right after, start-up excluded: what this server and machine allow a client that does nothing else.\n\n"
+        + table(
+            [
+                "concurrency",
+                "rows",
+                "load",
+                "seconds",
+                "rows/s",
+                "ideal rows/s",
+                "% of ideal",
+                ">= 90%",
+                "bare aiohttp loop, % of ideal",
+                "client CPU s",
+                "server CPU s",
+            ],
+            rows,
+        )
+    )
 
 
 def _accept_section(a, runs: list[dict], default: str) -> str:
@@ -180,23 +241,60 @@ def _accept_section(a, runs: list[dict], default: str) -> str:
 
     mine = [r for r in runs if r["backend"] == default]
     med = statistics.median(r["pct"] for r in mine)
-    rows = [[r["backend"], k + 1 if r["backend"] == default else "", r["c"], f"{r['rows']:,}", f"{r['load']:.2f}",
-             fmt(r["wall"]), fmt(r["rps"], 1), fmt(r["ideal"], 0), f"{r['pct']:.1f}%", fmt(r["cpu"]), fmt(r["scpu"])]
-            for k, r in enumerate(runs)]
+    rows = [
+        [
+            r["backend"],
+            k + 1 if r["backend"] == default else "",
+            r["c"],
+            f"{r['rows']:,}",
+            f"{r['load']:.2f}",
+            fmt(r["wall"]),
+            fmt(r["rps"], 1),
+            fmt(r["ideal"], 0),
+            f"{r['pct']:.1f}%",
+            fmt(r["cpu"]),
+            fmt(r["scpu"]),
+        ]
+        for k, r in enumerate(runs)
+    ]
     verdict = "met" if med >= 80 else "**not met**"
-    return ("## Acceptance: 3,000 rows, one judge, concurrency 64, 100 ms server\n\n"
-            "Target: >= 80% of the latency-bound ideal (>= 512 rows/s), process start-up included.\n\n"
-            + table(["http_backend", "run", "concurrency", "rows", "load", "seconds", "rows/s", "ideal rows/s",
-                     "% of ideal", "client CPU s", "server CPU s"], rows)
-            + f"\n\n{default} (the default backend), median of {len(mine)} runs: {med:.1f}% of ideal "
-              f"({statistics.median(r['rps'] for r in mine):.0f} rows/s): target {verdict}.")
+    return (
+        "## Acceptance: 3,000 rows, one judge, concurrency 64, 100 ms server\n\n"
+        "Target: >= 80% of the latency-bound ideal (>= 512 rows/s), process start-up included.\n\n"
+        + table(
+            [
+                "http_backend",
+                "run",
+                "concurrency",
+                "rows",
+                "load",
+                "seconds",
+                "rows/s",
+                "ideal rows/s",
+                "% of ideal",
+                "client CPU s",
+                "server CPU s",
+            ],
+            rows,
+        )
+        + f"\n\n{default} (the default backend), median of {len(mine)} runs: {med:.1f}% of ideal "
+        f"({statistics.median(r['rps'] for r in mine):.0f} rows/s): target {verdict}."
+    )
 
 
 def _backend_section(a, res: list[dict], title: str, note: str, target: float | None = None) -> str:
     rows = []
     for r in res:
-        row = [r["backend"], r["c"], f"{r['rows']:,}", f"{r['load']:.2f}", fmt(r["wall"]), fmt(r["rps"], 1),
-               fmt(r["ideal"], 0), f"{r['pct']:.1f}%"]
+        row = [
+            r["backend"],
+            r["c"],
+            f"{r['rows']:,}",
+            f"{r['load']:.2f}",
+            fmt(r["wall"]),
+            fmt(r["rps"], 1),
+            fmt(r["ideal"], 0),
+            f"{r['pct']:.1f}%",
+        ]
         if target is not None:
             row.append("met" if r["pct"] >= target else "**not met**")
         row += [fmt(r["cpu"]), fmt(r["scpu"])]
@@ -209,15 +307,44 @@ def _backend_section(a, res: list[dict], title: str, note: str, target: float | 
 
 
 def _overhead_section(res: list[dict]) -> str:
-    rows = [[r["backend"], f"{r['rows']:,}", f"{r['load']:.2f}", fmt(r["wall"]), fmt(r["rps"], 0), fmt(r["cpu"]),
-             fmt(r["cpu"] / r["rows"] * 1000, 3), fmt(r["base_cpu"]), fmt(r["marginal"], 3),
-             fmt(1000 / r["marginal"], 0), fmt(r["scpu"])] for r in res]
-    return ("## Client overhead at zero latency (concurrency 64)\n\n"
-            "CPU s = user+sys of the llmlabel process (os.wait4). Per-core requests/s = 1000 / marginal CPU s per "
-            "1,000 requests, i.e. what one core could drive if the client were the only thing running; rows/s here "
-            "is bounded by both processes sharing 2 cores.\n\n"
-            + table(["http_backend", "rows", "load", "seconds", "rows/s", "client CPU s", "CPU s / 1,000 req",
-                     "10-row job CPU s", "marginal CPU s / 1,000 req", "per-core req/s", "server CPU s"], rows))
+    rows = [
+        [
+            r["backend"],
+            f"{r['rows']:,}",
+            f"{r['load']:.2f}",
+            fmt(r["wall"]),
+            fmt(r["rps"], 0),
+            fmt(r["cpu"]),
+            fmt(r["cpu"] / r["rows"] * 1000, 3),
+            fmt(r["base_cpu"]),
+            fmt(r["marginal"], 3),
+            fmt(1000 / r["marginal"], 0),
+            fmt(r["scpu"]),
+        ]
+        for r in res
+    ]
+    return (
+        "## Client overhead at zero latency (concurrency 64)\n\n"
+        "CPU s = user+sys of the llmlabel process (os.wait4). Per-core requests/s = 1000 / marginal CPU s per "
+        "1,000 requests, i.e. what one core could drive if the client were the only thing running; rows/s here "
+        "is bounded by both processes sharing 2 cores.\n\n"
+        + table(
+            [
+                "http_backend",
+                "rows",
+                "load",
+                "seconds",
+                "rows/s",
+                "client CPU s",
+                "CPU s / 1,000 req",
+                "10-row job CPU s",
+                "marginal CPU s / 1,000 req",
+                "per-core req/s",
+                "server CPU s",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

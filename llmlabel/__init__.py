@@ -11,11 +11,11 @@ __all__ = ["label", "label_file", "load_config", "Config"]
 def __getattr__(name: str) -> Any:
     # Lazy: `import llmlabel` (and `llmlabel --help`) must not pay for the openai SDK's import.
     if name in ("label", "label_file"):
-        from . import api
+        from llmlabel.pipeline import api
 
         return getattr(api, name)
     if name in ("load_config", "Config"):
-        from . import config
+        from llmlabel import config
 
         return getattr(config, name)
     raise AttributeError(name)

@@ -1,3 +1,3 @@
-from .cli import console
+from llmlabel.cli.main.main import console
 
 console()

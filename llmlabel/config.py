@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from llmlabel.errors import ConfigError
 
 Mode = Literal["label", "candidates"]
 Aggregate = Literal["majority", "weighted", "dawid_skene"]

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-
 from fakeserver import FakeLLM
-
 
 LABELS = ["positive", "negative"]
 
@@ -31,7 +29,9 @@ def fake():
 
 
 def write_corpus(path: Path, n: int, fmt: str = "csv") -> list[dict[str, str]]:
-    rows = [{"id": f"r{i}", "text": f"review number {i}: the product is {'great' if i % 3 else 'awful'}"} for i in range(n)]
+    rows = [
+        {"id": f"r{i}", "text": f"review number {i}: the product is {'great' if i % 3 else 'awful'}"} for i in range(n)
+    ]
     if fmt == "csv":
         with open(path, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=["id", "text"])
@@ -43,12 +43,25 @@ def write_corpus(path: Path, n: int, fmt: str = "csv") -> list[dict[str, str]]:
 
 
 def write_config(path: Path, base_url: str | None, judges: list[dict[str, Any]] | None = None, **extra: Any) -> Path:
-    cfg: dict[str, Any] = {"task": {"name": "sentiment", "instructions": "Is the review positive or negative?",
-                                    "labels": {"positive": "happy", "negative": "unhappy"}},
-                           "cache_dir": str(path.parent / "cache")}
+    cfg: dict[str, Any] = {
+        "task": {
+            "name": "sentiment",
+            "instructions": "Is the review positive or negative?",
+            "labels": {"positive": "happy", "negative": "unhappy"},
+        },
+        "cache_dir": str(path.parent / "cache"),
+    }
     if judges is None and base_url:
-        judges = [{"name": "a", "model": "fake-a", "base_url": base_url, "concurrency": 8, "timeout": 5,
-                   "price_per_million": {"input": 1.0, "output": 2.0}}]
+        judges = [
+            {
+                "name": "a",
+                "model": "fake-a",
+                "base_url": base_url,
+                "concurrency": 8,
+                "timeout": 5,
+                "price_per_million": {"input": 1.0, "output": 2.0},
+            }
+        ]
     if judges:
         cfg["judges"] = judges
     cfg.update(extra)
@@ -56,12 +69,14 @@ def write_config(path: Path, base_url: str | None, judges: list[dict[str, Any]] 
     return path
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "llmlabel", *args], capture_output=True, text=True, env=e,
-                          timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "llmlabel", *args], capture_output=True, text=True, env=e, timeout=timeout, cwd=cwd
+    )
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -24,10 +24,19 @@ def pick(text: str, labels: list[str]) -> str:
 
 
 class FakeLLM:
-    def __init__(self, answers: dict[str, str] | None = None, labels: list[str] | None = None,
-                 faults: float = 0.0, fault_kinds: tuple[str, ...] = ("429", "500", "drop", "garbage", "length"),
-                 latency: float = 0.0, slow_seconds: float = 3.0, seed: int = 0, reject_schema: bool = False,
-                 status: int | None = None, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        answers: dict[str, str] | None = None,
+        labels: list[str] | None = None,
+        faults: float = 0.0,
+        fault_kinds: tuple[str, ...] = ("429", "500", "drop", "garbage", "length"),
+        latency: float = 0.0,
+        slow_seconds: float = 3.0,
+        seed: int = 0,
+        reject_schema: bool = False,
+        status: int | None = None,
+        fail_after: int | None = None,
+    ) -> None:
         self.answers = answers or {}
         self.labels = labels or ["positive", "negative"]
         self.faults, self.fault_kinds, self.latency, self.slow_seconds = faults, fault_kinds, latency, slow_seconds
@@ -137,15 +146,30 @@ class FakeLLM:
             content, finish = content[: len(content) // 3], "length"
         pt = sum(len(x["content"]) for x in req["messages"]) // 4 + 1
         ct = len(content) // 4 + 1
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": finish,
+        }
         if req.get("logprobs"):
             top = [{"token": label, "logprob": math.log(0.9)}] + [
-                {"token": l, "logprob": math.log(0.1 / max(1, len(labels) - 1))} for l in labels if l != label]
+                {"token": l, "logprob": math.log(0.1 / max(1, len(labels) - 1))} for l in labels if l != label
+            ]
             choice["logprobs"] = {"content": [{"token": label, "logprob": math.log(0.9), "top_logprobs": top}]}
         if fault != "slow":  # the client gave up on slow answers: they are never received, never billed here
             with self.lock:
                 self.completions += 1
                 self.prompt_tokens += pt
                 self.completion_tokens += ct
-        return 200, {"id": "x", "object": "chat.completion", "created": 0, "model": req.get("model"),
-                     "choices": [choice], "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}, {}
+        return (
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": req.get("model"),
+                "choices": [choice],
+                "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+            },
+            {},
+        )

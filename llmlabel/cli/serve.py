@@ -1,0 +1,146 @@
+"""`llmlabel serve`: the HTTP API (llmlabel/serve.py) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import socket
+import sys
+
+from llmlabel.errors import ConfigError, LLMLabelError
+
+TOKEN_ENV = "LLMLABEL_SERVE_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    # Bound here, not by uvicorn, so a busy port is one clear line instead of a logged stack.
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise LLMLabelError(
+            f"cannot resolve --host {host!r} ({e.strerror}); give an IP address or a known name"
+        ) from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise LLMLabelError(f"cannot listen on {host}:{port}: {e.strerror}; pick another --port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    # Every user error is checked before the heavy imports (openai, fastapi): a typo answers at once.
+    token = os.environ.get(TOKEN_ENV)
+    if a.no_auth:
+        if not is_loopback(a.host):
+            raise LLMLabelError(
+                f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1, localhost), not "
+                f"{a.host}; set ${TOKEN_ENV} and drop --no-auth"
+            )
+        token = None
+    elif not token or not token.strip():
+        raise LLMLabelError(
+            f"set ${TOKEN_ENV} to a secret token (clients send 'Authorization: Bearer <token>'), "
+            "or pass --no-auth to serve without auth on 127.0.0.1"
+        )
+    for name, v in (
+        ("--max-items", a.max_items),
+        ("--max-body-mb", a.max_body_mb),
+        ("--max-upload-mb", a.max_upload_mb),
+    ):
+        if v <= 0:
+            raise LLMLabelError(f"{name} must be positive, not {v}")
+    if not 0 <= a.flag_threshold <= 1:
+        raise LLMLabelError(f"--flag-threshold must be between 0 and 1, not {a.flag_threshold}")
+    from llmlabel.config import load_config
+
+    cfg = load_config(a.config)
+    for j in cfg.judges:
+        # Checked before listening: a judge without a key would only fail at the first request.
+        if j.base_url is None and not j.api_key():
+            raise ConfigError(
+                f"judge '{j.name}' has no API key: set ${j.api_key_env} "
+                "(or give the judge a base_url for a server that needs none)"
+            )
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ModuleNotFoundError as e:
+        raise LLMLabelError(f"`llmlabel serve` needs {e.name}: pip install 'llmlabel[serve]'") from None
+    sock = _listen(a.host, a.port)
+    try:
+        from llmlabel.service.app import create_app
+
+        app = create_app(
+            cfg,
+            token=token,
+            state_dir=a.state_dir,
+            max_items=a.max_items,
+            max_body_bytes=int(a.max_body_mb * (1 << 20)),
+            max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
+            flag_threshold=a.flag_threshold,
+        )
+        # The server's own lines (jobs resumed, failures) go where uvicorn's go, in its format.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger = logging.getLogger("llmlabel")
+        logger.addHandler(handler)
+        logger.setLevel(a.log_level.upper())
+        host = f"[{a.host}]" if ":" in a.host else a.host
+        print(
+            f"llmlabel: serving on http://{host}:{sock.getsockname()[1]} (auth {'off' if token is None else 'on'}, "
+            f"jobs in {a.state_dir}); docs at /docs",
+            file=sys.stderr,
+            flush=True,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, log_level=a.log_level, access_log=a.access_log, timeout_graceful_shutdown=10, lifespan="on"
+            )
+        )
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser(
+        "serve",
+        help="serve the judges over HTTP: label, verify, batch jobs, Label Studio, metrics",
+        description="Serve the config's judges over HTTP. Every route but /health needs "
+        "'Authorization: Bearer <token>' with the token in $LLMLABEL_SERVE_TOKEN.",
+    )
+    s.add_argument("-c", "--config", required=True, help="YAML config (task, judges, options)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    s.add_argument("--state-dir", default=".llmlabel-serve", help="where batch jobs live (default: .llmlabel-serve)")
+    s.add_argument("--max-items", type=int, default=256, help="items per /v1/label, /v1/verify or /predict request")
+    s.add_argument("--max-body-mb", type=float, default=10, help="largest JSON request body, in MiB (default: 10)")
+    s.add_argument("--max-upload-mb", type=float, default=100, help="largest /v1/jobs upload, in MiB (default: 100)")
+    s.add_argument(
+        "--flag-threshold",
+        type=float,
+        default=0.5,
+        help="verify/audit: flag a label the judges disagree with when its score is below this",
+    )
+    s.add_argument("--no-auth", action="store_true", help="no token needed; only allowed on a loopback --host")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--access-log", action="store_true", help="log every request (paths only, never headers)")
+    s.set_defaults(func=cmd_serve)

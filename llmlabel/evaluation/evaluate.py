@@ -1,0 +1,300 @@
+"""Scoring a labeled output against gold labels: accuracy, per-judge accuracy, agreement, candidate sets,
+calibration and cost per correct label."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmlabel.errors import InputError
+from llmlabel.evaluation import metrics
+from llmlabel.io.output import ledger_path
+from llmlabel.io.rows import iter_rows, row_id
+
+NONE = "\x00none"  # prediction code for rows without a label: counts as wrong, never as a real class
+
+
+def eval_path(output: str | Path) -> Path:
+    p = Path(output)
+    return p.with_name(p.name + ".eval.json")
+
+
+def _json_field(v: Any) -> Any:
+    # CSV and Parquet outputs store judges/probs/candidates as JSON strings.
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return None
+    return v
+
+
+def _none_if_nan(x: float | None) -> float | None:
+    # JSON has no nan/inf: an undefined metric (or no correct label to divide by) is null.
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
+
+
+def load_gold(path: str | Path, label_column: str, id_column: str) -> tuple[dict[str, str], bool]:
+    """Gold labels by id (rows with an empty label are skipped). Second value: ids were row numbers."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"gold file {p} not found; check the --gold path")
+    gold: dict[str, str] = {}
+    numbered = False
+    for i, row in enumerate(iter_rows(p)):
+        if i == 0:
+            if label_column not in row:
+                raise InputError(
+                    f"gold file {p} has no column '{label_column}' "
+                    f"(columns: {', '.join(map(str, list(row)[:20]))}); pass --label-column"
+                )
+            # Same rule as `llmlabel label`: an input without an id column has its rows numbered from 0.
+            numbered = id_column not in row
+        v = row.get(label_column)
+        if v is None or str(v) == "":
+            continue
+        gold[row_id(row, id_column, i)] = str(v)
+    return gold, numbered
+
+
+def _load_ledger(output: Path) -> dict[str, Any] | None:
+    p = ledger_path(output)
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def evaluate(
+    output: str | Path, gold_path: str | Path, label_column: str = "label", id_column: str = "id"
+) -> dict[str, Any]:
+    """The evaluation report as a JSON-ready dict (nan metrics become null)."""
+    out = Path(output)
+    if not out.is_file():
+        raise InputError(f"output file {out} not found; pass the file written by `llmlabel label`")
+    gold, numbered = load_gold(gold_path, label_column, id_column)
+    if not gold:
+        raise InputError(f"gold file {gold_path} has no non-empty '{label_column}' values; pass --label-column")
+
+    ids: list[str] = []
+    y_true: list[str] = []
+    y_pred: list[str] = []
+    conf: list[float | None] = []
+    cands: list[list[str]] = []
+    judge_votes: dict[str, list[str | None]] = {}
+    judge_cands: dict[str, list[list[str] | None]] = {}
+    label_order: list[str] = []
+    n_output = 0
+    for i, rec in enumerate(iter_rows(out)):
+        if i == 0 and "label" not in rec:
+            raise InputError(f"{out} has no 'label' column; pass the output file of `llmlabel label`")
+        n_output += 1
+        rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
+        probs = _json_field(rec.get("probs"))
+        if not label_order and isinstance(probs, dict):
+            label_order = [str(k) for k in probs]  # the config's label order
+        if rid not in gold:
+            continue
+        row = len(ids)
+        ids.append(rid)
+        y_true.append(gold[rid])
+        lab = rec.get("label")
+        y_pred.append(NONE if lab in (None, "") else str(lab))
+        c = rec.get("confidence")
+        conf.append(None if c in (None, "") else float(c))
+        cs = _json_field(rec.get("candidates"))
+        cands.append([str(x) for x in cs] if isinstance(cs, list) else [])
+        judges = _json_field(rec.get("judges"))
+        for name, ans in (judges if isinstance(judges, dict) else {}).items():
+            if name not in judge_votes:  # a judge first seen late: earlier rows had no answer from it
+                judge_votes[name] = [None] * row
+                judge_cands[name] = [None] * row
+            ans = ans if isinstance(ans, dict) else {}
+            judge_votes[name].append(ans.get("label"))
+            jc = ans.get("candidates")
+            judge_cands[name].append([str(x) for x in jc] if isinstance(jc, list) else None)
+        for name in judge_votes:  # judges absent from this row (a cascade stopped early)
+            if len(judge_votes[name]) <= row:
+                judge_votes[name].append(None)
+                judge_cands[name].append(None)
+    n = len(ids)
+    if n == 0:
+        hint = (
+            f" (the gold file has no '{id_column}' column, so its rows were numbered from 0; pass --id-column)"
+            if numbered
+            else "; check --id-column"
+        )
+        raise InputError(f"no ids in common between {out} and {gold_path}{hint}")
+
+    # Label index: config order first, then anything else seen in gold or answers.
+    seen = set(label_order)
+    extra = sorted({x for x in y_true + [p for p in y_pred if p != NONE]} - seen)
+    labels = label_order + extra
+    index = {lab: k for k, lab in enumerate(labels)}
+    K = len(labels)
+    t = np.array(y_true, dtype=object)
+    p = np.array(y_pred, dtype=object)
+    correct = t == p
+    n_correct = int(correct.sum())
+    labeled = p != NONE
+
+    report: dict[str, Any] = {
+        "output": str(out),
+        "gold": str(gold_path),
+        "label_column": label_column,
+        "rows_output": n_output,
+        "rows_gold": len(gold),
+        "rows_evaluated": n,
+        "rows_unlabeled": int((~labeled).sum()),
+        "accuracy": _none_if_nan(metrics.accuracy(t, p)),  # unlabeled rows count as wrong
+        "macro_f1": _none_if_nan(metrics.macro_f1(t, p, labels=labels)),
+        "correct": n_correct,
+    }
+    if labeled.any():
+        report["accuracy_labeled"] = _none_if_nan(metrics.accuracy(t[labeled], p[labeled]))
+    from sklearn.metrics import precision_recall_fscore_support
+
+    pr, rc, f1, sup = precision_recall_fscore_support(t, p, labels=labels, zero_division=0)
+    report["per_label"] = {
+        lab: {
+            "gold": int(sup[k]),
+            "predicted": int((p == lab).sum()),
+            "precision": round(float(pr[k]), 4),
+            "recall": round(float(rc[k]), 4),
+            "f1": round(float(f1[k]), 4),
+        }
+        for k, lab in enumerate(labels)
+    }
+
+    # Per judge: accuracy over the rows it answered (a cascade's later judges see the hard rows only).
+    ledger = _load_ledger(out)
+    quality = ((ledger or {}).get("runs") or [{}])[-1].get("quality") or {}
+    est = quality.get("judges") or {}
+    per_judge: dict[str, Any] = {}
+    votes = np.full((n, len(judge_votes)), -1, dtype=np.int64)
+    for j, (name, vs) in enumerate(judge_votes.items()):
+        va = np.array([NONE if v is None else str(v) for v in vs], dtype=object)
+        ans = va != NONE
+        for r in np.flatnonzero(ans):
+            votes[r, j] = index.get(va[r], -1)
+        d: dict[str, Any] = {
+            "answered": int(ans.sum()),
+            "accuracy": _none_if_nan(metrics.accuracy(t[ans], va[ans])) if ans.any() else None,
+        }
+        if "accuracy" in (est.get(name) or {}):
+            d["estimated_accuracy"] = est[name]["accuracy"]  # what Dawid-Skene inferred without gold
+        jc = judge_cands[name]
+        has = [r for r, c in enumerate(jc) if c is not None]
+        if has:
+            d["candidates"] = _cand_metrics([jc[r] or [] for r in has], [y_true[r] for r in has], index, K)
+        per_judge[name] = d
+    report["judges"] = per_judge
+    report["agreement"] = {
+        "judges": len(judge_votes),
+        "rows_with_2_answers": int(((votes >= 0).sum(axis=1) >= 2).sum()),
+        "fleiss_kappa": _none_if_nan(metrics.fleiss_kappa(votes, K)) if len(judge_votes) >= 2 else None,
+        "krippendorff_alpha": _none_if_nan(metrics.krippendorff_alpha_nominal(votes, K))
+        if len(judge_votes) >= 2
+        else None,
+    }
+    if any(cands):
+        report["candidates"] = _cand_metrics(cands, y_true, index, K)
+
+    has_conf = np.array([c is not None for c in conf])
+    if has_conf.any():
+        cv = np.array([c for c in conf if c is not None], dtype=np.float64)
+        report["calibration"] = {
+            "rows": int(has_conf.sum()),
+            "mean_confidence": round(float(cv.mean()), 6),
+            "ece": _none_if_nan(metrics.expected_calibration_error(cv, correct[has_conf])),
+        }
+
+    if ledger is not None:
+        total = ledger.get("total") or {}
+        cost = float(total.get("cost", sum(r.get("cost", 0.0) for r in ledger.get("runs", []))))
+        # The ledger covers every output row; charge the evaluated rows their share when gold covers fewer.
+        share = n / n_output if n_output else 1.0
+        report["cost"] = {
+            "total": round(cost, 6),
+            "requests": int(total.get("requests", 0)),
+            "evaluated_share": round(share, 6),
+            "per_correct": _none_if_nan(metrics.cost_per_correct(cost * share, n_correct)),
+        }
+        last = (ledger.get("runs") or [{}])[-1]
+        saved = {name: j["calls_saved"] for name, j in (last.get("judges") or {}).items() if j.get("calls_saved")}
+        if saved:
+            report["cost"]["calls_saved_last_run"] = saved
+    return report
+
+
+def _cand_metrics(sets: list[list[str]], gold: list[str], index: dict[str, int], K: int) -> dict[str, Any]:
+    # Gold labels outside the label set get their own column, so a set can never cover them.
+    S = np.zeros((len(sets), K + 1), dtype=bool)
+    for r, s in enumerate(sets):
+        for lab in s:
+            if lab in index:
+                S[r, index[lab]] = True
+    g = np.array([index.get(x, K) for x in gold], dtype=np.int64)
+    m = metrics.candidate_metrics(S, g)
+    return {"rows": len(sets), **{k: _none_if_nan(v) for k, v in m.items()}}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """A plain-text summary of `evaluate`'s dict."""
+    lines = [
+        f"evaluated {rep['rows_evaluated']} of {rep['rows_output']} output rows against {rep['gold']}"
+        + (f" ({rep['rows_unlabeled']} without a label, counted wrong)" if rep["rows_unlabeled"] else ""),
+        f"  accuracy   {_fmt(rep['accuracy'])}  ({rep['correct']} correct)",
+        f"  macro-F1   {_fmt(rep['macro_f1'])}",
+    ]
+    if rep.get("calibration"):
+        c = rep["calibration"]
+        lines.append(f"  ECE        {_fmt(c['ece'])}  (mean confidence {_fmt(c['mean_confidence'])})")
+    if rep.get("candidates"):
+        c = rep["candidates"]
+        lines.append(
+            f"  candidates coverage {_fmt(c['coverage'])}, mean set size {_fmt(c['mean_set_size'])}, "
+            f"beta {_fmt(c['beta'])}, candidate F1 {_fmt(c['candidate_f1'])}"
+        )
+    if rep.get("cost"):
+        c = rep["cost"]
+        per = "n/a" if c["per_correct"] is None else f"${c['per_correct']:.3g}"
+        lines.append(f"  cost       ${c['total']:.4f} over {c['requests']} requests; {per} per correct label")
+    if rep["judges"]:
+        lines.append("judges:")
+        w = max(len(n) for n in rep["judges"])
+        for name, d in rep["judges"].items():
+            s = f"  {name.ljust(w)}  accuracy {_fmt(d['accuracy'])} on {d['answered']} rows"
+            if "estimated_accuracy" in d:
+                s += f" (estimated {_fmt(float(d['estimated_accuracy']))})"
+            if "candidates" in d:
+                s += (
+                    f"; candidates coverage {_fmt(d['candidates']['coverage'])}, "
+                    f"size {_fmt(d['candidates']['mean_set_size'])}"
+                )
+            lines.append(s)
+        a = rep["agreement"]
+        if a["judges"] >= 2:
+            lines.append(
+                f"  agreement: Fleiss' kappa {_fmt(a['fleiss_kappa'])}, "
+                f"Krippendorff's alpha {_fmt(a['krippendorff_alpha'])}"
+            )
+    lines.append(
+        "per label:  " + ", ".join(f"{lab} F1 {d['f1']:.3f} (n={d['gold']})" for lab, d in rep["per_label"].items())
+    )
+    return "\n".join(lines)

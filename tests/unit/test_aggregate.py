@@ -1,0 +1,268 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmlabel.ensemble.aggregate import (
+    DawidSkeneResult,
+    aggregate_candidates,
+    agreement_weights,
+    candidate_scores,
+    confidence,
+    dawid_skene,
+    dawid_skene_candidates,
+    gold_weights,
+    majority,
+    to_label_dicts,
+    weighted,
+)
+
+K = 6
+ACCS = [0.85, 0.70, 0.60]
+
+
+def confusion(acc: float, K: int = K) -> np.ndarray:
+    """Systematic errors: 70% of mistakes go to the next class, the rest spread out."""
+    C = np.zeros((K, K))
+    for k in range(K):
+        nxt = (k + 1) % K
+        C[k, k] = acc
+        C[k, nxt] = (1 - acc) * 0.7
+        others = [l for l in range(K) if l not in (k, nxt)]
+        C[k, others] = (1 - acc) * 0.3 / len(others)
+    return C
+
+
+def synth(n: int, seed: int, miss: float = 0.0, accs=ACCS):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    Cs = np.stack([confusion(a) for a in accs])
+    votes = np.empty((n, len(accs)), dtype=int)
+    for j in range(len(accs)):
+        cum = Cs[j][y].cumsum(axis=1)
+        votes[:, j] = np.minimum((rng.random(n)[:, None] > cum).sum(axis=1), K - 1)
+    votes[rng.random(votes.shape) < miss] = -1
+    return y, votes, Cs
+
+
+def acc(post, y):
+    return float((post.argmax(axis=1) == y).mean())
+
+
+# --- simple voting -----------------------------------------------------------
+
+
+def test_majority_shares_ties_and_missing():
+    votes = np.array([[0, 0, 1], [0, 1, -1], [-1, -1, -1], [2, 2, 2]])
+    p = majority(votes, 3)
+    np.testing.assert_allclose(p[0], [2 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(p[1], [0.5, 0.5, 0])
+    np.testing.assert_allclose(p[2], [1 / 3] * 3)
+    np.testing.assert_allclose(p[3], [0, 0, 1])
+    np.testing.assert_allclose(p.sum(axis=1), 1)
+
+
+def test_majority_rejects_bad_codes():
+    with pytest.raises(ValueError):
+        majority(np.array([[0, 3]]), 3)
+
+
+def test_weighted_vote_matches_log_odds():
+    votes = np.array([[0, 1, 1], [0, -1, -1], [-1, -1, -1]])
+    w = np.array([3.0, 1.0, 1.0])
+    p = weighted(votes, 2, w)
+    # judge 0 (weight 3) outvotes two weight-1 judges
+    np.testing.assert_allclose(p[0], np.exp([3, 2]) / np.exp([3, 2]).sum())
+    np.testing.assert_allclose(p[2], [0.5, 0.5])
+
+
+def test_agreement_weights_rank_judges():
+    y, votes, _ = synth(3000, seed=1)
+    w = agreement_weights(votes, K)
+    assert w[0] > w[1] > w[2] > 0
+    # weighted vote should be at least as good as plain majority
+    assert acc(weighted(votes, K, w), y) >= acc(majority(votes, K), y)
+
+
+def test_gold_weights_laplace():
+    votes = np.array([[0, 1], [1, 1], [0, 0], [1, -1]])
+    gold = {0: 0, 1: 1, 2: 0, 3: 1}
+    w = gold_weights(votes, 2, gold)
+    # judge 0: 4/4 correct -> (4+1)/(4+2); judge 1: 2/3 -> 3/5
+    a = np.array([5 / 6, 3 / 5])
+    np.testing.assert_allclose(w, np.log(a / (1 - a)))
+    # below-chance judges are floored at weight log(K-1) + logit(1/K) = 0
+    assert gold_weights(np.array([[1], [0]]), 2, {0: 0, 1: 1})[0] == pytest.approx(0.0)
+
+
+# --- Dawid-Skene ---------------------------------------------------------------
+
+
+def test_ds_recovers_confusions_and_beats_majority():
+    y, votes, Cs = synth(2000, seed=0)
+    r = dawid_skene(votes, K)
+    assert isinstance(r, DawidSkeneResult)
+    assert r.posteriors.shape == (2000, K) and r.confusions.shape == (3, K, K)
+    np.testing.assert_allclose(r.posteriors.sum(axis=1), 1)
+    np.testing.assert_allclose(r.confusions.sum(axis=2), 1)
+    assert acc(r.posteriors, y) > acc(majority(votes, K), y) + 0.05
+    np.testing.assert_allclose(r.accuracies, ACCS, atol=0.05)
+    np.testing.assert_allclose(r.priors, 1 / K, atol=0.03)
+
+
+def test_ds_confusion_diagonals_within_005_with_more_data():
+    # Per-class diagonals need more items than 2000 to beat sampling noise.
+    y, votes, Cs = synth(20000, seed=3)
+    r = dawid_skene(votes, K)
+    est = np.diagonal(r.confusions, axis1=1, axis2=2)
+    true = np.diagonal(Cs, axis1=1, axis2=2)
+    assert np.abs(est - true).max() < 0.05
+    assert np.abs(r.confusions - Cs).max() < 0.05
+
+
+def test_ds_agrees_with_crowdkit():
+    from crowdkit.aggregation import DawidSkene
+
+    y, votes, _ = synth(2000, seed=0, miss=0.1)
+    r = dawid_skene(votes, K)
+    i, j = np.nonzero(votes >= 0)
+    df = pd.DataFrame({"task": i, "worker": j, "label": votes[i, j]})
+    # crowd-kit's default tol=1e-5 on its ELBO can stop ~20 iterations early,
+    # which alone flips ~1% of labels on some seeds; compare converged fits.
+    ck = DawidSkene(n_iter=300, tol=1e-7).fit(df).labels_
+    ours = pd.Series(r.labels).loc[ck.index.to_numpy()]
+    assert (ours.to_numpy() == ck.to_numpy()).mean() >= 0.99
+
+
+def test_ds_gold_anchoring_keeps_accuracy_and_clamps():
+    y, votes, _ = synth(1500, seed=7, accs=[0.55, 0.5, 0.45])
+    gold = {i: int(y[i]) for i in range(150)}
+    base = dawid_skene(votes, K)
+    anch = dawid_skene(votes, K, gold=gold)
+    rest = slice(150, None)
+    # With well-behaved judges gold can only nudge the estimates; allow noise.
+    assert acc(anch.posteriors[rest], y[rest]) >= acc(base.posteriors[rest], y[rest]) - 0.01
+    np.testing.assert_allclose(anch.posteriors[:150], np.eye(K)[y[:150]])
+
+
+def test_ds_gold_anchoring_fixes_shared_systematic_confusion():
+    # Two of three judges mostly answer (true + 1) mod K: majority vote and
+    # unsupervised DS settle on the shifted labeling; 5% gold must anchor it.
+    rng = np.random.default_rng(0)
+    n = 1500
+    y = rng.integers(0, K, n)
+    Cs = np.stack([confusion(0.75)] + [np.roll(confusion(0.65), 1, axis=1)] * 2)
+    votes = np.stack(
+        [np.minimum((rng.random(n)[:, None] > C[y].cumsum(axis=1)).sum(axis=1), K - 1) for C in Cs], axis=1
+    )
+    gold = {i: int(y[i]) for i in range(75)}
+    rest = slice(75, None)
+    base = acc(dawid_skene(votes, K).posteriors[rest], y[rest])
+    anch_r = dawid_skene(votes, K, gold=gold)
+    anch = acc(anch_r.posteriors[rest], y[rest])
+    assert base < 0.3 and anch > 0.85
+    true_acc = np.diagonal(Cs, axis1=1, axis2=2).mean(axis=1)  # [0.75, ~0.03, ~0.03]
+    np.testing.assert_allclose(anch_r.accuracies, true_acc, atol=0.05)
+
+
+def test_ds_missing_votes():
+    y, votes, _ = synth(3000, seed=11, miss=0.3)
+    votes[:20] = -1  # items nobody labeled
+    r = dawid_skene(votes, K)
+    assert np.isfinite(r.posteriors).all()
+    # no evidence -> posterior = prior (up to EM convergence)
+    np.testing.assert_allclose(r.posteriors[:20], np.tile(r.priors, (20, 1)), atol=1e-3)
+    answered = (votes >= 0).any(axis=1)
+    assert acc(r.posteriors[answered], y[answered]) > acc(majority(votes, K)[answered], y[answered])
+
+
+def test_ds_scales_to_large_input():
+    # Pattern compression keeps 10^5 items well under a second.
+    y, votes, _ = synth(100_000, seed=2)
+    r = dawid_skene(votes, K)
+    assert acc(r.posteriors, y) > 0.9
+
+
+def test_ds_degenerate_inputs():
+    r = dawid_skene(np.full((4, 2), -1), 3)
+    np.testing.assert_allclose(r.posteriors, 1 / 3)
+    r = dawid_skene(np.array([[1, 1], [1, 1]]), 3)
+    assert (r.labels == 1).all()
+    with pytest.raises(ValueError):
+        dawid_skene(np.array([[0, 1]]), 2, gold={5: 0})
+
+
+# --- candidate sets ------------------------------------------------------------
+
+
+def test_candidate_scores_and_aggregation():
+    cand = np.zeros((3, 3, 4), dtype=bool)
+    cand[0, 0, [0, 1]] = True
+    cand[0, 1, [0]] = True
+    cand[0, 2, [0, 2]] = True
+    cand[1, 0, [1]] = True
+    cand[1, 1, [2]] = True  # judge 2 silent; nothing reaches 0.75
+    # row 2: no answers
+    s = candidate_scores(cand)
+    np.testing.assert_allclose(s[0], [1, 1 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(s[1], [0, 0.5, 0.5, 0])
+    np.testing.assert_allclose(s[2], 0)
+    out = aggregate_candidates(cand, threshold=0.75)
+    assert out[0].tolist() == [True, False, False, False]
+    assert out[1].tolist() == [False, True, True, False]  # fallback keeps argmax ties
+    assert out[2].all()  # no information: every label stays possible
+    assert aggregate_candidates(cand, threshold=1 / 3)[0].tolist() == [True, True, True, False]
+
+
+def synth_candidates(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    recall = np.array([0.95, 0.85, 0.75])
+    theta = np.zeros((3, K, K))
+    for j, r in enumerate(recall):
+        theta[j] = 0.05
+        for k in range(K):
+            theta[j, k, k] = r
+            theta[j, k, (k + 1) % K] = 0.4  # systematic confusable neighbor
+    cand = rng.random((n, 3, K)) < theta[:, y].transpose(1, 0, 2)
+    return y, cand, theta
+
+
+def test_ds_candidates_recovers_inclusion_rates():
+    y, cand, theta = synth_candidates(10000, seed=4)
+    r = dawid_skene_candidates(cand, K)
+    assert r.posteriors.shape == (10000, K)
+    np.testing.assert_allclose(r.posteriors.sum(axis=1), 1)
+    base = candidate_scores(cand).argmax(axis=1)
+    assert acc(r.posteriors, y) >= float((base == y).mean())
+    # Empty sets count as "no answer", so the model estimates inclusion rates
+    # conditional on a non-empty set: theta / (1 - P(empty | k)).
+    p_empty = np.prod(1 - theta, axis=2, keepdims=True)
+    target = theta / (1 - p_empty)
+    est = np.diagonal(r.confusions, axis1=1, axis2=2)
+    assert np.abs(est - np.diagonal(target, axis1=1, axis2=2)).max() < 0.05
+    # Off-diagonals: conditioning on a non-empty set makes inclusions slightly
+    # dependent, which the independent-Bernoulli model ignores.
+    assert np.abs(r.confusions - target).max() < 0.07
+
+
+def test_ds_candidates_gold_and_empty_sets():
+    y, cand, _ = synth_candidates(800, seed=9)
+    cand[:5] = False
+    gold = {i: int(y[i]) for i in range(10, 60)}
+    r = dawid_skene_candidates(cand, K, gold=gold)
+    np.testing.assert_allclose(r.posteriors[10:60], np.eye(K)[y[10:60]])
+    base = dawid_skene_candidates(cand, K)
+    assert acc(r.posteriors[60:], y[60:]) >= acc(base.posteriors[60:], y[60:]) - 0.01
+    np.testing.assert_allclose(r.posteriors[:5], np.tile(r.priors, (5, 1)), atol=1e-3)
+    with pytest.raises(ValueError):
+        dawid_skene_candidates(cand, K + 1)
+
+
+# --- output helpers --------------------------------------------------------------
+
+
+def test_confidence_and_label_dicts():
+    post = np.array([[0.123456, 0.876544], [0.5, 0.5]])
+    np.testing.assert_allclose(confidence(post), [0.876544, 0.5])
+    d = to_label_dicts(post, ["neg", "pos"])
+    assert d == [{"neg": 0.1235, "pos": 0.8765}, {"neg": 0.5, "pos": 0.5}]

@@ -1,0 +1,282 @@
+"""The judge client against respx-mocked endpoints: retries, errors, formats, re-asks and the cache."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import respx
+
+from llmlabel.config import Judge
+from llmlabel.errors import BudgetExhausted, JudgeError
+from llmlabel.llm.cache import ResponseCache, cache_key
+from llmlabel.llm.judge import Budget, JudgeClient
+from llmlabel.llm.ledger import JudgeLedger
+
+URL = "http://llm.test/v1"
+LABELS = ["pos", "neg"]
+MSGS = [{"role": "system", "content": "s"}, {"role": "user", "content": "<text>\nhi\n</text>"}]
+
+
+def completion(content: str, finish: str = "stop", pt: int = 10, ct: int = 3) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+        },
+    )
+
+
+def make(tmp_path, budget=None, **kw):
+    j = Judge(name="a", model="m", base_url=URL, max_attempts=kw.pop("max_attempts", 4), http_backend="sdk", **kw)
+    led = JudgeLedger("a", "m", 1.0, 2.0)
+    cache = ResponseCache(str(tmp_path / "cache"))
+    b = budget or Budget(ledgers=(led,))
+    b.ledgers = (led,)
+    return JudgeClient(j, cache, led, b, LABELS, api_key="sk-test-123456"), led, cache
+
+
+def ask(client, msgs=MSGS, kind="label"):
+    async def go():
+        try:
+            return await client.ask(msgs, kind)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+@respx.mock
+def test_answer_is_cached_and_sdk_retries_are_off(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=completion('{"label": "pos"}'))
+    c, led, cache = make(tmp_path)
+    assert ask(c).label == "pos"
+    assert route.call_count == 1 and led.requests == 1 and led.input_tokens == 10
+    c2, led2, _ = make(tmp_path)
+    assert ask(c2).label == "pos"
+    assert route.call_count == 1 and led2.cache_hits == 1 and led2.requests == 0
+    body = json.loads(route.calls[0].request.content)
+    assert body["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == LABELS
+    assert route.calls[0].request.headers["authorization"] == "Bearer sk-test-123456"
+
+
+@respx.mock
+def test_429_honours_retry_after_then_succeeds(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "0.3"}, json={"error": {"message": "slow down"}}),
+            completion('{"label": "neg"}'),
+        ]
+    )
+    c, led, _ = make(tmp_path)
+    import time
+
+    t = time.perf_counter()
+    assert ask(c).label == "neg"
+    assert time.perf_counter() - t >= 0.3
+    assert route.call_count == 2 and led.retries == 1
+
+
+@respx.mock
+def test_5xx_and_dropped_connections_are_retried(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(
+        side_effect=[
+            httpx.Response(500, json={"error": {"message": "boom"}}),
+            httpx.ConnectError("reset"),
+            httpx.ReadTimeout("slow"),
+            completion('{"label": "pos"}'),
+        ]
+    )
+    c, led, _ = make(tmp_path)
+    assert ask(c).label == "pos"
+    assert route.call_count == 4 and led.retries == 3
+
+
+@respx.mock
+def test_retries_are_bounded_and_end_with_a_clear_error(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(503, json={}))
+    c, _, _ = make(tmp_path, max_attempts=3)
+    with pytest.raises(JudgeError, match="kept failing .503. after 3 attempts"):
+        ask(c)
+    assert route.call_count == 3
+
+
+@pytest.mark.parametrize(
+    "status, expected", [(401, "rejected the API key"), (404, "model 'm' not found"), (403, "access denied")]
+)
+@respx.mock
+def test_client_errors_stop_without_retry(tmp_path, status, expected):
+    route = respx.post(f"{URL}/chat/completions").mock(
+        return_value=httpx.Response(status, json={"error": {"message": "bad key sk-test-123456"}})
+    )
+    c, _, _ = make(tmp_path)
+    with pytest.raises(JudgeError, match=expected) as e:
+        ask(c)
+    assert route.call_count == 1
+    assert "sk-test-123456" not in str(e.value)
+
+
+@respx.mock
+def test_schema_rejected_falls_back_to_json_object_then_text(tmp_path):
+    def answer(request):
+        body = json.loads(request.content)
+        rf = body.get("response_format")
+        if rf and rf["type"] in ("json_schema", "json_object"):
+            return httpx.Response(400, json={"error": {"message": f"response_format {rf['type']} unsupported"}})
+        return completion("neg")
+
+    route = respx.post(f"{URL}/chat/completions").mock(side_effect=answer)
+    c, _, cache = make(tmp_path)
+    assert ask(c).label == "neg"
+    assert route.call_count == 3 and c.fmt == "text"
+    # The choice is remembered: the next client goes straight to plain text.
+    c2, _, _ = make(tmp_path)
+    assert c2.fmt == "text"
+
+
+@respx.mock
+def test_invalid_label_is_reasked_once_with_the_error(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(
+        side_effect=[completion('{"label": "maybe"}'), completion('{"label": "pos"}')]
+    )
+    c, led, cache = make(tmp_path)
+    assert ask(c).label == "pos"
+    reask = json.loads(route.calls[1].request.content)["messages"]
+    assert "not one of: pos, neg" in reask[-1]["content"] and reask[-2]["role"] == "assistant"
+    assert led.reasks == 1
+    # The original question is now answered from the cache: a rerun pays nothing.
+    c2, led2, _ = make(tmp_path)
+    assert ask(c2).label == "pos" and route.call_count == 2
+
+
+@respx.mock
+def test_a_label_outside_the_set_is_never_accepted(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=completion('{"label": "spam"}'))
+    c, led, cache = make(tmp_path)
+    ans = ask(c)
+    assert ans.label is None and "not one of" in ans.error
+    assert route.call_count == 2 and len(cache) == 0
+
+
+@respx.mock
+def test_truncated_and_garbage_answers_are_asked_again_and_never_cached(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(
+        side_effect=[
+            completion('{"lab', finish="length"),
+            completion('{"label": "po}{'),
+            completion('{"label": "pos"}'),
+        ]
+    )
+    c, led, cache = make(tmp_path)
+    assert ask(c).label == "pos"
+    assert route.call_count == 3
+    assert led.input_tokens == 30  # every billed answer is in the ledger, broken ones too
+
+
+@respx.mock
+def test_max_requests_budget(tmp_path):
+    respx.post(f"{URL}/chat/completions").mock(return_value=completion('{"label": "pos"}'))
+    c, led, _ = make(tmp_path, budget=Budget(max_requests=0))
+    with pytest.raises(BudgetExhausted):
+        ask(c)
+    assert led.requests == 0
+
+
+@respx.mock
+def test_logprobs_give_a_distribution(tmp_path):
+    import math
+
+    resp = completion("A")
+    data = json.loads(resp.content)
+    data["choices"][0]["logprobs"] = {
+        "content": [
+            {
+                "token": "A",
+                "logprob": math.log(0.7),
+                "top_logprobs": [{"token": "A", "logprob": math.log(0.7)}, {"token": "B", "logprob": math.log(0.3)}],
+            }
+        ]
+    }
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(200, json=data))
+    c, _, _ = make(tmp_path, logprobs=True)
+    ans = ask(c)
+    assert ans.label == "pos" and ans.probs == pytest.approx({"pos": 0.7, "neg": 0.3})
+    body = json.loads(route.calls[0].request.content)
+    assert body["logprobs"] is True and body["max_tokens"] == 1 and "response_format" not in body
+
+
+def test_cache_key_is_canonical_and_keyless():
+    a = cache_key("http://x/v1", {"model": "m", "messages": MSGS, "temperature": 0})
+    b = cache_key("http://x/v1", {"temperature": 0, "messages": MSGS, "model": "m"})
+    assert a == b
+    assert cache_key("http://y/v1", {"model": "m", "messages": MSGS, "temperature": 0}) != a
+    assert cache_key("http://x/v1", {"model": "m", "messages": MSGS, "temperature": 0.5}) != a
+    assert cache_key("http://x/v1", {"model": "m", "messages": MSGS, "temperature": 0, "seed": 1}) != a
+
+
+@pytest.mark.parametrize("kind", ["label", "candidates", "verify"])
+def test_request_body_is_byte_identical_to_canonical_json(tmp_path, kind):
+    """The body is built from a cached frame plus the last message; it must equal canonical(request) exactly,
+    or cache keys would change between versions and paid answers would be asked again."""
+    from llmlabel.llm.cache import canonical
+
+    client, _, cache = make(tmp_path, seed=7, logprobs=True)
+    texts = ["hi", "", 'quotes " and \\ backslash', "ünïcödé ✓ 🙂", "\x00\x1f control", "</text> {{ x }}", "a" * 5000]
+    system = [{"role": "system", "content": 'Labels: pos, neg. "Quoted" ✓'}]
+    for t in texts * 2:  # the second pass hits the cached frames
+        for head in (system, system + [{"role": "user", "content": "ex"}, {"role": "assistant", "content": "{}"}]):
+            msgs = head + [{"role": "user", "content": t}]
+            req, data, key = client.encode(msgs, kind)
+            assert req == client.request(msgs, kind) and data == canonical(req)
+            assert key == cache_key(URL, canonical(req))
+    cache.close()
+
+
+def test_no_key_for_the_default_endpoint_is_a_clear_error(tmp_path):
+    j = Judge(name="a", model="m")
+    led = JudgeLedger("a", "m")
+    with pytest.raises(JudgeError, match=r"no API key: set \$OPENAI_API_KEY"):
+        JudgeClient(j, ResponseCache(str(tmp_path / "c")), led, Budget(), LABELS)
+
+
+@respx.mock
+def test_logprobs_with_json_answers_read_the_label_position(tmp_path):
+    import math
+
+    resp = completion('{"label": "neg"}')
+    data = json.loads(resp.content)
+    tok = lambda t, p, top=None: {
+        "token": t,
+        "logprob": math.log(p),
+        "top_logprobs": top or [{"token": t, "logprob": math.log(p)}],
+    }
+    data["choices"][0]["logprobs"] = {
+        "content": [
+            tok('{"', 0.99),
+            tok("label", 0.99),
+            tok('":', 0.99),
+            tok(' "', 0.99),
+            tok(
+                "neg",
+                0.6,
+                [
+                    {"token": "neg", "logprob": math.log(0.6)},
+                    {"token": "pos", "logprob": math.log(0.3)},
+                    {"token": "The", "logprob": math.log(0.1)},
+                ],
+            ),
+            tok('"}', 0.99),
+        ]
+    }
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(200, json=data))
+    c, _, _ = make(tmp_path, logprobs=True, response_format="json_object_schema")
+    ans = ask(c)
+    assert ans.label == "neg" and ans.probs == pytest.approx({"pos": 1 / 3, "neg": 2 / 3})
+    body = json.loads(route.calls[0].request.content)
+    assert body["logprobs"] is True and body["response_format"]["type"] == "json_object"
+    assert body["response_format"]["schema"]["properties"]["label"]["enum"] == LABELS
