@@ -1,3 +1,3 @@
-from llmlabel.cli.main.main import console
+from llmlabel.cli.main import console
 
 console()

@@ -116,7 +116,7 @@ def _classifier_probs(
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
-    from llmlabel.distill.student.features import make_featurizer
+    from llmlabel.distill.features import make_featurizer
 
     # The featurizer sits inside the pipeline so each fold fits its own vocabulary: no leak from held-out rows.
     pipe = make_pipeline(make_featurizer(features), LogisticRegression(C=10.0, max_iter=1000))
@@ -144,7 +144,7 @@ def score_signals(
     seed: int = 0,
 ) -> Signals:
     """Both signals and their combination. votes: (n, J) class codes (-1 = no answer); given: (n,) codes."""
-    from llmlabel.ensemble.combine.aggregate import dawid_skene
+    from llmlabel.ensemble.aggregate import dawid_skene
 
     n = len(given)
     rows = np.arange(n)

@@ -155,16 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in COMMAND_MODULES:
         try:
-            mod = importlib.import_module(f"llmlabel.cmd_{name}")
+            mod = importlib.import_module(f"llmlabel.cli.{name}")
         except ModuleNotFoundError as e:
-            if e.name != f"llmlabel.cmd_{name}":
+            if e.name != f"llmlabel.cli.{name}":
                 raise
             continue
         mod.register(sub)
     return p
 
 
-# Each llmlabel/cmd_<name>.py defines register(subparsers); keep their top-level imports light.
+# Each llmlabel/cli/<name>.py defines register(subparsers); keep their top-level imports light.
 COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve"]
 
 

@@ -32,7 +32,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from llmlabel.distill.student.features import make_featurizer
+from llmlabel.distill.features import make_featurizer
 
 __all__ = [
     "CandidateDistiller",

@@ -150,7 +150,7 @@ class Job:
                 if ans.probs:
                     dists.append([ans.probs[lab] for lab in self.labels])
             if dists:
-                from llmlabel.ensemble.combine.calibration import average_content_free
+                from llmlabel.ensemble.calibration import average_content_free
 
                 p = average_content_free([__import__("numpy").asarray(d) for d in dists])
                 self.p_cf[j.name] = {lab: float(p[k]) for k, lab in enumerate(self.labels)}

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from llmlabel import __version__
-from llmlabel.cli.main.serve import TOKEN_ENV
+from llmlabel.cli.serve import TOKEN_ENV
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import combine_row
 from llmlabel.errors import InputError, JudgeError, LLMLabelError
