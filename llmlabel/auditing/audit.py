@@ -431,7 +431,8 @@ def export_labelstudio(
     path: str | Path, records: list[dict[str, Any]], from_name: str = "label", to_name: str = "text"
 ) -> int:
     """Flagged rows as Label Studio tasks: data (text, given label, row id) and one prediction, the suggested
-    label. Import with a labeling config like <Choices name="label" toName="text"> over <Text name="text" value="$text"/>."""
+    label. Import with a labeling config like <Choices name="label" toName="text"> over
+    <Text name="text" value="$text"/>."""
     tasks = []
     for r in records:
         if not r["flagged"]:
@@ -494,7 +495,8 @@ def run_audit(
 ) -> AuditResult:
     """Ask the judges (resumable, cached: run_job into OUTPUT.judges.jsonl), score, write OUTPUT and its summary."""
     from llmlabel.io.output import write_output
-    from llmlabel.pipeline.runner import RunOptions, run_job
+    from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.run import run_job
 
     opts = opts or AuditOptions()
     input_path, output_path = Path(input_path), Path(output_path)

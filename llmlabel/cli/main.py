@@ -25,7 +25,8 @@ _TEARDOWN_FREE = False  # set once a command has closed everything it opened
 
 def cmd_label(a: argparse.Namespace) -> int:
     global _TEARDOWN_FREE
-    from llmlabel.pipeline.runner import RunOptions, run_job
+    from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.run import run_job
 
     _TEARDOWN_FREE = True  # run_job closes its files, cache and connections on every path out
     cfg = _load(a.config)

@@ -167,7 +167,8 @@ def test_partly_cached_rerun_asks_only_what_is_missing(tmp_path, fake):
 def test_warm_rerun_is_answered_by_the_bulk_cache_pass(tmp_path, fake, monkeypatch):
     from llmlabel.config import load_config
     from llmlabel.llm.judge import JudgeClient
-    from llmlabel.pipeline.runner import RunOptions, run_job
+    from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.run import run_job
 
     write_corpus(tmp_path / "in.csv", 200)
     judges = [
@@ -193,7 +194,9 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     other judges' hits on that row are then counted once, by that path."""
     from llmlabel.config import load_config
     from llmlabel.llm.cache import ResponseCache
-    from llmlabel.pipeline.runner import Job, RunOptions, run_job
+    from llmlabel.pipeline.job import Job
+    from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.run import run_job
 
     write_corpus(tmp_path / "in.csv", 20)
     judges = [
