@@ -19,7 +19,6 @@ wrong than right.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -31,6 +30,9 @@ import numpy as np
 
 from llmlabel.config import Config
 from llmlabel.errors import InputError
+from llmlabel.io.files import atomic_write
+from llmlabel.io.gold import read_gold
+from llmlabel.io.paths import audit_judges_path, audit_summary_path
 from llmlabel.io.rows import input_format, iter_rows, row_id
 
 __all__ = [
@@ -372,17 +374,6 @@ def _matrix(given: np.ndarray, suggested: np.ndarray, labels: list[str]) -> dict
 # -- gold corrections ---------------------------------------------------------------------------------------------
 
 
-def read_gold(path: str | Path, id_column: str, label_column: str = "label") -> dict[str, str]:
-    gold: dict[str, str] = {}
-    for i, row in enumerate(iter_rows(path)):
-        if i == 0 and label_column not in row:
-            raise InputError(f"{path}: no '{label_column}' column; a gold file has {id_column},{label_column} columns")
-        v = row.get(label_column)
-        if v not in (None, ""):
-            gold[row_id(row, id_column, i)] = str(v)
-    return gold
-
-
 def gold_metrics(records: list[dict[str, Any]], gold: dict[str, str]) -> dict[str, Any] | None:
     """With true labels for some rows: AUROC of each signal, precision/recall of the flags, and precision
     against the number reviewed (records in output order, only rows with a gold label)."""
@@ -421,12 +412,6 @@ def gold_metrics(records: list[dict[str, Any]], gold: dict[str, str]) -> dict[st
 # -- exports ------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def export_labelstudio(
     path: str | Path, records: list[dict[str, Any]], from_name: str = "label", to_name: str = "text"
 ) -> int:
@@ -456,7 +441,7 @@ def export_labelstudio(
                 ],
             }
         )
-    _atomic_write(Path(path), json.dumps(tasks, ensure_ascii=False, indent=1))
+    atomic_write(path, json.dumps(tasks, ensure_ascii=False, indent=1))
     return len(tasks)
 
 
@@ -475,19 +460,11 @@ def export_csv(path: str | Path, records: list[dict[str, Any]]) -> int:
         votes = "; ".join(f"{j}={a.get('label')}" for j, a in (r.get("judges") or {}).items())
         w.writerow([r["id"], r["text"], r["given_label"], r["suggested_label"], r["score"], votes, ""])
         n += 1
-    _atomic_write(Path(path), buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return n
 
 
 # -- the whole audit ----------------------------------------------------------------------------------------------
-
-
-def judges_path(output: Path) -> Path:
-    return output.with_name(output.name + ".judges.jsonl")
-
-
-def summary_path(output: Path) -> Path:
-    return output.with_name(output.name + ".summary.json")
 
 
 def run_audit(
@@ -509,7 +486,7 @@ def run_audit(
     labels = cfg.task.label_names
     # Every given label is checked before any paid call: out-of-set labels stop the audit with no output.
     ids, texts, given = check_given_labels(input_path, cfg, opts.label_column)
-    jpath = judges_path(output_path)
+    jpath = audit_judges_path(output_path)
     res = run_job(
         cfg,
         input_path,
@@ -555,7 +532,7 @@ def run_audit(
     if gold is not None:
         summary["gold"] = gold_metrics(records, gold)
     write_output(output_path, records)
-    _atomic_write(summary_path(output_path), json.dumps(summary, indent=2, ensure_ascii=False))
+    atomic_write(audit_summary_path(output_path), json.dumps(summary, indent=2, ensure_ascii=False))
     result.records, result.summary, result.complete = records, summary, True
     return result
 

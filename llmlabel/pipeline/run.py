@@ -14,8 +14,11 @@ from typing import Any
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
 from llmlabel.errors import InputError, LLMLabelError
-from llmlabel.io.output import PartFile, ledger_path, part_path, write_jsonl_lines, write_output
-from llmlabel.io.rows import input_format, iter_rows, row_id, scan
+from llmlabel.io.files import atomic_write
+from llmlabel.io.gold import read_gold
+from llmlabel.io.output import PartFile, write_jsonl_lines, write_output
+from llmlabel.io.paths import ledger_path, part_path
+from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
@@ -66,16 +69,6 @@ def loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-def _load_gold(path: str | None, id_column: str, label_column: str = "label") -> dict[str, str] | None:
-    if not path:
-        return None
-    gold = {}
-    for i, row in enumerate(iter_rows(path)):
-        if label_column in row and row[label_column] not in (None, ""):
-            gold[row_id(row, id_column, i)] = str(row[label_column])
-    return gold
-
-
 def check_run(
     cfg: Config, input_path: str | Path, output_path: str | Path, opts: RunOptions
 ) -> tuple[Path, Path, int, dict[str, str] | None]:
@@ -92,7 +85,8 @@ def check_run(
         first = next(iter_rows(input_path))
         if opts.given_label_column not in first:
             raise InputError(f"{input_path}: no label column '{opts.given_label_column}'; pass --label-column")
-    return input_path, output_path, total, _load_gold(cfg.gold, task.id_column)
+    # The config's gold rows anchor weighted / dawid_skene: read (and checked) before any paid call.
+    return input_path, output_path, total, read_gold(cfg.gold, task.id_column) if cfg.gold else None
 
 
 def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: RunOptions | None = None) -> RunResult:
@@ -171,4 +165,4 @@ def _append_quality(path: Path, quality: dict[str, Any]) -> None:
 
     data = json.loads(path.read_text())
     data["runs"][-1]["quality"] = quality
-    path.write_text(json.dumps(data, indent=2))
+    atomic_write(path, json.dumps(data, indent=2))
