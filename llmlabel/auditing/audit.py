@@ -43,6 +43,8 @@ __all__ = [
     "choose_flags",
     "audit_records",
     "check_given_labels",
+    "given_codes",
+    "score_answers",
     "run_audit",
     "gold_metrics",
     "export_labelstudio",
@@ -243,34 +245,40 @@ def check_given_labels(
     from llmlabel.llm.prompts import row_text
 
     task = cfg.task
-    labels = task.label_names
-    index = {lab: k for k, lab in enumerate(labels)}
     ids: list[str] = []
     texts: list[str] = []
-    codes: list[int] = []
-    bad: Counter[str] = Counter()
+    values: list[Any] = []
     for i, row in enumerate(iter_rows(input_path)):
         if i == 0 and label_column not in row:
             cols = ", ".join(map(str, list(row)[:20]))
             raise InputError(f"{input_path}: no label column '{label_column}' (columns: {cols}); pass --label-column")
-        v = row.get(label_column)
+        values.append(row.get(label_column))
+        ids.append(row_id(row, task.id_column, i))
+        texts.append(row_text(row, task, cfg.prompts_dir) or "")
+    if not ids:
+        raise InputError(f"{input_path} has no rows; give a file with at least one row")
+    return ids, texts, given_codes(values, task.label_names, str(input_path), f"a '{label_column}' value")
+
+
+def given_codes(values: Sequence[Any], labels: list[str], source: str, what: str = "a given label") -> np.ndarray:
+    """Given labels as codes into `labels`; a one-line error naming the labels outside the task's set."""
+    index = {lab: k for k, lab in enumerate(labels)}
+    codes: list[int] = []
+    bad: Counter[str] = Counter()
+    for v in values:
         lab = "" if v is None else str(v)
         if lab not in index:
             bad[lab] += 1
         codes.append(index.get(lab, -1))
-        ids.append(row_id(row, task.id_column, i))
-        texts.append(row_text(row, task, cfg.prompts_dir) or "")
     if bad:
         shown = ", ".join(f"{k!r} ({c} row{'s' if c > 1 else ''})" for k, c in bad.most_common(5))
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise InputError(
-            f"{input_path}: {sum(bad.values())} rows have a '{label_column}' value outside task.labels: "
+            f"{source}: {sum(bad.values())} rows have {what} outside task.labels: "
             f"{shown}{more}; they can't be audited: add those labels to task.labels in the config, "
             "or fix or remove those rows"
         )
-    if not ids:
-        raise InputError(f"{input_path} has no rows; give a file with at least one row")
-    return ids, texts, np.asarray(codes, dtype=np.int64)
+    return np.asarray(codes, dtype=np.int64)
 
 
 def _judge_answers(path: Path, ids: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
@@ -467,6 +475,44 @@ def export_csv(path: str | Path, records: list[dict[str, Any]]) -> int:
 # -- the whole audit ----------------------------------------------------------------------------------------------
 
 
+def score_answers(
+    ids: list[str],
+    texts: list[str],
+    given: np.ndarray,
+    labels: list[str],
+    names: list[str],
+    rows: list[dict[str, Any]],
+    opts: AuditOptions,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The audit of rows labeled by the judges (rows[i]: row i's labeling record, with "judges" and "error"):
+    records most suspicious first, and the summary. `llmlabel audit` and `llmlabel.audit()` both end here."""
+    index = {lab: k for k, lab in enumerate(labels)}
+    votes = np.full((len(ids), max(len(names), 1)), -1, dtype=np.int64)
+    answers: list[dict[str, Any]] = []
+    errors: list[str | None] = []
+    for i, rec in enumerate(rows):
+        js = rec.get("judges") or {}
+        answers.append({n: js.get(n) or {} for n in names})
+        errors.append(rec.get("error"))
+        for j, n in enumerate(names):
+            votes[i, j] = index.get((js.get(n) or {}).get("label"), -1)
+    if not names:
+        votes = votes[:, :0]
+    sig = score_signals(
+        votes,
+        given,
+        len(labels),
+        texts if opts.classifier else None,
+        features=opts.features,
+        folds=opts.folds,
+        classifier_weight=opts.classifier_weight,
+        seed=opts.seed,
+    )
+    records, summary = audit_records(ids, texts, given, labels, sig, opts.min_precision, answers, errors)
+    summary["prompt"] = "verify" if opts.verify else "label"
+    return records, summary
+
+
 def run_audit(
     cfg: Config, input_path: str | Path, output_path: str | Path, opts: AuditOptions | None = None
 ) -> AuditResult:
@@ -504,30 +550,7 @@ def run_audit(
         result.stopped_by = res.stopped_by
         return result
     names, by_id = _judge_answers(jpath, ids)
-    index = {lab: k for k, lab in enumerate(labels)}
-    votes = np.full((len(ids), max(len(names), 1)), -1, dtype=np.int64)
-    answers: list[dict[str, Any]] = []
-    errors: list[str | None] = []
-    for i, rid in enumerate(ids):
-        js = by_id[rid].get("judges") or {}
-        answers.append({n: js.get(n) or {} for n in names})
-        errors.append(by_id[rid].get("error"))
-        for j, n in enumerate(names):
-            votes[i, j] = index.get((js.get(n) or {}).get("label"), -1)
-    if not names:
-        votes = votes[:, :0]
-    sig = score_signals(
-        votes,
-        given,
-        len(labels),
-        texts if opts.classifier else None,
-        features=opts.features,
-        folds=opts.folds,
-        classifier_weight=opts.classifier_weight,
-        seed=opts.seed,
-    )
-    records, summary = audit_records(ids, texts, given, labels, sig, opts.min_precision, answers, errors)
-    summary["prompt"] = "verify" if opts.verify else "label"
+    records, summary = score_answers(ids, texts, given, labels, names, [by_id[rid] for rid in ids], opts)
     summary["input"] = str(input_path)
     if gold is not None:
         summary["gold"] = gold_metrics(records, gold)

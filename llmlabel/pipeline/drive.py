@@ -38,18 +38,29 @@ class _Drive:
         self.stopped_by: list[str] = []
         self.graceful = False  # a cancel: let requests in flight finish, as a budget stop does
         self.tasks: set[asyncio.Task[None]] = set()
+        self.cancel = job.opts.cancel
         # Rows are first looked up in the cache in bulk (chunks growing while they hit); the rest are asked.
         # A cold run stops looking ahead after its first chunk misses. A cascade asks row by row.
         cascade = job.cfg.cascade is not None and job.cfg.cascade.enabled and len(job.judges) > 1
         self.size = 0 if cascade else 64
 
     def halt(self, why: str, graceful: bool = False) -> None:
+        if graceful:
+            # No new paid request from here (rows waiting for a connection raise BudgetExhausted, as at a
+            # budget stop); requests already sent finish and their rows are kept.
+            self.job.budget.max_requests = 0
         if not self.stopped_by:
             self.graceful = graceful
         elif not graceful:
             self.graceful = False  # a signal after a cancel: stop now
         self.stopped_by.append(why)
         self.stop.set()
+
+    def stopping(self) -> bool:
+        """Whether to launch no more rows (a cancel flag is also polled by `watch`, for rows in flight)."""
+        if self.cancel is not None and self.cancel.is_set() and not self.stopped_by:
+            self.halt("cancelled", graceful=True)
+        return self.stop.is_set()
 
     def finished(self, t: asyncio.Task[None]) -> None:
         self.tasks.discard(t)
@@ -75,7 +86,7 @@ class _Drive:
             started = [job.start(i, row) for i, row in rows]
         for st in started:
             await self.window.acquire()
-            if self.stop.is_set():
+            if self.stopping():
                 self.window.release()
                 return False
             t = asyncio.ensure_future(job.process(st, self.sink))
@@ -86,14 +97,14 @@ class _Drive:
     async def feed(self, rows: Rows) -> None:
         chunk: list[tuple[int, dict[str, Any]]] = []
         for item in rows:
-            if self.stop.is_set():
+            if self.stopping():
                 return
             chunk.append(item)
             if len(chunk) >= max(self.size, 1):
                 batch, chunk = chunk, []
                 if not await self.launch(batch):
                     return
-        if chunk and not self.stop.is_set():
+        if chunk and not self.stopping():
             await self.launch(chunk)
 
     async def drain(self) -> None:
@@ -112,10 +123,9 @@ class _Drive:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def watch(self, cancel: Any) -> None:
-        while not cancel.is_set():
+    async def watch(self) -> None:
+        while not self.stopping():
             await asyncio.sleep(0.1)
-        self.halt("cancelled", graceful=True)
 
 
 @contextlib.contextmanager
@@ -143,7 +153,7 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
     if progress.timed:
         helpers.append(asyncio.ensure_future(progress.tick()))
     if job.opts.cancel is not None:
-        helpers.append(asyncio.ensure_future(d.watch(job.opts.cancel)))
+        helpers.append(asyncio.ensure_future(d.watch()))
     try:
         with _signals(d):
             await job.ensure_calibrated()
@@ -153,6 +163,8 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
         for h in helpers:
             h.cancel()
         progress.close(finished=job.fatal is None and not d.stopped_by)
+    if d.graceful and isinstance(job.fatal, BudgetExhausted):
+        job.fatal = None  # the zero budget of a cancel, not the user's
     if job.fatal is not None and not isinstance(job.fatal, LLMLabelError):
         raise job.fatal
     return d.stopped_by[0] if d.stopped_by else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,6 @@ from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
-
-RunCoro = Callable[[Coroutine[Any, Any, Any]], Any]  # runs a coroutine to its end on the job's event loop
 
 
 @contextlib.contextmanager
@@ -97,7 +95,7 @@ def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: 
         job = Job(cfg, judges, opts)
         try:
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
-                return run_file(job, input_path, output_path, total, gold, lambda c: runner.run(_closing(job, c)))
+                return runner.run(_closing(job, run_file(job, input_path, output_path, total, gold)))
         finally:
             job.cache.close()
 
@@ -109,16 +107,14 @@ async def _closing(job: Job, coro: Coroutine[Any, Any, Any]) -> Any:
         await job.aclose()
 
 
-def run_file(
-    job: Job, input_path: Path, output_path: Path, total: int, gold: dict[str, str] | None, run: RunCoro
-) -> RunResult:
-    """The run on a job its caller keeps open (checked by `check_run`): the rows not yet in the part file,
-    labeled through `run`, then the final output (`finalize`)."""
+async def run_file(job: Job, input_path: Path, output_path: Path, total: int, gold: dict[str, str] | None) -> RunResult:
+    """The run on a job its caller keeps open (checked by `check_run`), on the job's event loop: the rows not
+    yet in the part file, then the final output (`finalize`)."""
     part = PartFile(part_path(output_path))
     part.load()
     part.open()
     try:
-        stopped = run(drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done)))
+        stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
     finally:
         part.close()
     return finalize(job, part, output_path, stopped, gold)

@@ -96,19 +96,6 @@ def test_max_cost(tmp_path, fake):
     assert 0 < fake.requests < 40
 
 
-def test_python_api(tmp_path, fake):
-    import llmlabel
-
-    cfg = {
-        "task": {"labels": ["positive", "negative"]},
-        "cache_dir": str(tmp_path / "cache"),
-        "judges": [{"name": "a", "model": "m", "base_url": fake.base_url}],
-    }
-    out = llmlabel.label(["great stuff", {"text": "awful stuff", "id": "x"}], cfg)
-    assert [o["id"] for o in out] == ["0", "x"]
-    assert all(o["label"] in ("positive", "negative") for o in out)
-
-
 def test_two_judges_majority_and_weights(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 10)
     judges = [
