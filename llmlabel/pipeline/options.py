@@ -25,7 +25,7 @@ class Progress:
     def line(self) -> str:
         """One log line: `llmlabel: 1,200/10,000 rows (12%), 35.2 rows/s, $0.0140, ETA 4m10s`."""
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        eta = "" if self.eta is None else f", ETA {_duration(self.eta)}"
+        eta = "" if self.eta is None or self.done >= self.total else f", ETA {_duration(self.eta)}"
         return f"llmlabel: {self.done:,}/{self.total:,} rows{pct}, {self.rate:.1f} rows/s, ${self.cost:.4f}{eta}"
 
 
