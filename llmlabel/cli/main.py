@@ -38,8 +38,9 @@ def cmd_label(a: argparse.Namespace) -> int:
             RunOptions(limit=a.limit, max_cost=a.max_cost, max_requests=a.max_requests, progress=not a.quiet),
         )
     except LLMLabelError as e:
-        if getattr(e, "ledger", None) is not None and e.ledger.rows_done:
-            _print_ledger(e.ledger)
+        ledger = getattr(e, "ledger", None)  # run_job attaches what the stopped run cost
+        if ledger is not None and ledger.rows_done:
+            _print_ledger(ledger)
         raise
     _print_ledger(res.ledger)
     for w in res.warnings:

@@ -190,7 +190,10 @@ def _write_parquet(tmp: Path, records: Iterable[dict[str, Any]]) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    writer, schema, batch, n = None, None, [], 0
+    writer: Any = None
+    schema: Any = None
+    batch: list[dict[str, Any]] = []
+    n = 0
 
     def flush() -> None:
         nonlocal writer, schema

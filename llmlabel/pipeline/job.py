@@ -6,7 +6,7 @@ the service's single-row endpoints (`start` then `ask_all` then `outcome`)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import combine_row
@@ -28,12 +28,13 @@ CONTENT_FREE = ["N/A", "", "[MASK]"]
 Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
 
 
-class Sink:
+class Sink(Protocol):
     """Where finished rows go: a part file (io.output.PartFile) or a list in memory (pipeline.labeler)."""
 
     def append(self, rec: dict[str, Any]) -> None: ...
 
-    def append_lines(self, lines: list[bytes]) -> None: ...
+    def append_lines(self, lines: list[bytes]) -> None:
+        """Rows already serialised (io.output.line / line_with), in one write."""
 
 
 class Job:

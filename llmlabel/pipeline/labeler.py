@@ -159,8 +159,9 @@ class Labeler:
             self._stack.close()
 
     def __del__(self) -> None:
+        # A Labeler dropped without close(): stop its loop thread (never from that thread itself).
         with contextlib.suppress(Exception):
-            if not self._closed and self._loop is not None:
+            if not self._closed and self._loop is not None and threading.current_thread() is not self._thread:
                 self.close()
 
     def _start(self) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmlabel.config import Judge
 from llmlabel.llm.ledger import Ledger
 
 
@@ -63,7 +64,7 @@ class RunOptions:
     kind: str | None = None  # prompt kind; defaults to the config's mode
     given_label_column: str | None = None  # for the verify prompt (audits)
     transport: Any = None  # an httpx transport: tests inject respx / ASGI transports here (SDK path)
-    judges: list[Any] | None = None  # list[config.Judge]
+    judges: list[Judge] | None = None
 
 
 @dataclass
