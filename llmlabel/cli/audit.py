@@ -22,7 +22,8 @@ def _fraction(v: str) -> float:
 def cmd_audit(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llmlabel.auditing.audit import AuditOptions, export_csv, export_labelstudio, run_audit, summary_lines
+    from llmlabel.auditing.audit import AuditOptions, run_audit, summary_lines
+    from llmlabel.auditing.exports import export_csv, export_labelstudio
     from llmlabel.config import load_config
     from llmlabel.io.rows import input_format
 
