@@ -294,7 +294,8 @@ class Job:
     # -- a whole input -----------------------------------------------------------------------
     async def run(self, input_path: Any, part: Any, total: int) -> str | None:
         """Label every row of `input_path` not yet in `part`, then close the judges' connections. Returns why
-        it stopped early, or None. (run_job is the whole lifecycle: checks, this loop and the final file.)"""
+        it stopped early, or None. Kept for service/jobs.py until it calls `run.run_job`, the whole lifecycle
+        (checks, this loop and the final file); then this method and its lazy import of drive.py go."""
         from llmlabel.pipeline.drive import drive, pending_rows
 
         try:
