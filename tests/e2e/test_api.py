@@ -169,3 +169,17 @@ def test_the_readme_examples_run(tmp_path, fake, monkeypatch, capsys):
     assert len(read_jsonl(tmp_path / "reviews.labeled.jsonl")) == 12 and out[2].startswith("12 True $")
     assert len(out) == 2 + 1 + 3 + 1 and out[-1].startswith("[('")
     assert fake.requests == 2 + 12 + 3 + 2
+
+
+def test_calibration_is_measured_once_per_labeler(tmp_path, fake):
+    cfg = config(tmp_path, fake)
+    cfg["judges"][0]["logprobs"] = True
+    with llmlabel.Labeler(cfg) as labeler:
+        first = labeler.label(["good", "bad"])
+        assert fake.requests == 3 + 2  # three content-free prompts, then the rows
+        p_cf = labeler._jobs["label"].p_cf["a"]
+        assert set(p_cf) == {"positive", "negative"} and first[0].probs is not None
+        labeler.label(["good again", "bad again"])
+        # The second call asks only its rows: not even a cache lookup for the content-free prompts.
+        assert fake.requests == 5 + 2 and labeler.ledger.judges["a"].cache_hits == 0
+        assert labeler._jobs["label"].p_cf["a"] == p_cf
