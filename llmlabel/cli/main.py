@@ -25,7 +25,8 @@ _TEARDOWN_FREE = False  # set once a command has closed everything it opened
 
 def cmd_label(a: argparse.Namespace) -> int:
     global _TEARDOWN_FREE
-    from llmlabel.pipeline.runner import RunOptions, run_job
+    from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.run import run_job
 
     _TEARDOWN_FREE = True  # run_job closes its files, cache and connections on every path out
     cfg = _load(a.config)
@@ -37,8 +38,9 @@ def cmd_label(a: argparse.Namespace) -> int:
             RunOptions(limit=a.limit, max_cost=a.max_cost, max_requests=a.max_requests, progress=not a.quiet),
         )
     except LLMLabelError as e:
-        if getattr(e, "ledger", None) is not None and e.ledger.rows_done:
-            _print_ledger(e.ledger)
+        ledger = getattr(e, "ledger", None)  # run_job attaches what the stopped run cost
+        if ledger is not None and ledger.rows_done:
+            _print_ledger(ledger)
         raise
     _print_ledger(res.ledger)
     for w in res.warnings:

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.files import atomic_path
+from llmlabel.io.paths import ledger_path, part_path  # noqa: F401  (re-exported: io.paths names them)
 from llmlabel.io.rows import input_format
 
 PERMANENT = "empty text"  # row errors that a rerun would not fix
-
-
-def part_path(output: Path) -> Path:
-    return output.with_name(output.name + ".part")
-
-
-def ledger_path(output: Path) -> Path:
-    return output.with_name(output.name + ".ledger.json")
 
 
 class PartFile:
@@ -159,26 +152,19 @@ def _flat(v: Any) -> Any:
 
 def write_jsonl_lines(path: Path, lines: Iterable[bytes]) -> int:
     """Ready JSON lines into a .jsonl output, atomically (the fast path when no row changes)."""
-    tmp = path.with_name(f".{path.name}.tmp")
     n = 0
-    try:
-        with open(tmp, "wb") as fh:
-            for line in lines:
-                fh.write(line)
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        for line in lines:
+            fh.write(line)
+            n += 1
     return n
 
 
 def write_output(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Write the final file next to its target and rename it into place: never a half-written output."""
     fmt = input_format(path, "output")
-    tmp = path.with_name(f".{path.name}.tmp")
     n = 0
-    try:
+    with atomic_path(path) as tmp:
         if fmt == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as fh:
                 for rec in records:
@@ -197,10 +183,6 @@ def write_output(path: Path, records: Iterable[dict[str, Any]]) -> int:
                     n += 1
         else:
             n = _write_parquet(tmp, records)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return n
 
 
@@ -208,7 +190,10 @@ def _write_parquet(tmp: Path, records: Iterable[dict[str, Any]]) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    writer, schema, batch, n = None, None, [], 0
+    writer: Any = None
+    schema: Any = None
+    batch: list[dict[str, Any]] = []
+    n = 0
 
     def flush() -> None:
         nonlocal writer, schema

@@ -23,10 +23,12 @@ import httpx
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
 from llmlabel.errors import BudgetExhausted, InputError
-from llmlabel.io.output import PartFile, part_path, write_output
+from llmlabel.io.gold import read_gold
+from llmlabel.io.output import PartFile, write_output
+from llmlabel.io.paths import ledger_path, part_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.llm.ledger import Ledger
-from llmlabel.pipeline.runner import OUTPUT_FIELDS, Job, RunOptions, _append_quality, _load_gold
+from llmlabel.pipeline.runner import OUTPUT_FIELDS, Job, RunOptions, _append_quality
 from llmlabel.secrets import redact
 
 log = logging.getLogger("llmlabel.service.app")
@@ -415,7 +417,7 @@ class JobWorker:
     def _finalize(self, rec: JobRecord, part: PartFile, job: Job) -> tuple[int, dict[str, Any]]:
         """What run_job does once every row is in: whole-job aggregation, written atomically."""
         cfg, task, labels = self.cfg, self.cfg.task, job.labels
-        gold = _load_gold(cfg.gold, task.id_column)
+        gold = read_gold(cfg.gold, task.id_column) if cfg.gold else None
         update, quality = refit(part.ordered, [j.name for j in self.judges], labels, cfg.aggregate, job.kind, gold)
         audit, col, thr = rec.mode == "audit", rec.label_column or "label", self.flag_threshold
 
@@ -429,7 +431,7 @@ class JobWorker:
             return r
 
         n = write_output(rec.output, part.ordered(final))
-        ledger_file = rec.output.with_name(rec.output.name + ".ledger.json")
+        ledger_file = ledger_path(rec.output)
         job.ledger.save(ledger_file)
         _append_quality(ledger_file, quality)
         part.path.unlink(missing_ok=True)
