@@ -1,26 +1,15 @@
-"""`llmlabel serve`: the HTTP API (llmlabel/serve.py) under uvicorn."""
+"""`llmlabel serve`: the HTTP API (llmlabel/service/) under uvicorn."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import socket
 import sys
 
 from llmlabel.errors import ConfigError, LLMLabelError
-
-TOKEN_ENV = "LLMLABEL_SERVE_TOKEN"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from llmlabel.service.auth import TOKEN_ENV, is_loopback
 
 
 def _listen(host: str, port: int) -> socket.socket:

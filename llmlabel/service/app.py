@@ -5,10 +5,8 @@ It shares the CLI's judges, response cache and ledger: a text labeled by `llmlab
 the other way round."""
 
 import asyncio
-import base64
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import shutil
@@ -27,13 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from llmlabel import __version__
-from llmlabel.cli.serve import TOKEN_ENV
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import combine_row
 from llmlabel.errors import InputError, JudgeError, LLMLabelError
 from llmlabel.llm.answers import JudgeAnswer
 from llmlabel.pipeline.runner import Job, RunOptions
 from llmlabel.secrets import register
+from llmlabel.service.auth import TOKEN_ENV, authorized
 from llmlabel.service.jobs import (
     ACTIVE,
     LEDGER_FIELDS,
@@ -191,21 +189,8 @@ class Guard:
         self.app, self.state = app, state
 
     def _authorized(self, scope: Scope) -> bool:
-        token = self.state.token
-        if token is None:
-            return True
-        header = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"").decode("latin-1")
-        scheme, _, cred = header.strip().partition(" ")
-        cred = cred.strip()
-        if scheme.lower() == "basic":
-            # Label Studio's ML backend settings offer HTTP Basic auth: any user name, the token as password.
-            try:
-                cred = base64.b64decode(cred, validate=True).decode("utf-8").partition(":")[2]
-            except (ValueError, UnicodeDecodeError):
-                return False
-        elif scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(cred.encode("utf-8", "replace"), token.encode("utf-8"))
+        header = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
+        return authorized(header.decode("latin-1"), self.state.token)
 
     async def __call__(
         self,
