@@ -47,7 +47,7 @@ def row_text(row: dict[str, Any], task: Task, prompts_dir: str | None = None) ->
     col = task.text_column
     if "{{" in col:
         try:
-            return _clean(
+            return clean_text(
                 _text_template(col, prompts_dir).render(**{str(k): ("" if v is None else v) for k, v in row.items()})
             )
         except TemplateError as e:
@@ -55,10 +55,10 @@ def row_text(row: dict[str, Any], task: Task, prompts_dir: str | None = None) ->
     v = row.get(col)
     if v is None:
         return None
-    return _clean(v if isinstance(v, str) else str(v))
+    return clean_text(v if isinstance(v, str) else str(v))
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
     """Lone surrogates (legal in JSON, not in UTF-8) would break hashing and sending: replace them."""
     if text.isascii():
         return text

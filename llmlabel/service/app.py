@@ -29,6 +29,7 @@ from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import combine_row
 from llmlabel.errors import InputError, JudgeError, LLMLabelError
 from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.llm.prompts import clean_text
 from llmlabel.pipeline.runner import Job, RunOptions
 from llmlabel.secrets import register
 from llmlabel.service.auth import TOKEN_ENV, authorized
@@ -62,16 +63,6 @@ ASGIApp = Callable[
 
 
 # -- request and response bodies ---------------------------------------------------------------------
-def _clean(text: str) -> str:
-    # Lone surrogates are legal in JSON strings but not in UTF-8: they would break the cache key and the request.
-    # Typed str fields already reject them (422); Label Studio's free-form task data needs this.
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-
-
 Id = str | int | None
 
 
@@ -656,10 +647,11 @@ def create_app(
         job = await st.job(cfg.mode)
 
         def text_of(data: dict[str, Any]) -> str:
+            # Typed str fields reject lone surrogates (422); Label Studio's free-form task data is cleaned.
             for k in (key, cfg.task.text_column, "text"):
                 if k and isinstance(data.get(k), str):
-                    return _clean(data[k])
-            return next((_clean(v) for v in data.values() if isinstance(v, str)), "")
+                    return clean_text(data[k])
+            return next((clean_text(v) for v in data.values() if isinstance(v, str)), "")
 
         recs = await asyncio.gather(*(_label_one(job, text_of(t.data), None) for t in body.tasks))
         by_fold = {c.casefold(): c for c in choices}
