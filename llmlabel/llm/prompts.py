@@ -47,7 +47,7 @@ def row_text(row: dict[str, Any], task: Task, prompts_dir: str | None = None) ->
     col = task.text_column
     if "{{" in col:
         try:
-            return clean_text(
+            return _clean(
                 _text_template(col, prompts_dir).render(**{str(k): ("" if v is None else v) for k, v in row.items()})
             )
         except TemplateError as e:
@@ -55,10 +55,10 @@ def row_text(row: dict[str, Any], task: Task, prompts_dir: str | None = None) ->
     v = row.get(col)
     if v is None:
         return None
-    return clean_text(v if isinstance(v, str) else str(v))
+    return _clean(v if isinstance(v, str) else str(v))
 
 
-def clean_text(text: str) -> str:
+def _clean(text: str) -> str:
     """Lone surrogates (legal in JSON, not in UTF-8) would break hashing and sending: replace them."""
     if text.isascii():
         return text

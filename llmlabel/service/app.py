@@ -26,11 +26,8 @@ from starlette.exceptions import HTTPException
 
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
-from llmlabel.ensemble.combine import combine_row
 from llmlabel.errors import InputError, JudgeError, LLMLabelError
-from llmlabel.llm.answers import JudgeAnswer
-from llmlabel.llm.prompts import clean_text
-from llmlabel.pipeline.runner import Job, RunOptions
+from llmlabel.pipeline.runner import OUTCOME, Job, RunOptions
 from llmlabel.secrets import register
 from llmlabel.service.auth import TOKEN_ENV, authorized
 from llmlabel.service.jobs import (
@@ -274,9 +271,8 @@ class ServerState:
     async def job(self, kind: str) -> Job:
         job = self.jobs.get(kind)
         if job is None:
-            job = self.jobs[kind] = Job(
-                self.cfg, self.judges, RunOptions(progress=False, kind=kind, transport=self.transport)
-            )
+            opts = RunOptions(progress=False, kind=kind, given_label_column="label", transport=self.transport)
+            job = self.jobs[kind] = Job(item_config(self.cfg), self.judges, opts)
         if kind not in self.calibrated and any(j.logprobs for j in self.judges):
             assert self.calibrate_lock is not None
             async with self.calibrate_lock:
@@ -293,20 +289,19 @@ def _model_version(cfg: Config, judges: list[Judge]) -> str:
     return f"llmlabel-{__version__}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
 
 
-async def _label_one(job: Job, text: str, given: str | None) -> dict[str, Any]:
-    if not text.strip():
-        return {
-            "label": None,
-            "confidence": None,
-            "probs": None,
-            "candidates": [],
-            "judges": {},
-            "error": "empty text: nothing to label",
-        }
-    answers: dict[str, JudgeAnswer] = await job.ask_all(text, given)
-    rec = combine_row(answers, job.labels, job.kind, job.weights)
-    rec["judges"] = {n: a.out() for n, a in answers.items()}
-    return rec
+def item_config(cfg: Config) -> Config:
+    """The config the synchronous endpoints label with: an item is an input row with the columns `text` (and
+    `label`, the given label), whatever columns the config's task reads from files."""
+    task = cfg.task.model_copy(update={"text_column": "text", "id_column": "id"})
+    return cfg.model_copy(update={"task": task})
+
+
+async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
+    """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome)."""
+    rec, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
+    if text_ is not None:
+        rec.update(job.outcome(await job.ask_all(text_, given_)))
+    return {k: rec[k] for k in OUTCOME}
 
 
 def parse_label_config(xml: str | None) -> tuple[str, str, str | None, list[str]]:
@@ -443,7 +438,7 @@ def create_app(
     async def label(body: LabelRequest) -> dict[str, Any]:
         """Label a small batch now (at most --max-items; use /v1/jobs for files)."""
         job = await st.job(cfg.mode)
-        recs = await asyncio.gather(*(_label_one(job, it.text, None) for it in body.items))
+        recs = await asyncio.gather(*(label_item(job, i, it.text, None) for i, it in enumerate(body.items)))
         st.items["label"] = st.items.get("label", 0) + len(recs)
         return {
             "model_version": st.model_version,
@@ -456,7 +451,7 @@ def create_app(
     async def verify(body: VerifyRequest) -> dict[str, Any]:
         """Check given labels: the judges' probability of each (score), their label, and whether to review it."""
         job = await st.job("label")  # the label prompt: answers are shared with /v1/label and audit jobs
-        recs = await asyncio.gather(*(_label_one(job, it.text, it.label) for it in body.items))
+        recs = await asyncio.gather(*(label_item(job, i, it.text, it.label) for i, it in enumerate(body.items)))
         st.items["verify"] = st.items.get("verify", 0) + len(recs)
         out = []
         for i, (it, r) in enumerate(zip(body.items, recs)):
@@ -647,13 +642,13 @@ def create_app(
         job = await st.job(cfg.mode)
 
         def text_of(data: dict[str, Any]) -> str:
-            # Typed str fields reject lone surrogates (422); Label Studio's free-form task data is cleaned.
+            # (lone surrogates in free-form task data are cleaned by Job.start, as in files)
             for k in (key, cfg.task.text_column, "text"):
                 if k and isinstance(data.get(k), str):
-                    return clean_text(data[k])
-            return next((clean_text(v) for v in data.values() if isinstance(v, str)), "")
+                    return data[k]
+            return next((v for v in data.values() if isinstance(v, str)), "")
 
-        recs = await asyncio.gather(*(_label_one(job, text_of(t.data), None) for t in body.tasks))
+        recs = await asyncio.gather(*(label_item(job, i, text_of(t.data), None) for i, t in enumerate(body.tasks)))
         by_fold = {c.casefold(): c for c in choices}
         out = []
         for r in recs:
