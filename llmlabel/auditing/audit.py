@@ -18,6 +18,7 @@ wrong than right.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -25,13 +26,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llmlabel.config import Config
 from llmlabel.errors import InputError
 from llmlabel.io.rows import input_format, iter_rows, row_id
+
+if TYPE_CHECKING:
+    from llmlabel.pipeline.runner import RunOptions
 
 __all__ = [
     "AuditOptions",
@@ -65,6 +69,9 @@ class AuditOptions:
     max_requests: int | None = None
     progress: bool = True
     seed: int = 0
+    run: RunOptions | None = (
+        None  # RunOptions the judges' run starts from (a service's transport, progress callback, cancel)
+    )
 
 
 @dataclass
@@ -512,7 +519,8 @@ def run_audit(
         cfg,
         input_path,
         jpath,
-        RunOptions(
+        dataclasses.replace(
+            opts.run or RunOptions(),
             kind="verify" if opts.verify else "label",
             given_label_column=opts.label_column,
             max_cost=opts.max_cost,

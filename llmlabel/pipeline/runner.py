@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,29 @@ OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
 CONTENT_FREE = ["N/A", "", "[MASK]"]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running job, handed to `RunOptions.on_progress`."""
+
+    done: int  # rows finished, this run and earlier runs of the same output
+    total: int  # rows in the input (after --limit)
+    ledger: Ledger  # the live ledger of this run (read only)
+
+
 @dataclass
 class RunOptions:
+    """progress: a tqdm bar on stderr. on_progress: called with a `Progress` every `progress_every` seconds
+    and once at the end, on the run's event-loop thread (keep it quick). cancel: set it from any thread to
+    stop the run the way a budget does: requests in flight finish and are kept, nothing new is sent, the run
+    returns stopped_by="cancelled" and keeps its part file."""
+
     limit: int | None = None
     max_cost: float | None = None
     max_requests: int | None = None
     progress: bool = True
+    progress_every: float = 10.0
+    on_progress: Callable[[Progress], None] | None = None
+    cancel: threading.Event | None = None
     kind: str | None = None  # prompt kind; defaults to the config's mode
     given_label_column: str | None = None  # for the verify prompt (audits)
     transport: Any = None  # an httpx transport: tests inject respx / ASGI transports here (SDK path)
@@ -314,6 +332,32 @@ class Job:
             self.ledger.judges[n].cache_hits += hit_rows
         return rest, len(hits)
 
+    def _helpers(
+        self, stop: asyncio.Event, stopped_by: list[str], total: int, before: int
+    ) -> list[asyncio.Future[None]]:
+        """Tasks beside the rows: a watch on opts.cancel, and opts.on_progress on a timer."""
+        opts, out = self.opts, []
+        cancel, report = opts.cancel, opts.on_progress
+        if cancel is not None:
+
+            async def watch() -> None:
+                while not cancel.is_set():
+                    await asyncio.sleep(0.05)
+                stopped_by.append("cancelled")
+                self.budget.max_requests = 0  # nothing new is sent; requests in flight finish
+                stop.set()
+
+            out.append(asyncio.ensure_future(watch()))
+        if report is not None:
+
+            async def tick() -> None:
+                while True:
+                    await asyncio.sleep(opts.progress_every)
+                    report(Progress(before + self.ledger.rows_done, total, self.ledger))
+
+            out.append(asyncio.ensure_future(tick()))
+        return out
+
     async def run(self, input_path: Path, part: PartFile, total: int) -> str | None:
         """Label every row not yet in the part file. Returns why it stopped early, or None."""
         window = asyncio.Semaphore(max(64, 2 * sum(j.concurrency for j in self.judges)))
@@ -331,6 +375,7 @@ class Job:
                 loop.add_signal_handler(sig, on_signal, name)
                 installed.append(sig)
         tasks: set[asyncio.Task[None]] = set()
+        helpers = self._helpers(stop, stopped_by, total, len(part.done))
         bar = None
         if self.opts.progress:
             from tqdm import tqdm
@@ -345,7 +390,9 @@ class Job:
             if t.cancelled():
                 return
             exc = t.exception()
-            if isinstance(exc, LLMLabelError):
+            if isinstance(exc, BudgetExhausted) and "cancelled" in stopped_by:
+                pass  # the zero budget a cancel sets: the row is redone on the next run
+            elif isinstance(exc, LLMLabelError):
                 if self.fatal is None:
                     self.fatal = exc
                 stop.set()
@@ -409,12 +456,16 @@ class Job:
                 waiter.cancel()
             if stop.is_set() and tasks:
                 # Budget stops let paid requests in flight finish; a dead judge or a signal cancels the rest.
-                if isinstance(self.fatal, BudgetExhausted) and not stopped_by:
+                if (isinstance(self.fatal, BudgetExhausted) and not stopped_by) or stopped_by == ["cancelled"]:
                     await asyncio.wait(set(tasks), timeout=max(j.timeout for j in self.judges))
                 for t in list(tasks):
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            for h in helpers:
+                h.cancel()
+            if self.opts.on_progress is not None:
+                self.opts.on_progress(Progress(len(part.done) + self.ledger.rows_done, total, self.ledger))
             if bar is not None:
                 bar.close()
             for sig in installed:

@@ -36,7 +36,6 @@ from llmlabel.service.jobs import (
     JobRecord,
     JobStore,
     JobWorker,
-    audit_fields,
     file_lines,
     one_line,
     partial_results,
@@ -84,10 +83,12 @@ class LabelResult(BaseModel):
 
 class VerifyResult(LabelResult):
     given_label: str
-    score: float | None = Field(description="the judges' posterior probability of the given label")
-    suggested_label: str | None
-    flagged: bool | None = Field(
-        description="suggested label differs and the given label's score is below the threshold"
+    given_label_prob: float | None = Field(
+        description="the judges' probability of the given label for this item alone (its `probs`; 0 for a label "
+        "outside the task's). Not `llmlabel audit`'s `score`, which needs the whole file: POST /v1/jobs mode=audit"
+    )
+    disputed: bool | None = Field(
+        description="the judges' label differs from the given one and given_label_prob is below the threshold"
     )
 
 
@@ -98,7 +99,7 @@ class LabelResponse(BaseModel):
 
 class VerifyResponse(BaseModel):
     model_version: str
-    threshold: float
+    threshold: float = Field(description="an item is disputed when its given_label_prob is below this")
     items: list[VerifyResult]
 
 
@@ -119,7 +120,10 @@ class JobInfo(BaseModel):
     finished: str | None
     progress: Progress
     ledger: dict[str, Any] = Field(description="this job's runs (one per start, resumes included) and their total")
-    quality: dict[str, Any] | None
+    quality: dict[str, Any] | None = Field(
+        description="label jobs: the final aggregation's figures (as in OUTPUT.ledger.json); audit jobs: the "
+        "summary `llmlabel audit` writes (OUTPUT.summary.json)"
+    )
     error: str | None
     results: str | None = Field(description="where the results are, once done")
 
@@ -251,7 +255,7 @@ class ServerState:
     max_items: int
     max_body_bytes: int
     max_upload_bytes: int
-    flag_threshold: float
+    dispute_threshold: float
     transport: httpx.AsyncBaseTransport | None
     judges: list[Judge] = field(default_factory=list)
     model_version: str = ""
@@ -304,6 +308,16 @@ async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str
     return {k: rec[k] for k in OUTCOME}
 
 
+def dispute(
+    given: str, label: str | None, probs: dict[str, float] | None, labels: list[str], threshold: float
+) -> dict[str, Any]:
+    """How much one item's answers back its given label (see VerifyResult)."""
+    if label is None or probs is None:
+        return {"given_label": given, "given_label_prob": None, "disputed": None}
+    prob = round(float(probs.get(given, 0.0)), 4) if given in labels else 0.0
+    return {"given_label": given, "given_label_prob": prob, "disputed": bool(label != given and prob < threshold)}
+
+
 def parse_label_config(xml: str | None) -> tuple[str, str, str | None, list[str]]:
     """from_name, to_name, the task data key and the choice values of a Label Studio labeling config."""
     from_name, to_name, key, choices = "label", "text", None, []
@@ -338,7 +352,7 @@ def create_app(
     max_items: int = 256,
     max_body_bytes: int = 10 << 20,
     max_upload_bytes: int = 100 << 20,
-    flag_threshold: float = 0.5,
+    dispute_threshold: float = 0.5,
     judges: list[Judge] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
@@ -351,7 +365,7 @@ def create_app(
             raise LLMLabelError(f"${TOKEN_ENV} is empty; set it to a secret token")
         register(token)
     st = ServerState(
-        cfg, token, Path(state_dir), max_items, max_body_bytes, max_upload_bytes, flag_threshold, transport
+        cfg, token, Path(state_dir), max_items, max_body_bytes, max_upload_bytes, dispute_threshold, transport
     )
 
     @contextlib.asynccontextmanager
@@ -363,7 +377,7 @@ def create_app(
             st.model_version = _model_version(cfg, st.judges)
             st.calibrate_lock = asyncio.Lock()
             st.store = JobStore(st.state_dir)
-            st.worker = JobWorker(cfg, st.judges, st.store, transport=transport, flag_threshold=flag_threshold)
+            st.worker = JobWorker(cfg, st.judges, st.store, transport=transport)
             st.worker.start()
             try:
                 yield
@@ -455,9 +469,9 @@ def create_app(
         st.items["verify"] = st.items.get("verify", 0) + len(recs)
         out = []
         for i, (it, r) in enumerate(zip(body.items, recs)):
-            r.update(audit_fields(it.label, r["label"], r["probs"], job.labels, flag_threshold))
+            r.update(dispute(it.label, r["label"], r["probs"], job.labels, dispute_threshold))
             out.append({"id": it.id if it.id is not None else i, **r})
-        return {"model_version": st.model_version, "threshold": flag_threshold, "items": out}
+        return {"model_version": st.model_version, "threshold": dispute_threshold, "items": out}
 
     # -- batch jobs ----------------------------------------------------------------------------------
     def info(rec: JobRecord) -> dict[str, Any]:
@@ -530,15 +544,16 @@ def create_app(
                 f"cannot tell the file's format from {(filename or ctype or 'nothing')[:80]!r}; "
                 "upload a .csv, .jsonl or .parquet file"
             )
+        name = Path(filename).name[:200] if filename else None
         jid, d = st.store.new_dir()
         path = d / f"input{ext}"
         try:
             await asyncio.to_thread(path.write_bytes, data)
-            total = await asyncio.to_thread(validate_upload, path, mode, label_column, cfg)
+            total = await asyncio.to_thread(validate_upload, path, mode, label_column, cfg, name or "the upload")
         except LLMLabelError:
             shutil.rmtree(d, ignore_errors=True)
             raise
-        rec = st.store.add(jid, mode, label_column, Path(filename).name[:200] if filename else None, path, total)
+        rec = st.store.add(jid, mode, label_column, name, path, total)
         st.worker.wake()
         return JSONResponse(info(rec), 202, headers={"Location": f"/v1/jobs/{jid}"})
 

@@ -1,11 +1,11 @@
 """Batch jobs for `llmlabel serve`: a SQLite job table in the state dir and one worker thread that runs them.
 
-A job is the CLI's resumable run (llmlabel.pipeline.runner.Job over a part file and the shared response cache), so a
-server killed mid-job picks it up again on restart and pays only for rows that had no cached answer."""
+A job is the CLI's resumable run (`run_job`, or `run_audit` for an audit, over a part file and the shared response
+cache), so a server killed mid-job picks it up again on restart and pays only for rows that had no cached answer.
+An audit job scores the whole file as `llmlabel audit` does: its results are that command's output records."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import shutil
@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 
+from llmlabel.auditing.audit import AuditOptions, check_given_labels, judges_path, run_audit
 from llmlabel.config import Config, Judge
-from llmlabel.ensemble.combine import refit
-from llmlabel.errors import BudgetExhausted, InputError
-from llmlabel.io.output import PartFile, part_path, write_output
+from llmlabel.errors import InputError, LLMLabelError
+from llmlabel.io.output import part_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.llm.ledger import Ledger
-from llmlabel.pipeline.runner import OUTPUT_FIELDS, Job, RunOptions, _append_quality, _load_gold
+from llmlabel.pipeline.runner import Progress, RunOptions, run_job
 from llmlabel.secrets import redact
 
 log = logging.getLogger("llmlabel.service.app")
@@ -57,28 +57,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 def one_line(msg: object, limit: int = 400) -> str:
     return redact(" ".join(str(msg).split()))[:limit]
-
-
-def audit_fields(
-    given: Any, label: str | None, probs: dict[str, float] | None, labels: list[str], threshold: float
-) -> dict[str, Any]:
-    """How much the judges back a given label: its posterior (score), their label, and whether to review it."""
-    g = None if given is None else str(given)
-    if label is None or probs is None:
-        return {"given_label": g, "score": None, "suggested_label": None, "flagged": None}
-    score = round(float(probs.get(g, 0.0)), 4) if g in labels else 0.0
-    return {
-        "given_label": g,
-        "score": score,
-        "suggested_label": label,
-        "flagged": bool(label != g and score < threshold),
-    }
-
-
-def given_from_record(rec: dict[str, Any], column: str, id_column: str) -> Any:
-    # The runner renames input columns that clash with its own output fields (label -> label_input).
-    key = f"{column}_input" if column in OUTPUT_FIELDS and column != id_column else column
-    return rec.get(key)
 
 
 @dataclass
@@ -215,18 +193,23 @@ class JobStore:
             shutil.rmtree(rec.dir, ignore_errors=True)
 
 
-def validate_upload(path: Path, mode: str, label_column: str | None, cfg: Config) -> int:
-    """Check an uploaded corpus before queueing it (columns, ids, readable rows); returns its row count."""
-    input_format(path)
-    task = cfg.task
-    total = scan(path, task.text_column, task.id_column, id_required="id_column" in task.model_fields_set)
-    if mode == "audit":
-        first = next(iter_rows(path))
-        if label_column not in first:
-            cols = ", ".join(map(str, list(first)[:20]))
-            raise InputError(
-                f"the file has no label column '{label_column}' (columns: {cols}); set the label_column field"
-            )
+def validate_upload(path: Path, mode: str, label_column: str | None, cfg: Config, name: str) -> int:
+    """Check an uploaded corpus before queueing it (columns, ids, readable rows, and for an audit the given
+    labels, as `llmlabel audit` checks them); returns its row count. Errors name the upload, not its path here."""
+    try:
+        input_format(path)
+        task = cfg.task
+        total = scan(path, task.text_column, task.id_column, id_required="id_column" in task.model_fields_set)
+        if mode == "audit":
+            first = next(iter_rows(path))
+            if label_column not in first:
+                cols = ", ".join(map(str, list(first)[:20]))
+                raise InputError(
+                    f"the file has no label column '{label_column}' (columns: {cols}); set the label_column field"
+                )
+            check_given_labels(path, cfg, label_column)
+    except InputError as e:
+        raise InputError(str(e).replace(str(path), name)) from None
     return total
 
 
@@ -235,18 +218,21 @@ class _Live:
     """A running job as the server thread sees it."""
 
     rec: JobRecord
-    done_before: int
-    job: Job | None = None
-    cancel: str | None = None  # "cancel" (DELETE) or "shutdown" (server stopping: requeue)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    why: str | None = None  # "cancel" (DELETE) or "shutdown" (server stopping: requeue)
+    done_before: int = 0  # rows finished by earlier runs of this job
+    ledger: Ledger | None = None  # this run's, live, from its first progress report on
 
 
 @dataclass
 class JobWorker:
+    """Runs queued jobs one at a time on its own thread, each through `run_job` (`run_audit` for audits): the
+    lifecycle of `llmlabel label` and `llmlabel audit`, with a progress callback and a cancel event."""
+
     cfg: Config
     judges: list[Judge]
     store: JobStore
     transport: httpx.AsyncBaseTransport | None = None
-    flag_threshold: float = 0.5
     progress_every: float = 1.0
     _thread: threading.Thread | None = None
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -295,25 +281,24 @@ class JobWorker:
 
     @staticmethod
     def _stop(live: _Live, why: str) -> None:
-        live.cancel = why
-        if live.job is not None:
-            # A zero request budget stops the run the way --max-requests does: requests in flight finish
-            # (they are paid for, so their answers are cached), nothing new is sent, the part file is kept.
-            live.job.budget.max_requests = 0
+        # The run stops as a budget stops it: requests in flight finish (they are paid for, so their answers
+        # are cached), nothing new is sent, the part file is kept.
+        live.why = why
+        live.cancel.set()
 
     def live_status(self, jid: str) -> tuple[int, dict[str, Any]] | None:
         live = self._live
-        if live is None or live.rec.id != jid or live.job is None:
+        if live is None or live.rec.id != jid or live.ledger is None:
             return None
-        return live.done_before + live.job.ledger.rows_done, live.job.ledger.to_dict()
+        return live.done_before + live.ledger.rows_done, live.ledger.to_dict()
 
     def judge_totals(self) -> dict[str, dict[str, float]]:
         """Per-judge ledger sums over every batch run of this process, the running one included."""
         with self._totals_lock:
             out = {n: dict(v) for n, v in self._totals.items()}
         live = self._live
-        if live is not None and live.job is not None:
-            _add(out, live.job.ledger)
+        if live is not None and live.ledger is not None:
+            _add(out, live.ledger)
         return out
 
     # -- the worker thread --------------------------------------------------------------------
@@ -333,120 +318,85 @@ class JobWorker:
                 self._live = None
                 self._pending_cancel.discard(rec.id)
 
+    def _progress(self, live: _Live, p: Progress) -> None:
+        # On the run's event-loop thread. Persisted so that GET works from the database and a killed
+        # server's run still shows in the ledger.
+        live.done_before, live.ledger = p.done - p.ledger.rows_done, p.ledger
+        self.store.update(live.rec.id, rows_done=p.done, current=p.ledger.to_dict())
+
     def _execute(self, rec: JobRecord) -> None:
-        cfg, out, audit = self.cfg, rec.output, rec.mode == "audit"
-        part = PartFile(part_path(out))
-        part.load()
-        live = _Live(rec, len(part.done))
+        live = _Live(rec)
         self._live = live
         if rec.id in self._pending_cancel:
-            live.cancel = "cancel"
+            self._stop(live, "cancel")
         elif self._closing.is_set():
-            live.cancel = "shutdown"
-        opts = RunOptions(
+            self._stop(live, "shutdown")
+        run = RunOptions(
             progress=False,
-            kind="label" if audit else None,
-            given_label_column=rec.label_column if audit else None,
+            progress_every=self.progress_every,
+            on_progress=lambda p: self._progress(live, p),
+            cancel=live.cancel,
             transport=self.transport,
         )
-
-        async def main() -> str | None:
-            # Judge clients and asyncio primitives belong to this thread's own event loop. Signal handlers
-            # cannot be installed off the main thread, so Job.run leaves the server's handlers alone.
-            job = Job(cfg, self.judges, opts)
-            live.job = job
-            if live.cancel:
-                job.budget.max_requests = 0
-            saver = asyncio.ensure_future(self._save_progress(live))
-            try:
-                return await job.run(Path(rec.input), part, rec.rows_total)
-            finally:
-                saver.cancel()
-                job.cache.close()
-
-        part.open()
+        # The server's judges (started once, at startup, when they are the embedded models) for every job.
+        cfg = self.cfg.model_copy(update={"judges": self.judges})
+        ledger: Ledger | None = None
+        error = stopped = None
+        quality: dict[str, Any] | None = None
+        n = 0
         try:
-            stopped = asyncio.run(main())
-        finally:
-            part.close()
-        job = live.job
-        assert job is not None
-        ledger = job.ledger.to_dict()
-        runs = rec.runs + [ledger]
-        with self._totals_lock:
-            _add(self._totals, job.ledger)
-        rows_done = live.done_before + job.ledger.rows_done
-        if live.cancel == "shutdown":
-            self.store.update(rec.id, state="queued", runs=runs, current=None, rows_done=rows_done)
-            return
-        if live.cancel == "cancel":
-            self.store.update(
-                rec.id, state="cancelled", runs=runs, current=None, rows_done=rows_done, finished=time.time()
-            )
-            return
-        fatal = job.fatal
-        if fatal is not None or stopped:
-            msg = one_line(fatal if fatal is not None else stopped)
-            if isinstance(fatal, BudgetExhausted):
-                msg = f"stopped: {msg}"
-            self.store.update(
-                rec.id,
-                state="failed",
-                runs=runs,
-                current=None,
-                rows_done=rows_done,
-                error=f"{msg}; finished rows are kept: POST /v1/jobs/{rec.id}/resume to continue",
-                finished=time.time(),
-            )
-            return
-        n, quality = self._finalize(rec, part, job)
-        runs[-1]["quality"] = quality or None
-        self.store.update(
-            rec.id,
-            state="done",
-            runs=runs,
-            current=None,
-            rows_done=rec.rows_total,
-            quality=quality,
-            output_rows=n,
-            finished=time.time(),
-        )
-
-    def _finalize(self, rec: JobRecord, part: PartFile, job: Job) -> tuple[int, dict[str, Any]]:
-        """What run_job does once every row is in: whole-job aggregation, written atomically."""
-        cfg, task, labels = self.cfg, self.cfg.task, job.labels
-        gold = _load_gold(cfg.gold, task.id_column)
-        update, quality = refit(part.ordered, [j.name for j in self.judges], labels, cfg.aggregate, job.kind, gold)
-        audit, col, thr = rec.mode == "audit", rec.label_column or "label", self.flag_threshold
-
-        def final(pos: int, r: dict[str, Any]) -> dict[str, Any]:
-            if update is not None:
-                r = update(pos, r)
-            if audit:
-                r.update(
-                    audit_fields(given_from_record(r, col, task.id_column), r.get("label"), r.get("probs"), labels, thr)
+            if rec.mode == "audit":
+                audit = run_audit(
+                    cfg,
+                    rec.input,
+                    rec.output,
+                    AuditOptions(label_column=rec.label_column or "label", progress=False, run=run),
                 )
-            return r
+                ledger, stopped, n = audit.ledger, audit.stopped_by, len(audit.records)
+                quality = {k: v for k, v in audit.summary.items() if k != "input"}  # not the server's paths
+            else:
+                res = run_job(cfg, rec.input, rec.output, run)
+                ledger, stopped, n, quality = res.ledger, res.stopped_by, res.rows, res.quality
+        except LLMLabelError as e:  # a judge that failed for good, or input that changed since the upload
+            ledger, error = getattr(e, "ledger", None), _without_cli_hint(one_line(e))
+        self._record(rec, live, ledger, error or stopped, quality or None, n)
 
-        n = write_output(rec.output, part.ordered(final))
-        ledger_file = rec.output.with_name(rec.output.name + ".ledger.json")
-        job.ledger.save(ledger_file)
-        _append_quality(ledger_file, quality)
-        part.path.unlink(missing_ok=True)
-        return n, quality
+    def _record(
+        self,
+        rec: JobRecord,
+        live: _Live,
+        ledger: Ledger | None,
+        failed: str | None,
+        quality: dict[str, Any] | None,
+        n: int,
+    ) -> None:
+        """The job's state after a run: requeued (shutdown), cancelled, failed (rows kept) or done."""
+        runs = list(rec.runs)
+        rows_done = rec.rows_done
+        if ledger is not None:
+            runs.append(ledger.to_dict())
+            rows_done = live.done_before + ledger.rows_done
+            with self._totals_lock:
+                _add(self._totals, ledger)
+        common: dict[str, Any] = {"runs": runs, "current": None, "rows_done": rows_done}
+        if live.why == "shutdown":
+            self.store.update(rec.id, state="queued", **common)
+        elif live.why == "cancel":
+            self.store.update(rec.id, state="cancelled", finished=time.time(), **common)
+        elif failed is not None:
+            error = f"{failed}; finished rows are kept: POST /v1/jobs/{rec.id}/resume to continue"
+            self.store.update(rec.id, state="failed", error=error, finished=time.time(), **common)
+        else:
+            if runs and ledger is not None:
+                runs[-1]["quality"] = quality
+            common["rows_done"] = rec.rows_total
+            self.store.update(rec.id, state="done", quality=quality, output_rows=n, finished=time.time(), **common)
 
-    async def _save_progress(self, live: _Live) -> None:
-        # Persisted so that GET works from the database and a killed server's run still shows in the ledger.
-        while True:
-            await asyncio.sleep(self.progress_every)
-            job = live.job
-            if job is not None:
-                await asyncio.to_thread(
-                    self.store.update,
-                    live.rec.id,
-                    rows_done=live.done_before + job.ledger.rows_done,
-                    current=job.ledger.to_dict(),
-                )
+
+def _without_cli_hint(msg: str) -> str:
+    # run_job tells a CLI user to rerun the command; a job resumes through its own route (added by _record).
+    hint = msg.rfind(" (")
+    return msg[:hint] if hint > 0 and msg.endswith("rerun the same command to continue)") else msg
 
 
 def _add(totals: dict[str, dict[str, float]], ledger: Ledger) -> None:
@@ -457,8 +407,9 @@ def _add(totals: dict[str, dict[str, float]], ledger: Ledger) -> None:
 
 
 def partial_results(rec: JobRecord) -> Iterator[bytes]:
-    """Rows finished so far, from the part file (complete lines only: the worker may be mid-write)."""
-    path = part_path(rec.output)
+    """Rows finished so far, from the part file (complete lines only: the worker may be mid-write). An audit
+    job's are its judges' answers: its scores need every row."""
+    path = part_path(judges_path(rec.output) if rec.mode == "audit" else rec.output)
     if not path.exists():
         return
     with open(path, "rb") as fh:
