@@ -22,7 +22,8 @@ from fakeserver import FakeLLM, pick  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from llmlabel.config import load_config  # noqa: E402
-from llmlabel.service.app import create_app, parse_label_config  # noqa: E402
+from llmlabel.service.app import create_app  # noqa: E402
+from llmlabel.service.routes_labelstudio import parse_label_config  # noqa: E402
 
 LABELS = ["positive", "negative"]
 TOKEN = "test-token-0123456789"
