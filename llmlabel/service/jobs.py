@@ -209,7 +209,7 @@ class JobWorker:
                 res = run_job(cfg, rec.input, rec.output, run)
                 ledger, stopped, n, quality = res.ledger, res.stopped_by, res.rows, res.quality
         except LLMLabelError as e:  # a judge that failed for good, or input that changed since the upload
-            ledger, error = getattr(e, "ledger", None), _without_cli_hint(one_line(e))
+            ledger, error = getattr(e, "ledger", None), one_line(_without_cli_hint(str(e)))
         self._record(rec, live, ledger, error or stopped, quality or None, n)
 
     def _record(
@@ -221,7 +221,7 @@ class JobWorker:
         quality: dict[str, Any] | None,
         n: int,
     ) -> None:
-        """The job's state after a run: requeued (shutdown), cancelled, failed (rows kept) or done."""
+        """The job's state after a run: cancelled, done, requeued (the server stopped it) or failed (rows kept)."""
         runs = list(rec.runs)
         rows_done = rec.rows_done
         if ledger is not None:
@@ -230,22 +230,23 @@ class JobWorker:
             with self._totals_lock:
                 _add(self._totals, ledger)
         common: dict[str, Any] = {"runs": runs, "current": None, "rows_done": rows_done}
-        if live.why == "shutdown":
-            self.store.update(rec.id, state="queued", **common)
-        elif live.why == "cancel":
+        if live.why == "cancel":
             self.store.update(rec.id, state="cancelled", finished=time.time(), **common)
-        elif failed is not None:
-            error = f"{failed}; finished rows are kept: POST /v1/jobs/{rec.id}/resume to continue"
-            self.store.update(rec.id, state="failed", error=error, finished=time.time(), **common)
-        else:
-            if runs and ledger is not None:
+        elif failed is None:  # finished, even if the server began to stop meanwhile
+            if ledger is not None:
                 runs[-1]["quality"] = quality
             common["rows_done"] = rec.rows_total
             self.store.update(rec.id, state="done", quality=quality, output_rows=n, finished=time.time(), **common)
+        elif live.why == "shutdown":
+            self.store.update(rec.id, state="queued", **common)
+        else:
+            error = f"{failed}; finished rows are kept: POST /v1/jobs/{rec.id}/resume to continue"
+            self.store.update(rec.id, state="failed", error=error, finished=time.time(), **common)
 
 
 def _without_cli_hint(msg: str) -> str:
     # run_job tells a CLI user to rerun the command; a job resumes through its own route (added by _record).
+    msg = msg.strip()
     hint = msg.rfind(" (")
     return msg[:hint] if hint > 0 and msg.endswith("rerun the same command to continue)") else msg
 

@@ -242,6 +242,26 @@ def test_judge_failure_is_502_without_the_key(tmp_path, monkeypatch):
 
 
 # -- batch jobs ------------------------------------------------------------------------------------------
+def test_job_with_a_dead_judge_fails_with_one_line_and_keeps_its_ledger(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-very-secret-judge-key")
+    bad = FakeLLM(status=400).start()  # echoes the key it was sent in its error message
+    try:
+        judges = [
+            {"name": "a", "model": "m", "base_url": bad.base_url, "api_key_env": "MY_JUDGE_KEY", "max_attempts": 1}
+        ]
+        cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=judges))
+        write_corpus(tmp_path / "in.csv", 5)
+        with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "s")) as c:
+            r = c.post("/v1/jobs", files={"file": ("in.csv", (tmp_path / "in.csv").read_bytes())}, headers=H)
+            info = wait_job(c, r.json()["id"])
+        assert info["state"] == "failed" and "judge 'a'" in info["error"], info
+        assert info["error"].endswith(f"POST /v1/jobs/{info['id']}/resume to continue")
+        assert "rerun the same command" not in info["error"] and "sk-very-secret-judge-key" not in str(info)
+        assert len(info["ledger"]["runs"]) == 1 and info["ledger"]["total"]["requests"] >= 1
+    finally:
+        bad.stop()
+
+
 def test_audit_job_to_completion(client, tmp_path, fake):
     rows = audit_csv(tmp_path / "audit.csv", 50)
     r = client.post(
