@@ -7,12 +7,13 @@ precision holds, and writes the records and the summary. `llmlabel.audit()` (aud
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
 from llmlabel.io.paths import audit_judges_path, audit_summary_path
 from llmlabel.io.rows import input_format, iter_rows, row_id
+
+if TYPE_CHECKING:
+    from llmlabel.pipeline.options import RunOptions
 
 __all__ = [
     "AuditOptions",
@@ -57,6 +61,9 @@ class AuditOptions:
     max_requests: int | None = None
     progress: bool = True
     seed: int = 0
+    run: RunOptions | None = (
+        None  # RunOptions the judges' run starts from (a service's transport, progress callback, cancel)
+    )
 
 
 @dataclass
@@ -318,7 +325,8 @@ def run_audit(
         cfg,
         input_path,
         jpath,
-        RunOptions(
+        dataclasses.replace(
+            opts.run or RunOptions(),
             kind="verify" if opts.verify else "label",
             given_label_column=opts.label_column,
             max_cost=opts.max_cost,

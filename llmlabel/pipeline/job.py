@@ -290,15 +290,3 @@ class Job:
             lines.append(line_with(rec, done[1]))
             self._count(done[2])
         return rest, lines, hit_rows
-
-    # -- a whole input -----------------------------------------------------------------------
-    async def run(self, input_path: Any, part: Any, total: int) -> str | None:
-        """Label every row of `input_path` not yet in `part`, then close the judges' connections. Returns why
-        it stopped early, or None. Kept for service/jobs.py until it calls `run.run_job`, the whole lifecycle
-        (checks, this loop and the final file); then this method and its lazy import of drive.py go."""
-        from llmlabel.pipeline.drive import drive, pending_rows
-
-        try:
-            return await drive(self, pending_rows(self, input_path, part.done), part, total, len(part.done))
-        finally:
-            await self.aclose()
