@@ -150,7 +150,7 @@ def default_judges() -> list[Judge]:
     return [Judge(name="default", model=os.environ.get("LLMLABEL_MODEL", "gpt-4o-mini"), base_url=base)]
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any) -> str:  # a pydantic ErrorDetails
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"unknown key '{loc}'; remove it or check its spelling"
