@@ -116,20 +116,26 @@ def parse_answer(
 def probs_from_logprobs(
     top: list[list[Any]] | None, labels: list[str], codes: dict[str, str] | None
 ) -> dict[str, float] | None:
-    """A label distribution from the first token's top_logprobs: tokens matching a label's code or name."""
+    """A label distribution from the first answer token's top_logprobs (None: no token names a label).
+
+    A token counts for a label when, stripped of quotes, spaces and JSON punctuation and case-folded, it is
+    the label's code (when the prompt asked for codes), else its name, else a prefix of exactly one name.
+    Codes come first: the prompt asked for them, so with labels `yes, no, A` the token "A" is the code of
+    "yes", not the label "A". Probabilities exp(logprob) are summed per label (" A" and "A" both count) and
+    renormalized over the labels."""
     if not top:
         return None
-    lookup: dict[str, str] = {}
-    for lab in labels:
-        lookup[lab.casefold()] = lab
-        if codes:
-            lookup.setdefault(codes[lab].casefold(), lab)
+    lookup = {lab.casefold(): lab for lab in labels}
+    if codes:
+        lookup.update({codes[lab].casefold(): lab for lab in labels})
     mass: dict[str, float] = {}
     for tok, lp in top:
         key = str(tok).strip().strip("\"'.{:").casefold()
+        if not key or lp is None or not math.isfinite(lp):
+            continue
         lab = lookup.get(key)
-        if lab is None and key:
-            hits = [l for l in labels if l.casefold().startswith(key)]
+        if lab is None:
+            hits = [name for name in labels if name.casefold().startswith(key)]
             lab = hits[0] if len(hits) == 1 else None
         if lab is not None:
             mass[lab] = mass.get(lab, 0.0) + math.exp(lp)

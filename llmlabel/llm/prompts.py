@@ -70,12 +70,15 @@ def _clean(text: str) -> str:
 
 
 def label_codes(labels: list[str]) -> dict[str, str]:
-    """Single-token codes for logprob scoring: A, B, ... (then AA, AB, ...)."""
-    import string
-
-    letters = string.ascii_uppercase
-    codes = [letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26] for i in range(len(labels))]
-    return dict(zip(labels, codes))
+    """Short codes for logprob scoring, label -> code: A..Z, then AA, AB, ... (spreadsheet-column order)."""
+    codes = {}
+    for n, lab in enumerate(labels):
+        code, i = "", n + 1
+        while i > 0:
+            i, r = divmod(i - 1, 26)
+            code = chr(ord("A") + r) + code
+        codes[lab] = code
+    return codes
 
 
 def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any, Protocol
 
 from llmlabel.config import Config, Judge
+from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
 from llmlabel.ensemble.combine import combine_row
 from llmlabel.errors import LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
@@ -23,7 +24,6 @@ from llmlabel.pipeline.options import RunOptions
 
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
 OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
-CONTENT_FREE = ["N/A", "", "[MASK]"]
 
 Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
 
@@ -104,14 +104,9 @@ class Job:
             for t in CONTENT_FREE:
                 ans = await self.clients[j.name].ask(self.messages(j, t, None), self.kind)
                 if ans.probs:
-                    dists.append([ans.probs[lab] for lab in self.labels])
+                    dists.append(ans.probs)
             if dists:
-                import numpy as np
-
-                from llmlabel.ensemble.calibration import average_content_free
-
-                p = average_content_free([np.asarray(d) for d in dists])
-                self.p_cf[j.name] = {lab: float(p[k]) for k, lab in enumerate(self.labels)}
+                self.p_cf[j.name] = average_content_free(dists, self.labels)
 
     async def ensure_calibrated(self) -> None:
         """Calibrate once per job (the content-free answers are cached, so later jobs pay nothing)."""
@@ -119,13 +114,7 @@ class Job:
             await self.calibrate()
 
     def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
-        pcf = self.p_cf.get(name)
-        if not pcf or not ans.probs:
-            return ans
-        raw = {lab: ans.probs[lab] / max(pcf[lab], 1e-6) for lab in self.labels}
-        z = sum(raw.values()) or 1.0
-        probs = {lab: round(v / z, 4) for lab, v in raw.items()}
-        return ans.model_copy(update={"probs": probs, "label": max(self.labels, key=lambda lab: probs[lab])})
+        return calibrate_answer(ans, self.p_cf.get(name))
 
     async def _ask(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
         return self._calibrated(j.name, await self.clients[j.name].ask(self.messages(j, text, given), self.kind))
