@@ -61,7 +61,9 @@ def parse_answer(
 ) -> JudgeAnswer:
     if finish_reason == "invalid_response":
         raise InvalidAnswer("the server's reply was not a valid chat completion", transient=True)
-    if finish_reason == "length":
+    # A code answer is one token asked with max_tokens 1: servers that stop there report "length" (llama.cpp),
+    # so only an answer in another format is cut off.
+    if finish_reason == "length" and not codes:
         raise InvalidAnswer("the answer was cut off (max_tokens reached)", transient=True)
     if not content or not content.strip():
         raise InvalidAnswer("the answer was empty", transient=True)

@@ -43,11 +43,20 @@ class Budget:
             raise BudgetExhausted(f"--max-cost ${self.max_cost:g} reached")
 
 
+def format_rejected(e: StatusError) -> bool:
+    """A 500 that is really a rejected response_format: llama-cpp-python's server answers a format it does not
+    know (json_schema) with HTTP 500 and the request's validation error in the body, where others send 400."""
+    if e.status != 500:
+        return False
+    msg = e.server_message.lower()
+    return "response_format" in msg and "validation" in msg
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, TransportError):
         return True
     if isinstance(exc, StatusError):
-        return exc.status in (408, 409, 429) or exc.status >= 500
+        return exc.status in (408, 409, 429) or (exc.status >= 500 and not format_rejected(exc))
     return isinstance(exc, asyncio.TimeoutError)
 
 
@@ -363,7 +372,8 @@ class JudgeClient:
         return ans
 
     def _downgrade(self, e: StatusError) -> bool:
-        """A 400/422 about the response format moves this judge to the next format (json_schema > json_object > text)."""
+        """A 400/422 about the response format (or llama-cpp-python's 500, see `format_rejected`) moves this judge
+        to the next format (json_schema > json_object > text)."""
         msg = e.server_message.lower()
         if any(w in msg for w in ("context", "too long", "maximum", "token")) or self.fmt == "text":
             return False
@@ -380,7 +390,7 @@ class JudgeClient:
             try:
                 key, payload, cached = await self._cached_complete(msgs, kind)
             except StatusError as e:
-                if e.status not in (400, 422):
+                if e.status not in (400, 422) and not format_rejected(e):
                     raise
                 if self._downgrade(e):
                     msgs, first_key, corrupt = messages, None, 0
@@ -389,7 +399,7 @@ class JudgeClient:
                 if any(w in text.lower() for w in ("context", "too long", "maximum")):
                     return JudgeAnswer(error=f"request rejected: {text}")
                 raise JudgeError(
-                    f"judge '{self.judge.name}': the server rejected the request (400: {text}); "
+                    f"judge '{self.judge.name}': the server rejected the request ({e.status}: {text}); "
                     "check the judge's model and options"
                 ) from None
             first_key = first_key or key

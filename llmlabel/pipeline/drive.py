@@ -38,6 +38,7 @@ class _Drive:
         self.stopped_by: list[str] = []
         self.graceful = False  # a cancel: let requests in flight finish, as a budget stop does
         self.tasks: set[asyncio.Task[None]] = set()
+        self.calibrating: list[asyncio.Future[None]] = []
         self.cancel = job.opts.cancel
         # Rows are first looked up in the cache in bulk (chunks growing while they hit); the rest are asked.
         # A cold run stops looking ahead after its first chunk misses. A cascade asks row by row.
@@ -55,6 +56,10 @@ class _Drive:
             self.graceful = False  # a signal after a cancel: stop now
         self.stopped_by.append(why)
         self.stop.set()
+        if not self.graceful:
+            # Asks waiting in a retry backoff or re-asking (the calibration's too) stop now, not when they give up.
+            for t in [*self.tasks, *self.calibrating]:
+                t.cancel()
 
     def stopping(self) -> bool:
         """Whether to launch no more rows (a cancel flag is also polled by `watch`, for rows in flight)."""
@@ -156,7 +161,12 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
         helpers.append(asyncio.ensure_future(d.watch()))
     try:
         with _signals(d):
-            await job.ensure_calibrated()
+            d.calibrating.append(asyncio.ensure_future(job.ensure_calibrated()))
+            try:
+                await d.calibrating[0]
+            except asyncio.CancelledError:
+                if not d.stopped_by:
+                    raise
             await d.feed(rows)
             await d.drain()
     finally:

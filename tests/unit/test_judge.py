@@ -280,3 +280,72 @@ def test_logprobs_with_json_answers_read_the_label_position(tmp_path):
     body = json.loads(route.calls[0].request.content)
     assert body["logprobs"] is True and body["response_format"]["type"] == "json_object"
     assert body["response_format"]["schema"]["properties"]["label"]["enum"] == LABELS
+
+
+# llama-cpp-python's server (0.3.x) answers a response_format it does not know with this 500.
+LLAMA_CPP_500 = {
+    "error": {
+        "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+        "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+        "'ctx': {'expected': \"'text' or 'json_object'\"}}\n",
+        "type": "internal_server_error",
+        "param": None,
+        "code": None,
+    }
+}
+
+
+@respx.mock
+def test_llama_cpp_python_500_for_a_format_moves_to_the_next_format(tmp_path):
+    def answer(request):
+        rf = json.loads(request.content).get("response_format") or {}
+        if rf.get("type") == "json_schema":
+            return httpx.Response(500, json=LLAMA_CPP_500)
+        return completion('{"label": "neg"}')
+
+    route = respx.post(f"{URL}/chat/completions").mock(side_effect=answer)
+    c, led, _ = make(tmp_path)
+    assert ask(c).label == "neg"
+    assert route.call_count == 2 and led.retries == 0 and c.fmt == "json_object"
+
+
+@respx.mock
+def test_a_format_500_with_an_explicit_format_stops_without_retries(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(500, json=LLAMA_CPP_500))
+    c, _, _ = make(tmp_path, response_format="json_schema")
+    with pytest.raises(JudgeError, match=r"rejected the request \(500: 1 validation error"):
+        ask(c)
+    assert route.call_count == 1
+
+
+@respx.mock
+def test_other_500s_are_still_outages(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(
+        return_value=httpx.Response(500, json={"error": {"message": "validation of the KV cache failed"}})
+    )
+    c, _, _ = make(tmp_path, max_attempts=2)
+    with pytest.raises(JudgeError, match="kept failing .500. after 2 attempts"):
+        ask(c)
+    assert route.call_count == 2 and c.fmt == "json_schema"
+
+
+@respx.mock
+def test_a_one_token_code_answer_cut_at_max_tokens_is_the_answer(tmp_path):
+    """llama.cpp reports finish_reason "length" for the 1-token code answer (max_tokens 1): it is complete."""
+    import math
+
+    data = json.loads(completion("B", finish="length", ct=1).content)
+    data["choices"][0]["logprobs"] = {
+        "content": [
+            {
+                "token": "B",
+                "logprob": math.log(0.8),
+                "top_logprobs": [{"token": "B", "logprob": math.log(0.8)}, {"token": "A", "logprob": math.log(0.2)}],
+            }
+        ]
+    }
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(200, json=data))
+    c, led, cache = make(tmp_path, logprobs=True)
+    ans = ask(c)
+    assert ans.label == "neg" and ans.probs == pytest.approx({"pos": 0.2, "neg": 0.8})
+    assert route.call_count == 1 and led.reasks == 0 and len(cache) == 1
