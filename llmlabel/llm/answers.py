@@ -30,6 +30,7 @@ class InvalidAnswer(Exception):
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.S)
+_LABEL_START = re.compile(r'"label"\s*:\s*"\s*[^"\s]')
 
 
 def _match_label(value: Any, labels: list[str]) -> str | None:
@@ -145,3 +146,42 @@ def probs_from_logprobs(
     if total <= 0:
         return None
     return {lab: mass.get(lab, 0.0) / total for lab in labels}
+
+
+def read_completion(body: bytes, code_mode: bool) -> dict[str, Any]:
+    """A chat completion's body as the payload that is cached and parsed: content, finish_reason, usage and
+    the top_logprobs of the token that carries the label (the first token of a code answer; in a JSON answer
+    the token where the label's value starts). A body that is not a chat completion gives finish_reason
+    "invalid_response" (asked again)."""
+    try:
+        data = json.loads(body)
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return {"content": None, "finish_reason": "invalid_response", "usage": {}, "top_logprobs": None}
+    usage = data.get("usage") or {}
+    top = None
+    content_lp = (choice.get("logprobs") or {}).get("content")
+    if content_lp:
+        at = 0 if code_mode else _label_token(content_lp)
+        if at is not None:
+            top = [[t.get("token"), t.get("logprob")] for t in (content_lp[at].get("top_logprobs") or [])]
+    return {
+        "content": message.get("content"),
+        "finish_reason": choice.get("finish_reason"),
+        "usage": {
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
+        },
+        "top_logprobs": top,
+    }
+
+
+def _label_token(content_lp: list[dict[str, Any]]) -> int | None:
+    """Index of the token where a JSON answer's label value starts: its top_logprobs are the label distribution."""
+    acc = ""
+    for k, t in enumerate(content_lp):
+        acc += str(t.get("token") or "")
+        if _LABEL_START.search(acc):
+            return k
+    return None

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
 from typing import Any
 
 import diskcache
-
-
-def canonical(request: dict[str, Any]) -> bytes:
-    """The request as canonical JSON: what is hashed for the cache key, and also the bytes sent."""
-    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def cache_key(endpoint: str, request: dict[str, Any] | bytes) -> str:
-    """sha256 of the endpoint and the canonical request: everything that changes the answer (model, messages,
-    response format, temperature, seed, max_tokens, logprob options). The API key is never part of it."""
-    body = request if isinstance(request, bytes) else canonical(request)
-    return hashlib.sha256(endpoint.encode("utf-8") + b"\n" + body).hexdigest()
 
 
 class ResponseCache:

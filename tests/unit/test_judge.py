@@ -9,7 +9,8 @@ import respx
 
 from llmlabel.config import Judge
 from llmlabel.errors import BudgetExhausted, JudgeError
-from llmlabel.llm.cache import ResponseCache, cache_key
+from llmlabel.llm.cache import ResponseCache
+from llmlabel.llm.encoding import cache_key, canonical
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import JudgeLedger
 
@@ -223,8 +224,6 @@ def test_cache_key_is_canonical_and_keyless():
 def test_request_body_is_byte_identical_to_canonical_json(tmp_path, kind):
     """The body is built from a cached frame plus the last message; it must equal canonical(request) exactly,
     or cache keys would change between versions and paid answers would be asked again."""
-    from llmlabel.llm.cache import canonical
-
     client, _, cache = make(tmp_path, seed=7, logprobs=True)
     texts = ["hi", "", 'quotes " and \\ backslash', "ünïcödé ✓ 🙂", "\x00\x1f control", "</text> {{ x }}", "a" * 5000]
     system = [{"role": "system", "content": 'Labels: pos, neg. "Quoted" ✓'}]
@@ -349,3 +348,40 @@ def test_a_one_token_code_answer_cut_at_max_tokens_is_the_answer(tmp_path):
     ans = ask(c)
     assert ans.label == "neg" and ans.probs == pytest.approx({"pos": 0.2, "neg": 0.8})
     assert route.call_count == 1 and led.reasks == 0 and len(cache) == 1
+
+
+def test_one_loop_owns_retries():
+    """with_retries: attempt 1 counts as the loop's first; non-retryable errors and max_attempts=1 stop at once."""
+    from llmlabel.llm.retry import with_retries
+    from llmlabel.llm.transport import StatusError, TransportError
+
+    def run(errors, max_attempts):
+        calls, retries = [], []
+
+        async def send():
+            calls.append(1)
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return "ok"
+
+        async def go():
+            import llmlabel.llm.retry as r
+
+            r.backoff, saved = (lambda attempt, exc: 0.0), r.backoff
+            try:
+                return await with_retries(send, max_attempts, lambda: retries.append(1))
+            finally:
+                r.backoff = saved
+
+        try:
+            out = asyncio.run(go())
+        except Exception as e:  # noqa: BLE001
+            out = e
+        return out, len(calls), len(retries)
+
+    drop = TransportError(False)
+    assert run([drop, drop], 3) == ("ok", 3, 2)
+    out, calls, retries = run([drop, drop, drop], 3)
+    assert out is drop and (calls, retries) == (3, 2)
+    bad = StatusError(400, {}, {"error": {"message": "no"}})
+    assert run([bad], 5)[1:] == (1, 0) and run([drop], 1)[1:] == (1, 0)
