@@ -9,6 +9,8 @@ from typing import Any
 
 import diskcache
 
+from llmlabel.llm.memo import Memo
+
 
 class ResponseCache:
     """diskcache (SQLite in WAL mode) is safe for several processes writing at once."""
@@ -24,7 +26,7 @@ class ResponseCache:
         self._closing = False
         self._inline_limit = self._cache.disk_min_file_size  # shorter text values are stored in the row
         self._raw_ok = _known_layout(self._cache)
-        self._decoded: dict[str, dict[str, Any]] = {}  # get_many's stored JSON -> its (shared, read-only) dict
+        self._decoded: Memo[str, dict[str, Any]] = Memo(4096)  # get_many's stored JSON -> its shared dict
 
     def get(self, key: str) -> dict[str, Any] | None:
         if self._raw_ok:  # one indexed SELECT; diskcache's get adds ~50 us of Python to every cold request
@@ -50,9 +52,7 @@ class ResponseCache:
             if filename is None and isinstance(value, str):
                 hit = decoded.get(value)
                 if hit is None:
-                    if len(decoded) >= 4096:
-                        decoded.clear()
-                    hit = decoded[value] = json.loads(value)
+                    hit = decoded.put(value, json.loads(value))
                 found[key] = hit
             else:
                 elsewhere.append(key)

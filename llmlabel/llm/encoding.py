@@ -13,10 +13,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from llmlabel.llm.memo import Memo
+
 Messages = list[dict[str, str]]
 
 # Stands in for the last message while a frame is rendered; its JSON splits the frame in two.
 _MARKER = {"\x00llmlabel": "frame\x00"}
+_MISSING = object()
 _STR = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a string (C when built)
 
 
@@ -53,39 +56,22 @@ class RequestEncoder:
     def __init__(self, namespace: str, build: Callable[[Messages, str], dict[str, Any]]) -> None:
         self.namespace = namespace  # what the cache knows this endpoint by
         self._build = build
-        self._frames: dict[Any, Frame | None] = {}
-        self._last_frame: tuple[Any, ...] = (None, None, None, None)
-        # The latest last message and its JSON, as one tuple (read and replaced in one step): a row's next
-        # request (re-ask, key lookup then send) usually repeats it.
-        self._last_message: tuple[Any, Any, bytes] = (None, None, b"")
+        # A job has a handful of frames (prompt kinds, a few re-asks); each saves serialising the whole prompt.
+        self._frames: Memo[Any, Frame | None] = Memo(64)
 
     def _frame(self, head: Messages, kind: str, variant: str) -> Frame | None:
         """The frame around the last message (None: this request cannot be split that way)."""
-        last = self._last_frame  # consecutive requests share their frame (same kind and head messages)
-        if last[0] == head and last[1] == kind and last[2] == variant:
-            return last[3]
-        fkey = (kind, variant, tuple((m["role"], m["content"]) for m in head))
-        if fkey in self._frames:
-            frame = self._frames[fkey]
-        else:
-            if len(self._frames) > 64:
-                self._frames.clear()  # bounded: a job has a handful of frames (kinds; re-asks are rare)
-            parts = canonical(self._build([*head, _MARKER], kind)).split(canonical(_MARKER))
-            frame = None
-            if len(parts) == 2:
-                frame = (parts[0], parts[1], hashlib.sha256(self.namespace.encode("utf-8") + b"\n" + parts[0]))
-            self._frames[fkey] = frame
-        self._last_frame = (head, kind, variant, frame)
-        return frame
+        fkey = (kind, variant, *[(m["role"], m["content"]) for m in head])
+        frame = self._frames.get(fkey, _MISSING)
+        if frame is _MISSING:
+            frame = self._frames.put(fkey, self._split(head, kind))
+        return frame  # type: ignore[return-value]
 
-    def _tail(self, message: dict[str, str]) -> bytes:
-        role, content = message.get("role"), message.get("content")
-        last = self._last_message
-        if len(message) == 2 and role == last[0] and content == last[1]:
-            return last[2]
-        data = message_json(message)
-        self._last_message = (role, content, data)
-        return data
+    def _split(self, head: Messages, kind: str) -> Frame | None:
+        parts = canonical(self._build([*head, _MARKER], kind)).split(canonical(_MARKER))
+        if len(parts) != 2:
+            return None
+        return parts[0], parts[1], hashlib.sha256(self.namespace.encode("utf-8") + b"\n" + parts[0])
 
     def encode(self, messages: Messages, kind: str, variant: str) -> tuple[dict[str, Any], bytes, str]:
         """The request, its body (canonical JSON, serialised once: hashed for the key and sent) and its key."""
@@ -94,7 +80,7 @@ class RequestEncoder:
         if frame is None:
             data = canonical(req)
             return req, data, cache_key(self.namespace, data)
-        tail = self._tail(messages[-1])
+        tail = message_json(messages[-1])
         h = frame[2].copy()
         h.update(tail)
         h.update(frame[1])
@@ -106,6 +92,6 @@ class RequestEncoder:
         if frame is None:
             return self.encode(messages, kind, variant)[2]
         h = frame[2].copy()
-        h.update(self._tail(messages[-1]))
+        h.update(message_json(messages[-1]))
         h.update(frame[1])
         return h.hexdigest()

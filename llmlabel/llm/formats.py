@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmlabel.config import Judge
+from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import response_format
 from llmlabel.llm.transport import StatusError
 
@@ -36,13 +37,15 @@ class Formats:
         saved = cache.get_meta(self._meta_key) if self.auto else None
         # Code answers (logprobs with auto/text) are one bare token: no JSON format at all.
         self.current = "text" if code_mode else (saved or ("json_schema" if self.auto else judge.response_format))
-        self._fields: dict[tuple[str, str], dict[str, Any]] = {}
+        self._fields: Memo[tuple[str, str], dict[str, Any]] = Memo(16)
 
     def field(self, kind: str) -> dict[str, Any]:
         """The request's `response_format` for `kind` ({}: send none)."""
         rf = self._fields.get((self.current, kind))
         if rf is None:
-            rf = self._fields[(self.current, kind)] = response_format(self.current, kind, self.labels, "labels") or {}
+            rf = self._fields.put(
+                (self.current, kind), response_format(self.current, kind, self.labels, "labels") or {}
+            )
         return rf
 
     def rejected(self, e: StatusError) -> bool:

@@ -16,6 +16,7 @@ from llmlabel.llm.encoding import Messages, RequestEncoder
 from llmlabel.llm.formats import Formats, format_rejected
 from llmlabel.llm.ledger import JudgeLedger
 from llmlabel.llm.limits import Budget, Limits
+from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import label_codes
 from llmlabel.llm.retry import give_up, one_line, with_retries
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError
@@ -59,7 +60,8 @@ class JudgeClient:
         self.codes = label_codes(labels) if judge.logprobs and judge.response_format in ("auto", "text") else None
         self.formats = Formats(judge, labels, self.endpoint, cache, code_mode=self.codes is not None)
         self.encoder = RequestEncoder(judge.cache_as or self.endpoint, self.request)
-        self._parsed: dict[tuple[Any, Any, str], JudgeAnswer] = {}
+        # Without logprobs, equal replies parse to one shared answer (the pipeline's row memo relies on that).
+        self._parsed: Memo[tuple[Any, Any, str], JudgeAnswer] = Memo(4096)
 
     @property
     def fmt(self) -> str:
@@ -143,10 +145,7 @@ class JudgeClient:
             pkey = (payload.get("content"), payload.get("finish_reason"), kind)
             ans = self._parsed.get(pkey)
             if ans is None:
-                ans = parse_answer(pkey[0], pkey[1], kind, self.labels, self.codes)
-                if len(self._parsed) >= 4096:
-                    self._parsed.clear()
-                self._parsed[pkey] = ans
+                ans = self._parsed.put(pkey, parse_answer(pkey[0], pkey[1], kind, self.labels, self.codes))
             return ans
         ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, self.codes)
         ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)
