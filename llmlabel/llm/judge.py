@@ -54,7 +54,7 @@ class JudgeClient:
         self._key = key
         self._http_transport = transport  # an httpx transport (tests): forces the SDK path
         self._transport: AioHttpTransport | SDKTransport | None = None
-        self.limits = Limits(judge, budget, ledger)
+        self.limits = Limits(judge)
         # logprobs with response_format auto/text: one 1-token call answering a label code (A, B, ...);
         # with an explicit JSON format: the JSON answer, and the distribution read where the label starts.
         self.codes = label_codes(labels) if judge.logprobs and judge.response_format in ("auto", "text") else None
@@ -109,9 +109,16 @@ class JudgeClient:
         """The cache key of the first request `ask(messages, kind)` would send (without building it)."""
         return self.encoder.key_for(messages, kind, self.formats.current)
 
+    def _admit(self) -> None:
+        """The budget check before a paid request, which it counts (ledger and budget may be swapped between
+        runs of one client: read them here)."""
+        self.budget.check()
+        self.ledger.requests += 1
+
     async def _send(self, req: dict[str, Any], data: bytes) -> dict[str, Any]:
         """One attempt: the payload of the server's answer, counted in the ledger."""
-        payload = read_completion(await self.limits.send(req, lambda: self._post(req, data)), self.codes is not None)
+        body = await self.limits.send(req, lambda: self._post(req, data), self._admit)
+        payload = read_completion(body, self.codes is not None)
         self.ledger.responses += 1
         self.ledger.input_tokens += payload["usage"].get("prompt_tokens", 0)
         self.ledger.output_tokens += payload["usage"].get("completion_tokens", 0)

@@ -32,24 +32,22 @@ class Budget:
 
 
 class Limits:
-    """One judge's concurrency, requests-per-minute and tokens-per-minute limits, and the run's budget."""
+    """One judge's concurrency, requests-per-minute and tokens-per-minute limits."""
 
-    def __init__(self, judge: Judge, budget: Budget, ledger: JudgeLedger) -> None:
-        self.budget, self.ledger = budget, ledger
+    def __init__(self, judge: Judge) -> None:
         self._sem = asyncio.Semaphore(judge.concurrency)
         self._rpm = AsyncLimiter(judge.requests_per_minute, 60) if judge.requests_per_minute else None
         self._tpm_max = judge.tokens_per_minute
         self._tpm = AsyncLimiter(judge.tokens_per_minute, 60) if judge.tokens_per_minute else None
 
-    async def send(self, req: dict[str, Any], post: Callable[[], Awaitable[bytes]]) -> bytes:
-        """`post()` (which sends `req`) within a concurrency slot and its share of the rate limits, after a
-        budget check made last (nothing awaits between it and the request, which it counts)."""
+    async def send(self, req: dict[str, Any], post: Callable[[], Awaitable[bytes]], admit: Callable[[], None]) -> bytes:
+        """`post()` (which sends `req`) within a concurrency slot and its share of the rate limits. `admit()`
+        (the budget check, which counts the request) runs last: nothing awaits between it and the request."""
         async with self._sem:
             if self._rpm:
                 await self._rpm.acquire()
             if self._tpm:
                 est = sum(len(m["content"]) for m in req["messages"]) // 4 + req.get("max_tokens", 64)
                 await self._tpm.acquire(min(est, self._tpm_max or est))
-            self.budget.check()
-            self.ledger.requests += 1
+            admit()
             return await post()
