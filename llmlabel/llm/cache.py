@@ -47,8 +47,11 @@ class ResponseCache:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         self._path = path / FILENAME
-        self._con = _connect(self._path)  # the caller's reads and direct writes; the writer thread has its own
-        self._transaction(self._con, lambda con: [con.execute(s) for s in _SCHEMA])
+        # The callers' reads and direct writes (a Labeler reads on its loop's thread, writes meta on the
+        # caller's: one at a time); the writer thread has a connection of its own.
+        self._con = _connect(self._path)
+        self._lock = threading.Lock()
+        self._write(lambda con: [con.execute(s) for s in _SCHEMA])
         self._legacy = _legacy_cache(path)
         self._writer: threading.Thread | None = None
         self._pending: list[tuple[str, str, Any, Any]] = []
@@ -66,11 +69,19 @@ class ResponseCache:
             raise
         con.execute("COMMIT")
 
+    def _query(self, sql: str, params: Any) -> list[Any]:
+        with self._lock:
+            return self._con.execute(sql, params).fetchall()
+
+    def _write(self, work: Any) -> None:
+        with self._lock:
+            self._transaction(self._con, work)
+
     # -- reads ---------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
-        row = self._con.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
-        if row is not None:
-            return json.loads(row[0])
+        rows = self._query("SELECT value FROM responses WHERE key = ?", (key,))
+        if rows:
+            return json.loads(rows[0][0])
         return self._from_legacy([key]).get(key) if self._legacy is not None else None
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -79,12 +90,9 @@ class ResponseCache:
         callers must not change them."""
         found: dict[str, dict[str, Any]] = {}
         decoded = self._decoded
-        con = self._con
         for i in range(0, len(keys), _CHUNK):
             chunk = keys[i : i + _CHUNK]
-            rows = con.execute(
-                f"SELECT key, value FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk
-            ).fetchall()
+            rows = self._query(f"SELECT key, value FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk)
             for key, value in rows:
                 hit = decoded.get(value)
                 if hit is None:
@@ -99,12 +107,12 @@ class ResponseCache:
         assert self._legacy is not None
         raw = {k: v for k in keys if isinstance(v := self._legacy.get(k), str)}
         if raw:
-            self._transaction(self._con, lambda con: con.executemany(_PUT, list(raw.items())))
+            self._write(lambda con: con.executemany(_PUT, list(raw.items())))
         return {k: json.loads(v) for k, v in raw.items()}
 
     # -- writes --------------------------------------------------------------------------------
     def set(self, key: str, value: dict[str, Any]) -> None:
-        self._transaction(self._con, lambda con: con.execute(_PUT, (key, _dumps(value))))
+        self._write(lambda con: con.execute(_PUT, (key, _dumps(value))))
 
     async def aset(self, key: str, value: dict[str, Any]) -> None:
         """Store an answer from async code. One writer thread commits whatever has queued up in a single
@@ -151,18 +159,18 @@ class ResponseCache:
 
     # -- metadata (e.g. an endpoint's working response format) ---------------------------------
     def get_meta(self, name: str) -> Any:
-        row = self._con.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        if row is not None:
-            return json.loads(row[0])
+        rows = self._query("SELECT value FROM meta WHERE name = ?", (name,))
+        if rows:
+            return json.loads(rows[0][0])
         return self._legacy.get(f"meta:{name}") if self._legacy is not None else None
 
     def set_meta(self, name: str, value: Any) -> None:
         sql = "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)"
-        self._transaction(self._con, lambda con: con.execute(sql, (name, _dumps(value))))
+        self._write(lambda con: con.execute(sql, (name, _dumps(value))))
 
     def __len__(self) -> int:
         """Answers in the table (an older cache's answers count once they have been read)."""
-        return int(self._con.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        return int(self._query("SELECT COUNT(*) FROM responses", ())[0][0])
 
     def close(self) -> None:
         if self._writer is not None:
@@ -171,7 +179,8 @@ class ResponseCache:
                 self._cond.notify()
             self._writer.join()
             self._writer = None
-        self._con.close()
+        with self._lock:
+            self._con.close()
         if self._legacy is not None:
             self._legacy.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ Messages = list[dict[str, str]]
 # Stands in for the last message while a frame is rendered; its JSON splits the frame in two.
 _MARKER = {"\x00llmlabel": "frame\x00"}
 _MISSING = object()
+_ROLE_CONTENT = operator.itemgetter("role", "content")
 _STR = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a string (C when built)
 
 
@@ -61,7 +63,7 @@ class RequestEncoder:
 
     def _frame(self, head: Messages, kind: str, variant: str) -> Frame | None:
         """The frame around the last message (None: this request cannot be split that way)."""
-        fkey = (kind, variant, *[(m["role"], m["content"]) for m in head])
+        fkey = (kind, variant, *map(_ROLE_CONTENT, head))
         frame = self._frames.get(fkey, _MISSING)
         if frame is _MISSING:
             frame = self._frames.put(fkey, self._split(head, kind))
