@@ -122,11 +122,12 @@ def render_messages(
     text: str,
     given_label: str | None = None,
     logprob_codes: bool = False,
-    prefix_cache: dict[Any, list[dict[str, str]]] | None = None,
+    prefix_cache: dict[Any, Any] | None = None,
 ) -> list[dict[str, str]]:
     """The exact messages sent for one text: system, few-shot pairs, then the text.
 
-    The system message and examples do not depend on the text: with `prefix_cache` they are rendered once."""
+    The system message and examples do not depend on the text: with `prefix_cache` (the caller's, kept for a
+    job: prefix messages and user-block frames by prompt) they are rendered once."""
     task = cfg.task
     name = judge.prompt if judge and judge.prompt else kind
     pkey = (name, kind, logprob_codes, given_label)

@@ -64,8 +64,8 @@ async def with_retries(send: Callable[[], Awaitable[T]], max_attempts: int, on_r
     failure as its attempt 1, so every retry decision (whether, when, how often) is the loop's."""
     try:
         return await send()
-    except Exception as exc:  # noqa: BLE001 - the loop below decides what is retried
-        failed: BaseException | None = exc
+    except Exception as first:  # noqa: BLE001 - the loop below decides what is retried
+        failed: BaseException | None = first
     from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt  # only once a call failed
 
     async for attempt in AsyncRetrying(
@@ -77,8 +77,8 @@ async def with_retries(send: Callable[[], Awaitable[T]], max_attempts: int, on_r
     ):
         with attempt:
             if failed is not None:
-                exc, failed = failed, None
-                raise exc
+                error, failed = failed, None
+                raise error
             return await send()
     raise AssertionError("unreachable: tenacity returns or re-raises")
 
