@@ -3,8 +3,8 @@
 Every byte that reaches the hash is built here. Requests of one judge differ only in their last message, and
 everything else (system prompt, examples, schema, options) is most of the bytes: that frame is serialised and
 hashed once per prompt, then each request only adds its last message. The result is byte-identical to
-`canonical(request)` (tests/unit/test_judge.py checks it), so keys never depend on this shortcut: caches
-written by any version stay valid."""
+`canonical(request)` (tests/unit/test_encoding.py checks it, and pins keys of earlier versions), so keys
+never depend on this shortcut: caches written by any version stay valid."""
 
 from __future__ import annotations
 

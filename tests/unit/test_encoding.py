@@ -11,6 +11,7 @@ from llmlabel.llm.encoding import RequestEncoder, cache_key, canonical, message_
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import JudgeLedger
 
+URL = "http://llm.test/v1"
 MSGS = [
     {"role": "system", "content": 'Labels: pos, neg. "Quoted" ✓'},
     {"role": "user", "content": '<text>\nünï 🙂 " \\ \x01\n</text>'},
@@ -49,6 +50,25 @@ def test_cache_keys_are_those_of_earlier_versions(tmp_path, options, label_key, 
     for _ in range(2):  # the second pass reuses the frames
         assert c.key_for(MSGS, "label") == label_key and c.encode(MSGS, "label")[2] == label_key
         assert c.key_for(MSGS, "candidates") == candidates_key
+    cache.close()
+
+
+@pytest.mark.parametrize("fmt", ["auto", "json_object_schema", "json_schema"])  # auto + logprobs: codes, text
+@pytest.mark.parametrize("kind", ["label", "candidates", "verify"])
+def test_request_body_is_byte_identical_to_canonical_json(tmp_path, kind, fmt):
+    """The body is built from a cached frame plus the last message; it must equal canonical(request) exactly,
+    or cache keys would change between versions and paid answers would be asked again."""
+    j = Judge(name="a", model="m", base_url=URL, seed=7, logprobs=True, response_format=fmt)
+    cache = ResponseCache(str(tmp_path / "c"))
+    client = JudgeClient(j, cache, JudgeLedger("a", "m"), Budget(), ["pos", "neg"], api_key="k")
+    texts = ["hi", "", 'quotes " and \\ backslash', "ünïcödé ✓ 🙂", "\x00\x1f control", "</text> {{ x }}", "a" * 5000]
+    system = [{"role": "system", "content": 'Labels: pos, neg. "Quoted" ✓'}]
+    for t in texts * 2:  # the second pass hits the cached frames
+        for head in (system, system + [{"role": "user", "content": "ex"}, {"role": "assistant", "content": "{}"}]):
+            msgs = head + [{"role": "user", "content": t}]
+            req, data, key = client.encode(msgs, kind)
+            assert req == client.request(msgs, kind) and data == canonical(req)
+            assert key == cache_key(URL, canonical(req))
     cache.close()
 
 

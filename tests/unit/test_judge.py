@@ -10,7 +10,7 @@ import respx
 from llmlabel.config import Judge
 from llmlabel.errors import BudgetExhausted, JudgeError
 from llmlabel.llm.cache import ResponseCache
-from llmlabel.llm.encoding import cache_key, canonical
+from llmlabel.llm.encoding import cache_key
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import JudgeLedger
 
@@ -218,22 +218,6 @@ def test_cache_key_is_canonical_and_keyless():
     assert cache_key("http://y/v1", {"model": "m", "messages": MSGS, "temperature": 0}) != a
     assert cache_key("http://x/v1", {"model": "m", "messages": MSGS, "temperature": 0.5}) != a
     assert cache_key("http://x/v1", {"model": "m", "messages": MSGS, "temperature": 0, "seed": 1}) != a
-
-
-@pytest.mark.parametrize("kind", ["label", "candidates", "verify"])
-def test_request_body_is_byte_identical_to_canonical_json(tmp_path, kind):
-    """The body is built from a cached frame plus the last message; it must equal canonical(request) exactly,
-    or cache keys would change between versions and paid answers would be asked again."""
-    client, _, cache = make(tmp_path, seed=7, logprobs=True)
-    texts = ["hi", "", 'quotes " and \\ backslash', "ünïcödé ✓ 🙂", "\x00\x1f control", "</text> {{ x }}", "a" * 5000]
-    system = [{"role": "system", "content": 'Labels: pos, neg. "Quoted" ✓'}]
-    for t in texts * 2:  # the second pass hits the cached frames
-        for head in (system, system + [{"role": "user", "content": "ex"}, {"role": "assistant", "content": "{}"}]):
-            msgs = head + [{"role": "user", "content": t}]
-            req, data, key = client.encode(msgs, kind)
-            assert req == client.request(msgs, kind) and data == canonical(req)
-            assert key == cache_key(URL, canonical(req))
-    cache.close()
 
 
 def test_no_key_for_the_default_endpoint_is_a_clear_error(tmp_path):
