@@ -54,9 +54,15 @@ class Formats:
             return format_rejected(e)
         return e.status in (400, 422) and not any(w in e.server_message.lower() for w in _SIZE_WORDS)
 
-    def step_down(self, e: StatusError) -> bool:
-        """Move to the next format if `e` rejects this one and the judge negotiates (auto); False: keep it."""
-        if not self.auto or self.current == "text" or not self.rejected(e):
+    def step_down(self, e: StatusError, sent: str) -> bool:
+        """Whether to ask again after `e` answered a request sent in format `sent`: if `e` rejects that format
+        and the judge negotiates (auto), move to the next one, unless another request already has (requests
+        in flight when the first rejection came back are rejected too). False: `e` stands."""
+        if not self.auto or not self.rejected(e):
+            return False
+        if sent != self.current:
+            return True
+        if self.current == "text":
             return False
         self.current = FORMATS[FORMATS.index(self.current) + 1]
         self.cache.set_meta(self._meta_key, self.current)

@@ -189,12 +189,13 @@ class JudgeClient:
         """One judge's answer for one prompt. Paid at most once: answers are cached as soon as they are valid."""
         msgs, first_key, corrupt = messages, None, 0
         while True:
+            sent = self.formats.current
             try:
                 key, payload, cached = await self._cached_complete(msgs, kind)
             except StatusError as e:
                 if e.status not in (400, 422) and not format_rejected(e):
                     raise
-                if self.formats.step_down(e):
+                if self.formats.step_down(e, sent):
                     msgs, first_key, corrupt = messages, None, 0
                     continue
                 return self._rejected(e)

@@ -369,3 +369,29 @@ def test_one_loop_owns_retries():
     assert out is drop and (calls, retries) == (3, 2)
     bad = StatusError(400, {}, {"error": {"message": "no"}})
     assert run([bad], 5)[1:] == (1, 0) and run([drop], 1)[1:] == (1, 0)
+
+
+@respx.mock
+def test_requests_in_flight_when_a_format_is_rejected_step_down_once(tmp_path):
+    """Eight asks sent in json_schema at once all get llama-cpp-python's 500: the judge moves to json_object
+    once (not once per rejection, down to text and then to an error) and every ask is answered."""
+
+    async def answer(request):
+        await asyncio.sleep(0.05)  # all eight are in flight before the first rejection comes back
+        rf = json.loads(request.content).get("response_format") or {}
+        if rf.get("type") == "json_schema":
+            return httpx.Response(500, json=LLAMA_CPP_500)
+        return completion('{"label": "pos"}')
+
+    route = respx.post(f"{URL}/chat/completions").mock(side_effect=answer)
+    c, _, _ = make(tmp_path, concurrency=8)
+    texts = [[MSGS[0], {"role": "user", "content": f"<text>\n{i}\n</text>"}] for i in range(8)]
+
+    async def go():
+        try:
+            return await asyncio.gather(*(c.ask(m, "label") for m in texts))
+        finally:
+            await c.aclose()
+
+    assert [a.label for a in asyncio.run(go())] == ["pos"] * 8
+    assert c.fmt == "json_object" and route.call_count == 16
