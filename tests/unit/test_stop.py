@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from llmlabel.config import parse_config
-from llmlabel.pipeline.runner import RunOptions, run_job
+from llmlabel.pipeline.options import RunOptions
+from llmlabel.pipeline.run import run_job
 
 
 async def _outage(request: httpx.Request) -> httpx.Response:
