@@ -20,6 +20,7 @@ from llmlabel.io.output import PartFile, write_jsonl_lines, write_output
 from llmlabel.io.paths import ledger_path, part_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
+from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 
@@ -110,9 +111,14 @@ async def _closing(job: Job, coro: Coroutine[Any, Any, Any]) -> Any:
 async def run_file(job: Job, input_path: Path, output_path: Path, total: int, gold: dict[str, str] | None) -> RunResult:
     """The run on a job its caller keeps open (checked by `check_run`), on the job's event loop: the rows not
     yet in the part file, then the final output (`finalize`)."""
-    part = PartFile(part_path(output_path))
+    part = PartFile(part_path(output_path), job.opts.limit)
+    fp = fingerprint(job, input_path)
+    if job.opts.restart:
+        part.discard()
+    elif part.exists():
+        check_resumable(part.meta(), fp, input_path, part.path)
     part.load()
-    part.open()
+    part.open(fp)
     try:
         stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
     finally:
@@ -150,7 +156,7 @@ def finalize(
     result.complete, result.quality = True, quality
     job.ledger.save(ledger_path(output_path))
     _append_quality(ledger_path(output_path), quality)
-    part.path.unlink(missing_ok=True)
+    part.finished()
     return result
 
 

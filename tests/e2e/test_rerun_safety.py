@@ -1,0 +1,150 @@
+"""Reruns never merge a stale run or pay twice; one writer per output; every column survives; clear errors.
+
+In-process through `llmlabel.cli.main.main` (a subprocess adds nothing here), against the fake server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import read_jsonl, write_config, write_corpus
+
+from llmlabel.cli.main import main
+
+
+def label(capsys, *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["label", *args, "-q"])
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def one_line_error(rc: int, err: str, *needles: str) -> str:
+    assert rc not in (0, None), err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("llmlabel: error: "), err
+    for n in needles:
+        assert n in last, last
+    return last
+
+
+@pytest.fixture
+def interrupted(tmp_path, fake, capsys):
+    """A 40-row run stopped by --max-requests after 15 rows: its part file holds them."""
+    inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
+    write_corpus(inp, 40)
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out), "--max-requests", "15")
+    assert rc == 3, err
+    assert len(read_jsonl(tmp_path / "o.jsonl.part")) == 15
+    return inp, cfg, out
+
+
+def test_changed_input_is_refused_then_restart_starts_over(interrupted, tmp_path, fake, capsys):
+    inp, cfg, out = interrupted
+    inp.write_text("id,text\n" + "".join(f"n{i},a new text {i}\n" for i in range(20)))
+    paid = fake.requests
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    one_line_error(rc, err, "input", "--restart", "not merged")
+    assert fake.requests == paid and not out.exists()
+    assert len(read_jsonl(tmp_path / "o.jsonl.part")) == 15  # kept: the user may restore the input
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out), "--restart")
+    assert rc == 0, err
+    assert [r["id"] for r in read_jsonl(out)] == [f"n{i}" for i in range(20)]
+
+
+def test_changed_labels_are_refused(interrupted, tmp_path, fake, capsys):
+    inp, cfg, out = interrupted
+    write_config(cfg, fake.base_url, task={"instructions": "Mood?", "labels": ["happy", "sad"]})
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    one_line_error(rc, err, "task.labels", "--restart")
+    assert not out.exists()
+
+
+def test_reaggregation_reuses_the_answers(interrupted, tmp_path, fake, capsys):
+    inp, cfg, out = interrupted
+    write_config(cfg, fake.base_url, aggregate="dawid_skene")
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    assert rc == 0, err
+    assert len(read_jsonl(out)) == 40 and fake.requests == 40  # the 15 finished rows were not asked again
+
+
+def test_limit_after_an_interrupted_run_writes_only_the_first_rows(interrupted, tmp_path, fake, capsys):
+    inp, cfg, out = interrupted
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out), "--limit", "10")
+    assert rc == 0, err
+    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(10)]
+
+
+def test_part_file_without_fingerprint_is_refused(interrupted, tmp_path, capsys):
+    inp, cfg, out = interrupted
+    (tmp_path / "o.jsonl.part.json").unlink()
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    one_line_error(rc, err, "no fingerprint", "--restart")
+
+
+def test_part_line_of_unexpected_shape_is_redone_from_the_cache(interrupted, tmp_path, fake, capsys):
+    inp, cfg, out = interrupted
+    part = tmp_path / "o.jsonl.part"
+    lines = part.read_text().splitlines(keepends=True)
+    lines[3] = '{"_i":3,"id":["r3"],"error":7}\n'  # valid JSON, not a row this code wrote
+    lines.insert(5, "[1, 2]\n")
+    part.write_text("".join(lines))
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    assert rc == 0, err
+    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(40)]
+    assert fake.requests == 40  # the dropped rows came from the cache
+
+
+def _mixed_rows(path: Path) -> None:
+    rows = [{"id": "a", "text": "one", "n": 1}, {"id": "b", "text": "two", "n": "x", "late": "kept"}]
+    rows += [{"id": f"z{i}", "text": f"t{i}", "n": None, "sparse": None} for i in range(10_001)]
+    rows.append({"id": "last", "text": "end", "n": 2.5, "sparse": 42})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_late_keys_and_mixed_types_survive(tmp_path, fake, capsys, fmt):
+    inp, out = tmp_path / "in.jsonl", tmp_path / f"o.{fmt}"
+    _mixed_rows(inp)
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    assert rc == 0, err
+    if fmt == "csv":
+        import csv
+
+        got = list(csv.DictReader(open(out, newline="")))
+    else:
+        import pyarrow.parquet as pq
+
+        got = pq.read_table(out).to_pylist()
+    assert len(got) == 10_004
+    assert got[1]["late"] == "kept" and got[0]["late"] in ("", None)
+    assert [str(g["n"]) for g in got[:2]] == ["1", "x"] and str(got[-1]["n"]) == "2.5"
+    assert str(got[-1]["sparse"]) == "42" and got[-1]["label"] in ("positive", "negative")
+
+
+def test_invalid_answers_are_not_paid_again_unless_asked(tmp_path, capsys):
+    from fakeserver import FakeLLM
+
+    inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
+    rows = write_corpus(inp, 20)
+    fake = FakeLLM(answers={rows[3]["text"]: "maybe", rows[7]["text"]: "maybe"}).start()
+    try:
+        cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+        args = [str(inp), "-c", str(cfg), "-o", str(out)]
+        rc, err = label(capsys, *args)
+        assert rc == 0, err
+        assert sum(r["error"] is not None for r in read_jsonl(out)) == 2
+        paid = fake.requests
+        rc, err = label(capsys, *args)
+        assert rc == 0, err
+        assert fake.requests == paid and "2 rows" in err and "--retry-errors" in err
+        assert sum(r["error"] is not None for r in read_jsonl(out)) == 2 and len(read_jsonl(out)) == 20
+        rc, err = label(capsys, *args, "--retry-errors")
+        assert rc == 0, err
+        assert fake.requests > paid and len(read_jsonl(out)) == 20
+    finally:
+        fake.stop()
