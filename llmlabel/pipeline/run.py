@@ -16,6 +16,7 @@ from llmlabel.ensemble.combine import refit
 from llmlabel.errors import InputError, LLMLabelError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
+from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, write_jsonl_lines, write_output
 from llmlabel.io.paths import ledger_path, part_path
 from llmlabel.io.rows import input_format, iter_rows, scan
@@ -74,6 +75,10 @@ def check_run(
     """Everything a run checks before any paid call. Returns the paths, the row count and the gold labels."""
     input_path, output_path = Path(input_path), Path(output_path)
     input_format(output_path, "output")
+    if output_path.is_dir():
+        raise InputError(
+            f"the output {output_path} is a directory; give a file path such as {output_path / 'labels.jsonl'}"
+        )
     if output_path.resolve() == input_path.resolve():
         raise InputError(f"the output {output_path} is the input file; choose another -o path")
     task = cfg.task
@@ -92,7 +97,7 @@ def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: 
     """Label a corpus file into an output file. Safe to rerun: finished rows are skipped, paid answers cached."""
     opts = opts or RunOptions()
     input_path, output_path, total, gold = check_run(cfg, input_path, output_path, opts)
-    with judges_for(cfg, opts.judges) as judges:
+    with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
         job = Job(cfg, judges, opts)
         try:
             with asyncio.Runner(loop_factory=loop_factory()) as runner:

@@ -148,3 +148,43 @@ def test_invalid_answers_are_not_paid_again_unless_asked(tmp_path, capsys):
         assert fake.requests > paid and len(read_jsonl(out)) == 20
     finally:
         fake.stop()
+
+
+def test_second_writer_on_one_output_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    from fakeserver import FakeLLM
+
+    fake = FakeLLM(latency=0.05).start()
+    try:
+        inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
+        write_corpus(inp, 60)
+        judges = [{"name": "a", "model": "m", "base_url": fake.base_url, "concurrency": 2}]
+        cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
+        args = [str(inp), "-c", str(cfg), "-o", str(out)]
+        first = subprocess.Popen([sys.executable, "-m", "llmlabel", "label", *args, "-q"], stderr=subprocess.PIPE)
+        part = tmp_path / "o.jsonl.part"
+        deadline = time.time() + 60
+        while not (part.exists() and part.read_bytes().count(b"\n") >= 2) and time.time() < deadline:
+            time.sleep(0.02)
+        rc, err = label(capsys, *args)
+        one_line_error(rc, err, str(out), f"pid {first.pid}")
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+        assert len(read_jsonl(out)) == 60 and fake.requests == 60  # every row paid once
+        assert not (tmp_path / "o.jsonl.lock").exists()
+        rc, err = label(capsys, *args)  # the lock went with its holder
+        assert rc == 0, err
+    finally:
+        fake.stop()
+
+
+def test_output_that_is_a_directory_is_refused_before_any_call(tmp_path, fake, capsys):
+    inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
+    write_corpus(inp, 5)
+    out.mkdir()
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    one_line_error(rc, err, str(out), "is a directory")
+    assert fake.requests == 0
