@@ -7,10 +7,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmlabel.errors import InputError, OutputError
+from llmlabel.errors import OutputError
 from llmlabel.io.files import atomic_path, atomic_write
 from llmlabel.io.paths import ledger_path, part_path  # noqa: F401  (re-exported: io.paths names them)
 from llmlabel.io.rows import input_format
+from llmlabel.io.tables import write_table
 
 PERMANENT = "empty text"  # row errors that a rerun would not fix
 
@@ -200,10 +201,6 @@ def _argsort(order: Any) -> Iterable[int]:
     return map(int, np.argsort(np.frombuffer(order, dtype=np.int64), kind="stable"))
 
 
-def _flat(v: Any) -> Any:
-    return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
-
-
 def write_jsonl_lines(path: Path, lines: Iterable[bytes]) -> int:
     """Ready JSON lines into a .jsonl output, atomically (the fast path when no row changes)."""
     n = 0
@@ -224,58 +221,6 @@ def write_output(path: Path, records: Iterable[dict[str, Any]]) -> int:
                 for rec in records:
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     n += 1
-        elif fmt == ".csv":
-            import csv
-
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                writer = None
-                for rec in records:
-                    if writer is None:
-                        writer = csv.DictWriter(fh, fieldnames=list(rec), extrasaction="ignore")
-                        writer.writeheader()
-                    writer.writerow({k: _flat(v) for k, v in rec.items()})
-                    n += 1
         else:
-            n = _write_parquet(tmp, records)
-    return n
-
-
-def _write_parquet(tmp: Path, records: Iterable[dict[str, Any]]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    writer: Any = None
-    schema: Any = None
-    batch: list[dict[str, Any]] = []
-    n = 0
-
-    def flush() -> None:
-        nonlocal writer, schema
-        rows = [{k: (_flat(v) if k in ("judges", "probs") else v) for k, v in r.items()} for r in batch]
-        if schema is None:
-            t = pa.Table.from_pylist(rows)
-            # Columns that were all null in the first batch become strings, so later values fit.
-            schema = pa.schema(
-                [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in t.schema]
-            )
-        t = pa.Table.from_pylist(rows, schema=schema)
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, schema)
-        writer.write_table(t)
-
-    try:
-        for rec in records:
-            batch.append(rec)
-            n += 1
-            if len(batch) >= 10000:
-                flush()
-                batch = []
-        if batch or writer is None:
-            if batch:
-                flush()
-            else:
-                raise InputError("no rows to write")
-    finally:
-        if writer is not None:
-            writer.close()
+            n = write_table(tmp, fmt, records)
     return n
