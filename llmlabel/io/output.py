@@ -97,6 +97,24 @@ class PartFile:
             self._fh.close()
             self._fh = None
 
+    def seed(self, meta: dict[str, Any], lines: list[bytes]) -> set[str]:
+        """Start a new part file with rows of an earlier run (`error_lines`); returns their ids."""
+        atomic_write(self.meta_path, json.dumps(meta))
+        atomic_write(self.path, b"".join(lines))
+        return {json.loads(x)["id"] for x in lines}
+
+    def error_lines(self) -> list[bytes]:
+        """The part-file lines of the rows that ended with an error a rerun could fix, in input order."""
+        out = []
+        for raw in self._lines():
+            if raw.endswith(b'"error":null}\n'):
+                continue  # quick: `error` is always a record's last field (Job.finish)
+            rec = json.loads(raw)
+            err = rec.get("error")
+            if err is not None and not err.startswith(PERMANENT):
+                out.append(raw)
+        return out
+
     def finished(self) -> None:
         """The final output is written: the rows and their fingerprint go."""
         self.discard()
@@ -156,6 +174,25 @@ class PartFile:
         """The same as JSON lines, copied without parsing (the row index, always first, cut out)."""
         for line in self._lines():
             yield b"{" + line[line.index(b",", 6) + 1 :]
+
+
+def save_rows(path: Path, meta: dict[str, Any], lines: list[bytes]) -> None:
+    """Keep part-file lines with their fingerprint (a first line) for a later run; none: remove the file."""
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    atomic_write(path, (json.dumps(meta) + "\n").encode() + b"".join(lines))
+
+
+def load_rows(path: Path) -> tuple[dict[str, Any] | None, list[bytes]]:
+    """What `save_rows` kept: the fingerprint and the lines (nothing when missing or unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            meta = json.loads(fh.readline())
+            lines = [x for x in fh if _record(x) is not None]
+    except (OSError, ValueError):
+        return None, []
+    return (meta, lines) if isinstance(meta, dict) else (None, [])
 
 
 def _record(line: bytes) -> dict[str, Any] | None:

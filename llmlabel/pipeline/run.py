@@ -17,8 +17,8 @@ from llmlabel.errors import InputError, LLMLabelError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
 from llmlabel.io.lock import output_lock
-from llmlabel.io.output import PartFile, write_jsonl_lines, write_output
-from llmlabel.io.paths import ledger_path, part_path
+from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
+from llmlabel.io.paths import errors_path, ledger_path, part_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
@@ -122,13 +122,25 @@ async def run_file(job: Job, input_path: Path, output_path: Path, total: int, go
         part.discard()
     elif part.exists():
         check_resumable(part.meta(), fp, input_path, part.path)
+    kept = set() if part.exists() else _keep_errors(part, fp, output_path, job.opts.retry_errors)
     part.load()
+    part.done |= kept  # failed rows of the last finished run: asked again only with retry_errors
+    part.errored -= kept
     part.open(fp)
     try:
         stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
     finally:
         part.close()
     return finalize(job, part, output_path, stopped, gold)
+
+
+def _keep_errors(part: PartFile, fp: dict[str, Any], output_path: Path, retry: bool) -> set[str]:
+    """A rerun of a finished job starts from the rows that failed in it (same input and settings), so that
+    they are not paid for again on every plain rerun. Returns their ids."""
+    recorded, lines = load_rows(errors_path(output_path))
+    if retry or not lines or recorded != fp:
+        return set()
+    return part.seed(fp, lines)
 
 
 def finalize(
@@ -161,6 +173,13 @@ def finalize(
     result.complete, result.quality = True, quality
     job.ledger.save(ledger_path(output_path))
     _append_quality(ledger_path(output_path), quality)
+    failed = part.error_lines() if job.ledger.rows_failed or job.ledger.rows_skipped else []
+    save_rows(errors_path(output_path), part.meta() or {}, failed)
+    if failed:
+        result.warnings.append(
+            f"{len(failed)} rows have errors (see their error field); "
+            "rerun with --retry-errors to ask the judges again for them"
+        )
     part.finished()
     return result
 
