@@ -13,7 +13,7 @@ from typing import Any
 
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
-from llmlabel.errors import InputError, LLMLabelError
+from llmlabel.errors import InputError, LLMLabelError, OutputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
 from llmlabel.io.lock import output_lock
@@ -22,7 +22,7 @@ from llmlabel.io.paths import errors_path, ledger_path, part_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
-from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.job import Job, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
 
 
@@ -85,8 +85,9 @@ def check_run(
     total = scan(
         input_path, task.text_column, task.id_column, opts.limit, id_required="id_column" in task.model_fields_set
     )
+    first = next(iter_rows(input_path))
+    text_of(first, 0, task, cfg.prompts_dir)  # a broken text_column template fails here, before any call
     if opts.given_label_column:
-        first = next(iter_rows(input_path))
         if opts.given_label_column not in first:
             raise InputError(f"{input_path}: no label column '{opts.given_label_column}'; pass --label-column")
     # The config's gold rows anchor weighted / dawid_skene: read (and checked) before any paid call.
@@ -156,20 +157,27 @@ def finalize(
         result.stopped_by = stopped or str(fatal)
         job.ledger.save(ledger_path(output_path))
         if isinstance(fatal, LLMLabelError):
-            fatal.args = (
-                f"{fatal} ({job.ledger.rows_done} rows finished this run are kept in "
-                f"{part.path.name}; rerun the same command to continue)",
-            )
+            if not isinstance(fatal, OutputError):  # whose line already says where the finished rows are
+                fatal.args = (
+                    f"{fatal} ({job.ledger.rows_done} rows finished this run are kept in "
+                    f"{part.path.name}; rerun the same command to continue)",
+                )
             fatal.ledger = job.ledger  # type: ignore[attr-defined]
             raise fatal
         return result
     # Every row is in: final aggregation over the whole job, written atomically.
     names = [j.name for j in job.judges]
     update, quality = refit(part.ordered, names, job.labels, job.cfg.aggregate, job.kind, gold)
-    if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
-        result.rows = write_jsonl_lines(output_path, part.ordered_raw())
-    else:
-        result.rows = write_output(output_path, part.ordered(update))
+    try:
+        if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
+            result.rows = write_jsonl_lines(output_path, part.ordered_raw())
+        else:
+            result.rows = write_output(output_path, part.ordered(update))
+    except OSError as e:
+        raise OutputError(
+            f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
+            "space (or fix the path) and rerun the same command to write it"
+        ) from None
     result.complete, result.quality = True, quality
     job.ledger.save(ledger_path(output_path))
     _append_quality(ledger_path(output_path), quality)

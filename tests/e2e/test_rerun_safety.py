@@ -188,3 +188,84 @@ def test_output_that_is_a_directory_is_refused_before_any_call(tmp_path, fake, c
     rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     one_line_error(rc, err, str(out), "is a directory")
     assert fake.requests == 0
+
+
+def test_decode_error_names_the_real_line(tmp_path, capsys):
+    inp = tmp_path / "in.csv"
+    body = "".join(f"r{i},review number {i} with some words to fill the blocks\n" for i in range(1, 4000))
+    inp.write_bytes(b"id,text\n" + body.encode() + b"r4000,caf\xe9\n")  # a latin-1 byte on line 4001
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9/v1")
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
+    one_line_error(rc, err, "at line 4001", "UTF-8")
+
+
+def test_empty_id_numbered_like_another_rows_id(tmp_path, capsys):
+    inp = tmp_path / "in.csv"
+    inp.write_text("id,text\n1,first\n,second\n2,third\n")  # row 2 has no id: it is numbered 1, like row 1
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9/v1")
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
+    one_line_error(rc, err, "row 2 has an empty 'id'", "numbered '1'", "row 1")
+
+
+def test_text_column_template_error_is_one_line(tmp_path, fake, capsys):
+    inp = tmp_path / "in.csv"
+    write_corpus(inp, 5)
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url, task={"labels": ["a", "b"], "text_column": "{{ 1/0 }}"})
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
+    one_line_error(rc, err, "task.text_column template '{{ 1/0 }}'", "ZeroDivisionError", "row 1")
+    assert fake.requests == 0
+
+
+class _FullDisk:
+    def __init__(self, fh):
+        self.fh = fh
+
+    def write(self, data):
+        import errno
+        import os
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self):
+        self.fh.close()
+
+
+def test_disk_full_on_the_part_file(tmp_path, fake, capsys, monkeypatch):
+    from llmlabel.io.output import PartFile
+
+    inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
+    write_corpus(inp, 10)
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    real_open = PartFile.open
+
+    def full_open(self, *args):
+        real_open(self, *args)
+        self._fh = _FullDisk(self._fh)
+
+    monkeypatch.setattr(PartFile, "open", full_open)
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    one_line_error(rc, err, f"cannot write {tmp_path / 'o.jsonl.part'}", "No space left", "safe")
+    monkeypatch.undo()
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    assert rc == 0 and len(read_jsonl(out)) == 10, err
+
+
+def test_disk_full_on_the_output(tmp_path, fake, capsys, monkeypatch):
+    import errno
+
+    from llmlabel.pipeline import run
+
+    inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
+    write_corpus(inp, 10)
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+
+    def full(path, lines):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run, "write_jsonl_lines", full)
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    one_line_error(rc, err, f"cannot write {out}", "No space left", "finished rows are safe in")
+    monkeypatch.undo()
+    paid = fake.requests
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    assert rc == 0 and len(read_jsonl(out)) == 10 and fake.requests == paid, err
