@@ -13,6 +13,15 @@ from conftest import read_jsonl, write_config, write_corpus
 from llmlabel.cli.main import main
 
 
+@pytest.fixture(autouse=True)
+def _quiet_fake_server(monkeypatch):
+    """The fake server runs in this process: its report of a client that hung up (a run stopping) would land
+    in the captured stderr that these tests check for tracebacks."""
+    import socketserver
+
+    monkeypatch.setattr(socketserver.BaseServer, "handle_error", lambda self, request, address: None)
+
+
 def label(capsys, *args: str) -> tuple[int, str]:
     capsys.readouterr()
     rc = main(["label", *args, "-q"])
