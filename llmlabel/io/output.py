@@ -101,6 +101,10 @@ class PartFile:
         """Start a new part file with rows of an earlier run (`error_lines`); returns their ids."""
         atomic_write(self.meta_path, json.dumps(meta))
         atomic_write(self.path, b"".join(lines))
+        return self.ids(lines)
+
+    @staticmethod
+    def ids(lines: list[bytes]) -> set[str]:
         return {json.loads(x)["id"] for x in lines}
 
     def error_lines(self) -> list[bytes]:

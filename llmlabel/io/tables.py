@@ -113,7 +113,7 @@ def _arrow_type(name: str, kinds: set[type], sample: Any) -> tuple[Any, bool]:
         return pa.bool_(), False
     if kinds == {int}:
         return pa.int64(), False
-    if kinds <= {int, float}:
+    if kinds <= {int, float}:  # (not bool: True would become 1.0)
         return pa.float64(), False
     if kinds == {str}:
         return pa.string(), False

@@ -123,10 +123,10 @@ async def run_file(job: Job, input_path: Path, output_path: Path, total: int, go
         part.discard()
     elif part.exists():
         check_resumable(part.meta(), fp, input_path, part.path)
-    kept = set() if part.exists() else _keep_errors(part, fp, output_path, job.opts.retry_errors)
+    kept = _keep_errors(part, fp, output_path, job.opts.retry_errors)
     part.load()
-    part.done |= kept  # failed rows of the last finished run: asked again only with retry_errors
-    part.errored -= kept
+    kept &= part.errored  # the failed rows of the last finished run on file: asked again only with retry_errors
+    part.done |= kept  # (still in errored: a later line of the row, if any, is the one output)
     part.open(fp)
     try:
         stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
@@ -137,11 +137,12 @@ async def run_file(job: Job, input_path: Path, output_path: Path, total: int, go
 
 def _keep_errors(part: PartFile, fp: dict[str, Any], output_path: Path, retry: bool) -> set[str]:
     """A rerun of a finished job starts from the rows that failed in it (same input and settings), so that
-    they are not paid for again on every plain rerun. Returns their ids."""
+    they are not paid for again on every plain rerun (nor when that rerun is itself interrupted and
+    continued: its part file then holds them already). Returns their ids."""
     recorded, lines = load_rows(errors_path(output_path))
     if retry or not lines or recorded != fp:
         return set()
-    return part.seed(fp, lines)
+    return part.ids(lines) if part.exists() else part.seed(fp, lines)
 
 
 def finalize(

@@ -278,3 +278,26 @@ def test_disk_full_on_the_output(tmp_path, fake, capsys, monkeypatch):
     paid = fake.requests
     rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     assert rc == 0 and len(read_jsonl(out)) == 10 and fake.requests == paid, err
+
+
+def test_kept_errors_survive_an_interrupted_rerun(tmp_path, capsys):
+    from fakeserver import FakeLLM
+
+    inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
+    rows = write_corpus(inp, 30)
+    fake = FakeLLM(answers={rows[1]["text"]: "maybe"}).start()
+    try:
+        cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+        args = [str(inp), "-c", str(cfg), "-o", str(out)]
+        assert label(capsys, *args)[0] == 0
+        (tmp_path / "cache").rename(tmp_path / "cache.old")  # answers gone: the rerun would pay each row
+        rc, err = label(capsys, *args, "--max-requests", "5")
+        assert rc == 3, err
+        paid = fake.requests
+        rc, err = label(capsys, *args)
+        assert rc == 0, err
+        got = read_jsonl(out)
+        assert [g["id"] for g in got] == [r["id"] for r in rows] and got[1]["error"]
+        assert fake.requests - paid == 30 - 1 - 5  # the kept error row is not asked, nor the 5 done rows
+    finally:
+        fake.stop()
