@@ -88,6 +88,7 @@ def check_resumable(recorded: dict[str, Any] | None, current: dict[str, Any], in
     if changed:
         raise InputError(
             f"{part} holds the rows of an unfinished run with a different {', '.join(changed)}; they are not "
-            "merged. Rerun with --restart to discard them and start over (cached answers are kept and reused), "
+            "merged. Rerun with --restart (restart=True in Python) to discard them and start over (cached answers are "
+            "kept and reused), "
             "or restore what changed to continue that run"
         )

@@ -79,3 +79,16 @@ def test_tables_keep_late_keys_and_mixed_types(tmp_path: Path, fmt: str) -> None
     assert [str(g["n"]) for g in (got[0], got[1], got[-1])] == ["1", "x", "2.5"]
     assert str(got[-1]["sparse"]) == "7" and json.loads(got[-1]["nested"]) == {"k": [1, "two"]}
     assert str(got[-1]["flag"]) == "maybe" and str(got[0]["flag"]).lower() == "true"
+
+
+def test_output_lock_one_holder(tmp_path: Path) -> None:
+    from llmlabel.io.lock import output_lock
+
+    out = tmp_path / "o.jsonl"
+    with output_lock(out):
+        with pytest.raises(InputError, match=rf"{out} is being written by another llmlabel run \(pid {os.getpid()}\)"):
+            with output_lock(out):
+                pass
+    assert not paths.lock_path(out).exists()
+    with output_lock(out):  # free again
+        pass
