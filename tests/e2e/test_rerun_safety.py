@@ -301,3 +301,12 @@ def test_kept_errors_survive_an_interrupted_rerun(tmp_path, capsys):
         assert fake.requests - paid == 30 - 1 - 5  # the kept error row is not asked, nor the 5 done rows
     finally:
         fake.stop()
+
+
+def test_pacing_and_price_changes_continue_the_run(interrupted, tmp_path, fake, capsys):
+    inp, cfg, out = interrupted
+    judge = {"name": "a", "model": "fake-a", "base_url": fake.base_url, "concurrency": 2, "timeout": 9}
+    write_config(cfg, None, judges=[{**judge, "price_per_million": {"input": 5.0, "output": 5.0}}])
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    assert rc == 0, err
+    assert len(read_jsonl(out)) == 40 and fake.requests == 40
