@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 PART = ".part"  # rows appended as they finish, while a run is incomplete (io.output.PartFile)
+LOCK = ".lock"  # held by the one run writing the output (io.lock.output_lock)
+ERRORS = ".errors.jsonl"  # the rows that ended with an error in the last finished run (kept on a plain rerun)
 LEDGER = ".ledger.json"  # what every run of the output cost (llm.ledger.Ledger.save)
 EVAL = ".eval.json"  # `llmlabel eval`'s report
 AUDIT_JUDGES = ".judges.jsonl"  # `llmlabel audit`: the judges' answers (a labeling run's output)
@@ -18,6 +20,14 @@ def sidecar(output: str | Path, suffix: str) -> Path:
 
 def part_path(output: str | Path) -> Path:
     return sidecar(output, PART)
+
+
+def lock_path(output: str | Path) -> Path:
+    return sidecar(output, LOCK)
+
+
+def errors_path(output: str | Path) -> Path:
+    return sidecar(output, ERRORS)
 
 
 def ledger_path(output: str | Path) -> Path:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from llmlabel.config import Config, Judge
+from llmlabel.config import Config, Judge, Task
 from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
 from llmlabel.ensemble.combine import combine_row
-from llmlabel.errors import LLMLabelError
+from llmlabel.errors import ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import JudgeAnswer
@@ -26,6 +26,19 @@ OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "
 OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
 
 Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
+
+
+def text_of(row: dict[str, Any], i: int, task: Task, prompts_dir: str | None) -> str | None:
+    """The row's text to label; a text_column template that fails on it (`{{ 1/0 }}`) is one clear line."""
+    try:
+        return row_text(row, task, prompts_dir)
+    except LLMLabelError:
+        raise
+    except Exception as e:  # the template's own expressions may raise anything
+        raise ConfigError(
+            f"task.text_column template {task.text_column!r} failed on row {i + 1}: {type(e).__name__}: {e}; "
+            "fix the template or the column names"
+        ) from None
 
 
 class Sink(Protocol):
@@ -164,7 +177,7 @@ class Job:
         rec: dict[str, Any] = {"_i": i}
         rec.update(zip(names, row.values()))
         rec["id"] = row_id(row, task.id_column, i)
-        text = row_text(row, task, self.cfg.prompts_dir)
+        text = text_of(row, i, task, self.cfg.prompts_dir)
         if text is None or not text.strip():
             rec.update(
                 label=None,

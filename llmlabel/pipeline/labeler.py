@@ -300,20 +300,31 @@ class Labeler:
         limit: int | None = None,
         on_progress: Any = None,
         cancel: threading.Event | None = None,
+        restart: bool = False,
+        retry_errors: bool = False,
     ) -> RunResult:
         """`llmlabel label INPUT -c CONFIG -o OUTPUT`: resumable (rerun to continue after a stop), the output
         written atomically, OUTPUT.ledger.json beside it. on_progress(Progress) is called every few seconds;
-        setting `cancel` stops the run cleanly (the part file is kept)."""
+        setting `cancel` stops the run cleanly (the part file is kept). `restart` and `retry_errors` are the
+        CLI's --restart and --retry-errors (see RunOptions)."""
+        from llmlabel.io.lock import output_lock
         from llmlabel.pipeline.run import check_run, run_file
 
-        self._start()
-        cancel = cancel or threading.Event()
         opts = dataclasses.replace(
-            self._opts, kind=self.config.mode, limit=limit, on_progress=on_progress, cancel=cancel
+            self._opts,
+            kind=self.config.mode,
+            limit=limit,
+            on_progress=on_progress,
+            cancel=cancel or threading.Event(),
+            restart=restart,
+            retry_errors=retry_errors,
         )
         input_path, output_path, total, gold = check_run(self.config, input_path, output_path, opts)
-        job = self._job(self.config.mode)
-        return self._wait(self._submit(job, opts, run_file(job, input_path, output_path, total, gold)), cancel)
+        with output_lock(output_path):
+            self._start()
+            job = self._job(self.config.mode)
+            coro = run_file(job, input_path, output_path, total, gold)
+            return self._wait(self._submit(job, opts, coro), opts.cancel)
 
 
 __all__ = ["Labeler", "LabelResult", "Progress", "RunResult", "as_config"]

@@ -51,6 +51,8 @@ class RunOptions:
         part file and resumes on the next call).
     echo: where progress lines go (default: print to stderr); warnings are returned in RunResult.warnings.
     judges: the judges to ask (default: the config's, else OPENAI_* variables, else the embedded models).
+    restart: an unfinished run of the same output whose input or answer settings differ is refused; restart
+        discards its rows and starts over (its paid answers stay cached).
     """
 
     limit: int | None = None
@@ -65,6 +67,8 @@ class RunOptions:
     given_label_column: str | None = None  # for the verify prompt (audits)
     transport: Any = None  # an httpx transport: tests inject respx / ASGI transports here (SDK path)
     judges: list[Judge] | None = None
+    restart: bool = False  # discard an unfinished run's rows (never the cache) instead of continuing it
+    retry_errors: bool = False  # ask again the rows whose judges failed in the last finished run
 
 
 @dataclass

@@ -13,14 +13,16 @@ from typing import Any
 
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
-from llmlabel.errors import InputError, LLMLabelError
+from llmlabel.errors import InputError, LLMLabelError, OutputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
-from llmlabel.io.output import PartFile, write_jsonl_lines, write_output
-from llmlabel.io.paths import ledger_path, part_path
+from llmlabel.io.lock import output_lock
+from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
+from llmlabel.io.paths import errors_path, ledger_path, part_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
-from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
+from llmlabel.pipeline.job import Job, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
 
 
@@ -73,14 +75,19 @@ def check_run(
     """Everything a run checks before any paid call. Returns the paths, the row count and the gold labels."""
     input_path, output_path = Path(input_path), Path(output_path)
     input_format(output_path, "output")
+    if output_path.is_dir():
+        raise InputError(
+            f"the output {output_path} is a directory; give a file path such as {output_path / 'labels.jsonl'}"
+        )
     if output_path.resolve() == input_path.resolve():
         raise InputError(f"the output {output_path} is the input file; choose another -o path")
     task = cfg.task
     total = scan(
         input_path, task.text_column, task.id_column, opts.limit, id_required="id_column" in task.model_fields_set
     )
+    first = next(iter_rows(input_path))
+    text_of(first, 0, task, cfg.prompts_dir)  # a broken text_column template fails here, before any call
     if opts.given_label_column:
-        first = next(iter_rows(input_path))
         if opts.given_label_column not in first:
             raise InputError(f"{input_path}: no label column '{opts.given_label_column}'; pass --label-column")
     # The config's gold rows anchor weighted / dawid_skene: read (and checked) before any paid call.
@@ -91,7 +98,7 @@ def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: 
     """Label a corpus file into an output file. Safe to rerun: finished rows are skipped, paid answers cached."""
     opts = opts or RunOptions()
     input_path, output_path, total, gold = check_run(cfg, input_path, output_path, opts)
-    with judges_for(cfg, opts.judges) as judges:
+    with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
         job = Job(cfg, judges, opts)
         try:
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -110,14 +117,32 @@ async def _closing(job: Job, coro: Coroutine[Any, Any, Any]) -> Any:
 async def run_file(job: Job, input_path: Path, output_path: Path, total: int, gold: dict[str, str] | None) -> RunResult:
     """The run on a job its caller keeps open (checked by `check_run`), on the job's event loop: the rows not
     yet in the part file, then the final output (`finalize`)."""
-    part = PartFile(part_path(output_path))
+    part = PartFile(part_path(output_path), job.opts.limit)
+    fp = fingerprint(job, input_path)
+    if job.opts.restart:
+        part.discard()
+    elif part.exists():
+        check_resumable(part.meta(), fp, input_path, part.path)
+    kept = _keep_errors(part, fp, output_path, job.opts.retry_errors)
     part.load()
-    part.open()
+    kept &= part.errored  # the failed rows of the last finished run on file: asked again only with retry_errors
+    part.done |= kept  # (still in errored: a later line of the row, if any, is the one output)
+    part.open(fp)
     try:
         stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
     finally:
         part.close()
     return finalize(job, part, output_path, stopped, gold)
+
+
+def _keep_errors(part: PartFile, fp: dict[str, Any], output_path: Path, retry: bool) -> set[str]:
+    """A rerun of a finished job starts from the rows that failed in it (same input and settings), so that
+    they are not paid for again on every plain rerun (nor when that rerun is itself interrupted and
+    continued: its part file then holds them already). Returns their ids."""
+    recorded, lines = load_rows(errors_path(output_path))
+    if retry or not lines or recorded != fp:
+        return set()
+    return part.ids(lines) if part.exists() else part.seed(fp, lines)
 
 
 def finalize(
@@ -133,24 +158,38 @@ def finalize(
         result.stopped_by = stopped or str(fatal)
         job.ledger.save(ledger_path(output_path))
         if isinstance(fatal, LLMLabelError):
-            fatal.args = (
-                f"{fatal} ({job.ledger.rows_done} rows finished this run are kept in "
-                f"{part.path.name}; rerun the same command to continue)",
-            )
+            if not isinstance(fatal, OutputError):  # whose line already says where the finished rows are
+                fatal.args = (
+                    f"{fatal} ({job.ledger.rows_done} rows finished this run are kept in "
+                    f"{part.path.name}; rerun the same command to continue)",
+                )
             fatal.ledger = job.ledger  # type: ignore[attr-defined]
             raise fatal
         return result
     # Every row is in: final aggregation over the whole job, written atomically.
     names = [j.name for j in job.judges]
     update, quality = refit(part.ordered, names, job.labels, job.cfg.aggregate, job.kind, gold)
-    if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
-        result.rows = write_jsonl_lines(output_path, part.ordered_raw())
-    else:
-        result.rows = write_output(output_path, part.ordered(update))
+    try:
+        if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
+            result.rows = write_jsonl_lines(output_path, part.ordered_raw())
+        else:
+            result.rows = write_output(output_path, part.ordered(update))
+    except OSError as e:
+        raise OutputError(
+            f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
+            "space (or fix the path) and rerun the same command to write it"
+        ) from None
     result.complete, result.quality = True, quality
     job.ledger.save(ledger_path(output_path))
     _append_quality(ledger_path(output_path), quality)
-    part.path.unlink(missing_ok=True)
+    failed = part.error_lines() if job.ledger.rows_failed or job.ledger.rows_skipped else []
+    save_rows(errors_path(output_path), part.meta() or {}, failed)
+    if failed:
+        result.warnings.append(
+            f"{len(failed)} rows have errors (see their error field); "
+            "rerun with --retry-errors to ask the judges again for them"
+        )
+    part.finished()
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -54,3 +55,40 @@ def test_progress_line() -> None:
     p = Progress(done=1200, total=10000, rate=35.2, cost=0.014, eta=250.0, ledger=Ledger())
     assert p.line() == "llmlabel: 1,200/10,000 rows (12%), 35.2 rows/s, $0.0140, ETA 4m10s"
     assert "ETA" not in Progress(10, 10, 1.0, 0.0, 0.0, Ledger()).line()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_tables_keep_late_keys_and_mixed_types(tmp_path: Path, fmt: str) -> None:
+    from llmlabel.io.output import write_output
+
+    recs = [{"id": "a", "n": 1, "flag": True}, {"id": "b", "n": "x", "late": "kept", "flag": False}]
+    recs += [{"id": f"z{i}", "sparse": None, "nested": None} for i in range(10_001)]
+    recs.append({"id": "end", "n": 2.5, "sparse": 7, "nested": {"k": [1, "two"]}, "flag": "maybe"})
+    out = tmp_path / f"o.{fmt}"
+    assert write_output(out, iter(recs)) == len(recs)  # a one-shot iterator, as callers stream them
+    if fmt == "csv":
+        import csv
+
+        got = list(csv.DictReader(open(out, newline="")))
+        assert list(got[0]) == ["id", "n", "flag", "late", "sparse", "nested"]
+    else:
+        import pyarrow.parquet as pq
+
+        got = pq.read_table(out).to_pylist()
+    assert got[1]["late"] == "kept" and got[-1]["id"] == "end"
+    assert [str(g["n"]) for g in (got[0], got[1], got[-1])] == ["1", "x", "2.5"]
+    assert str(got[-1]["sparse"]) == "7" and json.loads(got[-1]["nested"]) == {"k": [1, "two"]}
+    assert str(got[-1]["flag"]) == "maybe" and str(got[0]["flag"]).lower() == "true"
+
+
+def test_output_lock_one_holder(tmp_path: Path) -> None:
+    from llmlabel.io.lock import output_lock
+
+    out = tmp_path / "o.jsonl"
+    with output_lock(out):
+        with pytest.raises(InputError, match=rf"{out} is being written by another llmlabel run \(pid {os.getpid()}\)"):
+            with output_lock(out):
+                pass
+    assert not paths.lock_path(out).exists()
+    with output_lock(out):  # free again
+        pass
