@@ -7,7 +7,7 @@ the other way round."""
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,7 @@ from llmlabel.config import Config, Judge
 from llmlabel.errors import LLMLabelError
 from llmlabel.secrets import register
 from llmlabel.service import metrics, routes_jobs, routes_label, routes_labelstudio
-from llmlabel.service.auth import TOKEN_ENV
+from llmlabel.service.auth import TOKEN_ENV, host_name, origin_key
 from llmlabel.service.errors import install_handlers
 from llmlabel.service.guard import Guard
 from llmlabel.service.jobs import JobWorker
@@ -37,17 +37,37 @@ def create_app(
     dispute_threshold: float = 0.5,
     judges: list[Judge] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
 ) -> FastAPI:
     """The ASGI app. `token=None` turns auth off: only `llmlabel serve --no-auth` on a loopback host does that.
 
     `judges` defaults to the CLI's choice (the config's, else OPENAI_*, else the embedded local models);
-    `transport` is for tests (an httpx transport every judge request goes through)."""
+    `transport` is for tests (an httpx transport every judge request goes through).
+
+    Requests must name the server by a loopback name or one of `allowed_hosts` (Host header), and a browser's
+    request must come from the server's own origin or one of `allowed_origins` (SCHEME://HOST[:PORT])."""
     if token is not None:
         if not token.strip():
             raise LLMLabelError(f"${TOKEN_ENV} is empty; set it to a secret token")
         register(token)
+    origins = set()
+    for o in allowed_origins:
+        key = origin_key(o)
+        if key is None:
+            raise LLMLabelError(f"allowed origin {o!r} is not SCHEME://HOST[:PORT] (e.g. http://localhost:8080)")
+        origins.add(key)
     st = ServerState(
-        cfg, token, Path(state_dir), max_items, max_body_bytes, max_upload_bytes, dispute_threshold, transport
+        cfg,
+        token,
+        Path(state_dir),
+        max_items,
+        max_body_bytes,
+        max_upload_bytes,
+        dispute_threshold,
+        transport,
+        allowed_hosts=frozenset(host_name(h) for h in allowed_hosts),
+        allowed_origins=frozenset(origins),
     )
     app = FastAPI(
         title="llmlabel",

@@ -27,6 +27,8 @@ class ServerState:
     max_upload_bytes: int
     dispute_threshold: float
     transport: httpx.AsyncBaseTransport | None
+    allowed_hosts: frozenset[str] = frozenset()  # names besides the loopback ones (see auth.host_allowed)
+    allowed_origins: frozenset[tuple[str, str, int]] = frozenset()  # auth.origin_key of each allowed origin
     judges: list[Judge] = field(default_factory=list)
     model_version: str = ""
     jobs: dict[str, Job] = field(default_factory=dict)  # by prompt kind, created in the server's loop
