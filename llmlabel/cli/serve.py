@@ -97,6 +97,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise LLMLabelError(f"`llmlabel serve` needs {e.name}: pip install 'llmlabel[serve]'") from None
     sock = _listen(a.host, a.port)
     try:
+        from llmlabel.secrets import redact_handlers
         from llmlabel.service.app import create_app
 
         app = create_app(
@@ -130,6 +131,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
                 app, log_level=a.log_level, access_log=a.access_log, timeout_graceful_shutdown=10, lifespan="on"
             )
         )
+        # After uvicorn.Config, which sets up uvicorn's handlers: every line printed hides the configured keys,
+        # the token, and token-like query values (`?token=...` in the access log).
+        redact_handlers("llmlabel", "uvicorn", "uvicorn.error", "uvicorn.access")
         server.run(sockets=[sock])
     finally:
         sock.close()
@@ -178,5 +182,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "browser requests from any other site are refused",
     )
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    s.add_argument("--access-log", action="store_true", help="log every request (paths only, never headers)")
+    s.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (paths only, never headers; token-like query values hidden)",
+    )
     s.set_defaults(func=cmd_serve)

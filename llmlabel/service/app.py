@@ -91,6 +91,8 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
 
     with contextlib.ExitStack() as stack:
         st.judges = judges if judges is not None else stack.enter_context(judges_for(st.cfg))
+        for j in st.judges:  # hidden from the first line on, not from each judge's first request
+            register(j.api_key())
         st.model_version = model_version(st.cfg, st.judges)
         st.calibrate_lock = asyncio.Lock()
         st.store = JobStore(st.state_dir)

@@ -13,6 +13,7 @@ import httpx
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.pipeline.runner import OUTCOME, Job, RunOptions
+from llmlabel.secrets import redact_obj
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.store import JobStore
 
@@ -73,8 +74,9 @@ def item_config(cfg: Config) -> Config:
 
 
 async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
-    """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome)."""
+    """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome), with
+    every known secret hidden (a judge may echo its API key inside an answer or an error)."""
     rec, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
     if text_ is not None:
         rec.update(job.outcome(await job.ask_all(text_, given_)))
-    return {k: rec[k] for k in OUTCOME}
+    return {k: redact_obj(rec[k]) for k in OUTCOME}

@@ -1,6 +1,8 @@
 """`llmlabel serve` against hostile callers: web pages (foreign Origin, DNS rebinding), secrets echoed by a
 judge, memory that only grows, and two servers on one state dir."""
 
+import json
+import logging
 import os
 import re
 import subprocess
@@ -13,9 +15,12 @@ import pytest
 
 pytest.importorskip("fastapi")
 from conftest import write_config  # noqa: E402
+from fakeserver import FakeLLM  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from llmlabel import secrets  # noqa: E402
 from llmlabel.config import load_config  # noqa: E402
+from llmlabel.errors import LLMLabelError  # noqa: E402
 from llmlabel.service.app import create_app  # noqa: E402
 
 TOKEN = "test-token-0123456789"
@@ -39,6 +44,14 @@ def serve_env(token: str | None = TOKEN, **extra: str) -> dict[str, str]:
     return env | extra
 
 
+def wait_job(c, jid: str, timeout: float = 60) -> dict:
+    deadline = time.time() + timeout
+    while (info := c.get(f"/v1/jobs/{jid}", headers=H).json())["state"] in ("queued", "running"):
+        assert time.time() < deadline, info
+        time.sleep(0.05)
+    return info
+
+
 class Server:
     """`llmlabel serve` as a real process on a free loopback port."""
 
@@ -47,8 +60,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmlabel", "serve", "-c", str(cfg), "--port", "0", "--state-dir", str(state)]
             + list(args),
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "w"),
+            stdout=(out := open(log, "w")),  # uvicorn's access log goes to stdout
+            stderr=out,
             env=env or serve_env(),
             cwd=cfg.parent,
         )
@@ -156,3 +169,110 @@ def test_serve_command_allowed_host_option(tmp_path, fake):
         assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
     finally:
         server.stop()
+
+
+# -- item 10: secrets ------------------------------------------------------------------------------------------
+KEY = "sk-echo-secret-0123456789abcdef"
+
+
+class EchoKey(FakeLLM):
+    """A judge server that echoes the API key it was sent: inside its answer ('echo-answer' texts) and inside an
+    error body ('echo-error' texts)."""
+
+    def handle(self, req, headers):
+        status, payload, h = super().handle(req, headers)
+        key = (headers.get("Authorization") or headers.get("authorization") or "").removeprefix("Bearer ")
+        last = "\n".join(m["content"] for m in req["messages"])
+        if "echo-error" in last:
+            return 400, {"error": {"message": f"invalid request for key {key}"}}, {}
+        if status == 200 and "echo-answer" in last:
+            payload["choices"][0]["message"]["content"] = json.dumps({"label": f"{key}"})
+        return status, payload, h
+
+
+def echo_csv(path: Path, texts: list[str]) -> bytes:
+    path.write_text("id,text\n" + "".join(f"r{i},{t}\n" for i, t in enumerate(texts)))
+    return path.read_bytes()
+
+
+def test_an_echoed_key_appears_in_no_response_and_no_log(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("ECHO_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    fake = EchoKey().start()
+    seen: list[str] = []
+    try:
+        app = make_app(tmp_path, fake.base_url, judge_kw={"api_key_env": "ECHO_KEY", "max_attempts": 2})
+        with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+            r = c.post("/v1/label", json={"items": [{"text": "echo-answer one"}, {"text": "a fine day"}]}, headers=H)
+            seen.append(r.text)
+            assert r.status_code == 200 and "***" in str(r.json()["items"][0]), r.text  # the answer was refused
+            r = c.post("/v1/verify", json={"items": [{"text": "echo-answer two", "label": "positive"}]}, headers=H)
+            seen.append(r.text)
+            assert r.status_code == 200 and "***" in str(r.json()["items"][0])
+            r = c.post("/predict", json={"tasks": [{"data": {"text": "echo-answer three"}}]}, headers=H)
+            seen.append(r.text)
+            r = c.post("/v1/label", json={"items": [{"text": "echo-error"}]}, headers=H)
+            seen.append(r.text)
+            assert r.status_code == 502 and "***" in r.text
+            data = echo_csv(tmp_path / "a.csv", ["echo-answer four", "a good day", "echo-answer five"])
+            jid = c.post("/v1/jobs", files={"file": ("a.csv", data)}, headers=H).json()["id"]
+            info = wait_job(c, jid)
+            assert info["state"] == "done", info
+            for path in (f"/v1/jobs/{jid}", f"/v1/jobs/{jid}/results", f"/v1/jobs/{jid}/results?partial=true"):
+                seen.append(c.get(path, headers=H).text)
+            assert "***" in seen[-2]  # the rows' errors carry the echoed answer, redacted
+            data = echo_csv(tmp_path / "b.csv", ["echo-error six", "a bad day"])
+            jid = c.post("/v1/jobs", files={"file": ("b.csv", data)}, headers=H).json()["id"]
+            info = wait_job(c, jid)
+            seen += [json.dumps(info), c.get("/v1/jobs", headers=H).text, c.get("/metrics", headers=H).text]
+            assert info["state"] == "failed" and "***" in info["error"]
+        assert any(KEY in str(h) for h in fake.headers)  # the judge really was sent (and echoed) the key
+        for text in [*seen, caplog.text]:
+            assert KEY not in text
+    finally:
+        fake.stop()
+
+
+def test_setup_adds_nothing_to_the_redaction_list(tmp_path, fake, monkeypatch):
+    monkeypatch.setattr(secrets, "_SECRETS", {})
+    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
+        for word in ("positive", "judge", "label-studio-token"):
+            assert c.post("/setup", json={"project": 1, "access_token": word}, headers=H).status_code == 200
+    assert secrets.redact("positive judge label-studio-token") == "positive judge label-studio-token"
+    assert secrets.redact(f"x {TOKEN} y") == "x *** y"  # the operator's token is hidden
+
+
+def test_the_redaction_list_is_bounded(monkeypatch):
+    monkeypatch.setattr(secrets, "_SECRETS", {})
+    for i in range(secrets.MAX_SECRETS):
+        secrets.register(f"configured-key-{i:04d}")
+    secrets.register("configured-key-0000")  # the same key again: no growth
+    with pytest.raises(LLMLabelError, match="only configured keys"):
+        secrets.register("one-too-many-keys")
+    assert len(secrets._SECRETS) == secrets.MAX_SECRETS
+
+
+def test_access_log_and_server_log_hide_keys_and_token_queries(tmp_path, monkeypatch):
+    fake = EchoKey().start()
+    server = None
+    try:
+        cfg = write_config(tmp_path / "c.yaml", None, judges=judges(fake.base_url, api_key_env="ECHO_KEY"))
+        log = tmp_path / "serve.log"
+        server = Server(
+            cfg, tmp_path / "state", log, "--access-log", "--log-level", "debug", env=serve_env(ECHO_KEY=KEY)
+        )
+        c = server.http
+        assert c.post("/v1/label", json={"items": [{"text": "echo-answer one"}]}, headers=H).status_code == 200
+        assert c.post("/v1/label", json={"items": [{"text": "echo-error"}]}, headers=H).status_code == 502
+        assert c.get(f"/v1/jobs?token={TOKEN}&limit=5", headers=H).status_code == 200
+        assert c.get("/health?api_key=query-secret-123&x=1").status_code == 200
+        server.stop()
+        server = None
+        text = log.read_text()
+        assert "GET /v1/jobs?token=***&limit=5" in text and "/health?api_key=***&x=1" in text, text
+        for secret in (KEY, TOKEN, "query-secret-123"):
+            assert secret not in text
+    finally:
+        if server is not None:
+            server.stop()
+        fake.stop()
