@@ -71,6 +71,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         ("--max-items", a.max_items),
         ("--max-body-mb", a.max_body_mb),
         ("--max-upload-mb", a.max_upload_mb),
+        ("--max-text-chars", a.max_text_chars),
     ):
         if v <= 0:
             raise LLMLabelError(f"{name} must be positive, not {v}")
@@ -107,6 +108,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
             max_items=a.max_items,
             max_body_bytes=int(a.max_body_mb * (1 << 20)),
             max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
+            max_text_chars=a.max_text_chars,
             dispute_threshold=a.dispute_threshold,
             allowed_hosts=hosts,
             allowed_origins=a.allowed_origin,
@@ -153,6 +155,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--state-dir", default=".llmlabel-serve", help="where batch jobs live (default: .llmlabel-serve)")
     s.add_argument("--max-items", type=int, default=256, help="items per /v1/label, /v1/verify or /predict request")
     s.add_argument("--max-body-mb", type=float, default=10, help="largest JSON request body, in MiB (default: 10)")
+    s.add_argument(
+        "--max-text-chars",
+        type=int,
+        default=200_000,
+        help="longest text of a /v1/label, /v1/verify or /predict item (default: 200000; 413 above; judges read "
+        "only their max_text_tokens of it, and files of any size go to /v1/jobs)",
+    )
     s.add_argument("--max-upload-mb", type=float, default=100, help="largest /v1/jobs upload, in MiB (default: 100)")
     s.add_argument(
         "--dispute-threshold",

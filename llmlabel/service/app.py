@@ -34,6 +34,7 @@ def create_app(
     max_items: int = 256,
     max_body_bytes: int = 10 << 20,
     max_upload_bytes: int = 100 << 20,
+    max_text_chars: int = 200_000,
     dispute_threshold: float = 0.5,
     judges: list[Judge] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -66,6 +67,7 @@ def create_app(
         max_upload_bytes,
         dispute_threshold,
         transport,
+        max_text_chars=max_text_chars,
         allowed_hosts=frozenset(host_name(h) for h in allowed_hosts),
         allowed_origins=frozenset(origins),
     )

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmlabel.service.app")
 
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# /metrics series: anything else a client makes up (a method, a path) is one series, `other`, not one each.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Guard:
@@ -113,8 +115,9 @@ class Guard:
                     await reply(500, "internal error; see the server log")
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unrouted"
-            st.http_count(scope["method"], template, status[0] or 500, time.perf_counter() - t0)
+            template = getattr(route, "path", None) or "other"  # a route's template, never the raw path
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            st.http_count(method, template, status[0] or 500, time.perf_counter() - t0)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from llmlabel.service.schemas import Health, LabelItem, LabelResponse, VerifyItem, VerifyResponse, errors
-from llmlabel.service.state import ServerState, label_item
+from llmlabel.service.state import ServerState, check_text_sizes, label_item
 
 
 def dispute(
@@ -37,7 +37,9 @@ def router(st: ServerState) -> APIRouter:
 
     @router.post("/v1/label", response_model=LabelResponse, tags=["label"], responses=errors(401, 413, 422, 502))
     async def label(body: LabelRequest) -> dict[str, Any]:
-        """Label a small batch now (at most --max-items; use /v1/jobs for files)."""
+        """Label a small batch now (at most --max-items, each text at most --max-text-chars; use /v1/jobs for
+        files)."""
+        check_text_sizes([it.text for it in body.items], st.max_text_chars)
         job = await st.job(st.cfg.mode)
         recs = await asyncio.gather(*(label_item(job, i, it.text, None) for i, it in enumerate(body.items)))
         st.items["label"] = st.items.get("label", 0) + len(recs)
@@ -51,6 +53,7 @@ def router(st: ServerState) -> APIRouter:
     @router.post("/v1/verify", response_model=VerifyResponse, tags=["label"], responses=errors(401, 413, 422, 502))
     async def verify(body: VerifyRequest) -> dict[str, Any]:
         """Check given labels: the judges' probability of each (score), their label, and whether to review it."""
+        check_text_sizes([it.text for it in body.items], st.max_text_chars)
         job = await st.job("label")  # the label prompt: answers are shared with /v1/label and audit jobs
         recs = await asyncio.gather(*(label_item(job, i, it.text, it.label) for i, it in enumerate(body.items)))
         st.items["verify"] = st.items.get("verify", 0) + len(recs)

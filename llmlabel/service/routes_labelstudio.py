@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmlabel.errors import InputError
 from llmlabel.service.schemas import LSSetup, LSTask, errors
-from llmlabel.service.state import ServerState, label_item
+from llmlabel.service.state import ServerState, check_text_sizes, label_item
 
 
 def parse_label_config(xml: str | None) -> tuple[str, str, str | None, list[str]]:
@@ -62,7 +62,9 @@ def router(st: ServerState) -> APIRouter:
                     return data[k]
             return next((v for v in data.values() if isinstance(v, str)), "")
 
-        recs = await asyncio.gather(*(label_item(job, i, text_of(t.data), None) for i, t in enumerate(body.tasks)))
+        texts = [text_of(t.data) for t in body.tasks]
+        check_text_sizes(texts, st.max_text_chars)
+        recs = await asyncio.gather(*(label_item(job, i, t, None) for i, t in enumerate(texts)))
         by_fold = {c.casefold(): c for c in choices}
         out = []
         for r in recs:

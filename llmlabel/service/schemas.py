@@ -108,7 +108,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "a Host or Origin that is not this server's (a web page calling it)",
         404: "no such job",
         409: "not in a state for that",
-        413: "body or batch too large",
+        413: "body, batch or text too large",
         422: "invalid request",
         502: "a judge failed",
     }

@@ -4,11 +4,13 @@ a synchronous item is labeled (as a row of `llmlabel label`)."""
 import asyncio
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import HTTPException
 
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
@@ -16,6 +18,28 @@ from llmlabel.pipeline.runner import OUTCOME, Job, RunOptions
 from llmlabel.secrets import redact_obj
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.store import JobStore
+
+PROMPT_CACHE_SIZE = 256  # rendered prompt prefixes kept per prompt kind (one per judge and given label)
+
+
+class LRU(OrderedDict[Any, Any]):
+    """A dict that keeps its `maxsize` most recently used keys (for caches keyed by what clients send)."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
 
 
 @dataclass
@@ -28,6 +52,7 @@ class ServerState:
     max_upload_bytes: int
     dispute_threshold: float
     transport: httpx.AsyncBaseTransport | None
+    max_text_chars: int = 200_000  # per synchronous item (see check_text_sizes)
     allowed_hosts: frozenset[str] = frozenset()  # names besides the loopback ones (see auth.host_allowed)
     allowed_origins: frozenset[tuple[str, str, int]] = frozenset()  # auth.origin_key of each allowed origin
     judges: list[Judge] = field(default_factory=list)
@@ -50,6 +75,9 @@ class ServerState:
         if job is None:
             opts = RunOptions(progress=False, kind=kind, given_label_column="label", transport=self.transport)
             job = self.jobs[kind] = Job(item_config(self.cfg), self.judges, opts)
+            # The rendered prompt prefixes are keyed by the given label, which /v1/verify takes from clients:
+            # bounded here, or every made-up label would stay in memory for the server's life.
+            job.prefixes = LRU(PROMPT_CACHE_SIZE)
         if kind not in self.calibrated and any(j.logprobs for j in self.judges):
             assert self.calibrate_lock is not None
             async with self.calibrate_lock:
@@ -57,6 +85,18 @@ class ServerState:
                     await job.calibrate()  # content-free prompts, cached after the first server start
                     self.calibrated.add(kind)
         return job
+
+
+def check_text_sizes(texts: list[str], limit: int) -> None:
+    """413 for a synchronous item longer than the limit. A judge reads at most its max_text_tokens anyway, and
+    tokenizing megabytes of text would hold the server's event loop (every other client) for seconds."""
+    for i, t in enumerate(texts):
+        if len(t) > limit:
+            raise HTTPException(
+                413,
+                f"item {i}: text of {len(t)} characters is over the limit of {limit} (--max-text-chars); "
+                "judges read only its first max_text_tokens: cut it, or send the file to POST /v1/jobs",
+            )
 
 
 def model_version(cfg: Config, judges: list[Judge]) -> str:

@@ -276,3 +276,50 @@ def test_access_log_and_server_log_hide_keys_and_token_queries(tmp_path, monkeyp
         if server is not None:
             server.stop()
         fake.stop()
+
+
+# -- item 12: memory and the event loop ---------------------------------------------------------------------------
+def test_verify_prompt_cache_is_bounded(tmp_path, fake):
+    app = make_app(tmp_path, fake.base_url)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        for batch in range(3):  # 600 made-up given labels: each a prompt of its own
+            items = [{"text": "a fine day", "label": f"made-up label {batch}-{i}"} for i in range(200)]
+            r = c.post("/v1/verify", json={"items": items}, headers=H)
+            assert r.status_code == 200 and all(it["disputed"] for it in r.json()["items"])
+        job = app.state.llmlabel.jobs["label"]
+        assert 0 < len(job.prefixes) <= 256, len(job.prefixes)
+        r = c.post("/v1/verify", json={"items": [{"text": "a fine day", "label": "positive"}]}, headers=H)
+        assert r.status_code == 200 and r.json()["items"][0]["given_label"] == "positive"
+
+
+def test_metrics_fold_made_up_methods_and_paths(tmp_path, fake):
+    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
+        before = c.get("/metrics", headers=H).text.count("\n")
+        for i in range(40):  # no token: every one is refused, and must not add a series of its own
+            c.request(f"MADEUP{i}", "/v1/label")
+            c.get(f"/no/such/path/{i}")
+            c.request(f"X{i}", f"/random/{i}")
+        text = c.get("/metrics", headers=H).text
+        assert text.count("\n") - before <= 12, text
+        assert 'llmlabel_http_requests_total{method="other",route="other",status="401"} 80' in text
+        assert 'llmlabel_http_requests_total{method="GET",route="other",status="401"} 40' in text
+        assert "MADEUP" not in text and "/no/such" not in text
+
+
+def test_a_huge_text_is_refused_before_it_holds_the_loop(tmp_path, fake):
+    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
+        huge = "word " * 1_800_000  # 9 MB: under the body limit, far over a judge's max_text_tokens
+        for path, body in (
+            ("/v1/label", {"items": [{"text": "short"}, {"text": huge}]}),
+            ("/v1/verify", {"items": [{"text": huge, "label": "positive"}]}),
+            ("/predict", {"tasks": [{"data": {"text": huge}}]}),
+        ):
+            t0 = time.perf_counter()
+            r = c.post(path, json=body, headers=H)
+            assert r.status_code == 413, (path, r.text[:200])
+            assert "over the limit of 200000 (--max-text-chars)" in r.json()["detail"]
+            assert time.perf_counter() - t0 < 5
+        assert fake.requests == 0
+    with TestClient(make_app(tmp_path, fake.base_url, max_text_chars=50), base_url="http://127.0.0.1:8000") as c:
+        r = c.post("/v1/label", json={"items": [{"text": "x" * 51}]}, headers=H)
+        assert r.status_code == 413 and "item 0: text of 51 characters" in r.json()["detail"]
