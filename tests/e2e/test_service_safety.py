@@ -323,3 +323,55 @@ def test_a_huge_text_is_refused_before_it_holds_the_loop(tmp_path, fake):
     with TestClient(make_app(tmp_path, fake.base_url, max_text_chars=50), base_url="http://127.0.0.1:8000") as c:
         r = c.post("/v1/label", json={"items": [{"text": "x" * 51}]}, headers=H)
         assert r.status_code == 413 and "item 0: text of 51 characters" in r.json()["detail"]
+
+
+def _peak_rss(pid: int) -> int:
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) << 10
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak RSS from /proc")
+def test_an_upload_streams_to_disk(tmp_path, fake):
+    cfg = write_config(tmp_path / "c.yaml", None, judges=judges(fake.base_url))
+    state = tmp_path / "state"
+    server = Server(cfg, state, tmp_path / "serve.log")
+    try:
+        c = server.http
+        r = c.post("/v1/jobs", files={"file": ("s.csv", b"id,body\n1,hi\n")}, headers=H)
+        assert r.status_code == 422  # warm: the route, the parser and the CSV reader are loaded
+        base = _peak_rss(server.proc.pid)
+        big = tmp_path / "big.csv"
+        line = b"," + b"a review of the product that goes on and on " * 4 + b"\n"
+        with open(big, "wb") as fh:
+            fh.write(b"id,body\n")
+            for i in range((64 << 20) // len(line)):
+                fh.write(b"%d" % i + line)
+        with open(big, "rb") as fh:  # 64 MB, streamed by the client
+            r = c.post("/v1/jobs", files={"file": ("big.csv", fh)}, headers=H)
+        assert r.status_code == 422 and "no column 'text'" in r.json()["detail"], r.text
+        grown = _peak_rss(server.proc.pid) - base
+        assert grown < 24 << 20, f"peak RSS grew by {grown >> 20} MB for a 64 MB upload"
+        assert list((state / "jobs").iterdir()) == []  # a refused upload leaves nothing behind
+    finally:
+        server.stop()
+
+
+def test_an_upload_over_the_limit_while_streaming_leaves_nothing(tmp_path, fake):
+    app = make_app(tmp_path, fake.base_url, max_upload_bytes=100_000)
+
+    def body():  # chunked: no Content-Length, so the limit is found while the file streams in
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n\r\nid,text\n'
+        for i in range(8000):  # 200 kB
+            yield b"%d,some text of a row\n" % i
+        yield b"\r\n--b--\r\n"
+
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        r = c.post("/v1/jobs", content=body(), headers={**H, "Content-Type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413, r.text
+        ok = (
+            b'--b\r\nContent-Disposition: form-data; name="mode"\r\n\r\nlabel\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n\r\n'
+            b"id,text\n1,hi\n2,ho\r\n--b--\r\n"
+        )
+        r = c.post("/v1/jobs", content=ok, headers={**H, "Content-Type": 'multipart/form-data; boundary="b"'})
+        assert r.status_code == 202 and r.json()["progress"]["rows_total"] == 2, r.text
+    assert [d.name for d in (tmp_path / "state" / "jobs").iterdir()] == [r.json()["id"]]
