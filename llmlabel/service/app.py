@@ -23,7 +23,7 @@ from llmlabel.service.errors import install_handlers
 from llmlabel.service.guard import Guard
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.state import ServerState, model_version
-from llmlabel.service.store import JobStore
+from llmlabel.service.store import JobStore, StateLock
 
 
 def create_app(
@@ -78,6 +78,8 @@ def create_app(
         description="Label and audit text with an ensemble of LLM judges. Every route but /health and "
         "the docs needs `Authorization: Bearer <token>`.",
     )
+    st.lock = StateLock(st.state_dir)
+    st.lock.acquire()  # here, so that `llmlabel serve` says so in one line before it serves anything
     app.state.llmlabel = st
     install_handlers(app, max_items)
     for module in (routes_label, routes_jobs, routes_labelstudio, metrics):
@@ -91,6 +93,8 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
     """The judges (the embedded models' servers started once, here), the job store and its worker thread."""
     from llmlabel.pipeline.runner import judges_for
 
+    assert st.lock is not None
+    st.lock.acquire()  # again, for an app started after an earlier shutdown released it
     with contextlib.ExitStack() as stack:
         st.judges = judges if judges is not None else stack.enter_context(judges_for(st.cfg))
         for j in st.judges:  # hidden from the first line on, not from each judge's first request
@@ -109,5 +113,6 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
                     await c.aclose()
                 job.cache.close()
             st.jobs.clear()
-            if stopped:  # a job still winding down keeps its database until the process ends
+            if stopped:  # a job still winding down keeps its database (and the dir's lock) until the process ends
                 st.store.close()
+                st.lock.release()

@@ -17,7 +17,7 @@ from llmlabel.config import Config, Judge
 from llmlabel.pipeline.runner import OUTCOME, Job, RunOptions
 from llmlabel.secrets import redact_obj
 from llmlabel.service.jobs import JobWorker
-from llmlabel.service.store import JobStore
+from llmlabel.service.store import JobStore, StateLock
 
 PROMPT_CACHE_SIZE = 256  # rendered prompt prefixes kept per prompt kind (one per judge and given label)
 
@@ -61,6 +61,7 @@ class ServerState:
     calibrated: set[str] = field(default_factory=set)
     calibrate_lock: asyncio.Lock | None = None
     store: JobStore | None = None
+    lock: StateLock | None = None
     worker: JobWorker | None = None
     http: dict[tuple[str, str, int], list[float]] = field(default_factory=dict)
     items: dict[str, int] = field(default_factory=dict)

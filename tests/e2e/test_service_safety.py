@@ -375,3 +375,36 @@ def test_an_upload_over_the_limit_while_streaming_leaves_nothing(tmp_path, fake)
         r = c.post("/v1/jobs", content=ok, headers={**H, "Content-Type": 'multipart/form-data; boundary="b"'})
         assert r.status_code == 202 and r.json()["progress"]["rows_total"] == 2, r.text
     assert [d.name for d in (tmp_path / "state" / "jobs").iterdir()] == [r.json()["id"]]
+
+
+# -- item 2: one server per state dir ---------------------------------------------------------------------------
+def test_a_second_server_on_one_state_dir_exits_with_one_line(tmp_path, fake):
+    cfg = write_config(tmp_path / "c.yaml", None, judges=judges(fake.base_url))
+    state = tmp_path / "state"
+    first = Server(cfg, state, tmp_path / "first.log")
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "llmlabel", "serve", "-c", str(cfg), "--port", "0", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            env=serve_env(),
+            timeout=60,
+        )
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"the state dir {state} is in use" in r.stderr and f"(pid {first.proc.pid})" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "serving on" not in r.stderr
+        assert first.http.get("/v1/jobs", headers=H).status_code == 200  # the first one is untouched
+    finally:
+        first.stop()
+    second = Server(cfg, state, tmp_path / "second.log")  # free again once the first has stopped
+    second.stop()
+
+
+def test_two_apps_on_one_state_dir(tmp_path, fake):
+    app = make_app(tmp_path, fake.base_url)
+    with pytest.raises(LLMLabelError, match="is in use by another `llmlabel serve`"):
+        make_app(tmp_path, fake.base_url)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/health").status_code == 200
+    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:  # released
+        assert c.get("/health").status_code == 200
