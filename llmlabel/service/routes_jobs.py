@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from llmlabel.errors import InputError
+from llmlabel.secrets import redact_obj
 from llmlabel.service.jobs import file_lines, partial_results, validate_upload
 from llmlabel.service.multipart import Upload, read_multipart
 from llmlabel.service.schemas import JobInfo, JobList, errors
@@ -55,25 +56,27 @@ def job_info(st: ServerState, rec: JobRecord) -> dict[str, Any]:
         "cache_hits": sum(j.get("cache_hits", 0) for r in runs for j in r.get("judges", {}).values()),
     }
     done = min(rows_done, rec.rows_total)
-    return {
-        "id": rec.id,
-        "state": rec.state,
-        "mode": rec.mode,
-        "label_column": rec.label_column,
-        "filename": rec.filename,
-        "created": _iso(rec.created),
-        "started": _iso(rec.started),
-        "finished": _iso(rec.finished),
-        "progress": {
-            "rows_total": rec.rows_total,
-            "rows_done": done,
-            "fraction": round(done / rec.rows_total, 4) if rec.rows_total else 1.0,
-        },
-        "ledger": {"runs": runs, "total": total},
-        "quality": rec.quality,
-        "error": rec.error,
-        "results": f"/v1/jobs/{rec.id}/results" if rec.state == "done" else None,
-    }
+    return redact_obj(
+        {  # its error and quality summary come from the run: a judge may have echoed its key
+            "id": rec.id,
+            "state": rec.state,
+            "mode": rec.mode,
+            "label_column": rec.label_column,
+            "filename": rec.filename,
+            "created": _iso(rec.created),
+            "started": _iso(rec.started),
+            "finished": _iso(rec.finished),
+            "progress": {
+                "rows_total": rec.rows_total,
+                "rows_done": done,
+                "fraction": round(done / rec.rows_total, 4) if rec.rows_total else 1.0,
+            },
+            "ledger": {"runs": runs, "total": total},
+            "quality": rec.quality,
+            "error": rec.error,
+            "results": f"/v1/jobs/{rec.id}/results" if rec.state == "done" else None,
+        }
+    )
 
 
 async def read_form(request: Request, file_path: Path) -> tuple[dict[str, str], Upload | None]:
