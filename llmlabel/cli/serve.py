@@ -52,8 +52,8 @@ def _allowed_hosts(bind: str, given: list[str]) -> list[str]:
     return hosts
 
 
-def cmd_serve(a: argparse.Namespace) -> int:
-    # Every user error is checked before the heavy imports (openai, fastapi): a typo answers at once.
+def _check_flags(a: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The token (None: no auth) and the allowed Host names, or the flag's error in one line."""
     token = os.environ.get(TOKEN_ENV)
     if a.no_auth:
         if not is_loopback(a.host):
@@ -81,6 +81,12 @@ def cmd_serve(a: argparse.Namespace) -> int:
             raise LLMLabelError(f"--allowed-origin {o!r} is not SCHEME://HOST[:PORT] (e.g. http://localhost:8080)")
     if not 0 <= a.dispute_threshold <= 1:
         raise LLMLabelError(f"--dispute-threshold must be between 0 and 1, not {a.dispute_threshold}")
+    return token, hosts
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    # Every user error is checked before the heavy imports (openai, fastapi): a typo answers at once.
+    token, hosts = _check_flags(a)
     from llmlabel.config import load_config
 
     cfg = load_config(a.config)
