@@ -88,6 +88,13 @@ def create_app(
     return app
 
 
+def _warm_tokenizer() -> None:
+    from llmlabel.llm.tokens import truncate
+
+    with contextlib.suppress(Exception):  # best effort: the first long text loads it otherwise
+        truncate("warm " * 8, 4)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterator[None]:
     """The judges (the embedded models' servers started once, here), the job store and its worker thread."""
@@ -104,6 +111,9 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
         st.store = JobStore(st.state_dir)
         st.worker = JobWorker(st.cfg, st.judges, st.store, transport=st.transport)
         st.worker.start()
+        # The tokenizer loads in ~1 s on first use (the first text longer than a judge's max_text_tokens):
+        # loaded now, off the loop, so that no client's request waits on the loop for it.
+        asyncio.get_running_loop().run_in_executor(None, _warm_tokenizer)
         try:
             yield
         finally:

@@ -1,6 +1,5 @@
 """Label Studio's ML backend protocol: /setup and /predict (pre-annotations from the ensemble)."""
 
-import asyncio
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -9,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmlabel.errors import InputError
 from llmlabel.service.schemas import LSSetup, LSTask, errors
-from llmlabel.service.state import ServerState, check_text_sizes, label_item
+from llmlabel.service.state import ServerState, check_text_sizes, label_items
 
 
 def parse_label_config(xml: str | None) -> tuple[str, str, str | None, list[str]]:
@@ -64,7 +63,7 @@ def router(st: ServerState) -> APIRouter:
 
         texts = [text_of(t.data) for t in body.tasks]
         check_text_sizes(texts, st.max_text_chars)
-        recs = await asyncio.gather(*(label_item(job, i, t, None) for i, t in enumerate(texts)))
+        recs = await label_items(job, [(t, None) for t in texts])
         by_fold = {c.casefold(): c for c in choices}
         out = []
         for r in recs:

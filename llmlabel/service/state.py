@@ -114,6 +114,17 @@ def item_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"task": task})
 
 
+async def label_items(job: Job, items: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """The outcomes of a request's items (text, given label), asked concurrently. Each item starts in a loop turn
+    of its own: its synchronous start (cleaning, cutting to max_text_tokens, hashing) can take milliseconds for
+    a long text, and started all at once they would hold the event loop, every other client, for their sum."""
+    tasks = []
+    for i, (text, given) in enumerate(items):
+        tasks.append(asyncio.ensure_future(label_item(job, i, text, given)))
+        await asyncio.sleep(0)  # lets the loop serve other sockets between two items' starts
+    return list(await asyncio.gather(*tasks))
+
+
 async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
     """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome), with
     every known secret hidden (a judge may echo its API key inside an answer or an error)."""
