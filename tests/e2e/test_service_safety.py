@@ -349,7 +349,9 @@ def test_an_upload_streams_to_disk(tmp_path, fake):
             r = c.post("/v1/jobs", files={"file": ("big.csv", fh)}, headers=H)
         assert r.status_code == 422 and "no column 'text'" in r.json()["detail"], r.text
         grown = _peak_rss(server.proc.pid) - base
-        assert grown < 24 << 20, f"peak RSS grew by {grown >> 20} MB for a 64 MB upload"
+        # Held whole, the upload alone would add 64 MB (the old parser added 618 MB); streamed, ~2 MB. The margin
+        # is for the tokenizer, which the server may still be loading in the background (~25 MB).
+        assert grown < 48 << 20, f"peak RSS grew by {grown >> 20} MB for a 64 MB upload"
         assert list((state / "jobs").iterdir()) == []  # a refused upload leaves nothing behind
     finally:
         server.stop()
