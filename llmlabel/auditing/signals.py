@@ -124,7 +124,8 @@ def score_signals(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sig.cleanlab_score = np.asarray(get_label_quality_scores(remap[given], compact), dtype=float)
-        sig.cleanlab_issue = np.asarray(find_label_issues(remap[given], compact), dtype=bool)
+        # n_jobs=1: cleanlab's default forks a process pool, which can deadlock a threaded process (the server)
+        sig.cleanlab_issue = np.asarray(find_label_issues(remap[given], compact, n_jobs=1), dtype=bool)
     sig.clf_probs = pp
     prior = np.bincount(given, minlength=K) / n
     ratio = np.ones((n, K))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 
 from llmlabel.errors import ConfigError, LLMLabelError
-from llmlabel.service.auth import TOKEN_ENV, is_loopback
+from llmlabel.service.auth import TOKEN_ENV, host_name, is_loopback, origin_key, split_host
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -33,8 +34,26 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def cmd_serve(a: argparse.Namespace) -> int:
-    # Every user error is checked before the heavy imports (openai, fastapi): a typo answers at once.
+def _allowed_hosts(bind: str, given: list[str]) -> list[str]:
+    """The Host names the server answers to besides the loopback ones: each --allowed-host, and the address it
+    is bound to when that is one address (an IP literal cannot be rebound by a web page's DNS)."""
+    hosts = []
+    for h in given:
+        name = host_name(h)
+        if not re.fullmatch(r"[a-z0-9_.-]+|[0-9a-f:.]+", name) or split_host(f"[{name}]" if ":" in name else name) != (
+            name,
+            None,
+        ):
+            raise LLMLabelError(f"--allowed-host {h!r} is not a host name or address (no scheme, no port)")
+        hosts.append(name)
+    bound = host_name(bind)
+    if bound not in ("0.0.0.0", "::", "") and not is_loopback(bound) and bound not in hosts:
+        hosts.append(bound)
+    return hosts
+
+
+def _check_flags(a: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The token (None: no auth) and the allowed Host names, or the flag's error in one line."""
     token = os.environ.get(TOKEN_ENV)
     if a.no_auth:
         if not is_loopback(a.host):
@@ -52,11 +71,22 @@ def cmd_serve(a: argparse.Namespace) -> int:
         ("--max-items", a.max_items),
         ("--max-body-mb", a.max_body_mb),
         ("--max-upload-mb", a.max_upload_mb),
+        ("--max-text-chars", a.max_text_chars),
     ):
         if v <= 0:
             raise LLMLabelError(f"{name} must be positive, not {v}")
+    hosts = _allowed_hosts(a.host, a.allowed_host)
+    for o in a.allowed_origin:
+        if origin_key(o) is None:
+            raise LLMLabelError(f"--allowed-origin {o!r} is not SCHEME://HOST[:PORT] (e.g. http://localhost:8080)")
     if not 0 <= a.dispute_threshold <= 1:
         raise LLMLabelError(f"--dispute-threshold must be between 0 and 1, not {a.dispute_threshold}")
+    return token, hosts
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    # Every user error is checked before the heavy imports (openai, fastapi): a typo answers at once.
+    token, hosts = _check_flags(a)
     from llmlabel.config import load_config
 
     cfg = load_config(a.config)
@@ -74,6 +104,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise LLMLabelError(f"`llmlabel serve` needs {e.name}: pip install 'llmlabel[serve]'") from None
     sock = _listen(a.host, a.port)
     try:
+        from llmlabel.secrets import redact_handlers
         from llmlabel.service.app import create_app
 
         app = create_app(
@@ -83,7 +114,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
             max_items=a.max_items,
             max_body_bytes=int(a.max_body_mb * (1 << 20)),
             max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
+            max_text_chars=a.max_text_chars,
             dispute_threshold=a.dispute_threshold,
+            allowed_hosts=hosts,
+            allowed_origins=a.allowed_origin,
         )
         # The server's own lines (jobs resumed, failures) go where uvicorn's go, in its format.
         handler = logging.StreamHandler()
@@ -94,7 +128,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
         host = f"[{a.host}]" if ":" in a.host else a.host
         print(
             f"llmlabel: serving on http://{host}:{sock.getsockname()[1]} (auth {'off' if token is None else 'on'}, "
-            f"jobs in {a.state_dir}); docs at /docs",
+            f"jobs in {a.state_dir}); docs at /docs; Host names accepted: "
+            + ", ".join(["localhost", "127.0.0.1", "[::1]", *hosts])
+            + ("" if a.allowed_host else " (add others with --allowed-host)"),
             file=sys.stderr,
             flush=True,
         )
@@ -103,6 +139,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
                 app, log_level=a.log_level, access_log=a.access_log, timeout_graceful_shutdown=10, lifespan="on"
             )
         )
+        # After uvicorn.Config, which sets up uvicorn's handlers: every line printed hides the configured keys,
+        # the token, and token-like query values (`?token=...` in the access log).
+        redact_handlers("llmlabel", "uvicorn", "uvicorn.error", "uvicorn.access")
         server.run(sockets=[sock])
     finally:
         sock.close()
@@ -122,6 +161,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--state-dir", default=".llmlabel-serve", help="where batch jobs live (default: .llmlabel-serve)")
     s.add_argument("--max-items", type=int, default=256, help="items per /v1/label, /v1/verify or /predict request")
     s.add_argument("--max-body-mb", type=float, default=10, help="largest JSON request body, in MiB (default: 10)")
+    s.add_argument(
+        "--max-text-chars",
+        type=int,
+        default=200_000,
+        help="longest text of a /v1/label, /v1/verify or /predict item (default: 200000; 413 above; judges read "
+        "only their max_text_tokens of it, and files of any size go to /v1/jobs)",
+    )
     s.add_argument("--max-upload-mb", type=float, default=100, help="largest /v1/jobs upload, in MiB (default: 100)")
     s.add_argument(
         "--dispute-threshold",
@@ -134,6 +180,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--flag-threshold", type=float, dest="dispute_threshold", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )  # old name
     s.add_argument("--no-auth", action="store_true", help="no token needed; only allowed on a loopback --host")
+    s.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name clients reach the server by, besides localhost, 127.0.0.1 and [::1] (repeatable); "
+        "requests naming any other host are refused (DNS rebinding)",
+    )
+    s.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a web app's origin (SCHEME://HOST[:PORT]) allowed to call the server from a browser (repeatable); "
+        "browser requests from any other site are refused",
+    )
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    s.add_argument("--access-log", action="store_true", help="log every request (paths only, never headers)")
+    s.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (paths only, never headers; token-like query values hidden)",
+    )
     s.set_defaults(func=cmd_serve)

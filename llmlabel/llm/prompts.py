@@ -12,6 +12,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmlabel.config import Config, Judge, Task
 from llmlabel.errors import ConfigError
+from llmlabel.llm.memo import Memo
 
 PromptKind = str  # "label" | "candidates" | "verify" | a custom template name
 
@@ -122,7 +123,7 @@ def render_messages(
     text: str,
     given_label: str | None = None,
     logprob_codes: bool = False,
-    prefix_cache: dict[Any, Any] | None = None,
+    prefix_cache: Memo[Any, Any] | None = None,
 ) -> list[dict[str, str]]:
     """The exact messages sent for one text: system, few-shot pairs, then the text.
 
@@ -165,7 +166,7 @@ def render_messages(
             prefix.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
             prefix.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
         if prefix_cache is not None:
-            prefix_cache[pkey] = prefix
+            prefix_cache.put(pkey, prefix)
     text = neutralize(text)
     if prefix_cache is None:
         return prefix + [{"role": "user", "content": block("user", text=text, given_label=given_label)}]
@@ -181,7 +182,7 @@ def render_messages(
             and block("user", text="", given_label=given_label) == rendered.replace(_MARK, "")
             else []
         )
-        prefix_cache[ukey] = frame
+        prefix_cache.put(ukey, frame)
     if frame:
         content = (frame[0] + text + frame[1]).strip()
     else:

@@ -18,6 +18,7 @@ from llmlabel.llm.answers import JudgeAnswer
 from llmlabel.llm.cache import ResponseCache
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
+from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import render_messages, row_text
 from llmlabel.llm.tokens import truncate
 from llmlabel.pipeline.options import RunOptions
@@ -66,7 +67,8 @@ class Job:
         }
         self.weights = {j.name: j.weight for j in judges if j.weight is not None} or None
         self.p_cf: dict[str, dict[str, float]] = {}
-        self.prefixes: dict[Any, list[dict[str, str]]] = {}
+        # Bounded: /v1/verify keys prefixes by the given label, which clients choose.
+        self.prefixes: Memo[Any, Any] = Memo(256)
         self._row_memo: dict[tuple[int, ...], Any] = {}
         self._columns: dict[tuple[str, ...], list[str]] = {}
 

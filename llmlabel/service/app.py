@@ -7,7 +7,7 @@ the other way round."""
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import httpx
@@ -18,12 +18,12 @@ from llmlabel.config import Config, Judge
 from llmlabel.errors import LLMLabelError
 from llmlabel.secrets import register
 from llmlabel.service import metrics, routes_jobs, routes_label, routes_labelstudio
-from llmlabel.service.auth import TOKEN_ENV
+from llmlabel.service.auth import TOKEN_ENV, host_name, origin_key
 from llmlabel.service.errors import install_handlers
 from llmlabel.service.guard import Guard
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.state import ServerState, model_version
-from llmlabel.service.store import JobStore
+from llmlabel.service.store import JobStore, StateLock
 
 
 def create_app(
@@ -34,20 +34,42 @@ def create_app(
     max_items: int = 256,
     max_body_bytes: int = 10 << 20,
     max_upload_bytes: int = 100 << 20,
+    max_text_chars: int = 200_000,
     dispute_threshold: float = 0.5,
     judges: list[Judge] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
 ) -> FastAPI:
     """The ASGI app. `token=None` turns auth off: only `llmlabel serve --no-auth` on a loopback host does that.
 
     `judges` defaults to the CLI's choice (the config's, else OPENAI_*, else the embedded local models);
-    `transport` is for tests (an httpx transport every judge request goes through)."""
+    `transport` is for tests (an httpx transport every judge request goes through).
+
+    Requests must name the server by a loopback name or one of `allowed_hosts` (Host header), and a browser's
+    request must come from the server's own origin or one of `allowed_origins` (SCHEME://HOST[:PORT])."""
     if token is not None:
         if not token.strip():
             raise LLMLabelError(f"${TOKEN_ENV} is empty; set it to a secret token")
         register(token)
+    origins = set()
+    for o in allowed_origins:
+        key = origin_key(o)
+        if key is None:
+            raise LLMLabelError(f"allowed origin {o!r} is not SCHEME://HOST[:PORT] (e.g. http://localhost:8080)")
+        origins.add(key)
     st = ServerState(
-        cfg, token, Path(state_dir), max_items, max_body_bytes, max_upload_bytes, dispute_threshold, transport
+        cfg,
+        token,
+        Path(state_dir),
+        max_items,
+        max_body_bytes,
+        max_upload_bytes,
+        dispute_threshold,
+        transport,
+        max_text_chars=max_text_chars,
+        allowed_hosts=frozenset(host_name(h) for h in allowed_hosts),
+        allowed_origins=frozenset(origins),
     )
     app = FastAPI(
         title="llmlabel",
@@ -56,6 +78,8 @@ def create_app(
         description="Label and audit text with an ensemble of LLM judges. Every route but /health and "
         "the docs needs `Authorization: Bearer <token>`.",
     )
+    st.lock = StateLock(st.state_dir)
+    st.lock.acquire()  # here, so that `llmlabel serve` says so in one line before it serves anything
     app.state.llmlabel = st
     install_handlers(app, max_items)
     for module in (routes_label, routes_jobs, routes_labelstudio, metrics):
@@ -64,18 +88,32 @@ def create_app(
     return app
 
 
+def _warm_tokenizer() -> None:
+    from llmlabel.llm.tokens import truncate
+
+    with contextlib.suppress(Exception):  # best effort: the first long text loads it otherwise
+        truncate("warm " * 8, 4)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterator[None]:
     """The judges (the embedded models' servers started once, here), the job store and its worker thread."""
     from llmlabel.pipeline.run import judges_for
 
+    assert st.lock is not None
+    st.lock.acquire()  # again, for an app started after an earlier shutdown released it
     with contextlib.ExitStack() as stack:
         st.judges = judges if judges is not None else stack.enter_context(judges_for(st.cfg))
+        for j in st.judges:  # hidden from the first line on, not from each judge's first request
+            register(j.api_key())
         st.model_version = model_version(st.cfg, st.judges)
         st.calibrate_lock = asyncio.Lock()
         st.store = JobStore(st.state_dir)
         st.worker = JobWorker(st.cfg, st.judges, st.store, transport=st.transport)
         st.worker.start()
+        # The tokenizer loads in ~1 s on first use (the first text longer than a judge's max_text_tokens):
+        # loaded now, off the loop, so that no client's request waits on the loop for it.
+        asyncio.get_running_loop().run_in_executor(None, _warm_tokenizer)
         try:
             yield
         finally:
@@ -85,5 +123,6 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
                     await c.aclose()
                 job.cache.close()
             st.jobs.clear()
-            if stopped:  # a job still winding down keeps its database until the process ends
+            if stopped:  # a job still winding down keeps its database (and the dir's lock) until the process ends
                 st.store.close()
+                st.lock.release()

@@ -1,4 +1,5 @@
-"""Who may call the service: the token's variable, loopback hosts, and the Authorization header check.
+"""Who may call the service: the token's variable, loopback hosts, the Authorization header check, and the
+Host and Origin checks that keep web pages out (cross-site form posts, DNS rebinding).
 
 Stdlib only: `llmlabel serve` checks its flags with these before it imports FastAPI."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+from urllib.parse import urlsplit
 
 TOKEN_ENV = "LLMLABEL_SERVE_TOKEN"
 
@@ -35,3 +37,60 @@ def authorized(header: str, token: str | None) -> bool:
     elif scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(cred.encode("utf-8", "replace"), token.encode("utf-8"))
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """The name and port of a Host header: '[::1]:8000' -> ('::1', 8000); None when it is malformed."""
+    v = value.strip().lower()
+    if v.startswith("["):
+        name, sep, rest = v[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    elif v.count(":") == 1:
+        name, port = v.split(":")
+    elif ":" in v:  # an IPv6 address needs brackets in a Host header
+        return None
+    else:
+        name, port = v, ""
+    name = name.rstrip(".")
+    if not name or (port and not port.isdigit()):
+        return None
+    return name, int(port) if port else None
+
+
+def host_name(host: str) -> str:
+    """A configured host as the Host check compares it: lower case, no brackets, no trailing dot."""
+    return host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+
+
+def host_allowed(header: str, allowed: frozenset[str]) -> bool:
+    """Whether a Host header names this server: a loopback name or address, or one the operator allowed.
+    A web page that rebinds its own name to 127.0.0.1 still sends that name, and is refused."""
+    parsed = split_host(header)
+    return parsed is not None and (is_loopback(parsed[0]) or parsed[0] in allowed)
+
+
+def origin_key(origin: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin such as 'http://localhost:8000'; None for 'null' or anything else."""
+    try:
+        u = urlsplit(origin.strip().lower())
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/") or u.query or u.username:
+        return None
+    return u.scheme, u.hostname.rstrip("."), port or (443 if u.scheme == "https" else 80)
+
+
+def origin_allowed(origin: str, scheme: str, host: str, allowed: frozenset[tuple[str, str, int]]) -> bool:
+    """Whether a browser's Origin header is the service's own (the scheme and Host it was reached by, already
+    checked by host_allowed) or one the operator allowed. A cross-site form POST needs no CORS preflight, so
+    this is what keeps any web page from starting paid jobs on a server without auth."""
+    key = origin_key(origin)
+    if key is None:
+        return False
+    own = split_host(host)
+    if own is not None and key == (scheme, own[0], own[1] or (443 if scheme == "https" else 80)):
+        return True
+    return key in allowed

@@ -1,4 +1,5 @@
-"""The ASGI middleware in front of every route: bearer-token auth, body size limits, request metrics."""
+"""The ASGI middleware in front of every route: Host and Origin checks, bearer-token auth, body size limits,
+request metrics."""
 
 import logging
 import time
@@ -8,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmlabel.service.auth import TOKEN_ENV, authorized
+from llmlabel.service.auth import TOKEN_ENV, authorized, host_allowed, origin_allowed, split_host
 from llmlabel.service.errors import one_line
 
 if TYPE_CHECKING:
@@ -17,19 +18,40 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmlabel.service.app")
 
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# /metrics series: anything else a client makes up (a method, a path) is one series, `other`, not one each.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Guard:
-    """Pure ASGI middleware in front of every route: bearer-token auth, body size limits, request metrics.
+    """Pure ASGI middleware in front of every route: Host and Origin checks, bearer-token auth, body size
+    limits, request metrics.
 
-    It runs before any body is read, so an unauthenticated or oversized upload costs nothing."""
+    It runs before any body is read, so a refused, unauthenticated or oversized upload costs nothing."""
 
     def __init__(self, app: ASGIApp, state: "ServerState") -> None:
         self.app, self.state = app, state
 
     def _authorized(self, scope: Scope) -> bool:
-        header = next((v for k, v in scope.get("headers", []) if k == b"authorization"), b"")
-        return authorized(header.decode("latin-1"), self.state.token)
+        return authorized(_header(scope, b"authorization") or "", self.state.token)
+
+    def _foreign(self, scope: Scope) -> str | None:
+        """Why a request comes from somewhere it must not (a web page), or None. Checked with auth on too."""
+        st = self.state
+        host = _header(scope, b"host") or ""
+        if not host_allowed(host, st.allowed_hosts):
+            name = (split_host(host) or (host,))[0][:100]
+            return (
+                f"Host {name!r} is not this server's name (loopback names"
+                + "".join(f", {h}" for h in sorted(st.allowed_hosts))
+                + f"); if it is, start the server with --allowed-host {name or 'NAME'}"
+            )
+        origin = _header(scope, b"origin")
+        if origin is not None and not origin_allowed(origin, scope.get("scheme", "http"), host, st.allowed_origins):
+            return (
+                f"cross-origin request from {origin[:100]!r} refused: only pages served by this server may call "
+                "it; to allow a web app, start the server with --allowed-origin SCHEME://HOST:PORT"
+            )
+        return None
 
     async def __call__(
         self,
@@ -52,6 +74,10 @@ class Guard:
             await JSONResponse({"detail": detail}, code, headers=headers)(scope, receive, send_status)
 
         try:
+            foreign = self._foreign(scope)
+            if foreign is not None:
+                await reply(403, foreign)
+                return
             if path not in OPEN_PATHS and not self._authorized(scope):
                 await reply(
                     401,
@@ -89,5 +115,11 @@ class Guard:
                     await reply(500, "internal error; see the server log")
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unrouted"
-            st.http_count(scope["method"], template, status[0] or 500, time.perf_counter() - t0)
+            template = getattr(route, "path", None) or "other"  # a route's template, never the raw path
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            st.http_count(method, template, status[0] or 500, time.perf_counter() - t0)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    value = next((v for k, v in scope.get("headers", []) if k == name), None)
+    return None if value is None else value.decode("latin-1")

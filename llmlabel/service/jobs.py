@@ -25,6 +25,7 @@ from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.llm.ledger import Ledger
 from llmlabel.pipeline.options import Progress, RunOptions
 from llmlabel.pipeline.run import run_job
+from llmlabel.secrets import redact
 from llmlabel.service.errors import one_line
 from llmlabel.service.store import JobRecord, JobStore
 
@@ -274,13 +275,19 @@ def partial_results(rec: JobRecord) -> Iterator[bytes]:
             except ValueError:
                 return
             r.pop("_i", None)
-            yield (json.dumps(r, ensure_ascii=False) + "\n").encode()
+            yield redact(json.dumps(r, ensure_ascii=False) + "\n").encode()
 
 
 def file_lines(path: Path, chunk: int = 1 << 16) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                return
-            yield block
+    """A results file in blocks of whole lines, every known secret hidden (a judge may echo its key)."""
+    block: list[str] = []
+    size = 0
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            block.append(redact(line))
+            size += len(line)
+            if size >= chunk:
+                yield "".join(block).encode("utf-8", "surrogateescape")
+                block, size = [], 0
+    if block:
+        yield "".join(block).encode("utf-8", "surrogateescape")

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from llmlabel.errors import InputError, LLMLabelError
+from llmlabel.errors import InputError
+from llmlabel.secrets import redact_obj
 from llmlabel.service.jobs import file_lines, partial_results, validate_upload
-from llmlabel.service.multipart import parse_multipart
+from llmlabel.service.multipart import Upload, read_multipart
 from llmlabel.service.schemas import JobInfo, JobList, errors
 from llmlabel.service.state import ServerState
 from llmlabel.service.store import ACTIVE, JobRecord
@@ -55,35 +56,35 @@ def job_info(st: ServerState, rec: JobRecord) -> dict[str, Any]:
         "cache_hits": sum(j.get("cache_hits", 0) for r in runs for j in r.get("judges", {}).values()),
     }
     done = min(rows_done, rec.rows_total)
-    return {
-        "id": rec.id,
-        "state": rec.state,
-        "mode": rec.mode,
-        "label_column": rec.label_column,
-        "filename": rec.filename,
-        "created": _iso(rec.created),
-        "started": _iso(rec.started),
-        "finished": _iso(rec.finished),
-        "progress": {
-            "rows_total": rec.rows_total,
-            "rows_done": done,
-            "fraction": round(done / rec.rows_total, 4) if rec.rows_total else 1.0,
-        },
-        "ledger": {"runs": runs, "total": total},
-        "quality": rec.quality,
-        "error": rec.error,
-        "results": f"/v1/jobs/{rec.id}/results" if rec.state == "done" else None,
-    }
+    return redact_obj(
+        {  # its error and quality summary come from the run: a judge may have echoed its key
+            "id": rec.id,
+            "state": rec.state,
+            "mode": rec.mode,
+            "label_column": rec.label_column,
+            "filename": rec.filename,
+            "created": _iso(rec.created),
+            "started": _iso(rec.started),
+            "finished": _iso(rec.finished),
+            "progress": {
+                "rows_total": rec.rows_total,
+                "rows_done": done,
+                "fraction": round(done / rec.rows_total, 4) if rec.rows_total else 1.0,
+            },
+            "ledger": {"runs": runs, "total": total},
+            "quality": rec.quality,
+            "error": rec.error,
+            "results": f"/v1/jobs/{rec.id}/results" if rec.state == "done" else None,
+        }
+    )
 
 
-async def read_form(request: Request) -> tuple[dict[str, str], tuple[str | None, str | None, bytes] | None]:
+async def read_form(request: Request, file_path: Path) -> tuple[dict[str, str], Upload | None]:
+    """The form's fields and its file, streamed to `file_path` as it arrives (never whole in memory)."""
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise InputError("send the file as multipart/form-data (curl -F file=@data.csv -F mode=label)")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-    return await asyncio.to_thread(parse_multipart, ctype, bytes(body))
+    return await read_multipart(ctype, request.stream(), file_path)
 
 
 def router(st: ServerState) -> APIRouter:
@@ -108,32 +109,35 @@ def _submit_route(router: APIRouter, st: ServerState) -> None:
     async def submit(request: Request) -> Response:
         """Queue a file: mode `label` labels every row, `audit` checks the labels in `label_column`."""
         assert st.store is not None and st.worker is not None
-        fields, upload = await read_form(request)
-        mode = fields.get("mode") or "label"
-        if mode not in ("label", "audit"):
-            raise InputError(f"mode must be 'label' or 'audit', not {mode[:40]!r}")
-        label_column = (fields.get("label_column") or "label") if mode == "audit" else None
-        if upload is None:
-            raise InputError("no file: send the corpus as the multipart field 'file' (curl -F file=@data.csv)")
-        filename, ctype, data = upload
-        ext = UPLOAD_FORMATS.get(Path(filename or "").suffix.lower()) or UPLOAD_TYPES.get(ctype or "")
-        if ext is None:
-            raise InputError(
-                f"cannot tell the file's format from {(filename or ctype or 'nothing')[:80]!r}; "
-                "upload a .csv, .jsonl or .parquet file"
-            )
-        name = Path(filename).name[:200] if filename else None
         jid, d = st.store.new_dir()
-        path = d / f"input{ext}"
         try:
-            await asyncio.to_thread(path.write_bytes, data)
+            mode, label_column, name, path = await _receive(request, d)
             total = await asyncio.to_thread(validate_upload, path, mode, label_column, st.cfg, name or "the upload")
-        except LLMLabelError:
-            shutil.rmtree(d, ignore_errors=True)
+        except BaseException:  # a refused upload, one over the size limit, or a client that went away
+            await asyncio.to_thread(shutil.rmtree, d, True)
             raise
         rec = st.store.add(jid, mode, label_column, name, path, total)
         st.worker.wake()
         return JSONResponse(job_info(st, rec), 202, headers={"Location": f"/v1/jobs/{jid}"})
+
+
+async def _receive(request: Request, d: Path) -> tuple[str, str | None, str | None, Path]:
+    """An upload's mode, label column, file name and its file in the job's dir (named for its format)."""
+    fields, upload = await read_form(request, d / "upload")
+    mode = fields.get("mode") or "label"
+    if mode not in ("label", "audit"):
+        raise InputError(f"mode must be 'label' or 'audit', not {mode[:40]!r}")
+    label_column = (fields.get("label_column") or "label") if mode == "audit" else None
+    if upload is None:
+        raise InputError("no file: send the corpus as the multipart field 'file' (curl -F file=@data.csv)")
+    ext = UPLOAD_FORMATS.get(Path(upload.filename or "").suffix.lower()) or UPLOAD_TYPES.get(upload.content_type or "")
+    if ext is None:
+        raise InputError(
+            f"cannot tell the file's format from {(upload.filename or upload.content_type or 'nothing')[:80]!r}; "
+            "upload a .csv, .jsonl or .parquet file"
+        )
+    path = upload.path.rename(d / f"input{ext}")
+    return mode, label_column, Path(upload.filename).name[:200] if upload.filename else None, path
 
 
 def _read_routes(router: APIRouter, st: ServerState) -> None:

@@ -1,13 +1,12 @@
 """Synchronous labeling: /health, /v1/label and /v1/verify, for small batches (files go to /v1/jobs)."""
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from llmlabel.service.schemas import Health, LabelItem, LabelResponse, VerifyItem, VerifyResponse, errors
-from llmlabel.service.state import ServerState, label_item
+from llmlabel.service.state import ServerState, check_text_sizes, label_items
 
 
 def dispute(
@@ -37,9 +36,11 @@ def router(st: ServerState) -> APIRouter:
 
     @router.post("/v1/label", response_model=LabelResponse, tags=["label"], responses=errors(401, 413, 422, 502))
     async def label(body: LabelRequest) -> dict[str, Any]:
-        """Label a small batch now (at most --max-items; use /v1/jobs for files)."""
+        """Label a small batch now (at most --max-items, each text at most --max-text-chars; use /v1/jobs for
+        files)."""
+        check_text_sizes([it.text for it in body.items], st.max_text_chars)
         job = await st.job(st.cfg.mode)
-        recs = await asyncio.gather(*(label_item(job, i, it.text, None) for i, it in enumerate(body.items)))
+        recs = await label_items(job, [(it.text, None) for it in body.items])
         st.items["label"] = st.items.get("label", 0) + len(recs)
         return {
             "model_version": st.model_version,
@@ -51,8 +52,9 @@ def router(st: ServerState) -> APIRouter:
     @router.post("/v1/verify", response_model=VerifyResponse, tags=["label"], responses=errors(401, 413, 422, 502))
     async def verify(body: VerifyRequest) -> dict[str, Any]:
         """Check given labels: the judges' probability of each (score), their label, and whether to review it."""
+        check_text_sizes([it.text for it in body.items], st.max_text_chars)
         job = await st.job("label")  # the label prompt: answers are shared with /v1/label and audit jobs
-        recs = await asyncio.gather(*(label_item(job, i, it.text, it.label) for i, it in enumerate(body.items)))
+        recs = await label_items(job, [(it.text, it.label) for it in body.items])
         st.items["verify"] = st.items.get("verify", 0) + len(recs)
         out = []
         for i, (it, r) in enumerate(zip(body.items, recs)):

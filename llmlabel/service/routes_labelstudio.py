@@ -1,6 +1,5 @@
 """Label Studio's ML backend protocol: /setup and /predict (pre-annotations from the ensemble)."""
 
-import asyncio
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -8,9 +7,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmlabel.errors import InputError
-from llmlabel.secrets import register
 from llmlabel.service.schemas import LSSetup, LSTask, errors
-from llmlabel.service.state import ServerState, label_item
+from llmlabel.service.state import ServerState, check_text_sizes, label_items
 
 
 def parse_label_config(xml: str | None) -> tuple[str, str, str | None, list[str]]:
@@ -46,8 +44,8 @@ def router(st: ServerState) -> APIRouter:
 
     @router.post("/setup", responses=errors(401, 422))
     async def ls_setup(body: LSSetup) -> dict[str, Any]:
-        """Label Studio connects a project: answers with the model version."""
-        register(body.access_token)  # Label Studio's own token: never echoed or logged
+        """Label Studio connects a project: answers with the model version. Its access_token is neither kept
+        nor echoed; nor is it made a secret to redact: only the operator's configuration adds to that list."""
         return {"model_version": st.model_version}
 
     @router.post("/predict", responses=errors(401, 413, 422, 502))
@@ -63,7 +61,9 @@ def router(st: ServerState) -> APIRouter:
                     return data[k]
             return next((v for v in data.values() if isinstance(v, str)), "")
 
-        recs = await asyncio.gather(*(label_item(job, i, text_of(t.data), None) for i, t in enumerate(body.tasks)))
+        texts = [text_of(t.data) for t in body.tasks]
+        check_text_sizes(texts, st.max_text_chars)
+        recs = await label_items(job, [(t, None) for t in texts])
         by_fold = {c.casefold(): c for c in choices}
         out = []
         for r in recs:

@@ -101,13 +101,15 @@ class ErrorOut(BaseModel):
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error responses of a route (403, a foreign Host or Origin, can answer any route)."""
     why = {
         400: "bad request",
         401: "missing or wrong bearer token",
+        403: "a Host or Origin that is not this server's (a web page calling it)",
         404: "no such job",
         409: "not in a state for that",
-        413: "body or batch too large",
+        413: "body, batch or text too large",
         422: "invalid request",
         502: "a judge failed",
     }
-    return {c: {"model": ErrorOut, "description": why[c]} for c in codes}
+    return {c: {"model": ErrorOut, "description": why[c]} for c in sorted({*codes, 403})}

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import HTTPException
 
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.secrets import redact_obj
 from llmlabel.service.jobs import JobWorker
-from llmlabel.service.store import JobStore
+from llmlabel.service.store import JobStore, StateLock
 
 
 @dataclass
@@ -28,12 +30,16 @@ class ServerState:
     max_upload_bytes: int
     dispute_threshold: float
     transport: httpx.AsyncBaseTransport | None
+    max_text_chars: int = 200_000  # per synchronous item (see check_text_sizes)
+    allowed_hosts: frozenset[str] = frozenset()  # names besides the loopback ones (see auth.host_allowed)
+    allowed_origins: frozenset[tuple[str, str, int]] = frozenset()  # auth.origin_key of each allowed origin
     judges: list[Judge] = field(default_factory=list)
     model_version: str = ""
     jobs: dict[str, Job] = field(default_factory=dict)  # by prompt kind, created in the server's loop
     calibrated: set[str] = field(default_factory=set)
     calibrate_lock: asyncio.Lock | None = None
     store: JobStore | None = None
+    lock: StateLock | None = None
     worker: JobWorker | None = None
     http: dict[tuple[str, str, int], list[float]] = field(default_factory=dict)
     items: dict[str, int] = field(default_factory=dict)
@@ -57,6 +63,18 @@ class ServerState:
         return job
 
 
+def check_text_sizes(texts: list[str], limit: int) -> None:
+    """413 for a synchronous item longer than the limit. A judge reads at most its max_text_tokens anyway, and
+    tokenizing megabytes of text would hold the server's event loop (every other client) for seconds."""
+    for i, t in enumerate(texts):
+        if len(t) > limit:
+            raise HTTPException(
+                413,
+                f"item {i}: text of {len(t)} characters is over the limit of {limit} (--max-text-chars); "
+                "judges read only its first max_text_tokens: cut it, or send the file to POST /v1/jobs",
+            )
+
+
 def model_version(cfg: Config, judges: list[Judge]) -> str:
     what = json.dumps(
         [cfg.task.model_dump(), [(j.name, j.model, j.base_url) for j in judges], cfg.mode], sort_keys=True, default=str
@@ -71,9 +89,21 @@ def item_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"task": task})
 
 
+async def label_items(job: Job, items: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """The outcomes of a request's items (text, given label), asked concurrently. Each item starts in a loop turn
+    of its own: its synchronous start (cleaning, cutting to max_text_tokens, hashing) can take milliseconds for
+    a long text, and started all at once they would hold the event loop, every other client, for their sum."""
+    tasks = []
+    for i, (text, given) in enumerate(items):
+        tasks.append(asyncio.ensure_future(label_item(job, i, text, given)))
+        await asyncio.sleep(0)  # lets the loop serve other sockets between two items' starts
+    return list(await asyncio.gather(*tasks))
+
+
 async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
-    """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome)."""
+    """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome), with
+    every known secret hidden (a judge may echo its API key inside an answer or an error)."""
     rec, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
     if text_ is not None:
         rec.update(job.outcome(await job.ask_all(text_, given_)))
-    return {k: rec[k] for k in OUTCOME}
+    return {k: redact_obj(rec[k]) for k in OUTCOME}

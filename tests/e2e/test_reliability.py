@@ -66,7 +66,7 @@ def test_faults_every_row_labeled_once_and_ledger_matches(tmp_path):
 def test_endpoint_down_stops_with_clear_message_and_keeps_work(tmp_path):
     fake = FakeLLM(fail_after=10).start()
     try:
-        rows = write_corpus(tmp_path / "in.csv", 40)
+        write_corpus(tmp_path / "in.csv", 40)
         judges = [{"name": "a", "model": "m", "base_url": fake.base_url, "concurrency": 1, "max_attempts": 3}]
         cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
         out = tmp_path / "o.jsonl"

@@ -4,6 +4,7 @@ process killed mid-job and restarted without paying again for finished rows."""
 import asyncio
 import base64
 import csv
+import functools
 import json
 import os
 import re
@@ -19,10 +20,13 @@ import pytest
 pytest.importorskip("fastapi")
 from conftest import write_config, write_corpus  # noqa: E402
 from fakeserver import FakeLLM, pick  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient as _TestClient  # noqa: E402
 
 from llmlabel.config import load_config  # noqa: E402
 from llmlabel.service.app import create_app  # noqa: E402
+
+# A loopback Host, as a local client sends it (the service refuses TestClient's 'testserver').
+TestClient = functools.partial(_TestClient, base_url="http://127.0.0.1:8000")
 from llmlabel.service.routes_labelstudio import parse_label_config  # noqa: E402
 
 LABELS = ["positive", "negative"]
@@ -454,7 +458,7 @@ def test_through_httpx_asgi_transport(app_factory):
 
     async def go() -> tuple[int, dict, int]:
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve") as c:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
                 ok = await c.post("/v1/label", json={"items": [{"text": "hello"}]}, headers=H)
                 no = await c.post("/v1/label", json={"items": [{"text": "hello"}]})
                 return ok.status_code, ok.json(), no.status_code
@@ -497,7 +501,7 @@ def test_schemathesis_fuzz(app_factory):
         status_code_conformance,
     )
 
-    app = app_factory(max_items=4)
+    app = app_factory(max_items=4, allowed_hosts=["testserver"])  # the Host schemathesis sends
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     ran = []

@@ -2,6 +2,7 @@
 same audit scores and flags for an audit job as `llmlabel audit`, on the same input and the same answers."""
 
 import csv
+import functools
 import json
 import time
 
@@ -10,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi")
 from conftest import write_config  # noqa: E402
 from fakeserver import FakeLLM, pick  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient as _TestClient  # noqa: E402
 
 from llmlabel.auditing.audit import AuditOptions, run_audit  # noqa: E402
 from llmlabel.config import load_config  # noqa: E402
@@ -18,6 +19,9 @@ from llmlabel.pipeline.job import OUTCOME  # noqa: E402
 from llmlabel.pipeline.options import RunOptions  # noqa: E402
 from llmlabel.pipeline.run import run_job  # noqa: E402
 from llmlabel.service.app import create_app  # noqa: E402
+
+# A loopback Host, as a local client sends it (the service refuses TestClient's 'testserver').
+TestClient = functools.partial(_TestClient, base_url="http://127.0.0.1:8000")
 
 TOKEN = "test-token-0123456789"
 H = {"Authorization": f"Bearer {TOKEN}"}
