@@ -1,0 +1,99 @@
+"""The layout is the architecture: these tests keep its dependency rules from drifting.
+
+Layers, lowest first: foundations (config, errors, secrets) -> io -> llm -> ensemble -> pipeline (with local),
+then the pipeline's clients (auditing, distill, evaluation, service) and, on top, the cli."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "llmlabel"
+
+# What each subpackage may import from llmlabel (besides itself and the foundations).
+ALLOWED = {
+    "io": set(),
+    "llm": {"io"},
+    "ensemble": {"llm", "io"},
+    "local": {"io"},
+    "pipeline": {"io", "llm", "ensemble", "local"},
+    "distill": {"io"},
+    "evaluation": {"io", "ensemble"},
+    "auditing": {"io", "llm", "ensemble", "pipeline", "distill", "evaluation"},
+    "service": {"io", "llm", "ensemble", "pipeline", "auditing", "distill", "evaluation", "local"},
+}
+FOUNDATIONS = {"config", "errors", "secrets", ""}  # "": the package itself (`__version__`)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = p.relative_to(PKG.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = p
+    return out
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """llmlabel modules that `path` imports, at module level or inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "llmlabel":
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "llmlabel")
+    return {m for m in found if m in modules}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_dependencies_point_one_way() -> None:
+    modules = _modules()
+    wrong = []
+    for name, path in modules.items():
+        pkg = _part(name)
+        if pkg not in ALLOWED:
+            continue
+        for dep in _imports(path, modules):
+            target = _part(dep)
+            if target not in ALLOWED[pkg] | FOUNDATIONS | {pkg}:
+                wrong.append(f"{name} imports {dep}")
+    assert not wrong, wrong
+
+
+def test_nothing_imports_the_cli() -> None:
+    modules = _modules()
+    users = [
+        name
+        for name, path in modules.items()
+        if _part(name) != "cli" and name != "llmlabel.__main__"
+        for dep in _imports(path, modules)
+        if _part(dep) == "cli"
+    ]
+    assert not users, users
+
+
+def test_no_import_cycles_between_packages() -> None:
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        graph.setdefault(_part(name), set()).update(
+            _part(d) for d in _imports(path, modules) if _part(d) != _part(name)
+        )
+    graph.pop("", None)  # llmlabel/__init__.py: the lazy public API re-exports from the packages
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = sorted(p for p in graph if p in reach(p))
+    assert not cycles, cycles
