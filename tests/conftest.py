@@ -79,5 +79,18 @@ def run_cli(
     )
 
 
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The llmlabel command in this process (an error path needs no subprocess): (exit code, stdout, stderr)."""
+    from llmlabel.cli.main import main
+
+    capsys.readouterr()
+    try:
+        rc = main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        rc = e.code if isinstance(e.code, int) else 2
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import read_jsonl, run_cli, write_config
+from conftest import read_jsonl, run_cli, run_main, write_config
 
 from llmlabel.auditing.signals import auroc, choose_flags, score_signals
 
@@ -137,18 +137,18 @@ def test_audit_verify_csv_output(tmp_path, fake):
     assert {r["id"] for r in rows if r["flagged"] == "True"} == FLIPPED & {f"t{i}" for i in range(20)}
 
 
-def test_out_of_set_labels_are_an_error(tmp_path, fake):
+def test_out_of_set_labels_are_an_error(tmp_path, fake, capsys):
     inp, truth = corpus(tmp_path, n=12, extra={"t2": "neutral", "t5": "neutral", "t7": ""})
     fake.answers = truth
     cfg = write_config(tmp_path / "c.yaml", fake.base_url, judges=judges(fake.base_url))
     out = tmp_path / "audit.jsonl"
-    r = run_cli("audit", str(inp), "-c", str(cfg), "-o", str(out), "--label-column", "gold_label", "-q")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    line = r.stderr.strip()
+    rc, _, err = run_main(capsys, "audit", str(inp), "-c", str(cfg), "-o", str(out), "--label-column", "gold_label")
+    assert rc == 2 and "Traceback" not in err
+    line = err.strip()
     assert "\n" not in line and "'neutral' (2 rows)" in line and "task.labels" in line and "can't be audited" in line
     assert not out.exists() and fake.requests == 0
-    r = run_cli("audit", str(inp), "-c", str(cfg), "-o", str(out), "--label-column", "nope", "-q")
-    assert r.returncode == 2 and "no label column 'nope'" in r.stderr
+    rc, _, err = run_main(capsys, "audit", str(inp), "-c", str(cfg), "-o", str(out), "--label-column", "nope", "-q")
+    assert rc == 2 and "no label column 'nope'" in err
 
 
 def test_choose_flags_and_auroc():

@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, write_config, write_corpus
-
-from llmlabel.cli.main import main
+from conftest import read_jsonl, run_main, write_config, write_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +21,7 @@ def _quiet_fake_server(monkeypatch):
 
 
 def label(capsys, *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    rc = main(["label", *args, "-q"])
-    err = capsys.readouterr().err
+    rc, _, err = run_main(capsys, "label", *args, "-q")
     return rc, err
 
 
