@@ -94,3 +94,13 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+# Subprocess-heavy files: each test starts processes or servers (seconds each). `-m "not slow"` skips them.
+SLOW_FILES = {"test_local.py", "test_local_models.py", "test_serve.py", "test_service_safety.py", "test_reliability.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("llama") or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
