@@ -18,6 +18,8 @@ __all__ = [
     "majority",
     "weighted",
     "agreement_weights",
+    "judge_kappas",
+    "uninformative",
     "gold_weights",
     "dawid_skene",
     "candidate_scores",
@@ -184,6 +186,80 @@ def weighted(votes: np.ndarray, K: int, weights: np.ndarray) -> np.ndarray:
     return _softmax_rows(scores)[0]
 
 
+def _reference(v: np.ndarray, j: int, K: int, counts: np.ndarray) -> np.ndarray:
+    """The other judges' unique plurality label per item (-1 where tied or none answered)."""
+    others = counts.copy()
+    ans = v[:, j] >= 0
+    others[np.flatnonzero(ans), v[ans, j]] -= 1
+    top = others.max(axis=1)
+    unique = ((others == top[:, None]).sum(axis=1) == 1) & (top > 0)
+    return np.where(unique, others.argmax(axis=1), -1)
+
+
+def _kappa(a: np.ndarray, b: np.ndarray, K: int) -> tuple[float, int]:
+    """Cohen's kappa of two label vectors over items where both are >= 0, and that item count."""
+    ok = (a >= 0) & (b >= 0)
+    n = int(ok.sum())
+    if not n:
+        return 0.0, 0
+    pa = np.bincount(a[ok], minlength=K) / n
+    pb = np.bincount(b[ok], minlength=K) / n
+    po, pe = float((a[ok] == b[ok]).mean()), float(pa @ pb)
+    return (po - pe) / (1.0 - pe) if pe < 1.0 else 0.0, n
+
+
+def judge_kappas(votes: np.ndarray, K: int, gold: dict[int, int] | None = None) -> np.ndarray:
+    """(J,) Cohen's kappa of each judge against gold (10+ gold rows), else its highest kappa with another judge.
+
+    Kappa discounts the agreement expected by chance from the label shares, so a judge that says one label
+    to everything, or guesses, scores ~0 however skewed the data is (raw agreement would reward it). Pairs,
+    not a plurality of the others, are the reference: a constant judge in the plurality would make every
+    reference constant too.
+    """
+    v = _check_votes(votes, K)
+    idx, lab = _check_gold(gold, v.shape[0], K)
+    J = v.shape[1]
+    if len(idx) >= 10:
+        return np.array([_kappa(v[idx, j], lab, K)[0] for j in range(J)])
+    pair = np.full((J, J), -np.inf)
+    for j in range(J):
+        for k in range(j + 1, J):
+            pair[j, k] = pair[k, j] = _kappa(v[:, j], v[:, k], K)[0]
+    return pair.max(axis=1) if J > 1 else np.zeros(J)
+
+
+def uninformative(
+    votes: np.ndarray, K: int, gold: dict[int, int] | None = None, min_kappa: float = 0.1, min_rows: int = 20
+) -> np.ndarray:
+    """(J,) bool: judges whose answers carry (next to) no information about the label, to be left out.
+
+    A judge is flagged when its kappa (see judge_kappas) is below ``min_kappa``. Without gold and with two
+    judges both kappas are the same number, so only the one whose answers are far less varied (lower
+    label entropy: the "one label to everything" failure) is flagged. At least one judge always stays,
+    and nothing is flagged on fewer than ``min_rows`` answered items.
+    """
+    v = _check_votes(votes, K)
+    n, J = v.shape
+    flagged = np.zeros(J, dtype=bool)
+    if J < 2 or n < min_rows:
+        return flagged
+    kappa = judge_kappas(v, K, gold)
+    flagged = kappa < min_kappa
+    if J == 2 and len(gold or {}) < 10 and flagged.all():
+        ent = np.array([_entropy(np.bincount(v[v[:, j] >= 0, j], minlength=K)) for j in range(J)])
+        low = int(ent.argmin())
+        flagged[:] = False
+        flagged[low] = ent[1 - low] - ent[low] >= 0.3  # nats; ln 2 = 0.69 is a 50/50 split
+    if flagged.all():
+        flagged[int(kappa.argmax())] = False
+    return flagged
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / max(counts.sum(), 1)
+    return float(-(p * np.log(p)).sum())
+
+
 def _acc_to_weight(acc: np.ndarray, K: int, max_acc: float) -> np.ndarray:
     # Floor at chance (1/K): a below-chance judge gets weight 0 rather than a
     # negative one, since in multi-class "anti-votes" carry little information.
@@ -200,19 +276,13 @@ def agreement_weights(votes: np.ndarray, K: int, max_acc: float = 0.99) -> np.nd
     reference under-estimates accuracy, but the ranking of judges is what matters.
     """
     v = _check_votes(votes, K)
-    n, J = v.shape
+    J = v.shape[1]
     counts = _vote_counts(v, K)
     acc = np.full(J, 0.5)
-    rows = np.arange(n)
     for j in range(J):
-        ans = v[:, j] >= 0
-        others = counts.copy()
-        others[rows[ans], v[ans, j]] -= 1
-        top = others.max(axis=1)
-        unique_top = (others == top[:, None]).sum(axis=1) == 1
-        use = ans & unique_top & (top > 0)
-        agree = (others[use].argmax(axis=1) == v[use, j]).sum()
-        acc[j] = (agree + 1.0) / (use.sum() + 2.0)
+        ref = _reference(v, j, K, counts)
+        use = (v[:, j] >= 0) & (ref >= 0)
+        acc[j] = ((v[use, j] == ref[use]).sum() + 1.0) / (use.sum() + 2.0)
     return _acc_to_weight(acc, K, max_acc)
 
 
@@ -306,13 +376,16 @@ def dawid_skene(
     max_iter: int = 100,
     tol: float = 1e-6,
     smoothing: float = 0.01,
+    diag_prior: float = 0.0,
 ) -> DawidSkeneResult:
     """Dawid-Skene EM over single-label votes (missing = -1).
 
     Initialized from majority vote. Gold items are clamped to one-hot in every
     E-step, anchoring the confusion matrices (with gold, a second EM start from
     gold-only confusion estimates is also tried; the likelier one wins).
-    ``smoothing`` is a pseudo-count added to every confusion cell and prior.
+    ``smoothing`` is a pseudo-count added to every confusion cell and prior; ``diag_prior`` adds that
+    many pseudo-counts to each confusion diagonal (a Dirichlet prior that judges are better than chance),
+    which keeps small jobs from fitting label-permuted or degenerate confusions and fades as rows add up.
     Stops when the log-likelihood per observed vote changes by less than ``tol``.
     """
     v = _check_votes(votes, K)
@@ -332,7 +405,7 @@ def dawid_skene(
         for j in range(J):
             flat = (offs[None, :] + idx[:, j, None]).ravel()
             c = np.bincount(flat, weights=wp.ravel(), minlength=K * (K + 1)).reshape(K, K + 1)
-            conf[j] = c[:, :K] + smoothing
+            conf[j] = c[:, :K] + smoothing + diag_prior * np.eye(K)
         conf = _normalize_rows(conf.reshape(J * K, K)).reshape(J, K, K)
         prior = _normalize_rows((wp.sum(axis=0) + smoothing)[None, :])[0]
         return conf, prior

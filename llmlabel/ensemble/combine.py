@@ -23,6 +23,7 @@ def combine_row(
     """A soft vote: each judge's distribution (its logprobs, or one-hot on its label), weighted."""
     mass = dict.fromkeys(labels, 0.0)
     total = 0.0
+    lead: str | None = None  # the first-listed judge with weight: ties go its way (config order is preference)
     cand_count = dict.fromkeys(labels, 0)
     n_sets = 0
     for name, ans in answers.items():
@@ -30,6 +31,8 @@ def combine_row(
         if dist is None:
             continue
         w = (weights or {}).get(name, 1.0)
+        if lead is None and w > 0:
+            lead = ans.label
         for lab, p in dist.items():
             mass[lab] += w * p
         total += w
@@ -47,7 +50,7 @@ def combine_row(
             "error": f"no judge gave a valid answer ({errors})" if errors else "no judge answered",
         }
     probs = {lab: round(m / total, 4) for lab, m in mass.items()}
-    label = max(labels, key=lambda lab: (mass[lab], -labels.index(lab)))
+    label = max(labels, key=lambda lab: (round(mass[lab], 9), lab == lead, -labels.index(lab)))
     if mode == "candidates" and n_sets:
         cands = [lab for lab in labels if cand_count[lab] * 2 >= n_sets] or [label]
         if label not in cands:
@@ -57,22 +60,13 @@ def combine_row(
     return {"label": label, "confidence": probs[label], "probs": probs, "candidates": cands, "error": None}
 
 
-def refit(
-    records: Callable[[], Any],
-    judge_names: list[str],
-    labels: list[str],
-    method: str,
-    mode: str,
-    gold: dict[str, str] | None = None,
-) -> tuple[Callable[[int, dict[str, Any]], dict[str, Any]] | None, dict[str, Any]]:
-    """Fit weights or Dawid-Skene over every row; return a function that rewrites each row, and a summary."""
-    if method not in ("weighted", "dawid_skene"):
-        return None, {"method": method}  # majority is final per row: nothing to refit
+def _collect(
+    records: Callable[[], Any], judge_names: list[str], labels: list[str], mode: str, gold: dict[str, str] | None
+) -> tuple[Any, Any, dict[int, int]]:
+    """Votes (n, J) as label codes (-1: none), candidate sets (n, J, K) or None, and gold row positions."""
     from array import array
 
     import numpy as np
-
-    from llmlabel.ensemble import aggregate
 
     K, J = len(labels), len(judge_names)
     index = {lab: k for k, lab in enumerate(labels)}
@@ -92,14 +86,26 @@ def refit(
         if gold and rec["id"] in gold and gold[rec["id"]] in index:
             gold_pos[pos] = index[gold[rec["id"]]]
         n += 1
-    if not n:
-        return None, {}
     votes = np.frombuffer(flat_votes, dtype=np.int16).reshape(n, J).astype(np.int64)
-    summary: dict[str, Any] = {"method": method, "gold_rows": len(gold_pos)}
-    if method == "dawid_skene":
-        res = aggregate.dawid_skene(votes, K, gold=gold_pos or None)
-        post = res.posteriors
-        summary["judges"] = {
+    cands = np.frombuffer(flat_cands, dtype=np.int8).reshape(n, J, K).astype(bool) if mode == "candidates" else None
+    return votes, cands, gold_pos
+
+
+def _fit(
+    method: str, votes: Any, K: int, gold_pos: dict[int, int], keep: Any, judge_names: list[str], labels: list[str]
+) -> tuple[Any, dict[str, Any]]:
+    """Posteriors (n, K) from weighted or Dawid-Skene over the kept judges, and the per-judge summary."""
+    import numpy as np
+
+    from llmlabel.ensemble import aggregate
+
+    kept = np.where(keep[None, :], votes, -1)
+    # Dawid-Skene cannot tell which of two judges errs when they disagree (its confusions are not
+    # identified below three judges); without gold it then falls back to the weighted vote.
+    if method == "dawid_skene" and (keep.sum() >= 3 or gold_pos):
+        # Two pseudo-counts on each confusion diagonal: a small job cannot fit a label-swapped judge.
+        res = aggregate.dawid_skene(kept, K, gold=gold_pos or None, diag_prior=2.0)
+        judges = {
             name: {
                 "accuracy": round(float(res.accuracies[j]), 4),
                 "confusion": {
@@ -108,18 +114,66 @@ def refit(
             }
             for j, name in enumerate(judge_names)
         }
-        summary["priors"] = {labels[k]: round(float(res.priors[k]), 4) for k in range(K)}
-    elif method == "weighted":
-        w = aggregate.gold_weights(votes, K, gold_pos) if gold_pos else aggregate.agreement_weights(votes, K)
-        post = aggregate.weighted(votes, K, w)
-        summary["judges"] = {name: {"weight": round(float(w[j]), 4)} for j, name in enumerate(judge_names)}
-    else:
-        return None, summary
-    cand_sets = (
-        aggregate.aggregate_candidates(np.frombuffer(flat_cands, dtype=np.int8).reshape(n, J, K).astype(bool))
-        if mode == "candidates"
-        else None
-    )
+        return res.posteriors, {
+            "judges": judges,
+            "priors": {labels[k]: round(float(res.priors[k]), 4) for k in range(K)},
+        }
+    w = aggregate.gold_weights(kept, K, gold_pos) if gold_pos else aggregate.agreement_weights(kept, K)
+    # Left-out judges weigh nothing; a hair more weight for earlier judges settles exact ties their way.
+    w = np.where(keep, w + 1e-6 * (len(w) - np.arange(len(w))), 0.0)
+    return aggregate.weighted(kept, K, w), {
+        "judges": {n: {"weight": round(float(w[j]), 4)} for j, n in enumerate(judge_names)}
+    }
+
+
+def refit(
+    records: Callable[[], Any],
+    judge_names: list[str],
+    labels: list[str],
+    method: str,
+    mode: str,
+    gold: dict[str, str] | None = None,
+) -> tuple[Callable[[int, dict[str, Any]], dict[str, Any]] | None, dict[str, Any]]:
+    """Fit over every row and return a function that rewrites each row, and a summary.
+
+    Every method first leaves out judges that carry no information (aggregate.uninformative: one label to
+    everything, or chance agreement), so a broken judge cannot drag the ensemble below its best member.
+    weighted and dawid_skene then refit over the whole job; majority keeps its per-row soft vote, redone
+    without the left-out judges (and weighted by gold accuracy when gold rows are given).
+    """
+    if method == "majority" and len(judge_names) < 2 and not gold:
+        return None, {"method": method}  # one judge: its answers are the labels, nothing to weigh
+    import numpy as np
+
+    from llmlabel.ensemble import aggregate
+
+    votes, cand, gold_pos = _collect(records, judge_names, labels, mode, gold)
+    n, K = len(votes), len(labels)
+    if not n:
+        return None, {}
+    keep = ~aggregate.uninformative(votes, K, gold_pos)
+    summary: dict[str, Any] = {"method": method, "gold_rows": len(gold_pos)}
+    if not keep.all():
+        summary["left_out"] = [name for name, k in zip(judge_names, keep) if not k]
+    if method == "majority":
+        if keep.all() and not gold_pos:
+            return None, summary  # the per-row soft vote is already final
+        w = aggregate.gold_weights(votes, K, gold_pos) if gold_pos else np.ones(len(judge_names))
+        weights = {name: float(w[j]) if keep[j] else 0.0 for j, name in enumerate(judge_names)}
+        summary["judges"] = {name: {"weight": round(x, 4)} for name, x in weights.items()}
+
+        def revote(pos: int, rec: dict[str, Any]) -> dict[str, Any]:
+            if rec.get("label") is None:
+                return rec
+            answers = {name: JudgeAnswer(**a) for name, a in (rec.get("judges") or {}).items()}
+            return {**rec, **combine_row(answers, labels, mode, weights)}
+
+        return revote, summary
+    post, fitted = _fit(method, votes, K, gold_pos, keep, judge_names, labels)
+    summary.update(fitted)
+    if method == "dawid_skene" and "priors" not in fitted:
+        summary["fallback"] = "weighted: Dawid-Skene needs three informative judges or gold rows"
+    cand_sets = aggregate.aggregate_candidates(cand[:, keep]) if cand is not None else None
 
     def update(pos: int, rec: dict[str, Any]) -> dict[str, Any]:
         if rec.get("label") is None or (votes[pos] < 0).all():

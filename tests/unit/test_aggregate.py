@@ -11,10 +11,14 @@ from llmlabel.ensemble.aggregate import (
     dawid_skene,
     dawid_skene_candidates,
     gold_weights,
+    judge_kappas,
     majority,
     to_label_dicts,
+    uninformative,
     weighted,
 )
+from llmlabel.ensemble.combine import combine_row, refit
+from llmlabel.llm.answers import JudgeAnswer
 
 K = 6
 ACCS = [0.85, 0.70, 0.60]
@@ -266,3 +270,64 @@ def test_confidence_and_label_dicts():
     np.testing.assert_allclose(confidence(post), [0.876544, 0.5])
     d = to_label_dicts(post, ["neg", "pos"])
     assert d == [{"neg": 0.1235, "pos": 0.8765}, {"neg": 0.5, "pos": 0.5}]
+
+
+# ---------------------------------------------------------------- judges that carry no information
+
+
+def _binary_judges(n: int = 300, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Truth with 30% positives; a 0.85 judge, a 0.75 judge, and one saying "positive" (1) to everything."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(np.int64)
+    good = np.where(rng.random(n) < 0.85, y, 1 - y)
+    fair = np.where(rng.random(n) < 0.75, y, 1 - y)
+    return y, np.stack([good, fair, np.ones(n, np.int64)], axis=1)
+
+
+def test_kappa_flags_a_constant_judge_and_a_guesser_but_not_good_ones():
+    y, votes = _binary_judges()
+    kappa = judge_kappas(votes, 2)
+    assert kappa[0] > 0.2 and kappa[1] > 0.2 and abs(kappa[2]) < 1e-9
+    assert uninformative(votes, 2).tolist() == [False, False, True]
+    guesser = np.random.default_rng(5).integers(0, 2, len(y))
+    assert uninformative(np.column_stack([votes[:, :2], guesser]), 2).tolist() == [False, False, True]
+    # Gold (10+ rows) is the reference when given: the same verdicts.
+    assert uninformative(votes, 2, gold={i: int(y[i]) for i in range(40)}).tolist() == [False, False, True]
+
+
+def test_two_judges_the_constant_one_is_left_out_and_tiny_jobs_are_left_alone():
+    _, votes = _binary_judges()
+    assert uninformative(votes[:, [0, 2]], 2).tolist() == [False, True]
+    assert uninformative(votes[:, [2, 0]], 2).tolist() == [True, False]
+    assert not uninformative(votes[:15], 2).any()  # too few rows to judge a judge
+    assert not uninformative(np.ones((50, 2), np.int64), 2).any()  # never leaves out every judge
+
+
+def test_refit_never_follows_a_constant_judge_below_the_best_one():
+    labels = ["negative", "positive"]
+    y, votes = _binary_judges()
+    names = ["good", "fair", "always"]
+    recs = []
+    for i, v in enumerate(votes):
+        answers = {n: JudgeAnswer(label=labels[v[j]]) for j, n in enumerate(names)}
+        # "always" is sure of itself (probs 1.0): a plain soft vote of the three follows it on every tie.
+        answers["always"] = JudgeAnswer(label="positive", probs={"negative": 0.0, "positive": 1.0})
+        recs.append(
+            {"id": str(i), **combine_row(answers, labels, "label"), "judges": {n: a.out() for n, a in answers.items()}}
+        )
+    best = (votes[:, 0] == y).mean()
+    for method in ("majority", "weighted", "dawid_skene"):
+        update, summary = refit(lambda: iter(recs), names, labels, method, "label")
+        assert update is not None and summary["left_out"] == ["always"], method
+        out = [update(i, dict(r)) for i, r in enumerate(recs)]
+        acc = np.mean([r["label"] == labels[t] for r, t in zip(out, y)])
+        assert acc >= best - 0.01, (method, acc, best)
+
+
+def test_dawid_skene_diagonal_prior_keeps_a_small_job_from_swapping_labels():
+    # 12 items, 3 judges that mostly agree: with no prior EM may settle on any labeling; the prior keeps
+    # the majority's reading and confusions near the diagonal.
+    votes = np.array([[0, 0, 1], [0, 0, 0], [1, 1, 1], [1, 1, 0], [0, 1, 0], [1, 1, 1]] * 2)
+    res = dawid_skene(votes, 2, diag_prior=2.0)
+    assert (res.labels == majority(votes, 2).argmax(axis=1)).all()
+    assert (np.diagonal(res.confusions, axis1=1, axis2=2) > 0.6).all()
