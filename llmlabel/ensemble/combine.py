@@ -9,11 +9,18 @@ from typing import Any
 from llmlabel.llm.answers import JudgeAnswer
 
 
-def judge_distribution(ans: JudgeAnswer, labels: list[str]) -> dict[str, float] | None:
+def judge_distribution(ans: JudgeAnswer) -> dict[str, float] | None:
+    """A judge's answer as a label distribution: its logprobs when it gave them; else, with a candidate set of
+    m labels, 2/(m+1) on its chosen label and 1/(m+1) on each other candidate (a set of two is not
+    certainty); else one-hot on its label."""
     if ans.label is None:
         return None
     if ans.probs:
         return ans.probs
+    others = [c for c in ans.candidates or [] if c != ans.label]
+    if others:
+        m = len(others) + 1
+        return {ans.label: 2 / (m + 1), **dict.fromkeys(others, 1 / (m + 1))}
     return {ans.label: 1.0}
 
 
@@ -27,7 +34,7 @@ def combine_row(
     cand_count = dict.fromkeys(labels, 0)
     n_sets = 0
     for name, ans in answers.items():
-        dist = judge_distribution(ans, labels)
+        dist = judge_distribution(ans)
         if dist is None:
             continue
         w = (weights or {}).get(name, 1.0)
@@ -126,7 +133,7 @@ def _fit(
     }
 
 
-def refit(
+def _refit(
     records: Callable[[], Any],
     judge_names: list[str],
     labels: list[str],
@@ -134,13 +141,7 @@ def refit(
     mode: str,
     gold: dict[str, str] | None = None,
 ) -> tuple[Callable[[int, dict[str, Any]], dict[str, Any]] | None, dict[str, Any]]:
-    """Fit over every row and return a function that rewrites each row, and a summary.
-
-    Every method first leaves out judges that carry no information (aggregate.uninformative: one label to
-    everything, or chance agreement), so a broken judge cannot drag the ensemble below its best member.
-    weighted and dawid_skene then refit over the whole job; majority keeps its per-row soft vote, redone
-    without the left-out judges (and weighted by gold accuracy when gold rows are given).
-    """
+    """refit without the gold confidence calibration."""
     if method == "majority" and len(judge_names) < 2 and not gold:
         return None, {"method": method}  # one judge: its answers are the labels, nothing to weigh
     import numpy as np
@@ -191,3 +192,68 @@ def refit(
         return rec
 
     return update, summary
+
+
+Update = Callable[[int, dict[str, Any]], dict[str, Any]]
+
+
+def refit(
+    records: Callable[[], Any],
+    judge_names: list[str],
+    labels: list[str],
+    method: str,
+    mode: str,
+    gold: dict[str, str] | None = None,
+) -> tuple[Update | None, dict[str, Any]]:
+    """Fit over every row and return a function that rewrites each row, and a summary.
+
+    Every method first leaves out judges that carry no information (aggregate.uninformative: one label to
+    everything, or chance agreement), so a broken judge cannot drag the ensemble below its best member.
+    weighted and dawid_skene then refit over the whole job; majority keeps its per-row soft vote, redone
+    without the left-out judges (and weighted by gold accuracy when gold rows are given). With 20+ gold
+    rows, confidences are then recalibrated on them (see calibrate_confidence).
+    """
+    update, summary = _refit(records, judge_names, labels, method, mode, gold)
+    if not gold:
+        return update, summary
+    pairs = []
+    for pos, rec in enumerate(records()):
+        if rec["id"] in gold:
+            rec = update(pos, rec) if update else rec
+            if rec.get("confidence") is not None:
+                pairs.append((float(rec["confidence"]), rec.get("label") == gold[rec["id"]]))
+    cal = calibrate_confidence([c for c, _ in pairs], [ok for _, ok in pairs])
+    if cal is None:
+        return update, summary
+    summary["confidence_calibrated_on"] = len(pairs)
+
+    def calibrated(pos: int, rec: dict[str, Any]) -> dict[str, Any]:
+        rec = update(pos, rec) if update else rec
+        if rec.get("confidence") is not None:
+            rec["confidence"] = round(cal(float(rec["confidence"])), 4)
+        return rec
+
+    return calibrated, summary
+
+
+def calibrate_confidence(conf: list[float], correct: list[bool], min_rows: int = 20) -> Callable[[float], float] | None:
+    """Platt scaling fitted on gold rows: confidence -> P(label is right), monotone, via a logistic regression
+    on logit(confidence). None with fewer than ``min_rows`` rows or when every row is right (or wrong)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    if len(conf) < min_rows or len(set(correct)) < 2:
+        return None
+    c = np.clip(np.asarray(conf, dtype=np.float64), 1e-4, 1 - 1e-4)
+    x = np.log(c / (1 - c))[:, None]
+    lr = LogisticRegression(C=10.0).fit(x, np.asarray(correct, dtype=int))
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if a <= 0:  # confidence carries no usable ordering: every row gets the gold accuracy
+        acc = float(np.mean(correct))
+        return lambda _c: acc
+
+    def f(value: float) -> float:
+        v = min(max(value, 1e-4), 1 - 1e-4)
+        return 1.0 / (1.0 + float(np.exp(-(a * np.log(v / (1 - v)) + b))))
+
+    return f

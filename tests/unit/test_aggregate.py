@@ -331,3 +331,37 @@ def test_dawid_skene_diagonal_prior_keeps_a_small_job_from_swapping_labels():
     res = dawid_skene(votes, 2, diag_prior=2.0)
     assert (res.labels == majority(votes, 2).argmax(axis=1)).all()
     assert (np.diagonal(res.confusions, axis1=1, axis2=2) > 0.6).all()
+
+
+def test_a_candidate_set_of_two_is_not_certainty():
+    from llmlabel.ensemble.combine import judge_distribution
+
+    assert judge_distribution(JudgeAnswer(label="a", candidates=["a", "b"])) == pytest.approx({"a": 2 / 3, "b": 1 / 3})
+    assert judge_distribution(JudgeAnswer(label="a", candidates=["a"])) == {"a": 1.0}
+    out = combine_row({"j": JudgeAnswer(label="a", candidates=["b", "a"])}, ["a", "b", "c"], "candidates")
+    assert out["label"] == "a" and out["confidence"] == pytest.approx(0.6667, abs=1e-4)
+
+
+def test_gold_rows_calibrate_confidence():
+    from llmlabel.ensemble.combine import calibrate_confidence
+
+    rng = np.random.default_rng(0)
+    # An over-confident judge: says 0.95-1.0 but is right 70% of the time.
+    conf = rng.uniform(0.95, 1.0, 400)
+    ok = rng.random(400) < 0.7
+    cal = calibrate_confidence(conf.tolist(), ok.tolist())
+    assert cal is not None and abs(np.mean([cal(c) for c in conf]) - 0.7) < 0.03
+    assert calibrate_confidence([0.9] * 10, [True] * 5 + [False] * 5) is None  # too few gold rows
+    # Through refit: one over-confident judge, 100 gold rows -> confidences near its gold accuracy.
+    labels = ["negative", "positive"]
+    y = rng.integers(0, 2, 300)
+    said = np.where(rng.random(300) < 0.7, y, 1 - y)
+    recs = [
+        {"id": str(i), "label": labels[s], "confidence": 1.0, "judges": {"j": {"label": labels[s]}}}
+        for i, s in enumerate(said)
+    ]
+    gold = {str(i): labels[y[i]] for i in range(100)}
+    update, summary = refit(lambda: iter([dict(r) for r in recs]), ["j"], labels, "majority", "label", gold)
+    assert update is not None and summary["confidence_calibrated_on"] == 100
+    confs = [update(i, dict(r))["confidence"] for i, r in enumerate(recs)]
+    assert abs(np.mean(confs) - (said == y)[:100].mean()) < 0.02
