@@ -156,7 +156,7 @@ def _refit(
     summary: dict[str, Any] = {"method": method, "gold_rows": len(gold_pos)}
     if not keep.all():
         summary["left_out"] = [name for name, k in zip(judge_names, keep) if not k]
-    if method == "majority":
+    if method == "majority" or (keep.sum() < 2 and not gold_pos):  # one judge left: nothing to weigh
         if keep.all() and not gold_pos:
             return None, summary  # the per-row soft vote is already final
         w = aggregate.gold_weights(votes, K, gold_pos) if gold_pos else np.ones(len(judge_names))

@@ -135,6 +135,7 @@ def assemble(spec: ModelSpec, dest_dir: Path | None = None) -> Path:
                     with open(p, "rb") as src:
                         while block := src.read(1 << 22):
                             out.write(block)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a model cache is shared like any download
             os.replace(tmp, dest)  # concurrent assemblers each write their own temp file; the last rename wins
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -187,7 +187,8 @@ def _write_config(path: Path, port: int, models: dict[str, Path], threads: int) 
                 "n_threads": threads,
                 "n_threads_batch": threads,
                 "chat_format": MODELS[alias].chat_format,
-                "verbose": False,
+                # llama.cpp's own timings (prompt/generation tokens per second) go to the log when set.
+                "verbose": bool(os.environ.get("LLMLABEL_LOCAL_VERBOSE")),
             }
             for alias, p in models.items()
         ],
