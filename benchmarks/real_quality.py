@@ -1,6 +1,6 @@
 """Real local models on real data: each embedded model as a judge, and their ensemble, on seeded samples of
 TREC test, SST-2 dev and SMS spam (../shared/data), through `llmlabel label` against llama.cpp servers that
-llmlabel starts (llmlabel.local). Writes benchmarks/results/real_quality.md and its section of BENCHMARKS.md.
+llmlabel starts (llmlabel.local). Writes benchmarks/results/real_quality.md, then rebuilds BENCHMARKS.md.
 
     python benchmarks/real_quality.py [--rows 40] [--models qwen2.5-coder-0.5b,smollm2-135m,gemma3-270m]
 
@@ -183,7 +183,9 @@ def main() -> None:
     print(text)
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results" / "real_quality.md").write_text(text)
-    write_section(ROOT / "BENCHMARKS.md", text)
+    from benchmarks import collect  # rebuilds BENCHMARKS.md from every results file
+
+    collect.main([])
 
 
 def table(task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d: Path, state: Any) -> list[str]:
@@ -234,19 +236,6 @@ def table(task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d
         )
     out += ["", f"Best single judge: {best[0]} {best[1]:.3f}.", ""]
     return out
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or append it)."""
-    title = text.splitlines()[0]
-    old = path.read_text() if path.exists() else ""
-    if title in old:
-        start = old.index(title)
-        nxt = old.find("\n## ", start + len(title))
-        old = old[:start] + text.rstrip("\n") + ("\n" + old[nxt:] if nxt != -1 else "\n")
-    else:
-        old = old.rstrip("\n") + "\n\n" + text
-    path.write_text(old)
 
 
 if __name__ == "__main__":
