@@ -99,17 +99,38 @@ def _collect(
 
 
 def _fit(
-    method: str, votes: Any, K: int, gold_pos: dict[int, int], keep: Any, judge_names: list[str], labels: list[str]
+    method: str,
+    votes: Any,
+    cand: Any,
+    K: int,
+    gold_pos: dict[int, int],
+    keep: Any,
+    judge_names: list[str],
+    labels: list[str],
 ) -> tuple[Any, dict[str, Any]]:
-    """Posteriors (n, K) from weighted or Dawid-Skene over the kept judges, and the per-judge summary."""
+    """Posteriors (n, K) from weighted or Dawid-Skene over the kept judges, and the per-judge summary.
+
+    In candidate mode Dawid-Skene models the candidate sets themselves (candidates.dawid_skene_candidates): on
+    the ensemble benchmark's TREC candidate run it labels 0.986 right against 0.94 for Dawid-Skene over the
+    judges' single picks."""
     import numpy as np
 
-    from llmlabel.ensemble import aggregate
+    from llmlabel.ensemble import aggregate, candidates
 
     kept = np.where(keep[None, :], votes, -1)
     # Dawid-Skene cannot tell which of two judges errs when they disagree (its confusions are not
     # identified below three judges); without gold it then falls back to the weighted vote.
     if method == "dawid_skene" and (keep.sum() >= 3 or gold_pos):
+        if cand is not None:
+            sets = cand & keep[None, :, None]
+            res = candidates.dawid_skene_candidates(sets, K, gold=gold_pos or None)
+            judges = {
+                name: {"coverage": round(float(res.accuracies[j]), 4)} for j, name in enumerate(judge_names) if keep[j]
+            }
+            return res.posteriors, {
+                "judges": judges,
+                "priors": {labels[k]: round(float(res.priors[k]), 4) for k in range(K)},
+            }
         # Two pseudo-counts on each confusion diagonal: a small job cannot fit a label-swapped judge.
         res = aggregate.dawid_skene(kept, K, gold=gold_pos or None, diag_prior=2.0)
         judges = {
@@ -146,7 +167,7 @@ def _refit(
         return None, {"method": method}  # one judge: its answers are the labels, nothing to weigh
     import numpy as np
 
-    from llmlabel.ensemble import aggregate
+    from llmlabel.ensemble import aggregate, candidates
 
     votes, cand, gold_pos = _collect(records, judge_names, labels, mode, gold)
     n, K = len(votes), len(labels)
@@ -170,11 +191,11 @@ def _refit(
             return {**rec, **combine_row(answers, labels, mode, weights)}
 
         return revote, summary
-    post, fitted = _fit(method, votes, K, gold_pos, keep, judge_names, labels)
+    post, fitted = _fit(method, votes, cand, K, gold_pos, keep, judge_names, labels)
     summary.update(fitted)
     if method == "dawid_skene" and "priors" not in fitted:
         summary["fallback"] = "weighted: Dawid-Skene needs three informative judges or gold rows"
-    cand_sets = aggregate.aggregate_candidates(cand[:, keep]) if cand is not None else None
+    cand_sets = candidates.aggregate_candidates(cand[:, keep]) if cand is not None else None
 
     def update(pos: int, rec: dict[str, Any]) -> dict[str, Any]:
         if rec.get("label") is None or (votes[pos] < 0).all():

@@ -4,19 +4,14 @@ import pytest
 
 from llmlabel.ensemble.aggregate import (
     DawidSkeneResult,
-    aggregate_candidates,
     agreement_weights,
-    candidate_scores,
-    confidence,
     dawid_skene,
-    dawid_skene_candidates,
     gold_weights,
     judge_kappas,
-    majority,
-    to_label_dicts,
     uninformative,
     weighted,
 )
+from llmlabel.ensemble.candidates import aggregate_candidates, candidate_scores, dawid_skene_candidates
 from llmlabel.ensemble.combine import combine_row, refit
 from llmlabel.llm.answers import JudgeAnswer
 
@@ -55,19 +50,14 @@ def acc(post, y):
 # --- simple voting -----------------------------------------------------------
 
 
-def test_majority_shares_ties_and_missing():
-    votes = np.array([[0, 0, 1], [0, 1, -1], [-1, -1, -1], [2, 2, 2]])
-    p = majority(votes, 3)
-    np.testing.assert_allclose(p[0], [2 / 3, 1 / 3, 0])
-    np.testing.assert_allclose(p[1], [0.5, 0.5, 0])
-    np.testing.assert_allclose(p[2], [1 / 3] * 3)
-    np.testing.assert_allclose(p[3], [0, 0, 1])
-    np.testing.assert_allclose(p.sum(axis=1), 1)
+def majority(votes: np.ndarray, K: int) -> np.ndarray:
+    """The plain vote baseline: an equal-weight vote (softmax of vote counts; argmax = plurality)."""
+    return weighted(votes, K, np.ones(votes.shape[1]))
 
 
-def test_majority_rejects_bad_codes():
+def test_votes_outside_the_labels_are_rejected():
     with pytest.raises(ValueError):
-        majority(np.array([[0, 3]]), 3)
+        weighted(np.array([[0, 3]]), 3, np.ones(2))
 
 
 def test_weighted_vote_matches_log_odds():
@@ -260,16 +250,6 @@ def test_ds_candidates_gold_and_empty_sets():
     np.testing.assert_allclose(r.posteriors[:5], np.tile(r.priors, (5, 1)), atol=1e-3)
     with pytest.raises(ValueError):
         dawid_skene_candidates(cand, K + 1)
-
-
-# --- output helpers --------------------------------------------------------------
-
-
-def test_confidence_and_label_dicts():
-    post = np.array([[0.123456, 0.876544], [0.5, 0.5]])
-    np.testing.assert_allclose(confidence(post), [0.876544, 0.5])
-    d = to_label_dicts(post, ["neg", "pos"])
-    assert d == [{"neg": 0.1235, "pos": 0.8765}, {"neg": 0.5, "pos": 0.5}]
 
 
 # ---------------------------------------------------------------- judges that carry no information
