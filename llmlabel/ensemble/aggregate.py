@@ -120,7 +120,7 @@ def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, inv.reshape(-1), cnt
 
 
-def _compress(patterns: np.ndarray, gold_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _compress(patterns: np.ndarray, gold_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Collapse identical observation rows (non-negative int codes).
 
     The DS posterior of an item depends only on its row of observations, so EM

@@ -79,12 +79,12 @@ def dawid_skene_candidates(
         rows = ((crow[:, :, None] >> np.arange(K, dtype=np.int64)) & 1).astype(bool)
     else:
         order = np.concatenate([np.setdiff1d(np.arange(n), g_idx), g_idx])
-        rows, w, P = c[order], np.ones(n), n - len(g_idx)
+        rows, w, P = c[order], np.ones(n, dtype=np.float64), int(n - len(g_idx))
         item_to_row = np.empty(n, np.int64)
         item_to_row[order] = np.arange(n)
 
     X = rows.astype(np.float64)  # (R, J, K)
-    ans = rows.any(axis=2).astype(np.float64)  # (R, J)
+    ans: np.ndarray = np.asarray(rows.any(axis=2), dtype=np.float64)  # (R, J)
     n_obs = max(float((w[:, None] * ans).sum()), 1.0)
 
     def m_step(post: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

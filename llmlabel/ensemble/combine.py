@@ -86,7 +86,8 @@ def _collect(
         js = rec.get("judges") or {}
         for name in judge_names:
             a = js.get(name) or {}
-            flat_votes.append(index.get(a.get("label"), -1))
+            lab = a.get("label")
+            flat_votes.append(index[lab] if lab in index else -1)
             if mode == "candidates":
                 cs = a.get("candidates") or []
                 flat_cands.extend(1 if lab in cs else 0 for lab in labels)
@@ -124,16 +125,16 @@ def _fit(
         if cand is not None:
             sets = cand & keep[None, :, None]
             res = candidates.dawid_skene_candidates(sets, K, gold=gold_pos or None)
-            judges = {
+            coverage = {
                 name: {"coverage": round(float(res.accuracies[j]), 4)} for j, name in enumerate(judge_names) if keep[j]
             }
             return res.posteriors, {
-                "judges": judges,
+                "judges": coverage,
                 "priors": {labels[k]: round(float(res.priors[k]), 4) for k in range(K)},
             }
         # Two pseudo-counts on each confusion diagonal: a small job cannot fit a label-swapped judge.
         res = aggregate.dawid_skene(kept, K, gold=gold_pos or None, diag_prior=2.0)
-        judges = {
+        judges: dict[str, dict[str, Any]] = {
             name: {
                 "accuracy": round(float(res.accuracies[j]), 4),
                 "confusion": {
