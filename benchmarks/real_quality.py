@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="sst2,sms,trec")
     ap.add_argument("--models", default="qwen2.5-coder-0.5b,smollm2-135m,gemma3-270m")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--work", help="keep inputs, outputs and the answer cache here (a rerun is then free)")
     # One thread per server: llama.cpp's threads spin while they wait, so 3 servers x 2 threads on 2 shared
     # cores thrash (measured: 2.6 s per generated token for Qwen against ~0.1 s alone).
     ap.add_argument("--threads", type=int, default=1)
@@ -144,7 +145,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
+        d = Path(a.work or tmp)
+        d.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         state, procs = servers.launch(d / "run", threads=a.threads)
         startup = time.perf_counter() - t0

@@ -209,11 +209,19 @@ def judge_kappas(votes: np.ndarray, K: int, gold: dict[int, int] | None = None) 
 
 
 def uninformative(
-    votes: np.ndarray, K: int, gold: dict[int, int] | None = None, min_kappa: float = 0.1, min_rows: int = 20
+    votes: np.ndarray,
+    K: int,
+    gold: dict[int, int] | None = None,
+    min_kappa: float = 0.1,
+    min_rows: int = 20,
+    max_skew: float = 0.3,
 ) -> np.ndarray:
     """(J,) bool: judges whose answers carry (next to) no information about the label, to be left out.
 
-    A judge is flagged when its kappa (see judge_kappas) is below ``min_kappa``. Without gold and with two
+    A judge is flagged when its kappa (see judge_kappas) is below ``min_kappa``, or (three judges or more)
+    when its label shares are ``max_skew`` or more (total variation) away from the other judges' mean shares:
+    a judge that says "negative" to 90% of rows while the others split evenly is biased, even when it agrees
+    with another weak judge often enough to keep a kappa above chance. Without gold and with two
     judges both kappas are the same number, so only the one whose answers are far less varied (lower
     label entropy: the "one label to everything" failure) is flagged. At least one judge always stays,
     and nothing is flagged on fewer than ``min_rows`` answered items.
@@ -225,6 +233,13 @@ def uninformative(
         return flagged
     kappa = judge_kappas(v, K, gold)
     flagged = kappa < min_kappa
+    # The most skewed judge goes first, then the others are compared again without it.
+    while (~flagged).sum() >= 3:
+        live = np.flatnonzero(~flagged)
+        skew = _label_skew(v[:, live], K)
+        if skew.max() < max_skew:
+            break
+        flagged[live[int(skew.argmax())]] = True
     if J == 2 and len(gold or {}) < 10 and flagged.all():
         ent = np.array([_entropy(np.bincount(v[v[:, j] >= 0, j], minlength=K)) for j in range(J)])
         low = int(ent.argmin())
@@ -233,6 +248,16 @@ def uninformative(
     if flagged.all():
         flagged[int(kappa.argmax())] = False
     return flagged
+
+
+def _label_skew(v: np.ndarray, K: int) -> np.ndarray:
+    """(J,) total-variation distance between each judge's label shares and the mean shares of the others."""
+    shares = np.array(
+        [np.bincount(v[v[:, j] >= 0, j], minlength=K) / max((v[:, j] >= 0).sum(), 1) for j in range(v.shape[1])]
+    )
+    J = len(shares)
+    others = (shares.sum(axis=0)[None, :] - shares) / max(J - 1, 1)
+    return 0.5 * np.abs(shares - others).sum(axis=1)
 
 
 def _entropy(counts: np.ndarray) -> float:

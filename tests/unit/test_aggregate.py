@@ -345,3 +345,16 @@ def test_gold_rows_calibrate_confidence():
     assert update is not None and summary["confidence_calibrated_on"] == 100
     confs = [update(i, dict(r))["confidence"] for i, r in enumerate(recs)]
     assert abs(np.mean(confs) - (said == y)[:100].mean()) < 0.02
+
+
+def test_a_judge_skewed_to_one_label_is_left_out_even_above_chance_kappa():
+    # Measured on 20 SST-2 rows: Qwen 0.90 (11 positive), SmolLM2 0.60 (9), Gemma 0.55 (2 positive); the two
+    # weak judges agree on negatives often enough for kappa ~0.24, but Gemma's shares are 0.4 away from theirs.
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    good = np.where(rng.random(200) < 0.9, y, 1 - y)
+    weak = np.where(rng.random(200) < 0.6, y, 1 - y)
+    skewed = np.where(rng.random(200) < 0.8, 0, y)  # "negative" unless the truth is positive and a coin says so
+    votes = np.stack([good, weak, skewed], axis=1)
+    assert judge_kappas(votes, 2)[2] > 0.1  # kappa alone would keep it
+    assert uninformative(votes, 2).tolist() == [False, False, True]
