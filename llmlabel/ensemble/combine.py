@@ -168,13 +168,13 @@ def _refit(
         return None, {"method": method}  # one judge: its answers are the labels, nothing to weigh
     import numpy as np
 
-    from llmlabel.ensemble import aggregate, candidates
+    from llmlabel.ensemble import aggregate, candidates, judges
 
     votes, cand, gold_pos = _collect(records, judge_names, labels, mode, gold)
     n, K = len(votes), len(labels)
     if not n:
         return None, {}
-    keep = ~aggregate.uninformative(votes, K, gold_pos)
+    keep = ~judges.uninformative(votes, K, gold_pos)
     summary: dict[str, Any] = {"method": method, "gold_rows": len(gold_pos)}
     if not keep.all():
         summary["left_out"] = [name for name, k in zip(judge_names, keep) if not k]
@@ -229,7 +229,7 @@ def refit(
 ) -> tuple[Update | None, dict[str, Any]]:
     """Fit over every row and return a function that rewrites each row, and a summary.
 
-    Every method first leaves out judges that carry no information (aggregate.uninformative: one label to
+    Every method first leaves out judges that carry no information (judges.uninformative: one label to
     everything, or chance agreement), so a broken judge cannot drag the ensemble below its best member.
     weighted and dawid_skene then refit over the whole job; majority keeps its per-row soft vote, redone
     without the left-out judges (and weighted by gold accuracy when gold rows are given). With 20+ gold

@@ -7,12 +7,11 @@ from llmlabel.ensemble.aggregate import (
     agreement_weights,
     dawid_skene,
     gold_weights,
-    judge_kappas,
-    uninformative,
     weighted,
 )
 from llmlabel.ensemble.candidates import aggregate_candidates, candidate_scores, dawid_skene_candidates
 from llmlabel.ensemble.combine import combine_row, refit
+from llmlabel.ensemble.judges import judge_kappas, uninformative
 from llmlabel.llm.answers import JudgeAnswer
 
 K = 6
