@@ -132,6 +132,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="sst2,sms,trec")
     ap.add_argument("--models", default="qwen2.5-coder-0.5b,smollm2-135m,gemma3-270m")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--no-logprobs", action="store_true", help="plain JSON answers (confidence 1.0), no calibration")
+    ap.add_argument("--name", default="real_quality", help="results file benchmarks/results/NAME.md")
     ap.add_argument("--work", help="keep inputs, outputs and the answer cache here (a rerun is then free)")
     # One thread per server: llama.cpp's threads spin while they wait, so 3 servers x 2 threads on 2 shared
     # cores thrash (measured: 2.6 s per generated token for Qwen against ~0.1 s alone).
@@ -158,7 +160,7 @@ def main() -> None:
                     "base_url": j["base_url"],
                     "concurrency": 1,
                     "response_format": "json_object_schema",
-                    "logprobs": True,
+                    "logprobs": not a.no_logprobs,
                     "cache_as": f"llmlabel-local/{j['model']}",
                     "timeout": 600,
                 }
@@ -170,15 +172,22 @@ def main() -> None:
             for p in procs:
                 servers._terminate(p.pid)
     head = [
-        "## Real local models on real data (benchmarks/real_quality.py)",
+        "## Real local models on real data (benchmarks/real_quality.py" + (", no logprobs)" if a.no_logprobs else ")"),
         "",
         f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores ({platform.machine()}) shared with other jobs "
         f"(load {load:.1f} at start), llama.cpp threads {a.threads}, servers up in {startup:.0f}s. Command: "
-        f"`python benchmarks/real_quality.py --rows {a.rows} --tasks {a.tasks} --models {a.models}`",
+        f"`python benchmarks/real_quality.py --rows {a.rows} --tasks {a.tasks} --models {a.models}"
+        + (" --no-logprobs" if a.no_logprobs else "")
+        + (f" --name {a.name}" if a.name != "real_quality" else "")
+        + "`",
         "",
-        f"Seeded samples of {a.rows} rows per dataset. Each judge: label mode, JSON-schema constrained answer "
-        "with logprobs over label codes, calibrated on content-free inputs (the embedded default). "
-        "`ensemble (majority)`: soft vote after the aggregation leaves out judges with ~0 kappa; "
+        f"Seeded samples of {a.rows} rows per dataset. Each judge: label mode, "
+        + (
+            "JSON-schema constrained answer without logprobs (confidence 1.0). "
+            if a.no_logprobs
+            else "logprobs over label codes, calibrated on content-free inputs (the embedded default). "
+        )
+        + "`ensemble (majority)`: soft vote after the aggregation leaves out judges with ~0 kappa; "
         "`ensemble (dawid_skene)`: the same over Dawid-Skene. cov@0.9: share of rows kept at the confidence "
         "threshold that reaches 0.9 accuracy (0 if none does). s/row: wall seconds of the whole run per row "
         "(judges run one after another). llama.cpp tok/s: prompt / generation tokens per second from its "
@@ -188,7 +197,7 @@ def main() -> None:
     text = "\n".join(head + lines) + "\n"
     print(text)
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "real_quality.md").write_text(text)
+    (ROOT / "benchmarks" / "results" / f"{a.name}.md").write_text(text)
     from benchmarks import collect  # rebuilds BENCHMARKS.md from every results file
 
     collect.main([])

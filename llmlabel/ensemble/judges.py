@@ -79,8 +79,9 @@ def uninformative(
         low = int(ent.argmin())
         flagged[:] = False
         flagged[low] = ent[1 - low] - ent[low] >= 0.3  # nats; ln 2 = 0.69 is a 50/50 split
-    if flagged.all():
-        flagged[int(kappa.argmax())] = False
+    if flagged.all():  # keep the judge with the most varied answers: a constant judge has none to give
+        ent = [_entropy(np.bincount(v[v[:, j] >= 0, j], minlength=K)) for j in range(J)]
+        flagged[int(np.argmax(ent))] = False
     return flagged
 
 

@@ -357,3 +357,12 @@ def test_a_judge_skewed_to_one_label_is_left_out_even_above_chance_kappa():
     votes = np.stack([good, weak, skewed], axis=1)
     assert judge_kappas(votes, 2)[2] > 0.1  # kappa alone would keep it
     assert uninformative(votes, 2).tolist() == [False, False, True]
+
+
+def test_when_every_judge_looks_uninformative_the_varied_one_stays():
+    # Measured on 20 TREC rows: SmolLM2 and Gemma answered one label each, so every pair's kappa is 0;
+    # the judge with real answers (Qwen, 0.45) must be the one kept, not a constant one.
+    rng = np.random.default_rng(0)
+    varied = rng.integers(0, 6, 40)
+    votes = np.stack([np.full(40, 2), varied, np.full(40, 0)], axis=1)
+    assert uninformative(votes, 6).tolist() == [True, False, True]
