@@ -47,7 +47,7 @@ from common import (  # noqa: E402
     write_result,
 )
 
-from llmlabel.auditing.audit import auroc  # noqa: E402
+from llmlabel.auditing.signals import auroc  # noqa: E402
 
 SAMPLE_SEED, FLIP_SEED, FLIP_RATE = 0, 2024, 0.10
 

@@ -2,7 +2,7 @@
 """Start-up time: `llmlabel --help`, and a 10-row `llmlabel label` job against fakellm (cold cache each time).
 
 Median (and min/max) of --repeat runs of each, wall time from spawn to exit, plus the CPU time of the
-process. Also lists the slowest imports of the label path (`python -X importtime -c "import llmlabel.pipeline.runner"`),
+process. Also lists the slowest imports of the label path (`python -X importtime -c "import llmlabel.pipeline.run"`),
 which is where a job's start-up goes.
 
     python benchmarks/startup_bench.py [--repeat 5] [--quick]
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                     jobs.append((load, r))
             results.append((f"`llmlabel label` {a.rows} rows, cold cache, 0 ms server", jobs))
         load_imp = wait_for_quiet(a.load_max, max_wait=a.max_wait)
-        imports, imp_total = importtime("llmlabel.pipeline.runner")
+        imports, imp_total = importtime("llmlabel.pipeline.run")
 
     rows = []
     for what, runs in results:
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )
     text += (
-        f'\n\n## Where a job\'s start-up goes: `python -X importtime -c "import llmlabel.pipeline.runner"`\n\n'
-        f"One run (load at start {load_imp:.2f}); `import llmlabel.pipeline.runner` took {imp_total:.3f} s in all. "
+        f'\n\n## Where a job\'s start-up goes: `python -X importtime -c "import llmlabel.pipeline.run"`\n\n'
+        f"One run (load at start {load_imp:.2f}); `import llmlabel.pipeline.run` took {imp_total:.3f} s in all. "
         "The heaviest imports (cumulative, including what they import):\n\n"
         + table(["package", "first imported by", "ms (cumulative)", "share of the import"], imports)
         + "\n"

@@ -1,21 +1,59 @@
-"""llmlabel: label, audit and distill text datasets with an ensemble of LLM judges."""
+"""llmlabel: label, audit and distill text datasets with an ensemble of LLM judges.
+
+import llmlabel
+with llmlabel.Labeler.from_config("config.yaml") as labeler:
+    results = labeler.label(["great phone", "broke in a week"])   # [LabelResult(label=..., ...), ...]
+    labeler.label_file("in.csv", "out.jsonl")                       # resumable, like `llmlabel label`
+    report = llmlabel.audit(texts, given_labels, labeler=labeler)   # like `llmlabel audit`
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["label", "label_file", "load_config", "Config"]
+__all__ = [
+    "AuditReport",
+    "Config",
+    "LabelResult",
+    "Labeler",
+    "Progress",
+    "RunOptions",
+    "RunResult",
+    "audit",
+    "load_config",
+]
+
+# Lazy: `import llmlabel` (and `llmlabel --help`) must not pay for pydantic, numpy or the HTTP clients.
+_WHERE = {
+    "Labeler": "llmlabel.pipeline.labeler",
+    "LabelResult": "llmlabel.pipeline.labeler",
+    "Progress": "llmlabel.pipeline.options",
+    "RunOptions": "llmlabel.pipeline.options",
+    "RunResult": "llmlabel.pipeline.options",
+    "audit": "llmlabel.auditing.api",
+    "AuditReport": "llmlabel.auditing.api",
+    "load_config": "llmlabel.config",
+    "Config": "llmlabel.config",
+}
+
+if TYPE_CHECKING:
+    from llmlabel.auditing.api import AuditReport, audit
+    from llmlabel.config import Config, load_config
+    from llmlabel.pipeline.labeler import Labeler, LabelResult
+    from llmlabel.pipeline.options import Progress, RunOptions, RunResult
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import llmlabel` (and `llmlabel --help`) must not pay for the openai SDK's import.
-    if name in ("label", "label_file"):
-        from llmlabel.pipeline import api
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'llmlabel' has no attribute '{name}'")
+    import importlib
 
-        return getattr(api, name)
-    if name in ("load_config", "Config"):
-        from llmlabel import config
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value  # looked up once
+    return value
 
-        return getattr(config, name)
-    raise AttributeError(name)
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,9 +40,9 @@ class Task(_Strict):
     @classmethod
     def _labels_from_list(cls, v: Any) -> Any:
         if isinstance(v, list):
-            return {str(x): "" for x in v}
+            return {_label_name(x): "" for x in v}
         if isinstance(v, dict):
-            return {str(k): "" if d is None else str(d) for k, d in v.items()}
+            return {_label_name(k): "" if d is None else str(d) for k, d in v.items()}
         return v
 
     @field_validator("labels")
@@ -62,6 +63,16 @@ class Task(_Strict):
     @property
     def label_names(self) -> list[str]:
         return list(self.labels)
+
+
+def _label_name(x: Any) -> str:
+    # A label is the string the user wrote: YAML's true/false/null (or a float, which YAML rounds) cannot be
+    # turned back into what was typed, so such a label is refused instead of asking the model for "True".
+    if isinstance(x, str):
+        return x
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x)
+    raise ValueError(f"label {x!r} is not a string; quote it in the YAML, e.g. labels: ['true', 'false']")
 
 
 class Price(_Strict):
@@ -139,7 +150,7 @@ def default_judges() -> list[Judge]:
     return [Judge(name="default", model=os.environ.get("LLMLABEL_MODEL", "gpt-4o-mini"), base_url=base)]
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any) -> str:  # a pydantic ErrorDetails
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"unknown key '{loc}'; remove it or check its spelling"
@@ -161,12 +172,25 @@ def parse_config(data: Any, source: str = "config") -> Config:
     return cfg
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false are booleans; yes/no/on/off stay the strings the user wrote."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} not found; pass an existing YAML file with -c")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -25,3 +25,9 @@ class BudgetExhausted(LLMLabelError):
     """--max-cost or --max-requests was reached; the run stops cleanly and a rerun continues."""
 
     exit_code = 3
+
+
+class OutputError(LLMLabelError):
+    """An output or its part file cannot be written (disk full, a directory in the way): rows already written stay."""
+
+    exit_code = 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -229,9 +228,6 @@ def render_report(records: list[dict[str, Any]], summary: dict[str, Any], title:
 
 
 def write_report(path: str | Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(
-        render_report(records, summary, f"llmlabel audit: {Path(str(summary.get('input', ''))).name}"), encoding="utf-8"
-    )
-    os.replace(tmp, p)
+    from llmlabel.io.files import atomic_write
+
+    atomic_write(path, render_report(records, summary, f"llmlabel audit: {Path(str(summary.get('input', ''))).name}"))

@@ -22,7 +22,8 @@ def _fraction(v: str) -> float:
 def cmd_audit(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llmlabel.auditing.audit import AuditOptions, export_csv, export_labelstudio, run_audit, summary_lines
+    from llmlabel.auditing.audit import AuditOptions, run_audit, summary_lines
+    from llmlabel.auditing.exports import export_csv, export_labelstudio
     from llmlabel.config import load_config
     from llmlabel.io.rows import input_format
 
@@ -45,8 +46,9 @@ def cmd_audit(a: argparse.Namespace) -> int:
     try:
         res = run_audit(cfg, a.input, a.output, opts)
     except LLMLabelError as e:
-        if getattr(e, "ledger", None) is not None and e.ledger.rows_done:
-            print(e.ledger.table(), file=sys.stderr)
+        ledger = getattr(e, "ledger", None)  # run_job attaches what the stopped run cost
+        if ledger is not None and ledger.rows_done:
+            print(ledger.table(), file=sys.stderr)
         raise
     except ImportError as e:
         raise LLMLabelError(

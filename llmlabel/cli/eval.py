@@ -12,8 +12,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     rep = evaluate(a.output, a.gold, label_column=a.label_column, id_column=a.id_column)
     dest = a.report or eval_path(a.output)
-    with open(dest, "w", encoding="utf-8") as fh:
-        json.dump(rep, fh, indent=2, ensure_ascii=False)
+    from llmlabel.io.files import atomic_write
+
+    atomic_write(dest, json.dumps(rep, indent=2, ensure_ascii=False))
     print(format_report(rep))
     print(f"report saved to {dest}")
     return 0

@@ -25,7 +25,8 @@ _TEARDOWN_FREE = False  # set once a command has closed everything it opened
 
 def cmd_label(a: argparse.Namespace) -> int:
     global _TEARDOWN_FREE
-    from llmlabel.pipeline.runner import RunOptions, run_job
+    from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.run import run_job
 
     _TEARDOWN_FREE = True  # run_job closes its files, cache and connections on every path out
     cfg = _load(a.config)
@@ -34,11 +35,19 @@ def cmd_label(a: argparse.Namespace) -> int:
             cfg,
             a.input,
             a.output,
-            RunOptions(limit=a.limit, max_cost=a.max_cost, max_requests=a.max_requests, progress=not a.quiet),
+            RunOptions(
+                limit=a.limit,
+                max_cost=a.max_cost,
+                max_requests=a.max_requests,
+                progress=not a.quiet,
+                restart=a.restart,
+                retry_errors=a.retry_errors,
+            ),
         )
     except LLMLabelError as e:
-        if getattr(e, "ledger", None) is not None and e.ledger.rows_done:
-            _print_ledger(e.ledger)
+        ledger = getattr(e, "ledger", None)  # run_job attaches what the stopped run cost
+        if ledger is not None and ledger.rows_done:
+            _print_ledger(ledger)
         raise
     _print_ledger(res.ledger)
     for w in res.warnings:
@@ -133,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-cost", type=float, help="stop cleanly once this many dollars are spent")
     s.add_argument("--max-requests", type=int, help="stop cleanly after this many paid requests")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the rows of an unfinished run of this output and start over (cached answers are reused)",
+    )
+    s.add_argument(
+        "--retry-errors", action="store_true", help="ask the judges again for rows that failed in the last run"
+    )
     s.set_defaults(func=cmd_label)
 
     s = sub.add_parser("plan", help="estimate requests, tokens and cost of a run; makes no call")

@@ -1,26 +1,15 @@
-"""`llmlabel serve`: the HTTP API (llmlabel/serve.py) under uvicorn."""
+"""`llmlabel serve`: the HTTP API (llmlabel/service/) under uvicorn."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import socket
 import sys
 
 from llmlabel.errors import ConfigError, LLMLabelError
-
-TOKEN_ENV = "LLMLABEL_SERVE_TOKEN"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from llmlabel.service.auth import TOKEN_ENV, is_loopback
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -66,8 +55,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
     ):
         if v <= 0:
             raise LLMLabelError(f"{name} must be positive, not {v}")
-    if not 0 <= a.flag_threshold <= 1:
-        raise LLMLabelError(f"--flag-threshold must be between 0 and 1, not {a.flag_threshold}")
+    if not 0 <= a.dispute_threshold <= 1:
+        raise LLMLabelError(f"--dispute-threshold must be between 0 and 1, not {a.dispute_threshold}")
     from llmlabel.config import load_config
 
     cfg = load_config(a.config)
@@ -94,7 +83,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
             max_items=a.max_items,
             max_body_bytes=int(a.max_body_mb * (1 << 20)),
             max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
-            flag_threshold=a.flag_threshold,
+            dispute_threshold=a.dispute_threshold,
         )
         # The server's own lines (jobs resumed, failures) go where uvicorn's go, in its format.
         handler = logging.StreamHandler()
@@ -135,11 +124,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--max-body-mb", type=float, default=10, help="largest JSON request body, in MiB (default: 10)")
     s.add_argument("--max-upload-mb", type=float, default=100, help="largest /v1/jobs upload, in MiB (default: 100)")
     s.add_argument(
-        "--flag-threshold",
+        "--dispute-threshold",
         type=float,
         default=0.5,
-        help="verify/audit: flag a label the judges disagree with when its score is below this",
+        help="/v1/verify: an item is disputed when the judges' label differs and the given label's probability "
+        "is below this (audit jobs flag rows as `llmlabel audit` does)",
     )
+    s.add_argument(
+        "--flag-threshold", type=float, dest="dispute_threshold", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )  # old name
     s.add_argument("--no-auth", action="store_true", help="no token needed; only allowed on a loopback --host")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--access-log", action="store_true", help="log every request (paths only, never headers)")

@@ -13,15 +13,13 @@ import numpy as np
 
 from llmlabel.errors import InputError
 from llmlabel.evaluation import metrics
-from llmlabel.io.output import ledger_path
-from llmlabel.io.rows import iter_rows, row_id
+from llmlabel.io.gold import read_gold
+from llmlabel.io.paths import eval_path, ledger_path
+from llmlabel.io.rows import iter_rows
+
+__all__ = ["eval_path", "evaluate", "format_report"]
 
 NONE = "\x00none"  # prediction code for rows without a label: counts as wrong, never as a real class
-
-
-def eval_path(output: str | Path) -> Path:
-    p = Path(output)
-    return p.with_name(p.name + ".eval.json")
 
 
 def _json_field(v: Any) -> Any:
@@ -37,29 +35,6 @@ def _json_field(v: Any) -> Any:
 def _none_if_nan(x: float | None) -> float | None:
     # JSON has no nan/inf: an undefined metric (or no correct label to divide by) is null.
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
-
-
-def load_gold(path: str | Path, label_column: str, id_column: str) -> tuple[dict[str, str], bool]:
-    """Gold labels by id (rows with an empty label are skipped). Second value: ids were row numbers."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"gold file {p} not found; check the --gold path")
-    gold: dict[str, str] = {}
-    numbered = False
-    for i, row in enumerate(iter_rows(p)):
-        if i == 0:
-            if label_column not in row:
-                raise InputError(
-                    f"gold file {p} has no column '{label_column}' "
-                    f"(columns: {', '.join(map(str, list(row)[:20]))}); pass --label-column"
-                )
-            # Same rule as `llmlabel label`: an input without an id column has its rows numbered from 0.
-            numbered = id_column not in row
-        v = row.get(label_column)
-        if v is None or str(v) == "":
-            continue
-        gold[row_id(row, id_column, i)] = str(v)
-    return gold, numbered
 
 
 def _load_ledger(output: Path) -> dict[str, Any] | None:
@@ -138,7 +113,8 @@ def evaluate(
     out = Path(output)
     if not out.is_file():
         raise InputError(f"output file {out} not found; pass the file written by `llmlabel label`")
-    gold, numbered = load_gold(gold_path, label_column, id_column)
+    gold = read_gold(gold_path, id_column, label_column)
+    numbered = gold.numbered
     if not gold:
         raise InputError(f"gold file {gold_path} has no non-empty '{label_column}' values; pass --label-column")
     rows = _read(out, gold)

@@ -3,33 +3,49 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmlabel.errors import InputError
+from llmlabel.errors import OutputError
+from llmlabel.io.files import atomic_path, atomic_write
+from llmlabel.io.paths import ledger_path, part_path  # noqa: F401  (re-exported: io.paths names them)
 from llmlabel.io.rows import input_format
+from llmlabel.io.tables import write_table
 
 PERMANENT = "empty text"  # row errors that a rerun would not fix
 
 
-def part_path(output: Path) -> Path:
-    return output.with_name(output.name + ".part")
-
-
-def ledger_path(output: Path) -> Path:
-    return output.with_name(output.name + ".ledger.json")
-
-
 class PartFile:
-    """JSON lines appended as rows finish, so a kill loses at most the line being written."""
+    """JSON lines appended as rows finish, so a kill loses at most the line being written.
 
-    def __init__(self, path: Path) -> None:
+    Beside it, `meta` (OUTPUT.part.json) records what the rows belong to (the caller's fingerprint of the input
+    and of the settings that change answers), written before the first row, so that a rerun can tell whether
+    it may continue. Rows at or past `limit` (an earlier run without --limit) are kept but never output."""
+
+    def __init__(self, path: Path, limit: int | None = None) -> None:
         self.path = path
+        self.meta_path = path.with_name(path.name + ".json")
+        self.limit = limit
         self.done: set[str] = set()
         self.errored: set[str] = set()  # ids with a failed attempt on file: a later line may supersede it
         self._fh: Any = None
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def meta(self) -> dict[str, Any] | None:
+        """The recorded fingerprint, or None when there is none (or it cannot be read)."""
+        try:
+            data = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def discard(self) -> None:
+        """Forget an earlier run's rows (its answers stay in the response cache)."""
+        self.path.unlink(missing_ok=True)
+        self.meta_path.unlink(missing_ok=True)
 
     def load(self) -> None:
         if not self.path.exists():
@@ -37,38 +53,75 @@ class PartFile:
         with open(self.path, "rb+") as fh:
             good = 0
             for line in fh:
-                if not line.endswith(b"\n"):
-                    break  # a line cut by a kill: dropped below, the row is redone
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    break
+                rec = _record(line)
+                if rec is None:
+                    break  # a line cut by a kill, or not one this code wrote: dropped below, the row is redone
                 good += len(line)
-                err = rec.get("error")
+                if self.limit is not None and rec["_i"] >= self.limit:
+                    continue
+                err = rec["error"]
                 if err is None or err.startswith(PERMANENT):
                     self.done.add(rec["id"])
                 else:
                     self.errored.add(rec["id"])
             fh.truncate(good)
 
-    def open(self) -> None:
+    def open(self, meta: dict[str, Any] | None = None) -> None:
+        """Open for appending; a new part file first gets `meta` (an existing one keeps its own)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if meta is not None and not self.path.exists():
+            atomic_write(self.meta_path, json.dumps(meta))
         # Unbuffered: each row is one write() straight to the OS, so a kill cannot strand rows in a buffer.
         self._fh = open(self.path, "ab", buffering=0)
 
     def append(self, rec: dict[str, Any]) -> None:
-        self._fh.write(line(rec))
+        self._write(line(rec))
 
     def append_lines(self, lines: list[bytes]) -> None:
         """Several rows (from `line`/`line_with`) in one write (a kill may cut the last line: `load` drops it
         and the row is redone)."""
         if lines:
-            self._fh.write(b"".join(lines))
+            self._write(b"".join(lines))
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._fh.write(data)
+        except OSError as e:
+            raise OutputError(
+                f"cannot write {self.path}: {e.strerror or e}; the rows finished before are safe in it: "
+                "free some space (or fix the disk) and rerun the same command to continue"
+            ) from None
 
     def close(self) -> None:
         if self._fh:
             self._fh.close()
             self._fh = None
+
+    def seed(self, meta: dict[str, Any], lines: list[bytes]) -> set[str]:
+        """Start a new part file with rows of an earlier run (`error_lines`); returns their ids."""
+        atomic_write(self.meta_path, json.dumps(meta))
+        atomic_write(self.path, b"".join(lines))
+        return self.ids(lines)
+
+    @staticmethod
+    def ids(lines: list[bytes]) -> set[str]:
+        return {json.loads(x)["id"] for x in lines}
+
+    def error_lines(self) -> list[bytes]:
+        """The part-file lines of the rows that ended with an error a rerun could fix, in input order."""
+        out = []
+        for raw in self._lines():
+            if raw.endswith(b'"error":null}\n'):
+                continue  # quick: `error` is always a record's last field (Job.finish)
+            rec = json.loads(raw)
+            err = rec.get("error")
+            if err is not None and not err.startswith(PERMANENT):
+                out.append(raw)
+        return out
+
+    def finished(self) -> None:
+        """The final output is written: the rows and their fingerprint go."""
+        self.discard()
 
     def _lines(self) -> Iterator[bytes]:
         """Raw lines in input order, the last attempt of each row, read back by offset (memory stays flat)."""
@@ -77,10 +130,15 @@ class PartFile:
 
         # Typed arrays, not lists: 16 bytes a row, so a million-row job stays within a few dozen MB.
         order, offsets, latest = array("q"), array("q"), {}
+        limit, skipped = self.limit, False
         with open(self.path, "rb") as fh:
             off = 0
             for line in fh:
-                order.append(int(line[6 : line.index(b",", 6)]))  # every line starts with {"_i":N,
+                i = int(line[6 : line.index(b",", 6)])  # every line starts with {"_i":N, (checked by `load`)
+                if limit is not None and i >= limit:
+                    off, skipped = off + len(line), True
+                    continue  # a row past --limit, from an earlier run without it
+                order.append(i)
                 if self.errored:
                     rid = json.loads(line)["id"]
                     if rid in self.errored:
@@ -97,7 +155,7 @@ class PartFile:
                     if rid in latest and o not in keep:
                         superseded.add(o)
         with open(self.path, "rb") as fh:
-            if not superseded and all(map(int.__le__, order, islice(order, 1, None))):
+            if not superseded and not skipped and all(map(int.__le__, order, islice(order, 1, None))):
                 yield from fh  # already in input order (a warm rerun, one judge at concurrency 1): one pass
                 return
             for k in _argsort(order):
@@ -120,6 +178,37 @@ class PartFile:
         """The same as JSON lines, copied without parsing (the row index, always first, cut out)."""
         for line in self._lines():
             yield b"{" + line[line.index(b",", 6) + 1 :]
+
+
+def save_rows(path: Path, meta: dict[str, Any], lines: list[bytes]) -> None:
+    """Keep part-file lines with their fingerprint (a first line) for a later run; none: remove the file."""
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    atomic_write(path, (json.dumps(meta) + "\n").encode() + b"".join(lines))
+
+
+def load_rows(path: Path) -> tuple[dict[str, Any] | None, list[bytes]]:
+    """What `save_rows` kept: the fingerprint and the lines (nothing when missing or unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            meta = json.loads(fh.readline())
+            lines = [x for x in fh if _record(x) is not None]
+    except (OSError, ValueError):
+        return None, []
+    return (meta, lines) if isinstance(meta, dict) else (None, [])
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """A part-file line as written by `line`, or None for anything else (cut by a kill, or edited by hand)."""
+    if not line.endswith(b"\n") or not line.startswith(b'{"_i":'):
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(rec, dict) and type(rec.get("_i")) is int and isinstance(rec.get("id"), str)
+    return rec if ok and isinstance(rec.get("error", ""), (str, type(None))) and "error" in rec else None
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, not one a call
@@ -153,90 +242,26 @@ def _argsort(order: Any) -> Iterable[int]:
     return map(int, np.argsort(np.frombuffer(order, dtype=np.int64), kind="stable"))
 
 
-def _flat(v: Any) -> Any:
-    return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
-
-
 def write_jsonl_lines(path: Path, lines: Iterable[bytes]) -> int:
     """Ready JSON lines into a .jsonl output, atomically (the fast path when no row changes)."""
-    tmp = path.with_name(f".{path.name}.tmp")
     n = 0
-    try:
-        with open(tmp, "wb") as fh:
-            for line in lines:
-                fh.write(line)
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        for line in lines:
+            fh.write(line)
+            n += 1
     return n
 
 
 def write_output(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Write the final file next to its target and rename it into place: never a half-written output."""
     fmt = input_format(path, "output")
-    tmp = path.with_name(f".{path.name}.tmp")
     n = 0
-    try:
+    with atomic_path(path) as tmp:
         if fmt == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as fh:
                 for rec in records:
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     n += 1
-        elif fmt == ".csv":
-            import csv
-
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                writer = None
-                for rec in records:
-                    if writer is None:
-                        writer = csv.DictWriter(fh, fieldnames=list(rec), extrasaction="ignore")
-                        writer.writeheader()
-                    writer.writerow({k: _flat(v) for k, v in rec.items()})
-                    n += 1
         else:
-            n = _write_parquet(tmp, records)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return n
-
-
-def _write_parquet(tmp: Path, records: Iterable[dict[str, Any]]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    writer, schema, batch, n = None, None, [], 0
-
-    def flush() -> None:
-        nonlocal writer, schema
-        rows = [{k: (_flat(v) if k in ("judges", "probs") else v) for k, v in r.items()} for r in batch]
-        if schema is None:
-            t = pa.Table.from_pylist(rows)
-            # Columns that were all null in the first batch become strings, so later values fit.
-            schema = pa.schema(
-                [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in t.schema]
-            )
-        t = pa.Table.from_pylist(rows, schema=schema)
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, schema)
-        writer.write_table(t)
-
-    try:
-        for rec in records:
-            batch.append(rec)
-            n += 1
-            if len(batch) >= 10000:
-                flush()
-                batch = []
-        if batch or writer is None:
-            if batch:
-                flush()
-            else:
-                raise InputError("no rows to write")
-    finally:
-        if writer is not None:
-            writer.close()
+            n = write_table(tmp, fmt, records)
     return n

@@ -45,12 +45,25 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
                         row[name] = None
                     yield row
         except UnicodeDecodeError as e:
+            # The decoder reads ahead by blocks, so the reader's line count lags: find the real line.
             raise InputError(
-                f"{path}: not valid UTF-8 near line {reader.line_num + 1} ({e.reason}); "
+                f"{path}: not valid UTF-8 at line {_bad_utf8_line(path)} ({e.reason}); "
                 "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
             ) from None
         except csv.Error as e:
             raise InputError(f"{path}: malformed CSV at line {reader.line_num}: {e}; fix the quoting") from None
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """The number of the file's first line that is not valid UTF-8 (a newline byte never ends a UTF-8
+    sequence, so lines decode on their own)."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return n
+    return 0
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -171,15 +184,24 @@ def _check_unique(path: str | Path, hashes: Any, id_column: str, n: int) -> None
     clash = _repeated(hashes)
     if not clash:
         return
-    seen: set[str] = set()  # equal hashes: compare the ids themselves, in order, to name the first repeat
+    seen: dict[str, tuple[int, bool]] = {}  # equal hashes: compare the ids themselves, to name the first repeat
     for i, row in enumerate(iter_rows(path)):
         if i >= n:
             break
         rid = row_id(row, id_column, i)
         if hash(rid) in clash:
+            numbered = row.get(id_column) in (None, "")  # no id: the row is known by its number
             if rid in seen:
+                j, first_numbered = seen[rid]
+                if numbered or first_numbered:
+                    empty, other = (i, j) if numbered else (j, i)
+                    raise InputError(
+                        f"{path}: row {empty + 1} has an empty '{id_column}', so it is numbered '{rid}', which "
+                        f"row {other + 1} has as its id; fill in the empty ids (or drop the column to number "
+                        "every row)"
+                    )
                 raise InputError(
                     f"{path}: duplicate id '{rid}' at row {i + 1}; ids must be unique "
                     f"(fix the '{id_column}' column or set task.id_column)"
                 )
-            seen.add(rid)
+            seen[rid] = (i, numbered)

@@ -30,6 +30,7 @@ class InvalidAnswer(Exception):
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.S)
+_LABEL_START = re.compile(r'"label"\s*:\s*"\s*[^"\s]')
 
 
 def _match_label(value: Any, labels: list[str]) -> str | None:
@@ -61,7 +62,9 @@ def parse_answer(
 ) -> JudgeAnswer:
     if finish_reason == "invalid_response":
         raise InvalidAnswer("the server's reply was not a valid chat completion", transient=True)
-    if finish_reason == "length":
+    # A code answer is one token asked with max_tokens 1: servers that stop there report "length" (llama.cpp),
+    # so only an answer in another format is cut off.
+    if finish_reason == "length" and not codes:
         raise InvalidAnswer("the answer was cut off (max_tokens reached)", transient=True)
     if not content or not content.strip():
         raise InvalidAnswer("the answer was empty", transient=True)
@@ -116,20 +119,26 @@ def parse_answer(
 def probs_from_logprobs(
     top: list[list[Any]] | None, labels: list[str], codes: dict[str, str] | None
 ) -> dict[str, float] | None:
-    """A label distribution from the first token's top_logprobs: tokens matching a label's code or name."""
+    """A label distribution from the first answer token's top_logprobs (None: no token names a label).
+
+    A token counts for a label when, stripped of quotes, spaces and JSON punctuation and case-folded, it is
+    the label's code (when the prompt asked for codes), else its name, else a prefix of exactly one name.
+    Codes come first: the prompt asked for them, so with labels `yes, no, A` the token "A" is the code of
+    "yes", not the label "A". Probabilities exp(logprob) are summed per label (" A" and "A" both count) and
+    renormalized over the labels."""
     if not top:
         return None
-    lookup: dict[str, str] = {}
-    for lab in labels:
-        lookup[lab.casefold()] = lab
-        if codes:
-            lookup.setdefault(codes[lab].casefold(), lab)
+    lookup = {lab.casefold(): lab for lab in labels}
+    if codes:
+        lookup.update({codes[lab].casefold(): lab for lab in labels})
     mass: dict[str, float] = {}
     for tok, lp in top:
         key = str(tok).strip().strip("\"'.{:").casefold()
+        if not key or lp is None or not math.isfinite(lp):
+            continue
         lab = lookup.get(key)
-        if lab is None and key:
-            hits = [l for l in labels if l.casefold().startswith(key)]
+        if lab is None:
+            hits = [name for name in labels if name.casefold().startswith(key)]
             lab = hits[0] if len(hits) == 1 else None
         if lab is not None:
             mass[lab] = mass.get(lab, 0.0) + math.exp(lp)
@@ -137,3 +146,42 @@ def probs_from_logprobs(
     if total <= 0:
         return None
     return {lab: mass.get(lab, 0.0) / total for lab in labels}
+
+
+def read_completion(body: bytes, code_mode: bool) -> dict[str, Any]:
+    """A chat completion's body as the payload that is cached and parsed: content, finish_reason, usage and
+    the top_logprobs of the token that carries the label (the first token of a code answer; in a JSON answer
+    the token where the label's value starts). A body that is not a chat completion gives finish_reason
+    "invalid_response" (asked again)."""
+    try:
+        data = json.loads(body)
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return {"content": None, "finish_reason": "invalid_response", "usage": {}, "top_logprobs": None}
+    usage = data.get("usage") or {}
+    top = None
+    content_lp = (choice.get("logprobs") or {}).get("content")
+    if content_lp:
+        at = 0 if code_mode else _label_token(content_lp)
+        if at is not None:
+            top = [[t.get("token"), t.get("logprob")] for t in (content_lp[at].get("top_logprobs") or [])]
+    return {
+        "content": message.get("content"),
+        "finish_reason": choice.get("finish_reason"),
+        "usage": {
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
+        },
+        "top_logprobs": top,
+    }
+
+
+def _label_token(content_lp: list[dict[str, Any]]) -> int | None:
+    """Index of the token where a JSON answer's label value starts: its top_logprobs are the label distribution."""
+    acc = ""
+    for k, t in enumerate(content_lp):
+        acc += str(t.get("token") or "")
+        if _LABEL_START.search(acc):
+            return k
+    return None

@@ -123,6 +123,6 @@ class Ledger:
             "requests": sum(r.get("requests", 0) for r in runs),
             "cost": round(sum(r.get("cost", 0) for r in runs), 6),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"runs": runs, "total": total}, indent=2))
-        tmp.replace(path)
+        from llmlabel.io.files import atomic_write
+
+        atomic_write(path, json.dumps({"runs": runs, "total": total}, indent=2))

@@ -70,12 +70,15 @@ def _clean(text: str) -> str:
 
 
 def label_codes(labels: list[str]) -> dict[str, str]:
-    """Single-token codes for logprob scoring: A, B, ... (then AA, AB, ...)."""
-    import string
-
-    letters = string.ascii_uppercase
-    codes = [letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26] for i in range(len(labels))]
-    return dict(zip(labels, codes))
+    """Short codes for logprob scoring, label -> code: A..Z, then AA, AB, ... (spreadsheet-column order)."""
+    codes = {}
+    for n, lab in enumerate(labels):
+        code, i = "", n + 1
+        while i > 0:
+            i, r = divmod(i - 1, 26)
+            code = chr(ord("A") + r) + code
+        codes[lab] = code
+    return codes
 
 
 def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:
@@ -119,11 +122,12 @@ def render_messages(
     text: str,
     given_label: str | None = None,
     logprob_codes: bool = False,
-    prefix_cache: dict[Any, list[dict[str, str]]] | None = None,
+    prefix_cache: dict[Any, Any] | None = None,
 ) -> list[dict[str, str]]:
     """The exact messages sent for one text: system, few-shot pairs, then the text.
 
-    The system message and examples do not depend on the text: with `prefix_cache` they are rendered once."""
+    The system message and examples do not depend on the text: with `prefix_cache` (the caller's, kept for a
+    job: prefix messages and user-block frames by prompt) they are rendered once."""
     task = cfg.task
     name = judge.prompt if judge and judge.prompt else kind
     pkey = (name, kind, logprob_codes, given_label)

@@ -214,9 +214,9 @@ def read_state(d: Path) -> State | None:
 
 
 def _write_state(d: Path, st: State) -> None:
-    tmp = d / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(st.to_json(), indent=2))
-    os.replace(tmp, d / STATE_FILE)  # atomic: readers never see half a file
+    from llmlabel.io.files import atomic_write
+
+    atomic_write(d / STATE_FILE, json.dumps(st.to_json(), indent=2))  # atomic: readers never see half a file
 
 
 def _live(st: State | None) -> bool:

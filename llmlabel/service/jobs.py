@@ -1,18 +1,15 @@
-"""Batch jobs for `llmlabel serve`: a SQLite job table in the state dir and one worker thread that runs them.
+"""Batch jobs for `llmlabel serve`: the worker thread that runs the queued jobs of the job table (store.py).
 
-A job is the CLI's resumable run (llmlabel.pipeline.runner.Job over a part file and the shared response cache), so a
-server killed mid-job picks it up again on restart and pays only for rows that had no cached answer."""
+A job is the CLI's resumable run (`run_job`, or `run_audit` for an audit, over a part file and the shared response
+cache), so a server killed mid-job picks it up again on restart and pays only for rows that had no cached answer.
+An audit job scores the whole file as `llmlabel audit` does: its results are that command's output records."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import shutil
-import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +17,19 @@ from typing import Any
 
 import httpx
 
+from llmlabel.auditing.audit import AuditOptions, check_given_labels, run_audit
 from llmlabel.config import Config, Judge
-from llmlabel.ensemble.combine import refit
-from llmlabel.errors import BudgetExhausted, InputError
-from llmlabel.io.output import PartFile, part_path, write_output
+from llmlabel.errors import InputError, LLMLabelError
+from llmlabel.io.paths import audit_judges_path, part_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.llm.ledger import Ledger
-from llmlabel.pipeline.runner import OUTPUT_FIELDS, Job, RunOptions, _append_quality, _load_gold
-from llmlabel.secrets import redact
+from llmlabel.pipeline.options import Progress, RunOptions
+from llmlabel.pipeline.run import run_job
+from llmlabel.service.errors import one_line
+from llmlabel.service.store import JobRecord, JobStore
 
 log = logging.getLogger("llmlabel.service.app")
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-ACTIVE = ("queued", "running")
 # Ledger fields summed for /metrics (cost is derived from tokens and prices).
 LEDGER_FIELDS = (
     "requests",
@@ -46,187 +43,25 @@ LEDGER_FIELDS = (
     "output_tokens",
     "cost",
 )
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, mode TEXT NOT NULL, label_column TEXT, filename TEXT, input TEXT NOT NULL,
-    state TEXT NOT NULL, rows_total INTEGER NOT NULL, rows_done INTEGER NOT NULL DEFAULT 0, error TEXT,
-    runs TEXT NOT NULL DEFAULT '[]', current TEXT, quality TEXT,
-    created REAL NOT NULL, started REAL, finished REAL, output_rows INTEGER)
-"""
 
 
-def one_line(msg: object, limit: int = 400) -> str:
-    return redact(" ".join(str(msg).split()))[:limit]
-
-
-def audit_fields(
-    given: Any, label: str | None, probs: dict[str, float] | None, labels: list[str], threshold: float
-) -> dict[str, Any]:
-    """How much the judges back a given label: its posterior (score), their label, and whether to review it."""
-    g = None if given is None else str(given)
-    if label is None or probs is None:
-        return {"given_label": g, "score": None, "suggested_label": None, "flagged": None}
-    score = round(float(probs.get(g, 0.0)), 4) if g in labels else 0.0
-    return {
-        "given_label": g,
-        "score": score,
-        "suggested_label": label,
-        "flagged": bool(label != g and score < threshold),
-    }
-
-
-def given_from_record(rec: dict[str, Any], column: str, id_column: str) -> Any:
-    # The runner renames input columns that clash with its own output fields (label -> label_input).
-    key = f"{column}_input" if column in OUTPUT_FIELDS and column != id_column else column
-    return rec.get(key)
-
-
-@dataclass
-class JobRecord:
-    id: str
-    mode: str
-    label_column: str | None
-    filename: str | None
-    input: str
-    state: str
-    rows_total: int
-    rows_done: int
-    error: str | None
-    runs: list[dict[str, Any]]
-    current: dict[str, Any] | None
-    quality: dict[str, Any] | None
-    created: float
-    started: float | None
-    finished: float | None
-    output_rows: int | None
-
-    @property
-    def dir(self) -> Path:
-        return Path(self.input).parent
-
-    @property
-    def output(self) -> Path:
-        return self.dir / "output.jsonl"
-
-
-class JobStore:
-    """The job table. One connection shared by the server and worker threads, serialised by a lock."""
-
-    def __init__(self, state_dir: str | Path) -> None:
-        self.dir = Path(state_dir)
-        (self.dir / "jobs").mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.dir / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @staticmethod
-    def _rec(row: sqlite3.Row) -> JobRecord:
-        d = dict(row)
-        d["runs"] = json.loads(d["runs"] or "[]")
-        d["current"] = json.loads(d["current"]) if d["current"] else None
-        d["quality"] = json.loads(d["quality"]) if d["quality"] else None
-        return JobRecord(**d)
-
-    def new_dir(self) -> tuple[str, Path]:
-        jid = uuid.uuid4().hex  # unguessable: ids are not a listing of other users' jobs
-        d = self.dir / "jobs" / jid
-        d.mkdir(parents=True)
-        return jid, d
-
-    def add(
-        self, jid: str, mode: str, label_column: str | None, filename: str | None, input_path: Path, rows_total: int
-    ) -> JobRecord:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (id, mode, label_column, filename, input, state, rows_total, created) "
-                "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
-                (jid, mode, label_column, filename, str(input_path), rows_total, time.time()),
-            )
-        rec = self.get(jid)
-        assert rec is not None
-        return rec
-
-    def get(self, jid: str) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (jid,)).fetchone()
-        return self._rec(row) if row else None
-
-    def recent(self, limit: int = 100) -> list[JobRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
-        return [self._rec(r) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-        return {s: 0 for s in STATES} | {r[0]: r[1] for r in rows}
-
-    def update(self, jid: str, **fields: Any) -> None:
-        for k in ("runs", "current", "quality"):
-            if k in fields and fields[k] is not None:
-                fields[k] = json.dumps(fields[k])
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._lock:
-            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), jid))
-
-    def set_state_if(self, jid: str, new: str, allowed: tuple[str, ...]) -> bool:
-        marks = ",".join("?" * len(allowed))
-        with self._lock:
-            cur = self._db.execute(
-                f"UPDATE jobs SET state = ? WHERE id = ? AND state IN ({marks})", (new, jid, *allowed)
-            )
-        return cur.rowcount == 1
-
-    def claim_next(self) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1").fetchone()
-            if row is None:
-                return None
-            self._db.execute(
-                "UPDATE jobs SET state = 'running', started = ?, error = NULL WHERE id = ?", (time.time(), row[0])
-            )
-        return self.get(row[0])
-
-    def requeue_interrupted(self) -> list[str]:
-        """Jobs left 'running' by a server that died: back to the queue, the dead run's ledger kept as a run."""
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
-        ids = []
-        for row in rows:
-            rec = self._rec(row)
-            runs = rec.runs + ([{**rec.current, "interrupted": True}] if rec.current else [])
-            self.update(rec.id, state="queued", runs=runs, current=None)
-            ids.append(rec.id)
-        return ids
-
-    def delete(self, jid: str) -> None:
-        rec = self.get(jid)
-        with self._lock:
-            self._db.execute("DELETE FROM jobs WHERE id = ?", (jid,))
-        if rec is not None:
-            shutil.rmtree(rec.dir, ignore_errors=True)
-
-
-def validate_upload(path: Path, mode: str, label_column: str | None, cfg: Config) -> int:
-    """Check an uploaded corpus before queueing it (columns, ids, readable rows); returns its row count."""
-    input_format(path)
-    task = cfg.task
-    total = scan(path, task.text_column, task.id_column, id_required="id_column" in task.model_fields_set)
-    if mode == "audit":
-        first = next(iter_rows(path))
-        if label_column not in first:
-            cols = ", ".join(map(str, list(first)[:20]))
-            raise InputError(
-                f"the file has no label column '{label_column}' (columns: {cols}); set the label_column field"
-            )
+def validate_upload(path: Path, mode: str, label_column: str | None, cfg: Config, name: str) -> int:
+    """Check an uploaded corpus before queueing it (columns, ids, readable rows, and for an audit the given
+    labels, as `llmlabel audit` checks them); returns its row count. Errors name the upload, not its path here."""
+    try:
+        input_format(path)
+        task = cfg.task
+        total = scan(path, task.text_column, task.id_column, id_required="id_column" in task.model_fields_set)
+        if mode == "audit":
+            first = next(iter_rows(path))
+            if label_column not in first:
+                cols = ", ".join(map(str, list(first)[:20]))
+                raise InputError(
+                    f"the file has no label column '{label_column}' (columns: {cols}); set the label_column field"
+                )
+            check_given_labels(path, cfg, label_column)
+    except InputError as e:
+        raise InputError(str(e).replace(str(path), name)) from None
     return total
 
 
@@ -235,18 +70,21 @@ class _Live:
     """A running job as the server thread sees it."""
 
     rec: JobRecord
-    done_before: int
-    job: Job | None = None
-    cancel: str | None = None  # "cancel" (DELETE) or "shutdown" (server stopping: requeue)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    why: str | None = None  # "cancel" (DELETE) or "shutdown" (server stopping: requeue)
+    done_before: int = 0  # rows finished by earlier runs of this job
+    ledger: Ledger | None = None  # this run's, live, from its first progress report on
 
 
 @dataclass
 class JobWorker:
+    """Runs queued jobs one at a time on its own thread, each through `run_job` (`run_audit` for audits): the
+    lifecycle of `llmlabel label` and `llmlabel audit`, with a progress callback and a cancel event."""
+
     cfg: Config
     judges: list[Judge]
     store: JobStore
     transport: httpx.AsyncBaseTransport | None = None
-    flag_threshold: float = 0.5
     progress_every: float = 1.0
     _thread: threading.Thread | None = None
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -295,25 +133,24 @@ class JobWorker:
 
     @staticmethod
     def _stop(live: _Live, why: str) -> None:
-        live.cancel = why
-        if live.job is not None:
-            # A zero request budget stops the run the way --max-requests does: requests in flight finish
-            # (they are paid for, so their answers are cached), nothing new is sent, the part file is kept.
-            live.job.budget.max_requests = 0
+        # The run stops as a budget stops it: requests in flight finish (they are paid for, so their answers
+        # are cached), nothing new is sent, the part file is kept.
+        live.why = why
+        live.cancel.set()
 
     def live_status(self, jid: str) -> tuple[int, dict[str, Any]] | None:
         live = self._live
-        if live is None or live.rec.id != jid or live.job is None:
+        if live is None or live.rec.id != jid or live.ledger is None:
             return None
-        return live.done_before + live.job.ledger.rows_done, live.job.ledger.to_dict()
+        return live.done_before + live.ledger.rows_done, live.ledger.to_dict()
 
     def judge_totals(self) -> dict[str, dict[str, float]]:
         """Per-judge ledger sums over every batch run of this process, the running one included."""
         with self._totals_lock:
             out = {n: dict(v) for n, v in self._totals.items()}
         live = self._live
-        if live is not None and live.job is not None:
-            _add(out, live.job.ledger)
+        if live is not None and live.ledger is not None:
+            _add(out, live.ledger)
         return out
 
     # -- the worker thread --------------------------------------------------------------------
@@ -333,120 +170,86 @@ class JobWorker:
                 self._live = None
                 self._pending_cancel.discard(rec.id)
 
+    def _progress(self, live: _Live, p: Progress) -> None:
+        # On the run's event-loop thread. Persisted so that GET works from the database and a killed
+        # server's run still shows in the ledger.
+        live.done_before, live.ledger = p.done - p.ledger.rows_done, p.ledger
+        self.store.update(live.rec.id, rows_done=p.done, current=p.ledger.to_dict())
+
     def _execute(self, rec: JobRecord) -> None:
-        cfg, out, audit = self.cfg, rec.output, rec.mode == "audit"
-        part = PartFile(part_path(out))
-        part.load()
-        live = _Live(rec, len(part.done))
+        live = _Live(rec)
         self._live = live
         if rec.id in self._pending_cancel:
-            live.cancel = "cancel"
+            self._stop(live, "cancel")
         elif self._closing.is_set():
-            live.cancel = "shutdown"
-        opts = RunOptions(
+            self._stop(live, "shutdown")
+        run = RunOptions(
             progress=False,
-            kind="label" if audit else None,
-            given_label_column=rec.label_column if audit else None,
+            progress_every=self.progress_every,
+            on_progress=lambda p: self._progress(live, p),
+            cancel=live.cancel,
             transport=self.transport,
         )
-
-        async def main() -> str | None:
-            # Judge clients and asyncio primitives belong to this thread's own event loop. Signal handlers
-            # cannot be installed off the main thread, so Job.run leaves the server's handlers alone.
-            job = Job(cfg, self.judges, opts)
-            live.job = job
-            if live.cancel:
-                job.budget.max_requests = 0
-            saver = asyncio.ensure_future(self._save_progress(live))
-            try:
-                return await job.run(Path(rec.input), part, rec.rows_total)
-            finally:
-                saver.cancel()
-                job.cache.close()
-
-        part.open()
+        # The server's judges (started once, at startup, when they are the embedded models) for every job.
+        cfg = self.cfg.model_copy(update={"judges": self.judges})
+        ledger: Ledger | None = None
+        error = stopped = None
+        quality: dict[str, Any] | None = None
+        n = 0
         try:
-            stopped = asyncio.run(main())
-        finally:
-            part.close()
-        job = live.job
-        assert job is not None
-        ledger = job.ledger.to_dict()
-        runs = rec.runs + [ledger]
-        with self._totals_lock:
-            _add(self._totals, job.ledger)
-        rows_done = live.done_before + job.ledger.rows_done
-        if live.cancel == "shutdown":
-            self.store.update(rec.id, state="queued", runs=runs, current=None, rows_done=rows_done)
-            return
-        if live.cancel == "cancel":
-            self.store.update(
-                rec.id, state="cancelled", runs=runs, current=None, rows_done=rows_done, finished=time.time()
-            )
-            return
-        fatal = job.fatal
-        if fatal is not None or stopped:
-            msg = one_line(fatal if fatal is not None else stopped)
-            if isinstance(fatal, BudgetExhausted):
-                msg = f"stopped: {msg}"
-            self.store.update(
-                rec.id,
-                state="failed",
-                runs=runs,
-                current=None,
-                rows_done=rows_done,
-                error=f"{msg}; finished rows are kept: POST /v1/jobs/{rec.id}/resume to continue",
-                finished=time.time(),
-            )
-            return
-        n, quality = self._finalize(rec, part, job)
-        runs[-1]["quality"] = quality or None
-        self.store.update(
-            rec.id,
-            state="done",
-            runs=runs,
-            current=None,
-            rows_done=rec.rows_total,
-            quality=quality,
-            output_rows=n,
-            finished=time.time(),
-        )
-
-    def _finalize(self, rec: JobRecord, part: PartFile, job: Job) -> tuple[int, dict[str, Any]]:
-        """What run_job does once every row is in: whole-job aggregation, written atomically."""
-        cfg, task, labels = self.cfg, self.cfg.task, job.labels
-        gold = _load_gold(cfg.gold, task.id_column)
-        update, quality = refit(part.ordered, [j.name for j in self.judges], labels, cfg.aggregate, job.kind, gold)
-        audit, col, thr = rec.mode == "audit", rec.label_column or "label", self.flag_threshold
-
-        def final(pos: int, r: dict[str, Any]) -> dict[str, Any]:
-            if update is not None:
-                r = update(pos, r)
-            if audit:
-                r.update(
-                    audit_fields(given_from_record(r, col, task.id_column), r.get("label"), r.get("probs"), labels, thr)
+            if rec.mode == "audit":
+                audit = run_audit(
+                    cfg,
+                    rec.input,
+                    rec.output,
+                    AuditOptions(label_column=rec.label_column or "label", progress=False, run=run),
                 )
-            return r
+                ledger, stopped, n = audit.ledger, audit.stopped_by, len(audit.records)
+                quality = {k: v for k, v in audit.summary.items() if k != "input"}  # not the server's paths
+            else:
+                res = run_job(cfg, rec.input, rec.output, run)
+                ledger, stopped, n, quality = res.ledger, res.stopped_by, res.rows, res.quality
+        except LLMLabelError as e:  # a judge that failed for good, or input that changed since the upload
+            ledger, error = getattr(e, "ledger", None), one_line(_without_cli_hint(str(e)))
+        self._record(rec, live, ledger, error or stopped, quality or None, n)
 
-        n = write_output(rec.output, part.ordered(final))
-        ledger_file = rec.output.with_name(rec.output.name + ".ledger.json")
-        job.ledger.save(ledger_file)
-        _append_quality(ledger_file, quality)
-        part.path.unlink(missing_ok=True)
-        return n, quality
+    def _record(
+        self,
+        rec: JobRecord,
+        live: _Live,
+        ledger: Ledger | None,
+        failed: str | None,
+        quality: dict[str, Any] | None,
+        n: int,
+    ) -> None:
+        """The job's state after a run: cancelled, done, requeued (the server stopped it) or failed (rows kept)."""
+        runs = list(rec.runs)
+        rows_done = rec.rows_done
+        if ledger is not None:
+            runs.append(ledger.to_dict())
+            rows_done = live.done_before + ledger.rows_done
+            with self._totals_lock:
+                _add(self._totals, ledger)
+        common: dict[str, Any] = {"runs": runs, "current": None, "rows_done": rows_done}
+        if live.why == "cancel":
+            self.store.update(rec.id, state="cancelled", finished=time.time(), **common)
+        elif failed is None:  # finished, even if the server began to stop meanwhile
+            if ledger is not None:
+                runs[-1]["quality"] = quality
+            common["rows_done"] = rec.rows_total
+            self.store.update(rec.id, state="done", quality=quality, output_rows=n, finished=time.time(), **common)
+        elif live.why == "shutdown":
+            self.store.update(rec.id, state="queued", **common)
+        else:
+            error = f"{failed}; finished rows are kept: POST /v1/jobs/{rec.id}/resume to continue"
+            self.store.update(rec.id, state="failed", error=error, finished=time.time(), **common)
 
-    async def _save_progress(self, live: _Live) -> None:
-        # Persisted so that GET works from the database and a killed server's run still shows in the ledger.
-        while True:
-            await asyncio.sleep(self.progress_every)
-            job = live.job
-            if job is not None:
-                await asyncio.to_thread(
-                    self.store.update,
-                    live.rec.id,
-                    rows_done=live.done_before + job.ledger.rows_done,
-                    current=job.ledger.to_dict(),
-                )
+
+def _without_cli_hint(msg: str) -> str:
+    # run_job tells a CLI user to rerun the command; a job resumes through its own route (added by _record).
+    msg = msg.strip()
+    hint = msg.rfind(" (")
+    return msg[:hint] if hint > 0 and msg.endswith("rerun the same command to continue)") else msg
 
 
 def _add(totals: dict[str, dict[str, float]], ledger: Ledger) -> None:
@@ -457,8 +260,9 @@ def _add(totals: dict[str, dict[str, float]], ledger: Ledger) -> None:
 
 
 def partial_results(rec: JobRecord) -> Iterator[bytes]:
-    """Rows finished so far, from the part file (complete lines only: the worker may be mid-write)."""
-    path = part_path(rec.output)
+    """Rows finished so far, from the part file (complete lines only: the worker may be mid-write). An audit
+    job's are its judges' answers: its scores need every row."""
+    path = part_path(audit_judges_path(rec.output) if rec.mode == "audit" else rec.output)
     if not path.exists():
         return
     with open(path, "rb") as fh:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from conftest import read_jsonl, run_cli, write_config
 
-from llmlabel.auditing.audit import auroc, choose_flags, score_signals
+from llmlabel.auditing.signals import auroc, choose_flags, score_signals
 
 WORDS = {"positive": ["great", "lovely", "superb", "excellent"], "negative": ["awful", "broken", "poor", "terrible"]}
 FLIPPED = {"t3", "t10", "t17", "t24", "t31"}

@@ -96,19 +96,6 @@ def test_max_cost(tmp_path, fake):
     assert 0 < fake.requests < 40
 
 
-def test_python_api(tmp_path, fake):
-    import llmlabel
-
-    cfg = {
-        "task": {"labels": ["positive", "negative"]},
-        "cache_dir": str(tmp_path / "cache"),
-        "judges": [{"name": "a", "model": "m", "base_url": fake.base_url}],
-    }
-    out = llmlabel.label(["great stuff", {"text": "awful stuff", "id": "x"}], cfg)
-    assert [o["id"] for o in out] == ["0", "x"]
-    assert all(o["label"] in ("positive", "negative") for o in out)
-
-
 def test_two_judges_majority_and_weights(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 10)
     judges = [
@@ -167,7 +154,8 @@ def test_partly_cached_rerun_asks_only_what_is_missing(tmp_path, fake):
 def test_warm_rerun_is_answered_by_the_bulk_cache_pass(tmp_path, fake, monkeypatch):
     from llmlabel.config import load_config
     from llmlabel.llm.judge import JudgeClient
-    from llmlabel.pipeline.runner import RunOptions, run_job
+    from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.run import run_job
 
     write_corpus(tmp_path / "in.csv", 200)
     judges = [
@@ -193,7 +181,9 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     other judges' hits on that row are then counted once, by that path."""
     from llmlabel.config import load_config
     from llmlabel.llm.cache import ResponseCache
-    from llmlabel.pipeline.runner import Job, RunOptions, run_job
+    from llmlabel.pipeline.job import Job
+    from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.run import run_job
 
     write_corpus(tmp_path / "in.csv", 20)
     judges = [
@@ -215,3 +205,20 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     assert fake.requests == before + 1  # judge b is asked again for that row (the re-ask), nothing else
     assert res.ledger.judges["a"].cache_hits == 20 and res.ledger.judges["b"].cache_hits == 20
     assert read_jsonl(tmp_path / "warm.jsonl") == read_jsonl(tmp_path / "cold.jsonl")
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, fake):
+    """A log file gets a progress line every few seconds (here LLMLABEL_PROGRESS_EVERY=0.05), not a bar."""
+    write_corpus(tmp_path / "in.csv", 40)
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    fake.latency = 0.05
+    env = {"LLMLABEL_PROGRESS_EVERY": "0.05"}
+    r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), env=env)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("llmlabel: ") and " rows/s" in ln]
+    assert len(lines) >= 3, r.stderr
+    assert "\r" not in r.stderr and "it/s" not in r.stderr  # no tqdm bar in a log
+    assert lines[-1].startswith("llmlabel: 40/40 rows (100%)") and "$0.00" in lines[-1]
+    assert any("ETA" in ln for ln in lines[:-1])
+    r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "q.jsonl"), "-q", env=env)
+    assert r.returncode == 0 and " rows/s" not in r.stderr

@@ -22,7 +22,8 @@ from fakeserver import FakeLLM, pick  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from llmlabel.config import load_config  # noqa: E402
-from llmlabel.service.app import create_app, parse_label_config  # noqa: E402
+from llmlabel.service.app import create_app  # noqa: E402
+from llmlabel.service.routes_labelstudio import parse_label_config  # noqa: E402
 
 LABELS = ["positive", "negative"]
 TOKEN = "test-token-0123456789"
@@ -127,10 +128,11 @@ def test_verify_scores_and_flags_given_labels(client):
     )
     assert r.status_code == 200, r.text
     a, b, c = r.json()["items"]
-    assert (a["given_label"], a["score"], a["suggested_label"], a["flagged"]) == (right, 1.0, right, False)
-    assert (b["score"], b["suggested_label"], b["flagged"]) == (0.0, right, True)
-    assert (c["score"], c["flagged"]) == (0.0, True)
+    assert (a["given_label"], a["given_label_prob"], a["label"], a["disputed"]) == (right, 1.0, right, False)
+    assert (b["given_label_prob"], b["label"], b["disputed"]) == (0.0, right, True)
+    assert (c["given_label_prob"], c["disputed"]) == (0.0, True)
     assert r.json()["threshold"] == 0.5
+    assert not {"score", "flagged", "suggested_label"} & set(a)  # audit words: computed over a whole file
 
 
 def test_verify_split_judges_score_below_threshold(tmp_path):
@@ -142,11 +144,11 @@ def test_verify_split_judges_score_below_threshold(tmp_path):
             {"name": "b", "model": "m", "base_url": fb.base_url},
         ]
         cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=judges))
-        with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "s", flag_threshold=0.6)) as c:
+        with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "s", dispute_threshold=0.6)) as c:
             it = c.post("/v1/verify", json={"items": [{"text": "split", "label": "negative"}]}, headers=H).json()[
                 "items"
             ][0]
-        assert it["score"] == 0.5 and it["suggested_label"] == "positive" and it["flagged"] is True
+        assert it["given_label_prob"] == 0.5 and it["label"] == "positive" and it["disputed"] is True
     finally:
         fa.stop()
         fb.stop()
@@ -240,6 +242,26 @@ def test_judge_failure_is_502_without_the_key(tmp_path, monkeypatch):
 
 
 # -- batch jobs ------------------------------------------------------------------------------------------
+def test_job_with_a_dead_judge_fails_with_one_line_and_keeps_its_ledger(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-very-secret-judge-key")
+    bad = FakeLLM(status=400).start()  # echoes the key it was sent in its error message
+    try:
+        judges = [
+            {"name": "a", "model": "m", "base_url": bad.base_url, "api_key_env": "MY_JUDGE_KEY", "max_attempts": 1}
+        ]
+        cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=judges))
+        write_corpus(tmp_path / "in.csv", 5)
+        with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "s")) as c:
+            r = c.post("/v1/jobs", files={"file": ("in.csv", (tmp_path / "in.csv").read_bytes())}, headers=H)
+            info = wait_job(c, r.json()["id"])
+        assert info["state"] == "failed" and "judge 'a'" in info["error"], info
+        assert info["error"].endswith(f"POST /v1/jobs/{info['id']}/resume to continue")
+        assert "rerun the same command" not in info["error"] and "sk-very-secret-judge-key" not in str(info)
+        assert len(info["ledger"]["runs"]) == 1 and info["ledger"]["total"]["requests"] >= 1
+    finally:
+        bad.stop()
+
+
 def test_audit_job_to_completion(client, tmp_path, fake):
     rows = audit_csv(tmp_path / "audit.csv", 50)
     r = client.post(
@@ -256,12 +278,15 @@ def test_audit_job_to_completion(client, tmp_path, fake):
     assert info["progress"] == {"rows_total": 50, "rows_done": 50, "fraction": 1.0}
     assert info["ledger"]["total"]["requests"] == 100 and info["ledger"]["total"]["cost"] > 0
     out = [json.loads(line) for line in client.get(info["results"], headers=H).text.splitlines()]
-    assert [o["id"] for o in out] == list(rows)
+    # `llmlabel audit`'s records: most suspicious first (its exact figures: test_serve_parity.py).
+    assert sorted(o["id"] for o in out) == sorted(rows)
+    assert [o["score"] for o in out] == sorted(o["score"] for o in out)
     for o in out:
         row = rows[o["id"]]
         right = pick(row["text"], LABELS)
-        assert o["given_label"] == row["label"] and o["suggested_label"] == right == o["label"]
-        assert o["flagged"] is (row["label"] != right) and o["score"] == (1.0 if row["label"] == right else 0.0)
+        assert o["given_label"] == row["label"] and o["suggested_label"] == right
+        assert o["flagged"] is (row["label"] != right) and (o["score"] < 0.5) is (row["label"] != right)
+    assert info["quality"]["flagged"] == 25 and info["quality"]["rows"] == 50
     assert 'llmlabel_jobs{state="done"} 1' in client.get("/metrics", headers=H).text
     listing = client.get("/v1/jobs", headers=H).json()["jobs"]
     assert [j["id"] for j in listing] == [jid]
@@ -280,7 +305,7 @@ def test_label_job_jsonl_and_custom_label_column(client, tmp_path):
     )
     info = wait_job(client, r.json()["id"])
     out = [json.loads(x) for x in client.get(info["results"], headers=H).text.splitlines()]
-    assert [o["given_label"] for o in out] == ["positive", "negative"] and out[0]["gold"] == "positive"
+    assert {o["id"]: o["given_label"] for o in out} == {"x1": "positive", "x2": "negative"}
 
 
 def test_job_upload_errors_are_clear_422(client, tmp_path):
@@ -291,6 +316,10 @@ def test_job_upload_errors_are_clear_422(client, tmp_path):
         (post(files={"file": ("x.txt", "a,b\n")}), "cannot tell the file's format"),
         (post(files={"file": ("x.csv", "id,body\n1,hi\n")}), "no column 'text'"),
         (post(files={"file": ("x.csv", "id,text\n1,hi\n")}, data={"mode": "audit"}), "no label column 'label'"),
+        (  # as `llmlabel audit` refuses them, naming the upload (not its path on the server)
+            post(files={"file": ("x.csv", "id,text,label\n1,hi,maybe\n")}, data={"mode": "audit"}),
+            "x.csv: 1 rows have a 'label' value outside task.labels: 'maybe'",
+        ),
         (post(files={"file": ("x.csv", "id,text\n1,hi\n1,ho\n")}), "duplicate id '1'"),
         (
             post(files={"file": ("x.csv", "id,text\n1,hi\n")}, data={"mode": "relabel"}),

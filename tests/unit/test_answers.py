@@ -57,3 +57,11 @@ def test_probs_from_logprobs():
     p = probs_from_logprobs(top, L, {"ABBR": "A", "DESC": "B", "HUM": "C"})
     assert p["DESC"] == pytest.approx(2 / 3) and p["ABBR"] == pytest.approx(1 / 3) and p["HUM"] == 0
     assert probs_from_logprobs([["zzz", 0.0]], L, None) is None
+
+
+def test_a_code_answer_stopped_by_max_tokens_is_complete():
+    codes = {"ABBR": "A", "DESC": "B", "HUM": "C"}
+    assert parse_answer("C", "length", "label", L, codes).label == "HUM"
+    with pytest.raises(InvalidAnswer) as e:
+        parse_answer('{"label": "HUM"', "length", "label", L)  # a JSON answer cut off is still cut off
+    assert e.value.transient

@@ -1,67 +1,93 @@
-"""The response cache writes and reads diskcache's table directly on its fast paths: what it stores must be
-exactly what diskcache itself would have stored, and the public API must be used whenever it cannot be."""
+"""The response cache: its own SQLite table, batched writes, shared decoded answers, several writers at once,
+and caches written by older versions (diskcache) still answering."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import sqlite3
+import threading
 
 import diskcache
-import pytest
 
-from llmlabel.llm.cache import ResponseCache
+from llmlabel.llm.cache import FILENAME, ResponseCache
 
 
 def _fill(cache: ResponseCache) -> None:
     async def go() -> None:
         await asyncio.gather(*(cache.aset(f"k{i}", {"content": f"v{i}"}) for i in range(300)))
         await cache.aset("k5", {"content": "replaced"})  # an existing key is updated, not duplicated
-        await cache.aset("big", {"content": "x" * 40000})  # over diskcache's inline limit: a file
+        await cache.aset("big", {"content": "x" * 40000})
         await cache.aset("big", {"content": "y" * 40000})
-        await cache.aset("was-big", {"content": "z" * 40000})
-        await cache.aset("was-big", {"content": "short now"})
 
     asyncio.run(go())
 
 
-@pytest.mark.parametrize("raw", [True, False], ids=["direct-sql", "public-api"])
-def test_stored_answers_read_back_the_same_through_diskcache(tmp_path, raw):
+def test_answers_are_stored_and_read_back(tmp_path):
     cache = ResponseCache(str(tmp_path / "c"))
-    assert cache._raw_ok  # this diskcache's layout is the one the direct statements were written for
-    cache._raw_ok = raw
     _fill(cache)
     assert cache.get("k5") == {"content": "replaced"} and cache.get("k299") == {"content": "v299"}
-    assert cache.get("missing") is None
-    assert cache.get("big") == {"content": "y" * 40000} and cache.get("was-big") == {"content": "short now"}
-    assert cache.get_many(["k1", "missing", "big"]) == {"k1": {"content": "v1"}, "big": {"content": "y" * 40000}}
+    assert cache.get("missing") is None and cache.get("big") == {"content": "y" * 40000}
+    keys = [f"k{i}" for i in range(1200)] + ["missing", "big"]  # more than one query's worth of keys
+    many = cache.get_many(keys)
+    assert len(many) == 301 and many["k1"] == {"content": "v1"} and many["big"] == {"content": "y" * 40000}
+    assert len(cache) == 301
     cache.close()
-    dc = diskcache.Cache(str(tmp_path / "c"))
-    assert len(dc) == 302  # diskcache's own count (kept by its triggers) agrees
-    assert json.loads(dc.get("k5")) == {"content": "replaced"} and json.loads(dc.get("was-big")) == {
-        "content": "short now"
-    }
-    assert json.loads(dc.get("k1")) == {"content": "v1"}
-    assert dc.check() == []  # no orphan or missing value files
-    ref = diskcache.Cache(str(tmp_path / "ref"))  # the same answers stored by diskcache itself
-    ref.set("k1", json.dumps({"content": "v1"}, separators=(",", ":")))
-    ref.set("k5", json.dumps({"content": "v5"}, separators=(",", ":")))
-    ref.set("k5", json.dumps({"content": "replaced"}, separators=(",", ":")))
-    row = "SELECT key, raw, expire_time, access_count, tag, size, mode, filename, value FROM Cache WHERE key = ?"
-    for key in ("k1", "k5"):
-        assert dc._con.execute(row, (key,)).fetchall() == ref._con.execute(row, (key,)).fetchall()
-    ref.close()
-    files = [p for p in (tmp_path / "c").rglob("*.val")]
-    assert len(files) == 1  # "big"'s file; "was-big"'s old file was removed
-    dc.close()
+    again = ResponseCache(str(tmp_path / "c"))  # on disk: a new process finds them
+    assert again.get("k5") == {"content": "replaced"} and len(again) == 301
+    again.close()
+    con = sqlite3.connect(tmp_path / "c" / FILENAME)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT value FROM responses WHERE key = 'k1'").fetchone()[0] == '{"content":"v1"}'
+    con.close()
 
 
-def test_an_unknown_table_layout_uses_the_public_api(tmp_path):
+def test_equal_answers_are_decoded_once(tmp_path):
+    cache = ResponseCache(str(tmp_path / "c"))
+    cache.set("a", {"content": "same"})
+    cache.set("b", {"content": "same"})
+    many = cache.get_many(["a", "b"])
+    assert many["a"] is many["b"]
+    cache.close()
+
+
+def test_two_caches_write_the_same_directory_at_once(tmp_path):
+    caches = [ResponseCache(str(tmp_path / "c")) for _ in range(2)]
+
+    def write(n: int) -> None:
+        async def go() -> None:
+            await asyncio.gather(*(caches[n].aset(f"{n}-{i}", {"i": i}) for i in range(200)))
+
+        asyncio.run(go())
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(caches[0]) == 400 and caches[1].get("0-199") == {"i": 199}
+    for c in caches:
+        c.close()
+
+
+def test_metadata(tmp_path):
+    cache = ResponseCache(str(tmp_path / "c"))
+    assert cache.get_meta("format:x") is None
+    cache.set_meta("format:x", "json_object")
+    assert cache.get_meta("format:x") == "json_object" and len(cache) == 0
+    cache.close()
+
+
+def test_a_cache_written_by_an_older_version_still_answers(tmp_path):
+    """Older versions stored answers in diskcache (the same keys, compact JSON): they are read and copied."""
     d = tmp_path / "c"
-    dc = diskcache.Cache(str(d))
-    dc._con.execute("ALTER TABLE Cache ADD COLUMN extra TEXT")
-    dc.close()
+    old = diskcache.Cache(str(d))
+    old.set("k1", '{"content":"v1"}')
+    old.set("big", '{"content":"' + "z" * 40000 + '"}')  # diskcache kept this one in a file
+    old.set("meta:format:x", "text")
+    old.close()
     cache = ResponseCache(str(d))
-    assert not cache._raw_ok
-    _fill(cache)
-    assert cache.get("k5") == {"content": "replaced"} and len(cache) == 302
+    assert cache.get_many(["k1", "nope"]) == {"k1": {"content": "v1"}}
+    assert cache.get("big") == {"content": "z" * 40000} and cache.get("nope") is None
+    assert cache.get_meta("format:x") == "text"
+    assert len(cache) == 2  # both copied into the table
     cache.close()

@@ -75,3 +75,25 @@ def test_missing_config_file(tmp_path):
 def test_examples_must_use_known_labels():
     with pytest.raises(ConfigError, match="example 0 uses label 'zzz'"):
         parse_config({"task": {"labels": ["a", "b"], "examples": [{"text": "t", "label": "zzz"}]}})
+
+
+def test_yaml_labels_stay_the_strings_written(tmp_path) -> None:
+    from llmlabel.config import load_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text("task:\n  labels: [yes, no, on, off]\njudges: [{name: a, model: m}]\ncascade: {enabled: true}\n")
+    cfg = load_config(p)
+    assert cfg.task.label_names == ["yes", "no", "on", "off"]
+    assert cfg.cascade is not None and cfg.cascade.enabled is True
+    p.write_text("task:\n  labels: {yes: agree, no: disagree}\n")
+    assert load_config(p).task.label_names == ["yes", "no"]
+
+
+@pytest.mark.parametrize("labels", ["[true, false]", "[null, x]", "[0.10, 0.20]"])
+def test_yaml_labels_that_are_not_strings_are_refused(tmp_path, labels: str) -> None:
+    from llmlabel.config import load_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text(f"task:\n  labels: {labels}\n")
+    with pytest.raises(ConfigError, match="quote it"):
+        load_config(p)

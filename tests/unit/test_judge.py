@@ -9,7 +9,8 @@ import respx
 
 from llmlabel.config import Judge
 from llmlabel.errors import BudgetExhausted, JudgeError
-from llmlabel.llm.cache import ResponseCache, cache_key
+from llmlabel.llm.cache import ResponseCache
+from llmlabel.llm.encoding import cache_key
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import JudgeLedger
 
@@ -219,24 +220,6 @@ def test_cache_key_is_canonical_and_keyless():
     assert cache_key("http://x/v1", {"model": "m", "messages": MSGS, "temperature": 0, "seed": 1}) != a
 
 
-@pytest.mark.parametrize("kind", ["label", "candidates", "verify"])
-def test_request_body_is_byte_identical_to_canonical_json(tmp_path, kind):
-    """The body is built from a cached frame plus the last message; it must equal canonical(request) exactly,
-    or cache keys would change between versions and paid answers would be asked again."""
-    from llmlabel.llm.cache import canonical
-
-    client, _, cache = make(tmp_path, seed=7, logprobs=True)
-    texts = ["hi", "", 'quotes " and \\ backslash', "ünïcödé ✓ 🙂", "\x00\x1f control", "</text> {{ x }}", "a" * 5000]
-    system = [{"role": "system", "content": 'Labels: pos, neg. "Quoted" ✓'}]
-    for t in texts * 2:  # the second pass hits the cached frames
-        for head in (system, system + [{"role": "user", "content": "ex"}, {"role": "assistant", "content": "{}"}]):
-            msgs = head + [{"role": "user", "content": t}]
-            req, data, key = client.encode(msgs, kind)
-            assert req == client.request(msgs, kind) and data == canonical(req)
-            assert key == cache_key(URL, canonical(req))
-    cache.close()
-
-
 def test_no_key_for_the_default_endpoint_is_a_clear_error(tmp_path):
     j = Judge(name="a", model="m")
     led = JudgeLedger("a", "m")
@@ -280,3 +263,135 @@ def test_logprobs_with_json_answers_read_the_label_position(tmp_path):
     body = json.loads(route.calls[0].request.content)
     assert body["logprobs"] is True and body["response_format"]["type"] == "json_object"
     assert body["response_format"]["schema"]["properties"]["label"]["enum"] == LABELS
+
+
+# llama-cpp-python's server (0.3.x) answers a response_format it does not know with this 500.
+LLAMA_CPP_500 = {
+    "error": {
+        "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+        "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+        "'ctx': {'expected': \"'text' or 'json_object'\"}}\n",
+        "type": "internal_server_error",
+        "param": None,
+        "code": None,
+    }
+}
+
+
+@respx.mock
+def test_llama_cpp_python_500_for_a_format_moves_to_the_next_format(tmp_path):
+    def answer(request):
+        rf = json.loads(request.content).get("response_format") or {}
+        if rf.get("type") == "json_schema":
+            return httpx.Response(500, json=LLAMA_CPP_500)
+        return completion('{"label": "neg"}')
+
+    route = respx.post(f"{URL}/chat/completions").mock(side_effect=answer)
+    c, led, _ = make(tmp_path)
+    assert ask(c).label == "neg"
+    assert route.call_count == 2 and led.retries == 0 and c.fmt == "json_object"
+
+
+@respx.mock
+def test_a_format_500_with_an_explicit_format_stops_without_retries(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(500, json=LLAMA_CPP_500))
+    c, _, _ = make(tmp_path, response_format="json_schema")
+    with pytest.raises(JudgeError, match=r"rejected the request \(500: 1 validation error"):
+        ask(c)
+    assert route.call_count == 1
+
+
+@respx.mock
+def test_other_500s_are_still_outages(tmp_path):
+    route = respx.post(f"{URL}/chat/completions").mock(
+        return_value=httpx.Response(500, json={"error": {"message": "validation of the KV cache failed"}})
+    )
+    c, _, _ = make(tmp_path, max_attempts=2)
+    with pytest.raises(JudgeError, match="kept failing .500. after 2 attempts"):
+        ask(c)
+    assert route.call_count == 2 and c.fmt == "json_schema"
+
+
+@respx.mock
+def test_a_one_token_code_answer_cut_at_max_tokens_is_the_answer(tmp_path):
+    """llama.cpp reports finish_reason "length" for the 1-token code answer (max_tokens 1): it is complete."""
+    import math
+
+    data = json.loads(completion("B", finish="length", ct=1).content)
+    data["choices"][0]["logprobs"] = {
+        "content": [
+            {
+                "token": "B",
+                "logprob": math.log(0.8),
+                "top_logprobs": [{"token": "B", "logprob": math.log(0.8)}, {"token": "A", "logprob": math.log(0.2)}],
+            }
+        ]
+    }
+    route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(200, json=data))
+    c, led, cache = make(tmp_path, logprobs=True)
+    ans = ask(c)
+    assert ans.label == "neg" and ans.probs == pytest.approx({"pos": 0.2, "neg": 0.8})
+    assert route.call_count == 1 and led.reasks == 0 and len(cache) == 1
+
+
+def test_one_loop_owns_retries():
+    """with_retries: attempt 1 counts as the loop's first; non-retryable errors and max_attempts=1 stop at once."""
+    from llmlabel.llm.retry import with_retries
+    from llmlabel.llm.transport import StatusError, TransportError
+
+    def run(errors, max_attempts):
+        calls, retries = [], []
+
+        async def send():
+            calls.append(1)
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return "ok"
+
+        async def go():
+            import llmlabel.llm.retry as r
+
+            r.backoff, saved = (lambda attempt, exc: 0.0), r.backoff
+            try:
+                return await with_retries(send, max_attempts, lambda: retries.append(1))
+            finally:
+                r.backoff = saved
+
+        try:
+            out = asyncio.run(go())
+        except Exception as e:  # noqa: BLE001
+            out = e
+        return out, len(calls), len(retries)
+
+    drop = TransportError(False)
+    assert run([drop, drop], 3) == ("ok", 3, 2)
+    out, calls, retries = run([drop, drop, drop], 3)
+    assert out is drop and (calls, retries) == (3, 2)
+    bad = StatusError(400, {}, {"error": {"message": "no"}})
+    assert run([bad], 5)[1:] == (1, 0) and run([drop], 1)[1:] == (1, 0)
+
+
+@respx.mock
+def test_requests_in_flight_when_a_format_is_rejected_step_down_once(tmp_path):
+    """Eight asks sent in json_schema at once all get llama-cpp-python's 500: the judge moves to json_object
+    once (not once per rejection, down to text and then to an error) and every ask is answered."""
+
+    async def answer(request):
+        await asyncio.sleep(0.05)  # all eight are in flight before the first rejection comes back
+        rf = json.loads(request.content).get("response_format") or {}
+        if rf.get("type") == "json_schema":
+            return httpx.Response(500, json=LLAMA_CPP_500)
+        return completion('{"label": "pos"}')
+
+    route = respx.post(f"{URL}/chat/completions").mock(side_effect=answer)
+    c, _, _ = make(tmp_path, concurrency=8)
+    texts = [[MSGS[0], {"role": "user", "content": f"<text>\n{i}\n</text>"}] for i in range(8)]
+
+    async def go():
+        try:
+            return await asyncio.gather(*(c.ask(m, "label") for m in texts))
+        finally:
+            await c.aclose()
+
+    assert [a.label for a in asyncio.run(go())] == ["pos"] * 8
+    assert c.fmt == "json_object" and route.call_count == 16

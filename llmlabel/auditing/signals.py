@@ -1,0 +1,177 @@
+"""The audit's scores: which given labels are most likely wrong.
+
+Two signals, combined into one posterior per row:
+
+* the judges: Dawid-Skene over the judges' votes *and the given label*, treated as one more annotator.
+  Its confusion matrices give each judge's reliability and the given labels' own noise model (per-class
+  flip rates), and the posterior P(true = given | votes, given) is the judges' label-quality score;
+* confident learning: a classifier on the distillation features, trained on the given labels, gives
+  out-of-fold probabilities; cleanlab scores them (``get_label_quality_scores``, ``find_label_issues``).
+
+``score`` = P(true = given) under a product of experts: the DS posterior times the classifier's
+likelihood ratio p(k | text) / prior(k), raised to ``classifier_weight`` and renormalized. With the
+self-confidence method, cleanlab's quality score of the given label is exactly that p(given | text).
+Rows are flagged from the most suspicious down while the expected precision of the flagged set (the mean
+of 1 - score, i.e. Bayesian FDR control) stays >= ``min_precision`` and each flagged row is more likely
+wrong than right.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+PROB_FLOOR = 1e-4  # the classifier alone can never rule a class out: it is trained on noisy labels
+
+
+@dataclass
+class Signals:
+    """Per-row arrays from the two signals and their combination; (n, K) arrays are over task.labels."""
+
+    judge_post: np.ndarray
+    judge_score: np.ndarray
+    post: np.ndarray
+    score: np.ndarray
+    judge_accuracy: np.ndarray  # per judge, then the given labels as the last entry
+    given_confusion: np.ndarray  # (K, K) P(given = l | true = k), from Dawid-Skene
+    clf_probs: np.ndarray | None = None
+    cleanlab_score: np.ndarray | None = None
+    cleanlab_issue: np.ndarray | None = None
+    classifier_note: str | None = None
+
+
+def _classifier_probs(
+    texts: Sequence[str], given: np.ndarray, K: int, features: str, folds: int, seed: int
+) -> tuple[np.ndarray | None, np.ndarray, str | None]:
+    """Out-of-fold class probabilities (n, K) of a TF-IDF logistic regression, or None with the reason."""
+    present, counts = np.unique(given, return_counts=True)
+    if len(present) < 2:
+        return None, present, "the given labels use a single class"
+    k = int(min(folds, counts.min()))
+    if k < 2 or len(given) < 10:
+        return (
+            None,
+            present,
+            f"too few rows per class for {folds}-fold cross-validation (smallest class: {counts.min()})",
+        )
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    from llmlabel.distill.features import make_featurizer
+
+    # The featurizer sits inside the pipeline so each fold fits its own vocabulary: no leak from held-out rows.
+    pipe = make_pipeline(make_featurizer(features), LogisticRegression(C=10.0, max_iter=1000))
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: lbfgs on sparse TF-IDF is several times slower with oversubscribed BLAS threads.
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pp = cross_val_predict(
+            pipe, list(texts), given, method="predict_proba", cv=StratifiedKFold(k, shuffle=True, random_state=seed)
+        )
+    full = np.zeros((len(given), K))
+    full[:, present] = pp
+    return full, present, None
+
+
+def score_signals(
+    votes: np.ndarray,
+    given: np.ndarray,
+    K: int,
+    texts: Sequence[str] | None = None,
+    features: str = "tfidf",
+    folds: int = 5,
+    classifier_weight: float = 1.0,
+    seed: int = 0,
+) -> Signals:
+    """Both signals and their combination. votes: (n, J) class codes (-1 = no answer); given: (n,) codes."""
+    from llmlabel.ensemble.aggregate import dawid_skene
+
+    n = len(given)
+    rows = np.arange(n)
+    votes = np.asarray(votes, dtype=np.int64).reshape(n, -1)
+    # The given label is one more annotator: DS then learns how noisy the given labels are, per class.
+    ds = dawid_skene(np.column_stack([votes, given]), K)
+    jpost = ds.posteriors
+    sig = Signals(
+        judge_post=jpost,
+        judge_score=jpost[rows, given],
+        post=jpost,
+        score=jpost[rows, given],
+        judge_accuracy=ds.accuracies,
+        given_confusion=ds.confusions[-1],
+    )
+    if texts is None:
+        sig.classifier_note = "disabled"
+        return sig
+    pp, present, note = _classifier_probs(texts, given, K, features, folds, seed)
+    if pp is None:
+        sig.classifier_note = note
+        return sig
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    # cleanlab works on the classes that occur; codes are remapped to 0..len(present)-1.
+    remap = np.full(K, -1)
+    remap[present] = np.arange(len(present))
+    compact = pp[:, present]
+    compact = compact / compact.sum(axis=1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sig.cleanlab_score = np.asarray(get_label_quality_scores(remap[given], compact), dtype=float)
+        sig.cleanlab_issue = np.asarray(find_label_issues(remap[given], compact), dtype=bool)
+    sig.clf_probs = pp
+    prior = np.bincount(given, minlength=K) / n
+    ratio = np.ones((n, K))
+    ratio[:, present] = np.maximum(pp[:, present], PROB_FLOOR) / prior[present]
+    logp = np.log(np.maximum(jpost, 1e-300)) + classifier_weight * np.log(ratio)
+    post = np.exp(logp - logp.max(axis=1, keepdims=True))
+    sig.post = post / post.sum(axis=1, keepdims=True)
+    sig.score = sig.post[rows, given]
+    return sig
+
+
+def choose_flags(p_wrong_desc: np.ndarray, min_precision: float) -> tuple[int, float]:
+    """How many of the rows (sorted by P(mislabeled), descending) to flag, and the set's expected precision.
+
+    The largest prefix whose mean P(mislabeled) is >= min_precision, and no row in it more likely right
+    than wrong (flagging near-certainly correct rows just to spend the precision budget helps nobody)."""
+    p = np.asarray(p_wrong_desc, dtype=float)
+    if not len(p):
+        return 0, float("nan")
+    prec = np.cumsum(p) / np.arange(1, len(p) + 1)
+    ok = (prec >= min_precision - 1e-12) & (p >= 0.5)
+    m = int(np.flatnonzero(ok).max()) + 1 if ok.any() else 0
+    return m, float(prec[m - 1]) if m else float("nan")
+
+
+def ranks(score: np.ndarray) -> np.ndarray:
+    """1 = most suspicious (lowest score); ties keep input order."""
+    r = np.empty(len(score), dtype=np.int64)
+    r[np.argsort(score, kind="stable")] = np.arange(1, len(score) + 1)
+    return r
+
+
+def flags_for(score: np.ndarray, min_precision: float) -> tuple[np.ndarray, int, float]:
+    order = np.argsort(score, kind="stable")
+    m, prec = choose_flags(1.0 - score[order], min_precision)
+    flag = np.zeros(len(score), dtype=bool)
+    flag[order[:m]] = True
+    return flag, m, prec
+
+
+def auroc(score_of_positive: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of `score_of_positive` for the boolean `positive` (ties count half)."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(positive, dtype=bool)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if not npos or not nneg:
+        return float("nan")
+    r = rankdata(score_of_positive)
+    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))

@@ -1,0 +1,46 @@
+"""The files written beside an output, named in one place: OUTPUT plus a suffix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PART = ".part"  # rows appended as they finish, while a run is incomplete (io.output.PartFile)
+LOCK = ".lock"  # held by the one run writing the output (io.lock.output_lock)
+ERRORS = ".errors.jsonl"  # the rows that ended with an error in the last finished run (kept on a plain rerun)
+LEDGER = ".ledger.json"  # what every run of the output cost (llm.ledger.Ledger.save)
+EVAL = ".eval.json"  # `llmlabel eval`'s report
+AUDIT_JUDGES = ".judges.jsonl"  # `llmlabel audit`: the judges' answers (a labeling run's output)
+AUDIT_SUMMARY = ".summary.json"  # `llmlabel audit`: flag counts, estimated precision, per-class noise
+
+
+def sidecar(output: str | Path, suffix: str) -> Path:
+    p = Path(output)
+    return p.with_name(p.name + suffix)
+
+
+def part_path(output: str | Path) -> Path:
+    return sidecar(output, PART)
+
+
+def lock_path(output: str | Path) -> Path:
+    return sidecar(output, LOCK)
+
+
+def errors_path(output: str | Path) -> Path:
+    return sidecar(output, ERRORS)
+
+
+def ledger_path(output: str | Path) -> Path:
+    return sidecar(output, LEDGER)
+
+
+def eval_path(output: str | Path) -> Path:
+    return sidecar(output, EVAL)
+
+
+def audit_judges_path(output: str | Path) -> Path:
+    return sidecar(output, AUDIT_JUDGES)
+
+
+def audit_summary_path(output: str | Path) -> Path:
+    return sidecar(output, AUDIT_SUMMARY)

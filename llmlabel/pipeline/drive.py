@@ -1,0 +1,180 @@
+"""Driving a job's rows concurrently: a bulk cache pass first, then bounded per-row tasks, stopping cleanly on
+a budget, a dead judge, a signal or a cancel flag. Input is any iterable of (index, row); output any Sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from llmlabel.errors import BudgetExhausted, LLMLabelError
+from llmlabel.io.rows import iter_rows, row_id
+from llmlabel.pipeline.job import Job, Sink, Started
+from llmlabel.pipeline.progress import Reporter
+
+Rows = Iterable[tuple[int, dict[str, Any]]]
+
+
+def pending_rows(job: Job, input_path: Path, done: set[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The input's rows (up to the limit) whose ids are not done yet; skipped ones are counted."""
+    limit, id_column = job.opts.limit, job.cfg.task.id_column
+    for i, row in enumerate(iter_rows(input_path)):
+        if limit is not None and i >= limit:
+            return
+        if row_id(row, id_column, i) in done:
+            job.ledger.rows_skipped += 1
+            continue
+        yield i, row
+
+
+class _Drive:
+    def __init__(self, job: Job, sink: Sink, progress: Reporter) -> None:
+        self.job, self.sink, self.progress = job, sink, progress
+        self.window = asyncio.Semaphore(max(64, 2 * sum(j.concurrency for j in job.judges)))
+        self.stop = asyncio.Event()
+        self.stopped_by: list[str] = []
+        self.graceful = False  # a cancel: let requests in flight finish, as a budget stop does
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.calibrating: list[asyncio.Future[None]] = []
+        self.cancel = job.opts.cancel
+        # Rows are first looked up in the cache in bulk (chunks growing while they hit); the rest are asked.
+        # A cold run stops looking ahead after its first chunk misses. A cascade asks row by row.
+        cascade = job.cfg.cascade is not None and job.cfg.cascade.enabled and len(job.judges) > 1
+        self.size = 0 if cascade else 64
+
+    def halt(self, why: str, graceful: bool = False) -> None:
+        if graceful:
+            # No new paid request from here (rows waiting for a connection raise BudgetExhausted, as at a
+            # budget stop); requests already sent finish and their rows are kept.
+            self.job.budget.max_requests = 0
+        if not self.stopped_by:
+            self.graceful = graceful
+        elif not graceful:
+            self.graceful = False  # a signal after a cancel: stop now
+        self.stopped_by.append(why)
+        self.stop.set()
+        if not self.graceful:
+            # Asks waiting in a retry backoff or re-asking (the calibration's too) stop now, not when they give up.
+            for t in [*self.tasks, *self.calibrating]:
+                t.cancel()
+
+    def stopping(self) -> bool:
+        """Whether to launch no more rows (a cancel flag is also polled by `watch`, for rows in flight)."""
+        if self.cancel is not None and self.cancel.is_set() and not self.stopped_by:
+            self.halt("cancelled", graceful=True)
+        return self.stop.is_set()
+
+    def finished(self, t: asyncio.Task[None]) -> None:
+        self.tasks.discard(t)
+        self.window.release()
+        if t.cancelled():
+            return
+        exc = t.exception()
+        if exc is not None:
+            if self.job.fatal is None:
+                self.job.fatal = exc
+            self.stop.set()
+        else:
+            self.progress.row_done()
+
+    async def launch(self, rows: list[tuple[int, dict[str, Any]]]) -> bool:
+        job = self.job
+        started: list[Started]
+        if self.size:
+            started, found = job.from_cache(rows, self.sink)
+            self.progress.rows_done(len(rows) - len(started))
+            self.size = 0 if found < len(rows) * len(job.judges) // 2 else min(2 * self.size, 1024)
+        else:
+            started = [job.start(i, row) for i, row in rows]
+        for st in started:
+            await self.window.acquire()
+            if self.stopping():
+                self.window.release()
+                return False
+            t = asyncio.ensure_future(job.process(st, self.sink))
+            self.tasks.add(t)
+            t.add_done_callback(self.finished)
+        return True
+
+    async def feed(self, rows: Rows) -> None:
+        chunk: list[tuple[int, dict[str, Any]]] = []
+        for item in rows:
+            if self.stopping():
+                return
+            chunk.append(item)
+            if len(chunk) >= max(self.size, 1):
+                batch, chunk = chunk, []
+                if not await self.launch(batch):
+                    return
+        if chunk and not self.stopping():
+            await self.launch(chunk)
+
+    async def drain(self) -> None:
+        tasks = self.tasks
+        if tasks:
+            waiter = asyncio.ensure_future(self.stop.wait())
+            while tasks and not self.stop.is_set():
+                await asyncio.wait(set(tasks) | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        if self.stop.is_set() and tasks:
+            # Budget stops and cancels let paid requests in flight finish; a dead judge or a signal cancels them.
+            budget = isinstance(self.job.fatal, BudgetExhausted) and not self.stopped_by
+            if budget or self.graceful:
+                await asyncio.wait(set(tasks), timeout=max(j.timeout for j in self.job.judges))
+            for t in list(tasks):
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def watch(self) -> None:
+        while not self.stopping():
+            await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _signals(d: _Drive) -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the run cleanly (only on the main thread: elsewhere the caller owns them)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig, name in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "terminated")):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, d.halt, name)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int = 0) -> str | None:
+    """Label `rows` into `sink`. Returns why it stopped early (a signal, a cancel), or None; a dead judge or a
+    budget leaves its LLMLabelError in job.fatal; any other error is raised."""
+    progress = Reporter(job.opts, job.ledger, total, done_before)
+    d = _Drive(job, sink, progress)
+    helpers = []
+    if progress.timed:
+        helpers.append(asyncio.ensure_future(progress.tick()))
+    if job.opts.cancel is not None:
+        helpers.append(asyncio.ensure_future(d.watch()))
+    try:
+        with _signals(d):
+            d.calibrating.append(asyncio.ensure_future(job.ensure_calibrated()))
+            try:
+                await d.calibrating[0]
+            except asyncio.CancelledError:
+                if not d.stopped_by:
+                    raise
+            await d.feed(rows)
+            await d.drain()
+    finally:
+        for h in helpers:
+            h.cancel()
+        progress.close(finished=job.fatal is None and not d.stopped_by)
+    if d.graceful and isinstance(job.fatal, BudgetExhausted):
+        job.fatal = None  # the zero budget of a cancel, not the user's
+    if job.fatal is not None and not isinstance(job.fatal, LLMLabelError):
+        raise job.fatal
+    return d.stopped_by[0] if d.stopped_by else None

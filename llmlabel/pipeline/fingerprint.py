@@ -1,0 +1,94 @@
+"""What an unfinished run belongs to: its input file and every setting that changes the judges' answers.
+
+A part file records this (io.output.PartFile's meta); a rerun whose fingerprint differs would merge rows of
+another input or label set, so it refuses (or starts over with --restart). Settings that only re-aggregate
+(aggregate, gold) or pace and price the calls (concurrency, timeouts, prices) are left out: their rows stay valid."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from llmlabel.errors import InputError
+from llmlabel.pipeline.job import Job
+
+VERSION = 1
+BLOCK = 1 << 20  # the input's first and last MiB are hashed, with its size and modification time
+# Judge fields that do not change an answer (pacing, prices, how the request travels).
+_NOT_ANSWERS = {
+    "concurrency",
+    "timeout",
+    "max_attempts",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "price_per_million",
+    "http_backend",
+    "api_key_env",
+}
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """Size, modification time and a hash of the first and last blocks: cheap for any size, and an edit, a
+    truncation or a replaced file changes at least one of them."""
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(BLOCK))
+        if st.st_size > BLOCK:
+            fh.seek(max(BLOCK, st.st_size - BLOCK))
+            h.update(fh.read(BLOCK))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "blocks": h.hexdigest()[:32]}
+
+
+def _templates(prompts_dir: str | None) -> str | None:
+    if not prompts_dir or not os.path.isdir(prompts_dir):
+        return prompts_dir
+    files = sorted(p for p in Path(prompts_dir).rglob("*") if p.is_file())
+    return _digest({str(p.relative_to(prompts_dir)): p.read_bytes().hex() for p in files})
+
+
+def answers_fingerprint(job: Job) -> dict[str, str]:
+    """One short hash per setting that changes answers, named as the user knows it (to say what changed)."""
+    cfg, task = job.cfg, job.cfg.task
+    fp = {f"task.{k}": _digest(v) for k, v in task.model_dump().items()}
+    fp["mode"] = _digest(job.kind)
+    fp["prompts_dir templates"] = _digest(_templates(cfg.prompts_dir))
+    fp["cascade"] = _digest(cfg.cascade.model_dump() if cfg.cascade else None)
+    fp["label column"] = _digest(job.opts.given_label_column)
+    fp["judges"] = _digest([j.name for j in job.judges])
+    for j in job.judges:
+        d = j.model_dump(exclude=_NOT_ANSWERS)
+        if j.cache_as:
+            d.pop("base_url")  # local servers change port from run to run: cache_as names the endpoint
+        fp[f"judge '{j.name}'"] = _digest(d)
+    return fp
+
+
+def fingerprint(job: Job, input_path: Path) -> dict[str, Any]:
+    return {"version": VERSION, "input": input_fingerprint(input_path), "answers": answers_fingerprint(job)}
+
+
+def check_resumable(recorded: dict[str, Any] | None, current: dict[str, Any], input_path: Path, part: Path) -> None:
+    """Refuse to continue an unfinished run that belongs to another input or other settings."""
+    if recorded is None or recorded.get("version") != VERSION:
+        changed = ["run (its part file records no fingerprint: an older llmlabel, or it was edited)"]
+    else:
+        changed = []
+        if recorded.get("input") != current["input"]:
+            changed.append(f"input (the file {input_path} was modified or replaced)")
+        old, new = recorded.get("answers") or {}, current["answers"]
+        changed += [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+    if changed:
+        raise InputError(
+            f"{part} holds the rows of an unfinished run with a different {', '.join(changed)}; they are not "
+            "merged. Rerun with --restart (restart=True in Python) to discard them and start over (cached answers are "
+            "kept and reused), "
+            "or restore what changed to continue that run"
+        )

@@ -1,0 +1,294 @@
+"""One labeling job's row machinery: a row in, its judges' answers, its output record out.
+
+`Job` is shared by every way of running rows: files (`run_job`), memory (the Python API's `Labeler`) and
+the service's single-row endpoints (`start` then `ask_all` then `outcome`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from llmlabel.config import Config, Judge, Task
+from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
+from llmlabel.ensemble.combine import combine_row
+from llmlabel.errors import ConfigError, LLMLabelError
+from llmlabel.io.output import PERMANENT, fields_json, line, line_with
+from llmlabel.io.rows import row_id
+from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.llm.cache import ResponseCache
+from llmlabel.llm.judge import Budget, JudgeClient
+from llmlabel.llm.ledger import Ledger
+from llmlabel.llm.prompts import render_messages, row_text
+from llmlabel.llm.tokens import truncate
+from llmlabel.pipeline.options import RunOptions
+
+OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
+OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
+
+Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
+
+
+def text_of(row: dict[str, Any], i: int, task: Task, prompts_dir: str | None) -> str | None:
+    """The row's text to label; a text_column template that fails on it (`{{ 1/0 }}`) is one clear line."""
+    try:
+        return row_text(row, task, prompts_dir)
+    except LLMLabelError:
+        raise
+    except Exception as e:  # the template's own expressions may raise anything
+        raise ConfigError(
+            f"task.text_column template {task.text_column!r} failed on row {i + 1}: {type(e).__name__}: {e}; "
+            "fix the template or the column names"
+        ) from None
+
+
+class Sink(Protocol):
+    """Where finished rows go: a part file (io.output.PartFile) or a list in memory (pipeline.labeler)."""
+
+    def append(self, rec: dict[str, Any]) -> None: ...
+
+    def append_lines(self, lines: list[bytes]) -> None:
+        """Rows already serialised (io.output.line / line_with), in one write."""
+
+
+class Job:
+    def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, cache: ResponseCache | None = None) -> None:
+        self.cfg, self.judges, self.opts = cfg, judges, opts
+        self.labels = cfg.task.label_names
+        self.kind = opts.kind or cfg.mode
+        self.cache = cache if cache is not None else ResponseCache(cfg.cache_dir)
+        self.clients: dict[str, JudgeClient] = {}
+        self.new_ledger()
+        self.clients = {
+            j.name: JudgeClient(
+                j, self.cache, self.ledger.judges[j.name], self.budget, self.labels, transport=opts.transport
+            )
+            for j in judges
+        }
+        self.weights = {j.name: j.weight for j in judges if j.weight is not None} or None
+        self.p_cf: dict[str, dict[str, float]] = {}
+        self.prefixes: dict[Any, list[dict[str, str]]] = {}
+        self._row_memo: dict[tuple[int, ...], Any] = {}
+        self._columns: dict[tuple[str, ...], list[str]] = {}
+
+    def new_ledger(self) -> Ledger:
+        """Start counting a new run: a fresh ledger and budget (the options' max_cost / max_requests)."""
+        self.ledger = Ledger()
+        ledgers = tuple(
+            self.ledger.add_judge(j.name, j.model, j.price_per_million.input, j.price_per_million.output)
+            for j in self.judges
+        )
+        self.budget = Budget(self.opts.max_cost, self.opts.max_requests, ledgers)
+        for name, client in self.clients.items():  # none yet when called from __init__
+            client.ledger, client.budget = self.ledger.judges[name], self.budget
+        self.truncated = 0
+        self.fatal: LLMLabelError | BaseException | None = None
+        return self.ledger
+
+    async def aclose(self) -> None:
+        """Close the judges' connections (they reopen on the next request)."""
+        for c in self.clients.values():
+            await c.aclose()
+
+    # -- prompts and answers -----------------------------------------------------------------
+    def messages(self, judge: Judge, text: str, given: str | None) -> list[dict[str, str]]:
+        msgs, cut = self._messages(judge, text, given)
+        self.truncated += cut
+        return msgs
+
+    def _messages(self, judge: Judge, text: str, given: str | None) -> tuple[list[dict[str, str]], bool]:
+        """The messages, and whether the text had to be cut to the judge's max_text_tokens."""
+        text, cut = truncate(text, judge.max_text_tokens)
+        return render_messages(
+            self.cfg,
+            judge,
+            self.kind,
+            text,
+            given_label=given,
+            logprob_codes=self.clients[judge.name].codes is not None,
+            prefix_cache=self.prefixes,
+        ), cut
+
+    async def calibrate(self) -> None:
+        """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs."""
+        for j in self.judges:
+            if not j.logprobs:
+                continue
+            dists = []
+            for t in CONTENT_FREE:
+                ans = await self.clients[j.name].ask(self.messages(j, t, None), self.kind)
+                if ans.probs:
+                    dists.append(ans.probs)
+            if dists:
+                self.p_cf[j.name] = average_content_free(dists, self.labels)
+
+    async def ensure_calibrated(self) -> None:
+        """Calibrate once per job (the content-free answers are cached, so later jobs pay nothing)."""
+        if not self.p_cf and any(j.logprobs for j in self.judges):
+            await self.calibrate()
+
+    def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
+        return calibrate_answer(ans, self.p_cf.get(name))
+
+    async def _ask(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
+        return self._calibrated(j.name, await self.clients[j.name].ask(self.messages(j, text, given), self.kind))
+
+    async def ask_all(self, text: str, given: str | None) -> dict[str, JudgeAnswer]:
+        """Every judge's (calibrated) answer for one text: together, or in turn for a cascade."""
+        if len(self.judges) == 1:
+            j = self.judges[0]
+            return {j.name: await self._ask(j, text, given)}
+        cascade = self.cfg.cascade
+        if not (cascade and cascade.enabled):
+            res = await asyncio.gather(
+                *(self.clients[j.name].ask(self.messages(j, text, given), self.kind) for j in self.judges)
+            )
+            return {j.name: self._calibrated(j.name, a) for j, a in zip(self.judges, res)}
+        return await self._ask_cascade(text, given, cascade.threshold)
+
+    async def _ask_cascade(self, text: str, given: str | None, threshold: float) -> dict[str, JudgeAnswer]:
+        """Judges in order, stopping once the answers so far agree confidently enough."""
+        answers: dict[str, JudgeAnswer] = {}
+        for n, j in enumerate(self.judges):
+            answers[j.name] = await self._ask(j, text, given)
+            valid = [a for a in answers.values() if a.label is not None]
+            if not valid or n == len(self.judges) - 1:
+                continue
+            agg = combine_row(answers, self.labels, self.kind, self.weights)
+            agree = len({a.label for a in valid}) == 1
+            sure = len(valid) >= 2 or valid[0].probs is not None
+            if agree and sure and (agg["confidence"] or 0) >= threshold:
+                for rest in self.judges[n + 1 :]:
+                    self.ledger.judges[rest.name].calls_saved += 1
+                break
+        return answers
+
+    # -- rows --------------------------------------------------------------------------------
+    def start(self, i: int, row: dict[str, Any]) -> Started:
+        """A row's output record so far, its text to label (None: nothing to label) and its given label."""
+        task = self.cfg.task
+        columns = tuple(row)
+        names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
+        if names is None:
+            if len(self._columns) >= 256:
+                self._columns.clear()
+            names = self._columns[columns] = [
+                f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k for k in columns
+            ]
+        rec: dict[str, Any] = {"_i": i}
+        rec.update(zip(names, row.values()))
+        rec["id"] = row_id(row, task.id_column, i)
+        text = text_of(row, i, task, self.cfg.prompts_dir)
+        if text is None or not text.strip():
+            rec.update(
+                label=None,
+                confidence=None,
+                probs=None,
+                candidates=[],
+                judges={},
+                error=f"{PERMANENT}: nothing to label in '{task.text_column}'",
+            )
+            return rec, None, None
+        given = None
+        if self.opts.given_label_column:
+            gv = row.get(self.opts.given_label_column)
+            given = None if gv is None else str(gv)
+        return rec, text, given
+
+    def outcome(self, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
+        """What a row's answers add to its record: the aggregate and each judge's answer."""
+        return {
+            **combine_row(answers, self.labels, self.kind, self.weights),
+            "judges": {n: a.out() for n, a in answers.items()},
+        }
+
+    def finish(self, rec: dict[str, Any], answers: dict[str, JudgeAnswer] | None) -> dict[str, Any]:
+        """Complete a row's record and count it done (the caller appends it)."""
+        if answers is not None:
+            rec.update(self.outcome(answers))
+        self._count(rec["error"])
+        return rec
+
+    def _count(self, error: str | None) -> None:
+        self.ledger.rows_done += 1
+        if error and not error.startswith(PERMANENT):
+            self.ledger.rows_failed += 1
+
+    async def process(self, started: Started, sink: Sink) -> None:
+        rec, text, given = started
+        sink.append(self.finish(rec, None if text is None else await self.ask_all(text, given)))
+
+    # -- the bulk cache pass -----------------------------------------------------------------
+    def from_cache(self, rows: list[tuple[int, dict[str, Any]]], sink: Sink) -> tuple[list[Started], int]:
+        """Finish, synchronously, the rows whose every judge answer is already cached: one bulk lookup for
+        the chunk, no tasks, no awaits (a warm rerun is all lookups). Returns the other rows, started, and
+        how many keys were found."""
+        prepared, keys = self._cache_keys(rows)
+        hits = self.cache.get_many(keys) if keys else {}
+        rest, lines, hit_rows = self._finish_cached(prepared, hits)
+        sink.append_lines(lines)
+        for n in self.clients:
+            self.ledger.judges[n].cache_hits += hit_rows
+        return rest, len(hits)
+
+    def _cache_keys(self, rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[Any], list[str]]:
+        """Each row started, with its judges' cache keys (None: nothing to ask) and its cut count."""
+        prepared, keys = [], []
+        # Judges with the same prompt and text limit send the same messages: rendered once a row.
+        groups = [
+            (j, self.clients[j.name], (j.prompt, j.max_text_tokens, self.clients[j.name].codes is not None))
+            for j in self.judges
+        ]
+        for i, row in rows:
+            rec, text, given = started = self.start(i, row)
+            ks, cuts = None, 0
+            if text is not None:
+                ks = []
+                shared: dict[Any, tuple[list[dict[str, str]], bool]] = {}
+                for j, client, group in groups:
+                    if group not in shared:
+                        shared[group] = self._messages(j, text, given)
+                    msgs, cut = shared[group]
+                    cuts += cut  # per judge, as the per-row path counts them
+                    ks.append(client.key_for(msgs, self.kind))
+                keys += ks
+            prepared.append((started, ks, cuts))
+        return prepared, keys
+
+    def _finish_cached(self, prepared: list[Any], hits: dict[str, Any]) -> tuple[list[Started], list[bytes], int]:
+        """Lines of the rows answered by `hits`, the rows that are not, and how many rows hit."""
+        rest, lines, hit_rows = [], [], 0
+        names = [j.name for j in self.judges]
+        clients = [self.clients[n] for n in names]
+        # Without logprobs, equal replies are one shared answer object, so rows repeat a few answer
+        # combinations: each is aggregated and serialised once (the memo holds its answers, so ids stay theirs).
+        # (line_with needs a record without those fields: an id column named like one of them turns it off)
+        plain = not self.p_cf and not any(j.logprobs for j in self.judges) and self.cfg.task.id_column not in OUTCOME
+        memo = self._row_memo if plain else None
+        for started, ks, cuts in prepared:  # a row handed on counts its cuts when it is asked
+            rec, text, given = started
+            if ks is None:
+                lines.append(line(self.finish(rec, None)))
+                continue
+            try:
+                got = [c.cached_answer(hits[k], self.kind) for c, k in zip(clients, ks)]
+            except KeyError:  # not every answer is cached
+                rest.append(started)
+                continue
+            if any(a is None for a in got):
+                rest.append(started)
+                continue
+            hit_rows += 1
+            self.truncated += cuts
+            if memo is None:
+                lines.append(line(self.finish(rec, {n: self._calibrated(n, a) for n, a in zip(names, got)})))  # type: ignore[arg-type]
+                continue
+            mkey = tuple(map(id, got))
+            done = memo.get(mkey)
+            if done is None:
+                if len(memo) >= 4096:
+                    memo.clear()
+                out = self.outcome(dict(zip(names, got)))  # type: ignore[arg-type]
+                done = memo[mkey] = (got, fields_json(out), out["error"])
+            lines.append(line_with(rec, done[1]))
+            self._count(done[2])
+        return rest, lines, hit_rows

@@ -1,0 +1,330 @@
+"""The Python API: a `Labeler` holds a config's judges, their connections, the response cache and the
+calibration, and labels texts in memory (`label`, `alabel`) or files (`label_file`, the CLI's resumable run).
+
+Its work runs on one private event loop in a background thread, so the same clients serve every call, and
+`label()` works both in plain scripts and inside a running event loop (Jupyter), where `await alabel()` is
+the non-blocking form. Calls on one Labeler run one at a time; rows within a call run concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import threading
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llmlabel.config import Config, Judge, load_config, parse_config
+from llmlabel.errors import InputError, LLMLabelError
+from llmlabel.pipeline.job import OUTPUT_FIELDS, Job
+from llmlabel.pipeline.options import Progress, RunOptions, RunResult
+
+T = TypeVar("T")
+Row = str | Mapping[str, Any]
+GIVEN = "\x00given_label"  # the column that carries given labels to the verify prompt (never written)
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """One labeled row: the ensemble's answer, each judge's answer and the input columns."""
+
+    id: str
+    label: str | None
+    confidence: float | None
+    probs: dict[str, float] | None
+    candidates: list[str]
+    judges: dict[str, dict[str, Any]]  # judge name -> its answer (label, candidates, probs, error...)
+    error: str | None  # why the row has no label (None when it has one)
+    row: dict[str, Any] = field(default_factory=dict)  # the input's other columns, as the output file has them
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> LabelResult:
+        rest = {k: v for k, v in rec.items() if k not in OUTPUT_FIELDS and k not in ("_i", GIVEN)}
+        return cls(**{k: rec.get(k) for k in OUTPUT_FIELDS}, row=rest)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as `llmlabel label` writes it (input columns, then the output fields)."""
+        return {**self.row, **{k: getattr(self, k) for k in OUTPUT_FIELDS}}
+
+
+def as_config(config: Config | Mapping[str, Any] | str | Path) -> Config:
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return parse_config(dict(config))
+    return load_config(config)
+
+
+class _Memory:
+    """A Sink that keeps finished rows in memory (the bulk cache pass hands over serialised lines)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def append(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+
+    def append_lines(self, lines: list[bytes]) -> None:
+        self.records.extend(json.loads(b) for b in lines)
+
+    def ordered(self) -> list[dict[str, Any]]:
+        return sorted(self.records, key=lambda r: r["_i"])
+
+
+class Labeler:
+    """Label texts with a config's judges: in memory (`label`, `alabel`) or files (`label_file`).
+
+    config: a Config, a dict shaped like the YAML config, or a YAML path (see `from_config`).
+    judges: the judges to ask instead of the config's (Judge objects or dicts).
+    max_cost, max_requests: stop a call once it has spent this much (as `llmlabel label --max-cost`): each
+        call (label, alabel, label_file) has its own ledger and budget.
+    cache_dir: where paid answers are cached (default: the config's cache_dir).
+    progress: show progress on stderr (a bar on a terminal, else a line every few seconds).
+    transport: an httpx transport for the judges' requests (tests).
+    """
+
+    def __init__(
+        self,
+        config: Config | Mapping[str, Any] | str | Path,
+        *,
+        judges: Iterable[Judge | Mapping[str, Any]] | None = None,
+        max_cost: float | None = None,
+        max_requests: int | None = None,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
+        transport: Any = None,
+    ) -> None:
+        cfg = as_config(config)
+        if cache_dir is not None:
+            cfg = cfg.model_copy(update={"cache_dir": str(cache_dir)})
+        self.config = cfg
+        given = [j if isinstance(j, Judge) else Judge.model_validate(dict(j)) for j in judges or []]
+        self._given_judges = given or None
+        self._opts = RunOptions(max_cost=max_cost, max_requests=max_requests, progress=progress, transport=transport)
+        self._stack = contextlib.ExitStack()
+        self._state = threading.Lock()  # guards the lazy start below and close()
+        self._judges: list[Judge] | None = None
+        self._cache: Any = None
+        self._jobs: dict[str, Job] = {}
+        self._gold: dict[str, str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._serial: asyncio.Lock | None = None
+        self._last: Job | None = None
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, path: str | Path, **options: Any) -> Labeler:
+        """A Labeler for a YAML config file; options as for `Labeler(...)`."""
+        return cls(load_config(path), **options)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Labeler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Labeler:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Close the judges' connections, the cache and any local model servers this Labeler started."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+            if loop is not None and thread is not None:
+                jobs = list(self._jobs.values())
+
+                async def shut() -> None:
+                    for job in jobs:
+                        await job.aclose()
+
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=30)
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=30)
+                loop.close()
+            if self._cache is not None:
+                self._cache.close()
+            self._stack.close()
+
+    def __del__(self) -> None:
+        # A Labeler dropped without close(): stop its loop thread (never from that thread itself).
+        with contextlib.suppress(Exception):
+            if not self._closed and self._loop is not None and threading.current_thread() is not self._thread:
+                self.close()
+
+    def _start(self) -> None:
+        """Judges (local model servers start here when the config has none), cache and the event loop."""
+        with self._state:
+            if self._closed:
+                raise LLMLabelError("this Labeler is closed; create a new one")
+            if self._loop is not None:
+                return
+            from llmlabel.io.gold import read_gold
+            from llmlabel.llm.cache import ResponseCache
+            from llmlabel.pipeline.run import judges_for, loop_factory
+
+            cfg = self.config
+            self._gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
+            self._judges = self._stack.enter_context(judges_for(cfg, self._given_judges))
+            self._cache = ResponseCache(cfg.cache_dir)
+            factory = loop_factory()
+            loop = factory() if factory else asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="llmlabel-labeler", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+
+    def _job(self, kind: str) -> Job:
+        job = self._jobs.get(kind)
+        if job is None:
+            assert self._judges is not None
+            job = self._jobs[kind] = Job(
+                self.config, self._judges, dataclasses.replace(self._opts, kind=kind), self._cache
+            )
+        return job
+
+    async def _one_at_a_time(self, job: Job, opts: RunOptions, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` as the only call on this Labeler, with `opts` and a fresh ledger for `job`."""
+        if self._serial is None:
+            self._serial = asyncio.Lock()
+        async with self._serial:
+            job.opts = opts
+            job.new_ledger()
+            self._last = job
+            return await coro
+
+    def _submit(self, job: Job, opts: RunOptions, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(self._one_at_a_time(job, opts, coro), self._loop)
+
+    @staticmethod
+    def _wait(fut: concurrent.futures.Future[T], cancel: threading.Event | None = None) -> T:
+        try:
+            return fut.result()
+        except KeyboardInterrupt:
+            if cancel is None:
+                fut.cancel()
+            else:  # stop as a budget does (requests in flight are kept), then let Ctrl-C through
+                cancel.set()
+                with contextlib.suppress(Exception):
+                    fut.result()
+            raise
+
+    @property
+    def judges(self) -> list[Judge]:
+        self._start()
+        assert self._judges is not None
+        return list(self._judges)
+
+    @property
+    def ledger(self) -> Any:
+        """The cost ledger (llm.ledger.Ledger) of the latest call: requests, cache hits, tokens, cost."""
+        return None if self._last is None else self._last.ledger
+
+    # -- in memory ---------------------------------------------------------------------------
+    def _prepare(
+        self, rows: Iterable[Row], prompt: str | None, given_labels: Iterable[Any] | None
+    ) -> tuple[Job, RunOptions, list[tuple[int, dict[str, Any]]]]:
+        self._start()
+        col = self.config.task.text_column
+        items: list[tuple[int, dict[str, Any]]] = []
+        for i, r in enumerate(rows):
+            if isinstance(r, str):
+                if "{{" in col:
+                    raise InputError(f"task.text_column is a template ({col}); pass rows as dicts with its columns")
+                items.append((i, {col: r}))
+            else:
+                items.append((i, dict(r)))
+        kind = prompt or self.config.mode
+        opts = dataclasses.replace(self._opts, kind=kind)
+        if given_labels is not None:
+            given = list(given_labels)
+            if len(given) != len(items):
+                raise InputError(f"{len(given)} given labels for {len(items)} rows; give one per row")
+            for (_, row), g in zip(items, given):
+                row[GIVEN] = g
+            opts.given_label_column = GIVEN
+        return self._job(kind), opts, items
+
+    async def _label(self, job: Job, items: list[tuple[int, dict[str, Any]]]) -> list[LabelResult]:
+        from llmlabel.ensemble.combine import refit
+        from llmlabel.pipeline.drive import drive
+
+        sink = _Memory()
+        stopped = await drive(job, items, sink, len(items))
+        if job.fatal is not None:
+            raise job.fatal
+        if stopped:
+            raise LLMLabelError(f"stopped: {stopped}")
+        records = sink.ordered()
+        names = [j.name for j in job.judges]
+        update, _ = refit(lambda: iter(records), names, job.labels, self.config.aggregate, job.kind, self._gold)
+        return [LabelResult.from_record(update(pos, r) if update else r) for pos, r in enumerate(records)]
+
+    def label(
+        self, rows: Iterable[Row], *, prompt: str | None = None, given_labels: Iterable[Any] | None = None
+    ) -> list[LabelResult]:
+        """Label texts (strings) or rows (dicts with the task's text column, and an id column if you like),
+        in memory, in order. The same cache and answers as `llmlabel label` on the same rows.
+
+        prompt: "label", "candidates" or "verify" (default: the config's mode); given_labels: one per row,
+        shown by the verify prompt. Works inside a running event loop too (it blocks that loop's thread until
+        done: prefer `await alabel(...)` there)."""
+        job, opts, items = self._prepare(rows, prompt, given_labels)
+        return self._wait(self._submit(job, opts, self._label(job, items)))
+
+    async def alabel(
+        self, rows: Iterable[Row], *, prompt: str | None = None, given_labels: Iterable[Any] | None = None
+    ) -> list[LabelResult]:
+        """`label`, awaitable: the caller's event loop stays free while the rows are labeled."""
+        job, opts, items = await asyncio.to_thread(self._prepare, rows, prompt, given_labels)
+        return await asyncio.wrap_future(self._submit(job, opts, self._label(job, items)))
+
+    # -- files -------------------------------------------------------------------------------
+    def label_file(
+        self,
+        input_path: str | Path,
+        output_path: str | Path,
+        *,
+        limit: int | None = None,
+        on_progress: Any = None,
+        cancel: threading.Event | None = None,
+        restart: bool = False,
+        retry_errors: bool = False,
+    ) -> RunResult:
+        """`llmlabel label INPUT -c CONFIG -o OUTPUT`: resumable (rerun to continue after a stop), the output
+        written atomically, OUTPUT.ledger.json beside it. on_progress(Progress) is called every few seconds;
+        setting `cancel` stops the run cleanly (the part file is kept). `restart` and `retry_errors` are the
+        CLI's --restart and --retry-errors (see RunOptions)."""
+        from llmlabel.io.lock import output_lock
+        from llmlabel.pipeline.run import check_run, run_file
+
+        opts = dataclasses.replace(
+            self._opts,
+            kind=self.config.mode,
+            limit=limit,
+            on_progress=on_progress,
+            cancel=cancel or threading.Event(),
+            restart=restart,
+            retry_errors=retry_errors,
+        )
+        input_path, output_path, total, gold = check_run(self.config, input_path, output_path, opts)
+        with output_lock(output_path):
+            self._start()
+            job = self._job(self.config.mode)
+            coro = run_file(job, input_path, output_path, total, gold)
+            return self._wait(self._submit(job, opts, coro), opts.cancel)
+
+
+__all__ = ["Labeler", "LabelResult", "Progress", "RunResult", "as_config"]

@@ -1,0 +1,203 @@
+"""A labeling run over files, end to end: checks, judges, rows into a part file, then the final output.
+
+`run_job` is the one run lifecycle: the CLI, the Python API (`Labeler.label_file`) and the service's batch jobs
+call it (or `run_file` on a job they keep open). Safe to rerun: finished rows are skipped, paid answers cached."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+from llmlabel.config import Config, Judge
+from llmlabel.ensemble.combine import refit
+from llmlabel.errors import InputError, LLMLabelError, OutputError
+from llmlabel.io.files import atomic_write
+from llmlabel.io.gold import read_gold
+from llmlabel.io.lock import output_lock
+from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
+from llmlabel.io.paths import errors_path, ledger_path, part_path
+from llmlabel.io.rows import input_format, iter_rows, scan
+from llmlabel.pipeline.drive import drive, pending_rows
+from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
+from llmlabel.pipeline.job import Job, text_of
+from llmlabel.pipeline.options import RunOptions, RunResult
+
+
+@contextlib.contextmanager
+def judges_for(cfg: Config, given: list[Judge] | None = None) -> Iterator[list[Judge]]:
+    """`given`, else the config's judges, else one from OPENAI_* variables, else the embedded local models,
+    whose llama.cpp servers are started for the run (or reused from `llmlabel local start`) and stopped after."""
+    from llmlabel.config import default_judges
+
+    if given or cfg.judges:
+        yield list(given or cfg.judges)
+        return
+    env = default_judges()
+    if env:
+        yield env
+        return
+    from llmlabel.local import servers as local
+
+    with local.local_judges() as dicts:
+        # The local server needs no key: it is never put in a Judge (keys live only in the environment).
+        # llama-cpp-python constrains decoding to a schema given as {"type": "json_object", "schema": ...}.
+        # Their ports change from run to run; the cache knows them by model instead.
+        # logprobs: llama.cpp returns them, so each answer also carries a label distribution (calibrated on
+        # content-free inputs), which counters these tiny models' bias toward one label.
+        yield [
+            Judge(
+                **{
+                    "response_format": "json_object_schema",
+                    "cache_as": f"llmlabel-local/{d['model']}",
+                    "logprobs": True,
+                    **{k: v for k, v in d.items() if k != "api_key"},
+                }
+            )
+            for d in dicts
+        ]
+
+
+def loop_factory() -> Any:
+    """uvloop when installed (a faster event loop: less CPU per request at high concurrency), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def check_run(
+    cfg: Config, input_path: str | Path, output_path: str | Path, opts: RunOptions
+) -> tuple[Path, Path, int, dict[str, str] | None]:
+    """Everything a run checks before any paid call. Returns the paths, the row count and the gold labels."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    input_format(output_path, "output")
+    if output_path.is_dir():
+        raise InputError(
+            f"the output {output_path} is a directory; give a file path such as {output_path / 'labels.jsonl'}"
+        )
+    if output_path.resolve() == input_path.resolve():
+        raise InputError(f"the output {output_path} is the input file; choose another -o path")
+    task = cfg.task
+    total = scan(
+        input_path, task.text_column, task.id_column, opts.limit, id_required="id_column" in task.model_fields_set
+    )
+    first = next(iter_rows(input_path))
+    text_of(first, 0, task, cfg.prompts_dir)  # a broken text_column template fails here, before any call
+    if opts.given_label_column:
+        if opts.given_label_column not in first:
+            raise InputError(f"{input_path}: no label column '{opts.given_label_column}'; pass --label-column")
+    # The config's gold rows anchor weighted / dawid_skene: read (and checked) before any paid call.
+    return input_path, output_path, total, read_gold(cfg.gold, task.id_column) if cfg.gold else None
+
+
+def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: RunOptions | None = None) -> RunResult:
+    """Label a corpus file into an output file. Safe to rerun: finished rows are skipped, paid answers cached."""
+    opts = opts or RunOptions()
+    input_path, output_path, total, gold = check_run(cfg, input_path, output_path, opts)
+    with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
+        job = Job(cfg, judges, opts)
+        try:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                return runner.run(_closing(job, run_file(job, input_path, output_path, total, gold)))
+        finally:
+            job.cache.close()
+
+
+async def _closing(job: Job, coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return await coro
+    finally:
+        await job.aclose()
+
+
+async def run_file(job: Job, input_path: Path, output_path: Path, total: int, gold: dict[str, str] | None) -> RunResult:
+    """The run on a job its caller keeps open (checked by `check_run`), on the job's event loop: the rows not
+    yet in the part file, then the final output (`finalize`)."""
+    part = PartFile(part_path(output_path), job.opts.limit)
+    fp = fingerprint(job, input_path)
+    if job.opts.restart:
+        part.discard()
+    elif part.exists():
+        check_resumable(part.meta(), fp, input_path, part.path)
+    kept = _keep_errors(part, fp, output_path, job.opts.retry_errors)
+    part.load()
+    kept &= part.errored  # the failed rows of the last finished run on file: asked again only with retry_errors
+    part.done |= kept  # (still in errored: a later line of the row, if any, is the one output)
+    part.open(fp)
+    try:
+        stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
+    finally:
+        part.close()
+    return finalize(job, part, output_path, stopped, gold)
+
+
+def _keep_errors(part: PartFile, fp: dict[str, Any], output_path: Path, retry: bool) -> set[str]:
+    """A rerun of a finished job starts from the rows that failed in it (same input and settings), so that
+    they are not paid for again on every plain rerun (nor when that rerun is itself interrupted and
+    continued: its part file then holds them already). Returns their ids."""
+    recorded, lines = load_rows(errors_path(output_path))
+    if retry or not lines or recorded != fp:
+        return set()
+    return part.ids(lines) if part.exists() else part.seed(fp, lines)
+
+
+def finalize(
+    job: Job, part: PartFile, output_path: Path, stopped: str | None, gold: dict[str, str] | None
+) -> RunResult:
+    """After the rows: a stopped run keeps its part file (raising a budget or judge error with the ledger
+    attached); a finished one gets the whole-job aggregation, written atomically, and its ledger."""
+    fatal = job.fatal
+    result = RunResult(output_path, 0, False, job.ledger)
+    if job.truncated:
+        result.warnings.append(f"{job.truncated} long texts were cut to the judges' max_text_tokens")
+    if stopped or fatal is not None:
+        result.stopped_by = stopped or str(fatal)
+        job.ledger.save(ledger_path(output_path))
+        if isinstance(fatal, LLMLabelError):
+            if not isinstance(fatal, OutputError):  # whose line already says where the finished rows are
+                fatal.args = (
+                    f"{fatal} ({job.ledger.rows_done} rows finished this run are kept in "
+                    f"{part.path.name}; rerun the same command to continue)",
+                )
+            fatal.ledger = job.ledger  # type: ignore[attr-defined]
+            raise fatal
+        return result
+    # Every row is in: final aggregation over the whole job, written atomically.
+    names = [j.name for j in job.judges]
+    update, quality = refit(part.ordered, names, job.labels, job.cfg.aggregate, job.kind, gold)
+    try:
+        if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
+            result.rows = write_jsonl_lines(output_path, part.ordered_raw())
+        else:
+            result.rows = write_output(output_path, part.ordered(update))
+    except OSError as e:
+        raise OutputError(
+            f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
+            "space (or fix the path) and rerun the same command to write it"
+        ) from None
+    result.complete, result.quality = True, quality
+    job.ledger.save(ledger_path(output_path))
+    _append_quality(ledger_path(output_path), quality)
+    failed = part.error_lines() if job.ledger.rows_failed or job.ledger.rows_skipped else []
+    save_rows(errors_path(output_path), part.meta() or {}, failed)
+    if failed:
+        result.warnings.append(
+            f"{len(failed)} rows have errors (see their error field); "
+            "rerun with --retry-errors to ask the judges again for them"
+        )
+    part.finished()
+    return result
+
+
+def _append_quality(path: Path, quality: dict[str, Any]) -> None:
+    if not quality:
+        return
+    import json
+
+    data = json.loads(path.read_text())
+    data["runs"][-1]["quality"] = quality
+    atomic_write(path, json.dumps(data, indent=2))

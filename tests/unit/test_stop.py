@@ -1,0 +1,51 @@
+"""Ctrl-C stops a run at once while its asks wait in retry backoffs (the calibration asks included)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from llmlabel.config import parse_config
+from llmlabel.pipeline.options import RunOptions
+from llmlabel.pipeline.run import run_job
+
+
+async def _outage(request: httpx.Request) -> httpx.Response:
+    await asyncio.sleep(0.01)
+    return httpx.Response(503, json={"error": {"message": "overloaded"}})
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("logprobs", [True, False], ids=["calibrating", "labeling"])
+def test_ctrl_c_stops_asks_waiting_in_retries(tmp_path, logprobs):
+    inp = tmp_path / "in.csv"
+    with open(inp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        w.writerows([[f"r{i}", f"text {i}"] for i in range(200)])
+    judge = {"name": "a", "model": "m", "base_url": "http://llm.test/v1", "concurrency": 1, "logprobs": logprobs}
+    judge["max_attempts"] = 50  # minutes of backoff: only a stop that cancels them ends the run in time
+    cfg = parse_config(
+        {
+            "task": {"name": "t", "instructions": "Classify.", "labels": {"pos": "good", "neg": "bad"}},
+            "judges": [judge],
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
+    opts = RunOptions(progress=False, transport=httpx.MockTransport(_outage))
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        result = run_job(cfg, inp, tmp_path / "out.jsonl", opts)
+    finally:
+        timer.cancel()
+    assert result.stopped_by == "interrupted (Ctrl-C)" and not result.complete
+    assert time.monotonic() - t0 < 6
