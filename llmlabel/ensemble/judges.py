@@ -74,13 +74,12 @@ def uninformative(
         if skew.max() < max_skew:
             break
         flagged[live[int(skew.argmax())]] = True
+    ent = np.array([_entropy(np.bincount(v[v[:, j] >= 0, j], minlength=K)) for j in range(J)])
     if J == 2 and len(gold or {}) < 10 and flagged.all():
-        ent = np.array([_entropy(np.bincount(v[v[:, j] >= 0, j], minlength=K)) for j in range(J)])
         low = int(ent.argmin())
         flagged[:] = False
         flagged[low] = ent[1 - low] - ent[low] >= 0.3  # nats; ln 2 = 0.69 is a 50/50 split
     if flagged.all():  # keep the judge with the most varied answers: a constant judge has none to give
-        ent = [_entropy(np.bincount(v[v[:, j] >= 0, j], minlength=K)) for j in range(J)]
         flagged[int(np.argmax(ent))] = False
     return flagged
 
