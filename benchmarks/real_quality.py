@@ -190,7 +190,7 @@ def main() -> None:
         + "`ensemble (majority)`: soft vote after the aggregation leaves out judges with ~0 kappa; "
         "`ensemble (dawid_skene)`: the same over Dawid-Skene. cov@0.9: share of rows kept at the confidence "
         "threshold that reaches 0.9 accuracy (0 if none does). s/row: wall seconds of the whole run per row "
-        "(judges run one after another). llama.cpp tok/s: prompt / generation tokens per second from its "
+        "(a row's judges are asked at the same time, each server on its own thread). llama.cpp tok/s: prompt / generation tokens per second from its "
         "own timings; cached: share of prompt tokens served from its prefix cache.",
         "",
     ]
