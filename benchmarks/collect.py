@@ -27,8 +27,8 @@ ORDER = [
     "distill",
     "audit",
     "serve",
-    "local_switch",
     "local_quality",
+    "real_quality",
 ]
 SCRIPTS = {
     "throughput": "throughput.py",

@@ -1,5 +1,6 @@
-"""How good are the embedded local models? SmolLM2-135M and Gemma 3 270M (the no-key default) on a seeded
-sample of SST-2 dev, through `llmlabel label` with the real llama.cpp server, scored against gold.
+"""How good is the embedded default (no key, no judges: Qwen2.5-Coder-0.5B since issue 16; SmolLM2-135M and
+Gemma 3 270M before) on a seeded sample of SST-2 dev, through `llmlabel label` with the real llama.cpp
+server, scored against gold.
 
     python benchmarks/local_quality.py [--rows 200] [--data-dir ../shared/data]
 """
@@ -85,8 +86,8 @@ def main() -> None:
     lines += [
         f"| ensemble (llmlabel's combined label: soft vote of the calibrated distributions) | {ens:.3f} | | |",
         "",
-        "These are tiny models (135M and 270M parameters): they exist so llmlabel runs with no key at all, "
-        "not for quality. Point a judge at a real endpoint for real work (see the README).",
+        "These are small models: they exist so llmlabel runs with no key at all. "
+        "Point a judge at a real endpoint for real work (see the README).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -59,7 +59,7 @@ def cmd_label(a: argparse.Namespace) -> int:
             + res.quality["method"]
             + "): "
             + ", ".join(
-                f"{n} " + (f"accuracy {v['accuracy']:.3f}" if "accuracy" in v else f"weight {v['weight']:.2f}")
+                f"{n} " + ", ".join(f"{k} {x:.3f}" for k, x in v.items() if k in ("accuracy", "coverage", "weight"))
                 for n, v in q.items()
             ),
             file=sys.stderr,

@@ -1,9 +1,8 @@
 """Aggregation of LLM-judge votes into per-item label distributions.
 
 Conventions: ``votes`` is an int array of shape (n_items, n_judges) holding
-label codes 0..K-1, with -1 meaning "the judge did not answer". ``cand`` is a
-bool array of shape (n_items, n_judges, K) of candidate sets; an all-False
-set means "no answer". Every aggregator returns an (n, K) row-stochastic array.
+label codes 0..K-1, with -1 meaning "the judge did not answer". Every aggregator
+returns an (n, K) row-stochastic array. Candidate sets: ensemble/candidates.py.
 """
 
 from __future__ import annotations
@@ -15,16 +14,10 @@ import numpy as np
 
 __all__ = [
     "DawidSkeneResult",
-    "majority",
     "weighted",
     "agreement_weights",
     "gold_weights",
     "dawid_skene",
-    "candidate_scores",
-    "aggregate_candidates",
-    "dawid_skene_candidates",
-    "confidence",
-    "to_label_dicts",
 ]
 
 # Floor for probabilities before taking logs: keeps EM finite when smoothing=0.
@@ -69,13 +62,6 @@ def _check_votes(votes: np.ndarray, K: int) -> np.ndarray:
     if v.size and (v.min() < -1 or v.max() >= K):
         raise ValueError(f"votes must lie in [-1, {K - 1}]")
     return v
-
-
-def _check_cand(cand: np.ndarray) -> np.ndarray:
-    c = np.asarray(cand, dtype=bool)
-    if c.ndim != 3:
-        raise ValueError(f"cand must be 3-D (n_items, n_judges, K), got shape {c.shape}")
-    return c
 
 
 def _check_gold(gold: dict[int, int] | None, n: int, K: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +118,7 @@ def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, inv.reshape(-1), cnt
 
 
-def _compress(patterns: np.ndarray, gold_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _compress(patterns: np.ndarray, gold_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Collapse identical observation rows (non-negative int codes).
 
     The DS posterior of an item depends only on its row of observations, so EM
@@ -160,12 +146,6 @@ def _compress(patterns: np.ndarray, gold_idx: np.ndarray) -> tuple[np.ndarray, n
 # simple voting
 
 
-def majority(votes: np.ndarray, K: int) -> np.ndarray:
-    """Vote shares per item; ties share mass equally; no votes -> uniform."""
-    v = _check_votes(votes, K)
-    return _normalize_rows(_vote_counts(v, K))
-
-
 def weighted(votes: np.ndarray, K: int, weights: np.ndarray) -> np.ndarray:
     """Log-odds weighted vote: softmax_k(sum_j w_j * [vote_j == k]).
 
@@ -184,6 +164,16 @@ def weighted(votes: np.ndarray, K: int, weights: np.ndarray) -> np.ndarray:
     return _softmax_rows(scores)[0]
 
 
+def _reference(v: np.ndarray, j: int, K: int, counts: np.ndarray) -> np.ndarray:
+    """The other judges' unique plurality label per item (-1 where tied or none answered)."""
+    others = counts.copy()
+    ans = v[:, j] >= 0
+    others[np.flatnonzero(ans), v[ans, j]] -= 1
+    top = others.max(axis=1)
+    unique = ((others == top[:, None]).sum(axis=1) == 1) & (top > 0)
+    return np.where(unique, others.argmax(axis=1), -1)
+
+
 def _acc_to_weight(acc: np.ndarray, K: int, max_acc: float) -> np.ndarray:
     # Floor at chance (1/K): a below-chance judge gets weight 0 rather than a
     # negative one, since in multi-class "anti-votes" carry little information.
@@ -200,19 +190,13 @@ def agreement_weights(votes: np.ndarray, K: int, max_acc: float = 0.99) -> np.nd
     reference under-estimates accuracy, but the ranking of judges is what matters.
     """
     v = _check_votes(votes, K)
-    n, J = v.shape
+    J = v.shape[1]
     counts = _vote_counts(v, K)
     acc = np.full(J, 0.5)
-    rows = np.arange(n)
     for j in range(J):
-        ans = v[:, j] >= 0
-        others = counts.copy()
-        others[rows[ans], v[ans, j]] -= 1
-        top = others.max(axis=1)
-        unique_top = (others == top[:, None]).sum(axis=1) == 1
-        use = ans & unique_top & (top > 0)
-        agree = (others[use].argmax(axis=1) == v[use, j]).sum()
-        acc[j] = (agree + 1.0) / (use.sum() + 2.0)
+        ref = _reference(v, j, K, counts)
+        use = (v[:, j] >= 0) & (ref >= 0)
+        acc[j] = ((v[use, j] == ref[use]).sum() + 1.0) / (use.sum() + 2.0)
     return _acc_to_weight(acc, K, max_acc)
 
 
@@ -306,13 +290,16 @@ def dawid_skene(
     max_iter: int = 100,
     tol: float = 1e-6,
     smoothing: float = 0.01,
+    diag_prior: float = 0.0,
 ) -> DawidSkeneResult:
     """Dawid-Skene EM over single-label votes (missing = -1).
 
     Initialized from majority vote. Gold items are clamped to one-hot in every
     E-step, anchoring the confusion matrices (with gold, a second EM start from
     gold-only confusion estimates is also tried; the likelier one wins).
-    ``smoothing`` is a pseudo-count added to every confusion cell and prior.
+    ``smoothing`` is a pseudo-count added to every confusion cell and prior; ``diag_prior`` adds that
+    many pseudo-counts to each confusion diagonal (a Dirichlet prior that judges are better than chance),
+    which keeps small jobs from fitting label-permuted or degenerate confusions and fades as rows add up.
     Stops when the log-likelihood per observed vote changes by less than ``tol``.
     """
     v = _check_votes(votes, K)
@@ -332,7 +319,7 @@ def dawid_skene(
         for j in range(J):
             flat = (offs[None, :] + idx[:, j, None]).ravel()
             c = np.bincount(flat, weights=wp.ravel(), minlength=K * (K + 1)).reshape(K, K + 1)
-            conf[j] = c[:, :K] + smoothing
+            conf[j] = c[:, :K] + smoothing + diag_prior * np.eye(K)
         conf = _normalize_rows(conf.reshape(J * K, K)).reshape(J, K, K)
         prior = _normalize_rows((wp.sum(axis=0) + smoothing)[None, :])[0]
         return conf, prior
@@ -349,110 +336,3 @@ def dawid_skene(
     post, conf, prior, n_iter = _em_with_gold(post0, w, P, g_lab, m_step, log_joint, max_iter, tol, n_obs)
     acc = np.einsum("k,jkk->j", prior, conf)
     return DawidSkeneResult(post[item_to_row], conf, prior, acc, n_iter)
-
-
-# ---------------------------------------------------------------------------
-# candidate sets
-
-
-def candidate_scores(cand: np.ndarray) -> np.ndarray:
-    """(n, K) fraction of answering judges whose set contains each label (0 if none answered)."""
-    c = _check_cand(cand)
-    n_ans = c.any(axis=2).sum(axis=1, keepdims=True)
-    hits = c.sum(axis=1).astype(np.float64)
-    return np.divide(hits, n_ans, out=np.zeros_like(hits), where=n_ans > 0)
-
-
-def aggregate_candidates(cand: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Labels present in at least ``threshold`` of answering judges' sets.
-
-    Never empty: a row with nothing above threshold falls back to its
-    argmax-score labels (all ties kept, so a row nobody answered gets every label).
-    """
-    s = candidate_scores(cand)
-    # Tolerance so that e.g. 2/3 >= 0.6666... behaves as intended.
-    out = s >= threshold - 1e-9
-    empty = ~out.any(axis=1)
-    if empty.any():
-        se = s[empty]
-        out[empty] = se >= se.max(axis=1, keepdims=True) - 1e-12
-    return out
-
-
-def dawid_skene_candidates(
-    cand: np.ndarray,
-    K: int | None = None,
-    gold: dict[int, int] | None = None,
-    max_iter: int = 100,
-    tol: float = 1e-6,
-    smoothing: float = 0.01,
-) -> DawidSkeneResult:
-    """Dawid-Skene EM for candidate sets.
-
-    Judge j's set is modeled as independent Bernoulli inclusions:
-    P(set | true k) = prod_l theta_j[k,l]^[l in set] (1 - theta_j[k,l])^[l not in set].
-    Empty sets are "no answer" and contribute nothing, so theta is really
-    P(l in set | true k, judge answered). Initialized from normalized
-    candidate scores; gold items are handled as in ``dawid_skene``.
-    """
-    c = _check_cand(cand)
-    n, J, Kc = c.shape
-    if K is None:
-        K = Kc
-    if K != Kc:
-        raise ValueError(f"cand has {Kc} labels, K={K}")
-    g_idx, g_lab = _check_gold(gold, n, K)
-
-    if K <= 62:
-        # Pack each set into a bitmask (0 = no answer) so identical rows collapse.
-        codes = (c.astype(np.int64) << np.arange(K, dtype=np.int64)).sum(axis=2)
-        crow, w, item_to_row, P = _compress(codes, g_idx)
-        rows = ((crow[:, :, None] >> np.arange(K, dtype=np.int64)) & 1).astype(bool)
-    else:
-        order = np.concatenate([np.setdiff1d(np.arange(n), g_idx), g_idx])
-        rows, w, P = c[order], np.ones(n), n - len(g_idx)
-        item_to_row = np.empty(n, np.int64)
-        item_to_row[order] = np.arange(n)
-
-    X = rows.astype(np.float64)  # (R, J, K)
-    ans = rows.any(axis=2).astype(np.float64)  # (R, J)
-    n_obs = max(float((w[:, None] * ans).sum()), 1.0)
-
-    def m_step(post: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        wp = post * w[:, None]
-        theta = np.empty((J, K, K))
-        for j in range(J):
-            wpa = wp * ans[:, j, None]
-            theta[j] = (wpa.T @ X[:, j, :] + smoothing) / (wpa.sum(axis=0)[:, None] + 2 * smoothing)
-        prior = _normalize_rows((wp.sum(axis=0) + smoothing)[None, :])[0]
-        return theta, prior
-
-    def log_joint(theta: np.ndarray, prior: np.ndarray) -> np.ndarray:
-        t = np.clip(theta, 1e-12, 1 - 1e-12)
-        lp = np.tile(np.log(np.maximum(prior, _TINY)), (len(rows), 1))
-        for j in range(J):
-            Xj = X[:, j, :]
-            lp += (Xj @ np.log(t[j]).T + (1.0 - Xj) @ np.log1p(-t[j]).T) * ans[:, j, None]
-        return lp
-
-    post0 = _normalize_rows(candidate_scores(rows))
-    post, theta, prior, n_iter = _em_with_gold(post0, w, P, g_lab, m_step, log_joint, max_iter, tol, n_obs)
-    acc = np.einsum("k,jkk->j", prior, theta)
-    return DawidSkeneResult(post[item_to_row], theta, prior, acc, n_iter)
-
-
-# ---------------------------------------------------------------------------
-# output helpers
-
-
-def confidence(post: np.ndarray) -> np.ndarray:
-    """(n,) max posterior per item."""
-    return np.asarray(post, dtype=np.float64).max(axis=1)
-
-
-def to_label_dicts(post: np.ndarray, labels: list[str]) -> list[dict[str, float]]:
-    """One {label: probability} dict per item, rounded to 4 decimals."""
-    p = np.asarray(post, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != len(labels):
-        raise ValueError(f"post must have shape (n, {len(labels)})")
-    return [{lab: round(float(x), 4) for lab, x in zip(labels, row)} for row in p.round(4)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,64 @@ def _load_ledger(output: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+# Accuracy targets for the risk-coverage report: the confidence threshold that reaches each, and its coverage.
+TARGETS = (0.8, 0.9, 0.95)
+
+
+@dataclass
+class _Rows:
+    """What `evaluate` reads from an output file, for the rows that have a gold label."""
+
+    n_output: int = 0
+    ids: list[str] = field(default_factory=list)
+    y_true: list[str] = field(default_factory=list)
+    y_pred: list[str] = field(default_factory=list)
+    conf: list[float | None] = field(default_factory=list)
+    cands: list[list[str]] = field(default_factory=list)
+    judge_votes: dict[str, list[str | None]] = field(default_factory=dict)
+    judge_cands: dict[str, list[list[str] | None]] = field(default_factory=dict)
+    label_order: list[str] = field(default_factory=list)
+
+    def add_judges(self, judges: Any) -> None:
+        row = len(self.ids) - 1
+        for name, ans in (judges if isinstance(judges, dict) else {}).items():
+            if name not in self.judge_votes:  # a judge first seen late: earlier rows had no answer from it
+                self.judge_votes[name] = [None] * row
+                self.judge_cands[name] = [None] * row
+            ans = ans if isinstance(ans, dict) else {}
+            self.judge_votes[name].append(ans.get("label"))
+            jc = ans.get("candidates")
+            self.judge_cands[name].append([str(x) for x in jc] if isinstance(jc, list) else None)
+        for name in self.judge_votes:  # judges absent from this row (a cascade stopped early)
+            if len(self.judge_votes[name]) <= row:
+                self.judge_votes[name].append(None)
+                self.judge_cands[name].append(None)
+
+
+def _read(out: Path, gold: dict[str, str]) -> _Rows:
+    rows = _Rows()
+    for i, rec in enumerate(iter_rows(out)):
+        if i == 0 and "label" not in rec:
+            raise InputError(f"{out} has no 'label' column; pass the output file of `llmlabel label`")
+        rows.n_output += 1
+        rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
+        probs = _json_field(rec.get("probs"))
+        if not rows.label_order and isinstance(probs, dict):
+            rows.label_order = [str(k) for k in probs]  # the config's label order
+        if rid not in gold:
+            continue
+        rows.ids.append(rid)
+        rows.y_true.append(gold[rid])
+        lab = rec.get("label")
+        rows.y_pred.append(NONE if lab in (None, "") else str(lab))
+        c = rec.get("confidence")
+        rows.conf.append(None if c in (None, "") else float(c))
+        cs = _json_field(rec.get("candidates"))
+        rows.cands.append([str(x) for x in cs] if isinstance(cs, list) else [])
+        rows.add_judges(_json_field(rec.get("judges")))
+    return rows
+
+
 def evaluate(
     output: str | Path, gold_path: str | Path, label_column: str = "label", id_column: str = "id"
 ) -> dict[str, Any]:
@@ -58,49 +117,8 @@ def evaluate(
     numbered = gold.numbered
     if not gold:
         raise InputError(f"gold file {gold_path} has no non-empty '{label_column}' values; pass --label-column")
-
-    ids: list[str] = []
-    y_true: list[str] = []
-    y_pred: list[str] = []
-    conf: list[float | None] = []
-    cands: list[list[str]] = []
-    judge_votes: dict[str, list[str | None]] = {}
-    judge_cands: dict[str, list[list[str] | None]] = {}
-    label_order: list[str] = []
-    n_output = 0
-    for i, rec in enumerate(iter_rows(out)):
-        if i == 0 and "label" not in rec:
-            raise InputError(f"{out} has no 'label' column; pass the output file of `llmlabel label`")
-        n_output += 1
-        rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
-        probs = _json_field(rec.get("probs"))
-        if not label_order and isinstance(probs, dict):
-            label_order = [str(k) for k in probs]  # the config's label order
-        if rid not in gold:
-            continue
-        row = len(ids)
-        ids.append(rid)
-        y_true.append(gold[rid])
-        lab = rec.get("label")
-        y_pred.append(NONE if lab in (None, "") else str(lab))
-        c = rec.get("confidence")
-        conf.append(None if c in (None, "") else float(c))
-        cs = _json_field(rec.get("candidates"))
-        cands.append([str(x) for x in cs] if isinstance(cs, list) else [])
-        judges = _json_field(rec.get("judges"))
-        for name, ans in (judges if isinstance(judges, dict) else {}).items():
-            if name not in judge_votes:  # a judge first seen late: earlier rows had no answer from it
-                judge_votes[name] = [None] * row
-                judge_cands[name] = [None] * row
-            ans = ans if isinstance(ans, dict) else {}
-            judge_votes[name].append(ans.get("label"))
-            jc = ans.get("candidates")
-            judge_cands[name].append([str(x) for x in jc] if isinstance(jc, list) else None)
-        for name in judge_votes:  # judges absent from this row (a cascade stopped early)
-            if len(judge_votes[name]) <= row:
-                judge_votes[name].append(None)
-                judge_cands[name].append(None)
-    n = len(ids)
+    rows = _read(out, gold)
+    n = len(rows.ids)
     if n == 0:
         hint = (
             f" (the gold file has no '{id_column}' column, so its rows were numbered from 0; pass --id-column)"
@@ -108,37 +126,46 @@ def evaluate(
             else "; check --id-column"
         )
         raise InputError(f"no ids in common between {out} and {gold_path}{hint}")
-
     # Label index: config order first, then anything else seen in gold or answers.
-    seen = set(label_order)
-    extra = sorted({x for x in y_true + [p for p in y_pred if p != NONE]} - seen)
-    labels = label_order + extra
+    seen = set(rows.label_order)
+    extra = sorted({x for x in rows.y_true + [p for p in rows.y_pred if p != NONE]} - seen)
+    labels = rows.label_order + extra
     index = {lab: k for k, lab in enumerate(labels)}
-    K = len(labels)
-    t = np.array(y_true, dtype=object)
-    p = np.array(y_pred, dtype=object)
+    t = np.array(rows.y_true, dtype=object)
+    p = np.array(rows.y_pred, dtype=object)
     correct = t == p
-    n_correct = int(correct.sum())
     labeled = p != NONE
-
     report: dict[str, Any] = {
         "output": str(out),
         "gold": str(gold_path),
         "label_column": label_column,
-        "rows_output": n_output,
+        "rows_output": rows.n_output,
         "rows_gold": len(gold),
         "rows_evaluated": n,
         "rows_unlabeled": int((~labeled).sum()),
         "accuracy": _none_if_nan(metrics.accuracy(t, p)),  # unlabeled rows count as wrong
         "macro_f1": _none_if_nan(metrics.macro_f1(t, p, labels=labels)),
-        "correct": n_correct,
+        "correct": int(correct.sum()),
     }
     if labeled.any():
         report["accuracy_labeled"] = _none_if_nan(metrics.accuracy(t[labeled], p[labeled]))
+    report["per_label"] = _per_label(t, p, labels)
+    ledger = _load_ledger(out)
+    report.update(_judges(rows, t, index, ledger))
+    if any(rows.cands):
+        report["candidates"] = _cand_metrics(rows.cands, rows.y_true, index, len(labels))
+    if cal := _calibration(rows.conf, correct):
+        report["calibration"] = cal
+    if ledger is not None:
+        report["cost"] = _cost(ledger, n, rows.n_output, int(correct.sum()))
+    return report
+
+
+def _per_label(t: np.ndarray, p: np.ndarray, labels: list[str]) -> dict[str, Any]:
     from sklearn.metrics import precision_recall_fscore_support
 
     pr, rc, f1, sup = precision_recall_fscore_support(t, p, labels=labels, zero_division=0)
-    report["per_label"] = {
+    return {
         lab: {
             "gold": int(sup[k]),
             "predicted": int((p == lab).sum()),
@@ -149,13 +176,15 @@ def evaluate(
         for k, lab in enumerate(labels)
     }
 
-    # Per judge: accuracy over the rows it answered (a cascade's later judges see the hard rows only).
-    ledger = _load_ledger(out)
+
+def _judges(rows: _Rows, t: np.ndarray, index: dict[str, int], ledger: dict[str, Any] | None) -> dict[str, Any]:
+    """Per judge: accuracy over the rows it answered (a cascade's later judges see the hard rows only)."""
     quality = ((ledger or {}).get("runs") or [{}])[-1].get("quality") or {}
     est = quality.get("judges") or {}
+    K = len(index)
     per_judge: dict[str, Any] = {}
-    votes = np.full((n, len(judge_votes)), -1, dtype=np.int64)
-    for j, (name, vs) in enumerate(judge_votes.items()):
+    votes = np.full((len(t), len(rows.judge_votes)), -1, dtype=np.int64)
+    for j, (name, vs) in enumerate(rows.judge_votes.items()):
         va = np.array([NONE if v is None else str(v) for v in vs], dtype=object)
         ans = va != NONE
         for r in np.flatnonzero(ans):
@@ -166,48 +195,57 @@ def evaluate(
         }
         if "accuracy" in (est.get(name) or {}):
             d["estimated_accuracy"] = est[name]["accuracy"]  # what Dawid-Skene inferred without gold
-        jc = judge_cands[name]
+        if name in (quality.get("left_out") or []):
+            d["left_out"] = True  # the aggregation found it uninformative
+        jc = rows.judge_cands[name]
         has = [r for r, c in enumerate(jc) if c is not None]
         if has:
-            d["candidates"] = _cand_metrics([jc[r] or [] for r in has], [y_true[r] for r in has], index, K)
+            d["candidates"] = _cand_metrics([jc[r] or [] for r in has], [rows.y_true[r] for r in has], index, K)
         per_judge[name] = d
-    report["judges"] = per_judge
-    report["agreement"] = {
-        "judges": len(judge_votes),
+    many = len(rows.judge_votes) >= 2
+    agreement = {
+        "judges": len(rows.judge_votes),
         "rows_with_2_answers": int(((votes >= 0).sum(axis=1) >= 2).sum()),
-        "fleiss_kappa": _none_if_nan(metrics.fleiss_kappa(votes, K)) if len(judge_votes) >= 2 else None,
-        "krippendorff_alpha": _none_if_nan(metrics.krippendorff_alpha_nominal(votes, K))
-        if len(judge_votes) >= 2
-        else None,
+        "fleiss_kappa": _none_if_nan(metrics.fleiss_kappa(votes, K)) if many else None,
+        "krippendorff_alpha": _none_if_nan(metrics.krippendorff_alpha_nominal(votes, K)) if many else None,
     }
-    if any(cands):
-        report["candidates"] = _cand_metrics(cands, y_true, index, K)
+    return {"judges": per_judge, "agreement": agreement}
 
-    has_conf = np.array([c is not None for c in conf])
-    if has_conf.any():
-        cv = np.array([c for c in conf if c is not None], dtype=np.float64)
-        report["calibration"] = {
-            "rows": int(has_conf.sum()),
-            "mean_confidence": round(float(cv.mean()), 6),
-            "ece": _none_if_nan(metrics.expected_calibration_error(cv, correct[has_conf])),
-        }
 
-    if ledger is not None:
-        total = ledger.get("total") or {}
-        cost = float(total.get("cost", sum(r.get("cost", 0.0) for r in ledger.get("runs", []))))
-        # The ledger covers every output row; charge the evaluated rows their share when gold covers fewer.
-        share = n / n_output if n_output else 1.0
-        report["cost"] = {
-            "total": round(cost, 6),
-            "requests": int(total.get("requests", 0)),
-            "evaluated_share": round(share, 6),
-            "per_correct": _none_if_nan(metrics.cost_per_correct(cost * share, n_correct)),
-        }
-        last = (ledger.get("runs") or [{}])[-1]
-        saved = {name: j["calls_saved"] for name, j in (last.get("judges") or {}).items() if j.get("calls_saved")}
-        if saved:
-            report["cost"]["calls_saved_last_run"] = saved
-    return report
+def _calibration(conf: list[float | None], correct: np.ndarray) -> dict[str, Any] | None:
+    """ECE, and for each target accuracy the confidence threshold that reaches it and the share of rows kept."""
+    has = np.array([c is not None for c in conf], dtype=bool)
+    if not has.any():
+        return None
+    cv = np.array([c for c in conf if c is not None], dtype=np.float64)
+    ok = correct[has]
+    return {
+        "rows": int(has.sum()),
+        "mean_confidence": round(float(cv.mean()), 6),
+        "ece": _none_if_nan(metrics.expected_calibration_error(cv, ok)),
+        "selective": [
+            {k: (None if v is None else round(float(v), 4)) for k, v in metrics.selective_threshold(cv, ok, tg).items()}
+            for tg in TARGETS
+        ],
+    }
+
+
+def _cost(ledger: dict[str, Any], n: int, n_output: int, n_correct: int) -> dict[str, Any]:
+    total = ledger.get("total") or {}
+    cost = float(total.get("cost", sum(r.get("cost", 0.0) for r in ledger.get("runs", []))))
+    # The ledger covers every output row; charge the evaluated rows their share when gold covers fewer.
+    share = n / n_output if n_output else 1.0
+    out: dict[str, Any] = {
+        "total": round(cost, 6),
+        "requests": int(total.get("requests", 0)),
+        "evaluated_share": round(share, 6),
+        "per_correct": _none_if_nan(metrics.cost_per_correct(cost * share, n_correct)),
+    }
+    last = (ledger.get("runs") or [{}])[-1]
+    saved = {name: j["calls_saved"] for name, j in (last.get("judges") or {}).items() if j.get("calls_saved")}
+    if saved:
+        out["calls_saved_last_run"] = saved
+    return out
 
 
 def _cand_metrics(sets: list[list[str]], gold: list[str], index: dict[str, int], K: int) -> dict[str, Any]:
@@ -241,6 +279,14 @@ def format_report(rep: dict[str, Any]) -> str:
     if rep.get("calibration"):
         c = rep["calibration"]
         lines.append(f"  ECE        {_fmt(c['ece'])}  (mean confidence {_fmt(c['mean_confidence'])})")
+        for sel in c.get("selective") or []:
+            if sel["threshold"] is None:
+                lines.append(f"  accuracy >= {sel['target']:.2f}: no confidence threshold reaches it")
+            else:
+                lines.append(
+                    f"  accuracy >= {sel['target']:.2f}: keep confidence >= {sel['threshold']:.4f}, "
+                    f"{sel['coverage']:.0%} of rows (accuracy {sel['accuracy']:.4f})"
+                )
     if rep.get("candidates"):
         c = rep["candidates"]
         lines.append(
@@ -258,6 +304,8 @@ def format_report(rep: dict[str, Any]) -> str:
             s = f"  {name.ljust(w)}  accuracy {_fmt(d['accuracy'])} on {d['answered']} rows"
             if "estimated_accuracy" in d:
                 s += f" (estimated {_fmt(float(d['estimated_accuracy']))})"
+            if d.get("left_out"):
+                s += "; left out of the aggregate (uninformative)"
             if "candidates" in d:
                 s += (
                     f"; candidates coverage {_fmt(d['candidates']['coverage'])}, "

@@ -15,6 +15,7 @@ __all__ = [
     "fleiss_kappa",
     "krippendorff_alpha_nominal",
     "expected_calibration_error",
+    "selective_threshold",
     "candidate_coverage",
     "mean_set_size",
     "candidate_beta",
@@ -111,6 +112,31 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     gap = np.abs(np.bincount(b, weights=corr, minlength=n_bins) - np.bincount(b, weights=conf, minlength=n_bins))
     # |sum(corr) - sum(conf)| / n per bin equals |B|/n * |acc - conf|.
     return float(gap[cnt > 0].sum() / conf.size)
+
+
+def selective_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> dict[str, float | None]:
+    """Risk-coverage: the lowest confidence threshold whose rows (confidence >= it) reach ``target`` accuracy.
+
+    Returns {"target", "threshold", "coverage" (share of rows kept), "accuracy" (on the kept rows)};
+    threshold, coverage and accuracy are None when no threshold reaches the target. Thresholds are the
+    observed confidences, so rows with equal confidence are kept or dropped together.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    corr = np.asarray(correct, dtype=np.float64)
+    if conf.shape != corr.shape:
+        raise ValueError("confidence and correct must have the same shape")
+    out: dict[str, float | None] = {"target": target, "threshold": None, "coverage": None, "accuracy": None}
+    if conf.size == 0:
+        return out
+    order = np.argsort(-conf, kind="stable")
+    c, k = conf[order], np.cumsum(corr[order])
+    last = np.flatnonzero(np.append(c[1:] < c[:-1], True))  # the last row of each run of equal confidence
+    acc = k[last] / (last + 1)
+    ok = np.flatnonzero(acc >= target - 1e-12)
+    if ok.size:
+        i = last[ok[-1]]
+        out.update(threshold=float(c[i]), coverage=(i + 1) / conf.size, accuracy=float(acc[ok[-1]]))
+    return out
 
 
 def _check_sets(sets: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

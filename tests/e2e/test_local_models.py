@@ -1,4 +1,4 @@
-"""The embedded default: a real llama.cpp server with the bundled real models, started by llmlabel itself."""
+"""The embedded default: a real llama.cpp server with the real Qwen2.5-Coder-0.5B model, started by llmlabel itself."""
 
 import json
 import os
@@ -26,7 +26,7 @@ if missing and os.environ.get("LLMLABEL_REQUIRE_LOCAL"):
 pytestmark = [pytest.mark.llama, pytest.mark.skipif(missing is not None, reason=f"extra `local` missing: {missing}")]
 
 
-def test_label_with_no_key_uses_two_real_local_models_and_caches(tmp_path):
+def test_label_with_no_key_uses_the_embedded_qwen_model_and_caches(tmp_path):
     # A config with only a `task:` section, no key in the environment (run_cli drops OPENAI_*).
     state = {"LLMLABEL_STATE_DIR": str(tmp_path / "state")}
     args = [
@@ -37,23 +37,25 @@ def test_label_with_no_key_uses_two_real_local_models_and_caches(tmp_path):
         "-o",
         str(tmp_path / "out.jsonl"),
         "--limit",
-        "5",
+        "4",
         "-q",
     ]
     r = run_cli(*args, env=state, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
-    assert len(rows) == 5
+    assert len(rows) == 4
+    # The first four example reviews: positive, negative, positive, negative; the embedded judge gets them right.
+    assert [row["label"] for row in rows] == ["positive", "negative", "positive", "negative"]
     for row in rows:
         assert row["error"] is None
-        assert set(row["judges"]) == {"smollm2", "gemma3"}
+        assert set(row["judges"]) == {"qwen"}
         for ans in row["judges"].values():
             assert ans["label"] in ("positive", "negative")  # schema-constrained: always a valid label
         assert row["label"] in ("positive", "negative")
     ledger = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]
-    assert {j["model"] for j in ledger["judges"].values()} == {"smollm2-135m", "gemma3-270m"}
-    # 5 rows x 2 judges, plus 3 content-free calibration prompts per judge (their logprobs are calibrated).
-    assert ledger["requests"] == 16
+    assert {j["model"] for j in ledger["judges"].values()} == {"qwen2.5-coder-0.5b"}
+    # 4 rows, plus 3 content-free calibration prompts (the judge's logprobs are calibrated on them).
+    assert ledger["requests"] == 7
     assert all(
         set(ans.get("probs") or {}) <= {"positive", "negative"} for row in rows for ans in row["judges"].values()
     )
@@ -61,7 +63,7 @@ def test_label_with_no_key_uses_two_real_local_models_and_caches(tmp_path):
     r = run_cli(*args, env=state, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     again = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]
-    assert again["requests"] == 0 and sum(j["cache_hits"] for j in again["judges"].values()) == 16
+    assert again["requests"] == 0 and sum(j["cache_hits"] for j in again["judges"].values()) == 7
     assert read_jsonl(tmp_path / "out.jsonl") == rows
     # The servers llmlabel started for the job are gone.
     from llmlabel.local import servers as local
@@ -77,7 +79,7 @@ def test_local_start_status_stop(tmp_path):
         assert "serving" in r.stdout
         r = run_cli("local", "status", "--json", env=env)
         info = json.loads(r.stdout)
-        assert info["running"] and {m for s in info["servers"] for m in s["models"]} == {"smollm2-135m", "gemma3-270m"}
+        assert info["running"] and [m for s in info["servers"] for m in s["models"]] == ["qwen2.5-coder-0.5b"]
     finally:
         r = run_cli("local", "stop", env=env)
     assert r.returncode == 0 and "stopped" in r.stdout

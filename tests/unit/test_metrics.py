@@ -100,3 +100,16 @@ def test_candidate_metrics():
 def test_cost_per_correct():
     assert cost_per_correct(3.0, 6) == pytest.approx(0.5)
     assert cost_per_correct(1.0, 0) == math.inf
+
+
+def test_selective_threshold_keeps_the_most_rows_that_reach_the_target():
+    from llmlabel.evaluation.metrics import selective_threshold
+
+    conf = np.array([0.99, 0.95, 0.9, 0.9, 0.8, 0.6, 0.55])
+    ok = np.array([1, 1, 1, 0, 1, 0, 1], dtype=bool)
+    r = selective_threshold(conf, ok, 0.8)
+    # >= 0.8 keeps 5 rows with 4 right (0.8); >= 0.6 keeps 6 with 4 right (0.67).
+    assert r == {"target": 0.8, "threshold": 0.8, "coverage": 5 / 7, "accuracy": 0.8}
+    assert selective_threshold(conf, ok, 1.0)["threshold"] == 0.95  # ties at 0.9 are kept or dropped together
+    assert selective_threshold(conf, np.zeros(7, bool), 0.5)["threshold"] is None
+    assert selective_threshold(np.array([]), np.array([], bool), 0.9)["coverage"] is None

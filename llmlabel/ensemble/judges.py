@@ -1,0 +1,99 @@
+"""Which judges carry information: Cohen's kappa against gold or each other, and the judges an aggregation
+should leave out (one label to everything, guessing, or label shares skewed far from the other judges')."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmlabel.ensemble.aggregate import _check_gold, _check_votes
+
+__all__ = ["judge_kappas", "uninformative"]
+
+
+def _kappa(a: np.ndarray, b: np.ndarray, K: int) -> tuple[float, int]:
+    """Cohen's kappa of two label vectors over items where both are >= 0, and that item count."""
+    ok = (a >= 0) & (b >= 0)
+    n = int(ok.sum())
+    if not n:
+        return 0.0, 0
+    pa = np.bincount(a[ok], minlength=K) / n
+    pb = np.bincount(b[ok], minlength=K) / n
+    po, pe = float((a[ok] == b[ok]).mean()), float(pa @ pb)
+    return (po - pe) / (1.0 - pe) if pe < 1.0 else 0.0, n
+
+
+def judge_kappas(votes: np.ndarray, K: int, gold: dict[int, int] | None = None) -> np.ndarray:
+    """(J,) Cohen's kappa of each judge against gold (10+ gold rows), else its highest kappa with another judge.
+
+    Kappa discounts the agreement expected by chance from the label shares, so a judge that says one label
+    to everything, or guesses, scores ~0 however skewed the data is (raw agreement would reward it). Pairs,
+    not a plurality of the others, are the reference: a constant judge in the plurality would make every
+    reference constant too.
+    """
+    v = _check_votes(votes, K)
+    idx, lab = _check_gold(gold, v.shape[0], K)
+    J = v.shape[1]
+    if len(idx) >= 10:
+        return np.array([_kappa(v[idx, j], lab, K)[0] for j in range(J)])
+    pair = np.full((J, J), -np.inf)
+    for j in range(J):
+        for k in range(j + 1, J):
+            pair[j, k] = pair[k, j] = _kappa(v[:, j], v[:, k], K)[0]
+    return pair.max(axis=1) if J > 1 else np.zeros(J)
+
+
+def uninformative(
+    votes: np.ndarray,
+    K: int,
+    gold: dict[int, int] | None = None,
+    min_kappa: float = 0.1,
+    min_rows: int = 20,
+    max_skew: float = 0.3,
+) -> np.ndarray:
+    """(J,) bool: judges whose answers carry (next to) no information about the label, to be left out.
+
+    A judge is flagged when its kappa (see judge_kappas) is below ``min_kappa``, or (three judges or more)
+    when its label shares are ``max_skew`` or more (total variation) away from the other judges' mean shares:
+    a judge that says "negative" to 90% of rows while the others split evenly is biased, even when it agrees
+    with another weak judge often enough to keep a kappa above chance. Without gold and with two
+    judges both kappas are the same number, so only the one whose answers are far less varied (lower
+    label entropy: the "one label to everything" failure) is flagged. At least one judge always stays,
+    and nothing is flagged on fewer than ``min_rows`` answered items.
+    """
+    v = _check_votes(votes, K)
+    n, J = v.shape
+    flagged = np.zeros(J, dtype=bool)
+    if J < 2 or n < min_rows:
+        return flagged
+    kappa = judge_kappas(v, K, gold)
+    flagged = kappa < min_kappa
+    # The most skewed judge goes first, then the others are compared again without it.
+    while (~flagged).sum() >= 3:
+        live = np.flatnonzero(~flagged)
+        skew = _label_skew(v[:, live], K)
+        if skew.max() < max_skew:
+            break
+        flagged[live[int(skew.argmax())]] = True
+    ent = np.array([_entropy(np.bincount(v[v[:, j] >= 0, j], minlength=K)) for j in range(J)])
+    if J == 2 and len(gold or {}) < 10 and flagged.all():
+        low = int(ent.argmin())
+        flagged[:] = False
+        flagged[low] = ent[1 - low] - ent[low] >= 0.3  # nats; ln 2 = 0.69 is a 50/50 split
+    if flagged.all():  # keep the judge with the most varied answers: a constant judge has none to give
+        flagged[int(np.argmax(ent))] = False
+    return flagged
+
+
+def _label_skew(v: np.ndarray, K: int) -> np.ndarray:
+    """(J,) total-variation distance between each judge's label shares and the mean shares of the others."""
+    shares = np.array(
+        [np.bincount(v[v[:, j] >= 0, j], minlength=K) / max((v[:, j] >= 0).sum(), 1) for j in range(v.shape[1])]
+    )
+    J = len(shares)
+    others = (shares.sum(axis=0)[None, :] - shares) / max(J - 1, 1)
+    return 0.5 * np.abs(shares - others).sum(axis=1)
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / max(counts.sum(), 1)
+    return float(-(p * np.log(p)).sum())
