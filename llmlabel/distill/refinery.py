@@ -39,6 +39,7 @@ class RefineryMixin:
     outside: str
     outside_weight: float
     holdout: float
+    select_round: str
     patience: int
     refit: bool
     max_refine_rows: int
@@ -88,18 +89,19 @@ class RefineryMixin:
         r, k = np.nonzero(Tr > 1e-3)
         return self._fit_lr(X[rows[r]], k, Tr[r, k] * w[rows[r]], init, max_iter)
 
-    @staticmethod
-    def _score(P: np.ndarray, M: np.ndarray, yi: np.ndarray | None, rows: np.ndarray) -> tuple[float, ...]:
+    def _score(self, P: np.ndarray, M: np.ndarray, yi: np.ndarray | None, rows: np.ndarray) -> tuple[float, ...]:
         """Held-out score of a round, compared as a tuple: agreement with the teacher's single
-        label (when there is one), then the argmax-inside-candidates rate, then the partial-label
-        log-likelihood."""
+        label (when there is one and ``select_round="teacher"``), then the argmax-inside-candidates
+        rate, then the partial-label log-likelihood."""
         if rows.size == 0:
             return (0.0,)
         Ph, Mh = P[rows], M[rows]
         pred = Ph.argmax(axis=1)
         in_set = round(float(Mh[np.arange(rows.size), pred].mean()), 3)
         ll = float(np.log(np.clip((Ph * Mh).sum(axis=1), 1e-12, None)).mean())
-        if yi is None or not (yi[rows] >= 0).any():
+        if self.select_round not in ("teacher", "in_set"):
+            raise ValueError(f"select_round must be teacher or in_set, not {self.select_round!r}")
+        if self.select_round == "in_set" or yi is None or not (yi[rows] >= 0).any():
             return (in_set, ll)
         yh = yi[rows]
         agree = round(float((pred[yh >= 0] == yh[yh >= 0]).mean()), 3)

@@ -42,6 +42,10 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
     outside: what to do with such rows: ``"relabel"`` (student's label, ``outside_weight``),
         ``"drop"``, or ``"keep"`` (refine within candidates like any row).
     holdout: fraction of rows held out to choose the round (0 disables).
+    select_round: how held-out rows choose the round: ``"teacher"``, agreement with the teacher's
+        single label first (falls back to the in-set rate without one), or ``"in_set"``, the rate
+        of predictions inside the candidate set (CanDist's criterion; it rewards predicting the
+        label a small judge puts in every set).
     patience: rounds without held-out improvement before stopping.
     refit: after choosing the round, refit once on all rows (held-out included).
     max_refine_rows: refinement rounds fit on a random sample of at most this many training
@@ -62,6 +66,7 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
         outside: Literal["relabel", "drop", "keep"] = "relabel",
         outside_weight: float = 0.3,
         holdout: float = 0.1,
+        select_round: Literal["teacher", "in_set"] = "teacher",
         patience: int = 2,
         refit: bool = True,
         max_refine_rows: int = 20000,
@@ -78,6 +83,7 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
         self.outside = outside
         self.outside_weight = outside_weight
         self.holdout = holdout
+        self.select_round = select_round
         self.patience = patience
         self.refit = refit
         self.max_refine_rows = max_refine_rows

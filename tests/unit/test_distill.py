@@ -163,6 +163,8 @@ def test_round_chosen_by_teacher_agreement(problem):
     assert m.holdout_score_[0] == max(s[0] for s in scores)
     no_teacher = CandidateDistiller().fit(texts, candidates=cands)
     assert all(len(h["score"]) == 2 for h in no_teacher.history_)  # (in-set rate, log-likelihood)
+    in_set = CandidateDistiller(select_round="in_set").fit(texts, single, candidates=cands)
+    assert all(len(h["score"]) == 2 for h in in_set.history_)  # CanDist's criterion, on request
 
 
 def test_featurizer_kinds():

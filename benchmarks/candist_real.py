@@ -1,0 +1,221 @@
+"""Candidates, then distill, with a real LLM: Qwen2.5-Coder-1.5B-Instruct (llama.cpp) as the teacher on TREC.
+
+The judge labels a seeded sample of TREC test in label mode (its own accuracy, the bar to beat) and gives
+candidate sets for a seeded sample of TREC train; students (``CandidateDistiller``) are trained from those
+answers and scored on the same TREC test rows against gold. Everything goes through ``llmlabel label``;
+the response cache lives in --cache-dir (outside the repository), so a rerun pays only for new rows, and
+--train-limit / --test-limit grow a run step by step.
+
+Start the judge first (any OpenAI-compatible server; this is the one measured):
+
+    nice -n 10 python -m llama_cpp.server --model qwen2.5-coder-1.5b.gguf --port 18201 --n_ctx 2048
+
+    python benchmarks/candist_real.py --base-url http://127.0.0.1:18201/v1 --cache-dir /tmp/candist/cache \\
+        --work-dir /tmp/candist --train-limit 150 --test-limit 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llmlabel.distill import CandidateDistiller  # noqa: E402
+
+LABELS = {
+    "ABBR": "an abbreviation or its expansion",
+    "DESC": "a description, definition, manner or reason",
+    "ENTY": "an entity (animal, color, food, product, term, ...)",
+    "HUM": "a person, group or organization",
+    "LOC": "a location (city, country, mountain, ...)",
+    "NUM": "a number, date, amount, distance, ...",
+}
+
+
+def sample(path: Path, n: int) -> list[dict[str, str]]:
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    random.Random(0).shuffle(rows)
+    return rows[:n]
+
+
+def write_inputs(work: Path, name: str, rows: list[dict[str, str]]) -> Path:
+    path = work / f"{name}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_config(work: Path, mode: str, a: argparse.Namespace) -> Path:
+    labels = "".join(f"    {k}: {v}\n" for k, v in LABELS.items())
+    path = work / f"{mode}.yaml"
+    path.write_text(
+        "task:\n  name: trec\n  instructions: Classify the question by the kind of answer it asks for.\n"
+        f"  labels:\n{labels}"
+        f'judges:\n  - {{name: qwen15, model: {a.model}, base_url: "{a.base_url}", api_key_env: NONE_KEY,\n'
+        "     concurrency: 1, temperature: 0, response_format: json_object_schema, timeout: 300}\n"
+        f"mode: {mode}\ncache_dir: {a.cache_dir}\n"
+    )
+    return path
+
+
+def label(inp: Path, cfg: Path, out: Path, limit: int) -> list[dict[str, Any]]:
+    cmd = [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([*cmd, "--limit", str(limit)], check=True, env=env)
+    return [json.loads(line) for line in open(out, encoding="utf-8")]
+
+
+def ledger_stats(out: Path) -> dict[str, float]:
+    """Seconds, prompt and answer tokens per answered (uncached) row, over every run into ``out``."""
+    runs = json.loads(Path(str(out) + ".ledger.json").read_text())["runs"]
+    resp = sum(j["responses"] for r in runs for j in r["judges"].values())
+    wall = sum(r["wall_seconds"] for r in runs if any(j["responses"] for j in r["judges"].values()))
+    tin = sum(j["input_tokens"] for r in runs for j in r["judges"].values())
+    tout = sum(j["output_tokens"] for r in runs for j in r["judges"].values())
+    return {"s_row": wall / max(resp, 1), "in_row": tin / max(resp, 1), "out_row": tout / max(resp, 1)}
+
+
+def students(train: list[dict[str, Any]], test_texts: list[str], test_gold: np.ndarray, a: argparse.Namespace):
+    """(name, accuracy on test, note) for each student variant."""
+    texts = [r["text"] for r in train]
+    y = [r["label"] for r in train]
+    cands = [r["candidates"] for r in train]
+    gold = [r["label_input"] for r in train]
+    variants: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("teacher's single labels (`--mode single`)", {}, {"y": y}),
+        (
+            "candidate sets, round by in-set rate (CanDist's criterion)",
+            {"select_round": "in_set"},
+            {"y": y, "candidates": cands},
+        ),
+        ("candidate sets, round by teacher agreement (default)", {}, {"y": y, "candidates": cands}),
+        ("gold labels of the same rows (ceiling)", {}, {"y": gold}),
+    ]
+    if a.unlabeled:
+        # Unlabeled TREC train questions (not in the sample) as rows whose candidates are every label:
+        # the refinery gives them targets from the student itself (self-training), at a lower weight.
+        pool = [r["text"] for r in sample(Path(a.data_dir) / "trec_train.csv", 100000)[a.train_rows :][: a.unlabeled]]
+        all_labels = sorted(LABELS)
+        w = np.r_[np.ones(len(texts)), np.full(len(pool), 0.3)]
+        variants.append(
+            (
+                f"candidate sets + {len(pool)} unlabeled questions (all labels as candidates, weight 0.3)",
+                {},
+                {
+                    "X": texts + pool,
+                    "y": y + [None] * len(pool),
+                    "candidates": cands + [all_labels] * len(pool),
+                    "sample_weight": w,
+                },
+            )
+        )
+    out = []
+    for features in a.features:
+        for name, params, kw in variants:
+            kw = dict(kw)
+            X = kw.pop("X", texts)
+            m = CandidateDistiller(features=features, **params).fit(X, **kw)
+            pred = m.predict(test_texts)
+            acc = float(np.mean(pred == test_gold))
+            top, n_top = Counter(pred).most_common(1)[0]
+            note = f"predicts {top} for {n_top}/{len(pred)}"
+            if m.mode_ == "candidates":
+                note += f"; round {m.best_round_} of {len(m.history_) - 1}"
+            out.append((f"{name} [{features}]", acc, note))
+            print(f"{out[-1][0]:95s} {acc:.3f}  {note}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base-url", default="http://127.0.0.1:18201/v1")
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "llmlabel-candist"))
+    ap.add_argument("--work-dir", default=None, help="configs and outputs (default: under --cache-dir)")
+    ap.add_argument("--train-rows", type=int, default=800, help="size of the seeded TREC train sample")
+    ap.add_argument("--test-rows", type=int, default=300, help="size of the seeded TREC test sample")
+    ap.add_argument("--train-limit", type=int, default=800, help="label only the first N train rows")
+    ap.add_argument("--test-limit", type=int, default=300, help="label only the first N test rows")
+    ap.add_argument("--unlabeled", type=int, default=2000, help="extra unlabeled train questions (0: none)")
+    ap.add_argument("--features", nargs="+", default=["tfidf"], help="tfidf and/or embeddings")
+    a = ap.parse_args()
+    work = Path(a.work_dir or Path(a.cache_dir) / "work")
+    work.mkdir(parents=True, exist_ok=True)
+    data = Path(a.data_dir)
+    train_in = write_inputs(work, "trec_train_sample", sample(data / "trec_train.csv", a.train_rows))
+    test_in = write_inputs(work, "trec_test_sample", sample(data / "trec_test.csv", a.test_rows))
+    load = os.getloadavg()[0]
+    t0 = time.time()
+    test = label(test_in, write_config(work, "label", a), work / "test_label.jsonl", a.test_limit)
+    train = label(train_in, write_config(work, "candidates", a), work / "train_cand.jsonl", a.train_limit)
+    train = [r for r in train if not r.get("error") and r.get("candidates")]
+    test = [r for r in test if not r.get("error")]
+    test_texts = [r["text"] for r in test]
+    test_gold = np.array([r["label_input"] for r in test], dtype=object)
+    teacher = float(np.mean(np.array([r["label"] for r in test], dtype=object) == test_gold))
+    sizes = Counter(len(r["candidates"]) for r in train)
+    stats = {
+        "train rows": len(train),
+        "coverage": np.mean([r["label_input"] in r["candidates"] for r in train]),
+        "mean size": np.mean([len(r["candidates"]) for r in train]),
+        "best label right": np.mean([r["label"] == r["label_input"] for r in train]),
+        "sizes": dict(sorted(sizes.items())),
+        "most frequent label in sets": Counter(c for r in train for c in r["candidates"]).most_common(2),
+    }
+    print(f"teacher label mode on {len(test)} test rows: {teacher:.3f}; candidate sets: {stats}", flush=True)
+    rows = students(train, test_texts, test_gold, a)
+    lab_s, cand_s = ledger_stats(work / "test_label.jsonl"), ledger_stats(work / "train_cand.jsonl")
+    report(a, load, time.time() - t0, len(test), teacher, stats, rows, lab_s, cand_s)
+
+
+def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s) -> None:
+    st, ls, cs = stats, lab_s, cand_s
+    cmd = (
+        f"python benchmarks/candist_real.py --base-url {a.base_url} --cache-dir CACHE --train-limit {a.train_limit} "
+        f"--test-limit {a.test_limit} --unlabeled {a.unlabeled} --features {' '.join(a.features)}"
+    )
+    lines = [
+        "## Candidates, then distill, with a real LLM teacher (Qwen2.5-Coder-1.5B, TREC)",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} shared cores, load at start {load:.1f}; "
+        f"this run {wall:.0f}s (cached answers are free). Command: `{cmd}`",
+        "",
+        f"Teacher: llama-cpp-python server, `json_object_schema`, temperature 0, zero-shot. Candidate sets on "
+        f"{st['train rows']} seeded TREC train questions: coverage {st['coverage']:.2f}, mean size "
+        f"{st['mean size']:.2f} (sizes {st['sizes']}), the answer's best label right {st['best label right']:.2f}; "
+        f"most frequent labels in sets {st['most frequent label in sets']}.",
+        "",
+        f"| model (scored on the same {n_test} seeded TREC test questions, gold) | accuracy | note |",
+        "|---|---|---|",
+        f"| teacher: the 1.5B judge itself, label mode | {teacher:.3f} | |",
+    ]
+    lines += [f"| student: {name} | {acc:.3f} | {note} |" for name, acc, note in rows]
+    lines += [
+        "",
+        f"Judge cost per answered row: label mode {ls['s_row']:.1f}s ({ls['in_row']:.0f} prompt + "
+        f"{ls['out_row']:.1f} answer tokens), candidate mode {cs['s_row']:.1f}s ({cs['in_row']:.0f} prompt + "
+        f"{cs['out_row']:.1f} answer tokens).",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (ROOT / "benchmarks" / "results" / "candist_real.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
