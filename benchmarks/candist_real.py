@@ -73,7 +73,9 @@ def write_config(work: Path, mode: str, a: argparse.Namespace) -> Path:
     return path
 
 
-def label(inp: Path, cfg: Path, out: Path, limit: int) -> list[dict[str, Any]]:
+def label(inp: Path, cfg: Path, out: Path, limit: int, reuse: bool) -> list[dict[str, Any]]:
+    if reuse:  # read what an earlier run wrote (no server needed)
+        return [json.loads(line) for line in open(out, encoding="utf-8")][:limit]
     cmd = [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([*cmd, "--limit", str(limit)], check=True, env=env)
@@ -126,11 +128,13 @@ def students(train: list[dict[str, Any]], test_texts: list[str], test_gold: np.n
         )
     out = []
     for features in a.features:
+        embed = embedder(features, texts, test_texts, variants)
         for name, params, kw in variants:
             kw = dict(kw)
             X = kw.pop("X", texts)
-            m = CandidateDistiller(features=features, **params).fit(X, **kw)
-            pred = m.predict(test_texts)
+            m = CandidateDistiller(features=None if embed else features, **params)
+            m.fit(embed(X) if embed else X, **kw)
+            pred = m.predict(embed(test_texts) if embed else test_texts)
             acc = float(np.mean(pred == test_gold))
             top, n_top = Counter(pred).most_common(1)[0]
             note = f"predicts {top} for {n_top}/{len(pred)}"
@@ -139,6 +143,19 @@ def students(train: list[dict[str, Any]], test_texts: list[str], test_gold: np.n
             out.append((f"{name} [{features}]", acc, note))
             print(f"{out[-1][0]:95s} {acc:.3f}  {note}", flush=True)
     return out
+
+
+def embedder(features: str, texts: list[str], test_texts: list[str], variants: list[Any]) -> Any:
+    """For ``embeddings``: one MiniLM pass over every text of the run, looked up by text, so the
+    variants share it (the students then take the matrix: ``features=None``). None for other kinds."""
+    if features != "embeddings":
+        return None
+    from llmlabel.distill.features import MiniLMEmbedder
+
+    every = list(dict.fromkeys([*texts, *test_texts, *(t for _, _, kw in variants for t in kw.get("X", []))]))
+    E = MiniLMEmbedder().fit_transform(every)
+    row = {t: i for i, t in enumerate(every)}
+    return lambda X: E[[row[t] for t in X]]
 
 
 def main() -> None:
@@ -154,6 +171,7 @@ def main() -> None:
     ap.add_argument("--test-limit", type=int, default=300, help="label only the first N test rows")
     ap.add_argument("--unlabeled", type=int, default=2000, help="extra unlabeled train questions (0: none)")
     ap.add_argument("--features", nargs="+", default=["tfidf"], help="tfidf and/or embeddings")
+    ap.add_argument("--reuse", action="store_true", help="read the outputs of an earlier run; call no server")
     a = ap.parse_args()
     work = Path(a.work_dir or Path(a.cache_dir) / "work")
     work.mkdir(parents=True, exist_ok=True)
@@ -162,8 +180,8 @@ def main() -> None:
     test_in = write_inputs(work, "trec_test_sample", sample(data / "trec_test.csv", a.test_rows))
     load = os.getloadavg()[0]
     t0 = time.time()
-    test = label(test_in, write_config(work, "label", a), work / "test_label.jsonl", a.test_limit)
-    train = label(train_in, write_config(work, "candidates", a), work / "train_cand.jsonl", a.train_limit)
+    test = label(test_in, write_config(work, "label", a), work / "test_label.jsonl", a.test_limit, a.reuse)
+    train = label(train_in, write_config(work, "candidates", a), work / "train_cand.jsonl", a.train_limit, a.reuse)
     train = [r for r in train if not r.get("error") and r.get("candidates")]
     test = [r for r in test if not r.get("error")]
     test_texts = [r["text"] for r in test]
