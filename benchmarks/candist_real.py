@@ -75,6 +75,8 @@ def write_config(work: Path, mode: str, a: argparse.Namespace) -> Path:
 
 def label(inp: Path, cfg: Path, out: Path, limit: int, reuse: bool) -> list[dict[str, Any]]:
     if reuse:  # read what an earlier run wrote (no server needed)
+        if not out.exists():
+            return []
         return [json.loads(line) for line in open(out, encoding="utf-8")][:limit]
     cmd = [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -116,7 +118,7 @@ def students(train: list[dict[str, Any]], test_texts: list[str], test_gold: np.n
         w = np.r_[np.ones(len(texts)), np.full(len(pool), 0.3)]
         variants.append(
             (
-                f"candidate sets + {len(pool)} unlabeled questions (all labels as candidates, weight 0.3)",
+                f"combined + {len(pool)} unlabeled train questions (every label a candidate, weight 0.3)",
                 {},
                 {
                     "X": texts + pool,
@@ -182,6 +184,8 @@ def main() -> None:
     t0 = time.time()
     test = label(test_in, write_config(work, "label", a), work / "test_label.jsonl", a.test_limit, a.reuse)
     train = label(train_in, write_config(work, "candidates", a), work / "train_cand.jsonl", a.train_limit, a.reuse)
+    train_lab = label(train_in, work / "label.yaml", work / "train_label.jsonl", a.train_limit, a.reuse)
+    lab = {r["id"]: r["label"] for r in train_lab if not r.get("error")}
     train = [r for r in train if not r.get("error") and r.get("candidates")]
     test = [r for r in test if not r.get("error")]
     test_texts = [r["text"] for r in test]
@@ -197,9 +201,25 @@ def main() -> None:
         "most frequent label in sets": Counter(c for r in train for c in r["candidates"]).most_common(2),
     }
     print(f"teacher label mode on {len(test)} test rows: {teacher:.3f}; candidate sets: {stats}", flush=True)
-    rows = students(train, test_texts, test_gold, a)
+    stats["label-mode labels right"] = np.mean([lab.get(r["id"]) == r["label_input"] for r in train])
+    stats["coverage with the label-mode label"] = np.mean(
+        [r["label_input"] in {*r["candidates"], lab.get(r["id"])} for r in train]
+    )
+    rows = students(train, lab, test_texts, test_gold, a)
     lab_s, cand_s = ledger_stats(work / "test_label.jsonl"), ledger_stats(work / "train_cand.jsonl")
     report(a, load, time.time() - t0, len(test), teacher, stats, rows, lab_s, cand_s)
+
+
+def verdict(teacher: float, rows: list[tuple[str, float, str]], n_test: int) -> str:
+    distilled = [r for r in rows if "ceiling" not in r[0]]
+    name, acc, _ = max(distilled, key=lambda r: r[1])
+    se = (teacher * (1 - teacher) / n_test) ** 0.5
+    if acc > teacher + 2 * se:
+        return f"The best distilled student ({name}, {acc:.3f}) beats its teacher ({teacher:.3f}, +-{2 * se:.3f})."
+    return (
+        f"The best distilled student ({name}, {acc:.3f}) does NOT beat its teacher ({teacher:.3f}; "
+        f"two standard errors on {n_test} questions: {2 * se:.3f})."
+    )
 
 
 def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s) -> None:
@@ -217,7 +237,9 @@ def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s) -> None:
         f"Teacher: llama-cpp-python server, `json_object_schema`, temperature 0, zero-shot. Candidate sets on "
         f"{st['train rows']} seeded TREC train questions: coverage {st['coverage']:.2f}, mean size "
         f"{st['mean size']:.2f} (sizes {st['sizes']}), the answer's best label right {st['best label right']:.2f}; "
-        f"most frequent labels in sets {st['most frequent label in sets']}.",
+        f"most frequent labels in sets {st['most frequent label in sets']}. The judge's label-mode answers on the "
+        f"same rows: right {st['label-mode labels right']:.2f}; set plus that label covers gold "
+        f"{st['coverage with the label-mode label']:.2f}.",
         "",
         f"| model (scored on the same {n_test} seeded TREC test questions, gold) | accuracy | note |",
         "|---|---|---|",
@@ -228,7 +250,15 @@ def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s) -> None:
         "",
         f"Judge cost per answered row: label mode {ls['s_row']:.1f}s ({ls['in_row']:.0f} prompt + "
         f"{ls['out_row']:.1f} answer tokens), candidate mode {cs['s_row']:.1f}s ({cs['in_row']:.0f} prompt + "
-        f"{cs['out_row']:.1f} answer tokens).",
+        f"{cs['out_row']:.1f} answer tokens). Why candidate mode costs more: the answer is longer "
+        f"({cs['out_row'] / max(ls['out_row'], 1e-9):.1f}x the tokens: a label and a list instead of one label), "
+        "and on a CPU llama.cpp server every answer token is one full forward pass of the model plus a "
+        "grammar-constrained sampling step, while the shared system prompt is mostly reused from the previous "
+        "request's KV cache; so answer tokens, not prompt tokens, set the time per row. What it buys: a set that "
+        f"keeps the right label for {st['coverage']:.0%} of rows, against {st['best label right']:.0%} "
+        "for its best label.",
+        "",
+        verdict(teacher, rows, n_test),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
