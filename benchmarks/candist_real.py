@@ -94,40 +94,45 @@ def ledger_stats(out: Path) -> dict[str, float]:
     return {"s_row": wall / max(resp, 1), "in_row": tin / max(resp, 1), "out_row": tout / max(resp, 1)}
 
 
-def students(train: list[dict[str, Any]], test_texts: list[str], test_gold: np.ndarray, a: argparse.Namespace):
-    """(name, accuracy on test, note) for each student variant."""
+def students(
+    train: list[dict[str, Any]],
+    lab: dict[str, str],
+    test_texts: list[str],
+    test_gold: np.ndarray,
+    a: argparse.Namespace,
+) -> list[tuple[str, float, str]]:
+    """(name, accuracy on test, note) for each student; ``lab``: the judge's label-mode answer by row id."""
     texts = [r["text"] for r in train]
     y = [r["label"] for r in train]
     cands = [r["candidates"] for r in train]
     gold = [r["label_input"] for r in train]
+    y_lab = [lab.get(r["id"]) for r in train]
+    both = [sorted({*c, yl} - {None}) for c, yl in zip(cands, y_lab)]
+    have_lab = any(v is not None for v in y_lab)
     variants: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-        ("teacher's single labels (`--mode single`)", {}, {"y": y}),
-        (
-            "candidate sets, round by in-set rate (CanDist's criterion)",
-            {"select_round": "in_set"},
-            {"y": y, "candidates": cands},
-        ),
-        ("candidate sets, round by teacher agreement (default)", {}, {"y": y, "candidates": cands}),
-        ("gold labels of the same rows (ceiling)", {}, {"y": gold}),
+        ("candidate mode's best labels (`--mode single`)", {}, {"y": y}),
+        ("candidate sets, round by in-set rate (CanDist's)", {"select_round": "in_set"}, {"y": y, "candidates": cands}),
+        ("candidate sets, round by teacher agreement", {}, {"y": y, "candidates": cands}),
     ]
+    if have_lab:
+        variants += [
+            ("label-mode labels of the same rows (single)", {}, {"y": y_lab}),
+            ("candidate sets + label-mode label as y (combined)", {}, {"y": y_lab, "candidates": both}),
+        ]
+    variants.append(("gold labels of the same rows (ceiling)", {}, {"y": gold}))
     if a.unlabeled:
         # Unlabeled TREC train questions (not in the sample) as rows whose candidates are every label:
         # the refinery gives them targets from the student itself (self-training), at a lower weight.
         pool = [r["text"] for r in sample(Path(a.data_dir) / "trec_train.csv", 100000)[a.train_rows :][: a.unlabeled]]
-        all_labels = sorted(LABELS)
         w = np.r_[np.ones(len(texts)), np.full(len(pool), 0.3)]
-        variants.append(
-            (
-                f"combined + {len(pool)} unlabeled train questions (every label a candidate, weight 0.3)",
-                {},
-                {
-                    "X": texts + pool,
-                    "y": y + [None] * len(pool),
-                    "candidates": cands + [all_labels] * len(pool),
-                    "sample_weight": w,
-                },
-            )
-        )
+        kw = {
+            "X": texts + pool,
+            "y": (y_lab if have_lab else y) + [None] * len(pool),
+            "candidates": (both if have_lab else cands) + [sorted(LABELS)] * len(pool),
+            "sample_weight": w,
+        }
+        name = f"{'combined' if have_lab else 'candidate sets'} + {len(pool)} unlabeled train questions (weight 0.3)"
+        variants.append((name, {}, kw))
     out = []
     for features in a.features:
         embed = embedder(features, texts, test_texts, variants)
@@ -201,9 +206,12 @@ def main() -> None:
         "most frequent label in sets": Counter(c for r in train for c in r["candidates"]).most_common(2),
     }
     print(f"teacher label mode on {len(test)} test rows: {teacher:.3f}; candidate sets: {stats}", flush=True)
-    stats["label-mode labels right"] = np.mean([lab.get(r["id"]) == r["label_input"] for r in train])
-    stats["coverage with the label-mode label"] = np.mean(
-        [r["label_input"] in {*r["candidates"], lab.get(r["id"])} for r in train]
+    both = [r for r in train if r["id"] in lab]
+    stats["label-mode rows"] = len(both)
+    stats["label-mode labels right"] = np.mean([lab[r["id"]] == r["label_input"] for r in both]) if both else np.nan
+    stats["set right, same rows"] = np.mean([r["label"] == r["label_input"] for r in both]) if both else np.nan
+    stats["coverage with the label-mode label"] = (
+        np.mean([r["label_input"] in {*r["candidates"], lab[r["id"]]} for r in both]) if both else np.nan
     )
     rows = students(train, lab, test_texts, test_gold, a)
     lab_s, cand_s = ledger_stats(work / "test_label.jsonl"), ledger_stats(work / "train_cand.jsonl")
@@ -237,8 +245,9 @@ def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s) -> None:
         f"Teacher: llama-cpp-python server, `json_object_schema`, temperature 0, zero-shot. Candidate sets on "
         f"{st['train rows']} seeded TREC train questions: coverage {st['coverage']:.2f}, mean size "
         f"{st['mean size']:.2f} (sizes {st['sizes']}), the answer's best label right {st['best label right']:.2f}; "
-        f"most frequent labels in sets {st['most frequent label in sets']}. The judge's label-mode answers on the "
-        f"same rows: right {st['label-mode labels right']:.2f}; set plus that label covers gold "
+        f"most frequent labels in sets {st['most frequent label in sets']}. The judge's label-mode answers on "
+        f"{st['label-mode rows']} of those rows: right {st['label-mode labels right']:.2f} (candidate mode's best "
+        f"label on them {st['set right, same rows']:.2f}); the set plus that label covers gold "
         f"{st['coverage with the label-mode label']:.2f}.",
         "",
         f"| model (scored on the same {n_test} seeded TREC test questions, gold) | accuracy | note |",
