@@ -60,9 +60,22 @@ def write_inputs(work: Path, name: str, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def write_config(work: Path, mode: str, a: argparse.Namespace) -> Path:
-    labels = "".join(f"    {k}: {v}\n" for k, v in LABELS.items())
-    path = work / f"{mode}.yaml"
+# The same classes described as TREC's annotation guidelines do (Li & Roth 2002): by the kind of answer and
+# the question words that ask for it. The short descriptions above leave a small judge calling most
+# "what/how" questions DESC; these are the "label descriptions" lever.
+GUIDE = {
+    "ABBR": "asks what an abbreviation stands for, or for the abbreviation of something",
+    "DESC": "asks for a definition, a description, a manner or a reason (what is X, how does, why)",
+    "ENTY": "the answer is a thing: an animal, plant, food, color, product, disease, event, sport, word, other entity",
+    "HUM": "the answer is a person, a group or an organization (who, which company, what team)",
+    "LOC": "the answer is a place: a city, country, state, mountain, river, address (where, what city)",
+    "NUM": "the answer is a number: a count, date, year, age, amount, money, distance, speed, size (how many, when)",
+}
+
+
+def write_config(work: Path, mode: str, a: argparse.Namespace, guide: bool = False) -> Path:
+    labels = "".join(f"    {k}: {v}\n" for k, v in (GUIDE if guide else LABELS).items())
+    path = work / f"{mode}{'_guide' if guide else ''}.yaml"
     path.write_text(
         "task:\n  name: trec\n  instructions: Classify the question by the kind of answer it asks for.\n"
         f"  labels:\n{labels}"
@@ -165,6 +178,71 @@ def embedder(features: str, texts: list[str], test_texts: list[str], variants: l
     return lambda X: E[[row[t] for t in X]]
 
 
+def curve(
+    a: argparse.Namespace,
+    train: list[dict[str, Any]],
+    lab: dict[str, str],
+    test_texts: list[str],
+    test_gold: np.ndarray,
+) -> list[tuple[int, float, float]]:
+    """What more rows would buy: (rows, student on gold labels, student on simulated teacher labels) for
+    each --curve size. The simulated teacher draws each row's label from this judge's measured label-mode
+    confusion (P(answer | gold), from the train rows it answered); real errors also depend on the text, so
+    this is an estimate of the trend, not a measurement."""
+    labels = sorted(LABELS)
+    idx = {c: i for i, c in enumerate(labels)}
+    conf = np.full((len(labels), len(labels)), 1e-3)
+    for r in train:
+        if r["id"] in lab:
+            conf[idx[r["label_input"]], idx[lab[r["id"]]]] += 1
+    conf /= conf.sum(axis=1, keepdims=True)
+    pool = sample(Path(a.data_dir) / "trec_train.csv", 100000)
+    rng = np.random.default_rng(0)
+    sim = [labels[rng.choice(len(labels), p=conf[idx[r["label"]]])] for r in pool]
+    out = []
+    for n in a.curve:
+        texts, gold = [r["text"] for r in pool[:n]], [r["label"] for r in pool[:n]]
+        acc_gold = float(np.mean(CandidateDistiller().fit(texts, gold).predict(test_texts) == test_gold))
+        acc_sim = float(np.mean(CandidateDistiller().fit(texts, sim[:n]).predict(test_texts) == test_gold))
+        out.append((len(texts), acc_gold, acc_sim))
+        print(f"curve: {len(texts)} rows: gold {acc_gold:.3f}, simulated teacher {acc_sim:.3f}", flush=True)
+    return out
+
+
+def descriptions(a: argparse.Namespace, work: Path, train_in: Path, test_in: Path) -> list[str]:
+    """The label-descriptions lever on the first --guide-rows rows: candidate sets and label-mode answers with
+    the short descriptions vs TREC's guideline descriptions (markdown lines)."""
+    n = a.guide_rows
+    lines = [
+        "",
+        f"Label descriptions, first {n} train and {n} test questions of the same samples (the judge's signal, "
+        "before any student):",
+        "",
+        "| descriptions | set coverage | mean set size | sets of one label | candidate mode's best label right "
+        "| label mode right (train) | label mode right (test) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for guide in (False, True):
+        sfx = "_guide" if guide else "_short"  # own files: the main run's outputs keep their rows
+        cand = label(train_in, write_config(work, "candidates", a, guide), work / f"train_cand{sfx}.jsonl", n, a.reuse)
+        lcfg = write_config(work, "label", a, guide)
+        lab_tr = label(train_in, lcfg, work / f"train_label{sfx}.jsonl", n, a.reuse)
+        lab_te = label(test_in, lcfg, work / f"test_label{sfx}.jsonl", n, a.reuse)
+        if not (cand and lab_tr and lab_te):
+            continue
+        ok = [r for r in cand if r.get("candidates")]
+        cov = np.mean([r["label_input"] in r["candidates"] for r in ok])
+        size = np.mean([len(r["candidates"]) for r in ok])
+        one = np.mean([len(r["candidates"]) == 1 for r in ok])
+        best = np.mean([r["label"] == r["label_input"] for r in ok])
+        tr = np.mean([r["label"] == r["label_input"] for r in lab_tr])
+        te = np.mean([r["label"] == r["label_input"] for r in lab_te])
+        name = "TREC guideline (question words, answer kinds)" if guide else "short (as in the table above)"
+        lines.append(f"| {name} | {cov:.2f} | {size:.2f} | {one:.0%} | {best:.2f} | {tr:.2f} | {te:.2f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-url", default="http://127.0.0.1:18201/v1")
@@ -178,6 +256,8 @@ def main() -> None:
     ap.add_argument("--test-limit", type=int, default=300, help="label only the first N test rows")
     ap.add_argument("--unlabeled", type=int, default=2000, help="extra unlabeled train questions (0: none)")
     ap.add_argument("--features", nargs="+", default=["tfidf"], help="tfidf and/or embeddings")
+    ap.add_argument("--curve", type=int, nargs="*", default=[300, 1000, 5452], help="learning-curve sizes")
+    ap.add_argument("--guide-rows", type=int, default=0, help="compare label descriptions on N rows (0: skip)")
     ap.add_argument("--reuse", action="store_true", help="read the outputs of an earlier run; call no server")
     a = ap.parse_args()
     work = Path(a.work_dir or Path(a.cache_dir) / "work")
@@ -214,8 +294,10 @@ def main() -> None:
         np.mean([r["label_input"] in {*r["candidates"], lab[r["id"]]} for r in both]) if both else np.nan
     )
     rows = students(train, lab, test_texts, test_gold, a)
+    rows_curve = curve(a, train, lab, test_texts, test_gold) if a.curve and lab else []
+    extra = descriptions(a, work, train_in, test_in) if a.guide_rows else []
     lab_s, cand_s = ledger_stats(work / "test_label.jsonl"), ledger_stats(work / "train_cand.jsonl")
-    report(a, load, time.time() - t0, len(test), teacher, stats, rows, lab_s, cand_s)
+    report(a, load, time.time() - t0, len(test), teacher, stats, rows, lab_s, cand_s, rows_curve, extra)
 
 
 def verdict(teacher: float, rows: list[tuple[str, float, str]], n_test: int) -> str:
@@ -230,11 +312,12 @@ def verdict(teacher: float, rows: list[tuple[str, float, str]], n_test: int) -> 
     )
 
 
-def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s) -> None:
+def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s, rows_curve, extra) -> None:
     st, ls, cs = stats, lab_s, cand_s
     cmd = (
         f"python benchmarks/candist_real.py --base-url {a.base_url} --cache-dir CACHE --train-limit {a.train_limit} "
-        f"--test-limit {a.test_limit} --unlabeled {a.unlabeled} --features {' '.join(a.features)}"
+        f"--test-limit {a.test_limit} --unlabeled {a.unlabeled} --features {' '.join(a.features)} "
+        f"--curve {' '.join(map(str, a.curve))} --guide-rows {a.guide_rows}"
     )
     lines = [
         "## Candidates, then distill, with a real LLM teacher (Qwen2.5-Coder-1.5B, TREC)",
@@ -269,6 +352,18 @@ def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s) -> None:
         "",
         verdict(teacher, rows, n_test),
     ]
+    if rows_curve:
+        lines += [
+            "",
+            "What more rows would buy (tfidf student, same test questions): trained on gold labels, and on labels "
+            "drawn from this judge's label-mode confusion matrix measured on the train rows above (a simulation: "
+            "real errors also depend on the text).",
+            "",
+            "| training rows | student on gold labels | student on simulated teacher labels |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {n:,} | {g:.3f} | {s:.3f} |" for n, g, s in rows_curve]
+    lines += extra
     text = "\n".join(lines) + "\n"
     print(text)
     (ROOT / "benchmarks" / "results" / "candist_real.md").write_text(text)
