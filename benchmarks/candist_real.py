@@ -74,7 +74,7 @@ GUIDE = {
 
 
 def write_config(work: Path, mode: str, a: argparse.Namespace, guide: bool = False) -> Path:
-    labels = "".join(f"    {k}: {v}\n" for k, v in (GUIDE if guide else LABELS).items())
+    labels = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in (GUIDE if guide else LABELS).items())
     path = work / f"{mode}{'_guide' if guide else ''}.yaml"
     path.write_text(
         "task:\n  name: trec\n  instructions: Classify the question by the kind of answer it asks for.\n"
