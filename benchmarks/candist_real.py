@@ -10,6 +10,9 @@ Start the judge first (any OpenAI-compatible server; this is the one measured):
 
     nice -n 10 python -m llama_cpp.server --model qwen2.5-coder-1.5b.gguf --port 18201 --n_ctx 2048
 
+(On a CPU whose AMX tiles the kernel does not enable, llama.cpp's AMX/repacked kernels segfault on any
+batch of more than one token; load the model with ``use_extra_bufts = False`` in its model params then.)
+
     python benchmarks/candist_real.py --base-url http://127.0.0.1:18201/v1 --cache-dir /tmp/candist/cache \\
         --work-dir /tmp/candist --train-limit 150 --test-limit 150
 """
@@ -92,9 +95,10 @@ def label(inp: Path, cfg: Path, out: Path, limit: int, reuse: bool) -> list[dict
             return []
         return [json.loads(line) for line in open(out, encoding="utf-8")][:limit]
     cmd = [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     subprocess.run([*cmd, "--limit", str(limit)], check=True, env=env)
-    return [json.loads(line) for line in open(out, encoding="utf-8")]
+    # [:limit]: a run resumed from the part file of a longer, interrupted one may keep a few rows more
+    return [json.loads(line) for line in open(out, encoding="utf-8")][:limit]
 
 
 def ledger_stats(out: Path) -> dict[str, float]:
@@ -258,6 +262,7 @@ def main() -> None:
     ap.add_argument("--features", nargs="+", default=["tfidf"], help="tfidf and/or embeddings")
     ap.add_argument("--curve", type=int, nargs="*", default=[300, 1000, 5452], help="learning-curve sizes")
     ap.add_argument("--guide-rows", type=int, default=0, help="compare label descriptions on N rows (0: skip)")
+    ap.add_argument("--note", default="", help="how the server ran (written into the results)")
     ap.add_argument("--reuse", action="store_true", help="read the outputs of an earlier run; call no server")
     a = ap.parse_args()
     work = Path(a.work_dir or Path(a.cache_dir) / "work")
@@ -325,7 +330,7 @@ def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s, rows_curv
         f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} shared cores, load at start {load:.1f}; "
         f"this run {wall:.0f}s (cached answers are free). Command: `{cmd}`",
         "",
-        f"Teacher: llama-cpp-python server, `json_object_schema`, temperature 0, zero-shot. Candidate sets on "
+        f"Teacher: llama-cpp-python server, `json_object_schema`, temperature 0, zero-shot{a.note}. Candidate sets on "
         f"{st['train rows']} seeded TREC train questions: coverage {st['coverage']:.2f}, mean size "
         f"{st['mean size']:.2f} (sizes {st['sizes']}), the answer's best label right {st['best label right']:.2f}; "
         f"most frequent labels in sets {st['most frequent label in sets']}. The judge's label-mode answers on "
