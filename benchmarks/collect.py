@@ -29,6 +29,8 @@ ORDER = [
     "serve",
     "local_quality",
     "real_quality",
+    "candist_real",
+    "ab_revisions",
 ]
 SCRIPTS = {
     "throughput": "throughput.py",

@@ -31,7 +31,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from llmlabel.distill.student import CandidateDistiller, predict_rows  # noqa: E402
+from llmlabel.distill.student import CandidateDistiller  # noqa: E402
+from llmlabel.distill.training import predict_rows  # noqa: E402
 
 
 def load_world(data_dir: str, train_csv: str):

@@ -10,7 +10,7 @@ from llmlabel.errors import InputError, LLMLabelError
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
-    from llmlabel.distill.student import save_model, train_from_labeled
+    from llmlabel.distill.training import save_model, train_from_labeled
 
     src = Path(a.labeled)
     if not src.is_file():
@@ -54,7 +54,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from llmlabel.distill.student import load_model, predict_rows
+    from llmlabel.distill.training import load_model, predict_rows
     from llmlabel.io.output import write_output
     from llmlabel.io.rows import input_format, iter_rows, scan
 

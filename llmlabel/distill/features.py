@@ -180,7 +180,7 @@ class HashedNgramTfidf(TransformerMixin, BaseEstimator):
         self.kept_buckets_ = np.flatnonzero(df >= max(1, min_df)).astype(np.int32)
         n = len(texts)
         self.idf_ = (np.log((1 + n) / (1 + df[self.kept_buckets_])) + 1).astype(self.dtype)
-        self._col_map = None
+        self._col_map: np.ndarray | None = None
         # Re-index the fitted counts instead of hashing the corpus twice.
         C = C[:, self.kept_buckets_]
         return self._weigh(C)
@@ -190,11 +190,12 @@ class HashedNgramTfidf(TransformerMixin, BaseEstimator):
         return self._weigh(self._counts(texts, self._colmap(), self.kept_buckets_.size))
 
     def _colmap(self) -> np.ndarray:
-        if getattr(self, "_col_map", None) is None:  # rebuilt after unpickling (kept out of the file)
+        cm: np.ndarray | None = getattr(self, "_col_map", None)
+        if cm is None:  # rebuilt after unpickling (kept out of the file)
             cm = np.full(1 << self.n_bits, -1, dtype=np.int32)
             cm[self.kept_buckets_] = np.arange(self.kept_buckets_.size, dtype=np.int32)
             self._col_map = cm
-        return self._col_map
+        return cm
 
     def _weigh(self, C: sp.csr_matrix) -> sp.csr_matrix:
         C = C.astype(self.dtype)

@@ -85,7 +85,9 @@ def label_codes(labels: list[str]) -> dict[str, str]:
 def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:
     enum = {"type": "string", "enum": labels}
     if kind == "candidates":
-        props = {"candidates": {"type": "array", "items": enum, "minItems": 1}, "label": enum}
+        # The label comes first: under constrained decoding a small model that writes the list first
+        # fills it in the labels' listed order; committing to its best label first keeps label-mode accuracy.
+        props = {"label": enum, "candidates": {"type": "array", "items": enum, "minItems": 1}}
     elif kind == "verify":
         props = {"label": enum, "given_label_correct": {"type": "boolean"}}
     else:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
 
-from llmlabel.distill.features import make_featurizer
-from llmlabel.distill.student import (
-    CandidateDistiller,
-    load_model,
-    predict_rows,
-    save_model,
-    train_from_labeled,
-)
+from llmlabel.distill import CandidateDistiller
+from llmlabel.distill.features import HashedNgramTfidf, make_featurizer
+from llmlabel.distill.training import load_model, predict_rows, save_model, train_from_labeled
 
 CLASSES = ["finance", "sports", "health", "travel"]
 KEYWORDS = {
@@ -89,13 +88,83 @@ def test_candidate_student_beats_single_label_student(problem):
 
 def test_shapes_and_classes(problem):
     texts, _, single, cands, test_texts, _ = problem
-    m = CandidateDistiller(max_rounds=2).fit(texts, candidates=cands)
+    m = CandidateDistiller(max_rounds=2).fit(np.array(texts, dtype=object), candidates=cands)
     assert list(m.classes_) == sorted(CLASSES)
     P = m.predict_proba(test_texts[:17])
     assert P.shape == (17, 4) and np.allclose(P.sum(axis=1), 1)
     pred = m.predict(test_texts[:17])
     assert pred.shape == (17,) and set(pred) <= set(CLASSES)
     assert np.array_equal(pred, m.classes_[P.argmax(axis=1)])
+
+
+# -- scikit-learn conventions: fit(X, y) with X texts and y labels, candidates= as a keyword --------
+
+
+def test_cross_val_score_learns_words_not_characters(problem):
+    texts, gold, *_ = problem
+    X, y = texts[:600], gold[:600]
+    scores = cross_val_score(CandidateDistiller(), X, y, cv=3)
+    assert scores.mean() > 0.8, scores  # chance is 0.25
+    m = CandidateDistiller().fit(X, y)
+    assert list(m.classes_) == sorted(CLASSES)  # labels, not the characters of the labels
+    assert m.score(X, y) > 0.9
+
+
+def test_clone_and_params():
+    m = CandidateDistiller(C=3.0, max_rounds=2)
+    c = clone(m)
+    assert c.get_params() == m.get_params() and c is not m
+    assert set(m.get_params()) == set(inspect.signature(CandidateDistiller.__init__).parameters) - {"self"}
+    c.set_params(C=0.5)
+    assert c.C == 0.5 and m.C == 3.0
+    fitted = CandidateDistiller(max_rounds=1).fit(["red apple", "blue sky"] * 20, ["x", "y"] * 20)
+    assert not hasattr(clone(fitted), "classes_")
+
+
+def test_grid_search_over_a_param(problem):
+    texts, gold, *_ = problem
+    gs = GridSearchCV(CandidateDistiller(), {"C": [0.001, 10.0]}, cv=3).fit(texts[:450], gold[:450])
+    assert gs.best_params_ == {"C": 10.0} and gs.best_score_ > 0.8
+    assert set(gs.predict(texts[450:500])) <= set(CLASSES)
+
+
+def test_pipeline_with_candidates_as_fit_param(problem):
+    texts, gold, single, cands, test_texts, test_gold = problem
+    pipe = Pipeline(
+        [("tfidf", HashedNgramTfidf(analyzer="word", ngram_range=(1, 2))), ("clf", CandidateDistiller(features=None))]
+    )
+    pipe.fit(texts, single, clf__candidates=cands)
+    assert pipe.named_steps["clf"].mode_ == "candidates"
+    assert np.mean(pipe.predict(test_texts) == test_gold) > 0.7
+    plain = Pipeline([("clf", CandidateDistiller())]).fit(texts, gold)
+    assert np.mean(plain.predict(test_texts) == test_gold) > 0.8
+
+
+def test_fit_with_candidates_keyword_and_missing_labels(problem):
+    texts, gold, single, cands, test_texts, test_gold = problem
+    y = [s if i % 3 else None for i, s in enumerate(single)]  # a third of the teacher's labels missing
+    m = CandidateDistiller().fit(texts, y, candidates=cands)
+    assert m.mode_ == "candidates" and np.mean(m.predict(test_texts) == test_gold) > 0.7
+    m2 = CandidateDistiller().fit(texts, candidates=cands, sample_weight=np.full(len(texts), 2.0))
+    assert m2.mode_ == "candidates" and np.mean(m2.predict(test_texts) == test_gold) > 0.7
+    with pytest.raises(TypeError, match="candidates="):
+        CandidateDistiller().fit(texts, cands)  # the old positional order is caught, not learned
+    with pytest.raises(ValueError, match="rows"):
+        CandidateDistiller().fit(texts, single[:10])
+    with pytest.raises(ValueError, match="needs labels"):
+        CandidateDistiller().fit(texts)
+
+
+def test_round_chosen_by_teacher_agreement(problem):
+    texts, _, single, cands, *_ = problem
+    m = CandidateDistiller().fit(texts, single, candidates=cands)
+    scores = [h["score"] for h in m.history_]
+    assert all(len(s) == 3 for s in scores)  # (agreement, in-set rate, log-likelihood)
+    assert m.holdout_score_[0] == max(s[0] for s in scores)
+    no_teacher = CandidateDistiller().fit(texts, candidates=cands)
+    assert all(len(h["score"]) == 2 for h in no_teacher.history_)  # (in-set rate, log-likelihood)
+    in_set = CandidateDistiller(select_round="in_set").fit(texts, single, candidates=cands)
+    assert all(len(h["score"]) == 2 for h in in_set.history_)  # CanDist's criterion, on request
 
 
 def test_featurizer_kinds():
