@@ -77,9 +77,9 @@ def main() -> None:
             results = []
             for mode in ("candidates", "single"):
                 t_fit = cli(
-                    "distill", str(d / "train.jsonl"), "-o", str(d / f"{mode}.joblib"), "--mode", mode, "--no-cv"
+                    "distill", str(d / "train.jsonl"), "-o", str(d / f"{mode}.skops"), "--mode", mode, "--no-cv"
                 )
-                t_pred = cli("predict", str(d / f"{mode}.joblib"), str(test), "-o", str(d / f"{mode}.pred.jsonl"))
+                t_pred = cli("predict", str(d / f"{mode}.skops"), str(test), "-o", str(d / f"{mode}.pred.jsonl"))
                 pred = [json.loads(l) for l in open(d / f"{mode}.pred.jsonl")]
                 acc = sum(gold[p["id"]] == p["label"] for p in pred) / len(pred)
                 results.append((mode, acc, t_fit, t_pred))

@@ -54,7 +54,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from llmlabel.distill.training import load_model, predict_rows
+    from llmlabel.distill.training import NotAModel, load_model, predict_rows
     from llmlabel.io.output import write_output
     from llmlabel.io.rows import input_format, iter_rows, scan
 
@@ -65,10 +65,9 @@ def cmd_predict(a: argparse.Namespace) -> int:
     scan(a.input, a.text_column, a.id_column)
     try:
         model = load_model(str(mpath))
-    except Exception as e:  # joblib raises many types for files that are not our models
+    except NotAModel as e:
         raise InputError(
-            f"{mpath} is not a model saved by `llmlabel distill` ({type(e).__name__}); "
-            "retrain it with the installed version"
+            f"{mpath} is not a model saved by `llmlabel distill` ({e}); retrain it with the installed version"
         ) from None
     rows = (r if isinstance(r.get(a.text_column), str) else {**r, a.text_column: ""} for r in iter_rows(a.input))
     n = write_output(Path(a.output), predict_rows(model, rows, text_column=a.text_column, id_column=a.id_column))
@@ -79,7 +78,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("distill", help="train a small classifier from `llmlabel label` output")
     s.add_argument("labeled", help="output of `llmlabel label` (.jsonl, .csv or .parquet)")
-    s.add_argument("-o", "--output", required=True, help="model file to write (joblib; a .card.json goes beside it)")
+    s.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="model file to write (a skops archive, e.g. model.skops; a .card.json goes beside it)",
+    )
     s.add_argument(
         "--mode",
         choices=["candidates", "single"],

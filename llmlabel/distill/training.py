@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-import joblib
 import numpy as np
 import sklearn
 from sklearn.base import clone
@@ -165,16 +164,52 @@ def train_from_labeled(
     return model, card
 
 
+# A model file is a skops archive (a zip of JSON and arrays, no pickle): loading it instantiates only types that
+# llmlabel writes, checked before anything is built, so a crafted file cannot run code (a joblib file can).
+MODEL_TYPES = frozenset(
+    {
+        "llmlabel.distill.student.CandidateDistiller",
+        "llmlabel.distill.features.HashedNgramTfidf",
+        "llmlabel.distill.features.MiniLMEmbedder",
+    }
+)
+
+
+class NotAModel(ValueError):
+    """The file is not a model written by `save_model`; nothing in it was run."""
+
+
 def save_model(model: CandidateDistiller, card: dict[str, Any], path: str) -> None:
-    """One joblib file (featurizer + classifier) and ``<path>.card.json`` beside it."""
-    joblib.dump({"format": 1, "model": model, "card": card}, path, compress=3)
+    """One skops file (featurizer + classifier), written atomically, and ``<path>.card.json`` beside it."""
+    import skops.io as sio
+
+    from llmlabel.io.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        sio.dump({"format": 2, "model": model, "card": card}, str(tmp))
     with open(path + ".card.json", "w", encoding="utf-8") as fh:
         json.dump(card, fh, indent=2, default=str)
 
 
 def load_model(path: str) -> CandidateDistiller:
-    """The model saved by :func:`save_model`; its card is on ``model.card_``."""
-    blob = joblib.load(path)
+    """The model saved by :func:`save_model`; its card is on ``model.card_``. Raises NotAModel for anything
+    else, before any object in the file is created."""
+    import zipfile
+
+    import skops.io as sio
+
+    if not zipfile.is_zipfile(path):
+        raise NotAModel("not a skops archive (a pickle or joblib file is never loaded)")
+    try:
+        types = set(sio.get_untrusted_types(file=path))
+    except Exception as e:  # a zip that is not a skops archive
+        raise NotAModel(f"unreadable model archive ({type(e).__name__})") from None
+    foreign = sorted(types - MODEL_TYPES)
+    if foreign:
+        raise NotAModel(f"it holds types llmlabel does not write: {', '.join(foreign[:3])}")
+    blob = sio.load(path, trusted=sorted(types))
+    if not isinstance(blob, dict) or not isinstance(blob.get("model"), CandidateDistiller):
+        raise NotAModel("no CandidateDistiller inside")
     model = blob["model"]
     model.card_ = blob.get("card", {})
     return model

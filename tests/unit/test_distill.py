@@ -211,9 +211,9 @@ def test_train_save_load_round_trip(problem, tmp_path):
     assert card["labels"] == sorted(CLASSES)
     assert 0.5 < card["cv_accuracy_vs_teacher"] <= 1 and 0.5 < card["teacher_agreement"] <= 1
 
-    path = tmp_path / "model.joblib"
+    path = tmp_path / "model.skops"
     save_model(model, card, str(path))
-    assert json.loads((tmp_path / "model.joblib.card.json").read_text())["rows_used"] == card["rows_used"]
+    assert json.loads((tmp_path / "model.skops.card.json").read_text())["rows_used"] == card["rows_used"]
     loaded = load_model(str(path))
     assert loaded.card_["mode"] == "candidates"
     assert np.array_equal(loaded.predict(test_texts), model.predict(test_texts))
