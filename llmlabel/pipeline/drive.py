@@ -123,7 +123,7 @@ class _Drive:
             # Budget stops and cancels let paid requests in flight finish; a dead judge or a signal cancels them.
             budget = isinstance(self.job.fatal, BudgetExhausted) and not self.stopped_by
             if budget or self.graceful:
-                await asyncio.wait(set(tasks), timeout=max(j.timeout for j in self.job.judges))
+                await asyncio.wait(set(tasks), timeout=min(30.0, max(j.timeout for j in self.job.judges)))
             for t in list(tasks):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -135,12 +135,18 @@ class _Drive:
 
 @contextlib.contextmanager
 def _signals(d: _Drive) -> Iterator[None]:
-    """Ctrl-C and SIGTERM stop the run cleanly (only on the main thread: elsewhere the caller owns them)."""
+    """Ctrl-C and SIGTERM stop the run cleanly (only on the main thread: elsewhere the caller owns them). The
+    first stops sending and waits (bounded) for the requests in flight, whose answers are paid for: they are
+    cached and their rows kept. A second one stops at once."""
     loop = asyncio.get_running_loop()
     installed = []
+
+    def on_signal(name: str) -> None:
+        d.halt(name, graceful=not d.stopped_by)
+
     for sig, name in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "terminated")):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, d.halt, name)
+            loop.add_signal_handler(sig, on_signal, name)
             installed.append(sig)
     try:
         yield
