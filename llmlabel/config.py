@@ -112,6 +112,12 @@ class Judge(_Strict):
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"base_url {v!r} must start with http:// or https://")
+        if v is not None and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            # user:password in the URL would be printed and logged wherever the URL is: refused, not shown.
+            raise ValueError(
+                "base_url must not contain a user name or password (user:password@host); "
+                "put the key in the variable named by api_key_env"
+            )
         return v.rstrip("/") if v else v
 
     def api_key(self) -> str | None:
