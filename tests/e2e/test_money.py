@@ -119,3 +119,17 @@ def test_echoed_key_is_written_nowhere(tmp_path):
                 assert key.encode() not in f.read_bytes(), f
     finally:
         fake.stop()
+
+
+def test_endpoint_going_down_stops_the_run_with_one_line(tmp_path):
+    fake = FakeLLM(fail_after=60).start()
+    try:
+        write_corpus(tmp_path / "in.csv", 500)
+        cfg = write_config(tmp_path / "c.yaml", None, judges=[_judge(fake, concurrency=32, max_attempts=3)])
+        r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), timeout=300)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert "kept failing (503)" in last and "requests in a row failed" in last, last
+        assert fake.requests < 60 + 32 * 3 + 16, fake.requests  # stopped soon after, not 500 rows x 3 attempts
+    finally:
+        fake.stop()
