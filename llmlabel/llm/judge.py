@@ -169,7 +169,8 @@ class JudgeClient:
             self.ledger.retries += 1
 
         try:
-            return await with_retries(lambda: self._send(req, data), self.judge.max_attempts, count_retry)
+            send = lambda: self._send(req, data)  # noqa: E731
+            return await with_retries(send, self.judge.max_attempts, count_retry, self.budget.sleep)
         except Exception as e:  # noqa: BLE001 - give_up returns anything it does not word itself
             if retryable(e) and not self._down():
                 raise RowFailed(row_failure(self.judge, e)) from None  # one unlucky row: its error, not the run's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class Budget:
     reserved: float = 0.0  # worst cases of requests in flight, and of those sent and never answered
     in_flight: int = 0  # requests holding a reservation
     _settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _halted: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def check(self, worst: float = 0.0) -> None:
         if self.max_requests is None and self.max_cost is None:
@@ -58,6 +60,19 @@ class Budget:
         if answered:
             self.reserved -= worst
         self._settled.set()
+
+    def halt(self) -> None:
+        """Send nothing more (a graceful stop): requests in flight finish; asks waiting for room in the
+        budget or in a retry's backoff wake now and stop (their next check raises BudgetExhausted)."""
+        self.max_requests = 0
+        self._halted.set()
+        self._settled.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """A retry's backoff, cut short by `halt`."""
+        if not self._halted.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._halted.wait(), seconds)
 
     async def wait(self) -> None:
         self._settled.clear()

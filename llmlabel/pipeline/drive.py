@@ -49,7 +49,7 @@ class _Drive:
         if graceful:
             # No new paid request from here (rows waiting for a connection raise BudgetExhausted, as at a
             # budget stop); requests already sent finish and their rows are kept.
-            self.job.budget.max_requests = 0
+            self.job.budget.halt()
         if not self.stopped_by:
             self.graceful = graceful
         elif not graceful:
@@ -170,7 +170,7 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
             d.calibrating.append(asyncio.ensure_future(job.ensure_calibrated()))
             try:
                 await d.calibrating[0]
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, BudgetExhausted):
                 if not d.stopped_by:
                     raise
             await d.feed(rows)
