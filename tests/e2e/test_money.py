@@ -113,7 +113,19 @@ def test_echoed_key_is_written_nowhere(tmp_path):
         assert r.returncode == 0, r.stderr
         got = read_jsonl(tmp_path / "o.jsonl")
         assert all(g["label"] is None and "not one of" in g["judges"]["a"]["error"] for g in got)
-        assert key not in r.stdout + r.stderr
+        fake.status = 400  # and in an error body ("simulated 400 for key ...")
+        (tmp_path / "in2.jsonl").write_text('{"id": "n", "text": "never seen"}\n')
+        r2 = run_cli(
+            "label",
+            str(tmp_path / "in2.jsonl"),
+            "-c",
+            str(cfg),
+            "-o",
+            str(tmp_path / "o2.jsonl"),
+            env={"MY_LLM_KEY": key},
+        )
+        assert r2.returncode == 1 and "simulated 400 for key ***" in r2.stderr, r2.stderr
+        assert key not in r.stdout + r.stderr + r2.stdout + r2.stderr
         for f in tmp_path.rglob("*"):
             if f.is_file():
                 assert key.encode() not in f.read_bytes(), f
