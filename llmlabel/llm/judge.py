@@ -210,7 +210,7 @@ class JudgeClient:
     async def _cached_complete(self, messages: Messages, kind: str) -> tuple[str, dict[str, Any], bool]:
         """The payload for `messages`: from the cache, from an identical request already in flight (awaited,
         not sent again), or sent. Returns (key, payload, whether someone else paid for it). A key sent here
-        stays in `_inflight` until `ask` has cached its answer (`_settle`), so no duplicate slips in between."""
+        stays in `_inflight` until `ask` has cached its answer (or found it invalid), so no duplicate slips in between."""
         req, data, key = self.encode(messages, kind)
         hit = self.cache.get(key)
         if hit is not None:
@@ -235,10 +235,6 @@ class JudgeClient:
         fut.set_result(payload)
         return key, payload, False
 
-    def _settle(self, keys: list[str]) -> None:
-        for k in keys:
-            self._inflight.pop(k, None)
-
     def _rejected(self, e: StatusError) -> JudgeAnswer:
         """A 4xx (or a format 500) the format cannot fix: a too-long prompt is the row's error, else the run's."""
         text = one_line(e.server_message)
@@ -261,22 +257,14 @@ class JudgeClient:
 
     async def ask(self, messages: Messages, kind: str) -> JudgeAnswer:
         """One judge's answer for one prompt. Paid at most once: answers are cached as soon as they are valid."""
-        owned: list[str] = []
-        try:
-            return await self._ask(messages, kind, owned)
-        except RowFailed as e:
-            self.ledger.failed_rows += 1
-            return JudgeAnswer(error=str(e))
-        finally:
-            if owned:
-                self._settle(owned)
-
-    async def _ask(self, messages: Messages, kind: str, owned: list[str]) -> JudgeAnswer:
         msgs, first_key, corrupt = messages, None, 0
         while True:
             sent = self.formats.current
             try:
                 key, payload, cached = await self._cached_complete(msgs, kind)
+            except RowFailed as e:  # its attempts ran out while the endpoint otherwise answers
+                self.ledger.failed_rows += 1
+                return JudgeAnswer(error=str(e))
             except StatusError as e:
                 if e.status not in (400, 422) and not format_rejected(e):
                     raise
@@ -287,8 +275,6 @@ class JudgeClient:
             first_key = first_key or key
             if cached:
                 self.ledger.cache_hits += 1
-            else:
-                owned.append(key)
             try:
                 ans = self._parse(payload, kind)
             except InvalidAnswer as bad:
@@ -304,7 +290,10 @@ class JudgeClient:
                     msgs = self._reask(messages, payload.get("content"), bad)
                 continue
             if not cached:
-                await self.cache.aset(key, payload)
+                try:
+                    await self.cache.aset(key, payload)
+                finally:
+                    self._inflight.pop(key, None)  # cached now: later asks find it there
             if key != first_key:
                 await self.cache.aset(first_key, payload)  # the original question now has a valid answer
             return ans
