@@ -123,6 +123,23 @@ class Judge(_Strict):
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env)
 
+    def key_error(self) -> str | None:
+        """Why this judge has no key to send, or None: its key is set, or its base_url is a server that needs
+        none (a config that names api_key_env says that its server needs one)."""
+        if self.api_key():
+            return None
+        if "api_key_env" in self.model_fields_set:
+            return (
+                f"judge '{self.name}': the variable ${self.api_key_env} named by its api_key_env is not set; "
+                "set it (or remove api_key_env for a server that needs no key)"
+            )
+        if self.base_url is None:
+            return (
+                f"judge '{self.name}' has no API key: set ${self.api_key_env} "
+                "(or give the judge a base_url for a server that needs none)"
+            )
+        return None
+
 
 class Cascade(_Strict):
     enabled: bool = True

@@ -45,16 +45,9 @@ class JudgeClient:
         self.endpoint = judge.base_url or "https://api.openai.com/v1"
         key = api_key or judge.api_key()
         if not key:
-            if "api_key_env" in judge.model_fields_set:  # the config names a key: a server that needs one
-                raise JudgeError(
-                    f"judge '{judge.name}': the variable ${judge.api_key_env} named by its api_key_env is not set; "
-                    "set it (or remove api_key_env for a server that needs no key)"
-                )
-            if judge.base_url is None:
-                raise JudgeError(
-                    f"judge '{judge.name}' has no API key: set ${judge.api_key_env} "
-                    "(or give the judge a base_url for a server that needs none)"
-                )
+            problem = judge.key_error()
+            if problem:
+                raise JudgeError(problem)
             key = NO_KEY
         register(key)
         self._key = key
