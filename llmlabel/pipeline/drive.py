@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,15 @@ def _signals(d: _Drive) -> Iterator[None]:
     installed = []
 
     def on_signal(name: str) -> None:
-        d.halt(name, graceful=not d.stopped_by)
+        first = not d.stopped_by
+        d.halt(name, graceful=first)
+        if first and d.tasks and d.job.opts.progress:
+            print(
+                f"llmlabel: {name}: waiting up to 30 s for the requests in flight (their answers are paid for); "
+                "press Ctrl-C again to stop at once",
+                file=sys.stderr,
+                flush=True,
+            )
 
     for sig, name in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "terminated")):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

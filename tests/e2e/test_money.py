@@ -145,3 +145,26 @@ def test_endpoint_going_down_stops_the_run_with_one_line(tmp_path):
         assert fake.requests < 60 + 32 * 3 + 16, fake.requests  # stopped soon after, not 500 rows x 3 attempts
     finally:
         fake.stop()
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    import time
+
+    fake = FakeLLM(latency=8.0).start()
+    try:
+        write_corpus(tmp_path / "in.csv", 20)
+        cfg = write_config(tmp_path / "c.yaml", None, judges=[_judge(fake, concurrency=4, timeout=20)])
+        args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl")]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+        p = subprocess.Popen([sys.executable, "-m", "llmlabel", *args], stderr=subprocess.PIPE, text=True, env=env)
+        t = time.time()
+        while fake.requests < 4 and time.time() - t < 30:
+            time.sleep(0.01)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert p.poll() is None  # the first one waits for the requests in flight
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=5)  # the second one does not
+        assert p.returncode == 130 and "waiting up to 30 s" in err and "Traceback" not in err, err
+    finally:
+        fake.stop()
