@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from conftest import read_jsonl, run_cli, write_config, write_corpus
 from fakeserver import FakeLLM
@@ -13,6 +14,16 @@ from fakeserver import FakeLLM
 
 def _judge(fake, **kw):
     return {"name": "a", "model": "m", "base_url": fake.base_url, "timeout": 10, **kw}
+
+
+def _start_when_busy(args, fake, requests):
+    """`llmlabel ARGS` in the background, returned once the server has seen `requests` requests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    p = subprocess.Popen([sys.executable, "-m", "llmlabel", *args], stderr=subprocess.PIPE, text=True, env=env)
+    t = time.time()
+    while fake.requests < requests and time.time() - t < 60:
+        time.sleep(0.01)
+    return p
 
 
 def test_max_cost_is_a_hard_limit_at_high_concurrency(tmp_path):
@@ -83,13 +94,7 @@ def test_sigterm_waits_for_requests_in_flight_and_pays_nothing_twice(tmp_path):
         cfg = write_config(tmp_path / "c.yaml", None, judges=[_judge(fake, concurrency=16)])
         out = tmp_path / "o.jsonl"
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-        p = subprocess.Popen([sys.executable, "-m", "llmlabel", *args], stderr=subprocess.PIPE, text=True, env=env)
-        import time
-
-        t = time.time()
-        while fake.requests < 40 and time.time() - t < 60:
-            time.sleep(0.01)
+        p = _start_when_busy(args, fake, 40)
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
         assert p.returncode != 0 and "terminated" in err and "Traceback" not in err, err
@@ -148,18 +153,12 @@ def test_endpoint_going_down_stops_the_run_with_one_line(tmp_path):
 
 
 def test_a_second_signal_stops_at_once(tmp_path):
-    import time
-
     fake = FakeLLM(latency=8.0).start()
     try:
         write_corpus(tmp_path / "in.csv", 20)
         cfg = write_config(tmp_path / "c.yaml", None, judges=[_judge(fake, concurrency=4, timeout=20)])
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl")]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-        p = subprocess.Popen([sys.executable, "-m", "llmlabel", *args], stderr=subprocess.PIPE, text=True, env=env)
-        t = time.time()
-        while fake.requests < 4 and time.time() - t < 30:
-            time.sleep(0.01)
+        p = _start_when_busy(args, fake, 4)
         p.send_signal(signal.SIGINT)
         time.sleep(0.5)
         assert p.poll() is None  # the first one waits for the requests in flight
