@@ -112,10 +112,33 @@ class Judge(_Strict):
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"base_url {v!r} must start with http:// or https://")
+        if v is not None and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            # user:password in the URL would be printed and logged wherever the URL is: refused, not shown.
+            raise ValueError(
+                "base_url must not contain a user name or password (user:password@host); "
+                "put the key in the variable named by api_key_env"
+            )
         return v.rstrip("/") if v else v
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env)
+
+    def key_error(self) -> str | None:
+        """Why this judge has no key to send, or None: its key is set, or its base_url is a server that needs
+        none (a config that names api_key_env says that its server needs one)."""
+        if self.api_key():
+            return None
+        if "api_key_env" in self.model_fields_set:
+            return (
+                f"judge '{self.name}': the variable ${self.api_key_env} named by its api_key_env is not set; "
+                "set it (or remove api_key_env for a server that needs no key)"
+            )
+        if self.base_url is None:
+            return (
+                f"judge '{self.name}' has no API key: set ${self.api_key_env} "
+                "(or give the judge a base_url for a server that needs none)"
+            )
+        return None
 
 
 class Cascade(_Strict):

@@ -36,11 +36,13 @@ class FakeLLM:
         reject_schema: bool = False,
         status: int | None = None,
         fail_after: int | None = None,
+        echo_key: bool = False,
     ) -> None:
         self.answers = answers or {}
         self.labels = labels or ["positive", "negative"]
         self.faults, self.fault_kinds, self.latency, self.slow_seconds = faults, fault_kinds, latency, slow_seconds
         self.reject_schema, self.status, self.fail_after = reject_schema, status, fail_after
+        self.echo_key = echo_key  # answer with the API key it was sent (a leaky server): never to be written
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests = 0
@@ -131,7 +133,7 @@ class FakeLLM:
         schema = (rf.get("json_schema") or {}).get("schema") or {}
         props = schema.get("properties", {})
         labels = (props.get("label") or {}).get("enum") or self.labels
-        label = self.answers.get(text) or pick(text, labels)
+        label = key if self.echo_key else (self.answers.get(text) or pick(text, labels))
         if "candidates" in props:
             other = pick(text + "#", labels)
             content = json.dumps({"candidates": sorted({label, other}, key=labels.index), "label": label})

@@ -92,11 +92,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
     cfg = load_config(a.config)
     for j in cfg.judges:
         # Checked before listening: a judge without a key would only fail at the first request.
-        if j.base_url is None and not j.api_key():
-            raise ConfigError(
-                f"judge '{j.name}' has no API key: set ${j.api_key_env} "
-                "(or give the judge a base_url for a server that needs none)"
-            )
+        problem = j.key_error()
+        if problem:
+            raise ConfigError(problem)
     try:
         import fastapi  # noqa: F401
         import uvicorn

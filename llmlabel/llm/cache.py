@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from llmlabel.errors import LLMLabelError
 from llmlabel.llm.memo import Memo
 
 FILENAME = "responses.sqlite3"
@@ -49,9 +50,15 @@ class ResponseCache:
         self._path = path / FILENAME
         # The callers' reads and direct writes (a Labeler reads on its loop's thread, writes meta on the
         # caller's: one at a time); the writer thread has a connection of its own.
-        self._con = _connect(self._path)
         self._lock = threading.Lock()
-        self._write(lambda con: [con.execute(s) for s in _SCHEMA])
+        try:
+            self._con = _connect(self._path)
+            self._write(lambda con: [con.execute(s) for s in _SCHEMA])
+            self._con.execute("SELECT key, value FROM responses LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:  # locked, closed, unwritable: not a damaged file
+                raise
+            raise self.corrupt(e) from None
         self._legacy = _legacy_cache(path)
         self._writer: threading.Thread | None = None
         self._pending: list[tuple[str, str, Any, Any]] = []
@@ -69,9 +76,21 @@ class ResponseCache:
             raise
         con.execute("COMMIT")
 
+    def corrupt(self, e: sqlite3.DatabaseError) -> LLMLabelError:
+        """The one line for a cache database that cannot be read (corrupt, truncated, not a cache)."""
+        return LLMLabelError(
+            f"the cache database {self._path} cannot be read ({e}); move it away (or delete it: its answers "
+            "would be paid for again), then rerun"
+        )
+
     def _query(self, sql: str, params: Any) -> list[Any]:
         with self._lock:
-            return self._con.execute(sql, params).fetchall()
+            try:
+                return self._con.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as e:
+                if type(e) is not sqlite3.DatabaseError:
+                    raise
+                raise self.corrupt(e) from None
 
     def _write(self, work: Any) -> None:
         with self._lock:

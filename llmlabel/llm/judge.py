@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from llmlabel.config import Judge
@@ -18,9 +19,9 @@ from llmlabel.llm.ledger import JudgeLedger
 from llmlabel.llm.limits import Budget, Limits
 from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import label_codes
-from llmlabel.llm.retry import give_up, one_line, with_retries
-from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError
-from llmlabel.secrets import register
+from llmlabel.llm.retry import BREAKER, RowFailed, give_up, one_line, retryable, row_failure, with_retries
+from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
+from llmlabel.secrets import redact, register
 
 __all__ = ["Budget", "JudgeClient", "NO_KEY"]
 
@@ -44,17 +45,15 @@ class JudgeClient:
         self.endpoint = judge.base_url or "https://api.openai.com/v1"
         key = api_key or judge.api_key()
         if not key:
-            if judge.base_url is None:
-                raise JudgeError(
-                    f"judge '{judge.name}' has no API key: set ${judge.api_key_env} "
-                    "(or give the judge a base_url for a server that needs none)"
-                )
+            problem = judge.key_error()
+            if problem:
+                raise JudgeError(problem)
             key = NO_KEY
         register(key)
         self._key = key
         self._http_transport = transport  # an httpx transport (tests): forces the SDK path
         self._transport: AioHttpTransport | SDKTransport | None = None
-        self.limits = Limits(judge)
+        self.limits = Limits(judge, lambda: self.budget.wait())
         # logprobs with response_format auto/text: one 1-token call answering a label code (A, B, ...);
         # with an explicit JSON format: the JSON answer, and the distribution read where the label starts.
         self.codes = label_codes(labels) if judge.logprobs and judge.response_format in ("auto", "text") else None
@@ -62,6 +61,10 @@ class JudgeClient:
         self.encoder = RequestEncoder(judge.cache_as or self.endpoint, self.request)
         # Without logprobs, equal replies parse to one shared answer (the pipeline's row memo relies on that).
         self._parsed: Memo[tuple[Any, Any, str], JudgeAnswer] = Memo(4096)
+        # Requests sent and not yet cached, by cache key: an identical request waits for the answer instead.
+        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._fails = 0  # requests failed in a row, across rows (the circuit breaker's count)
+        self._answered = False  # whether the endpoint has answered once
 
     @property
     def fmt(self) -> str:
@@ -109,19 +112,49 @@ class JudgeClient:
         """The cache key of the first request `ask(messages, kind)` would send (without building it)."""
         return self.encoder.key_for(messages, kind, self.formats.current)
 
-    def _admit(self) -> None:
-        """The budget check before a paid request, which it counts (ledger and budget may be swapped between
-        runs of one client: read them here)."""
-        self.budget.check()
-        self.ledger.requests += 1
+    def _worst(self, req: dict[str, Any], data: bytes) -> float:
+        """A request's worst-case cost, reserved from a --max-cost budget before it is sent: every byte of its
+        body as an input token (no tokenizer makes a token of less than a byte, and the body's JSON framing
+        outweighs any chat template's tokens) plus max_tokens out, at the judge's prices."""
+        led = self.ledger
+        return (len(data) * led.price_input + req.get("max_tokens", 0) * led.price_output) / 1e6
 
     async def _send(self, req: dict[str, Any], data: bytes) -> dict[str, Any]:
-        """One attempt: the payload of the server's answer, counted in the ledger."""
-        body = await self.limits.send(req, lambda: self._post(req, data), self._admit)
+        """One attempt: the payload of the server's answer, counted in the ledger. The budget check (which
+        reserves the worst case and counts the request) runs last before sending: nothing awaits between them.
+        (Ledger and budget may be swapped between runs of one client: this request keeps the ones it began with.)"""
+        budget, ledger = self.budget, self.ledger
+        capped = budget.max_cost is not None
+        worst = self._worst(req, data) if capped else 0.0
+        admitted = False
+
+        def admit() -> None:
+            nonlocal admitted
+            budget.check(worst)
+            ledger.requests += 1
+            admitted = True
+
+        try:
+            body = await self.limits.send(req, lambda: self._post(req, data), admit)
+        except StatusError as e:
+            if capped:
+                budget.settle(worst, answered=True)  # an error status is not billed
+            self._fails += retryable(e)
+            raise
+        except BaseException as e:
+            if capped and admitted:
+                budget.settle(worst, answered=False)  # no answer: the server may have billed it
+            self._fails += isinstance(e, (TransportError, asyncio.TimeoutError))
+            raise
         payload = read_completion(body, self.codes is not None)
-        self.ledger.responses += 1
-        self.ledger.input_tokens += payload["usage"].get("prompt_tokens", 0)
-        self.ledger.output_tokens += payload["usage"].get("completion_tokens", 0)
+        if payload["content"]:
+            payload["content"] = redact(payload["content"])  # a server that echoes the key: never cached/written
+        ledger.responses += 1
+        ledger.input_tokens += payload["usage"].get("prompt_tokens", 0)
+        ledger.output_tokens += payload["usage"].get("completion_tokens", 0)
+        if capped:
+            budget.settle(worst, answered=True)
+        self._fails, self._answered = 0, True
         return payload
 
     async def _complete(self, req: dict[str, Any], data: bytes) -> dict[str, Any]:
@@ -129,12 +162,21 @@ class JudgeClient:
             self.ledger.retries += 1
 
         try:
-            return await with_retries(lambda: self._send(req, data), self.judge.max_attempts, count_retry)
+            send = lambda: self._send(req, data)  # noqa: E731
+            return await with_retries(send, self.judge.max_attempts, count_retry, self.budget.sleep)
         except Exception as e:  # noqa: BLE001 - give_up returns anything it does not word itself
-            failure = give_up(self.judge, self.endpoint, e)
+            if retryable(e) and not self._down():
+                raise RowFailed(row_failure(self.judge, e)) from None  # one unlucky row: its error, not the run's
+            failure = give_up(self.judge, self.endpoint, e, self._fails)
             if failure is e:
                 raise
             raise failure from None
+
+    def _down(self) -> bool:
+        """The circuit breaker: the endpoint counts as down (the run stops) when it has not answered once in
+        this process, or when the last BREAKER requests across rows all failed. Otherwise a row whose attempts
+        ran out is that row's error, retried on the next run. (At 30% faults, 16 failures in a row: ~4e-9.)"""
+        return not self._answered or self._fails >= BREAKER
 
     # -- answers -----------------------------------------------------------------------------
     def cached_answer(self, payload: dict[str, Any], kind: str) -> JudgeAnswer | None:
@@ -159,11 +201,32 @@ class JudgeClient:
         return ans
 
     async def _cached_complete(self, messages: Messages, kind: str) -> tuple[str, dict[str, Any], bool]:
+        """The payload for `messages`: from the cache, from an identical request already in flight (awaited,
+        not sent again), or sent. Returns (key, payload, whether someone else paid for it). A key sent here
+        stays in `_inflight` until `ask` has cached its answer (or found it invalid), so no duplicate slips in between."""
         req, data, key = self.encode(messages, kind)
         hit = self.cache.get(key)
         if hit is not None:
             return key, hit, True
-        return key, await self._complete(req, data), False
+        while (shared := self._inflight.get(key)) is not None:
+            try:
+                return key, await asyncio.shield(shared), True
+            except asyncio.CancelledError:
+                if not shared.cancelled():
+                    raise  # this ask was cancelled, not the one it waited for (then: ask again)
+        fut = self._inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            payload = await self._complete(req, data)
+        except BaseException as e:
+            del self._inflight[key]
+            if isinstance(e, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(e)
+                fut.exception()  # retrieved: waiters may be none
+            raise
+        fut.set_result(payload)
+        return key, payload, False
 
     def _rejected(self, e: StatusError) -> JudgeAnswer:
         """A 4xx (or a format 500) the format cannot fix: a too-long prompt is the row's error, else the run's."""
@@ -192,6 +255,9 @@ class JudgeClient:
             sent = self.formats.current
             try:
                 key, payload, cached = await self._cached_complete(msgs, kind)
+            except RowFailed as e:  # its attempts ran out while the endpoint otherwise answers
+                self.ledger.failed_rows += 1
+                return JudgeAnswer(error=str(e))
             except StatusError as e:
                 if e.status not in (400, 422) and not format_rejected(e):
                     raise
@@ -205,6 +271,7 @@ class JudgeClient:
             try:
                 ans = self._parse(payload, kind)
             except InvalidAnswer as bad:
+                self._inflight.pop(key, None)  # asked again below: that one is sent, not shared
                 corrupt += 1
                 self.ledger.reasks += 1
                 # Broken or cut-off output is usually a glitch: ask again (bounded). A wrong label is the
@@ -216,7 +283,10 @@ class JudgeClient:
                     msgs = self._reask(messages, payload.get("content"), bad)
                 continue
             if not cached:
-                await self.cache.aset(key, payload)
+                try:
+                    await self.cache.aset(key, payload)
+                finally:
+                    self._inflight.pop(key, None)  # cached now: later asks find it there
             if key != first_key:
                 await self.cache.aset(first_key, payload)  # the original question now has a valid answer
             return ans

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiolimiter import AsyncLimiter
@@ -14,27 +15,75 @@ from llmlabel.errors import BudgetExhausted
 from llmlabel.llm.ledger import JudgeLedger
 
 
+class BudgetWait(Exception):
+    """This request's worst case does not fit in the budget until requests in flight settle: wait for one."""
+
+
 @dataclass
 class Budget:
-    """Run-wide limits, checked before every paid request."""
+    """Run-wide limits, checked before every paid request. They are hard limits at any concurrency: each
+    request reserves its worst-case cost before it is sent (`check(worst)`), and the reservation is settled
+    once its answer's real usage is in the ledger (`settle`). A request that got no answer (timed out,
+    dropped, cancelled) keeps its reservation as spent: the server may have billed it. A request whose worst
+    case does not fit waits while others are in flight (their settling may make room); with none in flight,
+    the budget is spent."""
 
     max_cost: float | None = None
     max_requests: int | None = None
     ledgers: tuple[JudgeLedger, ...] = ()
+    reserved: float = 0.0  # worst cases of requests in flight, and of those sent and never answered
+    in_flight: int = 0  # requests holding a reservation
+    _settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _halted: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
-    def check(self) -> None:
+    def check(self, worst: float = 0.0) -> None:
         if self.max_requests is None and self.max_cost is None:
             return
         if self.max_requests is not None and sum(j.requests for j in self.ledgers) >= self.max_requests:
             raise BudgetExhausted(f"--max-requests {self.max_requests} reached")
-        if self.max_cost is not None and sum(j.cost for j in self.ledgers) >= self.max_cost:
-            raise BudgetExhausted(f"--max-cost ${self.max_cost:g} reached")
+        if self.max_cost is not None:
+            spent = sum(j.cost for j in self.ledgers)
+            committed = spent + self.reserved
+            if committed >= self.max_cost or committed + worst > self.max_cost:
+                if self.in_flight:
+                    raise BudgetWait
+                raise BudgetExhausted(
+                    f"--max-cost ${self.max_cost:g} reached (spent ${spent:.4f}; "
+                    f"a request could cost up to ${worst:.4f} more)"
+                )
+            self.reserved += worst
+            self.in_flight += 1
+
+    def settle(self, worst: float, answered: bool) -> None:
+        """A reserved request is over: its real cost is in the ledger if `answered`, else it stays reserved."""
+        self.in_flight -= 1
+        if answered:
+            self.reserved -= worst
+        self._settled.set()
+
+    def halt(self) -> None:
+        """Send nothing more (a graceful stop): requests in flight finish; asks waiting for room in the
+        budget or in a retry's backoff wake now and stop (their next check raises BudgetExhausted)."""
+        self.max_requests = 0
+        self._halted.set()
+        self._settled.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """A retry's backoff, cut short by `halt`."""
+        if not self._halted.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._halted.wait(), seconds)
+
+    async def wait(self) -> None:
+        self._settled.clear()
+        await self._settled.wait()
 
 
 class Limits:
     """One judge's concurrency, requests-per-minute and tokens-per-minute limits."""
 
-    def __init__(self, judge: Judge) -> None:
+    def __init__(self, judge: Judge, budget_wait: Callable[[], Awaitable[None]]) -> None:
+        self._budget_wait = budget_wait
         self._sem = asyncio.Semaphore(judge.concurrency)
         self._rpm = AsyncLimiter(judge.requests_per_minute, 60) if judge.requests_per_minute else None
         self._tpm_max = judge.tokens_per_minute
@@ -49,5 +98,10 @@ class Limits:
             if self._tpm:
                 est = sum(len(m["content"]) for m in req["messages"]) // 4 + req.get("max_tokens", 64)
                 await self._tpm.acquire(min(est, self._tpm_max or est))
-            admit()
+            while True:
+                try:
+                    admit()
+                    break
+                except BudgetWait:
+                    await self._budget_wait()
             return await post()

@@ -118,6 +118,16 @@ def _example_answer(ex, kind: PromptKind, codes: dict[str, str] | None) -> str:
     return json.dumps({"label": ex.label or (ex.candidates or [""])[0]})
 
 
+def _template_line(e: BaseException, tmpl: Any) -> str:
+    """' (file, line N)' of the template line that raised `e`: the template's compiled frame, mapped back."""
+    import traceback
+
+    for frame in reversed(traceback.extract_tb(e.__traceback__)):
+        if tmpl.filename and frame.filename == tmpl.filename and frame.lineno:
+            return f" ({tmpl.filename}, line {tmpl.get_corresponding_lineno(frame.lineno)})"
+    return ""
+
+
 def render_messages(
     cfg: Config,
     judge: Judge | None,
@@ -158,8 +168,11 @@ def render_messages(
         ctx = tmpl.new_context({**base, **extra})
         try:
             return "".join(tmpl.blocks[block_name](ctx)).strip()
-        except TemplateError as e:
-            raise ConfigError(f"prompt template '{name}' failed: {e}; fix the template") from None
+        except Exception as e:  # noqa: BLE001 - a template's own expressions may raise anything ({{ 1/0 }})
+            what = str(e) if isinstance(e, TemplateError) else f"{type(e).__name__}: {e}"
+            raise ConfigError(
+                f"prompt template '{name}'{_template_line(e, tmpl)} failed: {what}; fix the template"
+            ) from None
 
     prefix = prefix_cache.get(pkey) if prefix_cache is not None else None
     if prefix is None:

@@ -20,6 +20,14 @@ from llmlabel.secrets import redact
 
 T = TypeVar("T")
 
+# The circuit breaker (JudgeClient._down): this many failed requests in a row, across rows, and the endpoint
+# counts as down; fewer, and a row whose attempts ran out is only that row's error.
+BREAKER = 16
+
+
+class RowFailed(JudgeError):
+    """One row's request failed for good while the endpoint otherwise answers: the row's error, not the run's."""
+
 
 def retryable(exc: BaseException) -> bool:
     if isinstance(exc, TransportError):
@@ -56,8 +64,14 @@ def _wait(state: Any) -> float:
     return backoff(state.attempt_number, state.outcome.exception() if state.outcome else None)
 
 
-async def with_retries(send: Callable[[], Awaitable[T]], max_attempts: int, on_retry: Callable[[], None]) -> T:
-    """`send()`, attempted up to `max_attempts` times; `on_retry` is called before each new attempt.
+async def with_retries(
+    send: Callable[[], Awaitable[T]],
+    max_attempts: int,
+    on_retry: Callable[[], None],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """`send()`, attempted up to `max_attempts` times; `on_retry` is called before each new attempt, after
+    waiting with `sleep` (the budget's, which a graceful stop cuts short).
 
     Most requests succeed at once, and a tenacity loop costs ~35 us of CPU a request (over 10% of the
     client's whole cost per request): the loop starts only once the first attempt has failed, and takes that
@@ -74,6 +88,7 @@ async def with_retries(send: Callable[[], Awaitable[T]], max_attempts: int, on_r
         stop=stop_after_attempt(max_attempts),
         reraise=True,
         before_sleep=lambda _: on_retry(),
+        sleep=sleep,
     ):
         with attempt:
             if failed is not None:
@@ -88,10 +103,21 @@ def one_line(msg: str, limit: int = 240) -> str:
     return redact(" ".join(str(msg).split()))[:limit]
 
 
-def give_up(judge: Judge, endpoint: str, exc: BaseException) -> BaseException:
+def row_failure(judge: Judge, exc: BaseException) -> str:
+    """A row's error when its attempts ran out (retried on the next run)."""
+    what = (
+        f"HTTP {exc.status}"
+        if isinstance(exc, StatusError)
+        else ("timeout" if getattr(exc, "timeout", True) else "connection error")
+    )
+    return f"judge '{judge.name}' failed after {judge.max_attempts} attempts ({what}); rerun to retry this row"
+
+
+def give_up(judge: Judge, endpoint: str, exc: BaseException, in_a_row: int = 0) -> BaseException:
     """The one-line error for a request that failed for good (retries spent, or not worth one); `exc` itself
-    for a status the caller handles (other 4xx)."""
+    for a status the caller handles (other 4xx). `in_a_row`: requests failed in a row across rows."""
     j = judge
+    streak = f"; {in_a_row} requests in a row failed" if in_a_row > j.max_attempts else ""
     if isinstance(exc, StatusError):
         if exc.status == 401:
             return JudgeError(
@@ -109,13 +135,13 @@ def give_up(judge: Judge, endpoint: str, exc: BaseException) -> BaseException:
         if retryable(exc):
             return JudgeError(
                 f"judge '{j.name}': {endpoint} kept failing ({exc.status}) after "
-                f"{j.max_attempts} attempts; check the server, then rerun to resume"
+                f"{j.max_attempts} attempts{streak}; check the server, then rerun to resume"
             )
         return exc
     if isinstance(exc, (TransportError, asyncio.TimeoutError)):
         what = "timed out" if getattr(exc, "timeout", True) else "cannot be reached"
         return JudgeError(
-            f"judge '{j.name}': {endpoint} {what} after {j.max_attempts} attempts; "
+            f"judge '{j.name}': {endpoint} {what} after {j.max_attempts} attempts{streak}; "
             "check base_url and that the server is up, then rerun to resume"
         )
     return exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ class _Drive:
         if graceful:
             # No new paid request from here (rows waiting for a connection raise BudgetExhausted, as at a
             # budget stop); requests already sent finish and their rows are kept.
-            self.job.budget.max_requests = 0
+            self.job.budget.halt()
         if not self.stopped_by:
             self.graceful = graceful
         elif not graceful:
@@ -123,7 +124,7 @@ class _Drive:
             # Budget stops and cancels let paid requests in flight finish; a dead judge or a signal cancels them.
             budget = isinstance(self.job.fatal, BudgetExhausted) and not self.stopped_by
             if budget or self.graceful:
-                await asyncio.wait(set(tasks), timeout=max(j.timeout for j in self.job.judges))
+                await asyncio.wait(set(tasks), timeout=min(30.0, max(j.timeout for j in self.job.judges)))
             for t in list(tasks):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -135,12 +136,26 @@ class _Drive:
 
 @contextlib.contextmanager
 def _signals(d: _Drive) -> Iterator[None]:
-    """Ctrl-C and SIGTERM stop the run cleanly (only on the main thread: elsewhere the caller owns them)."""
+    """Ctrl-C and SIGTERM stop the run cleanly (only on the main thread: elsewhere the caller owns them). The
+    first stops sending and waits (bounded) for the requests in flight, whose answers are paid for: they are
+    cached and their rows kept. A second one stops at once."""
     loop = asyncio.get_running_loop()
     installed = []
+
+    def on_signal(name: str) -> None:
+        first = not d.stopped_by
+        d.halt(name, graceful=first)
+        if first and d.tasks and d.job.opts.progress:
+            print(
+                f"llmlabel: {name}: waiting up to 30 s for the requests in flight (their answers are paid for); "
+                "press Ctrl-C again to stop at once",
+                file=sys.stderr,
+                flush=True,
+            )
+
     for sig, name in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "terminated")):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, d.halt, name)
+            loop.add_signal_handler(sig, on_signal, name)
             installed.append(sig)
     try:
         yield
@@ -164,7 +179,7 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
             d.calibrating.append(asyncio.ensure_future(job.ensure_calibrated()))
             try:
                 await d.calibrating[0]
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, BudgetExhausted):
                 if not d.stopped_by:
                     raise
             await d.feed(rows)

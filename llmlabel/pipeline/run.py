@@ -13,7 +13,7 @@ from typing import Any
 
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
-from llmlabel.errors import InputError, LLMLabelError, OutputError
+from llmlabel.errors import ConfigError, InputError, LLMLabelError, OutputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
 from llmlabel.io.lock import output_lock
@@ -41,23 +41,38 @@ def judges_for(cfg: Config, given: list[Judge] | None = None) -> Iterator[list[J
         return
     from llmlabel.local import servers as local
 
-    with local.local_judges() as dicts:
-        # The local server needs no key: it is never put in a Judge (keys live only in the environment).
-        # llama-cpp-python constrains decoding to a schema given as {"type": "json_object", "schema": ...}.
-        # Their ports change from run to run; the cache knows them by model instead.
-        # logprobs: llama.cpp returns them, so each answer also carries a label distribution (calibrated on
-        # content-free inputs), which counters these tiny models' bias toward one label.
-        yield [
-            Judge(
-                **{
-                    "response_format": "json_object_schema",
-                    "cache_as": f"llmlabel-local/{d['model']}",
-                    "logprobs": True,
-                    **{k: v for k, v in d.items() if k != "api_key"},
-                }
-            )
-            for d in dicts
-        ]
+    entered = False
+    try:
+        with local.local_judges() as dicts:
+            entered = True
+            yield _local_judges(dicts)
+    except local.LocalError as e:
+        if entered:
+            raise
+        raise ConfigError(
+            "no judge to ask: the config has no judges: and neither OPENAI_API_KEY nor OPENAI_BASE_URL is set; "
+            f"add judges: (or set a key or an endpoint), or set up the embedded local models ({e})"
+        ) from None
+
+
+def _local_judges(dicts: list[dict[str, Any]]) -> list[Judge]:
+    """Judges for the embedded llama.cpp servers."""
+    # The local server needs no key: it is never put in a Judge (keys live only in the environment).
+    # llama-cpp-python constrains decoding to a schema given as {"type": "json_object", "schema": ...}.
+    # Their ports change from run to run; the cache knows them by model instead.
+    # logprobs: llama.cpp returns them, so each answer also carries a label distribution (calibrated on
+    # content-free inputs), which counters these tiny models' bias toward one label.
+    return [
+        Judge(
+            **{
+                "response_format": "json_object_schema",
+                "cache_as": f"llmlabel-local/{d['model']}",
+                "logprobs": True,
+                **{k: v for k, v in d.items() if k != "api_key"},
+            }
+        )
+        for d in dicts
+    ]
 
 
 def loop_factory() -> Any:

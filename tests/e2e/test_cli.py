@@ -87,7 +87,7 @@ def test_max_cost(tmp_path, fake):
             "model": "m",
             "base_url": fake.base_url,
             "concurrency": 1,
-            "price_per_million": {"input": 100000.0, "output": 0},
+            "price_per_million": {"input": 10000.0, "output": 0},  # one request fits (worst case reserved)
         }
     ]
     cfg = write_config(tmp_path / "c.yaml", fake.base_url, judges=judges)
