@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", required=True, help="YAML config (task, judges, options)")
     s.add_argument("-o", "--output", required=True, help="output file: .jsonl, .csv or .parquet")
     s.add_argument("--limit", type=int, help="label only the first N rows")
-    s.add_argument("--max-cost", type=float, help="stop cleanly once this many dollars are spent")
+    s.add_argument(
+        "--max-cost", type=float, help="a hard cap in dollars: each request's worst case is reserved before it is sent"
+    )
     s.add_argument("--max-requests", type=int, help="stop cleanly after this many paid requests")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.add_argument(
