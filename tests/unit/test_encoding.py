@@ -18,11 +18,13 @@ MSGS = [
 ]
 
 # Keys computed by llmlabel before the encoding moved into encoding.py (commit 9377ad0): they must not change.
+# The candidates keys are those of the candidate schema that lists `label` before `candidates` (a different
+# request, so a different key: small models wrote their sets in the labels' order when `candidates` came first).
 GOLDEN = [
     (
         {},
         "933e76c5d5948bd89c20adc4ec7416732c4c5a3d098b5513a68df27e5818ea1d",
-        "51edae77488ad4e7bd911cecd5e516c78620d187bbc393857544c562f23dd855",
+        "9ea405bb08b949ea230e1fe7f670ccbd9d7dbfc658eb45c2456481da6c94c1a3",
     ),
     (
         {"logprobs": True},
@@ -32,12 +34,12 @@ GOLDEN = [
     (
         {"logprobs": True, "response_format": "json_object_schema", "seed": 7},
         "e3ad8ad37fa1b4687da68dbb0da0c1f34efd02493fdab4461d0487fcc0c49a83",
-        "ca86f835876196f4f18a061e67a2cd989979acee1568629513a2611c41fafee3",
+        "f5d004eaaf0bb8818d163b24a00c3cae7eee5de9a6051ef50f71007a30cca749",
     ),
     (
         {"cache_as": "llmlabel-local/x", "max_tokens": 9},
         "da05fc841415dfd6757f017b66188300f50358bac5387763bb39a37743fc9812",
-        "0e3bb886d29e46aa0434df1392962bb83197e308d3692165f1cab9133104aa75",
+        "887314398febe202ff0ae390ee6fb70442a01632d4c2451583deec3a9dd6324f",
     ),
 ]
 
