@@ -18,7 +18,7 @@ from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
-from llmlabel.io.paths import errors_path, ledger_path, part_path
+from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
@@ -195,6 +195,8 @@ def finalize(
     _append_quality(ledger_path(output_path), quality)
     if job.opts.shard is not None:
         save_shard(output_path, part, job.opts.shard, job.opts.limit, names, job.labels, job.kind, job.cfg)
+    else:
+        shard_path(output_path).unlink(missing_ok=True)  # the output is no longer a shard's
     failed = part.error_lines() if job.ledger.rows_failed or job.ledger.rows_skipped else []
     save_rows(errors_path(output_path), part.meta() or {}, failed)
     if failed:

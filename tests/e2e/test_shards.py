@@ -173,3 +173,24 @@ def test_another_shard_on_the_same_output_is_refused(tmp_path, fake, capsys):
     assert rc == 0, err
     ids = [r["id"] for r in read_jsonl(out)]
     assert ids and all(shard_of(i, 2) == 0 for i in ids) and fake.requests == len(ids)
+
+
+def test_more_shards_than_rows_and_a_shard_output_relabeled_whole(tmp_path, fake, capsys):
+    """Empty shards still finish and merge; an output relabeled without --shard is no longer a shard."""
+    inp = tmp_path / "in.jsonl"
+    write_corpus(inp, 3, fmt="jsonl")
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    for i in range(8):
+        rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / f"o.{i}.jsonl"), "--shard", f"{i}/8")
+        assert rc == 0, err
+    rc, _, err = run_main(
+        capsys, "merge", *(str(tmp_path / f"o.{i}.jsonl") for i in range(8)), "-o", str(tmp_path / "m.jsonl")
+    )
+    assert rc == 0, err
+    assert [r["id"] for r in read_jsonl(tmp_path / "m.jsonl")] == ["r0", "r1", "r2"] and fake.requests == 3
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / "o.0.jsonl"), "--restart")
+    assert rc == 0, err
+    rc, _, err = run_main(
+        capsys, "merge", *(str(tmp_path / f"o.{i}.jsonl") for i in range(8)), "-o", str(tmp_path / "m.jsonl")
+    )
+    one_line_error(rc, err, "not a finished shard output")
