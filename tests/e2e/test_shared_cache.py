@@ -30,19 +30,23 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_server():
     binary = shutil.which("redis-server")
+    required = os.environ.get("LLMLABEL_REQUIRE_REDIS") == "1"
     if binary is None:
-        if os.environ.get("LLMLABEL_REQUIRE_REDIS") == "1":
+        if required:
             pytest.fail("LLMLABEL_REQUIRE_REDIS=1 but no redis-server on PATH (apt-get install -y redis-server)")
         pytest.skip("no redis-server on PATH: install it (apt-get install -y redis-server) to test the Redis cache")
-    pytest.importorskip("redis", reason="the redis client is not installed (pip install -e '.[redis]')")
+    try:
+        import redis
+    except ImportError:
+        if required:
+            pytest.fail("LLMLABEL_REQUIRE_REDIS=1 but the redis client is not installed (pip install -e '.[redis]')")
+        pytest.skip("the redis client is not installed (pip install -e '.[redis]')")
     port = _free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    import redis
-
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
     while True:
