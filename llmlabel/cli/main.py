@@ -29,6 +29,11 @@ def cmd_label(a: argparse.Namespace) -> int:
     from llmlabel.pipeline.run import run_job
 
     _TEARDOWN_FREE = True  # run_job closes its files, cache and connections on every path out
+    shard = None
+    if a.shard:
+        from llmlabel.io.shards import Shard
+
+        shard = Shard.parse(a.shard)
     cfg = _load(a.config)
     try:
         res = run_job(
@@ -42,6 +47,7 @@ def cmd_label(a: argparse.Namespace) -> int:
                 progress=not a.quiet,
                 restart=a.restart,
                 retry_errors=a.retry_errors,
+                shard=shard,
             ),
         )
     except LLMLabelError as e:
@@ -152,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--retry-errors", action="store_true", help="ask the judges again for rows that failed in the last run"
     )
+    s.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="label only shard I of N (0-based; rows picked by a hash of their id); join with `llmlabel merge`",
+    )
     s.set_defaults(func=cmd_label)
 
     s = sub.add_parser("plan", help="estimate requests, tokens and cost of a run; makes no call")
@@ -184,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each llmlabel/cli/<name>.py defines register(subparsers); keep their top-level imports light.
-COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve"]
+COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve", "merge"]
 
 
 def main(argv: list[str] | None = None) -> int:

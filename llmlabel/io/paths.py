@@ -11,6 +11,7 @@ LEDGER = ".ledger.json"  # what every run of the output cost (llm.ledger.Ledger.
 EVAL = ".eval.json"  # `llmlabel eval`'s report
 AUDIT_JUDGES = ".judges.jsonl"  # `llmlabel audit`: the judges' answers (a labeling run's output)
 AUDIT_SUMMARY = ".summary.json"  # `llmlabel audit`: flag counts, estimated precision, per-class noise
+SHARD = ".shard.json"  # a finished `--shard I/N` output: what `llmlabel merge` needs (pipeline.shards)
 
 
 def sidecar(output: str | Path, suffix: str) -> Path:
@@ -44,3 +45,7 @@ def audit_judges_path(output: str | Path) -> Path:
 
 def audit_summary_path(output: str | Path) -> Path:
     return sidecar(output, AUDIT_SUMMARY)
+
+
+def shard_path(output: str | Path) -> Path:
+    return sidecar(output, SHARD)

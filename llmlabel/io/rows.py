@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +132,19 @@ def row_id(row: dict[str, Any], id_column: str, index: int) -> str:
 
 
 def scan(
-    path: str | Path, text_column: str, id_column: str, limit: int | None = None, id_required: bool = False
+    path: str | Path,
+    text_column: str,
+    id_column: str,
+    limit: int | None = None,
+    id_required: bool = False,
+    in_shard: Callable[[str], bool] | None = None,
 ) -> int:
-    """Check the whole input before any paid call: columns, unique ids, readable rows. Returns the row count."""
+    """Check the whole input before any paid call: columns, unique ids, readable rows. Returns the row count
+    (with `in_shard`, the count of the rows whose id it accepts; the checks still cover every row)."""
     from array import array
 
     hashes = array("q")  # 8 bytes a row, not a set of strings: memory stays flat for large corpora
-    n = 0
+    n = mine = 0
     has_id = None
     for i, row in enumerate(iter_rows(path)):
         if limit is not None and i >= limit:
@@ -158,12 +164,14 @@ def scan(
                 )
         if has_id:
             hashes.append(hash(row_id(row, id_column, i)))
+        if in_shard is not None and in_shard(row_id(row, id_column, i)):
+            mine += 1
         n += 1
     if n == 0:
         raise InputError(f"{path} has no rows; give a file with at least one row")
     if has_id:
         _check_unique(path, hashes, id_column, n)
-    return n
+    return n if in_shard is None else mine
 
 
 SMALL = 200_000  # below this many rows plain Python sorts are cheaper than importing numpy (~0.1 s)

@@ -8,7 +8,11 @@ the table lacks, and each one found is copied into the table (one read from disk
 
 Why a table of our own: a warm rerun is mostly lookups and a cold run one write per answer, and diskcache's
 public API costs ~4.7 us a `get` and ~12 us a `set` (in a transaction) against ~1 and ~1.7 us for one query
-per 500 keys and one `executemany` per batch here (measured on 15,000 answers)."""
+per 500 keys and one `executemany` per batch here (measured on 15,000 answers).
+
+A cache directory may also be a Redis URL (`cache_dir: redis://host:6379/0`, llm/rediscache.py): the same keys
+and values on a server that processes on several machines share. `open_cache` picks the backend; both have
+the `CacheBackend` interface, and `BatchWriter` is the one write path (a thread that commits in batches)."""
 
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ import asyncio
 import json
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llmlabel.errors import LLMLabelError
 from llmlabel.llm.memo import Memo
@@ -43,7 +48,100 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+REMOTE = ("redis://", "rediss://", "unix://")  # cache_dir values that name a Redis server
+
+
+class CacheBackend(Protocol):
+    """What the pipeline and the judges use of a response cache."""
+
+    shared: bool  # whether other processes ask through the same cache (then `leased` dedups across them)
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]: ...
+    def set(self, key: str, value: dict[str, Any]) -> None: ...
+    async def aset(self, key: str, value: dict[str, Any]) -> None: ...
+    async def leased(self, key: str, call: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[dict[str, Any], bool]: ...
+    def get_meta(self, name: str) -> Any: ...
+    def set_meta(self, name: str, value: Any) -> None: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_cache(location: str) -> CacheBackend:
+    """The cache at `location`: a directory (SQLite, the default) or a Redis URL."""
+    if location.startswith(REMOTE):
+        from llmlabel.llm.rediscache import RedisCache
+
+        return RedisCache(location)
+    return ResponseCache(location)
+
+
+class BatchWriter:
+    """Stores answers from async code: one thread commits whatever has queued up in a single batch (one
+    commit per batch, not per answer, and off the event loop), then wakes each waiting loop once."""
+
+    def __init__(self, name: str, connect: Callable[[], tuple[Callable[[list[tuple[str, str]]], None], Any]]) -> None:
+        # connect() runs on the writer thread: (commit a batch of (key, json), close).
+        self._name, self._connect = name, connect
+        self._writer: threading.Thread | None = None
+        self._pending: list[tuple[str, str, Any, Any]] = []
+        self._cond = threading.Condition()
+        self._closing = False
+
+    async def put(self, key: str, raw: str) -> None:
+        """Awaited, so an answer is stored before its row is reported done."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._cond:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_batches, name=self._name, daemon=True)
+                self._writer.start()
+            self._pending.append((key, raw, loop, fut))
+            self._cond.notify()
+        await fut
+
+    def _write_batches(self) -> None:
+        commit, close = self._connect()
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closing:
+                        self._cond.wait()
+                    batch, self._pending = self._pending, []
+                    if not batch and self._closing:
+                        return
+                self._commit(commit, batch)
+        finally:
+            close()
+
+    @staticmethod
+    def _commit(commit: Callable[[list[tuple[str, str]]], None], batch: list[tuple[str, str, Any, Any]]) -> None:
+        error: BaseException | None = None
+        try:
+            commit([(key, raw) for key, raw, _, _ in batch])
+        except BaseException as e:  # reported to every waiter; the run decides what to do
+            error = e
+        by_loop: dict[Any, list[Any]] = {}
+        for _, _, loop, fut in batch:
+            by_loop.setdefault(loop, []).append(fut)
+        for loop, futs in by_loop.items():  # one wake-up of each loop per batch, not one per answer
+            try:
+                loop.call_soon_threadsafe(_resolve, futs, error)
+            except RuntimeError:  # that loop is closed: nobody waits any more (the answers are stored)
+                pass
+
+    def close(self) -> None:
+        if self._writer is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify()
+            self._writer.join()
+            self._writer = None
+
+
 class ResponseCache:
+    shared = False  # one machine's file: processes on it reuse answers, in-flight calls are not shared
+
     def __init__(self, directory: str) -> None:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
@@ -60,10 +158,7 @@ class ResponseCache:
                 raise
             raise self.corrupt(e) from None
         self._legacy = _legacy_cache(path)
-        self._writer: threading.Thread | None = None
-        self._pending: list[tuple[str, str, Any, Any]] = []
-        self._cond = threading.Condition()
-        self._closing = False
+        self._writer = BatchWriter("llmlabel-cache", self._writer_connection)
         self._decoded: Memo[str, dict[str, Any]] = Memo(4096)  # get_many's stored JSON -> its shared dict
 
     @staticmethod
@@ -134,47 +229,16 @@ class ResponseCache:
         self._write(lambda con: con.execute(_PUT, (key, _dumps(value))))
 
     async def aset(self, key: str, value: dict[str, Any]) -> None:
-        """Store an answer from async code. One writer thread commits whatever has queued up in a single
-        transaction (one commit per batch, not per answer, and off the event loop). Awaited, so an answer is
-        on disk before its row is reported done."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        with self._cond:
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_batches, name="llmlabel-cache", daemon=True)
-                self._writer.start()
-            self._pending.append((key, _dumps(value), loop, fut))
-            self._cond.notify()
-        await fut
+        """Store an answer from async code, in the writer thread's next transaction (`BatchWriter`)."""
+        await self._writer.put(key, _dumps(value))
 
-    def _write_batches(self) -> None:
+    def _writer_connection(self) -> tuple[Callable[[list[tuple[str, str]]], None], Callable[[], None]]:
         con = _connect(self._path)
-        try:
-            while True:
-                with self._cond:
-                    while not self._pending and not self._closing:
-                        self._cond.wait()
-                    batch, self._pending = self._pending, []
-                    if not batch and self._closing:
-                        return
-                self._commit(con, batch)
-        finally:
-            con.close()
+        return (lambda batch: self._transaction(con, lambda c: c.executemany(_PUT, batch))), con.close
 
-    def _commit(self, con: sqlite3.Connection, batch: list[tuple[str, str, Any, Any]]) -> None:
-        error: BaseException | None = None
-        try:
-            self._transaction(con, lambda c: c.executemany(_PUT, [(key, raw) for key, raw, _, _ in batch]))
-        except BaseException as e:  # reported to every waiter; the run decides what to do
-            error = e
-        by_loop: dict[Any, list[Any]] = {}
-        for _, _, loop, fut in batch:
-            by_loop.setdefault(loop, []).append(fut)
-        for loop, futs in by_loop.items():  # one wake-up of each loop per batch, not one per answer
-            try:
-                loop.call_soon_threadsafe(_resolve, futs, error)
-            except RuntimeError:  # that loop is closed: nobody waits any more (the answers are stored)
-                pass
+    async def leased(self, key: str, call: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[dict[str, Any], bool]:
+        """No lease on a local file: the answer of `call`, not paid elsewhere."""
+        return await call(), False
 
     # -- metadata (e.g. an endpoint's working response format) ---------------------------------
     def get_meta(self, name: str) -> Any:
@@ -192,12 +256,7 @@ class ResponseCache:
         return int(self._query("SELECT COUNT(*) FROM responses", ())[0][0])
 
     def close(self) -> None:
-        if self._writer is not None:
-            with self._cond:
-                self._closing = True
-                self._cond.notify()
-            self._writer.join()
-            self._writer = None
+        self._writer.close()
         with self._lock:
             self._con.close()
         if self._legacy is not None:

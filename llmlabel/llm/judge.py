@@ -12,7 +12,7 @@ from typing import Any
 from llmlabel.config import Judge
 from llmlabel.errors import JudgeError
 from llmlabel.llm.answers import InvalidAnswer, JudgeAnswer, parse_answer, probs_from_logprobs, read_completion
-from llmlabel.llm.cache import ResponseCache
+from llmlabel.llm.cache import CacheBackend
 from llmlabel.llm.encoding import Messages, RequestEncoder
 from llmlabel.llm.formats import Formats, format_rejected
 from llmlabel.llm.ledger import JudgeLedger
@@ -34,7 +34,7 @@ class JudgeClient:
     def __init__(
         self,
         judge: Judge,
-        cache: ResponseCache,
+        cache: CacheBackend,
         ledger: JudgeLedger,
         budget: Budget,
         labels: list[str],
@@ -216,7 +216,10 @@ class JudgeClient:
                     raise  # this ask was cancelled, not the one it waited for (then: ask again)
         fut = self._inflight[key] = asyncio.get_running_loop().create_future()
         try:
-            payload = await self._complete(req, data)
+            if self.cache.shared:  # other processes ask through this cache: one of them pays, the others wait
+                payload, elsewhere = await self.cache.leased(key, lambda: self._complete(req, data))
+            else:
+                payload, elsewhere = await self._complete(req, data), False
         except BaseException as e:
             del self._inflight[key]
             if isinstance(e, asyncio.CancelledError):
@@ -226,7 +229,9 @@ class JudgeClient:
                 fut.exception()  # retrieved: waiters may be none
             raise
         fut.set_result(payload)
-        return key, payload, False
+        if elsewhere:
+            del self._inflight[key]  # already cached by the process that paid: `ask` stores nothing
+        return key, payload, elsewhere
 
     def _rejected(self, e: StatusError) -> JudgeAnswer:
         """A 4xx (or a format 500) the format cannot fix: a too-long prompt is the row's error, else the run's."""

@@ -21,11 +21,14 @@ Rows = Iterable[tuple[int, dict[str, Any]]]
 
 def pending_rows(job: Job, input_path: Path, done: set[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """The input's rows (up to the limit) whose ids are not done yet; skipped ones are counted."""
-    limit, id_column = job.opts.limit, job.cfg.task.id_column
+    limit, id_column, shard = job.opts.limit, job.cfg.task.id_column, job.opts.shard
     for i, row in enumerate(iter_rows(input_path)):
         if limit is not None and i >= limit:
             return
-        if row_id(row, id_column, i) in done:
+        rid = row_id(row, id_column, i)
+        if shard is not None and not shard.has(rid):
+            continue  # another shard's row
+        if rid in done:
             job.ledger.rows_skipped += 1
             continue
         yield i, row

@@ -68,6 +68,8 @@ def answers_fingerprint(job: Job) -> dict[str, str]:
         if j.cache_as:
             d.pop("base_url")  # local servers change port from run to run: cache_as names the endpoint
         fp[f"judge '{j.name}'"] = _digest(d)
+    if job.opts.shard is not None:  # only when sharded: unsharded part files of older versions stay valid
+        fp["shard"] = str(job.opts.shard)
     return fp
 
 
@@ -75,16 +77,21 @@ def fingerprint(job: Job, input_path: Path) -> dict[str, Any]:
     return {"version": VERSION, "input": input_fingerprint(input_path), "answers": answers_fingerprint(job)}
 
 
+def differences(recorded: dict[str, Any], current: dict[str, Any], input_path: Path | str) -> list[str]:
+    """What differs between two fingerprints of the same version, named as the user knows it."""
+    changed = []
+    if recorded.get("input") != current["input"]:
+        changed.append(f"input (the file {input_path} was modified or replaced)")
+    old, new = recorded.get("answers") or {}, current["answers"]
+    return changed + [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+
+
 def check_resumable(recorded: dict[str, Any] | None, current: dict[str, Any], input_path: Path, part: Path) -> None:
     """Refuse to continue an unfinished run that belongs to another input or other settings."""
     if recorded is None or recorded.get("version") != VERSION:
         changed = ["run (its part file records no fingerprint: an older llmlabel, or it was edited)"]
     else:
-        changed = []
-        if recorded.get("input") != current["input"]:
-            changed.append(f"input (the file {input_path} was modified or replaced)")
-        old, new = recorded.get("answers") or {}, current["answers"]
-        changed += [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+        changed = differences(recorded, current, input_path)
     if changed:
         raise InputError(
             f"{part} holds the rows of an unfinished run with a different {', '.join(changed)}; they are not "

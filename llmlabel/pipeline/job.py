@@ -15,7 +15,7 @@ from llmlabel.errors import ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import JudgeAnswer
-from llmlabel.llm.cache import ResponseCache
+from llmlabel.llm.cache import CacheBackend, open_cache
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
 from llmlabel.llm.memo import Memo
@@ -52,11 +52,11 @@ class Sink(Protocol):
 
 
 class Job:
-    def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, cache: ResponseCache | None = None) -> None:
+    def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, cache: CacheBackend | None = None) -> None:
         self.cfg, self.judges, self.opts = cfg, judges, opts
         self.labels = cfg.task.label_names
         self.kind = opts.kind or cfg.mode
-        self.cache = cache if cache is not None else ResponseCache(cfg.cache_dir)
+        self.cache = cache if cache is not None else open_cache(cfg.cache_dir)
         self.clients: dict[str, JudgeClient] = {}
         self.new_ledger()
         self.clients = {

@@ -172,13 +172,13 @@ class Labeler:
             if self._loop is not None:
                 return
             from llmlabel.io.gold import read_gold
-            from llmlabel.llm.cache import ResponseCache
+            from llmlabel.llm.cache import open_cache
             from llmlabel.pipeline.run import judges_for, loop_factory
 
             cfg = self.config
             self._gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
             self._judges = self._stack.enter_context(judges_for(cfg, self._given_judges))
-            self._cache = ResponseCache(cfg.cache_dir)
+            self._cache = open_cache(cfg.cache_dir)
             factory = loop_factory()
             loop = factory() if factory else asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="llmlabel-labeler", daemon=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Judge
+from llmlabel.io.shards import Shard
 from llmlabel.llm.ledger import Ledger
 
 
@@ -69,6 +70,7 @@ class RunOptions:
     judges: list[Judge] | None = None
     restart: bool = False  # discard an unfinished run's rows (never the cache) instead of continuing it
     retry_errors: bool = False  # ask again the rows whose judges failed in the last finished run
+    shard: Shard | None = None  # label only this shard's rows (io.shards); `llmlabel merge` joins the shards
 
 
 @dataclass

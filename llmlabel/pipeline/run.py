@@ -18,12 +18,13 @@ from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
-from llmlabel.io.paths import errors_path, ledger_path, part_path
+from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
 from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
 from llmlabel.pipeline.job import Job, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
+from llmlabel.pipeline.shards import save_shard
 
 
 @contextlib.contextmanager
@@ -98,7 +99,12 @@ def check_run(
         raise InputError(f"the output {output_path} is the input file; choose another -o path")
     task = cfg.task
     total = scan(
-        input_path, task.text_column, task.id_column, opts.limit, id_required="id_column" in task.model_fields_set
+        input_path,
+        task.text_column,
+        task.id_column,
+        opts.limit,
+        id_required="id_column" in task.model_fields_set,
+        in_shard=opts.shard.has if opts.shard is not None else None,
     )
     first = next(iter_rows(input_path))
     text_of(first, 0, task, cfg.prompts_dir)  # a broken text_column template fails here, before any call
@@ -183,20 +189,14 @@ def finalize(
         return result
     # Every row is in: final aggregation over the whole job, written atomically.
     names = [j.name for j in job.judges]
-    update, quality = refit(part.ordered, names, job.labels, job.cfg.aggregate, job.kind, gold)
-    try:
-        if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
-            result.rows = write_jsonl_lines(output_path, part.ordered_raw())
-        else:
-            result.rows = write_output(output_path, part.ordered(update))
-    except OSError as e:
-        raise OutputError(
-            f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
-            "space (or fix the path) and rerun the same command to write it"
-        ) from None
+    result.rows, quality = write_final(part, output_path, names, job.labels, job.cfg.aggregate, job.kind, gold)
     result.complete, result.quality = True, quality
     job.ledger.save(ledger_path(output_path))
     _append_quality(ledger_path(output_path), quality)
+    if job.opts.shard is not None:
+        save_shard(output_path, part, job.opts.shard, job.opts.limit, names, job.labels, job.kind, job.cfg)
+    else:
+        shard_path(output_path).unlink(missing_ok=True)  # the output is no longer a shard's
     failed = part.error_lines() if job.ledger.rows_failed or job.ledger.rows_skipped else []
     save_rows(errors_path(output_path), part.meta() or {}, failed)
     if failed:
@@ -206,6 +206,29 @@ def finalize(
         )
     part.finished()
     return result
+
+
+def write_final(
+    part: PartFile,
+    output_path: Path,
+    names: list[str],
+    labels: list[str],
+    method: str,
+    kind: str,
+    gold: dict[str, str] | None,
+) -> tuple[int, dict[str, Any]]:
+    """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
+    atomically to the output. Returns the row count and the aggregation's quality summary."""
+    update, quality = refit(part.ordered, names, labels, method, kind, gold)
+    try:
+        if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
+            return write_jsonl_lines(output_path, part.ordered_raw()), quality
+        return write_output(output_path, part.ordered(update)), quality
+    except OSError as e:
+        raise OutputError(
+            f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
+            "space (or fix the path) and rerun the same command to write it"
+        ) from None
 
 
 def _append_quality(path: Path, quality: dict[str, Any]) -> None:

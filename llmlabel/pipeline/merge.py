@@ -1,0 +1,168 @@
+"""`llmlabel merge`: the outputs of the N shards of one job joined into the output one run would write.
+
+The shards' rows go into one part file at their input positions; then the run's own final step
+(`run.write_final`) aggregates over all of them (weighted and Dawid-Skene are fitted on the whole corpus, not
+per shard) and writes the output in input order. The shards' ledgers are summed per judge."""
+
+from __future__ import annotations
+
+import glob
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from llmlabel.errors import InputError
+from llmlabel.io.files import atomic_write
+from llmlabel.io.gold import read_gold
+from llmlabel.io.lock import output_lock
+from llmlabel.io.output import PartFile, line
+from llmlabel.io.paths import ledger_path, part_path, shard_path
+from llmlabel.io.rows import input_format, iter_rows
+from llmlabel.llm.ledger import JudgeLedger, Ledger
+from llmlabel.pipeline.fingerprint import differences
+from llmlabel.pipeline.run import write_final
+from llmlabel.pipeline.shards import load_shard, unpack, unsharded
+
+_NESTED = ("probs", "candidates", "judges")  # output fields a CSV cell holds as JSON
+
+
+@dataclass
+class MergeResult:
+    output: Path
+    rows: int
+    ledger: Ledger
+    quality: dict[str, Any] = field(default_factory=dict)
+    failed: int = 0  # rows with an error (each shard's --retry-errors asks them again)
+
+
+def expand(given: list[str]) -> list[Path]:
+    """The shard outputs: paths as given, or glob patterns (matches that are not shard outputs, such as
+    their side files, are left out)."""
+    out: list[Path] = []
+    for g in given:
+        if Path(g).exists() or not glob.has_magic(g):
+            out.append(Path(g))
+            continue
+        found = sorted(Path(m) for m in glob.glob(g) if shard_path(m).is_file())
+        if not found:
+            raise InputError(f"no shard outputs match {g!r}; give the -o paths of the finished shard runs")
+        out += found
+    return out
+
+
+def check_shards(paths: list[Path], metas: list[dict[str, Any]]) -> None:
+    """One job's shards, each once, all of them; else one line saying what is wrong."""
+    first, base = paths[0], unsharded(metas[0]["fingerprint"])
+    for p, m in zip(paths[1:], metas[1:]):
+        changed = differences(base, unsharded(m["fingerprint"]), "of the shards")
+        if changed or m["limit"] != metas[0]["limit"]:
+            what = ", ".join(changed or ["--limit"])
+            raise InputError(f"{p} and {first} are shards of different jobs (different {what}); they are not merged")
+    counts = {m["shard"][1] for m in metas}
+    if len(counts) > 1:
+        raise InputError(
+            f"the shards were cut in different numbers of parts ({sorted(counts)}); merge one job's shards"
+        )
+    n = counts.pop()
+    seen: dict[int, Path] = {}
+    for p, m in zip(paths, metas):
+        i = m["shard"][0]
+        if i in seen:
+            raise InputError(f"shard {i}/{n} is given twice ({seen[i]} and {p}); give each shard once")
+        seen[i] = p
+    missing = [f"{i}/{n}" for i in range(n) if i not in seen]
+    if missing:
+        raise InputError(f"missing shards {', '.join(missing)}; label them with --shard and merge all {n}")
+
+
+def _revive(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record read back from a CSV output: its JSON cells and numbers as the run wrote them."""
+    for k in _NESTED:
+        v = rec.get(k)
+        if isinstance(v, str):
+            rec[k] = json.loads(v) if v else ([] if k == "candidates" else None)
+    for k in ("label", "confidence", "error"):
+        if rec.get(k) == "":
+            rec[k] = None
+    if isinstance(rec.get("confidence"), str):
+        rec["confidence"] = float(rec["confidence"])
+    return rec
+
+
+def _fill(part: PartFile, paths: list[Path], metas: list[dict[str, Any]]) -> int:
+    """Every shard's rows into the part file at their input positions. Returns the rows with an error."""
+    failed = 0
+    for p, m in sorted(zip(paths, metas), key=lambda pm: pm[1]["shard"][0]):
+        positions = unpack(m["positions"])
+        csv = input_format(p, "output") == ".csv"
+        lines, n = [], 0
+        for n, rec in enumerate(iter_rows(p) if p.stat().st_size else [], 1):
+            if n > len(positions):
+                break
+            rec = _revive(rec) if csv else rec
+            failed += rec.get("error") is not None
+            lines.append(line({"_i": positions[n - 1], **rec}))
+            if len(lines) >= 4096:
+                part.append_lines(lines)
+                lines = []
+        part.append_lines(lines)
+        if n != len(positions):
+            raise InputError(f"{p} has {n} rows where its shard run wrote {len(positions)}; label that shard again")
+    return failed
+
+
+def summed_ledger(paths: list[Path]) -> tuple[Ledger, list[dict[str, Any]]]:
+    """Every run of every shard, summed per judge; and those runs, each marked with its output."""
+    total, runs = Ledger(), []
+    counters = [f.name for f in fields(JudgeLedger) if f.name not in ("name", "model", "price_input", "price_output")]
+    for p in paths:
+        try:
+            shard_runs = json.loads(ledger_path(p).read_text()).get("runs", [])
+        except (OSError, ValueError, AttributeError):
+            raise InputError(f"{p}: its ledger {ledger_path(p).name} is missing or unreadable") from None
+        for run in shard_runs:
+            runs.append({"output": str(p), **run})
+            for k in ("rows_done", "rows_skipped", "rows_failed"):
+                setattr(total, k, getattr(total, k) + run.get(k, 0))
+            for name, d in (run.get("judges") or {}).items():
+                j = total.judges.get(name) or total.add_judge(
+                    name, d.get("model", ""), d.get("price_input", 0.0), d.get("price_output", 0.0)
+                )
+                for c in counters:
+                    setattr(j, c, getattr(j, c) + d.get(c, 0))
+    return total, runs
+
+
+def merge_shards(given: list[str], output: str | Path) -> MergeResult:
+    """Join the outputs of one job's shards into `output`, re-aggregated over every row."""
+    output = Path(output)
+    input_format(output, "output")
+    paths = expand(given)
+    if any(p.resolve() == output.resolve() for p in paths):
+        raise InputError(f"the output {output} is one of the shards; choose another -o path")
+    if not paths:
+        raise InputError("no shard outputs given; pass the -o paths of the finished shard runs (or a glob)")
+    metas = [load_shard(p) for p in paths]
+    check_shards(paths, metas)
+    m = metas[0]
+    gold = read_gold(m["gold"], m["id_column"]) if m["gold"] else None
+    ledger, runs = summed_ledger(paths)
+    with output_lock(output):
+        part = PartFile(part_path(output))
+        part.discard()  # what an interrupted merge left
+        part.open(m["fingerprint"])
+        try:
+            failed = _fill(part, paths, metas)
+        finally:
+            part.close()
+        rows, quality = write_final(part, output, m["judges"], m["labels"], m["aggregate"], m["mode"], gold)
+        summary = ledger.to_dict()
+        summary.pop("started")
+        summary.pop("wall_seconds")
+        if quality:
+            summary["quality"] = quality
+        data = {"runs": runs, "total": {"requests": ledger.requests, "cost": round(ledger.cost, 6)}, "merged": summary}
+        atomic_write(ledger_path(output), json.dumps(data, indent=2))
+        part.finished()
+    return MergeResult(output, rows, ledger, quality, failed)
