@@ -219,7 +219,8 @@ def write_final(
 ) -> tuple[int, dict[str, Any]]:
     """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
     atomically to the output. Returns the row count and the aggregation's quality summary."""
-    update, quality = refit(part.ordered, names, labels, method, kind, gold)
+    # Without gold the fit reads only each row's judges (part.judges_only parses each distinct answer set once).
+    update, quality = refit(part.judges_only if not gold else part.ordered, names, labels, method, kind, gold)
     try:
         if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
             return write_jsonl_lines(output_path, part.ordered_raw()), quality

@@ -92,3 +92,22 @@ def test_output_lock_one_holder(tmp_path: Path) -> None:
     assert not paths.lock_path(out).exists()
     with output_lock(out):  # free again
         pass
+
+
+def test_judges_only_equals_the_parsed_records(tmp_path: Path) -> None:
+    from llmlabel.io.output import PartFile, line, line_with
+
+    tricky = ['a ,"judges": {"x": 1}', '"error": ,"judges":', "plain"]
+    judges = [{"a": {"label": "pos"}}, {"a": {"error": 'bad ,"judges": x'}}, {"a": {"label": "neg"}}]
+    lines = []
+    for i, (text, js) in enumerate(zip(tricky, judges)):
+        rec = {"_i": i, "id": str(i), "text": text, "meta": {"judges": [1]}}
+        if i == 1:  # judges last (line_with's tail) or followed by error (a full line)
+            lines.append(line({**rec, "label": None, "judges": js, "error": 'x ,"judges": {}'}))
+        else:
+            lines.append(line_with(rec, '"label":"pos","error":null,"judges":' + json.dumps(js, separators=(",", ":"))))
+    path = tmp_path / "o.part.jsonl"
+    path.write_bytes(b"".join(lines))
+    part = PartFile(path)
+    part.load()
+    assert [r["judges"] for r in part.judges_only()] == [r["judges"] for r in part.ordered()] == judges
