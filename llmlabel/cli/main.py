@@ -30,20 +30,23 @@ def cmd_label(a: argparse.Namespace) -> int:
 
     _TEARDOWN_FREE = True  # run_job closes its files, cache and connections on every path out
     cfg = _load(a.config)
+    opts = RunOptions(
+        limit=a.limit,
+        max_cost=a.max_cost,
+        max_requests=a.max_requests,
+        progress=not a.quiet,
+        restart=a.restart,
+        retry_errors=a.retry_errors,
+    )
     try:
-        res = run_job(
-            cfg,
-            a.input,
-            a.output,
-            RunOptions(
-                limit=a.limit,
-                max_cost=a.max_cost,
-                max_requests=a.max_requests,
-                progress=not a.quiet,
-                restart=a.restart,
-                retry_errors=a.retry_errors,
-            ),
-        )
+        if a.batch:
+            from llmlabel.cli.batch import label_batch
+
+            res = label_batch(a, cfg, opts)
+            if res is None:  # --no-wait: batches submitted, a rerun collects
+                return 0
+        else:
+            res = run_job(cfg, a.input, a.output, opts)
     except LLMLabelError as e:
         ledger = getattr(e, "ledger", None)  # run_job attaches what the stopped run cost
         if ledger is not None and ledger.rows_done:
@@ -150,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--retry-errors", action="store_true", help="ask the judges again for rows that failed in the last run"
     )
+    from llmlabel.cli.batch import add_label_options
+
+    add_label_options(s)
     s.set_defaults(func=cmd_label)
 
     s = sub.add_parser("plan", help="estimate requests, tokens and cost of a run; makes no call")
@@ -182,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each llmlabel/cli/<name>.py defines register(subparsers); keep their top-level imports light.
-COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve"]
+COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve", "batch"]
 
 
 def main(argv: list[str] | None = None) -> int:
