@@ -3,7 +3,7 @@ on 127.0.0.1 in a background thread. Batch lines are answered by a FakeLLM's `ha
 
 Each GET of a batch moves it one status on: validating -> in_progress -> finalizing -> completed. Faults:
 `expire_fraction` (the batch ends "expired" with only the first lines answered), `fail_every` (every n-th
-line goes to the error file), `cancel` (POST .../cancel: cancelling, then cancelled with no output)."""
+line goes to the error file), `max_requests` (a larger batch fails as a whole, as over a queued-token limit), `cancel` (POST .../cancel: cancelling, then cancelled with no output)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ _STEPS = ["validating", "in_progress", "finalizing", "completed"]
 
 
 class FakeBatch:
-    def __init__(self, llm: FakeLLM | None = None, expire_fraction: float = 0.0, fail_every: int = 0) -> None:
+    def __init__(
+        self, llm: FakeLLM | None = None, expire_fraction: float = 0.0, fail_every: int = 0, max_requests: int = 0
+    ) -> None:
         self.llm = llm or FakeLLM()
+        self.max_requests = max_requests
         self.expire_fraction, self.fail_every = expire_fraction, fail_every
         self.lock = threading.Lock()
         self.files: dict[str, bytes] = {}
@@ -134,11 +137,17 @@ class FakeBatch:
             b = self.batches[bid]
             if b["status"] == "cancelling":
                 b["status"] = "cancelled"
+            elif b["status"] == "validating" and self.max_requests and self._count(b) > self.max_requests:
+                b["status"] = "failed"
+                b["errors"] = {"data": [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached"}]}
             elif b["status"] in _STEPS[:-1]:
                 b["status"] = _STEPS[_STEPS.index(b["status"]) + 1]
                 if b["status"] == "completed":
                     self._run(b)
             return dict(b)
+
+    def _count(self, b: dict[str, Any]) -> int:
+        return sum(1 for x in self.files[b["input_file_id"]].splitlines() if x.strip())
 
     def _run(self, b: dict[str, Any]) -> None:
         """Answer a batch's lines (called with the lock held)."""

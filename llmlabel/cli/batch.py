@@ -21,7 +21,9 @@ def add_label_options(s: Any) -> None:
         help="with --batch: lines a batch did not answer go into a new, smaller batch (default) or online",
     )
     s.add_argument(
-        "--batch-max-requests", type=int, default=50_000, help="with --batch: requests per batch file (default 50000)"
+        "--batch-max-requests",
+        type=int,
+        help="with --batch: requests per batch file (default: the judge's batch_max_requests, 50000)",
     )
 
 

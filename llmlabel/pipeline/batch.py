@@ -55,8 +55,8 @@ def journal_path(output: str | Path) -> Path:
 class BatchOptions:
     wait: bool = True  # False: submit and return (a rerun collects)
     fallback: str = "batch"  # "batch": retry missing lines in new batches; "online": ask them online
-    max_lines: int = MAX_LINES
-    max_bytes: int = MAX_BYTES
+    max_lines: int | None = None  # requests per batch file (default: the judge's batch_max_requests)
+    max_bytes: int | None = None  # bytes per batch file (default: the judge's batch_max_bytes)
     poll: float = field(default_factory=lambda: float(os.environ.get("LLMLABEL_BATCH_POLL", "5")))
     transport: Any = None  # an httpx transport for the batch endpoints (tests)
 
@@ -148,6 +148,7 @@ class _Batches:
         self.journal["job"] = tag
         self.result = BatchResult()
         self.rounds: dict[str, int] = {}
+        self.split: dict[str, int] = {}  # judge -> lines per file after a batch failed as a whole
         self.tokens: dict[str, list[int]] = {}  # judge -> [lines, input tokens, output tokens] this run
 
     def _api(self, entry: dict[str, Any]) -> BatchAPI:
@@ -186,7 +187,9 @@ class _Batches:
     def submit(self, judge_name: str, reqs: dict[str, bytes]) -> None:
         client: JudgeClient = self.job.clients[judge_name]
         j = client.judge
-        for keys, content in batch_files(reqs, self.bopts.max_lines, self.bopts.max_bytes):
+        lines = self.bopts.max_lines or j.batch_max_requests
+        lines = min(lines, self.split.get(judge_name, lines))
+        for keys, content in batch_files(reqs, lines, self.bopts.max_bytes or j.batch_max_bytes):
             local = uuid.uuid4().hex
             entry = {
                 "local": local,
@@ -225,6 +228,7 @@ class _Batches:
                 api.close()
             e["status"], e["counts"] = b.get("status"), b.get("request_counts") or {}
             e["output_file_id"], e["error_file_id"] = b.get("output_file_id"), b.get("error_file_id")
+            e["errors"] = [str(x.get("message") or x.get("code")) for x in (b.get("errors") or {}).get("data") or []]
             if e["status"] not in TERMINAL:
                 running.append(e)
         self.save()
@@ -242,6 +246,8 @@ class _Batches:
             finally:
                 api.close()
             self._store(e, out)
+            if e["status"] == "failed" and not out and len(e["keys"]) > 1:
+                self._split(e)
             self.result.failed += len(errs)
             if e["status"] != "completed":
                 self.echo(
@@ -251,6 +257,15 @@ class _Batches:
             e["collected"] = True
             e.pop("keys", None)  # answered keys are in the cache; missing ones are found again from the input
             self.save()
+
+    def _split(self, e: dict[str, Any]) -> None:
+        """A batch that failed as a whole (too large, over the queued-token limit): its lines go again in
+        batches half its size, in a round of their own."""
+        half = max(1, len(e["keys"]) // 2)
+        self.split[e["judge"]] = min(self.split.get(e["judge"], half), half)
+        self.rounds[e["judge"]] = max(0, self.rounds.get(e["judge"], 0) - 1)
+        why = "; ".join(e.get("errors") or []) or "no reason given"
+        self.echo(f"llmlabel: batch {e['batch_id']} failed ({why}): resubmitting its lines in batches of {half:,}")
 
     def _store(self, e: dict[str, Any], lines: list[dict[str, Any]]) -> None:
         client = self.job.clients[e["judge"]]

@@ -164,3 +164,33 @@ def test_cancel_then_rerun_resubmits_the_cancelled_lines(tmp_path, fb, capsys):
     res = _batch(cfg, tmp_path, out)
     assert res.submitted == 1 and res.collected == 40 and fb.online == 0 and len(fb.batches) == 2
     assert len(read_jsonl(out)) == 45
+
+
+def test_batch_failed_as_a_whole_is_split_and_resubmitted(tmp_path, fb):
+    _, cfg = _setup(tmp_path, fb)
+    fb.max_requests = 12
+    lines = []
+    opts = RunOptions(progress=True, echo=lines.append)
+    res = run_batch(cfg, tmp_path / "in.csv", tmp_path / "out.jsonl", opts, BatchOptions(poll=0.01))
+    # 40 fail as one batch, then 2 x 20 fail, then 4 x 10 succeed
+    assert res.submitted == 1 + 2 + 4 and res.collected == 40 and fb.online == 0
+    assert sum("failed (Enqueued token limit reached): resubmitting" in x for x in lines) == 3
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 45
+
+
+def test_judge_batch_limits_and_batch_price_from_config(tmp_path, fb):
+    judges = [
+        {
+            "name": "a",
+            "model": "fake-a",
+            "base_url": fb.base_url,
+            "batch_max_requests": 10,
+            "price_per_million": {"input": 1.0, "output": 2.0, "batch_input": 0.2, "batch_output": 0.4},
+        }
+    ]
+    _, cfg = _setup(tmp_path, fb, judges=judges)
+    res = _batch(cfg, tmp_path, tmp_path / "out.jsonl")
+    assert res.submitted == 4 and fb.online == 0
+    tier = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]["batch"]["judges"]["a"]
+    assert tier["price_batch_input"] == 0.2 and tier["price_batch_output"] == 0.4
+    assert tier["cost"] == pytest.approx((tier["input_tokens"] * 0.2 + tier["output_tokens"] * 0.4) / 1e6)
