@@ -43,7 +43,7 @@ def label_batch(a: argparse.Namespace, cfg: Any, opts: Any) -> Any:
 
 def cmd_batch(a: argparse.Namespace) -> int:
     from llmlabel.llm.batch_api import TERMINAL
-    from llmlabel.pipeline.batch import api_for, journal_path, load_journal, save_journal
+    from llmlabel.pipeline.batch_journal import api_for, journal_path, load_journal, save_journal
 
     journal = load_journal(a.output)
     if not journal["batches"]:

@@ -124,7 +124,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from llmlabel.pipeline.plan import plan
 
     cfg = _load(a.config)
-    print(plan(cfg, _planning_judges(cfg), a.input, sample=a.sample, limit=a.limit))
+    print(plan(cfg, _planning_judges(cfg), a.input, sample=a.sample, limit=a.limit, batch=a.batch))
     return 0
 
 
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", required=True)
     s.add_argument("--sample", type=int, default=200, help="rows rendered to measure prompt sizes")
     s.add_argument("--limit", type=int)
+    s.add_argument("--batch", action="store_true", help="at the Batch API's prices (label --batch)")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("prompt", help="print the exact messages and response schema for one row")

@@ -10,7 +10,8 @@ ERRORS = ".errors.jsonl"  # the rows that ended with an error in the last finish
 LEDGER = ".ledger.json"  # what every run of the output cost (llm.ledger.Ledger.save)
 EVAL = ".eval.json"  # `llmlabel eval`'s report
 AUDIT_JUDGES = ".judges.jsonl"  # `llmlabel audit`: the judges' answers (a labeling run's output)
-AUDIT_SUMMARY = ".summary.json"  # `llmlabel audit`: flag counts, estimated precision, per-class noise
+AUDIT_SUMMARY = ".summary.json"
+BATCH = ".batch.json"  # `llmlabel label --batch`: the job's batches (pipeline.batch_journal)  # `llmlabel audit`: flag counts, estimated precision, per-class noise
 
 
 def sidecar(output: str | Path, suffix: str) -> Path:
@@ -44,3 +45,7 @@ def audit_judges_path(output: str | Path) -> Path:
 
 def audit_summary_path(output: str | Path) -> Path:
     return sidecar(output, AUDIT_SUMMARY)
+
+
+def batch_path(output: str | Path) -> Path:
+    return sidecar(output, BATCH)

@@ -13,6 +13,7 @@ from llmlabel.secrets import redact
 
 # Terminal statuses: nothing more will change. "expired" still has an output file with the finished lines.
 TERMINAL = ("completed", "expired", "cancelled", "failed")
+BATCH_PRICE = 0.5  # the batch price as a share of the online one where the config sets none (OpenAI's discount)
 
 
 class BatchAPI:
@@ -74,3 +75,11 @@ class BatchAPI:
         """A file's JSONL lines (an output or error file)."""
         text = self._call("GET", f"/files/{file_id}/content").text
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def batch_prices(judge: Any) -> tuple[float, float]:
+    """$ per million batch tokens: the config's batch_input/batch_output, else half the online price."""
+    p = judge.price_per_million
+    pin = getattr(p, "batch_input", None)
+    pout = getattr(p, "batch_output", None)
+    return (p.input * BATCH_PRICE if pin is None else pin, p.output * BATCH_PRICE if pout is None else pout)

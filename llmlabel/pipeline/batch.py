@@ -15,7 +15,6 @@ invalid answer also gets the online re-ask."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import sys
@@ -30,25 +29,20 @@ from llmlabel.config import Config
 from llmlabel.ensemble.calibration import CONTENT_FREE
 from llmlabel.io.files import atomic_write
 from llmlabel.io.lock import output_lock
-from llmlabel.io.paths import ledger_path, sidecar
+from llmlabel.io.paths import ledger_path
 from llmlabel.io.rows import iter_rows
 from llmlabel.llm.answers import read_completion
-from llmlabel.llm.batch_api import TERMINAL, BatchAPI
-from llmlabel.llm.judge import NO_KEY, JudgeClient
+from llmlabel.llm.batch_api import TERMINAL, BatchAPI, batch_prices
+from llmlabel.llm.judge import JudgeClient
+from llmlabel.pipeline.batch_journal import api_for, job_tag, load_journal, save_journal
 from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.run import check_run, judges_for, run_job
 
-JOURNAL = ".batch.json"
 MAX_LINES = 50_000  # the OpenAI Batch API's limits per input file
 MAX_BYTES = 200 * 1024 * 1024
 MAX_ROUNDS = 3
-BATCH_PRICE = 0.5  # batch price as a share of the online one where the config sets none
-
-
-def journal_path(output: str | Path) -> Path:
-    return sidecar(output, JOURNAL)
 
 
 @dataclass
@@ -70,26 +64,6 @@ class BatchResult:
     invalid: int = 0  # answers that did not validate (left for the online re-ask)
     pending: int = 0  # batches still running when the run returned (--no-wait)
     run: RunResult | None = None
-
-
-# -- the journal ---------------------------------------------------------------------------------
-def load_journal(output: str | Path) -> dict[str, Any]:
-    p = journal_path(output)
-    return json.loads(p.read_text()) if p.exists() else {"job": None, "batches": []}
-
-
-def save_journal(output: str | Path, journal: dict[str, Any]) -> None:
-    atomic_write(journal_path(output), json.dumps(journal, indent=1))
-
-
-def _job_tag(fp: dict[str, Any], output: Path) -> str:
-    raw = json.dumps({"fp": fp, "output": str(output.resolve())}, sort_keys=True)
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
-
-
-def api_for(entry: dict[str, Any], transport: Any = None) -> BatchAPI:
-    """The batch endpoints of a journal entry's judge (the key is read from its environment variable)."""
-    return BatchAPI(entry["base_url"], os.environ.get(entry["key_env"]) or NO_KEY, transport=transport)
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -321,14 +295,6 @@ class _Batches:
         return {"judges": out, "cost": round(self.cost(), 6), "batches_submitted": self.result.submitted}
 
 
-def batch_prices(judge: Any) -> tuple[float, float]:
-    """$ per million batch tokens: the config's batch_input/batch_output, else half the online price."""
-    p = judge.price_per_million
-    pin = getattr(p, "batch_input", None)
-    pout = getattr(p, "batch_output", None)
-    return (p.input * BATCH_PRICE if pin is None else pin, p.output * BATCH_PRICE if pout is None else pout)
-
-
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -357,7 +323,7 @@ def run_batch(
     with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
         job = Job(cfg, judges, opts)
         try:
-            flow = _Batches(job, output_path, _job_tag(fingerprint(job, input_path), output_path), bopts, echo)
+            flow = _Batches(job, output_path, job_tag(fingerprint(job, input_path), output_path), bopts, echo)
             if not _buy(flow, input_path):
                 return flow.result
             entry = flow.ledger_entry()

@@ -7,7 +7,8 @@ from conftest import read_jsonl, run_cli, write_config, write_corpus
 from fakebatch import FakeBatch
 
 from llmlabel.config import load_config
-from llmlabel.pipeline.batch import BatchOptions, journal_path, load_journal, run_batch
+from llmlabel.pipeline.batch import BatchOptions, run_batch
+from llmlabel.pipeline.batch_journal import journal_path, load_journal
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.pipeline.run import run_job
 
@@ -194,3 +195,18 @@ def test_judge_batch_limits_and_batch_price_from_config(tmp_path, fb):
     tier = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]["batch"]["judges"]["a"]
     assert tier["price_batch_input"] == 0.2 and tier["price_batch_output"] == 0.4
     assert tier["cost"] == pytest.approx((tier["input_tokens"] * 0.2 + tier["output_tokens"] * 0.4) / 1e6)
+
+
+def test_plan_batch_estimates_at_half_price(tmp_path, fb, capsys):
+    from conftest import run_main
+
+    _, cfg = _setup(tmp_path, fb)
+    rc, online, _ = run_main(capsys, "plan", str(tmp_path / "in.csv"), "-c", str(tmp_path / "c.yaml"))
+    rc2, batch, _ = run_main(capsys, "plan", str(tmp_path / "in.csv"), "-c", str(tmp_path / "c.yaml"), "--batch")
+    assert rc == rc2 == 0 and "at batch prices" in batch
+
+    def total(text):
+        return float(text.split("total:")[1].split("$")[1].split()[0].rstrip(";"))
+
+    assert total(batch) == pytest.approx(total(online) / 2, rel=0.01) and total(online) > 0
+    assert fb.online == 0 and not fb.batches
