@@ -26,6 +26,7 @@ class FakeBatch:
     ) -> None:
         self.llm = llm or FakeLLM()
         self.max_requests = max_requests
+        self.hold_create: threading.Event | None = None  # set: creating a batch answers only once it is set
         self.expire_fraction, self.fail_every = expire_fraction, fail_every
         self.lock = threading.Lock()
         self.files: dict[str, bytes] = {}
@@ -98,7 +99,10 @@ class FakeBatch:
                     "error_file_id": None,
                     "request_counts": {"total": 0, "completed": 0, "failed": 0},
                 }
-                return 200, dict(self.batches[bid])
+                created = dict(self.batches[bid])
+            if self.hold_create is not None:  # the batch exists; its creator has not heard yet
+                self.hold_create.wait(30)
+            return 200, created
         if path.endswith("/cancel"):
             bid = path.split("/")[-2]
             with self.lock:

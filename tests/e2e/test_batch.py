@@ -210,3 +210,33 @@ def test_plan_batch_estimates_at_half_price(tmp_path, fb, capsys):
 
     assert total(batch) == pytest.approx(total(online) / 2, rel=0.01) and total(online) > 0
     assert fb.online == 0 and not fb.batches
+
+
+def test_kill_9_right_after_the_batch_is_created_pays_nothing_twice(tmp_path, fb):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    write_corpus(tmp_path / "in.csv", 30)
+    cfg = write_config(tmp_path / "c.yaml", fb.base_url)
+    out = tmp_path / "out.jsonl"
+    args = ("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "--batch")
+    fb.hold_create = threading.Event()
+    env = {**os.environ, "LLMLABEL_BATCH_POLL": "0.01"}
+    proc = subprocess.Popen([sys.executable, "-m", "llmlabel", *args], env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not fb.batches and time.time() < deadline:
+        time.sleep(0.05)
+    assert fb.batches, "no batch was created"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fb.hold_create.set()
+    assert load_journal(out)["batches"][0]["batch_id"] is None  # the kill came before the journal heard
+    r = run_cli(*args, env={"LLMLABEL_BATCH_POLL": "0.01"})
+    assert r.returncode == 0, r.stderr
+    assert "0 submitted, 1 re-attached, 30 answers collected" in r.stderr
+    assert len(fb.batches) == 1 and fb.online == 0 and len(fb.answered) == 30
+    assert len(read_jsonl(out)) == 30
