@@ -78,6 +78,9 @@ def _label_name(x: Any) -> str:
 class Price(_Strict):
     input: float = Field(0.0, ge=0)
     output: float = Field(0.0, ge=0)
+    # The Batch API's price (`label --batch`); unset: half the online price (OpenAI's batch discount).
+    batch_input: float | None = Field(None, ge=0)
+    batch_output: float | None = Field(None, ge=0)
 
 
 class Judge(_Strict):
@@ -98,6 +101,9 @@ class Judge(_Strict):
     response_format: ResponseFormat = "auto"
     logprobs: bool = False
     max_text_tokens: int = Field(3000, ge=16)
+    # `label --batch`: the provider's limits per batch input file (OpenAI: 50,000 requests, 200 MB).
+    batch_max_requests: int = Field(50_000, ge=1)
+    batch_max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
     weight: float | None = None
     prompt: str | None = None  # a template name overriding the mode's default for this judge
     # The endpoint's identity in cache keys (default: base_url). Set it when one model is served at changing

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from llmlabel.errors import LLMLabelError
+from llmlabel.errors import ConfigError, LLMLabelError
 
 
 def _load(path: str):
@@ -35,21 +35,26 @@ def cmd_label(a: argparse.Namespace) -> int:
 
         shard = Shard.parse(a.shard)
     cfg = _load(a.config)
+    opts = RunOptions(
+        limit=a.limit,
+        max_cost=a.max_cost,
+        max_requests=a.max_requests,
+        progress=not a.quiet,
+        restart=a.restart,
+        retry_errors=a.retry_errors,
+        shard=shard,
+    )
     try:
-        res = run_job(
-            cfg,
-            a.input,
-            a.output,
-            RunOptions(
-                limit=a.limit,
-                max_cost=a.max_cost,
-                max_requests=a.max_requests,
-                progress=not a.quiet,
-                restart=a.restart,
-                retry_errors=a.retry_errors,
-                shard=shard,
-            ),
-        )
+        if a.batch:
+            if shard is not None:
+                raise ConfigError("--batch does not take --shard yet: run each shard online, or the whole job in batch")
+            from llmlabel.cli.batch import label_batch
+
+            res = label_batch(a, cfg, opts)
+            if res is None:  # --no-wait: batches submitted, a rerun collects
+                return 0
+        else:
+            res = run_job(cfg, a.input, a.output, opts)
     except LLMLabelError as e:
         ledger = getattr(e, "ledger", None)  # run_job attaches what the stopped run cost
         if ledger is not None and ledger.rows_done:
@@ -127,7 +132,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from llmlabel.pipeline.plan import plan
 
     cfg = _load(a.config)
-    print(plan(cfg, _planning_judges(cfg), a.input, sample=a.sample, limit=a.limit))
+    print(plan(cfg, _planning_judges(cfg), a.input, sample=a.sample, limit=a.limit, batch=a.batch))
     return 0
 
 
@@ -163,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="label only shard I of N (0-based; rows picked by a hash of their id); join with `llmlabel merge`",
     )
+    from llmlabel.cli.batch import add_label_options
+
+    add_label_options(s)
     s.set_defaults(func=cmd_label)
 
     s = sub.add_parser("plan", help="estimate requests, tokens and cost of a run; makes no call")
@@ -170,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", required=True)
     s.add_argument("--sample", type=int, default=200, help="rows rendered to measure prompt sizes")
     s.add_argument("--limit", type=int)
+    s.add_argument("--batch", action="store_true", help="at the Batch API's prices (label --batch)")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("prompt", help="print the exact messages and response schema for one row")
@@ -195,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each llmlabel/cli/<name>.py defines register(subparsers); keep their top-level imports light.
-COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve", "merge"]
+COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve", "merge", "batch"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ EVAL = ".eval.json"  # `llmlabel eval`'s report
 AUDIT_JUDGES = ".judges.jsonl"  # `llmlabel audit`: the judges' answers (a labeling run's output)
 AUDIT_SUMMARY = ".summary.json"  # `llmlabel audit`: flag counts, estimated precision, per-class noise
 SHARD = ".shard.json"  # a finished `--shard I/N` output: what `llmlabel merge` needs (pipeline.shards)
+BATCH = ".batch.json"  # `llmlabel label --batch`: the job's batches (pipeline.batch_journal)
 
 
 def sidecar(output: str | Path, suffix: str) -> Path:
@@ -49,3 +50,7 @@ def audit_summary_path(output: str | Path) -> Path:
 
 def shard_path(output: str | Path) -> Path:
     return sidecar(output, SHARD)
+
+
+def batch_path(output: str | Path) -> Path:
+    return sidecar(output, BATCH)

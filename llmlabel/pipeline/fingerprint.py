@@ -27,6 +27,8 @@ _NOT_ANSWERS = {
     "price_per_million",
     "http_backend",
     "api_key_env",
+    "batch_max_requests",
+    "batch_max_bytes",
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from llmlabel.config import Config, Judge
 from llmlabel.io.rows import iter_rows, scan
+from llmlabel.llm.batch_api import batch_prices
 from llmlabel.llm.prompts import render_messages, row_text
 from llmlabel.llm.tokens import count_message_tokens, count_tokens, truncate
 
@@ -22,7 +23,15 @@ def _answer_tokens(cfg: Config, judge: Judge) -> int:
     return count_tokens(json.dumps({"label": longest}))
 
 
-def plan(cfg: Config, judges: list[Judge], input_path: str | Path, sample: int = 200, limit: int | None = None) -> str:
+def plan(
+    cfg: Config,
+    judges: list[Judge],
+    input_path: str | Path,
+    sample: int = 200,
+    limit: int | None = None,
+    batch: bool = False,
+) -> str:
+    """The estimate, at the Batch API's prices with `batch` (`label --batch`)."""
     task = cfg.task
     rows = scan(input_path, task.text_column, task.id_column, limit)
     lines = [f"input: {input_path} ({rows} rows), mode {cfg.mode}, aggregate {cfg.aggregate}, {len(judges)} judge(s)"]
@@ -38,7 +47,8 @@ def plan(cfg: Config, judges: list[Judge], input_path: str | Path, sample: int =
         mean_in = sum(sizes) / max(1, len(sizes))
         out_tok = _answer_tokens(cfg, j)
         tin, tout = mean_in * rows, out_tok * rows
-        cost = (tin * j.price_per_million.input + tout * j.price_per_million.output) / 1e6
+        pin, pout = batch_prices(j) if batch else (j.price_per_million.input, j.price_per_million.output)
+        cost = (tin * pin + tout * pout) / 1e6
         total_req += rows
         total_cost += cost
         lines.append(
@@ -50,7 +60,8 @@ def plan(cfg: Config, judges: list[Judge], input_path: str | Path, sample: int =
         if cfg.cascade and cfg.cascade.enabled
         else ""
     )
-    lines.append(f"total: {int(total_req)} requests, ~${total_cost:.4f}{note}; cached answers are free")
+    tier = " at batch prices" if batch else ""
+    lines.append(f"total: {int(total_req)} requests, ~${total_cost:.4f}{tier}{note}; cached answers are free")
     lines.append("example prompt (first row):")
     for m in example or []:
         lines.append(f"--- {m['role']} ---\n{m['content']}")

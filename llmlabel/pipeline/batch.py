@@ -1,0 +1,379 @@
+"""`llmlabel label --batch`: the requests a run would send, bought through the Batch API at its lower price.
+
+Every request missing from the response cache (deduplicated: the custom_id is the cache key) goes into JSONL
+batch files, per judge, split at the provider's limits. A journal beside the output (OUTPUT.batch.json,
+written atomically) records each batch before it is created and again once it exists, and every batch
+carries metadata naming this job: a rerun re-attaches to its batches (also to one created just before a kill
+that left no journal line, found through the batch list) instead of paying for them again.
+
+Collected answers are validated like online answers and stored in the same cache under the same keys, so
+the output is then written by an ordinary run (`run_job`) over a warm cache. What no batch answered (an
+invalid answer, a failed line, a line of an expired or cancelled batch) is asked again in a smaller batch
+(`fallback="batch"`, at most `MAX_ROUNDS` batches per judge and run) and then online by that run, where an
+invalid answer also gets the online re-ask."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmlabel.config import Config
+from llmlabel.ensemble.calibration import CONTENT_FREE
+from llmlabel.io.files import atomic_write
+from llmlabel.io.lock import output_lock
+from llmlabel.io.paths import ledger_path
+from llmlabel.io.rows import iter_rows
+from llmlabel.llm.answers import read_completion
+from llmlabel.llm.batch_api import TERMINAL, BatchAPI, batch_prices
+from llmlabel.llm.judge import JudgeClient
+from llmlabel.pipeline.batch_journal import api_for, job_tag, load_journal, save_journal
+from llmlabel.pipeline.fingerprint import fingerprint
+from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.options import RunOptions, RunResult
+from llmlabel.pipeline.run import check_run, judges_for, run_job
+
+MAX_LINES = 50_000  # the OpenAI Batch API's limits per input file
+MAX_BYTES = 200 * 1024 * 1024
+MAX_ROUNDS = 3
+
+
+@dataclass
+class BatchOptions:
+    wait: bool = True  # False: submit and return (a rerun collects)
+    fallback: str = "batch"  # "batch": retry missing lines in new batches; "online": ask them online
+    max_lines: int | None = None  # requests per batch file (default: the judge's batch_max_requests)
+    max_bytes: int | None = None  # bytes per batch file (default: the judge's batch_max_bytes)
+    poll: float = field(default_factory=lambda: float(os.environ.get("LLMLABEL_BATCH_POLL", "5")))
+    transport: Any = None  # an httpx transport for the batch endpoints (tests)
+
+
+@dataclass
+class BatchResult:
+    submitted: int = 0  # batches created this run
+    attached: int = 0  # batches of an earlier run re-attached to
+    collected: int = 0  # answers stored in the cache this run
+    failed: int = 0  # lines that came back with an error (left for a retry)
+    invalid: int = 0  # answers that did not validate (left for the online re-ask)
+    pending: int = 0  # batches still running when the run returned (--no-wait)
+    run: RunResult | None = None
+
+
+# -- requests --------------------------------------------------------------------------------
+def missing_requests(job: Job, input_path: Path) -> dict[str, dict[str, bytes]]:
+    """Per judge, the request bodies (cache key -> body) a run of the job would pay for now."""
+    wanted: dict[str, dict[str, bytes]] = {j.name: {} for j in job.judges}
+    for j in job.judges:  # the content-free calibration prompts of logprob judges
+        if j.logprobs:
+            for t in CONTENT_FREE:
+                _, data, key = job.clients[j.name].encode(job.messages(j, t, None), job.kind)
+                wanted[j.name][key] = data
+    limit = job.opts.limit
+    for i, row in enumerate(iter_rows(input_path)):
+        if limit is not None and i >= limit:
+            break
+        _, text, given = job.start(i, row)
+        if text is None:
+            continue
+        for j in job.judges:  # a cascade's later judges are asked for every row here (no answers yet)
+            msgs, _ = job._messages(j, text, given)
+            _, data, key = job.clients[j.name].encode(msgs, job.kind)
+            wanted[j.name][key] = data
+    for reqs in wanted.values():
+        hits = job.cache.get_many(list(reqs))
+        for k in hits:
+            del reqs[k]
+    return wanted
+
+
+def batch_files(reqs: dict[str, bytes], max_lines: int, max_bytes: int) -> list[tuple[list[str], bytes]]:
+    """JSONL batch input files (keys, content), each within the line and byte limits."""
+    files: list[tuple[list[str], bytes]] = []
+    keys: list[str] = []
+    lines: list[bytes] = []
+    size = 0
+    for key, data in reqs.items():
+        line = b'{"custom_id":"%s","method":"POST","url":"/v1/chat/completions","body":%s}\n' % (key.encode(), data)
+        if keys and (len(keys) >= max_lines or size + len(line) > max_bytes):
+            files.append((keys, b"".join(lines)))
+            keys, lines, size = [], [], 0
+        keys.append(key)
+        lines.append(line)
+        size += len(line)
+    if keys:
+        files.append((keys, b"".join(lines)))
+    return files
+
+
+# -- the flow --------------------------------------------------------------------------------
+class _Batches:
+    def __init__(self, job: Job, output: Path, tag: str, bopts: BatchOptions, echo: Callable[[str], None]) -> None:
+        self.job, self.output, self.tag, self.bopts, self.echo = job, output, tag, bopts, echo
+        self.journal = load_journal(output)
+        if self.journal.get("job") not in (None, tag):  # another input or other settings: a new job
+            self.journal = {"job": tag, "batches": [e for e in self.journal["batches"] if not _done(e)]}
+        self.journal["job"] = tag
+        self.result = BatchResult()
+        self.rounds: dict[str, int] = {}
+        self.split: dict[str, int] = {}  # judge -> lines per file after a batch failed as a whole
+        self.tokens: dict[str, list[int]] = {}  # judge -> [lines, input tokens, output tokens] this run
+
+    def _api(self, entry: dict[str, Any]) -> BatchAPI:
+        return api_for(entry, self.bopts.transport)
+
+    def save(self) -> None:
+        save_journal(self.output, self.journal)
+
+    def reattach(self) -> None:
+        """Journal entries written before a batch was created: the batch list says whether it exists."""
+        lost = [e for e in self.journal["batches"] if not e.get("batch_id")]
+        if not lost:
+            return
+        by_local: dict[str, dict[str, Any]] = {}
+        for base in {e["base_url"] for e in lost}:
+            api = self._api(next(e for e in lost if e["base_url"] == base))
+            try:
+                for b in api.list_batches():
+                    meta = b.get("metadata") or {}
+                    if meta.get("llmlabel_job") == self.tag and meta.get("llmlabel_local"):
+                        by_local[meta["llmlabel_local"]] = b
+            finally:
+                api.close()
+        kept = []
+        for e in self.journal["batches"]:
+            if not e.get("batch_id"):
+                found = by_local.get(e["local"])
+                if found is None:
+                    continue  # never created: its requests are still missing and go into a new batch
+                e.update(batch_id=found["id"], status=found.get("status"))
+                self.result.attached += 1
+            kept.append(e)
+        self.journal["batches"] = kept
+        self.save()
+
+    def submit(self, judge_name: str, reqs: dict[str, bytes]) -> None:
+        client: JudgeClient = self.job.clients[judge_name]
+        j = client.judge
+        lines = self.bopts.max_lines or j.batch_max_requests
+        lines = min(lines, self.split.get(judge_name, lines))
+        for keys, content in batch_files(reqs, lines, self.bopts.max_bytes or j.batch_max_bytes):
+            local = uuid.uuid4().hex
+            entry = {
+                "local": local,
+                "judge": judge_name,
+                "base_url": client.endpoint,
+                "key_env": j.api_key_env,
+                "keys": keys,
+                "batch_id": None,
+                "status": "creating",
+                "collected": False,
+            }
+            self.journal["batches"].append(entry)
+            self.save()  # before the batch exists: a kill now leaves a line the batch list resolves
+            api = self._api(entry)
+            try:
+                fid = api.upload(f"llmlabel-{local}.jsonl", content)
+                meta = {"llmlabel_job": self.tag, "llmlabel_local": local, "llmlabel_output": self.output.name}
+                b = api.create(fid, meta)
+            finally:
+                api.close()
+            entry.update(batch_id=b["id"], status=b.get("status", "validating"))
+            self.save()
+            self.result.submitted += 1
+            self.echo(f"llmlabel: batch {b['id']} submitted for judge '{judge_name}': {len(keys):,} requests")
+
+    def refresh(self) -> list[dict[str, Any]]:
+        """Update the running batches' statuses; returns those still running."""
+        running = []
+        for e in self.journal["batches"]:
+            if _done(e) or e.get("status") in TERMINAL:
+                continue
+            api = self._api(e)
+            try:
+                b = api.get(e["batch_id"])
+            finally:
+                api.close()
+            e["status"], e["counts"] = b.get("status"), b.get("request_counts") or {}
+            e["output_file_id"], e["error_file_id"] = b.get("output_file_id"), b.get("error_file_id")
+            e["errors"] = [str(x.get("message") or x.get("code")) for x in (b.get("errors") or {}).get("data") or []]
+            if e["status"] not in TERMINAL:
+                running.append(e)
+        self.save()
+        return running
+
+    def collect(self) -> None:
+        """Store the answers of every finished batch not yet collected (expired ones keep their finished lines)."""
+        for e in self.journal["batches"]:
+            if _done(e) or e.get("status") not in TERMINAL:
+                continue
+            api = self._api(e)
+            try:
+                out = api.content(e["output_file_id"]) if e.get("output_file_id") else []
+                errs = api.content(e["error_file_id"]) if e.get("error_file_id") else []
+            finally:
+                api.close()
+            self._store(e, out)
+            if e["status"] == "failed" and not out and len(e["keys"]) > 1:
+                self._split(e)
+            self.result.failed += len(errs)
+            if e["status"] != "completed":
+                self.echo(
+                    f"llmlabel: batch {e['batch_id']} {e['status']}: {len(out):,} of {len(e['keys']):,} lines "
+                    "answered; the rest are asked again"
+                )
+            e["collected"] = True
+            e.pop("keys", None)  # answered keys are in the cache; missing ones are found again from the input
+            self.save()
+
+    def _split(self, e: dict[str, Any]) -> None:
+        """A batch that failed as a whole (too large, over the queued-token limit): its lines go again in
+        batches half its size, in a round of their own."""
+        half = max(1, len(e["keys"]) // 2)
+        self.split[e["judge"]] = min(self.split.get(e["judge"], half), half)
+        self.rounds[e["judge"]] = max(0, self.rounds.get(e["judge"], 0) - 1)
+        why = "; ".join(e.get("errors") or []) or "no reason given"
+        self.echo(f"llmlabel: batch {e['batch_id']} failed ({why}): resubmitting its lines in batches of {half:,}")
+
+    def _store(self, e: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+        client = self.job.clients[e["judge"]]
+        wanted = set(e["keys"])
+        good: list[tuple[str, dict[str, Any]]] = []
+        tally = self.tokens.setdefault(e["judge"], [0, 0, 0])
+        for line in lines:
+            key, resp = str(line.get("custom_id")), line.get("response") or {}
+            if key not in wanted or resp.get("status_code") != 200:
+                self.result.failed += key in wanted
+                continue
+            payload = read_completion(json.dumps(resp.get("body")).encode(), client.codes is not None)
+            tally[0] += 1
+            tally[1] += payload["usage"].get("prompt_tokens", 0)
+            tally[2] += payload["usage"].get("completion_tokens", 0)
+            if client.cached_answer(payload, self.job.kind) is None:
+                self.result.invalid += 1  # asked again online, with the re-ask, by the run that writes the output
+                continue
+            good.append((key, payload))
+        asyncio.run(_store_all(self.job, good))
+        self.result.collected += len(good)
+
+    def progress(self) -> None:
+        bs = self.journal["batches"]
+        done = sum(int((e.get("counts") or {}).get("completed", 0)) for e in bs if not _done(e))
+        failed = sum(int((e.get("counts") or {}).get("failed", 0)) for e in bs if not _done(e))
+        total = sum(int((e.get("counts") or {}).get("total", 0)) for e in bs if not _done(e))
+        running = sum(1 for e in bs if not _done(e) and e.get("status") not in TERMINAL)
+        self.echo(
+            f"llmlabel: batch: {running} running, {done:,}/{total:,} lines done, {failed:,} failed, "
+            f"${self.cost():.4f} collected so far"
+        )
+
+    def cost(self) -> float:
+        total = 0.0
+        for name, (_, tin, tout) in self.tokens.items():
+            pin, pout = batch_prices(self.job.clients[name].judge)
+            total += (tin * pin + tout * pout) / 1e6
+        return total
+
+    def ledger_entry(self) -> dict[str, Any]:
+        out = {}
+        for name, (n, tin, tout) in self.tokens.items():
+            pin, pout = batch_prices(self.job.clients[name].judge)
+            out[name] = {
+                "lines": n,
+                "input_tokens": tin,
+                "output_tokens": tout,
+                "price_batch_input": pin,
+                "price_batch_output": pout,
+                "cost": round((tin * pin + tout * pout) / 1e6, 6),
+            }
+        return {"judges": out, "cost": round(self.cost(), 6), "batches_submitted": self.result.submitted}
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _done(e: dict[str, Any]) -> bool:
+    return bool(e.get("collected"))
+
+
+async def _store_all(job: Job, items: list[tuple[str, dict[str, Any]]]) -> None:
+    # One writer thread commits what has queued up in one transaction (not one commit per answer).
+    await asyncio.gather(*(job.cache.aset(k, v) for k, v in items))
+
+
+def run_batch(
+    cfg: Config,
+    input_path: str | Path,
+    output_path: str | Path,
+    opts: RunOptions | None = None,
+    bopts: BatchOptions | None = None,
+) -> BatchResult:
+    """Buy the job's missing answers in batches, then (once none is running) write the output with `run_job`
+    over the warm cache. With `bopts.wait=False` it returns after submitting (a rerun collects)."""
+    opts, bopts = opts or RunOptions(), bopts or BatchOptions()
+    echo = opts.echo or (_stderr if opts.progress else lambda s: None)
+    input_path, output_path, _, _ = check_run(cfg, input_path, output_path, opts)
+    with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
+        job = Job(cfg, judges, opts)
+        try:
+            flow = _Batches(job, output_path, job_tag(fingerprint(job, input_path), output_path), bopts, echo)
+            if not _buy(flow, input_path):
+                return flow.result
+            entry = flow.ledger_entry()
+        finally:
+            job.cache.close()
+    flow.result.run = run_job(cfg, input_path, output_path, opts)
+    _ledger_batch(output_path, entry)
+    return flow.result
+
+
+def _buy(flow: _Batches, input_path: Path) -> bool:
+    """Submit, poll and collect until no batch runs. False: batches are still running (no wait)."""
+    flow.reattach()
+    delay = flow.bopts.poll
+    while True:
+        running = flow.refresh()
+        flow.collect()
+        if _submit_missing(flow, input_path, running):
+            continue  # the new batches' status first
+        if not running:
+            return True
+        flow.progress()
+        if not flow.bopts.wait:
+            flow.result.pending = len(running)
+            flow.echo(f"llmlabel: {len(running)} batches running; rerun the same command to collect them")
+            return False
+        time.sleep(delay)
+        delay = min(60.0, delay * 1.5)
+
+
+def _submit_missing(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
+    """New batches for what is neither cached nor in a running batch (a retry only with fallback "batch",
+    at most MAX_ROUNDS batches per judge and run). Whether any was submitted."""
+    busy = {k for e in running for k in e.get("keys", ())}
+    sent = False
+    for name, reqs in missing_requests(flow.job, input_path).items():
+        reqs = {k: v for k, v in reqs.items() if k not in busy}
+        n = flow.rounds.get(name, 0)
+        if reqs and (n == 0 or (flow.bopts.fallback == "batch" and n < MAX_ROUNDS)):
+            flow.rounds[name] = n + 1
+            flow.submit(name, reqs)
+            sent = True
+    return sent
+
+
+def _ledger_batch(output_path: Path, entry: dict[str, Any]) -> None:
+    """The batch tier of this run, beside its online cost in the ledger's last run."""
+    path = ledger_path(output_path)
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())
+    data["runs"][-1]["batch"] = entry
+    atomic_write(path, json.dumps(data, indent=2))
