@@ -72,9 +72,6 @@ def parse_answer(
         inv = {c.casefold(): lab for lab, c in codes.items()}
         tok = content.strip().strip("\"'.").casefold()
         lab = inv.get(tok) or _match_label(content, labels)
-        if lab is None and tok:  # a label answered by name in one token: its start ("neg" of "negative")
-            hits = [c for c in inv if c.startswith(tok)]
-            lab = inv[hits[0]] if len(hits) == 1 else None
         if lab is None:
             raise InvalidAnswer(
                 f"{content.strip()[:40]!r} is not one of the codes {', '.join(codes.values())}", transient=False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -72,15 +71,7 @@ def _clean(text: str) -> str:
 
 
 def label_codes(labels: list[str]) -> dict[str, str]:
-    """What a logprob judge answers for each label, label -> code: the label itself when every label is a word
-    (see _word_labels), else short codes A..Z, then AA, AB, ... (spreadsheet-column order).
-
-    Measured with Qwen2.5-Coder-0.5B on SST-2 dev (benchmarks/local_quality.py): answering the word
-    "negative"/"positive" scored 0.85 calibrated against 0.82 for the codes A/B; a small model knows what a word
-    means better than which letter stands for it. Short or look-alike labels keep codes: their first tokens
-    could be shared."""
-    if _word_labels(labels):
-        return {lab: lab for lab in labels}
+    """Short codes for logprob scoring, label -> code: A..Z, then AA, AB, ... (spreadsheet-column order)."""
     codes = {}
     for n, lab in enumerate(labels):
         code, i = "", n + 1
@@ -89,13 +80,6 @@ def label_codes(labels: list[str]) -> dict[str, str]:
             code = chr(ord("A") + r) + code
         codes[lab] = code
     return codes
-
-
-def _word_labels(labels: list[str]) -> bool:
-    """Labels a model can answer by name, one token telling them apart: letters only (spaces, - and _ inside),
-    4+ characters, and distinct first 4 characters (case-folded)."""
-    heads = {lab[:4].casefold() for lab in labels}
-    return len(heads) == len(labels) and all(re.fullmatch(r"[A-Za-z][A-Za-z _-]{3,}", lab) for lab in labels)
 
 
 def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:

@@ -65,9 +65,3 @@ def test_a_code_answer_stopped_by_max_tokens_is_complete():
     with pytest.raises(InvalidAnswer) as e:
         parse_answer('{"label": "HUM"', "length", "label", L)  # a JSON answer cut off is still cut off
     assert e.value.transient
-
-
-def test_codes_named_labels_answered_by_their_first_token():
-    codes = {"negative": "negative", "positive": "positive"}
-    assert parse_answer("neg", "length", "label", ["negative", "positive"], codes).label == "negative"
-    assert parse_answer(" Positive", "length", "label", ["negative", "positive"], codes).label == "positive"

@@ -72,10 +72,3 @@ def test_logprob_prompt_uses_codes():
     cfg = parse_config(CFG)
     msgs = render_messages(cfg, None, "label", "x", logprob_codes=True)
     assert "A = pos, B = neg" in msgs[0]["content"]
-
-
-def test_logprob_prompt_asks_word_labels_by_name():
-    cfg = parse_config({**CFG, "task": {**CFG["task"], "labels": {"negative": "", "positive": ""}}})
-    system = render_messages(cfg, None, "label", "x", logprob_codes=True)[0]["content"]
-    assert "Answer with the single best label (negative or positive) and nothing else." in system
-    assert "Codes:" not in system
