@@ -379,3 +379,25 @@ def test_uninformative_two_judges_stuck_on_one_label_do_not_outvote_the_reader()
     # Two labels: a judge answering one label to 90% of an imbalanced task is not flagged for that alone.
     ham = np.where(rng.random(60) < 0.9, 0, 1)
     assert not uninformative(np.column_stack([ham, ham, rng.integers(0, 2, 60)]), 2)[:2].any()
+
+
+def test_refit_with_gold_puts_the_label_prior_back_into_calibrated_distributions():
+    """Content-free calibration assumes balanced labels: a judge leaning 0.6 "spam" on every row of a
+    90% ham job is right 10% of the time. With gold rows the combined label uses the gold label shares."""
+    labels = ["ham", "spam"]
+    recs = [
+        {
+            "id": str(i),
+            "label": "spam",
+            "confidence": 0.6,
+            "judges": {"q": {"label": "spam", "probs": {"ham": 0.4, "spam": 0.6}}},
+        }
+        for i in range(40)
+    ]
+    recs[0]["judges"]["q"] = {"label": "spam", "probs": {"ham": 0.02, "spam": 0.98}}
+    gold = {str(i): "ham" for i in range(1, 20)} | {"0": "spam"}
+    update, summary = refit(lambda: iter(recs), ["q"], labels, "majority", "label", gold=gold)
+    out = [update(i, dict(r)) for i, r in enumerate(recs)]
+    assert [r["label"] for r in out[1:]] == ["ham"] * 39 and out[0]["label"] == "spam"
+    assert out[5]["judges"]["q"]["label"] == "spam"  # the judge's own answer is kept as it was
+    assert refit(lambda: iter(recs), ["q"], labels, "majority", "label")[0] is None  # no gold: unchanged
