@@ -28,7 +28,9 @@ ORDER = [
     "audit",
     "serve",
     "local_quality",
+    "local_quality_gold",
     "real_quality",
+    "real_quality_gold",
     "candist_real",
     "ab_revisions",
 ]

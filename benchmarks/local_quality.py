@@ -97,7 +97,7 @@ def main() -> None:
         "",
         f"{n} reviews scored"
         + (f" (after the first {a.gold_rows} of the sample, given as gold rows)" if a.gold_rows else "")
-        + f" (seeded sample of sst2_dev.csv, {gold_pos:.0%} positive), the embedded default: one answer token, its logprobs "
+        + f" (seeded sample of sst2_dev.csv, {gold_pos:.0%} positive), the embedded default: a JSON answer, its label token's logprobs "
         f"calibrated on content-free inputs; {wall:.0f}s wall for {a.rows} rows ({wall / a.rows:.2f}s each"
         ", 0 when the answers came from the cache).",
         "",
