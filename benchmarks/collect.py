@@ -31,6 +31,7 @@ ORDER = [
     "local_quality_gold",
     "real_quality",
     "real_quality_gold",
+    "real_quality_40",
     "candist_real",
     "ab_revisions",
 ]
