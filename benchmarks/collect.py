@@ -28,7 +28,10 @@ ORDER = [
     "audit",
     "serve",
     "local_quality",
+    "local_quality_gold",
     "real_quality",
+    "real_quality_gold",
+    "real_quality_40",
     "candist_real",
     "ab_revisions",
 ]

@@ -85,7 +85,10 @@ def llama_perf(logs: list[Path]) -> dict[str, float]:
     return out
 
 
-def run_task(task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d: Path, agg: str) -> dict:
+def run_task(
+    task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d: Path, agg: str, n_gold: int = 0
+) -> dict:
+    """Label `rows` with `judges` and aggregate `agg`; the first `n_gold` rows' labels are given as gold rows."""
     t = TASKS[task]
     with open(d / f"{task}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["id", "text", "label"])
@@ -97,6 +100,12 @@ def run_task(task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]]
         "aggregate": agg,
         "cache_dir": str(d / "cache"),
     }
+    if n_gold:
+        with open(d / f"{task}.gold.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["id", "label"], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows[:n_gold])
+        cfg["gold"] = str(d / f"{task}.gold.csv")
     (d / f"{task}.yaml").write_text(json.dumps(cfg))
     out = d / f"{task}.{agg}.jsonl"
     start = time.perf_counter()
@@ -107,7 +116,8 @@ def run_task(task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]]
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
     )
     wall = time.perf_counter() - start
-    recs = [json.loads(x) for x in open(out)]
+    scored = {r["id"] for r in rows[n_gold:]}
+    recs = [r for r in (json.loads(x) for x in open(out)) if r["id"] in scored]
     ledger = json.loads(out.with_name(out.name + ".ledger.json").read_text())["runs"][-1]
     return {"recs": recs, "wall": wall, "ledger": ledger}
 
@@ -134,6 +144,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--no-logprobs", action="store_true", help="plain JSON answers (confidence 1.0), no calibration")
     ap.add_argument("--name", default="real_quality", help="results file benchmarks/results/NAME.md")
+    ap.add_argument(
+        "--gold-rows", type=int, default=0, help="give the first N sampled rows as gold (scores: the other rows)"
+    )
     ap.add_argument("--work", help="keep inputs, outputs and the answer cache here (a rerun is then free)")
     # One thread per server: llama.cpp's threads spin while they wait, so 3 servers x 2 threads on 2 shared
     # cores thrash (measured: 2.6 s per generated token for Qwen against ~0.1 s alone).
@@ -167,7 +180,7 @@ def main() -> None:
                 for j in state.judges()
             ]
             for task in a.tasks.split(","):
-                lines += table(task, sample(Path(a.data_dir), task, a.rows), judges, d, state)
+                lines += table(task, sample(Path(a.data_dir), task, a.rows), judges, d, state, a.gold_rows)
         finally:
             for p in procs:
                 servers._terminate(p.pid)
@@ -178,14 +191,23 @@ def main() -> None:
         f"(load {load:.1f} at start), llama.cpp threads {a.threads}, servers up in {startup:.0f}s. Command: "
         f"`python benchmarks/real_quality.py --rows {a.rows} --tasks {a.tasks} --models {a.models}"
         + (" --no-logprobs" if a.no_logprobs else "")
+        + (f" --gold-rows {a.gold_rows}" if a.gold_rows else "")
         + (f" --name {a.name}" if a.name != "real_quality" else "")
         + "`",
         "",
-        f"Seeded samples of {a.rows} rows per dataset. Each judge: label mode, "
+        f"Seeded samples of {a.rows} rows per dataset"
+        + (
+            f"; the first {a.gold_rows} are given to llmlabel as gold rows (`gold:`: judge weights, left-out "
+            "judges and confidence calibration use them) and every score is on the other rows"
+            if a.gold_rows
+            else ""
+        )
+        + ". Each judge: label mode, "
         + (
             "JSON-schema constrained answer without logprobs (confidence 1.0). "
             if a.no_logprobs
-            else "logprobs over label codes, calibrated on content-free inputs (the embedded default). "
+            else "JSON-schema constrained answer, the label token's logprobs calibrated on content-free inputs "
+            "(the embedded default). "
         )
         + "`ensemble (majority)`: soft vote after the aggregation leaves out judges with ~0 kappa; "
         "`ensemble (dawid_skene)`: the same over Dawid-Skene. cov@0.9: share of rows kept at the confidence "
@@ -203,21 +225,23 @@ def main() -> None:
     collect.main([])
 
 
-def table(task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d: Path, state: Any) -> list[str]:
+def table(
+    task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d: Path, state: Any, n_gold: int = 0
+) -> list[str]:
     labels = list(TASKS[task]["labels"])
-    gold = [r["label"] for r in rows]
+    gold = [r["label"] for r in rows[n_gold:]]
     logs = [Path(s.log) for s in state.servers]
     before = [p.stat().st_size for p in logs]
-    res = run_task(task, rows, judges, d, "majority")
+    res = run_task(task, rows, judges, d, "majority", n_gold)
     perf = {}
     for s, p, b in zip(state.servers, logs, before):
         part = d / f"{p.name}.{task}.part"
         part.write_bytes(p.read_bytes()[b:])
         perf[s.models[0]] = llama_perf([part])
-    ds = run_task(task, rows, judges, d, "dawid_skene")  # answers come from the cache: only the fit differs
+    ds = run_task(task, rows, judges, d, "dawid_skene", n_gold)  # answers come from the cache: only the fit differs
     n = len(rows)
     out = [
-        f"### {task} ({n} rows, {len(labels)} labels)",
+        f"### {task} ({len(gold)} rows scored" + (f", {n_gold} gold" if n_gold else "") + f", {len(labels)} labels)",
         "",
         "| judge / mode | accuracy | macro-F1 | ECE | cov@0.9 | s/row | tokens/row (in+out) "
         "| llama.cpp prompt / gen tok/s | cached |",
@@ -241,15 +265,17 @@ def table(task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d
             f"{res['wall'] / n:.2f} (all judges) | {toks:.0f} | "
             f"{pf.get('prompt eval', float('nan')):.0f} / {pf.get('eval', float('nan')):.1f} | {cached:.0%} |"
         )
+    combined = []
     for agg, r in (("majority", res), ("dawid_skene", ds)):
         s = score(gold, [x["label"] for x in r["recs"]], [x["confidence"] for x in r["recs"]], labels)
+        combined.append(f"{agg} {s['acc']:.3f} ({'>=' if s['acc'] >= best[1] else 'BELOW'} best)")
         left = r["ledger"].get("quality", {}).get("left_out") or []
         note = f"; left out: {', '.join(left)}" if left else ""
         out.append(
             f"| **ensemble ({agg}{note})** | {s['acc']:.3f} | {s['f1']:.3f} | {s['ece']:.3f} "
             f"| {s['cov90']:.2f} | | | | |"
         )
-    out += ["", f"Best single judge: {best[0]} {best[1]:.3f}.", ""]
+    out += ["", f"Best single judge: {best[0]} {best[1]:.3f}; combined: {', '.join(combined)}.", ""]
     return out
 
 

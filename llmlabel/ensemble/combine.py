@@ -170,6 +170,10 @@ def _refit(
 
     from llmlabel.ensemble import aggregate, candidates, judges
 
+    prior = _gold_prior(gold, labels)
+    if prior:
+        raw = records
+        records = lambda: (_with_prior(rec, prior) for rec in raw())  # noqa: E731
     votes, cand, gold_pos = _collect(records, judge_names, labels, mode, gold)
     n, K = len(votes), len(labels)
     if not n:
@@ -188,7 +192,9 @@ def _refit(
         def revote(pos: int, rec: dict[str, Any]) -> dict[str, Any]:
             if rec.get("label") is None:
                 return rec
-            answers = {name: JudgeAnswer(**a) for name, a in (rec.get("judges") or {}).items()}
+            # The judges' own answers stay as they were in the output; only the combined label uses the prior.
+            seen = (_with_prior(rec, prior) if prior else rec).get("judges") or {}
+            answers = {name: JudgeAnswer(**a) for name, a in seen.items()}
             return {**rec, **combine_row(answers, labels, mode, weights)}
 
         return revote, summary
@@ -217,6 +223,40 @@ def _refit(
 
 
 Update = Callable[[int, dict[str, Any]], dict[str, Any]]
+
+
+def _gold_prior(gold: dict[str, str] | None, labels: list[str], min_rows: int = 10) -> dict[str, float] | None:
+    """The label shares of the gold rows (add-one smoothed); None under ``min_rows`` gold rows."""
+    counts = {lab: 1.0 for lab in labels}
+    n = 0
+    for lab in (gold or {}).values():
+        if lab in counts:
+            counts[lab] += 1
+            n += 1
+    if n < min_rows:
+        return None
+    total = sum(counts.values())
+    return {lab: c / total for lab, c in counts.items()}
+
+
+def _with_prior(rec: dict[str, Any], prior: dict[str, float]) -> dict[str, Any]:
+    """The row with each judge's label distribution times the label prior (renormalized, label = argmax).
+
+    Content-free calibration divides out the model's bias toward a label, and with it any prior: a calibrated
+    distribution assumes balanced labels, so on SMS spam (87% ham) it pushed Qwen to "spam" (0.35 right on 20
+    rows). The gold rows' label shares put the prior back (Bayes' rule: posterior ~ likelihood x prior).
+    Judges without a distribution (plain JSON answers, which keep the model's own prior) are left as they are."""
+    judges = {}
+    for name, a in (rec.get("judges") or {}).items():
+        p = a.get("probs") if isinstance(a, dict) else None
+        if p and a.get("label"):
+            q = {lab: float(p.get(lab, 0.0)) * prior[lab] for lab in prior}
+            z = sum(q.values())
+            if z > 0:
+                q = {lab: round(v / z, 4) for lab, v in q.items()}
+                a = {**a, "probs": q, "label": max(q, key=q.__getitem__)}
+        judges[name] = a
+    return {**rec, "judges": judges}
 
 
 def refit(

@@ -52,7 +52,8 @@ def uninformative(
 ) -> np.ndarray:
     """(J,) bool: judges whose answers carry (next to) no information about the label, to be left out.
 
-    A judge is flagged when its kappa (see judge_kappas) is below ``min_kappa``, or (three judges or more)
+    Judges that concentrate on one label while another spreads its answers are flagged first (see
+    _concentrated); of the others, a judge is flagged when its kappa (see judge_kappas) is below ``min_kappa``, or (three judges or more)
     when its label shares are ``max_skew`` or more (total variation) away from the other judges' mean shares:
     a judge that says "negative" to 90% of rows while the others split evenly is biased, even when it agrees
     with another weak judge often enough to keep a kappa above chance. Without gold and with two
@@ -65,8 +66,11 @@ def uninformative(
     flagged = np.zeros(J, dtype=bool)
     if J < 2 or n < min_rows:
         return flagged
-    kappa = judge_kappas(v, K, gold)
-    flagged = kappa < min_kappa
+    flagged = _concentrated(v, K)
+    live = np.flatnonzero(~flagged)
+    kappa = np.zeros(J)
+    kappa[live] = judge_kappas(v[:, live], K, gold) if len(live) > 1 else 1.0
+    flagged |= kappa < min_kappa
     # The most skewed judge goes first, then the others are compared again without it.
     while (~flagged).sum() >= 3:
         live = np.flatnonzero(~flagged)
@@ -82,6 +86,21 @@ def uninformative(
     if flagged.all():  # keep the judge with the most varied answers: a constant judge has none to give
         flagged[int(np.argmax(ent))] = False
     return flagged
+
+
+def _concentrated(v: np.ndarray, K: int, top: float = 0.7, spread: float = 0.5) -> np.ndarray:
+    """(J,) bool: on a task of 3+ labels, judges that give one label to ``top`` or more of their answers while
+    another judge spreads its answers (no label over ``spread``). Two such judges (tiny models that answer the
+    first code to every question) agree with each other and would out-vote the one judge that reads the text;
+    pairwise kappa cannot see it, so they go first. Not on 2 labels: an imbalanced task (90% ham) is answered
+    that way by a good judge."""
+    J = v.shape[1]
+    if K < 3 or J < 2:
+        return np.zeros(J, dtype=bool)
+    share = np.array(
+        [np.bincount(v[v[:, j] >= 0, j], minlength=K).max() / max((v[:, j] >= 0).sum(), 1) for j in range(J)]
+    )
+    return (share >= top) & (share.min() <= spread)
 
 
 def _label_skew(v: np.ndarray, K: int) -> np.ndarray:

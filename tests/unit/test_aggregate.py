@@ -366,3 +366,38 @@ def test_when_every_judge_looks_uninformative_the_varied_one_stays():
     varied = rng.integers(0, 6, 40)
     votes = np.stack([np.full(40, 2), varied, np.full(40, 0)], axis=1)
     assert uninformative(votes, 6).tolist() == [True, False, True]
+
+
+def test_uninformative_two_judges_stuck_on_one_label_do_not_outvote_the_reader():
+    """TREC with tiny models: two judges answer the first code to most questions and agree with each other
+    (kappa above chance), the third reads the text; on 3+ labels the concentrated pair is left out."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 6, 60)
+    reader = np.where(rng.random(60) < 0.5, y, rng.integers(0, 6, 60))
+    stuck = [np.where(rng.random(60) < p, 0, rng.integers(0, 6, 60)) for p in (0.85, 0.9)]
+    assert uninformative(np.column_stack([reader, *stuck]), 6).tolist() == [False, True, True]
+    # Two labels: a judge answering one label to 90% of an imbalanced task is not flagged for that alone.
+    ham = np.where(rng.random(60) < 0.9, 0, 1)
+    assert not uninformative(np.column_stack([ham, ham, rng.integers(0, 2, 60)]), 2)[:2].any()
+
+
+def test_refit_with_gold_puts_the_label_prior_back_into_calibrated_distributions():
+    """Content-free calibration assumes balanced labels: a judge leaning 0.6 "spam" on every row of a
+    90% ham job is right 10% of the time. With gold rows the combined label uses the gold label shares."""
+    labels = ["ham", "spam"]
+    recs = [
+        {
+            "id": str(i),
+            "label": "spam",
+            "confidence": 0.6,
+            "judges": {"q": {"label": "spam", "probs": {"ham": 0.4, "spam": 0.6}}},
+        }
+        for i in range(40)
+    ]
+    recs[0]["judges"]["q"] = {"label": "spam", "probs": {"ham": 0.02, "spam": 0.98}}
+    gold = {str(i): "ham" for i in range(1, 20)} | {"0": "spam"}
+    update, summary = refit(lambda: iter(recs), ["q"], labels, "majority", "label", gold=gold)
+    out = [update(i, dict(r)) for i, r in enumerate(recs)]
+    assert [r["label"] for r in out[1:]] == ["ham"] * 39 and out[0]["label"] == "spam"
+    assert out[5]["judges"]["q"]["label"] == "spam"  # the judge's own answer is kept as it was
+    assert refit(lambda: iter(recs), ["q"], labels, "majority", "label")[0] is None  # no gold: unchanged
