@@ -20,6 +20,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +40,18 @@ _CHUNK = 500  # keys per query: under SQLite's default limit of bound parameters
 def _connect(path: Path) -> sqlite3.Connection:
     # Autocommit (explicit transactions only); waits up to a minute for another process's write to finish.
     con = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-    con.execute("PRAGMA journal_mode=WAL")
+    # Two processes switching a new file to WAL at once: SQLite answers one of them "database is locked" at
+    # once instead of waiting (both hold a shared lock, so waiting could deadlock), which failed a run in CI.
+    # Retry until the other has switched; once set, WAL is the file's own mode.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     con.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL keeps the file consistent
     return con
 
