@@ -36,16 +36,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import TREC_LABELS  # noqa: E402
+
 from llmlabel.distill import CandidateDistiller  # noqa: E402
 
-LABELS = {
-    "ABBR": "an abbreviation or its expansion",
-    "DESC": "a description, definition, manner or reason",
-    "ENTY": "an entity (animal, color, food, product, term, ...)",
-    "HUM": "a person, group or organization",
-    "LOC": "a location (city, country, mountain, ...)",
-    "NUM": "a number, date, amount, distance, ...",
-}
+LABELS = TREC_LABELS
 
 
 def sample(path: Path, n: int) -> list[dict[str, str]]:

@@ -32,20 +32,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import TREC_LABELS  # noqa: E402
+
 from llmlabel.evaluation import metrics  # noqa: E402
 
 TASKS: dict[str, dict[str, Any]] = {
     "trec": {
         "file": "trec_test.csv",
         "instructions": "Classify the question by the kind of answer it asks for.",
-        "labels": {
-            "ABBR": "an abbreviation or its expansion",
-            "DESC": "a description, definition, manner or reason",
-            "ENTY": "an entity (animal, color, food, product, term, ...)",
-            "HUM": "a person, group or organization",
-            "LOC": "a location (city, country, mountain, ...)",
-            "NUM": "a number, date, amount, distance, ...",
-        },
+        "labels": TREC_LABELS,
     },
     "sst2": {
         "file": "sst2_dev.csv",

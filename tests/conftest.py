@@ -92,6 +92,36 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
     return rc, out.out, out.err
 
 
+def label_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`llmlabel label ARGS -q` in this process: (exit code, stderr)."""
+    rc, _, err = run_main(capsys, "label", *args, "-q")
+    return rc, err
+
+
+def one_line_error(rc: int | None, err: str, *needles: str) -> str:
+    """The run failed with one `llmlabel: error:` line holding every needle, and no traceback; returns it."""
+    assert rc not in (0, None), err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("llmlabel: error: "), err
+    for n in needles:
+        assert n in last, last
+    return last
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> str:
+    return one_line_error(r.returncode, r.stderr, *needles)
+
+
+@pytest.fixture
+def quiet_fake_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For in-process CLI runs: the fake server runs in this process too, and its report of a client that hung
+    up (a run stopping) would land in the captured stderr that the tests check for tracebacks."""
+    import socketserver
+
+    monkeypatch.setattr(socketserver.BaseServer, "handle_error", lambda self, request, address: None)
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_cli, write_config, write_corpus
+from conftest import assert_one_line_error, read_jsonl, run_cli, write_config, write_corpus
 from fakeserver import FakeLLM, pick
 
 LABELS = ["positive", "negative"]
@@ -17,15 +17,6 @@ LABELS = ["positive", "negative"]
 
 def expected_labels(rows):
     return {r["id"]: pick(r["text"], LABELS) for r in rows}
-
-
-def assert_one_line_error(r, *needles):
-    assert r.returncode not in (0, None), r.stderr
-    assert "Traceback" not in r.stderr, r.stderr
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("llmlabel: error: "), r.stderr
-    for n in needles:
-        assert n in last, last
 
 
 def test_faults_every_row_labeled_once_and_ledger_matches(tmp_path):

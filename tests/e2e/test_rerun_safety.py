@@ -8,31 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_main, write_config, write_corpus
+from conftest import label_main as label
+from conftest import one_line_error, read_jsonl, write_config, write_corpus
 
-
-@pytest.fixture(autouse=True)
-def _quiet_fake_server(monkeypatch):
-    """The fake server runs in this process: its report of a client that hung up (a run stopping) would land
-    in the captured stderr that these tests check for tracebacks."""
-    import socketserver
-
-    monkeypatch.setattr(socketserver.BaseServer, "handle_error", lambda self, request, address: None)
-
-
-def label(capsys, *args: str) -> tuple[int, str]:
-    rc, _, err = run_main(capsys, "label", *args, "-q")
-    return rc, err
-
-
-def one_line_error(rc: int, err: str, *needles: str) -> str:
-    assert rc not in (0, None), err
-    assert "Traceback" not in err, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("llmlabel: error: "), err
-    for n in needles:
-        assert n in last, last
-    return last
+pytestmark = pytest.mark.usefixtures("quiet_fake_server")
 
 
 @pytest.fixture

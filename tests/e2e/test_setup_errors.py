@@ -1,16 +1,7 @@
 """Setup mistakes a user can make get one clear line before any paid call, and never a traceback."""
 
 import yaml
-from conftest import run_cli, write_config, write_corpus
-
-
-def assert_one_line_error(r, *needles):
-    assert r.returncode not in (0, None), r.stderr
-    assert "Traceback" not in r.stderr, r.stderr
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("llmlabel: error: "), r.stderr
-    for n in needles:
-        assert n in last, last
+from conftest import assert_one_line_error, run_cli, write_config, write_corpus
 
 
 def _label(tmp_path, cfg, env=None):

@@ -8,19 +8,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import LABELS, read_jsonl, run_main, write_config, write_corpus
+from conftest import LABELS, one_line_error, read_jsonl, run_main, write_config, write_corpus
+from conftest import label_main as label
 from fakeserver import FakeLLM, pick
 
 from llmlabel.io.shards import Shard, shard_of
 
 N_ROWS = 60
 
-
-@pytest.fixture(autouse=True)
-def _quiet_fake_server(monkeypatch):
-    import socketserver
-
-    monkeypatch.setattr(socketserver.BaseServer, "handle_error", lambda self, request, address: None)
+pytestmark = pytest.mark.usefixtures("quiet_fake_server")
 
 
 @pytest.fixture
@@ -49,20 +45,6 @@ def _config(tmp_path, judges, name="c.yaml", cache="cache", **extra):
     data = cfg.read_text().replace(str(tmp_path / "cache"), str(tmp_path / cache))
     cfg.write_text(data)
     return cfg
-
-
-def label(capsys, *args: str) -> tuple[int, str]:
-    rc, _, err = run_main(capsys, "label", *args, "-q")
-    return rc, err
-
-
-def one_line_error(rc: int, err: str, *needles: str) -> None:
-    assert rc not in (0, None), err
-    assert "Traceback" not in err, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("llmlabel: error: "), err
-    for n in needles:
-        assert n in last, last
 
 
 def test_shard_hash_is_stable_and_partitions():
