@@ -34,6 +34,11 @@ def redact(text: str) -> str:
     return text
 
 
+def one_line(msg: object, limit: int = 240) -> str:
+    """A message (a server's, an exception's) for one error line: whitespace folded, secrets redacted, bounded."""
+    return redact(" ".join(str(msg).split()))[:limit]
+
+
 def redact_query(text: str) -> str:
     """Hide the values of token-like query parameters (`token=`, `api_key=`, ...) in a URL or log line."""
     return _QUERY_SECRET.sub(r"\1***", text)

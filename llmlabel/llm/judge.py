@@ -19,9 +19,9 @@ from llmlabel.llm.ledger import JudgeLedger
 from llmlabel.llm.limits import Budget, Limits
 from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import label_codes
-from llmlabel.llm.retry import BREAKER, RowFailed, give_up, one_line, retryable, row_failure, with_retries
+from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retryable, row_failure, with_retries
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
-from llmlabel.secrets import redact, register
+from llmlabel.secrets import one_line, redact, register
 
 __all__ = ["Budget", "JudgeClient", "NO_KEY"]
 

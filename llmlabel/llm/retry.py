@@ -16,7 +16,7 @@ from llmlabel.config import Judge
 from llmlabel.errors import JudgeError
 from llmlabel.llm.formats import format_rejected
 from llmlabel.llm.transport import StatusError, TransportError
-from llmlabel.secrets import redact
+from llmlabel.secrets import one_line
 
 T = TypeVar("T")
 
@@ -96,11 +96,6 @@ async def with_retries(
                 raise error
             return await send()
     raise AssertionError("unreachable: tenacity returns or re-raises")
-
-
-def one_line(msg: str, limit: int = 240) -> str:
-    """A server's message for an error line: one line, secrets redacted, bounded."""
-    return redact(" ".join(str(msg).split()))[:limit]
 
 
 def row_failure(judge: Judge, exc: BaseException) -> str:

@@ -4,12 +4,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from llmlabel import secrets
 from llmlabel.errors import JudgeError, LLMLabelError
-from llmlabel.secrets import redact
 
 
 def one_line(msg: object, limit: int = 400) -> str:
-    return redact(" ".join(str(msg).split()))[:limit]
+    """`secrets.one_line` with the service's longer bound (a job's error is read in full by API clients)."""
+    return secrets.one_line(msg, limit)
 
 
 def install_handlers(app: FastAPI, max_items: int) -> None:
