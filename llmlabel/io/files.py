@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from pathlib import Path
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path to write `path`'s new content to; renamed over `path` when the block succeeds, deleted
-    when it fails."""
+    when it fails. The name is the writer's own (process and thread), so concurrent writers of one path (two
+    processes assembling the same model file) never write into each other's file: the last rename wins."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)

