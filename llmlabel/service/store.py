@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import threading
@@ -11,9 +10,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from llmlabel.errors import LLMLabelError
+from llmlabel.io.lock import FileLock, Locked
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -27,43 +27,25 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 
 class StateLock:
-    """One server per state dir: an OS lock (flock) on `serve.lock` in it, held while the server runs, and
-    released by the OS if the process dies. Two servers on one dir would run every job twice."""
+    """One server per state dir: io.lock.FileLock on `serve.lock` in it, held while the server runs. Two
+    servers on one dir would run every job twice."""
 
     def __init__(self, state_dir: str | Path) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / "serve.lock"
-        self._fh: IO[str] | None = None
+        self._lock = FileLock(self.path)
 
     def acquire(self) -> None:
-        if self._fh is not None:
-            return
         try:
-            import fcntl
-        except ImportError:  # not POSIX (Windows): no lock
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            pid = fh.read().strip()[:20] or "unknown"
-            fh.close()
+            self._lock.acquire()
+        except Locked as e:
             raise LLMLabelError(
-                f"the state dir {self.dir} is in use by another `llmlabel serve` (pid {pid}); stop that one, "
+                f"the state dir {self.dir} is in use by another `llmlabel serve` (pid {e.holder}); stop that one, "
                 "or give this one another --state-dir"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
 
     def release(self) -> None:
-        if self._fh is not None:
-            self._fh.close()  # closing the file releases the lock
-            self._fh = None
+        self._lock.release()
 
 
 @dataclass
