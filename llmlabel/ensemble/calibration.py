@@ -6,11 +6,14 @@ dividing by p_cf and renormalizing (W = diag(p_cf)^-1, b = 0) removes it.
 
 Distributions are dicts label -> probability, as judges' answers carry them (`JudgeAnswer.probs`, read from
 logprobs by `llmlabel.llm.answers.probs_from_logprobs`): one row's K labels, so plain Python, no arrays.
+
+Confidence calibration on gold rows (Platt scaling, `calibrate_confidence`) lives here too: every calibration
+llmlabel does is in this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from llmlabel.llm.answers import JudgeAnswer
 
@@ -53,3 +56,26 @@ def calibrate_answer(ans: JudgeAnswer, p_cf: Mapping[str, float] | None) -> Judg
         return ans
     probs = {lab: round(v, 4) for lab, v in contextual_calibrate(ans.probs, p_cf).items()}
     return ans.model_copy(update={"probs": probs, "label": max(probs, key=probs.__getitem__)})
+
+
+def calibrate_confidence(conf: list[float], correct: list[bool], min_rows: int = 20) -> Callable[[float], float] | None:
+    """Platt scaling fitted on gold rows: confidence -> P(label is right), monotone, via a logistic regression
+    on logit(confidence). None with fewer than ``min_rows`` rows or when every row is right (or wrong)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    if len(conf) < min_rows or len(set(correct)) < 2:
+        return None
+    c = np.clip(np.asarray(conf, dtype=np.float64), 1e-4, 1 - 1e-4)
+    x = np.log(c / (1 - c))[:, None]
+    lr = LogisticRegression(C=10.0).fit(x, np.asarray(correct, dtype=int))
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if a <= 0:  # confidence carries no usable ordering: every row gets the gold accuracy
+        acc = float(np.mean(correct))
+        return lambda _c: acc
+
+    def f(value: float) -> float:
+        v = min(max(value, 1e-4), 1 - 1e-4)
+        return 1.0 / (1.0 + float(np.exp(-(a * np.log(v / (1 - v)) + b))))
+
+    return f

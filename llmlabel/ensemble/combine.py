@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from llmlabel.ensemble.calibration import calibrate_confidence
 from llmlabel.llm.answers import JudgeAnswer
 
 
@@ -296,26 +297,3 @@ def refit(
         return rec
 
     return calibrated, summary
-
-
-def calibrate_confidence(conf: list[float], correct: list[bool], min_rows: int = 20) -> Callable[[float], float] | None:
-    """Platt scaling fitted on gold rows: confidence -> P(label is right), monotone, via a logistic regression
-    on logit(confidence). None with fewer than ``min_rows`` rows or when every row is right (or wrong)."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    if len(conf) < min_rows or len(set(correct)) < 2:
-        return None
-    c = np.clip(np.asarray(conf, dtype=np.float64), 1e-4, 1 - 1e-4)
-    x = np.log(c / (1 - c))[:, None]
-    lr = LogisticRegression(C=10.0).fit(x, np.asarray(correct, dtype=int))
-    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-    if a <= 0:  # confidence carries no usable ordering: every row gets the gold accuracy
-        acc = float(np.mean(correct))
-        return lambda _c: acc
-
-    def f(value: float) -> float:
-        v = min(max(value, 1e-4), 1 - 1e-4)
-        return 1.0 / (1.0 + float(np.exp(-(a * np.log(v / (1 - v)) + b))))
-
-    return f

@@ -322,7 +322,7 @@ def test_a_candidate_set_of_two_is_not_certainty():
 
 
 def test_gold_rows_calibrate_confidence():
-    from llmlabel.ensemble.combine import calibrate_confidence
+    from llmlabel.ensemble.calibration import calibrate_confidence
 
     rng = np.random.default_rng(0)
     # An over-confident judge: says 0.95-1.0 but is right 70% of the time.
