@@ -69,8 +69,8 @@ class Job:
         self.p_cf: dict[str, dict[str, float]] = {}
         # Bounded: /v1/verify keys prefixes by the given label, which clients choose.
         self.prefixes: Memo[Any, Any] = Memo(256)
-        self._row_memo: dict[tuple[int, ...], Any] = {}
-        self._columns: dict[tuple[str, ...], list[str]] = {}
+        self._row_memo: Memo[tuple[int, ...], Any] = Memo(4096)
+        self._columns: Memo[tuple[str, ...], list[str]] = Memo(256)
 
     def new_ledger(self) -> Ledger:
         """Start counting a new run: a fresh ledger and budget (the options' max_cost / max_requests)."""
@@ -171,11 +171,9 @@ class Job:
         columns = tuple(row)
         names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
         if names is None:
-            if len(self._columns) >= 256:
-                self._columns.clear()
-            names = self._columns[columns] = [
-                f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k for k in columns
-            ]
+            names = self._columns.put(
+                columns, [f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k for k in columns]
+            )
         rec: dict[str, Any] = {"_i": i}
         rec.update(zip(names, row.values()))
         rec["id"] = row_id(row, task.id_column, i)
@@ -287,10 +285,8 @@ class Job:
             mkey = tuple(map(id, got))
             done = memo.get(mkey)
             if done is None:
-                if len(memo) >= 4096:
-                    memo.clear()
                 out = self.outcome(dict(zip(names, got)))  # type: ignore[arg-type]
-                done = memo[mkey] = (got, fields_json(out), out["error"])
+                done = memo.put(mkey, (got, fields_json(out), out["error"]))
             lines.append(line_with(rec, done[1]))
             self._count(done[2])
         return rest, lines, hit_rows
