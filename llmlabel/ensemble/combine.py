@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmlabel.ensemble.calibration import calibrate_confidence
+from llmlabel.ensemble.votes import Votes, none_uninformative
 from llmlabel.llm.answers import JudgeAnswer
 
 
@@ -70,34 +71,30 @@ def combine_row(
 
 def _collect(
     records: Callable[[], Any], judge_names: list[str], labels: list[str], mode: str, gold: dict[str, str] | None
-) -> tuple[Any, Any, dict[int, int]]:
-    """Votes (n, J) as label codes (-1: none), candidate sets (n, J, K) or None, and gold row positions."""
+) -> tuple[Votes, Any, dict[int, int]]:
+    """Votes as label codes (-1: none), candidate sets (n, J, K) or None, and gold row positions."""
     from array import array
-
-    import numpy as np
 
     K, J = len(labels), len(judge_names)
     index = {lab: k for k, lab in enumerate(labels)}
-    # Flat typed arrays (a few bytes a row), so memory stays flat for million-row jobs.
-    flat_votes = array("h")
-    flat_cands = array("b")
+    votes = Votes(J)
+    flat_cands = array("b")  # a typed array (a byte a label), so memory stays flat for million-row jobs
     gold_pos: dict[int, int] = {}
-    n = 0
     for pos, rec in enumerate(records()):
         js = rec.get("judges") or {}
-        for name in judge_names:
-            a = js.get(name) or {}
-            lab = a.get("label")
-            flat_votes.append(index[lab] if lab in index else -1)
-            if mode == "candidates":
+        answers = [js.get(name) or {} for name in judge_names]
+        votes.add(tuple(index.get(a.get("label"), -1) for a in answers))
+        if mode == "candidates":
+            for a in answers:
                 cs = a.get("candidates") or []
                 flat_cands.extend(1 if lab in cs else 0 for lab in labels)
         if gold and rec["id"] in gold and gold[rec["id"]] in index:
             gold_pos[pos] = index[gold[rec["id"]]]
-        n += 1
-    votes = np.frombuffer(flat_votes, dtype=np.int16).reshape(n, J).astype(np.int64)
-    cands = np.frombuffer(flat_cands, dtype=np.int8).reshape(n, J, K).astype(bool) if mode == "candidates" else None
-    return votes, cands, gold_pos
+    if mode != "candidates":
+        return votes, None, gold_pos
+    import numpy as np
+
+    return votes, np.frombuffer(flat_cands, dtype=np.int8).reshape(len(votes), J, K).astype(bool), gold_pos
 
 
 def _fit(
@@ -167,20 +164,23 @@ def _refit(
     """refit without the gold confidence calibration."""
     if method == "majority" and len(judge_names) < 2 and not gold:
         return None, {"method": method}  # one judge: its answers are the labels, nothing to weigh
-    import numpy as np
-
-    from llmlabel.ensemble import aggregate, candidates, judges
-
     prior = _gold_prior(gold, labels)
     if prior:
         raw = records
         records = lambda: (_with_prior(rec, prior) for rec in raw())  # noqa: E731
-    votes, cand, gold_pos = _collect(records, judge_names, labels, mode, gold)
-    n, K = len(votes), len(labels)
+    table, cand, gold_pos = _collect(records, judge_names, labels, mode, gold)
+    n, K = len(table), len(labels)
     if not n:
         return None, {}
-    keep = ~judges.uninformative(votes, K, gold_pos)
     summary: dict[str, Any] = {"method": method, "gold_rows": len(gold_pos)}
+    if method == "majority" and not gold_pos and none_uninformative(table, K):
+        return None, summary  # no judge to leave out: the per-row soft vote is final, and numpy is not needed
+    import numpy as np
+
+    from llmlabel.ensemble import aggregate, candidates, judges
+
+    votes = table.matrix()
+    keep = ~judges.uninformative(votes, K, gold_pos)
     if not keep.all():
         summary["left_out"] = [name for name, k in zip(judge_names, keep) if not k]
     if method == "majority" or (keep.sum() < 2 and not gold_pos):  # one judge left: nothing to weigh

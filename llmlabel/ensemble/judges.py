@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmlabel.ensemble.aggregate import _check_gold, _check_votes
+from llmlabel.ensemble.votes import MAX_SKEW, MIN_KAPPA, MIN_ROWS, SPREAD, TOP
 
 __all__ = ["judge_kappas", "uninformative"]
 
@@ -46,9 +47,9 @@ def uninformative(
     votes: np.ndarray,
     K: int,
     gold: dict[int, int] | None = None,
-    min_kappa: float = 0.1,
-    min_rows: int = 20,
-    max_skew: float = 0.3,
+    min_kappa: float = MIN_KAPPA,
+    min_rows: int = MIN_ROWS,
+    max_skew: float = MAX_SKEW,
 ) -> np.ndarray:
     """(J,) bool: judges whose answers carry (next to) no information about the label, to be left out.
 
@@ -59,7 +60,8 @@ def uninformative(
     with another weak judge often enough to keep a kappa above chance. Without gold and with two
     judges both kappas are the same number, so only the one whose answers are far less varied (lower
     label entropy: the "one label to everything" failure) is flagged. At least one judge always stays,
-    and nothing is flagged on fewer than ``min_rows`` answered items.
+    and nothing is flagged on fewer than ``min_rows`` answered items. (votes.none_uninformative answers
+    "nothing flagged" from vote counts without numpy: keep the two in step.)
     """
     v = _check_votes(votes, K)
     n, J = v.shape
@@ -88,7 +90,7 @@ def uninformative(
     return flagged
 
 
-def _concentrated(v: np.ndarray, K: int, top: float = 0.7, spread: float = 0.5) -> np.ndarray:
+def _concentrated(v: np.ndarray, K: int, top: float = TOP, spread: float = SPREAD) -> np.ndarray:
     """(J,) bool: on a task of 3+ labels, judges that give one label to ``top`` or more of their answers while
     another judge spreads its answers (no label over ``spread``). Two such judges (tiny models that answer the
     first code to every question) agree with each other and would out-vote the one judge that reads the text;
