@@ -76,7 +76,7 @@ def _collect(
     from array import array
 
     K, J = len(labels), len(judge_names)
-    index = {lab: k for k, lab in enumerate(labels)}
+    index: dict[Any, int] = {lab: k for k, lab in enumerate(labels)}
     votes = Votes(J)
     flat_cands = array("b")  # a typed array (a byte a label), so memory stays flat for million-row jobs
     gold_pos: dict[int, int] = {}
