@@ -112,6 +112,10 @@ class JudgeClient:
         """The cache key of the first request `ask(messages, kind)` would send (without building it)."""
         return self.encoder.key_for(messages, kind, self.formats.current)
 
+    def keys_for(self, batch: list[Messages], kind: str, tails: list[bytes] | None = None) -> list[str]:
+        """`key_for` of each of a batch of requests (see RequestEncoder.keys_for)."""
+        return self.encoder.keys_for(batch, kind, self.formats.current, tails)
+
     def _worst(self, req: dict[str, Any], data: bytes) -> float:
         """A request's worst-case cost, reserved from a --max-cost budget before it is sent: every byte of its
         body as an input token (no tokenizer makes a token of less than a byte, and the body's JSON framing

@@ -16,6 +16,7 @@ from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import JudgeAnswer
 from llmlabel.llm.cache import CacheBackend, open_cache
+from llmlabel.llm.encoding import message_json
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
 from llmlabel.llm.memo import Memo
@@ -232,26 +233,33 @@ class Job:
 
     def _cache_keys(self, rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[Any], list[str]]:
         """Each row started, with its judges' cache keys (None: nothing to ask) and its cut count."""
-        prepared, keys = [], []
-        # Judges with the same prompt and text limit send the same messages: rendered once a row.
-        groups = [
-            (j, self.clients[j.name], (j.prompt, j.max_text_tokens, self.clients[j.name].codes is not None))
-            for j in self.judges
-        ]
-        for i, row in rows:
-            rec, text, given = started = self.start(i, row)
-            ks, cuts = None, 0
-            if text is not None:
-                ks = []
-                shared: dict[Any, tuple[list[dict[str, str]], bool]] = {}
-                for j, client, group in groups:
-                    if group not in shared:
-                        shared[group] = self._messages(j, text, given)
-                    msgs, cut = shared[group]
-                    cuts += cut  # per judge, as the per-row path counts them
-                    ks.append(client.key_for(msgs, self.kind))
-                keys += ks
-            prepared.append((started, ks, cuts))
+        started = [self.start(i, row) for i, row in rows]
+        asked = [s for s in started if s[1] is not None]
+        # Judges with the same prompt and text limit send the same messages: rendered once a row, and each
+        # judge's keys computed for the whole chunk (RequestEncoder.keys_for).
+        groups: dict[Any, list[Judge]] = {}
+        for j in self.judges:
+            groups.setdefault((j.prompt, j.max_text_tokens, self.clients[j.name].codes is not None), []).append(j)
+        by_judge: dict[str, list[str]] = {}
+        cuts = [0] * len(asked)
+        for judges in groups.values():
+            rendered = [self._messages(judges[0], text, given) for _, text, given in asked]  # type: ignore[arg-type]
+            batch = [msgs for msgs, _ in rendered]
+            tails = [message_json(msgs[-1]) for msgs in batch]
+            for n, (_, cut) in enumerate(rendered):
+                cuts[n] += cut * len(judges)  # per judge, as the per-row path counts them
+            for j in judges:
+                by_judge[j.name] = self.clients[j.name].keys_for(batch, self.kind, tails)
+        per_row = iter(zip(*(by_judge[j.name] for j in self.judges), cuts))
+        prepared: list[Any] = []
+        keys: list[str] = []
+        for st in started:
+            if st[1] is None:
+                prepared.append((st, None, 0))
+                continue
+            *ks, cut = next(per_row)
+            keys += ks
+            prepared.append((st, ks, cut))
         return prepared, keys
 
     def _finish_cached(self, prepared: list[Any], hits: dict[str, Any]) -> tuple[list[Started], list[bytes], int]:

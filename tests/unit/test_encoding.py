@@ -97,6 +97,19 @@ def test_framed_body_is_canonical_json(last):
             assert key == cache_key("http://x/v1", data) == enc.key_for(msgs, "label", variant)
 
 
+def test_keys_for_a_batch_equal_each_requests_key():
+    """keys_for (a warm rerun's chunk, heads shared or changing, tails given or not) gives key_for's keys."""
+    enc = RequestEncoder("http://x/v1", _build)
+    sys_s, sys_t = [{"role": "system", "content": "s"}], [{"role": "system", "content": "t"}]
+    lasts = [{"role": "user", "content": c} for c in ("a", "b ✓", "c")] + [{"role": "user", "content": "x", "n": 1}]
+    batch = [[*head, last] for head in (sys_s, sys_s, sys_t, [], sys_s) for last in lasts]
+    want = [cache_key("http://x/v1", enc.encode(m, "label", "v")[1]) for m in batch]
+    assert enc.keys_for(batch, "label", "v") == want
+    assert enc.keys_for(batch, "label", "v", [message_json(m[-1]) for m in batch]) == want
+    frameless = RequestEncoder("ns", lambda messages, kind: {"m": messages, "copy": messages})
+    assert frameless.keys_for(batch, "label", "v") == [frameless.key_for(m, "label", "v") for m in batch]
+
+
 def test_message_json_is_canonical():
     for m in ({"role": "user", "content": 'a"b\\c\n\t✓'}, {"role": "u", "content": "c", "x": 1}):
         assert message_json(m) == canonical(m)
