@@ -9,6 +9,7 @@ from typing import Any
 from llmlabel.ensemble.calibration import calibrate_confidence
 from llmlabel.ensemble.votes import Votes, none_uninformative
 from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.llm.memo import Memo
 
 
 def judge_distribution(ans: JudgeAnswer) -> dict[str, float] | None:
@@ -80,11 +81,17 @@ def _collect(
     votes = Votes(J)
     flat_cands = array("b")  # a typed array (a byte a label), so memory stays flat for million-row jobs
     gold_pos: dict[int, int] = {}
+    # records() repeats one dict per distinct answer set (PartFile.judges_only): its codes are found once.
+    # The memo holds each dict, so no other object can take its id while the entry lives.
+    seen: Memo[int, tuple[Any, tuple[int, ...]]] = Memo(4096)
     for pos, rec in enumerate(records()):
         js = rec.get("judges") or {}
-        answers = [js.get(name) or {} for name in judge_names]
-        votes.add(tuple(index.get(a.get("label"), -1) for a in answers))
+        hit = seen.get(id(js))
+        if hit is None or hit[0] is not js:
+            hit = seen.put(id(js), (js, tuple(index.get((js.get(n) or {}).get("label"), -1) for n in judge_names)))
+        votes.add(hit[1])
         if mode == "candidates":
+            answers = [js.get(name) or {} for name in judge_names]
             for a in answers:
                 cs = a.get("candidates") or []
                 flat_cands.extend(1 if lab in cs else 0 for lab in labels)
