@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         a.limit = a.limit or 100
         a.out = a.out or "/tmp/cost-quick.md"
     from llmlabel.config import Config, Judge
-    from llmlabel.llm.prompts import render_messages, response_format
+    from llmlabel.llm.prompts import Prompts, render_messages, response_format
     from llmlabel.llm.tokens import count_message_tokens, count_tokens
     from llmlabel.pipeline.plan import _answer_tokens
 
@@ -70,13 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind, logprobs in (("label", False), ("candidates", False), ("label", True)):
             cfg = Config.model_validate({"task": task, "mode": kind})
             j = Judge(name="j", model="m", base_url="http://127.0.0.1", logprobs=logprobs)
-            prefix: dict = {}
-            sizes = [
-                count_message_tokens(
-                    render_messages(cfg, j, kind, r["text"], logprob_codes=logprobs, prefix_cache=prefix)
-                )
-                for r in data
-            ]
+            prompts = Prompts(cfg.task, cfg.prompts_dir)
+            sizes = [count_message_tokens(prompts.messages(j, kind, r["text"], logprob_codes=logprobs)) for r in data]
             fixed = count_message_tokens(render_messages(cfg, j, kind, "", logprob_codes=logprobs))
             texts = [count_tokens(r["text"]) for r in data]
             rf = None if logprobs else response_format("json_schema", kind, cfg.task.label_names, "labels")

@@ -84,9 +84,10 @@ def check_given_labels(
     input_path: str | Path, cfg: Config, label_column: str
 ) -> tuple[list[str], list[str], np.ndarray]:
     """ids, texts and given-label codes of every row; a one-line error for labels outside the task's set."""
-    from llmlabel.llm.prompts import row_text
+    from llmlabel.llm.prompts import Prompts
 
     task = cfg.task
+    prompts = Prompts(task, cfg.prompts_dir)
     ids: list[str] = []
     texts: list[str] = []
     values: list[Any] = []
@@ -96,7 +97,7 @@ def check_given_labels(
             raise InputError(f"{input_path}: no label column '{label_column}' (columns: {cols}); pass --label-column")
         values.append(row.get(label_column))
         ids.append(row_id(row, task.id_column, i))
-        texts.append(row_text(row, task, cfg.prompts_dir) or "")
+        texts.append(prompts.row_text(row) or "")
     if not ids:
         raise InputError(f"{input_path} has no rows; give a file with at least one row")
     return ids, texts, given_codes(values, task.label_names, str(input_path), f"a '{label_column}' value")

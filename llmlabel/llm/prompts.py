@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -27,7 +27,6 @@ def neutralize(text: str) -> str:
     return text
 
 
-@lru_cache(maxsize=8)
 def _env(prompts_dir: str | None) -> ImmutableSandboxedEnvironment:
     builtin = str(resources.files("llmlabel.templates"))
     loaders = [FileSystemLoader(prompts_dir)] if prompts_dir else []
@@ -38,25 +37,22 @@ def _env(prompts_dir: str | None) -> ImmutableSandboxedEnvironment:
     )
 
 
-@lru_cache(maxsize=64)
-def _text_template(expr: str, prompts_dir: str | None):
-    return _env(prompts_dir).from_string(expr)
-
-
 def row_text(row: dict[str, Any], task: Task, prompts_dir: str | None = None) -> str | None:
-    """The text to label: one column, or a template over several ("{{ title }}\\n{{ body }}")."""
-    col = task.text_column
-    if "{{" in col:
-        try:
-            return _clean(
-                _text_template(col, prompts_dir).render(**{str(k): ("" if v is None else v) for k, v in row.items()})
-            )
-        except TemplateError as e:
-            raise ConfigError(f"task.text_column template failed: {e}; fix the template or the column names") from None
-    v = row.get(col)
-    if v is None:
-        return None
-    return _clean(v if isinstance(v, str) else str(v))
+    """The text to label of one row (a one-off: many rows go through one `Prompts`, which compiles once)."""
+    return Prompts(task, prompts_dir).row_text(row)
+
+
+def render_messages(
+    cfg: Config,
+    judge: Judge | None,
+    kind: PromptKind,
+    text: str,
+    given_label: str | None = None,
+    logprob_codes: bool = False,
+) -> list[dict[str, str]]:
+    """The messages for one text (a one-off: many texts go through one `Prompts`, which renders the prompt's
+    fixed part once)."""
+    return Prompts(cfg.task, cfg.prompts_dir).messages(judge, kind, text, given_label, logprob_codes)
 
 
 def _clean(text: str) -> str:
@@ -128,81 +124,113 @@ def _template_line(e: BaseException, tmpl: Any) -> str:
     return ""
 
 
-def render_messages(
-    cfg: Config,
-    judge: Judge | None,
-    kind: PromptKind,
-    text: str,
-    given_label: str | None = None,
-    logprob_codes: bool = False,
-    prefix_cache: Memo[Any, Any] | None = None,
-) -> list[dict[str, str]]:
-    """The exact messages sent for one text: system, few-shot pairs, then the text.
+class Prompts:
+    """One task's prompt rendering, and what it compiles, owned by whoever renders many rows (a Job): the
+    template environment, the text_column template, and each prompt's fixed part (system message, examples,
+    the user block around the text), rendered once."""
 
-    The system message and examples do not depend on the text: with `prefix_cache` (the caller's, kept for a
-    job: prefix messages and user-block frames by prompt) they are rendered once."""
-    task = cfg.task
-    name = judge.prompt if judge and judge.prompt else kind
-    pkey = (name, kind, logprob_codes, given_label)
-    if prefix_cache is not None:
+    def __init__(self, task: Task, prompts_dir: str | None) -> None:
+        self.task, self.prompts_dir = task, prompts_dir
+        self._env: ImmutableSandboxedEnvironment | None = None
+        self._text_template: Any = None
+        # Bounded: /v1/verify keys prefixes by the given label, which clients choose.
+        self.prefixes: Memo[Any, Any] = Memo(256)
+
+    @property
+    def env(self) -> ImmutableSandboxedEnvironment:
+        if self._env is None:
+            self._env = _env(self.prompts_dir)
+        return self._env
+
+    def row_text(self, row: dict[str, Any]) -> str | None:
+        """The text to label: one column, or a template over several ("{{ title }}\\n{{ body }}")."""
+        col = self.task.text_column
+        if "{{" in col:
+            if self._text_template is None:
+                self._text_template = self.env.from_string(col)
+            try:
+                return _clean(self._text_template.render(**{str(k): ("" if v is None else v) for k, v in row.items()}))
+            except TemplateError as e:
+                raise ConfigError(
+                    f"task.text_column template failed: {e}; fix the template or the column names"
+                ) from None
+        v = row.get(col)
+        if v is None:
+            return None
+        return _clean(v if isinstance(v, str) else str(v))
+
+    def messages(
+        self,
+        judge: Judge | None,
+        kind: PromptKind,
+        text: str,
+        given_label: str | None = None,
+        logprob_codes: bool = False,
+    ) -> list[dict[str, str]]:
+        """The exact messages sent for one text: system, few-shot pairs, then the text."""
+        name = judge.prompt if judge and judge.prompt else kind
+        pkey = (name, kind, logprob_codes, given_label)
         # The hot path: prefix and user frame already rendered, nothing to look up (not even the template).
-        prefix, frame = prefix_cache.get(pkey), prefix_cache.get(("user",) + pkey)
+        prefix, frame = self.prefixes.get(pkey), self.prefixes.get(("user",) + pkey)
         if prefix is not None and frame:
             return prefix + [{"role": "user", "content": (frame[0] + neutralize(text) + frame[1]).strip()}]
-    env = _env(cfg.prompts_dir)
-    try:
-        tmpl = env.get_template(name if name.endswith(".j2") else f"{name}.j2")
-    except TemplateNotFound:
-        where = cfg.prompts_dir or "the built-in prompts"
-        raise ConfigError(f"prompt template '{name}' not found in {where}; add {name}.j2 or fix the name") from None
-    except TemplateError as e:
-        raise ConfigError(f"prompt template '{name}' is invalid: {e}; fix the template") from None
-    codes = label_codes(task.label_names) if logprob_codes else None
-    base = {"task": task, "labels": task.labels, "codes": codes, "kind": kind}
-
-    def block(block_name: str, **extra: Any) -> str:
-        if block_name not in tmpl.blocks:
-            raise ConfigError(
-                f"prompt template '{name}' has no '{{% block {block_name} %}}'; define blocks system and user"
+        codes = label_codes(self.task.label_names) if logprob_codes else None
+        block = self._blocks(name, kind, codes)
+        if prefix is None:
+            prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
+            for ex in self.task.examples:
+                prefix.append(
+                    {"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)}
+                )
+                prefix.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
+            self.prefixes.put(pkey, prefix)
+        text = neutralize(text)
+        # The user block usually just places the text: render it once around a marker, then splice each text
+        # in. A template that transforms the text (a filter, a loop) does not show the marker verbatim: render
+        # in full.
+        ukey = ("user",) + pkey
+        frame = self.prefixes.get(ukey)
+        if frame is None:
+            rendered = block("user", text=_MARK, given_label=given_label)
+            frame = (
+                rendered.split(_MARK)
+                if rendered.count(_MARK) == 1
+                and block("user", text="", given_label=given_label) == rendered.replace(_MARK, "")
+                else []
             )
-        ctx = tmpl.new_context({**base, **extra})
-        try:
-            return "".join(tmpl.blocks[block_name](ctx)).strip()
-        except Exception as e:  # noqa: BLE001 - a template's own expressions may raise anything ({{ 1/0 }})
-            what = str(e) if isinstance(e, TemplateError) else f"{type(e).__name__}: {e}"
-            raise ConfigError(
-                f"prompt template '{name}'{_template_line(e, tmpl)} failed: {what}; fix the template"
-            ) from None
+            self.prefixes.put(ukey, frame)
+        if frame:
+            content = (frame[0] + text + frame[1]).strip()
+        else:
+            content = block("user", text=text, given_label=given_label)
+        return prefix + [{"role": "user", "content": content}]
 
-    prefix = prefix_cache.get(pkey) if prefix_cache is not None else None
-    if prefix is None:
-        prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
-        for ex in task.examples:
-            prefix.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
-            prefix.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
-        if prefix_cache is not None:
-            prefix_cache.put(pkey, prefix)
-    text = neutralize(text)
-    if prefix_cache is None:
-        return prefix + [{"role": "user", "content": block("user", text=text, given_label=given_label)}]
-    # The user block usually just places the text: render it once around a marker, then splice each text in.
-    # A template that transforms the text (a filter, a loop) does not show the marker verbatim: render in full.
-    ukey = ("user",) + pkey
-    frame = prefix_cache.get(ukey)
-    if frame is None:
-        rendered = block("user", text=_MARK, given_label=given_label)
-        frame = (
-            rendered.split(_MARK)
-            if rendered.count(_MARK) == 1
-            and block("user", text="", given_label=given_label) == rendered.replace(_MARK, "")
-            else []
-        )
-        prefix_cache.put(ukey, frame)
-    if frame:
-        content = (frame[0] + text + frame[1]).strip()
-    else:
-        content = block("user", text=text, given_label=given_label)
-    return prefix + [{"role": "user", "content": content}]
+    def _blocks(self, name: str, kind: PromptKind, codes: dict[str, str] | None) -> Callable[..., str]:
+        """A renderer of the named template's blocks (`block(block_name, **variables)`)."""
+        try:
+            tmpl = self.env.get_template(name if name.endswith(".j2") else f"{name}.j2")
+        except TemplateNotFound:
+            where = self.prompts_dir or "the built-in prompts"
+            raise ConfigError(f"prompt template '{name}' not found in {where}; add {name}.j2 or fix the name") from None
+        except TemplateError as e:
+            raise ConfigError(f"prompt template '{name}' is invalid: {e}; fix the template") from None
+        base = {"task": self.task, "labels": self.task.labels, "codes": codes, "kind": kind}
+
+        def block(block_name: str, **extra: Any) -> str:
+            if block_name not in tmpl.blocks:
+                raise ConfigError(
+                    f"prompt template '{name}' has no '{{% block {block_name} %}}'; define blocks system and user"
+                )
+            ctx = tmpl.new_context({**base, **extra})
+            try:
+                return "".join(tmpl.blocks[block_name](ctx)).strip()
+            except Exception as e:  # noqa: BLE001 - a template's own expressions may raise anything ({{ 1/0 }})
+                what = str(e) if isinstance(e, TemplateError) else f"{type(e).__name__}: {e}"
+                raise ConfigError(
+                    f"prompt template '{name}'{_template_line(e, tmpl)} failed: {what}; fix the template"
+                ) from None
+
+        return block
 
 
 _MARK = "\x00llmlabel-text\x00"

@@ -20,7 +20,7 @@ from llmlabel.llm.encoding import message_json
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
 from llmlabel.llm.memo import Memo
-from llmlabel.llm.prompts import render_messages, row_text
+from llmlabel.llm.prompts import Prompts
 from llmlabel.llm.tokens import truncate
 from llmlabel.pipeline.options import RunOptions
 
@@ -30,10 +30,13 @@ OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
 Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
 
 
-def text_of(row: dict[str, Any], i: int, task: Task, prompts_dir: str | None) -> str | None:
-    """The row's text to label; a text_column template that fails on it (`{{ 1/0 }}`) is one clear line."""
+def text_of(
+    row: dict[str, Any], i: int, task: Task, prompts_dir: str | None, prompts: Prompts | None = None
+) -> str | None:
+    """The row's text to label (through `prompts` when the caller keeps one); a text_column template that
+    fails on it (`{{ 1/0 }}`) is one clear line."""
     try:
-        return row_text(row, task, prompts_dir)
+        return (prompts or Prompts(task, prompts_dir)).row_text(row)
     except LLMLabelError:
         raise
     except Exception as e:  # the template's own expressions may raise anything
@@ -68,8 +71,7 @@ class Job:
         }
         self.weights = {j.name: j.weight for j in judges if j.weight is not None} or None
         self.p_cf: dict[str, dict[str, float]] = {}
-        # Bounded: /v1/verify keys prefixes by the given label, which clients choose.
-        self.prefixes: Memo[Any, Any] = Memo(256)
+        self.prompts = Prompts(cfg.task, cfg.prompts_dir)
         self._row_memo: Memo[tuple[int, ...], Any] = Memo(4096)
         self._columns: Memo[tuple[str, ...], list[str]] = Memo(256)
 
@@ -101,15 +103,7 @@ class Job:
     def _messages(self, judge: Judge, text: str, given: str | None) -> tuple[list[dict[str, str]], bool]:
         """The messages, and whether the text had to be cut to the judge's max_text_tokens."""
         text, cut = truncate(text, judge.max_text_tokens)
-        return render_messages(
-            self.cfg,
-            judge,
-            self.kind,
-            text,
-            given_label=given,
-            logprob_codes=self.clients[judge.name].codes is not None,
-            prefix_cache=self.prefixes,
-        ), cut
+        return self.prompts.messages(judge, self.kind, text, given, self.clients[judge.name].codes is not None), cut
 
     async def calibrate(self) -> None:
         """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs."""
@@ -178,7 +172,7 @@ class Job:
         rec: dict[str, Any] = {"_i": i}
         rec.update(zip(names, row.values()))
         rec["id"] = row_id(row, task.id_column, i)
-        text = text_of(row, i, task, self.cfg.prompts_dir)
+        text = text_of(row, i, task, self.cfg.prompts_dir, self.prompts)
         if text is None or not text.strip():
             rec.update(
                 label=None,

@@ -9,7 +9,7 @@ from pathlib import Path
 from llmlabel.config import Config, Judge
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.llm.batch_api import batch_prices
-from llmlabel.llm.prompts import render_messages, row_text
+from llmlabel.llm.prompts import Prompts
 from llmlabel.llm.tokens import count_message_tokens, count_tokens, truncate
 
 
@@ -37,11 +37,12 @@ def plan(
     lines = [f"input: {input_path} ({rows} rows), mode {cfg.mode}, aggregate {cfg.aggregate}, {len(judges)} judge(s)"]
     total_req = total_cost = 0.0
     example = None
+    prompts = Prompts(task, cfg.prompts_dir)
     for j in judges:
         sizes = []
         for row in islice(iter_rows(input_path), min(sample, rows)):
-            text = row_text(row, task, cfg.prompts_dir) or ""
-            msgs = render_messages(cfg, j, cfg.mode, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
+            text = prompts.row_text(row) or ""
+            msgs = prompts.messages(j, cfg.mode, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
             sizes.append(count_message_tokens(msgs))
             example = example or msgs
         mean_in = sum(sizes) / max(1, len(sizes))
