@@ -53,6 +53,9 @@ def _connect(path: Path) -> sqlite3.Connection:
                 raise
             time.sleep(0.05)
     con.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL keeps the file consistent
+    # Reads through a memory map instead of a read() per page: a warm 5,000-row x 3-judge rerun's lookups
+    # 0.035 -> 0.026 s of CPU. (Writes still go through the WAL.)
+    con.execute("PRAGMA mmap_size=1073741824")
     return con
 
 
