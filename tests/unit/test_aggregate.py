@@ -401,3 +401,19 @@ def test_refit_with_gold_puts_the_label_prior_back_into_calibrated_distributions
     assert [r["label"] for r in out[1:]] == ["ham"] * 39 and out[0]["label"] == "spam"
     assert out[5]["judges"]["q"]["label"] == "spam"  # the judge's own answer is kept as it was
     assert refit(lambda: iter(recs), ["q"], labels, "majority", "label")[0] is None  # no gold: unchanged
+
+
+def test_combine_row_ties_within_1e9_go_to_the_lead_judge_then_the_first_label():
+    labels = ["a", "b", "c"]
+
+    def row(pa: float, pb: float, lead: str) -> str:
+        answers = {
+            "first": JudgeAnswer(label=lead, probs={"a": pa, "b": pb, "c": 0.0}),
+            "second": JudgeAnswer(label="c", probs={"a": 0.0, "b": 0.0, "c": 1.0}),
+        }
+        return combine_row(answers, labels, "label", {"first": 1.0, "second": 0.0})["label"]
+
+    assert row(0.5, 0.5 + 4e-10, "a") == "a"  # a tie at 1e-9: the lead judge's label
+    assert row(0.5 + 4e-10, 0.5, "b") == "b"
+    assert row(0.5, 0.5 + 3e-9, "a") == "b"  # more than 1e-9 apart: the higher mass
+    assert row(0.5, 0.5, "c") == "a"  # a tie the lead is not in: the first listed label
