@@ -46,6 +46,8 @@ def cmd_label(a: argparse.Namespace) -> int:
     )
     try:
         if a.batch:
+            if a.engine != "local":
+                raise ConfigError("--batch sends the job to the provider's Batch API: drop --engine ray")
             if shard is not None:
                 raise ConfigError("--batch does not take --shard yet: run each shard online, or the whole job in batch")
             from llmlabel.cli.batch import label_batch
@@ -53,6 +55,10 @@ def cmd_label(a: argparse.Namespace) -> int:
             res = label_batch(a, cfg, opts)
             if res is None:  # --no-wait: batches submitted, a rerun collects
                 return 0
+        elif a.engine == "ray":
+            from llmlabel.distributed.driver import run_job_ray
+
+            res = run_job_ray(cfg, a.input, a.output, opts, actors=a.actors)
         else:
             res = run_job(cfg, a.input, a.output, opts)
     except LLMLabelError as e:
@@ -168,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="label only shard I of N (0-based; rows picked by a hash of their id); join with `llmlabel merge`",
     )
+    s.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray cluster (RAY_ADDRESS, else a local one), for corpora past one machine",
+    )
+    s.add_argument("--actors", type=int, default=2, help="with --engine ray: labeling actors (default 2)")
     from llmlabel.cli.batch import add_label_options
 
     add_label_options(s)
