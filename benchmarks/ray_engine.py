@@ -19,8 +19,20 @@ import threading
 import time
 from pathlib import Path
 
-from common import LLMLABEL, LeanServer, byte_compile, clean_env, header, judge, loadavg, now, table
-from common import write_config, write_result, write_synthetic
+from common import (
+    LLMLABEL,
+    LeanServer,
+    byte_compile,
+    clean_env,
+    header,
+    judge,
+    loadavg,
+    now,
+    table,
+    write_config,
+    write_result,
+    write_synthetic,
+)
 
 TICK = os.sysconf("SC_CLK_TCK")
 
