@@ -38,6 +38,7 @@ from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
 from llmlabel.pipeline.run import check_output, finalize, judges_for, open_part
+from llmlabel.secrets import one_line
 
 from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note
 
@@ -103,15 +104,18 @@ def _read(ray: Any, src: list[Path] | str, fmt: str) -> Any:
 
 
 def _csv_columns(path: str) -> list[str]:
-    """A CSV's column names, from its first block (a local path or an object-store URI)."""
-    import pyarrow.csv as pacsv
+    """A CSV's column names, from its header line (a local path or an object-store URI)."""
+    import csv
+    import io
+
     import pyarrow.fs as pafs
 
     fs, where = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
     if fs.get_file_info(where).type == pafs.FileType.Directory:
         where = sorted(f.path for f in fs.get_file_info(pafs.FileSelector(where)) if f.path.endswith(".csv"))[0]
     with fs.open_input_stream(where) as fh:
-        return list(pacsv.open_csv(fh).schema.names)
+        head = fh.read(1 << 16).decode("utf-8-sig", "replace")
+    return next(csv.reader(io.StringIO(head)), [])
 
 
 @contextlib.contextmanager
@@ -120,7 +124,7 @@ def connected(actors: int | None) -> Iterator[Any]:
     connected, as in a notebook or a test: that connection, left open)."""
     # Ray's own notices (start-up, auth, each execution, actor arguments) stay out of llmlabel's log; the
     # variables are read when Ray starts (a user's own settings win).
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "CRITICAL")
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     try:
         import ray
@@ -186,7 +190,7 @@ def run_job_ray(
         try:
             part = open_part(job, output_path, fingerprint(job, src), str(input_spec))
             try:
-                stopped = _run(ray, job, _read(ray, src, fmt), part, total, actors)
+                stopped = _run(ray, job, (src, fmt), part, total, actors)
             finally:
                 part.close()
             return finalize(job, part, output_path, stopped, gold)
@@ -194,12 +198,30 @@ def run_job_ray(
             job.cache.close()
 
 
-def _run(ray: Any, job: Job, ds: Any, part: PartFile, total: int, actors: int) -> str | None:
+def _run(
+    ray: Any, job: Job, source: tuple[list[Path] | str, str], part: PartFile, total: int, actors: int
+) -> str | None:
     """Stream the rows through the actors into the part file. Returns why it stopped early, or None."""
     import asyncio
 
     # Content-free calibration once, here: the actors then find its answers in the cache.
     asyncio.run(_calibrate(job))
+    progress = Reporter(job.opts, job.ledger, total, len(part.done))
+    stop = _Stop(job.opts.cancel)
+    try:
+        with stop.on_signals():
+            _stream(job, _labeled(ray, job, _read(ray, *source), part, actors), part, progress, stop)
+    except errors.LLMLabelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Ray's errors (a read that fails, a cluster lost) end in one line
+        job.fatal = InputError(f"the Ray job failed: {_cause(e)}; fix the input or the cluster")
+    finally:
+        progress.close(finished=job.fatal is None and not stop.why)
+    return stop.why
+
+
+def _labeled(ray: Any, job: Job, ds: Any, part: PartFile, actors: int) -> Any:
+    """The dataset of labeled rows: the input through a pool of LabelWorker actors and one Gate."""
     if job.opts.limit is not None:
         ds = ds.limit(job.opts.limit)
     gate = (
@@ -208,7 +230,7 @@ def _run(ray: Any, job: Job, ds: Any, part: PartFile, total: int, actors: int) -
         .remote({j.name: (j.requests_per_minute, j.tokens_per_minute) for j in job.judges})
     )
     cfg, judges, share = _for_actors(job.cfg, job.judges, job.opts, actors)
-    labeled = ds.map_batches(
+    return ds.map_batches(
         LabelWorker,
         fn_constructor_kwargs={"cfg": cfg, "judges": judges, "opts": share, "done": frozenset(part.done), "gate": gate},
         batch_size=BATCH,
@@ -216,14 +238,19 @@ def _run(ray: Any, job: Job, ds: Any, part: PartFile, total: int, actors: int) -
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=ACTOR_CPUS,
     )
-    progress = Reporter(job.opts, job.ledger, total, len(part.done))
-    stop = _Stop(job.opts.cancel)
-    try:
-        with stop.on_signals():
-            _stream(job, labeled, part, progress, stop)
-    finally:
-        progress.close(finished=job.fatal is None and not stop.why)
-    return stop.why
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost cause of a Ray error (which wraps the task's own error), on one line."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "cause", None) or e.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        e = inner
+    text = str(e).strip().splitlines()
+    return one_line(f"{type(e).__name__}: {text[-1] if text else ''}", 300)
 
 
 async def _calibrate(job: Job) -> None:

@@ -31,7 +31,7 @@ def cluster():
         if os.environ.get("LLMLABEL_REQUIRE_RAY") == "1":
             pytest.fail("LLMLABEL_REQUIRE_RAY=1 but Ray is not installed (pip install -e '.[ray]')")
         pytest.skip("Ray is not installed (pip install -e '.[ray]')")
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "CRITICAL")
     ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
@@ -231,4 +231,28 @@ def test_a_429_rests_every_actor(tmp_path, capsys, cluster):
     # the gate (every 0.5 s) plus the requests it had in flight; without the gate it would go on at full speed.
     assert not [t for t in times if t429 + 0.8 < t < t429 + 1.9]
     assert len(times) == n + 1
+    a.stop()
+
+
+def test_a_read_error_is_one_line_and_keeps_the_rows(tmp_path, capsys, cluster):
+    # A row with an extra cell: Python's csv reader (the local engine) drops it, pyarrow's refuses the file.
+    rows = write_corpus(tmp_path / "in.csv", 20)
+    with open(tmp_path / "in.csv", "a") as fh:
+        fh.write("r20,text,extra\n")
+    a = FakeLLM().start()
+    cfg = _cfg(tmp_path, _judges(a), "c.yaml", "cache")
+    rc, _, err = run_main(
+        capsys,
+        "label",
+        str(tmp_path / "in.csv"),
+        "-c",
+        str(cfg),
+        "-o",
+        str(tmp_path / "o.jsonl"),
+        "--engine",
+        "ray",
+        "-q",
+    )
+    one_line_error(rc, err, "the Ray job failed", "rerun the same command")
+    assert not (tmp_path / "o.jsonl").exists() and len(rows) == 20
     a.stop()
