@@ -72,11 +72,13 @@ def test_ray_output_equals_local_and_pays_once(tmp_path, capsys, cluster, ext):
     assert a.requests + b.requests == 2 * local_requests == 2 * 2 * len(rows)  # unique texts x judges, once each
     ledger = json.loads((tmp_path / f"ray.{ext}.ledger.json").read_text())["runs"][-1]
     assert ledger["requests"] == 2 * len(rows) and ledger["rows_done"] == len(rows)
-    # A rerun of the finished job is all cache hits: nothing paid.
+    # The local run's cache serves a Ray run (same keys): nothing paid, the same output.
+    local_cfg = tmp_path / "l.yaml"
     rc, err = label(
-        capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "again.jsonl"), "--engine", "ray"
+        capsys, str(tmp_path / "in.csv"), "-c", str(local_cfg), "-o", str(tmp_path / f"again.{ext}"), "--engine", "ray"
     )
     assert rc == 0 and a.requests + b.requests == 2 * local_requests, err
+    assert (tmp_path / f"again.{ext}").read_bytes() == (tmp_path / f"local.{ext}").read_bytes()
     a.stop(), b.stop()
 
 
