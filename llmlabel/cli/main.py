@@ -120,8 +120,13 @@ def cmd_prompt(a: argparse.Namespace) -> int:
     text = row_text(row, cfg.task, cfg.prompts_dir) or ""
     given = row.get(a.label_column) if kind == "verify" else None
     codes = judge.logprobs and judge.response_format in ("auto", "text")
+    demos = None
+    if cfg.task.examples_file:
+        from llmlabel.llm.demos import DemoPool
+
+        demos = DemoPool(cfg.task).nearest(text)
     msgs = render_messages(
-        cfg, judge, kind, text, given_label=None if given is None else str(given), logprob_codes=codes
+        cfg, judge, kind, text, given_label=None if given is None else str(given), logprob_codes=codes, demos=demos
     )
     fmt = "text" if codes else ("json_schema" if judge.response_format == "auto" else judge.response_format)
     out = {

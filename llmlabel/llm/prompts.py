@@ -10,7 +10,7 @@ from typing import Any
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from llmlabel.config import Config, Judge, Task
+from llmlabel.config import Config, Example, Judge, Task
 from llmlabel.errors import ConfigError
 from llmlabel.llm.memo import Memo
 
@@ -109,13 +109,22 @@ def response_format(fmt: str, kind: PromptKind, labels: list[str], task_name: st
     return None
 
 
-def _example_answer(ex, kind: PromptKind, codes: dict[str, str] | None) -> str:
+def _example_answer(ex: Example, kind: PromptKind, codes: dict[str, str] | None) -> str:
     if codes:
         return codes[ex.label or (ex.candidates or [""])[0]]
     if kind == "candidates":
-        cands = ex.candidates or [ex.label]
+        cands = ex.candidates or [ex.label or ""]
         return json.dumps({"candidates": cands, "label": ex.label or cands[0]})
     return json.dumps({"label": ex.label or (ex.candidates or [""])[0]})
+
+
+def _pairs(examples: list[Example], block: Any, kind: PromptKind, codes: dict[str, str] | None) -> list[dict[str, str]]:
+    """Demonstrations as chat turns: the example's text as a user message, its answer as the assistant's."""
+    out = []
+    for ex in examples:
+        out.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
+        out.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
+    return out
 
 
 def _template_line(e: BaseException, tmpl: Any) -> str:
@@ -136,8 +145,10 @@ def render_messages(
     given_label: str | None = None,
     logprob_codes: bool = False,
     prefix_cache: Memo[Any, Any] | None = None,
+    demos: list[Example] | None = None,
 ) -> list[dict[str, str]]:
-    """The exact messages sent for one text: system, few-shot pairs, then the text.
+    """The exact messages sent for one text: system, the task's few-shot pairs, the text's own retrieved
+    demonstrations (`demos`, after the shared prefix so that servers can reuse it), then the text.
 
     The system message and examples do not depend on the text: with `prefix_cache` (the caller's, kept for a
     job: prefix messages and user-block frames by prompt) they are rendered once."""
@@ -147,7 +158,7 @@ def render_messages(
     if prefix_cache is not None:
         # The hot path: prefix and user frame already rendered, nothing to look up (not even the template).
         prefix, frame = prefix_cache.get(pkey), prefix_cache.get(("user",) + pkey)
-        if prefix is not None and frame:
+        if prefix is not None and frame and not demos:
             return prefix + [{"role": "user", "content": (frame[0] + neutralize(text) + frame[1]).strip()}]
     env = _env(cfg.prompts_dir)
     try:
@@ -177,11 +188,11 @@ def render_messages(
     prefix = prefix_cache.get(pkey) if prefix_cache is not None else None
     if prefix is None:
         prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
-        for ex in task.examples:
-            prefix.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
-            prefix.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
+        prefix += _pairs(task.examples, block, kind, codes)
         if prefix_cache is not None:
             prefix_cache.put(pkey, prefix)
+    if demos:
+        prefix = prefix + _pairs(demos, block, kind, codes)
     text = neutralize(text)
     if prefix_cache is None:
         return prefix + [{"role": "user", "content": block("user", text=text, given_label=given_label)}]

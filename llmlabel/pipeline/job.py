@@ -16,6 +16,7 @@ from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import JudgeAnswer
 from llmlabel.llm.cache import CacheBackend, open_cache
+from llmlabel.llm.demos import DemoPool
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
 from llmlabel.llm.memo import Memo
@@ -71,6 +72,7 @@ class Job:
         self.prefixes: Memo[Any, Any] = Memo(256)
         self._row_memo: Memo[tuple[int, ...], Any] = Memo(4096)
         self._columns: Memo[tuple[str, ...], list[str]] = Memo(256)
+        self.demos = DemoPool(cfg.task) if cfg.task.examples_file else None
 
     def new_ledger(self) -> Ledger:
         """Start counting a new run: a fresh ledger and budget (the options' max_cost / max_requests)."""
@@ -108,6 +110,7 @@ class Job:
             given_label=given,
             logprob_codes=self.clients[judge.name].codes is not None,
             prefix_cache=self.prefixes,
+            demos=self.demos.nearest(text) if self.demos is not None else None,
         ), cut
 
     async def calibrate(self) -> None:
