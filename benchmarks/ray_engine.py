@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--latencies", type=float, nargs="+", default=[0.0, 0.1])
     ap.add_argument("--work", default="/tmp/ray-bench")
+    ap.add_argument("--engines", nargs="*", default=[], help="only these rows of the table (by name)")
     a = ap.parse_args()
     byte_compile()
     work = Path(a.work)
@@ -111,15 +112,23 @@ def main() -> None:
         rows = []
         with LeanServer(latency=latency) as srv:
             reference = None
-            for name, extra in (
-                ("local engine", None),
-                ("ray, 1 actor", ["--engine", "ray", "--actors", "1"]),
-                ("ray, 2 actors", ["--engine", "ray", "--actors", "2"]),
-                ("2 shards as processes + merge", "shards"),
-            ):
-                run = work / f"{name.split(',')[0].split()[0]}-{extra[-1] if isinstance(extra, list) else ''}-{latency}"
+            for name, extra in [
+                x
+                for x in (
+                    ("local engine", None),
+                    ("ray, 1 actor", ["--engine", "ray", "--actors", "1"]),
+                    ("ray, 2 actors", ["--engine", "ray", "--actors", "2"]),
+                    ("ray, 2 actors, start-up and 100 rows", ["--engine", "ray", "--actors", "2", "--limit", "100"]),
+                    ("2 shards as processes + merge", "shards"),
+                )
+                if x[0] in a.engines or not a.engines
+            ]:
+                run = work / f"{name.replace(' ', '').replace(',', '_')}-{latency}"
                 run.mkdir(exist_ok=True)
-                cfg = write_config(run / "c.yaml", [judge("a", "m", srv.base_url, 64)], run / "cache")
+                # Every engine gets one job-wide concurrency of 64: Ray splits it among its actors, and each of
+                # the 2 shard processes is given 32.
+                conc = 32 if extra == "shards" else 64
+                cfg = write_config(run / "c.yaml", [judge("a", "m", srv.base_url, conc)], run / "cache")
                 out = run / "out.jsonl"
                 before = srv.requests()
                 base = [LLMLABEL, "label", str(corpus), "-c", str(cfg), "-q", "--restart"]
@@ -135,15 +144,16 @@ def main() -> None:
                 paid = srv.requests() - before
                 data = out.read_bytes()
                 reference = reference or data
+                same = "yes" if data == reference else ("(100 rows)" if "100 rows" in name else "NO")
                 rows.append(
                     [
                         name,
                         f"{wall:.1f}",
-                        f"{a.rows / wall:,.0f}",
+                        f"{(100 if '100 rows' in name else a.rows) / wall:,.0f}",
                         f"{cpu:.1f}",
                         f"{1000 * cpu / max(paid, 1):.2f}",
                         f"{paid:,}",
-                        "yes" if data == reference else "NO",
+                        same,
                     ]
                 )
                 print(rows[-1], flush=True)
