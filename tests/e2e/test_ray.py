@@ -258,3 +258,19 @@ def test_a_read_error_is_one_line_and_keeps_the_rows(tmp_path, capsys, cluster):
     one_line_error(rc, err, "the Ray job failed", "rerun the same command")
     assert not (tmp_path / "o.jsonl").exists() and len(rows) == 20
     a.stop()
+
+
+def test_actors_sharing_redis_pay_each_text_once(tmp_path, capsys, cluster, redis_url):
+    # 50 texts, each 4 times, so that both actors' batches hold every text at the same moment: the lease on the
+    # key in Redis makes one call of each (the local SQLite cache has no lease across processes).
+    texts = [f"review {i % 50}: {'great' if i % 3 else 'awful'}" for i in range(50)]
+    (tmp_path / "in.csv").write_text("id,text\n" + "".join(f"r{i},{texts[i % 50]}\n" for i in range(200)))
+    a = FakeLLM(latency=0.05).start()
+    cfg = write_config(tmp_path / "c.yaml", None, judges=_judges(a), cache_dir=redis_url)
+    rc, err = label(
+        capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), "--engine", "ray"
+    )
+    assert rc == 0, err
+    assert len(read_jsonl(tmp_path / "o.jsonl")) == 200
+    assert a.requests == 50
+    a.stop()
