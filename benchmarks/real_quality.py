@@ -90,7 +90,7 @@ def run_task(
         w.writeheader()
         w.writerows(rows)
     cfg = {
-        "task": {"name": task, "instructions": t["instructions"], "labels": t["labels"]},
+        "task": {"name": task, "instructions": t["instructions"], "labels": t["labels"], **t.get("task_extra", {})},
         "judges": judges,
         "aggregate": agg,
         "cache_dir": str(d / "cache"),

@@ -35,6 +35,10 @@ class Task(_Strict):
     text_column: str = "text"
     id_column: str = "id"
     examples: list[Example] = []
+    # Retrieved few-shot: a labeled pool (CSV/JSONL/Parquet with text_column and `label`); each row is shown
+    # its examples_k most similar pool rows (TF-IDF cosine) as demonstrations, after the shared prefix.
+    examples_file: str | None = None
+    examples_k: int = Field(4, ge=1, le=32)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -230,4 +234,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     cfg = parse_config(data, str(p))
     if cfg.prompts_dir and not Path(cfg.prompts_dir).is_absolute():
         cfg.prompts_dir = str((p.parent / cfg.prompts_dir).resolve())
+    if cfg.task.examples_file and not Path(cfg.task.examples_file).is_absolute():
+        cfg.task.examples_file = str((p.parent / cfg.task.examples_file).resolve())
     return cfg

@@ -3,8 +3,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +137,58 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("llama") or item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+
+
+# -- a real redis-server for the shared-cache tests (test_shared_cache.py, test_ray.py) -------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    binary = shutil.which("redis-server")
+    required = os.environ.get("LLMLABEL_REQUIRE_REDIS") == "1"
+    if binary is None:
+        if required:
+            pytest.fail("LLMLABEL_REQUIRE_REDIS=1 but no redis-server on PATH (apt-get install -y redis-server)")
+        pytest.skip("no redis-server on PATH: install it (apt-get install -y redis-server) to test the Redis cache")
+    try:
+        import redis
+    except ImportError:
+        if required:
+            pytest.fail("LLMLABEL_REQUIRE_REDIS=1 but the redis client is not installed (pip install -e '.[redis]')")
+        pytest.skip("the redis client is not installed (pip install -e '.[redis]')")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    yield port
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """A clean database per test."""
+    import redis
+
+    client = redis.Redis(port=redis_server)
+    client.flushall()
+    client.close()
+    return f"redis://127.0.0.1:{redis_server}/0"

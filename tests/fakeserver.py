@@ -37,11 +37,13 @@ class FakeLLM:
         status: int | None = None,
         fail_after: int | None = None,
         echo_key: bool = False,
+        throttle_at: int | None = None,
     ) -> None:
         self.answers = answers or {}
         self.labels = labels or ["positive", "negative"]
         self.faults, self.fault_kinds, self.latency, self.slow_seconds = faults, fault_kinds, latency, slow_seconds
         self.reject_schema, self.status, self.fail_after = reject_schema, status, fail_after
+        self.throttle_at = throttle_at  # this request (1-based) is answered 429 with Retry-After: 2
         self.echo_key = echo_key  # answer with the API key it was sent (a leaky server): never to be written
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -51,6 +53,7 @@ class FakeLLM:
         self.completion_tokens = 0
         self.fault_counts: dict[str, int] = {}
         self.bodies: list[dict[str, Any]] = []
+        self.times: list[float] = []  # time.monotonic() of each request's arrival
         self.headers: list[dict[str, str]] = []
         self.server: ThreadingHTTPServer | None = None
 
@@ -103,9 +106,12 @@ class FakeLLM:
     def handle(self, req: dict[str, Any], headers: dict[str, str]) -> tuple[int | None, Any, dict[str, str]]:
         with self.lock:
             self.requests += 1
+            self.times.append(time.monotonic())
             self.bodies.append(req)
             self.headers.append(headers)
             fault = self.rng.choice(self.fault_kinds) if self.faults and self.rng.random() < self.faults else None
+            if self.requests == self.throttle_at:
+                return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "2"}
             if fault:
                 self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
         if self.latency:

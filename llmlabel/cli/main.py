@@ -46,6 +46,8 @@ def cmd_label(a: argparse.Namespace) -> int:
     )
     try:
         if a.batch:
+            if a.engine != "local":
+                raise ConfigError("--batch sends the job to the provider's Batch API: drop --engine ray")
             if shard is not None:
                 raise ConfigError("--batch does not take --shard yet: run each shard online, or the whole job in batch")
             from llmlabel.cli.batch import label_batch
@@ -53,6 +55,10 @@ def cmd_label(a: argparse.Namespace) -> int:
             res = label_batch(a, cfg, opts)
             if res is None:  # --no-wait: batches submitted, a rerun collects
                 return 0
+        elif a.engine == "ray":
+            from llmlabel.distributed.driver import run_job_ray
+
+            res = run_job_ray(cfg, a.input, a.output, opts, actors=a.actors)
         else:
             res = run_job(cfg, a.input, a.output, opts)
     except LLMLabelError as e:
@@ -114,8 +120,13 @@ def cmd_prompt(a: argparse.Namespace) -> int:
     text = row_text(row, cfg.task, cfg.prompts_dir) or ""
     given = row.get(a.label_column) if kind == "verify" else None
     codes = judge.logprobs and judge.response_format in ("auto", "text")
+    demos = None
+    if cfg.task.examples_file:
+        from llmlabel.llm.demos import DemoPool
+
+        demos = DemoPool(cfg.task).nearest(text)
     msgs = render_messages(
-        cfg, judge, kind, text, given_label=None if given is None else str(given), logprob_codes=codes
+        cfg, judge, kind, text, given_label=None if given is None else str(given), logprob_codes=codes, demos=demos
     )
     fmt = "text" if codes else ("json_schema" if judge.response_format == "auto" else judge.response_format)
     out = {
@@ -168,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="label only shard I of N (0-based; rows picked by a hash of their id); join with `llmlabel merge`",
     )
+    s.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray cluster (RAY_ADDRESS, else a local one), for corpora past one machine",
+    )
+    s.add_argument("--actors", type=int, default=2, help="with --engine ray: labeling actors (default 2)")
     from llmlabel.cli.batch import add_label_options
 
     add_label_options(s)

@@ -19,7 +19,7 @@ from llmlabel.llm.ledger import JudgeLedger
 from llmlabel.llm.limits import Budget, Limits
 from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import label_codes
-from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retryable, row_failure, with_retries
+from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retry_after, retryable, row_failure, with_retries
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
 from llmlabel.secrets import one_line, redact, register
 
@@ -144,6 +144,8 @@ class JudgeClient:
             if capped:
                 budget.settle(worst, answered=True)  # an error status is not billed
             self._fails += retryable(e)
+            if e.status == 429:
+                self.limits.throttled(retry_after(e) or 1.0)
             raise
         except BaseException as e:
             if capped and admitted:

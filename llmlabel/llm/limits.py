@@ -93,11 +93,7 @@ class Limits:
         """`post()` (which sends `req`) within a concurrency slot and its share of the rate limits. `admit()`
         (the budget check, which counts the request) runs last: nothing awaits between it and the request."""
         async with self._sem:
-            if self._rpm:
-                await self._rpm.acquire()
-            if self._tpm:
-                est = sum(len(m["content"]) for m in req["messages"]) // 4 + req.get("max_tokens", 64)
-                await self._tpm.acquire(min(est, self._tpm_max or est))
+            await self.pace(req)
             while True:
                 try:
                     admit()
@@ -105,3 +101,19 @@ class Limits:
                 except BudgetWait:
                     await self._budget_wait()
             return await post()
+
+    async def pace(self, req: dict[str, Any]) -> None:
+        """Wait for the request's share of the rate limits (the Ray engine's workers share them job-wide)."""
+        if self._rpm:
+            await self._rpm.acquire()
+        if self._tpm:
+            await self._tpm.acquire(self.tokens(req))
+
+    def tokens(self, req: dict[str, Any]) -> float:
+        """The request's tokens as the tokens-per-minute limit counts them (an estimate made before sending)."""
+        est = sum(len(m["content"]) for m in req["messages"]) // 4 + req.get("max_tokens", 64)
+        return min(est, self._tpm_max or est)
+
+    def throttled(self, seconds: float) -> None:
+        """The server answered 429 (asking for `seconds` of rest): this request's retry already waits; the Ray
+        engine's workers also pause every other worker's sends to the judge."""

@@ -10,7 +10,7 @@ from typing import Any
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from llmlabel.config import Config, Judge, Task
+from llmlabel.config import Config, Example, Judge, Task
 from llmlabel.errors import ConfigError
 from llmlabel.llm.memo import Memo
 
@@ -49,10 +49,11 @@ def render_messages(
     text: str,
     given_label: str | None = None,
     logprob_codes: bool = False,
+    demos: list[Example] | None = None,
 ) -> list[dict[str, str]]:
     """The messages for one text (a one-off: many texts go through one `Prompts`, which renders the prompt's
     fixed part once)."""
-    return Prompts(cfg.task, cfg.prompts_dir).messages(judge, kind, text, given_label, logprob_codes)
+    return Prompts(cfg.task, cfg.prompts_dir).messages(judge, kind, text, given_label, logprob_codes, demos)
 
 
 def _clean(text: str) -> str:
@@ -105,13 +106,22 @@ def response_format(fmt: str, kind: PromptKind, labels: list[str], task_name: st
     return None
 
 
-def _example_answer(ex, kind: PromptKind, codes: dict[str, str] | None) -> str:
+def _example_answer(ex: Example, kind: PromptKind, codes: dict[str, str] | None) -> str:
     if codes:
         return codes[ex.label or (ex.candidates or [""])[0]]
     if kind == "candidates":
-        cands = ex.candidates or [ex.label]
+        cands = ex.candidates or [ex.label or ""]
         return json.dumps({"candidates": cands, "label": ex.label or cands[0]})
     return json.dumps({"label": ex.label or (ex.candidates or [""])[0]})
+
+
+def _pairs(examples: list[Example], block: Any, kind: PromptKind, codes: dict[str, str] | None) -> list[dict[str, str]]:
+    """Demonstrations as chat turns: the example's text as a user message, its answer as the assistant's."""
+    out = []
+    for ex in examples:
+        out.append({"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)})
+        out.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
+    return out
 
 
 def _template_line(e: BaseException, tmpl: Any) -> str:
@@ -166,24 +176,24 @@ class Prompts:
         text: str,
         given_label: str | None = None,
         logprob_codes: bool = False,
+        demos: list[Example] | None = None,
     ) -> list[dict[str, str]]:
-        """The exact messages sent for one text: system, few-shot pairs, then the text."""
+        """The exact messages sent for one text: system, the task's few-shot pairs, the text's own retrieved
+        demonstrations (`demos`, after the shared prefix so that servers can reuse it), then the text."""
         name = judge.prompt if judge and judge.prompt else kind
         pkey = (name, kind, logprob_codes, given_label)
         # The hot path: prefix and user frame already rendered, nothing to look up (not even the template).
         prefix, frame = self.prefixes.get(pkey), self.prefixes.get(("user",) + pkey)
-        if prefix is not None and frame:
+        if prefix is not None and frame and not demos:
             return prefix + [{"role": "user", "content": (frame[0] + neutralize(text) + frame[1]).strip()}]
         codes = label_codes(self.task.label_names) if logprob_codes else None
         block = self._blocks(name, kind, codes)
         if prefix is None:
             prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
-            for ex in self.task.examples:
-                prefix.append(
-                    {"role": "user", "content": block("user", text=neutralize(ex.text), given_label=ex.label)}
-                )
-                prefix.append({"role": "assistant", "content": _example_answer(ex, kind, codes)})
+            prefix += _pairs(self.task.examples, block, kind, codes)
             self.prefixes.put(pkey, prefix)
+        if demos:
+            prefix = prefix + _pairs(demos, block, kind, codes)
         text = neutralize(text)
         # The user block usually just places the text: render it once around a marker, then splice each text
         # in. A template that transforms the text (a filter, a loop) does not show the marker verbatim: render

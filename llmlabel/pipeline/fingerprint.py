@@ -75,8 +75,16 @@ def answers_fingerprint(job: Job) -> dict[str, str]:
     return fp
 
 
-def fingerprint(job: Job, input_path: Path) -> dict[str, Any]:
-    return {"version": VERSION, "input": input_fingerprint(input_path), "answers": answers_fingerprint(job)}
+def fingerprint(job: Job, source: Path | list[Path] | str) -> dict[str, Any]:
+    """`source`: the input file; or the files a Ray run reads (one file: the same fingerprint as a local run
+    of it, so either engine continues the other's run); or an object-store URI, known by its name only."""
+    if isinstance(source, str):
+        inp: dict[str, Any] = {"uri": source}
+    elif isinstance(source, Path) or len(source) == 1:
+        inp = input_fingerprint(source if isinstance(source, Path) else source[0])
+    else:
+        inp = {"files": {str(p): input_fingerprint(p) for p in source}}
+    return {"version": VERSION, "input": inp, "answers": answers_fingerprint(job)}
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any], input_path: Path | str) -> list[str]:
@@ -88,7 +96,9 @@ def differences(recorded: dict[str, Any], current: dict[str, Any], input_path: P
     return changed + [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
 
 
-def check_resumable(recorded: dict[str, Any] | None, current: dict[str, Any], input_path: Path, part: Path) -> None:
+def check_resumable(
+    recorded: dict[str, Any] | None, current: dict[str, Any], input_path: Path | str, part: Path
+) -> None:
     """Refuse to continue an unfinished run that belongs to another input or other settings."""
     if recorded is None or recorded.get("version") != VERSION:
         changed = ["run (its part file records no fingerprint: an older llmlabel, or it was edited)"]

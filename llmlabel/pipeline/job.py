@@ -16,6 +16,7 @@ from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import JudgeAnswer
 from llmlabel.llm.cache import CacheBackend, open_cache
+from llmlabel.llm.demos import DemoPool
 from llmlabel.llm.encoding import message_json
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
@@ -74,6 +75,7 @@ class Job:
         self.prompts = Prompts(cfg.task, cfg.prompts_dir)
         self._row_memo: Memo[tuple[int, ...], Any] = Memo(4096)
         self._columns: Memo[tuple[str, ...], list[str]] = Memo(256)
+        self.demos = DemoPool(cfg.task) if cfg.task.examples_file else None
 
     def new_ledger(self) -> Ledger:
         """Start counting a new run: a fresh ledger and budget (the options' max_cost / max_requests)."""
@@ -103,7 +105,9 @@ class Job:
     def _messages(self, judge: Judge, text: str, given: str | None) -> tuple[list[dict[str, str]], bool]:
         """The messages, and whether the text had to be cut to the judge's max_text_tokens."""
         text, cut = truncate(text, judge.max_text_tokens)
-        return self.prompts.messages(judge, self.kind, text, given, self.clients[judge.name].codes is not None), cut
+        demos = self.demos.nearest(text) if self.demos is not None else None
+        codes = self.clients[judge.name].codes is not None
+        return self.prompts.messages(judge, self.kind, text, given, codes, demos), cut
 
     async def calibrate(self) -> None:
         """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs."""

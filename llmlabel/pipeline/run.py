@@ -85,18 +85,23 @@ def loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-def check_run(
-    cfg: Config, input_path: str | Path, output_path: str | Path, opts: RunOptions
-) -> tuple[Path, Path, int, dict[str, str] | None]:
-    """Everything a run checks before any paid call. Returns the paths, the row count and the gold labels."""
-    input_path, output_path = Path(input_path), Path(output_path)
+def check_output(output_path: Path, inputs: list[Path]) -> None:
+    """The output path is a file path of a known format, and not one of the inputs."""
     input_format(output_path, "output")
     if output_path.is_dir():
         raise InputError(
             f"the output {output_path} is a directory; give a file path such as {output_path / 'labels.jsonl'}"
         )
-    if output_path.resolve() == input_path.resolve():
+    if any(output_path.resolve() == p.resolve() for p in inputs):
         raise InputError(f"the output {output_path} is the input file; choose another -o path")
+
+
+def check_run(
+    cfg: Config, input_path: str | Path, output_path: str | Path, opts: RunOptions
+) -> tuple[Path, Path, int, dict[str, str] | None]:
+    """Everything a run checks before any paid call. Returns the paths, the row count and the gold labels."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    check_output(output_path, [input_path])
     task = cfg.task
     total = scan(
         input_path,
@@ -138,22 +143,28 @@ async def _closing(job: Job, coro: Coroutine[Any, Any, Any]) -> Any:
 async def run_file(job: Job, input_path: Path, output_path: Path, total: int, gold: dict[str, str] | None) -> RunResult:
     """The run on a job its caller keeps open (checked by `check_run`), on the job's event loop: the rows not
     yet in the part file, then the final output (`finalize`)."""
-    part = PartFile(part_path(output_path), job.opts.limit)
-    fp = fingerprint(job, input_path)
-    if job.opts.restart:
-        part.discard()
-    elif part.exists():
-        check_resumable(part.meta(), fp, input_path, part.path)
-    kept = _keep_errors(part, fp, output_path, job.opts.retry_errors)
-    part.load()
-    kept &= part.errored  # the failed rows of the last finished run on file: asked again only with retry_errors
-    part.done |= kept  # (still in errored: a later line of the row, if any, is the one output)
-    part.open(fp)
+    part = open_part(job, output_path, fingerprint(job, input_path), input_path)
     try:
         stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
     finally:
         part.close()
     return finalize(job, part, output_path, stopped, gold)
+
+
+def open_part(job: Job, output_path: Path, fp: dict[str, Any], input_name: Path | str) -> PartFile:
+    """The output's part file, opened for appending: an unfinished run's rows kept (if it belongs to the same
+    input and settings `fp`), or a fresh one. Its `done` ids are the rows not to label again."""
+    part = PartFile(part_path(output_path), job.opts.limit)
+    if job.opts.restart:
+        part.discard()
+    elif part.exists():
+        check_resumable(part.meta(), fp, input_name, part.path)
+    kept = _keep_errors(part, fp, output_path, job.opts.retry_errors)
+    part.load()
+    kept &= part.errored  # the failed rows of the last finished run on file: asked again only with retry_errors
+    part.done |= kept  # (still in errored: a later line of the row, if any, is the one output)
+    part.open(fp)
+    return part
 
 
 def _keep_errors(part: PartFile, fp: dict[str, Any], output_path: Path, retry: bool) -> set[str]:

@@ -4,7 +4,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_jsonl, run_cli, write_config, write_corpus
+from conftest import label_main, read_jsonl, run_cli, write_config, write_corpus
 
 
 def test_label_then_rerun_is_free(tmp_path, fake):
@@ -222,3 +222,23 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, fake):
     assert any("ETA" in ln for ln in lines[:-1])
     r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "q.jsonl"), "-q", env=env)
     assert r.returncode == 0 and " rows/s" not in r.stderr
+
+
+def test_examples_file_sends_each_row_its_nearest_demonstrations(tmp_path, fake, capsys, quiet_fake_server):
+    rows = write_corpus(tmp_path / "in.csv", 6)
+    pool = tmp_path / "pool.csv"
+    pool.write_text(
+        "text,label\nreview number 3: the product is awful,negative\nthe weather is nice today,positive\n"
+        "review of a film: great,positive\n"
+    )
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    data = cfg.read_text().replace("task:\n", "task:\n  examples_file: pool.csv\n  examples_k: 2\n")
+    cfg.write_text(data)
+    rc, err = label_main(capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
+    assert rc == 0, err
+    by_text = {b["messages"][-1]["content"]: b["messages"] for b in fake.bodies}
+    msgs = by_text[f"<text>\n{rows[0]['text']}\n</text>"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert "review number 3" in msgs[3]["content"]  # the nearest pool row, right before the text
+    # Row 3's own text is in the pool: it is never shown its own answer.
+    assert all(rows[3]["text"] not in m["content"] for m in by_text[f"<text>\n{rows[3]['text']}\n</text>"][:-1])

@@ -8,71 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import read_jsonl, run_cli, write_config, write_corpus
+from conftest import free_port, read_jsonl, run_cli, write_config, write_corpus
 from fakeserver import FakeLLM
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    binary = shutil.which("redis-server")
-    required = os.environ.get("LLMLABEL_REQUIRE_REDIS") == "1"
-    if binary is None:
-        if required:
-            pytest.fail("LLMLABEL_REQUIRE_REDIS=1 but no redis-server on PATH (apt-get install -y redis-server)")
-        pytest.skip("no redis-server on PATH: install it (apt-get install -y redis-server) to test the Redis cache")
-    try:
-        import redis
-    except ImportError:
-        if required:
-            pytest.fail("LLMLABEL_REQUIRE_REDIS=1 but the redis client is not installed (pip install -e '.[redis]')")
-        pytest.skip("the redis client is not installed (pip install -e '.[redis]')")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-    yield port
-    client.close()
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.fixture
-def redis_url(redis_server):
-    """A clean database per test."""
-    import redis
-
-    client = redis.Redis(port=redis_server)
-    client.flushall()
-    client.close()
-    return f"redis://127.0.0.1:{redis_server}/0"
 
 
 def test_backend_stores_reads_and_shares_decoded_answers(redis_url):
@@ -182,7 +126,7 @@ def test_two_processes_sharing_redis_pay_each_answer_once(tmp_path, redis_url):
 
 def test_unreachable_redis_is_one_line(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 3)
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     cfg = write_config(tmp_path / "c.yaml", fake.base_url, cache_dir=f"redis://:s3cret@127.0.0.1:{port}/0")
     r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), "-q")
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr

@@ -17,6 +17,7 @@ ALLOWED = {
     "ensemble": {"llm", "io"},
     "local": {"io"},
     "pipeline": {"io", "llm", "ensemble", "local"},
+    "distributed": {"io", "llm", "ensemble", "pipeline", "local"},
     "distill": {"io"},
     "evaluation": {"io", "ensemble"},
     "auditing": {"io", "llm", "ensemble", "pipeline", "distill", "evaluation"},

@@ -4,7 +4,7 @@ import pytest
 
 from llmlabel.config import parse_config
 from llmlabel.errors import ConfigError
-from llmlabel.llm.prompts import render_messages, response_format, row_text
+from llmlabel.llm.prompts import Prompts, render_messages, response_format, row_text
 
 CFG = {"task": {"name": "t", "instructions": "Classify.", "labels": {"pos": "good", "neg": "bad"}}}
 
@@ -72,3 +72,64 @@ def test_logprob_prompt_uses_codes():
     cfg = parse_config(CFG)
     msgs = render_messages(cfg, None, "label", "x", logprob_codes=True)
     assert "A = pos, B = neg" in msgs[0]["content"]
+
+
+def _pool(tmp_path, rows):
+    path = tmp_path / "pool.csv"
+    path.write_text("id,text,label\n" + "".join(f"p{i},{t},{lab}\n" for i, (t, lab) in enumerate(rows)))
+    return path
+
+
+def test_retrieved_demonstrations_are_the_nearest_pool_rows(tmp_path):
+    from llmlabel.llm.demos import DemoPool
+
+    pool = _pool(
+        tmp_path,
+        [
+            ("How far is Paris from Rome ?", "neg"),
+            ("Who wrote Hamlet ?", "pos"),
+            ("How far is the moon ?", "neg"),
+            ("Who painted the Mona Lisa ?", "pos"),
+            ("What is a quark ?", "pos"),
+        ],
+    )
+    task = {
+        **CFG["task"],
+        "examples": [{"text": "static", "label": "pos"}],
+        "examples_file": str(pool),
+        "examples_k": 2,
+    }
+    cfg = parse_config({**CFG, "task": task})
+    demos = DemoPool(cfg.task).nearest("How far is Boston from Rome ?")
+    # The two "How far" questions, the closest last (right before the text); never the text itself.
+    assert [d.text for d in demos] == ["How far is the moon ?", "How far is Paris from Rome ?"]
+    assert [d.text for d in DemoPool(cfg.task).nearest("Who wrote Hamlet ?")][-1] == "Who painted the Mona Lisa ?"
+    msgs = render_messages(cfg, None, "label", "How far is Boston ?", demos=demos)
+    assert [m["role"] for m in msgs] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert "static" in msgs[1]["content"] and "How far is the moon" in msgs[3]["content"]  # shared prefix first
+    assert json.loads(msgs[4]["content"]) == {"label": "neg"} and msgs[-1]["content"].endswith("</text>")
+    prompts = Prompts(cfg.task, cfg.prompts_dir)
+    for _ in range(2):  # a job's Prompts (its rendered prefixes: the fast path) gives the same messages
+        assert prompts.messages(None, "label", "How far is Boston ?", demos=demos) == msgs
+    assert prompts.messages(None, "label", "How far is Boston ?") == render_messages(
+        cfg, None, "label", "How far is Boston ?"
+    )  # and without demos, the same as a one-off rendering
+
+
+def test_examples_file_errors_are_one_line(tmp_path):
+    from llmlabel.llm.demos import DemoPool
+
+    bad = _pool(tmp_path, [("fine", "pos"), ("odd", "maybe")])
+    with pytest.raises(ConfigError, match="row 3 has label 'maybe'"):
+        DemoPool(parse_config({**CFG, "task": {**CFG["task"], "examples_file": str(bad)}}).task)
+    with pytest.raises(ConfigError, match="examples_file"):
+        DemoPool(parse_config({**CFG, "task": {**CFG["task"], "examples_file": str(tmp_path / "none.csv")}}).task)

@@ -1,0 +1,328 @@
+"""`llmlabel label --engine ray`: a job on a Ray cluster (RAY_ADDRESS, else a local one started for the run).
+
+Ray Data reads the input (files, a folder, a glob or an object-store URI); a pool of async actors
+(distributed.worker.LabelWorker) runs the same labeling core as a local run, against the same response cache;
+their rows stream back here, into the same part file a local run writes; then the same `finalize` aggregates
+over every row. So a Ray run and a local run of one file resume each other, and their outputs are identical.
+
+Job-wide limits: each judge's `concurrency` is split among the actors, its rate limits are one gate's (an
+actor), a 429 rests every actor. A --max-cost / --max-requests budget is split evenly among the actors (each
+stops at its share: the job never spends more). Rows come back in input order (Ray Data's preserve_order), so
+the driver numbers them. An actor that dies is restarted by Ray Data and its batch redone: answers it was
+paid for are in the cache (the ledger cannot count what a killed actor had not reported)."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from llmlabel import errors
+from llmlabel.config import Config, Judge
+from llmlabel.errors import ConfigError, InputError
+from llmlabel.io.gold import read_gold
+from llmlabel.io.lock import output_lock
+from llmlabel.io.output import PartFile, line
+from llmlabel.io.rows import FORMATS, input_format, scan
+from llmlabel.llm.cache import REMOTE
+from llmlabel.pipeline.fingerprint import fingerprint
+from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.options import RunOptions, RunResult
+from llmlabel.pipeline.progress import Reporter
+from llmlabel.pipeline.run import check_output, finalize, judges_for, open_part
+from llmlabel.secrets import one_line
+
+from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note
+
+BATCH = 128  # rows an actor labels at a time (each batch runs concurrently inside the actor)
+ACTOR_CPUS = 0.25  # actors wait on the network: a fraction of a CPU each leaves the CPUs to Ray Data's reads
+
+
+def sources(spec: str) -> tuple[list[Path] | str, str]:
+    """The input files (sorted, so that rows have one order) or an object-store URI, and their format."""
+    if "://" in spec:
+        return spec, _remote_format(spec)
+    p = Path(spec)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in FORMATS)
+    elif any(c in spec for c in "*?["):
+        files = sorted(Path(f) for f in glob.glob(spec) if Path(f).is_file())
+    elif p.is_file():
+        files = [p]
+    else:
+        raise InputError(f"input {spec} not found; give a file, a folder, a glob or an object-store URI")
+    if not files:
+        raise InputError(f"input {spec}: no .csv, .jsonl or .parquet files there")
+    kinds = {input_format(f) for f in files}
+    if len(kinds) > 1:
+        raise InputError(f"input {spec} mixes formats ({', '.join(sorted(kinds))}); give files of one format")
+    return files, kinds.pop()
+
+
+def _remote_format(uri: str) -> str:
+    """The format of an object-store file, or of the files in an object-store folder."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, where = pafs.FileSystem.from_uri(uri)
+        info = fs.get_file_info(where)
+        if info.type == pafs.FileType.Directory:
+            names = [f.path for f in fs.get_file_info(pafs.FileSelector(where)) if f.type == pafs.FileType.File]
+        elif info.type == pafs.FileType.File:
+            names = [where]
+        else:
+            raise InputError(f"input {uri} not found; check the URI")
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {uri}: {str(e).splitlines()[0]}; check the URI and its credentials") from None
+    kinds = {Path(n).suffix.lower().replace(".ndjson", ".jsonl") for n in names} & set(FORMATS)
+    if len(kinds) != 1:
+        raise InputError(f"input {uri}: give a file or a folder of .csv, .jsonl or .parquet files of one format")
+    return kinds.pop()
+
+
+def _read(ray: Any, src: list[Path] | str, fmt: str) -> Any:
+    """The input as a Ray Dataset, with the values a local run reads (a CSV's cells as strings)."""
+    paths = src if isinstance(src, str) else [str(p) for p in src]
+    if fmt == ".csv":
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        names = _csv_columns(paths if isinstance(paths, str) else paths[0])
+        conv = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False)
+        return ray.data.read_csv(paths, convert_options=conv)
+    if fmt == ".jsonl":
+        return ray.data.read_json(paths, lines=True)
+    return ray.data.read_parquet(paths)
+
+
+def _csv_columns(path: str) -> list[str]:
+    """A CSV's column names, from its header line (a local path or an object-store URI)."""
+    import csv
+    import io
+
+    import pyarrow.fs as pafs
+
+    fs, where = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    if fs.get_file_info(where).type == pafs.FileType.Directory:
+        where = sorted(f.path for f in fs.get_file_info(pafs.FileSelector(where)) if f.path.endswith(".csv"))[0]
+    with fs.open_input_stream(where) as fh:
+        head = fh.read(1 << 16).decode("utf-8-sig", "replace")
+    return next(csv.reader(io.StringIO(head)), [])
+
+
+@contextlib.contextmanager
+def connected(actors: int | None) -> Iterator[Any]:
+    """Ray, connected: to RAY_ADDRESS's cluster, else a local one started here and stopped after (already
+    connected, as in a notebook or a test: that connection, left open)."""
+    # Ray's own notices (start-up, auth, each execution, actor arguments) stay out of llmlabel's log; the
+    # variables are read when Ray starts (a user's own settings win).
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "CRITICAL")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray: pip install 'llmlabel[ray]'") from None
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    ours = not ray.is_initialized()
+    if ours:
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS") or None,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # rows come back in input order: the driver numbers them
+    ctx.enable_progress_bars = False  # llmlabel's own progress covers the job
+    ctx.print_on_execution_start = False
+    try:
+        yield ray
+    finally:
+        if ours:
+            ray.shutdown()
+
+
+def _for_actors(cfg: Config, judges: list[Judge], opts: RunOptions, n: int) -> tuple[Config, list[Judge], RunOptions]:
+    """Each actor's config, judges and options: absolute paths (actors have their own working directory),
+    each judge's concurrency and the budget split n ways."""
+    if not cfg.cache_dir.startswith(REMOTE):
+        cfg = cfg.model_copy(update={"cache_dir": str(Path(cfg.cache_dir).resolve())})
+    judges = [j.model_copy(update={"concurrency": max(1, j.concurrency // n)}) for j in judges]
+    share = RunOptions(
+        progress=False,
+        kind=opts.kind,
+        given_label_column=opts.given_label_column,
+        max_cost=None if opts.max_cost is None else opts.max_cost / n,
+        max_requests=None if opts.max_requests is None else opts.max_requests // n,
+    )
+    return cfg, judges, share
+
+
+def run_job_ray(
+    cfg: Config, input_spec: str | Path, output_path: str | Path, opts: RunOptions | None = None, actors: int = 2
+) -> RunResult:
+    """Label a corpus on Ray into one output file (what `run_job` does on one process). Safe to rerun."""
+    opts = opts or RunOptions()
+    if opts.shard is not None:
+        raise ConfigError("--engine ray labels the whole input: drop --shard (Ray spreads the rows over its actors)")
+    if actors < 1:
+        raise ConfigError(f"--actors {actors}: give at least 1")
+    output_path = Path(output_path)
+    src, fmt = sources(str(input_spec))
+    check_output(output_path, src if isinstance(src, list) else [])
+    total = 0
+    if isinstance(src, list):  # local files are checked whole before any paid call, as a local run does
+        task = cfg.task
+        id_required = "id_column" in task.model_fields_set
+        total = sum(scan(f, task.text_column, task.id_column, opts.limit, id_required) for f in src)
+        total = min(total, opts.limit) if opts.limit is not None else total
+    gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
+    with output_lock(output_path), judges_for(cfg, opts.judges) as judges, connected(actors) as ray:
+        job = Job(cfg, judges, opts)
+        try:
+            part = open_part(job, output_path, fingerprint(job, src), str(input_spec))
+            try:
+                stopped = _run(ray, job, (src, fmt), part, total, actors)
+            finally:
+                part.close()
+            return finalize(job, part, output_path, stopped, gold)
+        finally:
+            job.cache.close()
+
+
+def _run(
+    ray: Any, job: Job, source: tuple[list[Path] | str, str], part: PartFile, total: int, actors: int
+) -> str | None:
+    """Stream the rows through the actors into the part file. Returns why it stopped early, or None."""
+    import asyncio
+
+    # Content-free calibration once, here: the actors then find its answers in the cache.
+    asyncio.run(_calibrate(job))
+    progress = Reporter(job.opts, job.ledger, total, len(part.done))
+    stop = _Stop(job.opts.cancel)
+    try:
+        with stop.on_signals():
+            _stream(job, _labeled(ray, job, _read(ray, *source), part, actors), part, progress, stop)
+    except errors.LLMLabelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Ray's errors (a read that fails, a cluster lost) end in one line
+        job.fatal = InputError(f"the Ray job failed: {_cause(e)}; fix the input or the cluster")
+    finally:
+        progress.close(finished=job.fatal is None and not stop.why)
+    return stop.why
+
+
+def _labeled(ray: Any, job: Job, ds: Any, part: PartFile, actors: int) -> Any:
+    """The dataset of labeled rows: the input through a pool of LabelWorker actors and one Gate."""
+    if job.opts.limit is not None:
+        ds = ds.limit(job.opts.limit)
+    gate = (
+        ray.remote(Gate)
+        .options(num_cpus=0)
+        .remote({j.name: (j.requests_per_minute, j.tokens_per_minute) for j in job.judges})
+    )
+    cfg, judges, share = _for_actors(job.cfg, job.judges, job.opts, actors)
+    return ds.map_batches(
+        LabelWorker,
+        fn_constructor_kwargs={"cfg": cfg, "judges": judges, "opts": share, "done": frozenset(part.done), "gate": gate},
+        batch_size=BATCH,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=ACTOR_CPUS,
+    )
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost cause of a Ray error (which wraps the task's own error), on one line."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "cause", None) or e.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        e = inner
+    text = str(e).strip().splitlines()
+    return one_line(f"{type(e).__name__}: {text[-1] if text else ''}", 300)
+
+
+async def _calibrate(job: Job) -> None:
+    try:
+        await job.ensure_calibrated()
+    finally:
+        await job.aclose()
+
+
+class _Stop:
+    """Why the driver stopped reading rows: Ctrl-C, SIGTERM or the caller's cancel flag."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        self.cancel = cancel
+        self.why: str | None = None
+
+    def check(self) -> bool:
+        if self.cancel is not None and self.cancel.is_set() and not self.why:
+            self.why = "cancelled"
+        return self.why is not None
+
+    @contextlib.contextmanager
+    def on_signals(self) -> Iterator[None]:
+        """SIGTERM stops the run as Ctrl-C does (only on the main thread: elsewhere the caller owns them)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def term(*_: Any) -> None:
+            raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGTERM, term)
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.why = "interrupted"
+        finally:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _stream(job: Job, labeled: Any, part: PartFile, progress: Reporter, stop: _Stop) -> None:
+    gi, last = 0, time.monotonic()  # gi: the next row's position in the input
+    for batch in labeled.iter_batches(batch_size=None, batch_format="pyarrow"):
+        out = []
+        for raw, state, note in zip(*(batch.column(c).to_pylist() for c in ("line", "state", "note"))):
+            if note:
+                _noted(job, json.loads(note))
+            if state == SKIPPED:
+                job.ledger.rows_skipped += 1
+            elif state == POSITIONAL:
+                rec = json.loads(raw)
+                rec["_i"], rec["id"] = gi, str(gi)
+                if rec["id"] in part.done:
+                    job.ledger.rows_skipped += 1
+                else:
+                    out.append(line(rec))
+            elif state != NOT_RUN:
+                out.append(b'{"_i":%d' % gi + raw[raw.index(b",", 6) :])
+            gi += 1
+        part.append_lines(out)
+        progress.rows_done(len(out))
+        if progress.timed and time.monotonic() - last >= progress.every:
+            progress.emit()
+            last = time.monotonic()
+        if job.fatal is not None or stop.check():
+            return
+
+
+def _noted(job: Job, note: dict[str, Any]) -> None:
+    job.truncated += add_note(job.ledger, note)
+    fatal = note.get("fatal")
+    if fatal and job.fatal is None:
+        kind = getattr(errors, fatal[0], None) if fatal[0] else None
+        cls = kind if isinstance(kind, type) and issubclass(kind, errors.LLMLabelError) else errors.LLMLabelError
+        job.fatal = cls(fatal[1])
