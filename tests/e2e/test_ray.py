@@ -155,7 +155,7 @@ def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_paid_twice(tmp_path,
 
 
 def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
-    n = 300
+    n = 1200  # ~5 s of requests at 8 in flight: the kill lands mid-run
     write_corpus(tmp_path / "in.csv", n)
     a = FakeLLM(latency=0.03).start()
     cfg = _cfg(tmp_path, _judges(a), "c.yaml", "cache")
@@ -163,8 +163,9 @@ def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
     cmd = [sys.executable, "-m", "llmlabel", "label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out)]
     env = {**os.environ, "RAY_ADDRESS": cluster}
     proc = subprocess.Popen([*cmd, "--engine", "ray", "-q"], env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (part.exists() and part.read_bytes().count(b"\n") >= 100):
+        assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         time.sleep(0.05)
     proc.kill()
     proc.wait()
