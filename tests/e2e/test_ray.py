@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import label_main as label
-from conftest import one_line_error, read_jsonl, run_main, write_config, write_corpus
+from conftest import one_line_error, read_jsonl, run_cli, run_main, write_config, write_corpus
 from fakeserver import FakeLLM
 
 pytestmark = [pytest.mark.usefixtures("quiet_fake_server"), pytest.mark.slow]
@@ -274,4 +274,23 @@ def test_actors_sharing_redis_pay_each_text_once(tmp_path, capsys, cluster, redi
     assert rc == 0, err
     assert len(read_jsonl(tmp_path / "o.jsonl")) == 200
     assert a.requests == 50
+    a.stop()
+
+
+def test_max_requests_holds_for_the_whole_job_and_a_rerun_continues(tmp_path, cluster):
+    write_corpus(tmp_path / "in.csv", 100)
+    a = FakeLLM(latency=0.01).start()
+    cfg = _cfg(tmp_path, _judges(a), "c.yaml", "cache")
+    out = tmp_path / "out.jsonl"
+    env = {"RAY_ADDRESS": cluster}
+    args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "--engine", "ray", "-q"]
+    r = run_cli(*args, "--max-requests", "40", env=env, timeout=240)
+    assert r.returncode == 3, r.stderr
+    assert "--max-requests 40 reached" in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+    assert not out.exists() and a.requests <= 40
+    kept = len(read_jsonl(tmp_path / "out.jsonl.part"))
+    assert 0 < kept <= 40
+    r = run_cli(*args, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert len(read_jsonl(out)) == 100 and a.requests <= 100 + 8  # the rows kept are not asked again
     a.stop()
