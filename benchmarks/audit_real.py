@@ -34,9 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import TREC_LABELS  # noqa: E402
+
 from llmlabel.auditing.signals import auroc  # noqa: E402
 
-# The SST-2 task text is local_quality.py's (its cached answers are reused); SMS is real_quality.py's.
+# The SST-2 task text is local_quality.py's (its cached answers are reused); SMS and TREC are real_quality.py's.
 TASKS: dict[str, dict[str, Any]] = {
     "sst2": {
         "file": "sst2_dev.csv",
@@ -47,6 +49,11 @@ TASKS: dict[str, dict[str, Any]] = {
         "file": "sms_spam.csv",
         "instructions": "Is this SMS message spam (unsolicited advertising, prizes, scams) or ham (a normal message)?",
         "labels": {"ham": "a normal personal message", "spam": "unsolicited advertising, prize or scam"},
+    },
+    "trec": {
+        "file": "trec_test.csv",
+        "instructions": "Classify the question by the kind of answer it asks for.",
+        "labels": TREC_LABELS,
     },
 }
 
@@ -134,11 +141,13 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
 def report(task: str, a: argparse.Namespace, runs: list[tuple[int, dict, dict]], load: float) -> str:
     m0 = runs[0][2]
     lines = [
-        f"## Audit on real noise with a real judge: {task} (benchmarks/audit_real.py)",
+        f"## Audit on real noise with a real judge: {a.name or task} (benchmarks/audit_real.py)",
         "",
+        *([a.note, ""] if a.note else []),
         f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores ({platform.machine()}) shared with other jobs "
         f"(load {load:.1f} at start), llama.cpp threads {a.threads}. Command: `python benchmarks/audit_real.py "
-        f"--task {task} --rows {a.rows} --flip {a.flip} --seeds {a.seeds} --min-precision {a.min_precision}`; "
+        f"--task {task} --rows {a.rows} --flip {a.flip} --seeds {a.seeds} --min-precision {a.min_precision}"
+        f"{' --name ' + a.name if a.name else ''}`; "
         f"first audit {runs[0][1]['wall']:.0f}s wall"
         f" ({'answers from the cache' if runs[0][1]['wall'] < a.rows * 0.5 else 'answers asked'}).",
         "",
@@ -214,6 +223,7 @@ def main() -> None:
     ap.add_argument("--work", help="keep the audit's files here (a rerun then reuses its judges' answers)")
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     ap.add_argument("--name", help="results file benchmarks/results/NAME.md (default audit_real_TASK)")
+    ap.add_argument("--note", default="", help="a line under the heading (what code this run measures)")
     a = ap.parse_args()
     from llmlabel.local import servers
 
