@@ -4,7 +4,9 @@ Two signals, combined into one posterior per row:
 
 * the judges: Dawid-Skene over the judges' votes *and the given label*, treated as one more annotator.
   Its confusion matrices give each judge's reliability and the given labels' own noise model (per-class
-  flip rates), and the posterior P(true = given | votes, given) is the judges' label-quality score;
+  flip rates), and the posterior P(true = given | votes, given) is the judges' label-quality score. With a
+  single judge on 3+ labels that model is not identified; the given labels then get one flip rate
+  (``flip_rate_em``), learned together with the classifier's evidence;
 * confident learning: a classifier on the distillation features, trained on the given labels, gives
   out-of-fold probabilities; cleanlab scores them (``get_label_quality_scores``, ``find_label_issues``).
 
@@ -105,6 +107,49 @@ def temper(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
     return soft(float(best.x))
 
 
+def flip_rate_em(
+    vote: np.ndarray, given: np.ndarray, K: int, log_ratio: np.ndarray | None = None, iters: int = 300
+) -> tuple[np.ndarray, float, float]:
+    """Posteriors (n, K) of the true label from one judge's votes (-1: none) and the given labels, the given
+    labels' flip rate and the judge's accuracy, by EM.
+
+    The judge gets a full confusion matrix, the given labels one flip rate (a wrong label is any other label
+    alike): with one judge, Dawid-Skene's two full confusion matrices are not identified, and on TREC it put
+    the judge's own confusions (ENTY for DESC) on the given labels. With `log_ratio` (the classifier's log
+    likelihood ratios) in every E-step, the flip rate is learned with the text's evidence too."""
+    n = len(given)
+    rows = np.arange(n)
+    has = vote >= 0
+    post = np.zeros((n, K))
+    post[rows, given] += 1.0
+    post[rows[has], vote[has]] += 1.0
+    post /= post.sum(axis=1, keepdims=True)
+    eps, acc = 0.0, 0.0
+    for _ in range(iters):
+        prior = (post.sum(axis=0) + 0.01) / (n + 0.01 * K)
+        eps = float(np.clip(1.0 - post[rows, given].mean(), 1e-4, 0.5))
+        conf = np.full((K, K), 0.01)
+        np.add.at(conf.T, vote[has], post[has])  # conf[k, l] += P(true = k) for each vote l
+        conf /= conf.sum(axis=1, keepdims=True)
+        acc = float(prior @ np.diag(conf))
+        logp = np.tile(np.log(prior), (n, 1))
+        logp[has] += np.log(conf[:, vote[has]].T)
+        flips = np.full((n, K), np.log(eps / (K - 1)))
+        flips[rows, given] = np.log(1.0 - eps)
+        logp += flips if log_ratio is None else flips + log_ratio
+        new = np.exp(logp - logp.max(axis=1, keepdims=True))
+        new /= new.sum(axis=1, keepdims=True)
+        done = np.abs(new - post).max() < 1e-7
+        post = new
+        if done:
+            break
+    return post, eps, acc
+
+
+def _flip_confusion(eps: float, K: int) -> np.ndarray:
+    return np.full((K, K), eps / (K - 1)) + (1.0 - eps - eps / (K - 1)) * np.eye(K)
+
+
 def score_signals(
     votes: np.ndarray,
     given: np.ndarray,
@@ -121,16 +166,24 @@ def score_signals(
     n = len(given)
     rows = np.arange(n)
     votes = np.asarray(votes, dtype=np.int64).reshape(n, -1)
-    # The given label is one more annotator: DS then learns how noisy the given labels are, per class.
-    ds = dawid_skene(np.column_stack([votes, given]), K)
-    jpost = ds.posteriors
+    # One judge on 3+ labels: a flip rate for the given labels (flip_rate_em); with two labels neither model
+    # is identified, and Dawid-Skene's symmetric answer (0.5 where judge and label disagree) flags nothing
+    # by itself, which is the honest outcome there.
+    one_judge = votes.shape[1] == 1 and K >= 3
+    if one_judge:
+        jpost, eps, acc = flip_rate_em(votes[:, 0], given, K)
+        accuracy, given_confusion = np.array([acc, 1.0 - eps]), _flip_confusion(eps, K)
+    else:
+        # The given label is one more annotator: DS then learns how noisy the given labels are, per class.
+        ds = dawid_skene(np.column_stack([votes, given]), K)
+        jpost, accuracy, given_confusion = ds.posteriors, ds.accuracies, ds.confusions[-1]
     sig = Signals(
         judge_post=jpost,
         judge_score=jpost[rows, given],
         post=jpost,
         score=jpost[rows, given],
-        judge_accuracy=ds.accuracies,
-        given_confusion=ds.confusions[-1],
+        judge_accuracy=accuracy,
+        given_confusion=given_confusion,
     )
     if texts is None:
         sig.classifier_note = "disabled"
@@ -156,9 +209,15 @@ def score_signals(
     prior = np.bincount(given, minlength=K) / n
     ratio = np.ones((n, K))
     ratio[:, present] = np.maximum(temper(compact, remap[given]), PROB_FLOOR) / prior[present]
-    logp = np.log(np.maximum(jpost, 1e-300)) + classifier_weight * np.log(ratio)
-    post = np.exp(logp - logp.max(axis=1, keepdims=True))
-    sig.post = post / post.sum(axis=1, keepdims=True)
+    log_ratio = classifier_weight * np.log(ratio)
+    if one_judge:
+        post, eps, acc = flip_rate_em(votes[:, 0], given, K, log_ratio)
+        sig.judge_accuracy, sig.given_confusion = np.array([acc, 1.0 - eps]), _flip_confusion(eps, K)
+    else:
+        logp = np.log(np.maximum(jpost, 1e-300)) + log_ratio
+        post = np.exp(logp - logp.max(axis=1, keepdims=True))
+        post /= post.sum(axis=1, keepdims=True)
+    sig.post = post
     sig.score = sig.post[rows, given]
     return sig
 
