@@ -4,8 +4,9 @@ label mode, calibrated logprobs) on a seeded sample whose true labels are known.
     python benchmarks/audit_real.py [--task sst2] [--rows 200] [--flip 0.1] [--cache-dir DIR]
 
 sst2: a seeded sample of SST-2 dev (the same sample and prompt as benchmarks/local_quality.py, so its answer
-cache is reused) with a seeded share of labels flipped; the flips are the known errors. sms: SMS spam with its
-own labels (--flip 0): no known errors, so the report lists the top of the ranking to read by hand.
+cache is reused) with a seeded share of labels flipped; the flips are the known errors (a flipped TREC label
+goes to one of the other five at random). sms and trec the same way, or with their own labels (--flip 0): no
+known errors, so the report lists the top of the ranking to read by hand.
 
 Reported per flip seed (each seed flips other rows; the judge's answers are the same, so extra seeds are
 free) and pooled: rows flagged, the audit's estimated precision against the true precision of the flags,
