@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="trec,sst2")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--work", help="keep inputs, outputs and the answer cache here (a rerun is then free)")
+    ap.add_argument("--name", default="fewshot_real", help="results file benchmarks/results/NAME.md")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ["LLMLABEL_LOCAL_MODELS"] = "qwen2.5-coder-0.5b"
@@ -82,7 +83,9 @@ def main() -> None:
             "## Retrieved few-shot demonstrations on a real model (benchmarks/fewshot_real.py)",
             "",
             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} shared cores (load {load:.1f} at start), llama.cpp "
-            f"threads 1. Command: `python benchmarks/fewshot_real.py --rows {a.rows} --k {a.k} --tasks {a.tasks}`",
+            f"threads 1. Command: `python benchmarks/fewshot_real.py --rows {a.rows} --k {a.k} --tasks {a.tasks}"
+            + (f" --name {a.name}" if a.name != "fewshot_real" else "")
+            + "`",
             "",
             "Judge: the embedded Qwen2.5-Coder-0.5B (label mode, JSON schema, logprobs calibrated on content-free "
             "inputs). Demonstrations: the k most similar rows of a labeled pool by TF-IDF cosine (TREC train for "
@@ -94,7 +97,7 @@ def main() -> None:
             *rows_out,
         ]
     )
-    out = ROOT / "benchmarks" / "results" / "fewshot_real.md"
+    out = ROOT / "benchmarks" / "results" / f"{a.name}.md"
     out.write_text(text + "\n")
     print(text)
 

@@ -119,7 +119,7 @@ def _csv_columns(path: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def connected(actors: int | None) -> Iterator[Any]:
+def connected() -> Iterator[Any]:
     """Ray, connected: to RAY_ADDRESS's cluster, else a local one started here and stopped after (already
     connected, as in a notebook or a test: that connection, left open)."""
     # Ray's own notices (start-up, auth, each execution, actor arguments) stay out of llmlabel's log; the
@@ -175,6 +175,8 @@ def run_job_ray(
         raise ConfigError("--engine ray labels the whole input: drop --shard (Ray spreads the rows over its actors)")
     if actors < 1:
         raise ConfigError(f"--actors {actors}: give at least 1")
+    if opts.max_requests is not None:
+        actors = max(1, min(actors, opts.max_requests))  # each actor's share of the budget is a whole request
     output_path = Path(output_path)
     src, fmt = sources(str(input_spec))
     check_output(output_path, src if isinstance(src, list) else [])
@@ -185,7 +187,7 @@ def run_job_ray(
         total = sum(scan(f, task.text_column, task.id_column, opts.limit, id_required) for f in src)
         total = min(total, opts.limit) if opts.limit is not None else total
     gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
-    with output_lock(output_path), judges_for(cfg, opts.judges) as judges, connected(actors) as ray:
+    with output_lock(output_path), judges_for(cfg, opts.judges) as judges, connected() as ray:
         job = Job(cfg, judges, opts)
         try:
             part = open_part(job, output_path, fingerprint(job, src), str(input_spec))
@@ -325,4 +327,13 @@ def _noted(job: Job, note: dict[str, Any]) -> None:
     if fatal and job.fatal is None:
         kind = getattr(errors, fatal[0], None) if fatal[0] else None
         cls = kind if isinstance(kind, type) and issubclass(kind, errors.LLMLabelError) else errors.LLMLabelError
-        job.fatal = cls(fatal[1])
+        msg = fatal[1]
+        if cls is errors.BudgetExhausted:  # an actor's share: say what the user set
+            o = job.opts
+            msg = (
+                f"--max-cost ${o.max_cost:g} reached"
+                if o.max_cost is not None
+                else f"--max-requests {o.max_requests} reached"
+            )
+            msg += " (split evenly among the Ray actors: one actor spent its share)"
+        job.fatal = cls(msg)

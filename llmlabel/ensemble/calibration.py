@@ -35,11 +35,19 @@ def _normalize(p: Mapping[str, float], labels: Sequence[str]) -> dict[str, float
 
 
 def average_content_free(dists: Sequence[Mapping[str, float]], labels: Sequence[str]) -> dict[str, float]:
-    """p_cf: the mean of the (normalized) distributions a judge gave for several content-free inputs."""
+    """p_cf: the mean of the (normalized) distributions a judge gave for several content-free inputs.
+
+    A label none of them shows (its token was below the endpoint's top-k logprobs) gets the smallest share a
+    shown label has: its true share is unknown and small, and as ~0 it was divided by 1e-6, which turned any
+    trace of it in a row's answer into certainty (TREC, Qwen 0.5B: HUM's first token "H" is never in the
+    content-free top 6, and "HUM, 0.9997" was the answer to many NUM, LOC and ENTY questions)."""
     if not dists:
         raise ValueError("need at least one content-free distribution")
     norm = [_normalize(d, labels) for d in dists]
-    return _normalize({lab: sum(d[lab] for d in norm) / len(norm) for lab in labels}, labels)
+    mean = {lab: sum(d[lab] for d in norm) / len(norm) for lab in labels}
+    seen = [v for v in mean.values() if v > 0]
+    floor = min(seen) if seen else 1.0
+    return _normalize({lab: v if v > 0 else floor for lab, v in mean.items()}, labels)
 
 
 def contextual_calibrate(probs: Mapping[str, float], p_cf: Mapping[str, float]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import label_main as label
-from conftest import one_line_error, read_jsonl, run_main, write_config, write_corpus
+from conftest import one_line_error, read_jsonl, run_cli, run_main, write_config, write_corpus
 from fakeserver import FakeLLM
 
 pytestmark = [pytest.mark.usefixtures("quiet_fake_server"), pytest.mark.slow]
@@ -155,7 +155,7 @@ def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_paid_twice(tmp_path,
 
 
 def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
-    n = 300
+    n = 1200  # ~5 s of requests at 8 in flight: the kill lands mid-run
     write_corpus(tmp_path / "in.csv", n)
     a = FakeLLM(latency=0.03).start()
     cfg = _cfg(tmp_path, _judges(a), "c.yaml", "cache")
@@ -163,8 +163,9 @@ def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
     cmd = [sys.executable, "-m", "llmlabel", "label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out)]
     env = {**os.environ, "RAY_ADDRESS": cluster}
     proc = subprocess.Popen([*cmd, "--engine", "ray", "-q"], env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (part.exists() and part.read_bytes().count(b"\n") >= 100):
+        assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         time.sleep(0.05)
     proc.kill()
     proc.wait()
@@ -273,4 +274,23 @@ def test_actors_sharing_redis_pay_each_text_once(tmp_path, capsys, cluster, redi
     assert rc == 0, err
     assert len(read_jsonl(tmp_path / "o.jsonl")) == 200
     assert a.requests == 50
+    a.stop()
+
+
+def test_max_requests_holds_for_the_whole_job_and_a_rerun_continues(tmp_path, cluster):
+    write_corpus(tmp_path / "in.csv", 100)
+    a = FakeLLM(latency=0.01).start()
+    cfg = _cfg(tmp_path, _judges(a), "c.yaml", "cache")
+    out = tmp_path / "out.jsonl"
+    env = {"RAY_ADDRESS": cluster}
+    args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "--engine", "ray", "-q"]
+    r = run_cli(*args, "--max-requests", "40", env=env, timeout=240)
+    assert r.returncode == 3, r.stderr
+    assert "--max-requests 40 reached" in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+    assert not out.exists() and a.requests <= 40
+    kept = len(read_jsonl(tmp_path / "out.jsonl.part"))
+    assert 0 < kept <= 40
+    r = run_cli(*args, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert len(read_jsonl(out)) == 100 and a.requests <= 100 + 8  # the rows kept are not asked again
     a.stop()

@@ -50,6 +50,24 @@ def test_average_content_free():
         average_content_free([], ["p", "n"])
 
 
+def test_a_label_never_shown_on_content_free_inputs_is_not_made_certain():
+    # Qwen 0.5B on TREC: "H" (HUM) is never among the content-free top-6 tokens. As a 0 share it was
+    # divided by 1e-6, so a question answered DESC 0.62 / ENTY 0.37 / HUM 0.01 came out HUM 0.9997.
+    labels = ["DESC", "ENTY", "HUM", "NUM"]
+    p_cf = average_content_free(
+        [{"DESC": 0.5, "ENTY": 0.42, "NUM": 0.08}, {"DESC": 0.6, "ENTY": 0.36, "NUM": 0.04}], labels
+    )
+    assert p_cf["HUM"] == pytest.approx(p_cf["NUM"]) and p_cf["HUM"] > 0.05  # the least shown label's share
+    out = calibrate_answer(JudgeAnswer(label="DESC", probs={"DESC": 0.62, "ENTY": 0.37, "HUM": 0.01}), p_cf)
+    assert out.label == "DESC" and out.probs["HUM"] < 0.1
+    # When the row's answer leans on that label, it still wins.
+    assert (
+        calibrate_answer(JudgeAnswer(label="DESC", probs={"DESC": 0.5, "HUM": 0.4, "ENTY": 0.1}), p_cf).label == "HUM"
+    )
+    # Nothing shown at all: no correction (uniform), rather than a division by zero.
+    assert average_content_free([{}], ["a", "b"]) == {"a": 0.5, "b": 0.5}
+
+
 def test_calibrate_answer_moves_the_label_to_the_calibrated_argmax():
     ans = JudgeAnswer(label="pos", probs={"pos": 0.6, "neg": 0.4})
     out = calibrate_answer(ans, {"pos": 0.8, "neg": 0.2})  # the judge says "pos" to anything
