@@ -40,6 +40,7 @@ class Reporter:
             else:
                 self.lines = True  # a log file or a pipe: no bar (it would be one endless line), timed lines
         self.timed = self.lines or opts.on_progress is not None
+        self._last = ""  # the last line printed
 
     def row_done(self) -> None:
         bar = self.bar
@@ -62,12 +63,14 @@ class Reporter:
 
     def emit(self) -> None:
         p = self.snapshot()
-        if self.lines:
+        line = p.line()
+        if self.lines and line != self._last:  # the end's line may repeat a timer's line just before: once
+            self._last = line
             echo = self.opts.echo
             if echo is not None:
-                echo(p.line())
+                echo(line)
             else:
-                print(p.line(), file=sys.stderr, flush=True)
+                print(line, file=sys.stderr, flush=True)
         if self.opts.on_progress is not None:
             self.opts.on_progress(p)
 
