@@ -35,28 +35,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import TREC_LABELS  # noqa: E402
+
+# The tasks (instructions and labels) are real_quality.py's; SST-2's is also local_quality.py's, whose cached
+# answers are reused.
+from real_quality import TASKS  # noqa: E402
 
 from llmlabel.auditing.signals import auroc  # noqa: E402
-
-# The SST-2 task text is local_quality.py's (its cached answers are reused); SMS and TREC are real_quality.py's.
-TASKS: dict[str, dict[str, Any]] = {
-    "sst2": {
-        "file": "sst2_dev.csv",
-        "instructions": "Is the movie review positive or negative?",
-        "labels": {"negative": "the reviewer dislikes the movie", "positive": "the reviewer likes the movie"},
-    },
-    "sms": {
-        "file": "sms_spam.csv",
-        "instructions": "Is this SMS message spam (unsolicited advertising, prizes, scams) or ham (a normal message)?",
-        "labels": {"ham": "a normal personal message", "spam": "unsolicited advertising, prize or scam"},
-    },
-    "trec": {
-        "file": "trec_test.csv",
-        "instructions": "Classify the question by the kind of answer it asks for.",
-        "labels": TREC_LABELS,
-    },
-}
 
 
 def noisy_sample(
