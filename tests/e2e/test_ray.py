@@ -231,8 +231,9 @@ def test_a_429_rests_every_actor(tmp_path, capsys, cluster):
     times = sorted(a.times)
     t429 = times[at - 1]
     # The 429 asked for 2 s of rest: the actor that got it stops at once, the other within its next look at
-    # the gate (every 0.5 s) plus the requests it had in flight; without the gate it would go on at full speed.
-    assert not [t for t in times if t429 + 0.8 < t < t429 + 1.9]
+    # the gate (every 0.5 s, slack for a busy machine) plus its requests in flight; without the gate it would go
+    # on at full speed.
+    assert not [t for t in times if t429 + 1.0 < t < t429 + 1.9]
     assert len(times) == n + 1
     a.stop()
 
