@@ -169,6 +169,11 @@ def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
         time.sleep(0.05)
     proc.kill()
     proc.wait()
+    # Ray stops a dead driver's actors within moments; until then they go on labeling (and paying for) its rows,
+    # which a restart would ask for too. Restart once they are gone, as a user restarting a crashed job would.
+    deadline = time.monotonic() + 60
+    while _map_workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
     kept = part.read_bytes().count(b"\n")
     assert 100 <= kept < n and not out.exists()
     paid = a.requests
