@@ -30,7 +30,7 @@ from llmlabel.config import Config, Judge
 from llmlabel.errors import ConfigError, InputError
 from llmlabel.io.gold import read_gold
 from llmlabel.io.lock import output_lock
-from llmlabel.io.output import PartFile, line
+from llmlabel.io.output import PartFile, line, renumbered
 from llmlabel.io.rows import FORMATS, input_format, scan
 from llmlabel.llm.cache import REMOTE
 from llmlabel.pipeline.fingerprint import fingerprint
@@ -310,7 +310,7 @@ def _stream(job: Job, labeled: Any, part: PartFile, progress: Reporter, stop: _S
                 else:
                     out.append(line(rec))
             elif state != NOT_RUN:
-                out.append(b'{"_i":%d' % gi + raw[raw.index(b",", 6) :])
+                out.append(renumbered(raw, gi))
             gi += 1
         part.append_lines(out)
         progress.rows_done(len(out))

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import fields
 from typing import Any
 
 from llmlabel.config import Config, Judge
 from llmlabel.errors import LLMLabelError
-from llmlabel.io.output import line
-from llmlabel.llm.ledger import JudgeLedger, Ledger
+from llmlabel.io.output import line, position
+from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.llm.limits import Limits
 from llmlabel.pipeline.drive import drive
 from llmlabel.pipeline.job import Job
@@ -23,7 +22,6 @@ from llmlabel.pipeline.options import RunOptions
 
 # A row's state in a worker's answer (the `state` column), one output row per input row, in input order.
 WRITTEN, SKIPPED, POSITIONAL, NOT_RUN = 0, 1, 2, 3  # POSITIONAL: written, its id is its position (no id column)
-COUNTED = [f.name for f in fields(JudgeLedger) if f.name not in ("name", "model", "price_input", "price_output")]
 POLL = 0.5  # seconds between a worker's looks at the gate's pauses (a 429 seen by another worker)
 
 
@@ -90,7 +88,7 @@ class _Batch:
 
     def append_lines(self, lines: list[bytes]) -> None:
         for x in lines:
-            self.lines[int(x[6 : x.index(b",", 6)])] = x  # every line starts with {"_i":N,
+            self.lines[position(x)] = x
 
 
 class LabelWorker:
@@ -106,7 +104,7 @@ class LabelWorker:
         self.done: frozenset[str] = done
         self.gate = gate
         self.id_column = cfg.task.id_column
-        self._reported: dict[str, dict[str, int]] = {n: dict.fromkeys(COUNTED, 0) for n in self.job.clients}
+        self._reported: dict[str, dict[str, int]] = {n: dict.fromkeys(COUNTERS, 0) for n in self.job.clients}
         self._rows = [0, 0, 0]  # rows_done, rows_failed, truncated, as last reported
         self._watch: asyncio.Task[None] | None = None
 
@@ -150,8 +148,8 @@ class LabelWorker:
         """The ledger counts since the last note (so the driver's sum is the job's), and a fatal error."""
         job, delta = self.job, {}
         for name, jl in job.ledger.judges.items():
-            now = {f: getattr(jl, f) for f in COUNTED}
-            delta[name] = {f: now[f] - self._reported[name][f] for f in COUNTED}
+            now = jl.counts()
+            delta[name] = {f: now[f] - self._reported[name][f] for f in COUNTERS}
             self._reported[name] = now
         rows = [job.ledger.rows_done, job.ledger.rows_failed, job.truncated]
         note: dict[str, Any] = {"judges": delta, "rows": [a - b for a, b in zip(rows, self._rows)]}
@@ -165,9 +163,7 @@ class LabelWorker:
 def add_note(ledger: Ledger, note: dict[str, Any]) -> int:
     """Add a worker's note to the driver's ledger; returns the truncated-text count it carries."""
     for name, counts in note["judges"].items():
-        jl = ledger.judges[name]
-        for f, d in counts.items():
-            setattr(jl, f, getattr(jl, f) + d)
+        ledger.judges[name].add(counts)
     done, failed, truncated = note["rows"]
     ledger.rows_done += done
     ledger.rows_failed += failed

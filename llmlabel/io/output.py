@@ -134,7 +134,7 @@ class PartFile:
         with open(self.path, "rb") as fh:
             off = 0
             for line in fh:
-                i = int(line[6 : line.index(b",", 6)])  # every line starts with {"_i":N, (checked by `load`)
+                i = position(line)  # (every line's prefix is checked by `load`)
                 if limit is not None and i >= limit:
                     off, skipped = off + len(line), True
                     continue  # a row past --limit, from an earlier run without it
@@ -199,12 +199,28 @@ class PartFile:
     def positions(self) -> Iterator[int]:
         """The input position of each row `ordered` yields, in the same order."""
         for line in self._lines():
-            yield int(line[6 : line.index(b",", 6)])
+            yield position(line)
 
     def ordered_raw(self) -> Iterator[bytes]:
         """The same as JSON lines, copied without parsing (the row index, always first, cut out)."""
         for line in self._lines():
-            yield b"{" + line[line.index(b",", 6) + 1 :]
+            yield unnumbered(line)
+
+
+# A part-file line is `line(rec)` of a record whose first field is its input position: it starts {"_i":N,
+def position(raw: bytes) -> int:
+    """A part-file line's input position, read from its prefix without parsing the line."""
+    return int(raw[6 : raw.index(b",", 6)])
+
+
+def unnumbered(raw: bytes) -> bytes:
+    """A part-file line as an output line: its input position cut out."""
+    return b"{" + raw[raw.index(b",", 6) + 1 :]
+
+
+def renumbered(raw: bytes, i: int) -> bytes:
+    """The same part-file line at input position `i` (a Ray actor numbers rows within its batch)."""
+    return b'{"_i":%d' % i + raw[raw.index(b",", 6) :]
 
 
 def save_rows(path: Path, meta: dict[str, Any], lines: list[bytes]) -> None:

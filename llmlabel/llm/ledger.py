@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,18 @@ class JudgeLedger:
         d = asdict(self)
         d["cost"] = round(self.cost, 6)
         return d
+
+    def counts(self) -> dict[str, int]:
+        return {c: getattr(self, c) for c in COUNTERS}
+
+    def add(self, counts: Mapping[str, int]) -> None:
+        """Add another ledger's counts (a shard's run, a Ray actor's report) to this one."""
+        for c in COUNTERS:
+            setattr(self, c, getattr(self, c) + counts.get(c, 0))
+
+
+# What a judge's ledger counts (the rest names it and prices it): summed across shards and Ray actors.
+COUNTERS = tuple(f.name for f in fields(JudgeLedger) if f.name not in ("name", "model", "price_input", "price_output"))
 
 
 @dataclass

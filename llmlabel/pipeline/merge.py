@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line
 from llmlabel.io.paths import ledger_path, part_path, shard_path
 from llmlabel.io.rows import input_format, iter_rows
-from llmlabel.llm.ledger import JudgeLedger, Ledger
+from llmlabel.llm.ledger import Ledger
 from llmlabel.pipeline.fingerprint import differences
 from llmlabel.pipeline.run import write_final
 from llmlabel.pipeline.shards import load_shard, unpack, unsharded
@@ -115,7 +115,6 @@ def _fill(part: PartFile, paths: list[Path], metas: list[dict[str, Any]]) -> int
 def summed_ledger(paths: list[Path]) -> tuple[Ledger, list[dict[str, Any]]]:
     """Every run of every shard, summed per judge; and those runs, each marked with its output."""
     total, runs = Ledger(), []
-    counters = [f.name for f in fields(JudgeLedger) if f.name not in ("name", "model", "price_input", "price_output")]
     for p in paths:
         try:
             shard_runs = json.loads(ledger_path(p).read_text()).get("runs", [])
@@ -129,8 +128,7 @@ def summed_ledger(paths: list[Path]) -> tuple[Ledger, list[dict[str, Any]]]:
                 j = total.judges.get(name) or total.add_judge(
                     name, d.get("model", ""), d.get("price_input", 0.0), d.get("price_output", 0.0)
                 )
-                for c in counters:
-                    setattr(j, c, getattr(j, c) + d.get(c, 0))
+                j.add(d)
     return total, runs
 
 
