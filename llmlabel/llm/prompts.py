@@ -111,7 +111,9 @@ def _example_answer(ex: Example, kind: PromptKind, codes: dict[str, str] | None)
         return codes[ex.label or (ex.candidates or [""])[0]]
     if kind == "candidates":
         cands = ex.candidates or [ex.label or ""]
-        return json.dumps({"candidates": cands, "label": ex.label or cands[0]})
+        # The label first, as the response schema and the template ask: a demonstration in the other order
+        # teaches a small judge to write the list first (see candidates.j2).
+        return json.dumps({"label": ex.label or cands[0], "candidates": cands})
     return json.dumps({"label": ex.label or (ex.candidates or [""])[0]})
 
 

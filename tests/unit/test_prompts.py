@@ -34,7 +34,7 @@ def test_few_shot_examples_become_turns():
     cfg = parse_config({**CFG, "task": {**CFG["task"], "examples": [{"text": "meh", "label": "neg"}]}})
     msgs = render_messages(cfg, None, "candidates", "x")
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
-    assert json.loads(msgs[2]["content"]) == {"candidates": ["neg"], "label": "neg"}
+    assert list(json.loads(msgs[2]["content"]).items()) == [("label", "neg"), ("candidates", ["neg"])]
 
 
 def test_schema_enumerates_labels():
