@@ -19,8 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_quality import ROOT, TASKS, run_task, sample, score  # noqa: E402
 
-POOLS = {"trec": "trec_train.csv", "sst2": "sst2_test.csv"}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,7 +55,7 @@ def main() -> None:
                 rows = sample(Path(a.data_dir), task, a.rows)
                 labels = list(TASKS[task]["labels"])
                 for k in (0, a.k):
-                    extra = {"examples_file": str(Path(a.data_dir) / POOLS[task]), "examples_k": k} if k else {}
+                    extra = {"examples_file": str(Path(a.data_dir) / TASKS[task]["pool"]), "examples_k": k} if k else {}
                     sub = d / f"{task}-k{k}"
                     sub.mkdir(exist_ok=True)
                     (sub / "cache").mkdir(exist_ok=True)

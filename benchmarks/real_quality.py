@@ -39,11 +39,13 @@ from llmlabel.evaluation import metrics  # noqa: E402
 TASKS: dict[str, dict[str, Any]] = {
     "trec": {
         "file": "trec_test.csv",
+        "pool": "trec_train.csv",  # labeled rows for retrieved demonstrations (--modes fewshot)
         "instructions": "Classify the question by the kind of answer it asks for.",
         "labels": TREC_LABELS,
     },
     "sst2": {
         "file": "sst2_dev.csv",
+        "pool": "sst2_test.csv",
         "instructions": "Is the movie review positive or negative?",
         "labels": {"negative": "the reviewer dislikes the movie", "positive": "the reviewer likes the movie"},
     },
@@ -54,6 +56,7 @@ TASKS: dict[str, dict[str, Any]] = {
     },
 }
 PERF = re.compile(r"(prompt eval|\beval) time =\s*([\d.]+) ms /\s*(\d+) (?:tokens|runs)")
+MODES = ("candidates", "fewshot", "cascade")  # --modes: the quality levers measured beside the judges
 PREFIX = re.compile(r"prefix-match hit, remaining (\d+) prompt tokens to eval")
 
 
@@ -61,6 +64,21 @@ def sample(data_dir: Path, task: str, n: int) -> list[dict[str, str]]:
     rows = list(csv.DictReader(open(data_dir / TASKS[task]["file"], encoding="utf-8")))
     random.Random(0).shuffle(rows)
     return rows[:n]
+
+
+def pool(data_dir: Path, task: str, n: int, d: Path) -> Path:
+    """The labeled pool for retrieved demonstrations: the task's own pool file, or (SMS has one file) every row
+    outside the seeded sample of ``n``."""
+    if "pool" in TASKS[task]:
+        return data_dir / TASKS[task]["pool"]
+    rows = list(csv.DictReader(open(data_dir / TASKS[task]["file"], encoding="utf-8")))
+    random.Random(0).shuffle(rows)
+    path = d / f"{task}.pool.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "text", "label"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows[n:])
+    return path
 
 
 def llama_perf(logs: list[Path]) -> dict[str, float]:
@@ -81,19 +99,30 @@ def llama_perf(logs: list[Path]) -> dict[str, float]:
 
 
 def run_task(
-    task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d: Path, agg: str, n_gold: int = 0
+    task: str,
+    rows: list[dict[str, str]],
+    judges: list[dict[str, Any]],
+    d: Path,
+    agg: str,
+    n_gold: int = 0,
+    extra: dict[str, Any] | None = None,
+    tag: str = "",
 ) -> dict:
-    """Label `rows` with `judges` and aggregate `agg`; the first `n_gold` rows' labels are given as gold rows."""
+    """Label `rows` with `judges` and aggregate `agg`; the first `n_gold` rows' labels are given as gold rows.
+    ``extra``: config keys on top (``task`` keys merge into the task); ``tag``: its own config and output."""
     t = TASKS[task]
+    extra = dict(extra or {})
+    task_extra = {**t.get("task_extra", {}), **extra.pop("task", {})}
     with open(d / f"{task}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["id", "text", "label"])
         w.writeheader()
         w.writerows(rows)
     cfg = {
-        "task": {"name": task, "instructions": t["instructions"], "labels": t["labels"], **t.get("task_extra", {})},
+        "task": {"name": task, "instructions": t["instructions"], "labels": t["labels"], **task_extra},
         "judges": judges,
         "aggregate": agg,
         "cache_dir": str(d / "cache"),
+        **extra,
     }
     if n_gold:
         with open(d / f"{task}.gold.csv", "w", newline="") as fh:
@@ -101,10 +130,10 @@ def run_task(
             w.writeheader()
             w.writerows(rows[:n_gold])
         cfg["gold"] = str(d / f"{task}.gold.csv")
-    (d / f"{task}.yaml").write_text(json.dumps(cfg))
-    out = d / f"{task}.{agg}.jsonl"
+    (d / f"{task}{tag}.yaml").write_text(json.dumps(cfg))
+    out = d / f"{task}.{agg}{tag}.jsonl"
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "llmlabel", "label", str(d / f"{task}.csv"), "-c", str(d / f"{task}.yaml")]
+    cmd = [sys.executable, "-m", "llmlabel", "label", str(d / f"{task}.csv"), "-c", str(d / f"{task}{tag}.yaml")]
     subprocess.run(
         [*cmd, "-o", str(out), "-q"],
         check=True,
@@ -146,7 +175,16 @@ def main() -> None:
     # One thread per server: llama.cpp's threads spin while they wait, so 3 servers x 2 threads on 2 shared
     # cores thrash (measured: 2.6 s per generated token for Qwen against ~0.1 s alone).
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--modes",
+        default="",
+        help=f"extra rows per dataset, comma-separated: {', '.join(MODES)} (candidate sets and retrieved "
+        "demonstrations on the first model; the cascade over every model, cheapest first)",
+    )
     a = ap.parse_args()
+    modes = tuple(m for m in a.modes.split(",") if m)
+    if set(modes) - set(MODES):
+        ap.error(f"--modes: unknown {', '.join(sorted(set(modes) - set(MODES)))}; choose from {', '.join(MODES)}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below: stop the servers
     os.environ["LLMLABEL_LOCAL_MODELS"] = a.models
     os.environ["LLMLABEL_LOCAL_VERBOSE"] = "1"
@@ -175,7 +213,8 @@ def main() -> None:
                 for j in state.judges()
             ]
             for task in a.tasks.split(","):
-                lines += table(task, sample(Path(a.data_dir), task, a.rows), judges, d, state, a.gold_rows)
+                rows = sample(Path(a.data_dir), task, a.rows)
+                lines += table(task, rows, judges, d, state, a.gold_rows, modes, Path(a.data_dir))
         finally:
             for p in procs:
                 servers._terminate(p.pid)
@@ -187,6 +226,7 @@ def main() -> None:
         f"`python benchmarks/real_quality.py --rows {a.rows} --tasks {a.tasks} --models {a.models}"
         + (" --no-logprobs" if a.no_logprobs else "")
         + (f" --gold-rows {a.gold_rows}" if a.gold_rows else "")
+        + (f" --modes {a.modes}" if modes else "")
         + (f" --name {a.name}" if a.name != "real_quality" else "")
         + "`",
         "",
@@ -208,7 +248,16 @@ def main() -> None:
         "`ensemble (dawid_skene)`: the same over Dawid-Skene. cov@0.9: share of rows kept at the confidence "
         "threshold that reaches 0.9 accuracy (0 if none does). s/row: wall seconds of the whole run per row "
         "(a row's judges are asked at the same time, each server on its own thread). llama.cpp tok/s: prompt / generation tokens per second from its "
-        "own timings; cached: share of prompt tokens served from its prefix cache.",
+        "own timings; cached: share of prompt tokens served from its prefix cache."
+        + (
+            " Lever rows (`--modes`): candidate sets (CanDist's prompt; coverage: share of sets holding the gold "
+            "label), 4 retrieved demonstrations per row (TF-IDF nearest rows of a labeled pool: TREC train, "
+            "SST-2 test, SMS rows outside the sample), and the cascade, which asks the judges cheapest first and "
+            "stops a row once the judges asked so far reach confidence 0.8 (its s/row column: judges asked per "
+            "row)."
+            if modes
+            else ""
+        ),
         "",
     ]
     text = "\n".join(head + lines) + "\n"
@@ -220,8 +269,50 @@ def main() -> None:
     collect.main([])
 
 
+def mode_row(
+    task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d: Path, n_gold: int, mode: str, data: Path
+) -> str:
+    """A table row for one quality lever (--modes): on the first judge (the embedded default's model), or for the
+    cascade on every judge, the first one last (the cheap ones are asked first)."""
+    labels = list(TASKS[task]["labels"])
+    gold = [r["label"] for r in rows[n_gold:]]
+    first = judges[0]
+    js: list[dict[str, Any]] = [first]
+    if mode == "candidates":
+        extra: dict[str, Any] = {"mode": "candidates"}
+        name = f"{first['name']}, candidate sets"
+    elif mode == "fewshot":
+        extra = {"task": {"examples_file": str(pool(data, task, len(rows), d)), "examples_k": 4}}
+        name = f"{first['name']}, 4 retrieved demonstrations"
+    else:
+        js = judges[1:] + judges[:1]
+        extra = {"cascade": {"threshold": 0.8}}
+        name = f"cascade ({' > '.join(j['name'] for j in js)}, threshold 0.8)"
+    res = run_task(task, rows, js, d, "majority", n_gold, extra, tag=f".{mode}")
+    recs = res["recs"]
+    s = score(gold, [x["label"] for x in recs], [x["confidence"] for x in recs], labels)
+    led = res["ledger"]["judges"].values()
+    toks = sum(j["input_tokens"] + j["output_tokens"] for j in led) / max(sum(j["requests"] for j in led), 1)
+    if mode == "candidates":
+        sets = [x.get("candidates") or [] for x in recs]
+        cov = np.mean([g in c for g, c in zip(gold, sets)])
+        name += f" (coverage {cov:.2f}, mean size {np.mean([len(c) for c in sets]):.2f})"
+    # The cascade's answers are the judges' cached answers from the table's first run: its cost is the share of
+    # judges it asks, not seconds.
+    asked = np.mean([len(x.get("judges") or {}) for x in recs])
+    sec = f"{asked:.2f} judges/row" if mode == "cascade" else f"{res['wall'] / len(rows):.2f}"
+    return f"| {name} | {s['acc']:.3f} | {s['f1']:.3f} | {s['ece']:.3f} | {s['cov90']:.2f} | {sec} | {toks:.0f} | | |"
+
+
 def table(
-    task: str, rows: list[dict[str, str]], judges: list[dict[str, Any]], d: Path, state: Any, n_gold: int = 0
+    task: str,
+    rows: list[dict[str, str]],
+    judges: list[dict[str, Any]],
+    d: Path,
+    state: Any,
+    n_gold: int = 0,
+    modes: tuple[str, ...] = (),
+    data: Path | None = None,
 ) -> list[str]:
     labels = list(TASKS[task]["labels"])
     gold = [r["label"] for r in rows[n_gold:]]
@@ -270,6 +361,9 @@ def table(
             f"| **ensemble ({agg}{note})** | {s['acc']:.3f} | {s['f1']:.3f} | {s['ece']:.3f} "
             f"| {s['cov90']:.2f} | | | | |"
         )
+    for mode in modes:
+        out.append(mode_row(task, rows, judges, d, n_gold, mode, data or Path()))
+        print(out[-1], flush=True)
     out += ["", f"Best single judge: {best[0]} {best[1]:.3f}; combined: {', '.join(combined)}.", ""]
     return out
 
