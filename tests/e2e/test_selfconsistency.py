@@ -177,3 +177,18 @@ def test_batch_submits_every_sample_and_the_online_rerun_is_free(tmp_path):
         assert fb.online == 0 and all(g["error"] is None for g in read_jsonl(tmp_path / "o.jsonl"))
     finally:
         fb.stop()
+
+
+def test_unfinished_runs_resume_only_with_the_same_samples(tmp_path):
+    from llmlabel.pipeline.fingerprint import _NOT_ANSWERS, _digest, answers_fingerprint
+
+    write_corpus(tmp_path / "in.csv", 2)
+    fps = []
+    for k in (1, 3):
+        cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=[_judge("http://x.test/v1", samples=k)]))
+        job = Job(cfg, cfg.judges, RunOptions(progress=False))
+        fps.append(answers_fingerprint(job)["judge 'a'"])
+        if k == 1:  # samples: 1 leaves the fingerprint as it was before the field existed
+            assert fps[0] == _digest(cfg.judges[0].model_dump(exclude=_NOT_ANSWERS | {"samples"}))
+        job.cache.close()
+    assert fps[0] != fps[1]
