@@ -96,6 +96,9 @@ class Judge(_Strict):
     concurrency: int = Field(16, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
     seed: int | None = None
+    # Self-consistency: each row is asked `samples` times at this temperature (sample i: seed + i when a seed
+    # is set, and its own cache key); the answer is the vote, and its confidence the vote share.
+    samples: int = Field(1, ge=1, le=32)
     max_tokens: int | None = Field(None, ge=1)
     timeout: float = Field(60.0, gt=0)
     max_attempts: int = Field(6, ge=1, le=50)
@@ -129,6 +132,15 @@ class Judge(_Strict):
                 "put the key in the variable named by api_key_env"
             )
         return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _samples_need_temperature(self) -> "Judge":
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(
+                f"samples: {self.samples} with temperature 0 asks the same greedy answer {self.samples} times; "
+                "set a temperature > 0 (e.g. 0.7) or samples: 1"
+            )
+        return self
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env)
@@ -173,6 +185,22 @@ class Config(_Strict):
         if dup:
             raise ValueError(f"judge names must be unique; repeated: {', '.join(sorted(dup))}")
         return self
+
+    @model_validator(mode="after")
+    def _samples_in_label_mode(self) -> "Config":
+        if self.mode != "label":
+            samples_error(self.judges, self.mode)
+        return self
+
+
+def samples_error(judges: list[Judge], kind: str) -> None:
+    """Self-consistency votes on one label: refused (ValueError) for candidate sets and audits' verdicts."""
+    many = [j.name for j in judges if j.samples > 1]
+    if many and kind != "label":
+        raise ValueError(
+            f"judge '{many[0]}': samples > 1 (self-consistency) works in label mode only, not {kind}; "
+            "set samples: 1 for this run"
+        )
 
 
 def default_judges() -> list[Judge]:

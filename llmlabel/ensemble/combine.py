@@ -76,6 +76,21 @@ def combine_row(
     return {"label": label, "confidence": probs[label], "probs": probs, "candidates": cands, "error": None}
 
 
+def combine_samples(samples: list[JudgeAnswer], labels: list[str]) -> JudgeAnswer:
+    """Self-consistency: one judge's k sampled answers for a row as its one answer, by the same soft vote as
+    judges (`combine_row`, each valid sample a voter of weight 1). Without logprobs the label is the most
+    frequent sample label and probs are the vote shares, so confidence is the vote share; with logprobs,
+    probs are the mean of the samples' distributions and the label its argmax. Ties go to the first valid
+    sample's label, then to the task's label order. Failed samples are left out; only when every sample
+    failed is the answer an error."""
+    valid = {str(i): a for i, a in enumerate(samples) if a.label is not None}
+    if not valid:
+        first = next((a.error for a in samples if a.error), "no answer")
+        return JudgeAnswer(error=f"all {len(samples)} samples failed ({first})")
+    agg = combine_row(valid, labels, "label")
+    return JudgeAnswer(label=agg["label"], probs=agg["probs"])
+
+
 def _collect(
     records: Callable[[], Any], judge_names: list[str], labels: list[str], mode: str, gold: dict[str, str] | None
 ) -> tuple[Votes, Any, dict[int, int]]:

@@ -87,8 +87,9 @@ class JudgeClient:
             self._transport = None
 
     # -- requests ----------------------------------------------------------------------------
-    def request(self, messages: Messages, kind: str) -> dict[str, Any]:
-        """The request body (without model credentials): also what the cache key is made of."""
+    def request(self, messages: Messages, kind: str, sample: int = 0) -> dict[str, Any]:
+        """The request body (without model credentials): also what the cache key is made of. Sample i of a
+        self-consistency judge asks with seed + i (when a seed is set), so seeded servers vary it too."""
         j = self.judge
         req: dict[str, Any] = {"model": j.model, "messages": messages, "temperature": j.temperature}
         if self.codes:
@@ -101,20 +102,22 @@ class JudgeClient:
             if rf:
                 req["response_format"] = rf
         if j.seed is not None:
-            req["seed"] = j.seed
+            req["seed"] = j.seed + sample
         return req
 
-    def encode(self, messages: Messages, kind: str) -> tuple[dict[str, Any], bytes, str]:
-        """The request for `messages`, its body (canonical JSON) and its cache key."""
-        return self.encoder.encode(messages, kind, self.formats.current)
+    def encode(self, messages: Messages, kind: str, sample: int = 0) -> tuple[dict[str, Any], bytes, str]:
+        """The request for `messages` (its `sample`-th copy), its body (canonical JSON) and its cache key."""
+        return self.encoder.encode(messages, kind, self.formats.current, sample)
 
-    def key_for(self, messages: Messages, kind: str) -> str:
-        """The cache key of the first request `ask(messages, kind)` would send (without building it)."""
-        return self.encoder.key_for(messages, kind, self.formats.current)
+    def key_for(self, messages: Messages, kind: str, sample: int = 0) -> str:
+        """The cache key of the first request `ask(messages, kind, sample)` would send (without building it)."""
+        return self.encoder.key_for(messages, kind, self.formats.current, sample)
 
-    def keys_for(self, batch: list[Messages], kind: str, tails: list[bytes] | None = None) -> list[str]:
+    def keys_for(
+        self, batch: list[Messages], kind: str, tails: list[bytes] | None = None, sample: int = 0
+    ) -> list[str]:
         """`key_for` of each of a batch of requests (see RequestEncoder.keys_for)."""
-        return self.encoder.keys_for(batch, kind, self.formats.current, tails)
+        return self.encoder.keys_for(batch, kind, self.formats.current, tails, sample)
 
     def _worst(self, req: dict[str, Any], data: bytes) -> float:
         """A request's worst-case cost, reserved from a --max-cost budget before it is sent: every byte of its
@@ -206,11 +209,13 @@ class JudgeClient:
         ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)
         return ans
 
-    async def _cached_complete(self, messages: Messages, kind: str) -> tuple[str, dict[str, Any], bool]:
+    async def _cached_complete(
+        self, messages: Messages, kind: str, sample: int = 0
+    ) -> tuple[str, dict[str, Any], bool]:
         """The payload for `messages`: from the cache, from an identical request already in flight (awaited,
         not sent again), or sent. Returns (key, payload, whether someone else paid for it). A key sent here
         stays in `_inflight` until `ask` has cached its answer (or found it invalid), so no duplicate slips in between."""
-        req, data, key = self.encode(messages, kind)
+        req, data, key = self.encode(messages, kind, sample)
         hit = self.cache.get(key)
         if hit is not None:
             return key, hit, True
@@ -259,13 +264,14 @@ class JudgeClient:
             },
         ]
 
-    async def ask(self, messages: Messages, kind: str) -> JudgeAnswer:
-        """One judge's answer for one prompt. Paid at most once: answers are cached as soon as they are valid."""
+    async def ask(self, messages: Messages, kind: str, sample: int = 0) -> JudgeAnswer:
+        """One judge's answer for one prompt (its `sample`-th, for self-consistency). Paid at most once:
+        answers are cached as soon as they are valid."""
         msgs, first_key, corrupt = messages, None, 0
         while True:
             sent = self.formats.current
             try:
-                key, payload, cached = await self._cached_complete(msgs, kind)
+                key, payload, cached = await self._cached_complete(msgs, kind, sample)
             except RowFailed as e:  # its attempts ran out while the endpoint otherwise answers
                 self.ledger.failed_rows += 1
                 return JudgeAnswer(error=str(e))

@@ -84,8 +84,9 @@ def missing_requests(job: Job, input_path: Path) -> dict[str, dict[str, bytes]]:
             continue
         for j in job.judges:  # a cascade's later judges are asked for every row here (no answers yet)
             msgs, _ = job._messages(j, text, given)
-            _, data, key = job.clients[j.name].encode(msgs, job.kind)
-            wanted[j.name][key] = data
+            for s in range(j.samples):  # self-consistency: each sample is its own request and key
+                _, data, key = job.clients[j.name].encode(msgs, job.kind, s)
+                wanted[j.name][key] = data
     for reqs in wanted.values():
         hits = job.cache.get_many(list(reqs))
         for k in hits:

@@ -69,6 +69,8 @@ def answers_fingerprint(job: Job) -> dict[str, str]:
         d = j.model_dump(exclude=_NOT_ANSWERS)
         if j.cache_as:
             d.pop("base_url")  # local servers change port from run to run: cache_as names the endpoint
+        if j.samples == 1:
+            del d["samples"]  # as before the field existed: unfinished runs of earlier versions still resume
         fp[f"judge '{j.name}'"] = _digest(d)
     if job.opts.shard is not None:  # only when sharded: unsharded part files of older versions stay valid
         fp["shard"] = str(job.opts.shard)

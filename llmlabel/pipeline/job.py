@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from llmlabel.config import Config, Judge, Task
+from llmlabel.config import Config, Judge, Task, samples_error
 from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
-from llmlabel.ensemble.combine import combine_row
+from llmlabel.ensemble.combine import combine_row, combine_samples
 from llmlabel.errors import ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
@@ -61,6 +61,10 @@ class Job:
         self.cfg, self.judges, self.opts = cfg, judges, opts
         self.labels = cfg.task.label_names
         self.kind = opts.kind or cfg.mode
+        try:
+            samples_error(judges, self.kind)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.cache = cache if cache is not None else open_cache(cfg.cache_dir)
         self.clients: dict[str, JudgeClient] = {}
         self.new_ledger()
@@ -131,7 +135,23 @@ class Job:
         return calibrate_answer(ans, self.p_cf.get(name))
 
     async def _ask(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
-        return self._calibrated(j.name, await self.clients[j.name].ask(self.messages(j, text, given), self.kind))
+        """The judge's (calibrated) answer; with `samples` > 1, its samples asked together and combined."""
+        msgs, client = self.messages(j, text, given), self.clients[j.name]
+        if j.samples == 1:
+            return self._calibrated(j.name, await client.ask(msgs, self.kind))
+        got = await asyncio.gather(*(client.ask(msgs, self.kind, s) for s in range(j.samples)))
+        return self._voted(j, got)
+
+    def _voted(self, j: Judge, samples: list[JudgeAnswer]) -> JudgeAnswer:
+        return combine_samples([self._calibrated(j.name, a) for a in samples], self.labels)
+
+    def _answers(self, got: list[JudgeAnswer]) -> dict[str, JudgeAnswer]:
+        """Each judge's answer from its cached samples (`got`: judge after judge, each judge's samples in order)."""
+        out, at = {}, 0
+        for j in self.judges:
+            part, at = got[at : at + j.samples], at + j.samples
+            out[j.name] = self._calibrated(j.name, part[0]) if j.samples == 1 else self._voted(j, part)
+        return out
 
     async def ask_all(self, text: str, given: str | None) -> dict[str, JudgeAnswer]:
         """Every judge's (calibrated) answer for one text: together, or in turn for a cascade."""
@@ -140,10 +160,8 @@ class Job:
             return {j.name: await self._ask(j, text, given)}
         cascade = self.cfg.cascade
         if not (cascade and cascade.enabled):
-            res = await asyncio.gather(
-                *(self.clients[j.name].ask(self.messages(j, text, given), self.kind) for j in self.judges)
-            )
-            return {j.name: self._calibrated(j.name, a) for j, a in zip(self.judges, res)}
+            res = await asyncio.gather(*(self._ask(j, text, given) for j in self.judges))
+            return {j.name: a for j, a in zip(self.judges, res)}
         return await self._ask_cascade(text, given, cascade.threshold)
 
     async def _ask_cascade(self, text: str, given: str | None, threshold: float) -> dict[str, JudgeAnswer]:
@@ -225,12 +243,13 @@ class Job:
         hits = self.cache.get_many(keys) if keys else {}
         rest, lines, hit_rows = self._finish_cached(prepared, hits)
         sink.append_lines(lines)
-        for n in self.clients:
-            self.ledger.judges[n].cache_hits += hit_rows
+        for j in self.judges:
+            self.ledger.judges[j.name].cache_hits += hit_rows * j.samples
         return rest, len(hits)
 
     def _cache_keys(self, rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[Any], list[str]]:
-        """Each row started, with its judges' cache keys (None: nothing to ask) and its cut count."""
+        """Each row started, with its judges' cache keys (None: nothing to ask) and its cut count. A judge
+        with `samples` > 1 has a key per sample: a row is finished here only when every sample is cached."""
         started = [self.start(i, row) for i, row in rows]
         asked = [s for s in started if s[1] is not None]
         # Judges with the same prompt and text limit send the same messages: rendered once a row, and each
@@ -238,7 +257,7 @@ class Job:
         groups: dict[Any, list[Judge]] = {}
         for j in self.judges:
             groups.setdefault((j.prompt, j.max_text_tokens, self.clients[j.name].codes is not None), []).append(j)
-        by_judge: dict[str, list[str]] = {}
+        by_judge: dict[str, list[list[str]]] = {}
         cuts = [0] * len(asked)
         for judges in groups.values():
             rendered = [self._messages(judges[0], text, given) for _, text, given in asked]  # type: ignore[arg-type]
@@ -247,8 +266,9 @@ class Job:
             for n, (_, cut) in enumerate(rendered):
                 cuts[n] += cut * len(judges)  # per judge, as the per-row path counts them
             for j in judges:
-                by_judge[j.name] = self.clients[j.name].keys_for(batch, self.kind, tails)
-        per_row = iter(zip(*(by_judge[j.name] for j in self.judges), cuts))
+                c = self.clients[j.name]
+                by_judge[j.name] = [c.keys_for(batch, self.kind, tails, s) for s in range(j.samples)]
+        per_row = iter(zip(*(ks for j in self.judges for ks in by_judge[j.name]), cuts))
         prepared: list[Any] = []
         keys: list[str] = []
         for st in started:
@@ -264,7 +284,8 @@ class Job:
         """Lines of the rows answered by `hits`, the rows that are not, and how many rows hit."""
         rest, lines, hit_rows = [], [], 0
         names = [j.name for j in self.judges]
-        clients = [self.clients[n] for n in names]
+        clients = [self.clients[j.name] for j in self.judges for _ in range(j.samples)]
+        sampled = len(clients) > len(names)
         # Without logprobs, equal replies are one shared answer object, so rows repeat a few answer
         # combinations: each is aggregated and serialised once (the memo holds its answers, so ids stay theirs).
         # (line_with needs a record without those fields: an id column named like one of them turns it off)
@@ -286,12 +307,15 @@ class Job:
             hit_rows += 1
             self.truncated += cuts
             if memo is None:
+                if sampled:
+                    lines.append(line(self.finish(rec, self._answers(got))))  # type: ignore[arg-type]
+                    continue
                 lines.append(line(self.finish(rec, {n: self._calibrated(n, a) for n, a in zip(names, got)})))  # type: ignore[arg-type]
                 continue
-            mkey = tuple(map(id, got))
+            mkey = tuple(map(id, got))  # a judge's samples: their shared answers, so rows still repeat
             done = memo.get(mkey)
             if done is None:
-                out = self.outcome(dict(zip(names, got)))  # type: ignore[arg-type]
+                out = self.outcome(self._answers(got) if sampled else dict(zip(names, got)))  # type: ignore[arg-type]
                 done = memo.put(mkey, (got, fields_json(out), out["error"]))
             lines.append(line_with(rec, done[1]))
             self._count(done[2])

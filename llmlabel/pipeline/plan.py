@@ -47,13 +47,15 @@ def plan(
             example = example or msgs
         mean_in = sum(sizes) / max(1, len(sizes))
         out_tok = _answer_tokens(cfg, j)
-        tin, tout = mean_in * rows, out_tok * rows
+        asks = rows * j.samples  # self-consistency: every sample is a paid request
+        tin, tout = mean_in * asks, out_tok * asks
         pin, pout = batch_prices(j) if batch else (j.price_per_million.input, j.price_per_million.output)
         cost = (tin * pin + tout * pout) / 1e6
-        total_req += rows
+        total_req += asks
         total_cost += cost
+        each = f" ({j.samples} samples a row)" if j.samples > 1 else ""
         lines.append(
-            f"  {j.name} ({j.model}): {rows} requests, ~{tin:,.0f} input tokens ({mean_in:.0f}/row), "
+            f"  {j.name} ({j.model}): {asks} requests{each}, ~{tin:,.0f} input tokens ({mean_in:.0f}/request), "
             f"~{tout:,.0f} output tokens, ~${cost:.4f}"
         )
     note = (

@@ -7,7 +7,7 @@ import pytest
 
 from llmlabel.config import Judge
 from llmlabel.llm.cache import ResponseCache
-from llmlabel.llm.encoding import RequestEncoder, cache_key, canonical, message_json
+from llmlabel.llm.encoding import RequestEncoder, cache_key, canonical, message_json, sample_namespace
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import JudgeLedger
 
@@ -74,7 +74,7 @@ def test_request_body_is_byte_identical_to_canonical_json(tmp_path, kind, fmt):
     cache.close()
 
 
-def _build(messages, kind):
+def _build(messages, kind, sample=0):
     return {"model": "m", "messages": messages, "kind": kind, "opts": {"z": 1, "a": ["ü", None, 1.5]}}
 
 
@@ -106,7 +106,7 @@ def test_keys_for_a_batch_equal_each_requests_key():
     want = [cache_key("http://x/v1", enc.encode(m, "label", "v")[1]) for m in batch]
     assert enc.keys_for(batch, "label", "v") == want
     assert enc.keys_for(batch, "label", "v", [message_json(m[-1]) for m in batch]) == want
-    frameless = RequestEncoder("ns", lambda messages, kind: {"m": messages, "copy": messages})
+    frameless = RequestEncoder("ns", lambda messages, kind, sample=0: {"m": messages, "copy": messages})
     assert frameless.keys_for(batch, "label", "v") == [frameless.key_for(m, "label", "v") for m in batch]
 
 
@@ -116,7 +116,23 @@ def test_message_json_is_canonical():
 
 
 def test_a_request_the_marker_cannot_split_is_encoded_whole():
-    enc = RequestEncoder("ns", lambda messages, kind: {"m": messages, "copy": messages})  # the marker twice
+    enc = RequestEncoder("ns", lambda messages, kind, sample=0: {"m": messages, "copy": messages})  # the marker twice
     msgs = [{"role": "user", "content": "hi"}]
     req, data, key = enc.encode(msgs, "label", "v")
     assert data == canonical(req) and key == cache_key("ns", data) == enc.key_for(msgs, "label", "v")
+
+
+@pytest.mark.parametrize("options, label_key, candidates_key", GOLDEN)
+def test_each_sample_has_its_own_key_and_sample_0_keeps_the_old_one(tmp_path, options, label_key, candidates_key):
+    """Self-consistency: sample i > 0 is cached apart; sample 0's key is today's (existing caches serve it)."""
+    j = Judge(name="a", model="m", base_url=URL, **options)
+    cache = ResponseCache(str(tmp_path / "c"))
+    c = JudgeClient(j, cache, JudgeLedger("a", "m"), Budget(), ["pos", "neg"], api_key="k")
+    keys = [c.key_for(MSGS, "label", s) for s in range(4)]
+    assert keys[0] == label_key and len(set(keys)) == 4
+    for s in range(4):  # the framed key equals the whole request's, hashed under the sample's namespace
+        req, data, key = c.encode(MSGS, "label", s)
+        assert key == keys[s] == c.keys_for([MSGS, MSGS], "label", sample=s)[1]
+        assert key == cache_key(sample_namespace(j.cache_as or URL, s), data)
+        assert req.get("seed") == (None if j.seed is None else j.seed + s)  # seeded servers vary too
+    cache.close()
