@@ -301,6 +301,8 @@ def mode_row(
     # judges it asks, not seconds.
     asked = np.mean([len(x.get("judges") or {}) for x in recs])
     sec = f"{asked:.2f} judges/row" if mode == "cascade" else f"{res['wall'] / len(rows):.2f}"
+    if mode != "cascade" and sum(j["requests"] for j in led) < len(rows):
+        sec = "cached"
     return f"| {name} | {s['acc']:.3f} | {s['f1']:.3f} | {s['ece']:.3f} | {s['cov90']:.2f} | {sec} | {toks:.0f} | | |"
 
 
@@ -346,10 +348,14 @@ def table(
         toks = (lj["input_tokens"] + lj["output_tokens"]) / max(lj["requests"], 1)
         pf = perf.get(j["model"], {})
         cached = 1 - pf.get("prompt eval tokens", 0) / max(lj["input_tokens"], 1)
-        out.append(
-            f"| {name} ({j['model']}) | {s['acc']:.3f} | {s['f1']:.3f} | {s['ece']:.3f} | {s['cov90']:.2f} | "
+        speed = (
             f"{res['wall'] / n:.2f} (all judges) | {toks:.0f} | "
             f"{pf.get('prompt eval', float('nan')):.0f} / {pf.get('eval', float('nan')):.1f} | {cached:.0%} |"
+        )
+        if lj["requests"] < n:  # answers from an earlier run's cache (--work): its seconds are not this run's
+            speed = "cached | | | |"
+        out.append(
+            f"| {name} ({j['model']}) | {s['acc']:.3f} | {s['f1']:.3f} | {s['ece']:.3f} | {s['cov90']:.2f} | {speed}"
         )
     combined = []
     for agg, r in (("majority", res), ("dawid_skene", ds)):
