@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_quality import ROOT, TASKS, run_task, sample, score  # noqa: E402
+from real_quality import ROOT, TASKS, judge_config, run_task, sample, scored  # noqa: E402
 
 
 def main() -> None:
@@ -41,16 +41,7 @@ def main() -> None:
         state, procs = servers.launch(d / "run", threads=1)
         try:
             (j,) = state.judges()
-            judge = {
-                "name": "qwen",
-                "model": j["model"],
-                "base_url": j["base_url"],
-                "concurrency": 1,
-                "response_format": "json_object_schema",
-                "logprobs": True,
-                "cache_as": f"llmlabel-local/{j['model']}",
-                "timeout": 600,
-            }
+            judge = judge_config(j, logprobs=True)
             for task in a.tasks.split(","):
                 rows = sample(Path(a.data_dir), task, a.rows)
                 labels = list(TASKS[task]["labels"])
@@ -61,11 +52,7 @@ def main() -> None:
                     (sub / "cache").mkdir(exist_ok=True)
                     TASKS[task]["task_extra"] = extra
                     res = run_task(task, rows, [judge], sub, "majority")
-                    by_id = {r["id"]: r for r in res["recs"]}
-                    gold = [r["label"] for r in rows]
-                    pred = [by_id[r["id"]]["label"] for r in rows]
-                    conf = [by_id[r["id"]]["confidence"] for r in rows]
-                    s = score(gold, pred, conf, labels)
+                    s = scored(res, rows, labels)[0]
                     led = res["ledger"]["judges"]["qwen"]
                     tokens = (led["input_tokens"] + led["output_tokens"]) / max(led["responses"], 1)
                     rows_out.append(

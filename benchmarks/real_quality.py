@@ -146,6 +146,30 @@ def run_task(
     return {"recs": recs, "wall": wall, "ledger": ledger}
 
 
+def judge_config(j: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The judge entry for one of the embedded servers' models (``state.judges()``), as the real-model
+    benchmarks ask it: one request at a time, JSON schema, cached under the model's name (ports change)."""
+    return {
+        "name": j["name"],
+        "model": j["model"],
+        "base_url": j["base_url"],
+        "concurrency": 1,
+        "response_format": "json_object_schema",
+        "cache_as": f"llmlabel-local/{j['model']}",
+        "timeout": 600,
+        **extra,
+    }
+
+
+def scored(res: dict, rows: list[dict[str, str]], labels: list[str]) -> tuple[dict[str, float], list, list, list]:
+    """(scores, gold, predicted labels, confidences) of a run_task result over ``rows``, in their order."""
+    by_id = {r["id"]: r for r in res["recs"]}
+    gold = [r["label"] for r in rows]
+    pred = [by_id[r["id"]]["label"] for r in rows]
+    conf = [by_id[r["id"]]["confidence"] for r in rows]
+    return score(gold, pred, conf, labels), gold, pred, conf
+
+
 def score(gold: list[str], pred: list[str | None], conf: list[float | None], labels: list[str]) -> dict[str, float]:
     g = np.array(gold, dtype=object)
     p = np.array([x if x is not None else "\x00" for x in pred], dtype=object)
@@ -199,19 +223,7 @@ def main() -> None:
         state, procs = servers.launch(d / "run", threads=a.threads)
         startup = time.perf_counter() - t0
         try:
-            judges = [
-                {
-                    "name": j["name"],
-                    "model": j["model"],
-                    "base_url": j["base_url"],
-                    "concurrency": 1,
-                    "response_format": "json_object_schema",
-                    "logprobs": not a.no_logprobs,
-                    "cache_as": f"llmlabel-local/{j['model']}",
-                    "timeout": 600,
-                }
-                for j in state.judges()
-            ]
+            judges = [judge_config(j, logprobs=not a.no_logprobs) for j in state.judges()]
             for task in a.tasks.split(","):
                 rows = sample(Path(a.data_dir), task, a.rows)
                 lines += table(task, rows, judges, d, state, a.gold_rows, modes, Path(a.data_dir))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_quality import ROOT, TASKS, run_task, sample, score  # noqa: E402
+from real_quality import ROOT, TASKS, judge_config, run_task, sample, scored  # noqa: E402
 
 
 def _split(gold: list[str], pred: list[str | None], conf: list[float | None]) -> str:
@@ -60,15 +60,7 @@ def main() -> None:
         state, procs = servers.launch(d / "run", port=a.port, threads=1)
         try:
             (j,) = state.judges()
-            base = {
-                "name": "qwen",
-                "model": j["model"],
-                "base_url": j["base_url"],
-                "concurrency": 1,
-                "response_format": "json_object_schema",
-                "cache_as": f"llmlabel-local/{j['model']}",
-                "timeout": 600,
-            }
+            base = judge_config(j)
             for task in a.tasks.split(","):
                 rows = sample(Path(a.data_dir), task, a.rows)
                 labels = list(TASKS[task]["labels"])
@@ -76,11 +68,7 @@ def main() -> None:
                     sub = d / f"{task}-s{extra.get('samples', 1)}-t{extra.get('temperature', 0):g}"
                     (sub / "cache").mkdir(parents=True, exist_ok=True)
                     res = run_task(task, rows, [{**base, **extra}], sub, "majority")
-                    by_id = {r["id"]: r for r in res["recs"]}
-                    gold = [r["label"] for r in rows]
-                    pred = [by_id[r["id"]]["label"] for r in rows]
-                    conf = [by_id[r["id"]]["confidence"] for r in rows]
-                    s = score(gold, pred, conf, labels)
+                    s, gold, pred, conf = scored(res, rows, labels)
                     led = res["ledger"]["judges"]["qwen"]
                     asked = led["requests"] + led["cache_hits"]
                     cold = sub / "cold.json"  # the seconds of the run that sent the requests (a rerun is cached)
