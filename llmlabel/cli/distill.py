@@ -8,6 +8,10 @@ from pathlib import Path
 
 from llmlabel.errors import InputError, LLMLabelError
 
+# distill.features.FEATURIZERS, spelled out: importing it loads scikit-learn at every CLI start (a test keeps
+# the two equal).
+FEATURES = ["tfidf", "tfidf-sklearn", "embeddings", "local-llm"]
+
 
 def cmd_distill(a: argparse.Namespace) -> int:
     from llmlabel.distill.training import save_model, train_from_labeled
@@ -90,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="candidates",
         help="learn from candidate sets (CanDist refinery) or from the single aggregated label",
     )
-    s.add_argument("--features", choices=["tfidf", "tfidf-sklearn", "embeddings"], default="tfidf")
+    s.add_argument("--features", choices=FEATURES, default="tfidf")
     s.add_argument("--text-column", default="text")
     s.add_argument("--no-confidence-weights", action="store_true", help="do not weight rows by ensemble confidence")
     s.add_argument("--no-cv", action="store_true", help="skip the cross-validated accuracy in the model card")

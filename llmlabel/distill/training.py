@@ -171,6 +171,7 @@ MODEL_TYPES = frozenset(
         "llmlabel.distill.student.CandidateDistiller",
         "llmlabel.distill.features.HashedNgramTfidf",
         "llmlabel.distill.features.MiniLMEmbedder",
+        "llmlabel.distill.features.LocalLLMEmbedder",
     }
 )
 

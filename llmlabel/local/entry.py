@@ -2,7 +2,7 @@
 
 Runs in the child process started by servers.py (never imported by the labeling pipeline): registers the
 "gemma3" chat format, turns OpenAI json_schema requests into llama-cpp-python's form, and loads weights
-without CPU repacking (see _no_repack).
+without CPU repacking (see no_repack).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class _JsonSchemaShim:
         await self.app(scope, replay, send)
 
 
-def _no_repack() -> None:
+def no_repack() -> None:
     """Load weights without llama.cpp's CPU repacking ("extra buffer types").
 
     With repacking, llama-cpp-python 0.3.x segfaults on the first batch of more than one token for
@@ -107,7 +107,7 @@ def serve() -> None:
 
     import llama_cpp.server.app as app_mod  # type: ignore[import-not-found]
 
-    _no_repack()
+    no_repack()
     create_app = app_mod.create_app
     app_mod.create_app = lambda *a, **kw: _JsonSchemaShim(create_app(*a, **kw))
     _register_gemma3()

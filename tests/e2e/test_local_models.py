@@ -84,3 +84,42 @@ def test_local_start_status_stop(tmp_path):
         r = run_cli("local", "stop", env=env)
     assert r.returncode == 0 and "stopped" in r.stdout
     assert "no local server" in run_cli("local", "status", env=env).stdout
+
+
+def test_distill_on_the_embedded_models_reading(tmp_path):
+    # `--features local-llm`: the student's features are the embedded Qwen's mean-pooled states. Trained on
+    # animals vs vehicles, it labels kinds it never saw (no shared words, so n-gram features have nothing).
+    train = {
+        "animal": [
+            "a dog barked",
+            "the cat slept",
+            "a horse ran",
+            "the cow ate grass",
+            "a lion roared",
+            "the owl hooted",
+        ],
+        "vehicle": [
+            "a car drove",
+            "the bus stopped",
+            "a truck honked",
+            "the train left",
+            "a plane landed",
+            "the van parked",
+        ],
+    }
+    rows = [
+        {"id": f"{lab}{i}", "text": t, "label": lab, "candidates": [lab], "confidence": 1.0, "error": None}
+        for lab, texts in train.items()
+        for i, t in enumerate(texts)
+    ]
+    (tmp_path / "lab.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = tmp_path / "m.skops"
+    r = run_cli(
+        "distill", str(tmp_path / "lab.jsonl"), "-o", str(model), "--features", "local-llm", "--no-cv", timeout=600
+    )
+    assert r.returncode == 0, r.stderr
+    assert model.stat().st_size < 200_000  # the GGUF is not in the archive: it is loaded again on first use
+    (tmp_path / "new.csv").write_text("id,text\n1,a giraffe\n2,a motorcycle\n3,the zebra\n4,a bicycle\n")
+    r = run_cli("predict", str(model), str(tmp_path / "new.csv"), "-o", str(tmp_path / "p.jsonl"), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert [p["label"] for p in read_jsonl(tmp_path / "p.jsonl")] == ["animal", "vehicle", "animal", "vehicle"]

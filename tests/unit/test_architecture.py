@@ -18,7 +18,7 @@ ALLOWED = {
     "local": {"io"},
     "pipeline": {"io", "llm", "ensemble", "local"},
     "distributed": {"io", "llm", "ensemble", "pipeline", "local"},
-    "distill": {"io"},
+    "distill": {"io", "local"},  # local: the embedded model as a featurizer
     "evaluation": {"io", "ensemble"},
     "auditing": {"io", "llm", "ensemble", "pipeline", "distill", "evaluation"},
     "service": {"io", "llm", "ensemble", "pipeline", "auditing", "distill", "evaluation", "local"},

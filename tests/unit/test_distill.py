@@ -239,3 +239,10 @@ def test_single_mode_from_csv(problem, tmp_path):
     model, card = train_from_labeled(str(src), mode="single", features="tfidf", weight_by_confidence=False)
     assert card["mode"] == "single" and card["rows_used"] == 300
     assert model.mode_ == "single"
+
+
+def test_cli_offers_every_featurizer():
+    from llmlabel.cli.distill import FEATURES
+    from llmlabel.distill.features import FEATURIZERS
+
+    assert FEATURES == list(FEATURIZERS)
