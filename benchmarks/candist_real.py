@@ -141,9 +141,13 @@ def students(
     test_texts: list[str],
     test_gold: np.ndarray,
     a: argparse.Namespace,
+    test_teacher: np.ndarray | None = None,
+    second: list[str] | None = None,
 ) -> list[tuple[str, float, str]]:
     """(name, accuracy on test, note) for each student: ``train`` are the rows with a candidate set, ``train_lab``
-    the rows with the judge's label-mode answer (a superset when --cand-limit is below --train-limit)."""
+    the rows with the judge's label-mode answer (a superset when --cand-limit is below --train-limit). With
+    ``test_teacher`` (the judge's test labels), each label-mode student's second-round rows go to ``second``."""
+    second = second if second is not None else []
     texts = [r["text"] for r in train]
     y = [r["label"] for r in train]
     cands = {r["id"]: r["candidates"] for r in train}
@@ -210,18 +214,38 @@ def students(
                 note += f"; round {m.best_round_} of {len(m.history_) - 1}"
             out.append((f"{name} [{features}]", acc, note))
             print(f"{out[-1][0]:95s} {acc:.3f}  {note}", flush=True)
+            if name.startswith("label-mode labels") and test_teacher is not None:
+                P = m.predict_proba(embed(test_texts) if embed else test_texts)
+                second += second_round(
+                    f"{name} [{features}]", m.classes_[P.argmax(1)], P.max(1), test_teacher, test_gold
+                )
     return out
 
 
+def second_round(name: str, pred: np.ndarray, conf: np.ndarray, teacher: np.ndarray, gold: np.ndarray) -> list[str]:
+    """The student as a second-round judge on the test questions: where it disagrees with the teacher at
+    confidence >= t, who is right, and the accuracy if its label replaced the teacher's there (markdown rows)."""
+    rows = []
+    for t in (0.5, 0.7, 0.9):
+        flip = (pred != teacher) & (conf >= t)
+        acc = float(np.mean(np.where(flip, pred, teacher) == gold))
+        rows.append(
+            f"| {name} | {t} | {int(flip.sum())} | {int(((pred == gold) & flip).sum())} | "
+            f"{int(((teacher == gold) & flip).sum())} | {acc:.3f} |"
+        )
+    return rows
+
+
 def embedder(features: str, texts: list[str], test_texts: list[str], variants: list[Any]) -> Any:
-    """For ``embeddings``: one MiniLM pass over every text of the run, looked up by text, so the
-    variants share it (the students then take the matrix: ``features=None``). None for other kinds."""
-    if features != "embeddings":
+    """For ``embeddings`` (MiniLM) and ``local-llm`` (the embedded Qwen's states): one pass over every text of
+    the run, looked up by text, so the variants share it (the students then take the matrix:
+    ``features=None``). None for the n-gram kinds, which each student fits itself."""
+    if features not in ("embeddings", "local-llm"):
         return None
-    from llmlabel.distill.features import MiniLMEmbedder
+    from llmlabel.distill.features import make_featurizer
 
     every = list(dict.fromkeys([*texts, *test_texts, *(t for _, _, kw in variants for t in kw.get("X", []))]))
-    E = MiniLMEmbedder().fit_transform(every)
+    E = make_featurizer(features).fit_transform(every)
     row = {t: i for i, t in enumerate(every)}
     return lambda X: E[[row[t] for t in X]]
 
@@ -357,11 +381,25 @@ def main() -> None:
     stats["coverage with the label-mode label"] = (
         np.mean([r["label_input"] in {*r["candidates"], lab[r["id"]]} for r in both]) if both else nan
     )
-    rows = students(train, train_lab, test_texts, test_gold, a)
+    teacher_labels = np.array([r["label"] for r in test], dtype=object)
+    second: list[str] = []
+    rows = students(train, train_lab, test_texts, test_gold, a, teacher_labels, second)
     rows_curve = curve(a, train_lab, lab, test_texts, test_gold) if a.curve and lab else []
     extra = descriptions(a, work, train_in, test_in) if a.guide_rows else []
     lab_s = ledger_stats(work / f"train_label{tag}.jsonl")
     cand_s = ledger_stats(work / f"train_cand{tag}.jsonl") if train else None
+    if second:
+        extra = [
+            "",
+            "The student as a second-round judge (label-mode students above, on the same test questions): where it "
+            "disagrees with the teacher at confidence >= t, who is right, and the accuracy if its label replaced "
+            "the teacher's there.",
+            "",
+            "| student | t | disagreements | student right | teacher right | accuracy with the student's label there |",
+            "|---|---|---|---|---|---|",
+            *second,
+            *extra,
+        ]
     report(a, load, time.time() - t0, len(test), teacher, stats, rows, lab_s, cand_s, rows_curve, extra)
 
 
