@@ -211,6 +211,10 @@ def _refit(
     keep = ~judges.uninformative(votes, K, gold_pos)
     if not keep.all():
         summary["left_out"] = [name for name, k in zip(judge_names, keep) if not k]
+        # Rows that only left-out judges answered (a cascade stopped on them): no informative answer to vote.
+        alone = int(((votes[:, keep] < 0).all(axis=1) & (votes >= 0).any(axis=1)).sum())
+        if alone:
+            summary["rows_only_left_out"] = alone
     if method == "majority" or (keep.sum() < 2 and not gold_pos):  # one judge left: nothing to weigh
         if keep.all() and not gold_pos:
             return None, summary  # the per-row soft vote is already final

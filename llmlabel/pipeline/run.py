@@ -202,6 +202,12 @@ def finalize(
     names = [j.name for j in job.judges]
     result.rows, quality = write_final(part, output_path, names, job.labels, job.cfg.aggregate, job.kind, gold)
     result.complete, result.quality = True, quality
+    if quality.get("rows_only_left_out"):
+        result.warnings.append(
+            f"{quality['rows_only_left_out']} rows were answered only by judges left out as uninformative "
+            f"({', '.join(quality['left_out'])}): the cascade stopped on them. Put a stronger judge first or set "
+            "cascade: {enabled: false}, then rerun (answers already paid for are cached)"
+        )
     job.ledger.save(ledger_path(output_path))
     _append_quality(ledger_path(output_path), quality)
     if job.opts.shard is not None:

@@ -417,3 +417,25 @@ def test_combine_row_ties_within_1e9_go_to_the_lead_judge_then_the_first_label()
     assert row(0.5 + 4e-10, 0.5, "b") == "b"
     assert row(0.5, 0.5 + 3e-9, "a") == "b"  # more than 1e-9 apart: the higher mass
     assert row(0.5, 0.5, "c") == "a"  # a tie the lead is not in: the first listed label
+
+
+def test_rows_only_a_left_out_judge_answered_are_counted():
+    # A cascade that put a constant, sure judge first stopped on it for some rows: those rows have no
+    # informative answer, and the summary says how many (the run turns it into a warning).
+    labels = ["negative", "positive"]
+    y, votes = _binary_judges()
+    names = ["good", "fair", "always"]
+    recs = []
+    for i, v in enumerate(votes):
+        answers = {"always": JudgeAnswer(label="positive", probs={"negative": 0.0, "positive": 1.0})}
+        if i % 4:  # every fourth row: the cascade stopped after the first judge
+            answers |= {n: JudgeAnswer(label=labels[v[j]]) for j, n in enumerate(names[:2])}
+        recs.append(
+            {"id": str(i), **combine_row(answers, labels, "label"), "judges": {n: a.out() for n, a in answers.items()}}
+        )
+    for method in ("majority", "weighted", "dawid_skene"):
+        _, summary = refit(lambda: iter(recs), names, labels, method, "label")
+        assert summary["left_out"] == ["always"], method
+        assert summary["rows_only_left_out"] == len(recs[::4]), method
+    full = [r for i, r in enumerate(recs) if i % 4]
+    assert "rows_only_left_out" not in refit(lambda: iter(full), names, labels, "majority", "label")[1]
