@@ -304,7 +304,8 @@ def mode_row(
     recs = res["recs"]
     s = score(gold, [x["label"] for x in recs], [x["confidence"] for x in recs], labels)
     led = res["ledger"]["judges"].values()
-    toks = sum(j["input_tokens"] + j["output_tokens"] for j in led) / max(sum(j["requests"] for j in led), 1)
+    sent = sum(j["requests"] for j in led)
+    toks = f"{sum(j['input_tokens'] + j['output_tokens'] for j in led) / sent:.0f}" if sent else ""
     if mode == "candidates":
         sets = [x.get("candidates") or [] for x in recs]
         cov = np.mean([g in c for g, c in zip(gold, sets)])
@@ -313,9 +314,9 @@ def mode_row(
     # judges it asks, not seconds.
     asked = np.mean([len(x.get("judges") or {}) for x in recs])
     sec = f"{asked:.2f} judges/row" if mode == "cascade" else f"{res['wall'] / len(rows):.2f}"
-    if mode != "cascade" and sum(j["requests"] for j in led) < len(rows):
+    if mode != "cascade" and sent < len(rows):
         sec = "cached"
-    return f"| {name} | {s['acc']:.3f} | {s['f1']:.3f} | {s['ece']:.3f} | {s['cov90']:.2f} | {sec} | {toks:.0f} | | |"
+    return f"| {name} | {s['acc']:.3f} | {s['f1']:.3f} | {s['ece']:.3f} | {s['cov90']:.2f} | {sec} | {toks} | | |"
 
 
 def table(
