@@ -256,11 +256,12 @@ def curve(
     lab: dict[str, str],
     test_texts: list[str],
     test_gold: np.ndarray,
-) -> list[tuple[int, float, float]]:
-    """What more rows would buy: (rows, student on gold labels, student on simulated teacher labels) for
-    each --curve size. The simulated teacher draws each row's label from this judge's measured label-mode
-    confusion (P(answer | gold), from the train rows it answered); real errors also depend on the text, so
-    this is an estimate of the trend, not a measurement."""
+) -> list[tuple[int, float, float, float]]:
+    """What more rows would buy: (rows, student on gold labels, on simulated teacher labels, on the teacher's
+    real labels) for each --curve size (tfidf). The train sample's first rows are the ones the judge labeled,
+    so up to --train-limit the real column is measured; beyond it, only the simulation says where the trend
+    goes: labels drawn from this judge's measured label-mode confusion (P(answer | gold)), which misses that
+    real errors also depend on the text."""
     labels = sorted(LABELS)
     idx = {c: i for i, c in enumerate(labels)}
     conf = np.full((len(labels), len(labels)), 1e-3)
@@ -268,16 +269,20 @@ def curve(
         if r["id"] in lab:
             conf[idx[r["label_input"]], idx[lab[r["id"]]]] += 1
     conf /= conf.sum(axis=1, keepdims=True)
-    pool = sample(Path(a.data_dir) / "trec_train.csv", 100000)
+    pool = train_rows(a, 100000)
     rng = np.random.default_rng(0)
     sim = [labels[rng.choice(len(labels), p=conf[idx[r["label"]]])] for r in pool]
     out = []
     for n in a.curve:
         texts, gold = [r["text"] for r in pool[:n]], [r["label"] for r in pool[:n]]
-        acc_gold = float(np.mean(CandidateDistiller().fit(texts, gold).predict(test_texts) == test_gold))
-        acc_sim = float(np.mean(CandidateDistiller().fit(texts, sim[:n]).predict(test_texts) == test_gold))
-        out.append((len(texts), acc_gold, acc_sim))
-        print(f"curve: {len(texts)} rows: gold {acc_gold:.3f}, simulated teacher {acc_sim:.3f}", flush=True)
+
+        def acc(y: list[str]) -> float:
+            return float(np.mean(CandidateDistiller().fit(texts, y).predict(test_texts) == test_gold))
+
+        real = [lab.get(r["id"]) for r in pool[:n]]
+        acc_real = acc(real) if all(real) else float("nan")  # type: ignore[arg-type]
+        out.append((len(texts), acc(gold), acc(sim[:n]), acc_real))
+        print(f"curve: {out[-1]}", flush=True)
     return out
 
 
@@ -480,14 +485,15 @@ def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s, rows_curv
     if rows_curve:
         lines += [
             "",
-            "What more rows would buy (tfidf student, same test questions): trained on gold labels, and on labels "
+            "What more rows would buy (tfidf student, same test questions): trained on gold labels, on labels "
             "drawn from this judge's label-mode confusion matrix measured on the train rows above (a simulation: "
-            "real errors also depend on the text).",
+            "real errors also depend on the text), and on the judge's real labels where it labeled that many.",
             "",
-            "| training rows | student on gold labels | student on simulated teacher labels |",
-            "|---|---|---|",
+            "| training rows | student on gold labels | student on simulated teacher labels | student on the "
+            "teacher's real labels |",
+            "|---|---|---|---|",
         ]
-        lines += [f"| {n:,} | {g:.3f} | {s:.3f} |" for n, g, s in rows_curve]
+        lines += [f"| {n:,} | {g:.3f} | {s:.3f} | {'' if r != r else f'{r:.3f}'} |" for n, g, s, r in rows_curve]
     lines += extra
     text = "\n".join(lines) + "\n"
     print(text)
