@@ -1,6 +1,7 @@
 """The server process: llama-cpp-python's own `python -m llama_cpp.server`, plus what our models need.
 
-Runs in the child process started by servers.py (never imported by the labeling pipeline): registers the
+Runs in the child process started by servers.py (the labeling pipeline never imports it; the distill
+featurizer `local-llm` takes `no_repack` from it, to load the model as the servers do): registers the
 "gemma3" chat format, turns OpenAI json_schema requests into llama-cpp-python's form, and loads weights
 without CPU repacking (see no_repack).
 """

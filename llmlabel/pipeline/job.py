@@ -146,7 +146,8 @@ class Job:
         return combine_samples([self._calibrated(j.name, a) for a in samples], self.labels)
 
     def _answers(self, got: list[JudgeAnswer]) -> dict[str, JudgeAnswer]:
-        """Each judge's answer from its cached samples (`got`: judge after judge, each judge's samples in order)."""
+        """Each judge's (calibrated) answer from its cached answers (`got`: judge after judge, each judge's
+        samples in order; one each without self-consistency)."""
         out, at = {}, 0
         for j in self.judges:
             part, at = got[at : at + j.samples], at + j.samples
@@ -283,9 +284,7 @@ class Job:
     def _finish_cached(self, prepared: list[Any], hits: dict[str, Any]) -> tuple[list[Started], list[bytes], int]:
         """Lines of the rows answered by `hits`, the rows that are not, and how many rows hit."""
         rest, lines, hit_rows = [], [], 0
-        names = [j.name for j in self.judges]
-        clients = [self.clients[j.name] for j in self.judges for _ in range(j.samples)]
-        sampled = len(clients) > len(names)
+        clients = [self.clients[j.name] for j in self.judges for _ in range(j.samples)]  # one per answer asked
         # Without logprobs, equal replies are one shared answer object, so rows repeat a few answer
         # combinations: each is aggregated and serialised once (the memo holds its answers, so ids stay theirs).
         # (line_with needs a record without those fields: an id column named like one of them turns it off)
@@ -307,15 +306,12 @@ class Job:
             hit_rows += 1
             self.truncated += cuts
             if memo is None:
-                if sampled:
-                    lines.append(line(self.finish(rec, self._answers(got))))  # type: ignore[arg-type]
-                    continue
-                lines.append(line(self.finish(rec, {n: self._calibrated(n, a) for n, a in zip(names, got)})))  # type: ignore[arg-type]
+                lines.append(line(self.finish(rec, self._answers(got))))  # type: ignore[arg-type]
                 continue
             mkey = tuple(map(id, got))  # a judge's samples: their shared answers, so rows still repeat
             done = memo.get(mkey)
             if done is None:
-                out = self.outcome(self._answers(got) if sampled else dict(zip(names, got)))  # type: ignore[arg-type]
+                out = self.outcome(self._answers(got))  # type: ignore[arg-type]
                 done = memo.put(mkey, (got, fields_json(out), out["error"]))
             lines.append(line_with(rec, done[1]))
             self._count(done[2])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import label_main as label
-from conftest import one_line_error, read_jsonl, run_cli, run_main, write_config, write_corpus
+from conftest import one_line_error, read_jsonl, run_cli, write_config, write_corpus
 from fakeserver import FakeLLM
 
 pytestmark = [pytest.mark.usefixtures("quiet_fake_server"), pytest.mark.slow]
@@ -208,9 +208,8 @@ def test_ray_refuses_shards_with_one_line(tmp_path, capsys, cluster):
     write_corpus(tmp_path / "in.csv", 5)
     judges = [{"name": "a", "model": "m", "base_url": "http://127.0.0.1:9/v1"}]
     cfg = _cfg(tmp_path, judges, "c.yaml", "cache")
-    rc, _, err = run_main(
+    rc, err = label(
         capsys,
-        "label",
         str(tmp_path / "in.csv"),
         "-c",
         str(cfg),
@@ -250,17 +249,8 @@ def test_a_read_error_is_one_line_and_keeps_the_rows(tmp_path, capsys, cluster):
         fh.write("r20,text,extra\n")
     a = FakeLLM().start()
     cfg = _cfg(tmp_path, _judges(a), "c.yaml", "cache")
-    rc, _, err = run_main(
-        capsys,
-        "label",
-        str(tmp_path / "in.csv"),
-        "-c",
-        str(cfg),
-        "-o",
-        str(tmp_path / "o.jsonl"),
-        "--engine",
-        "ray",
-        "-q",
+    rc, err = label(
+        capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), "--engine", "ray"
     )
     one_line_error(rc, err, "the Ray job failed", "rerun the same command")
     assert not (tmp_path / "o.jsonl").exists() and len(rows) == 20
