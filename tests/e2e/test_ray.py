@@ -148,9 +148,10 @@ def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_paid_twice(tmp_path,
     ids = [r["id"] for r in read_jsonl(out)]
     assert ids == [f"r{i}" for i in range(n)]  # every row once, in input order
     assert all(r["error"] is None for r in read_jsonl(out))
-    # The killed actor's answered rows come from the cache; only its requests in flight (at most its
-    # share of the judge's concurrency, 8 / 2) may be asked again.
-    assert n <= a.requests <= n + 4
+    # The killed actor's answered rows come from the cache; only what it had not committed may be asked
+    # again: its requests in flight (its share of the judge's concurrency, 8 / 2) and the answers that came
+    # back while the cache's writer thread was committing the previous batch (about as many again).
+    assert n <= a.requests <= n + 8
     a.stop()
 
 
@@ -182,7 +183,10 @@ def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
     assert [x["id"] for x in read_jsonl(out)] == [f"r{i}" for i in range(n)]
     ledger = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]
     assert ledger["rows_skipped"] >= kept  # rows written before the kill are not labeled again
-    assert a.requests <= n + 8 and a.requests - paid <= n - kept + 8  # paid once, up to the requests in flight
+    # Paid once, up to what a kill -9 loses: the requests in flight (concurrency 8) and the answers queued
+    # for the cache writer's next commit (about as many again; 9 and 11 were seen on a busy machine).
+    lost = 16
+    assert a.requests <= n + lost and a.requests - paid <= n - kept + lost
     a.stop()
 
 
