@@ -423,12 +423,14 @@ def verdict(teacher: float, rows: list[tuple[str, float, str]], n_test: int) -> 
 def report(a, load, wall, n_test, teacher, stats, rows, lab_s, cand_s, rows_curve, extra) -> None:
     st, ls, cs = stats, lab_s, cand_s
     cmd = (
-        f"python benchmarks/candist_real.py --base-url {a.base_url} --cache-dir CACHE --train-limit {a.train_limit} "
+        f"python benchmarks/candist_real.py --base-url {a.base_url} --cache-dir CACHE --train-rows {a.train_rows} "
+        f"--train-limit {a.train_limit} --test-rows {a.test_rows} "
         f"--test-limit {a.test_limit} --unlabeled {a.unlabeled} --features {' '.join(a.features)} "
         f"--curve {' '.join(map(str, a.curve))} --guide-rows {a.guide_rows}"
         + (f" --cand-limit {a.cand_limit}" if a.cand_limit is not None else "")
         + (" --guide" if a.guide else "")
         + (f" --shots {a.shots}" if a.shots else "")
+        + f" --name {a.name}"
     )
     prompt = ("TREC's guideline label descriptions" if a.guide else "short label descriptions") + (
         f", {a.shots} static demonstrations per label ({6 * a.shots} seeded TREC train questions outside the sample)"
