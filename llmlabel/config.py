@@ -166,6 +166,9 @@ class Judge(_Strict):
 class Cascade(_Strict):
     enabled: bool = True
     threshold: float = Field(0.8, ge=0, le=1)
+    # The first rows ask every judge; judges uninformative on them (one label to everything, guessing) then
+    # never end a row. 0: no probe (fewer than 20 rows can flag nothing: ensemble.votes.MIN_ROWS).
+    probe_rows: int = Field(32, ge=0)
 
 
 class Config(_Strict):

@@ -93,6 +93,13 @@ class Job:
             client.ledger, client.budget = self.ledger.judges[name], self.budget
         self.truncated = 0
         self.fatal: LLMLabelError | BaseException | None = None
+        # A cascade's first rows ask every judge (the probe); then judges found uninformative on them (one
+        # label to everything, guessing) no longer end a row: a sure, stuck first judge would otherwise
+        # settle most rows alone (real_quality_modes: SmolLM2 first, accuracy 0.025 on SMS and TREC).
+        cascade = self.cfg.cascade
+        probe = cascade is not None and cascade.enabled and cascade.probe_rows > 0
+        self._probe: list[dict[str, JudgeAnswer]] | None = [] if probe else None
+        self.distrusted: frozenset[str] = frozenset()
         return self.ledger
 
     async def aclose(self) -> None:
@@ -166,21 +173,48 @@ class Job:
         return await self._ask_cascade(text, given, cascade.threshold)
 
     async def _ask_cascade(self, text: str, given: str | None, threshold: float) -> dict[str, JudgeAnswer]:
-        """Judges in order, stopping once the answers so far agree confidently enough."""
+        """Judges in order, stopping once the trusted answers so far agree confidently enough (every judge
+        while the probe runs)."""
         answers: dict[str, JudgeAnswer] = {}
+        probing = self._probe is not None
         for n, j in enumerate(self.judges):
             answers[j.name] = await self._ask(j, text, given)
-            valid = [a for a in answers.values() if a.label is not None]
-            if not valid or n == len(self.judges) - 1:
+            if probing or n == len(self.judges) - 1:
                 continue
-            agg = combine_row(answers, self.labels, self.kind, self.weights)
+            trusted = {k: a for k, a in answers.items() if k not in self.distrusted}
+            valid = [a for a in trusted.values() if a.label is not None]
+            if not valid:
+                continue
+            agg = combine_row(trusted, self.labels, self.kind, self.weights)
             agree = len({a.label for a in valid}) == 1
             sure = len(valid) >= 2 or valid[0].probs is not None
             if agree and sure and (agg["confidence"] or 0) >= threshold:
                 for rest in self.judges[n + 1 :]:
                     self.ledger.judges[rest.name].calls_saved += 1
                 break
+        if probing:
+            self._probed(answers)
         return answers
+
+    def _probed(self, answers: dict[str, JudgeAnswer]) -> None:
+        """One more row that every judge answered; at `cascade.probe_rows`, the judges left out of ending rows."""
+        cascade = self.cfg.cascade
+        if self._probe is None or cascade is None:
+            return  # rows that started during the probe and finished after it
+        self._probe.append(answers)
+        if len(self._probe) < cascade.probe_rows:
+            return
+        import numpy as np
+
+        from llmlabel.ensemble.judges import uninformative
+
+        index = {lab: k for k, lab in enumerate(self.labels)}
+        votes = np.array(
+            [[index.get(row[j.name].label or "", -1) for j in self.judges] for row in self._probe], dtype=np.int64
+        )
+        out = uninformative(votes, len(self.labels))
+        self.distrusted = frozenset(j.name for j, bad in zip(self.judges, out) if bad)
+        self._probe = None
 
     # -- rows --------------------------------------------------------------------------------
     def start(self, i: int, row: dict[str, Any]) -> Started:

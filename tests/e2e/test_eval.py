@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_cli, write_config, write_corpus
+from conftest import label_main, read_jsonl, run_cli, write_config, write_corpus
+from fakeserver import FakeLLM, pick
 
 from llmlabel.cli.main import main
 
@@ -145,6 +146,37 @@ def test_eval_errors(tmp_path, capsys, case, message):
     assert err.startswith("llmlabel: error:") and message in err and "\n" not in err and "Traceback" not in err
 
 
+def test_a_cascade_stops_trusting_stuck_judges_after_its_probe(tmp_path, capsys):
+    """Two cheap judges that say "positive" to everything agree on every row, so a plain cascade would end
+    every row on them and never ask the good judge. Its first rows (the probe) ask every judge; after them
+    the stuck ones no longer end a row, and the labels are the good judge's."""
+    n = 60
+    rows = write_corpus(tmp_path / "in.csv", n)
+    stuck = FakeLLM(answers={r["text"]: "positive" for r in rows}).start()
+    good = FakeLLM().start()
+
+    def judge(name: str, server: FakeLLM) -> dict[str, object]:
+        return {"name": name, "model": f"m-{name}", "base_url": server.base_url, "concurrency": 2, "timeout": 5}
+
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        None,
+        judges=[judge("stuck1", stuck), judge("stuck2", stuck), judge("good", good)],
+        cascade={"enabled": True, "threshold": 0.8},
+    )
+    out = tmp_path / "o.jsonl"
+    rc, err = label_main(capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out))
+    assert rc == 0, err
+    assert "answered only by judges left out" not in err
+    got = read_jsonl(out)
+    labels = ["positive", "negative"]
+    assert [g["label"] for g in got] == [pick(r["text"], labels) for r in rows]
+    assert {g["label"] for g in got} == set(labels)  # (the test means something: the good judge says both)
+    assert good.requests == n and stuck.requests == 2 * n
+    stuck.stop()
+    good.stop()
+
+
 def test_candidates_and_cascade_end_to_end(tmp_path, fake):
     """Candidate mode with a three-judge cascade through the CLI, then eval of the result."""
     n = 12
@@ -166,8 +198,9 @@ def test_candidates_and_cascade_end_to_end(tmp_path, fake):
         judges=judges,
         mode="candidates",
         aggregate="dawid_skene",
-        # A set of two labels gives its pick 2/3 (not certainty): two agreeing judges reach 0.6.
-        cascade={"enabled": True, "threshold": 0.6},
+        # A set of two labels gives its pick 2/3 (not certainty): two agreeing judges reach 0.6. No probe:
+        # its first rows would ask every judge (see the test above).
+        cascade={"enabled": True, "threshold": 0.6, "probe_rows": 0},
     )
     out = tmp_path / "o.jsonl"
     r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q")
