@@ -80,6 +80,14 @@ class Job:
         self._row_memo: Memo[tuple[int, ...], Any] = Memo(4096)
         self._columns: Memo[tuple[str, ...], list[str]] = Memo(256)
         self.demos = DemoPool(cfg.task) if cfg.task.examples_file else None
+        # A cascade's first rows ask every judge (the probe); then judges found uninformative on them (one
+        # label to everything, guessing) no longer end a row, for the job's life (a Labeler's later calls
+        # too). A sure, stuck first judge would otherwise settle most rows alone (real_quality_modes:
+        # SmolLM2 first, accuracy 0.025 on SMS and TREC).
+        cascade = self.cfg.cascade
+        probe = cascade is not None and cascade.enabled and cascade.probe_rows > 0
+        self._probe: list[dict[str, JudgeAnswer]] | None = [] if probe else None
+        self.distrusted: frozenset[str] = frozenset()
 
     def new_ledger(self) -> Ledger:
         """Start counting a new run: a fresh ledger and budget (the options' max_cost / max_requests)."""
@@ -93,13 +101,6 @@ class Job:
             client.ledger, client.budget = self.ledger.judges[name], self.budget
         self.truncated = 0
         self.fatal: LLMLabelError | BaseException | None = None
-        # A cascade's first rows ask every judge (the probe); then judges found uninformative on them (one
-        # label to everything, guessing) no longer end a row: a sure, stuck first judge would otherwise
-        # settle most rows alone (real_quality_modes: SmolLM2 first, accuracy 0.025 on SMS and TREC).
-        cascade = self.cfg.cascade
-        probe = cascade is not None and cascade.enabled and cascade.probe_rows > 0
-        self._probe: list[dict[str, JudgeAnswer]] | None = [] if probe else None
-        self.distrusted: frozenset[str] = frozenset()
         return self.ledger
 
     async def aclose(self) -> None:

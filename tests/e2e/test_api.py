@@ -183,3 +183,19 @@ def test_calibration_is_measured_once_per_labeler(tmp_path, fake):
         # The second call asks only its rows: not even a cache lookup for the content-free prompts.
         assert fake.requests == 5 + 2 and labeler.ledger.judges["a"].cache_hits == 0
         assert labeler._jobs["label"].p_cf["a"] == p_cf
+
+
+def test_a_cascade_probe_spans_a_labelers_calls(tmp_path, fake):
+    # Two judges that agree end each row after the probe, so the third is asked on the probe's rows only,
+    # even when no single call holds that many rows (a probe per call would ask it on every row).
+    judges = [
+        {"name": n, "model": f"m-{n}", "base_url": fake.base_url, "concurrency": 2, "timeout": 5}
+        for n in ("cheap", "mid", "dear")
+    ]
+    cfg = config(tmp_path, fake, judges=judges, cascade={"threshold": 0.8, "probe_rows": 20})
+    with llmlabel.Labeler(cfg) as labeler:
+        for k in range(6):
+            labeler.label([f"text {k}-{i}" for i in range(10)])
+        dear = [b for b in fake.bodies if b["model"] == "m-dear"]
+        assert 20 <= len(dear) <= 30  # the probe's rows (a row started during it finishes as it began)
+        assert len(fake.bodies) == 2 * 60 + len(dear)
