@@ -162,7 +162,7 @@ def test_a_cascade_stops_trusting_stuck_judges_after_its_probe(tmp_path, capsys)
         tmp_path / "c.yaml",
         None,
         judges=[judge("stuck1", stuck), judge("stuck2", stuck), judge("good", good)],
-        cascade={"enabled": True, "threshold": 0.8},
+        cascade={"enabled": True, "threshold": 0.8, "probe_rows": 20},
     )
     out = tmp_path / "o.jsonl"
     rc, err = label_main(capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out))
