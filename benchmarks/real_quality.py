@@ -265,8 +265,9 @@ def main() -> None:
             " Lever rows (`--modes`): candidate sets (CanDist's prompt; coverage: share of sets holding the gold "
             "label), 4 retrieved demonstrations per row (TF-IDF nearest rows of a labeled pool: TREC train, "
             "SST-2 test, SMS rows outside the sample), and the cascade, which asks the judges cheapest first and "
-            "stops a row once the judges asked so far reach confidence 0.8 (its s/row column: judges asked per "
-            "row)."
+            "stops a row once the trusted judges asked so far reach confidence 0.8; its first rows (the probe, "
+            "`cascade.probe_rows`, 64 by default) ask every judge, and a judge the uninformative check flags on "
+            "them is no longer trusted (its s/row column: judges asked per row)."
             if modes
             else ""
         ),
