@@ -21,7 +21,8 @@ ALLOWED = {
     "distill": {"io", "local"},  # local: the embedded model as a featurizer
     "evaluation": {"io", "ensemble"},
     "auditing": {"io", "llm", "ensemble", "pipeline", "distill", "evaluation"},
-    "service": {"io", "llm", "ensemble", "pipeline", "auditing", "distill", "evaluation", "local"},
+    "review": {"io", "llm", "ensemble", "pipeline", "auditing", "evaluation"},
+    "service": {"io", "llm", "ensemble", "pipeline", "auditing", "distill", "evaluation", "local", "review"},
 }
 FOUNDATIONS = {"config", "errors", "secrets", ""}  # "": the package itself (`__version__`)
 
