@@ -99,7 +99,7 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
     def fit(
         self,
         X: Any,
-        y: Sequence[str | None] | None = None,
+        y: Any = None,  # array-like of labels (None where the teacher gave none)
         *,
         candidates: Sequence[Sequence[str]] | None = None,
         sample_weight: Sequence[float] | np.ndarray | None = None,
@@ -113,9 +113,9 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
             X = validate_data(self, X, accept_sparse="csr", reset=True)
         n = _num_rows(X)
         if y is not None and not isinstance(y, (list, tuple)):
-            y = np.asarray(y)  # a Series, an array-like
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = column_or_1d(y, warn=True)  # a column vector, as scikit-learn accepts it (with a warning)
+            ya = np.asarray(y)  # a Series, an array-like
+            # A column vector, as scikit-learn accepts it (with a warning).
+            y = column_or_1d(ya, warn=True) if ya.ndim == 2 and ya.shape[1] == 1 else ya
         ys = _labels(y, n)
         if candidates is None and ys is None:
             raise ValueError(
