@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
-import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -167,17 +166,15 @@ class Labeler:
                 self._cache.close()
             self._stack.close()
 
-    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
-        # A Labeler dropped without close(): stop its loop thread (never from that thread itself). Not at
-        # interpreter exit: module globals (contextlib, threading) may already be None and the loop thread can
-        # no longer run, so close() would fail or wait; the process's end closes the sockets and files, and local
-        # model servers stop through their own atexit hook.
+    def __del__(self) -> None:
+        # A Labeler dropped without close(): stop its loop thread (never from that thread itself). At interpreter
+        # exit this module's globals (contextlib, asyncio, threading) may already be None: then close() fails,
+        # and a finalizer must neither raise nor print; the process's end closes the sockets and files, and
+        # local model servers stop through their own atexit hook.
         try:
-            if _finalizing():
-                return
             if not self._closed and self._loop is not None and threading.current_thread() is not self._thread:
                 self.close()
-        except Exception:  # noqa: S110 - a finalizer must not raise, and there is no one left to tell
+        except Exception:  # noqa: S110 - nothing to tell, no one to tell it to
             pass
 
     def _start(self) -> None:
