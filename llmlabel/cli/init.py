@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
-def render(data: str, guess: object, labels: list[str], labels_from: str, placeholder: bool) -> str:
+def render(data: str, config: str, guess: object, labels: list[str], labels_from: str, placeholder: bool) -> str:
     """The config's text: every guess stated in a comment beside it."""
     from llmlabel.io.sniff import Guess
 
@@ -34,8 +33,8 @@ def render(data: str, guess: object, labels: list[str], labels_from: str, placeh
     lines = [
         f"# Written by `llmlabel init {data}` from its first {guess.rows:,} rows (columns: {', '.join(guess.columns)}).",
         "# Check the guesses, describe each label (the descriptions go into the prompt), then:",
-        f"#   llmlabel plan {data} -c THIS_FILE                       # requests, tokens and cost; no call",
-        f"#   llmlabel label {data} -c THIS_FILE -o labeled.jsonl     # resumable",
+        f"#   llmlabel plan {data} -c {config}                 # requests, tokens and cost; no call",
+        f"#   llmlabel label {data} -c {config} -o labeled.jsonl  # resumable",
         "task:",
         f"  name: {_q(name)}",
         "  # What the judges are asked to do, in a sentence or two.",
@@ -92,7 +91,7 @@ def cmd_init(a: argparse.Namespace) -> int:
         labels_from = f"the values of column '{guess.label_column}' in the sample ({len(labels)}); add any it missed"
     else:
         labels, labels_from, placeholder = PLACEHOLDERS, "placeholders", True
-    text = render(a.data, guess, labels, labels_from, placeholder)
+    text = render(a.data, a.output, guess, labels, labels_from, placeholder)
     import yaml
 
     from llmlabel.config import _YamlLoader
@@ -114,8 +113,7 @@ def cmd_init(a: argparse.Namespace) -> int:
             "(or rerun with --labels a,b,c)",
             file=sys.stderr,
         )
-    cfg = os.path.relpath(out) if not out.is_absolute() else str(out)
-    print(f"next: llmlabel plan {a.data} -c {cfg}", file=sys.stderr)
+    print(f"next: llmlabel plan {a.data} -c {a.output}", file=sys.stderr)
     return 0
 
 
