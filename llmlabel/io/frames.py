@@ -58,7 +58,11 @@ class Table:
         if name not in self.columns:
             cols = ", ".join(self.columns[:20])
             raise InputError(f"the {self._noun} has no column '{name}' (columns: {cols}); pass {what}=")
-        values = self.data[name].tolist() if self.kind == "pandas" else list(self.data[name])
+        if self.kind == "pandas":
+            key = next(c for c in self.data.columns if str(c) == name)  # a DataFrame's names may be numbers
+            values = self.data[key].tolist()
+        else:
+            values = list(self.data[name])
         return [None if _missing(v) else v for v in values]
 
     def label_column(self, name: str, what: str) -> list[Any]:
