@@ -137,7 +137,8 @@ def audit(
 ) -> Any:
     """Which given labels are most likely wrong.
 
-    data: texts (then `given_labels` holds one label per text, and an AuditReport comes back), or a pandas
+    data: texts (then `given_labels` holds one label per text, and an AuditReport comes back), row dicts (an
+        AuditReport too; columns as for a DataFrame), or a pandas
         DataFrame / `datasets.Dataset` (texts in `text_column`, default the config's task.text_column; given
         labels in `label_column` unless `given_labels` is passed; ids in `id_column`), which comes back as a
         copy with the audit's columns added: is_label_issue, label_score (P(given label is right)),
@@ -159,9 +160,13 @@ def audit(
                          id_column=id_column, options=opts)  # fmt: skip
     table = as_table(data)
     if table is None:
-        if given_labels is None:
+        data = list(data)
+        if data and isinstance(data[0], Mapping):  # row dicts: their columns, as a table's
+            texts, given, ids = _from_dicts(data, labeler.config, text_column, label_column, id_column, given_labels)
+        elif given_labels is None:
             raise InputError("audit() needs given_labels= (one per text) when data is a list of texts")
-        texts, given = list(data), list(given_labels)
+        else:
+            texts, given = data, list(given_labels)
     else:
         texts, given, ids = _from_table(table, labeler.config, text_column, label_column, id_column, given_labels)
     report = _audit(labeler, texts, given, ids, opts)
@@ -197,6 +202,29 @@ def _from_table(
     given = list(given_labels) if given_labels is not None else table.label_column(label_column, "label_column")
     row_ids = [r[task.id_column] for r in rows] if rows and task.id_column in rows[0] else None
     return texts, given, row_ids
+
+
+def _from_dicts(
+    rows: list[Mapping[str, Any]],
+    cfg: Config,
+    text_column: str | None,
+    label_column: str,
+    id_column: str | None,
+    given_labels: Iterable[Any] | None,
+) -> tuple[list[Any], list[Any], list[Any] | None]:
+    task = cfg.task
+    text_col, id_col = text_column or task.text_column, id_column or task.id_column
+    if "{{" in text_col:
+        raise InputError("audit() reads one text column: pass text_column= (task.text_column is a template)")
+    for what, col, needed in (("text_column", text_col, True), ("label_column", label_column, given_labels is None)):
+        missing = next((i for i, r in enumerate(rows) if needed and col not in r), None)
+        if missing is not None:
+            raise InputError(f"row {missing} has no column '{col}' (columns: {', '.join(map(str, rows[missing]))}); "
+                             f"pass {what}=")  # fmt: skip
+    texts = [r[text_col] for r in rows]
+    given = list(given_labels) if given_labels is not None else [r[label_column] for r in rows]
+    has_ids = all(r.get(id_col) not in (None, "") for r in rows)
+    return texts, given, [r[id_col] for r in rows] if has_ids else None
 
 
 def _with_audit(table: Table, report: AuditReport) -> Any:

@@ -111,6 +111,12 @@ def test_audit_a_dataframe_and_a_dataset(tmp_path, fake):
     # A ClassLabel column is read as its names.
     assert isinstance(ds_out, datasets.Dataset) and ds_out["given_label"] == given
     assert ds_out["is_label_issue"] == out["is_label_issue"].tolist()
+    # Row dicts: their columns, as a DataFrame's; an AuditReport back, like texts.
+    dicts = llmlabel.audit([{"rid": f"k{i}", "text": t, "label": g} for i, (t, g) in enumerate(zip(texts, given))],
+                           config=cfg, id_column="rid")  # fmt: skip
+    assert [dicts.scores[f"k{i}"] for i in range(40)] == out["label_score"].tolist()
+    with pytest.raises(InputError, match="no column 'label'"):
+        llmlabel.audit([{"text": "x"}], config=cfg)
     with pytest.raises(InputError, match="unknown option 'precision'"):
         llmlabel.audit(texts, given, config=cfg, precision=0.9)
 
