@@ -88,7 +88,10 @@ def cmd_init(a: argparse.Namespace) -> int:
         labels, labels_from = list(dict.fromkeys(given)), "from --labels"
     elif guess.label_column and len(guess.labels) >= 2:
         labels = guess.labels
-        labels_from = f"the values of column '{guess.label_column}' in the sample ({len(labels)}); add any it missed"
+        labels_from = (
+            f"the {len(labels)} values of column '{guess.label_column}' in the first {guess.label_rows:,} rows; "
+            "add any they missed"
+        )
     else:
         labels, labels_from, placeholder = PLACEHOLDERS, "placeholders", True
     text = render(a.data, a.output, guess, labels, labels_from, placeholder)
@@ -108,8 +111,9 @@ def cmd_init(a: argparse.Namespace) -> int:
     said += f", labels {', '.join(labels)}" if not placeholder else ""
     print(f"wrote {out}: {said}", file=sys.stderr)
     if placeholder:
+        why = f" ({guess.note})" if guess.note else ""
         print(
-            f"llmlabel: no label column in {a.data}: replace the placeholder labels in {out} "
+            f"llmlabel: no label column in {a.data}{why}: replace the placeholder labels in {out} "
             "(or rerun with --labels a,b,c)",
             file=sys.stderr,
         )

@@ -23,7 +23,8 @@ LABEL_NAMES = (
     "label", "labels", "class", "category", "target", "sentiment", "intent", "topic", "tag", "gold", "y",
     "annotation", "coarse_label", "fine_label", "label_text",
 )  # fmt: skip
-MAX_LABELS = 50  # more distinct values than this is not a label set
+MAX_LABELS = 200  # more distinct values than this is not a label set (CLINC150 has 150 intents)
+LABEL_ROWS = 100_000  # rows read for the label set: a sample of a file sorted by label would miss most labels
 
 
 @dataclass
@@ -72,6 +73,8 @@ class Guess:
     id_column: str | None
     label_column: str | None
     labels: list[str]  # the label column's values, sorted (empty without a label column)
+    label_rows: int = 0  # rows read for the label set (the sample, and more)
+    note: str | None = None  # why a column named like labels was not taken
 
 
 def _named(name: str, names: tuple[str, ...]) -> int:
@@ -83,11 +86,14 @@ def _named(name: str, names: tuple[str, ...]) -> int:
     return 1 if any(w in names for w in words if w) else 0
 
 
-def guess_columns(rows: Iterable[dict[str, Any]], sample: int, label_column: str | None = None) -> Guess:
-    """The text, id and label columns of the first `sample` rows. `label_column` names the label column (checked
-    to exist) instead of guessing it; "" means there is none."""
+def guess_columns(
+    rows: Iterable[dict[str, Any]], sample: int, label_column: str | None = None, label_rows: int = LABEL_ROWS
+) -> Guess:
+    """The text, id and label columns of the first `sample` rows; the label set from the first `label_rows`.
+    `label_column` names the label column (checked to exist) instead of guessing it; "" means there is none."""
     stats: dict[str, ColumnStats] = {}
     n = 0
+    rows = iter(rows)
     for row in islice(rows, sample):
         n += 1
         for k, v in row.items():
@@ -100,9 +106,11 @@ def guess_columns(rows: Iterable[dict[str, Any]], sample: int, label_column: str
     columns = list(stats)
 
     def looks_like_label(st: ColumnStats) -> bool:
-        return 2 <= len(st.distinct) <= min(MAX_LABELS, max(2, n // 2)) and st.repeated and st.mean_chars <= 40
+        # One value in the sample may be a file sorted by label: the label set is read past the sample below.
+        return 1 <= len(st.distinct) <= min(MAX_LABELS, max(2, n // 2)) and st.repeated and st.mean_chars <= 40
 
     label: ColumnStats | None = None
+    note = None
     if label_column:
         if label_column not in stats:
             raise InputError(f"no column '{label_column}' (columns: {', '.join(columns[:20])}); check --label-column")
@@ -111,6 +119,13 @@ def guess_columns(rows: Iterable[dict[str, Any]], sample: int, label_column: str
         named = sorted((st for st in stats.values() if _named(st.name, LABEL_NAMES) and looks_like_label(st)),
                        key=lambda st: -_named(st.name, LABEL_NAMES))  # fmt: skip
         label = named[0] if named else None
+        if label is None:
+            other = [st for st in stats.values() if _named(st.name, LABEL_NAMES) == 2]
+            if other:
+                note = (
+                    f"column '{other[0].name}' has {len(other[0].distinct)} distinct values in {n:,} rows, too "
+                    "many or too long for a label set (several labels in one cell?)"
+                )
 
     # Free text: mostly strings, mostly distinct (a label or category column repeats a few values).
     texts = [
@@ -134,9 +149,20 @@ def guess_columns(rows: Iterable[dict[str, Any]], sample: int, label_column: str
         if st is not text and st is not label and st.values == n and not st.repeated and _id_name(st.name)
     ]
     ident = max(ids, key=lambda st: _id_name(st.name)) if ids else None
+    read = n
+    if label is not None:
+        for row in islice(rows, max(0, label_rows - n)):
+            label.add(row.get(label.name))
+            read += 1
     labels = sorted(label.distinct) if label is not None else []
     if label is not None and len(labels) > MAX_LABELS:
-        raise InputError(f"column '{label.name}' has {len(labels)} distinct values; too many for a label set")
+        why = f"column '{label.name}' has {len(labels)} distinct values in {read:,} rows; too many for a label set"
+        if label_column:
+            raise InputError(f"{why}; name another with --label-column, or give --labels")
+        label, labels, note = None, [], f"{why}: several labels in one cell?"
+    elif label is not None and len(labels) < 2 and not label_column:
+        note = f"column '{label.name}' holds one value ({labels[0]!r}) in {read:,} rows"
+        label, labels = None, []
     return Guess(
         rows=n,
         columns=columns,
@@ -145,6 +171,8 @@ def guess_columns(rows: Iterable[dict[str, Any]], sample: int, label_column: str
         id_column=ident.name if ident else None,
         label_column=label.name if label else None,
         labels=labels,
+        label_rows=read,
+        note=note,
     )
 
 

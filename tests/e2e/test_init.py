@@ -109,3 +109,22 @@ def test_errors_are_one_line_and_write_nothing(tmp_path):
     r = run_cli("init", str(tmp_path / "nums.csv"), "-o", str(tmp_path / "c.yaml"), "--labels", "x")
     assert r.returncode == 2 and "at least two" in r.stderr
     assert not (tmp_path / "c.yaml").exists()
+
+
+def test_the_label_set_reads_past_the_sample(tmp_path):
+    rows = sorted(write_tickets(tmp_path / "t.csv", 120), key=lambda r: r["Category"])
+    with open(tmp_path / "sorted.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    # A file sorted by label: its first 20 rows hold one category; the label set still has all four.
+    r = run_cli("init", str(tmp_path / "sorted.csv"), "-o", str(tmp_path / "c.yaml"), "--sample", "20")
+    assert r.returncode == 0, r.stderr
+    assert list(yaml.safe_load((tmp_path / "c.yaml").read_text())["task"]["labels"]) == sorted(CATEGORIES)
+    assert "the 4 values of column 'Category' in the first 120 rows" in (tmp_path / "c.yaml").read_text()
+    # Several labels in one cell (multi-label data): too many combinations for a label set, so placeholders.
+    many = [{"text": f"text number {i} with words", "labels": f"l{i % 30},l{i % 7}"} for i in range(400)]
+    (tmp_path / "multi.jsonl").write_text("".join(json.dumps(m) + "\n" for m in many))
+    r = run_cli("init", str(tmp_path / "multi.jsonl"), "-o", str(tmp_path / "m.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "column 'labels' has 210 distinct values" in r.stderr and "CHANGE_ME_1" in (tmp_path / "m.yaml").read_text()
