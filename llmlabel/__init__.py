@@ -3,10 +3,11 @@
 import llmlabel
 with llmlabel.Labeler.from_config("config.yaml") as labeler:
     results = labeler.label(["great phone", "broke in a week"])   # [LabelResult(label=..., ...), ...]
-    df = labeler.label(reviews_df, text_column="review")          # a DataFrame (or datasets.Dataset) back
+    df = labeler.label(reviews_df, text_column="review")            # a DataFrame (or datasets.Dataset) back
     labeler.label_file("in.csv", "out.jsonl")                       # resumable, like `llmlabel label`
     report = llmlabel.audit(texts, given_labels, labeler=labeler)   # like `llmlabel audit`
-    student = llmlabel.CandidateDistiller().fit(texts, results_labels)  # a scikit-learn classifier
+    issues = llmlabel.audit(df, labeler=labeler)                    # df + is_label_issue, label_score, ...
+student = llmlabel.CandidateDistiller().fit(df["review"], df["label"])  # a scikit-learn classifier
 """
 
 from __future__ import annotations
