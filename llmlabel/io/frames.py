@@ -91,12 +91,15 @@ class Table:
             for name, values in new.items():
                 out[name] = list(values)
             return out
-        ds = self.data
-        for old, kept in clash.items():
-            ds = ds.rename_column(old, kept)
-        for name, values in new.items():
-            ds = ds.add_column(name, [_arrow_cell(v) for v in values])
-        return ds
+        import datasets
+
+        ds = self.data.rename_columns(clash) if clash else self.data
+        if (
+            getattr(ds, "_indices", None) is not None
+        ):  # a select()/shuffle() view: lay its rows out before adding columns
+            ds = ds.flatten_indices()
+        added = datasets.Dataset.from_dict({k: [_arrow_cell(v) for v in vals] for k, vals in new.items()})
+        return datasets.concatenate_datasets([ds, added], axis=1)  # one new table, not one per column
 
     @property
     def _noun(self) -> str:

@@ -58,6 +58,8 @@ def test_a_dataset_comes_back_a_dataset_and_alabel_too(tmp_path, fake):
         out = labeler.label(ds)
         again = asyncio.run(labeler.alabel(ds))
         df_async = asyncio.run(labeler.alabel(frame(), text_column="review"))
+        shuffled = labeler.label(ds.shuffle(seed=1))  # a view over the same table: results stay with their rows
+    assert dict(zip(shuffled["text"], shuffled["label"])) == dict(zip(out["text"], out["label"]))
     assert isinstance(out, datasets.Dataset) and len(out) == 6
     assert out.column_names == ["text", "label_input", "label", "confidence", "prob_positive", "prob_negative",
                                 "candidates", "judges", "error"]  # fmt: skip
