@@ -4,7 +4,11 @@
   IPC streams, read in state.json's order);
 - a folder of Parquet shards as the Hub stores them (data/train-00000-of-00002.parquet, ...; or
   default/train/0000.parquet), read in name order; a folder holding several splits is refused with the
-  glob that picks one (`DIR/data/train-*.parquet`), which is accepted too."""
+  glob that picks one (`DIR/data/train-*.parquet`), which is accepted too.
+
+A `ClassLabel` column (integer codes, with names in dataset_info.json or the Parquet schema's `huggingface`
+metadata) is read as its label names, as `ds.features[col].int2str` shows them: the names are what a config's
+task.labels lists and what `llmlabel audit` compares the given labels with."""
 
 from __future__ import annotations
 
@@ -98,17 +102,48 @@ def _arrow_files(p: Path) -> list[Path]:
 def source_rows(path: str | Path) -> Iterator[dict[str, Any]]:
     """The rows of a dataset folder or glob, in order, one Arrow batch in memory at a time."""
     kind, files = source_files(path)
-    return _arrow_rows(files) if kind == "arrow" else _parquet_rows(files)
+    if kind == "arrow":
+        return _arrow_rows(files, class_labels(_json(files[0].parent / "dataset_info.json").get("features")))
+    return _parquet_rows(files)
 
 
-def _arrow_rows(files: list[Path]) -> Iterator[dict[str, Any]]:
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def class_labels(features: Any) -> dict[str, list[str]]:
+    """{column: label names} of the ClassLabel columns in a `datasets` features description."""
+    if not isinstance(features, dict):
+        return {}
+    return {
+        str(col): [str(n) for n in f["names"]]
+        for col, f in features.items()
+        if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)
+    }
+
+
+def _named(rows: list[dict[str, Any]], names: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """ClassLabel codes as names (-1, "no label", as None; a code outside the names is kept as it is)."""
+    for row in rows:
+        for col, labels in names.items():
+            v = row.get(col)
+            if isinstance(v, int) and not isinstance(v, bool):
+                row[col] = labels[v] if 0 <= v < len(labels) else (None if v == -1 else v)
+    return rows
+
+
+def _arrow_rows(files: list[Path], names: dict[str, list[str]]) -> Iterator[dict[str, Any]]:
     import pyarrow as pa
 
     for f in files:
         try:
             with pa.memory_map(str(f)) as src:
                 for batch in pa.ipc.open_stream(src):
-                    yield from batch.to_pylist()
+                    yield from _named(batch.to_pylist(), names)
         except pa.ArrowInvalid as e:
             raise InputError(f"{f}: cannot read as an Arrow stream ({str(e).splitlines()[0]})") from None
 
@@ -121,8 +156,14 @@ def _parquet_rows(files: list[Path]) -> Iterator[dict[str, Any]]:
             pf = pq.ParquetFile(f)
         except Exception as e:  # pyarrow raises several types for corrupt files
             raise InputError(f"{f}: cannot read Parquet ({str(e).splitlines()[0]}); check the file") from None
+        meta = (pf.schema_arrow.metadata or {}).get(b"huggingface")
+        try:
+            info = json.loads(meta) if meta else {}
+        except ValueError:
+            info = {}
+        names = class_labels(((info.get("info") or {}) if isinstance(info, dict) else {}).get("features"))
         for batch in pf.iter_batches(batch_size=4096):
-            yield from batch.to_pylist()
+            yield from _named(batch.to_pylist(), names)
 
 
 __all__ = ["is_dataset_source", "source_files", "source_rows"]

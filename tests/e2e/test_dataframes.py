@@ -124,8 +124,8 @@ def test_audit_a_dataframe_and_a_dataset(tmp_path, fake):
 
 
 def write_hf_folders(tmp_path, n=12):
-    rows = {"id": [f"h{i}" for i in range(n)], "text": [f"hf review {i}" for i in range(n)]}
-    ds = datasets.Dataset.from_dict(rows)
+    rows = {"id": [f"h{i}" for i in range(n)], "text": [f"hf review {i}" for i in range(n)], "label": [0, 1] * (n // 2)}
+    ds = datasets.Dataset.from_dict(rows).cast_column("label", datasets.ClassLabel(names=["positive", "negative"]))
     ds.save_to_disk(str(tmp_path / "saved"), num_shards=2)
     hub = tmp_path / "hub" / "data"
     hub.mkdir(parents=True)
@@ -142,6 +142,8 @@ def test_label_reads_a_saved_dataset_and_a_parquet_shard_folder(tmp_path, fake):
         assert r.returncode == 0, r.stderr
         got = read_jsonl(tmp_path / name)
         assert [g["id"] for g in got] == rows["id"] and all(g["label"] for g in got)
+        # The ClassLabel codes are read as their names (from dataset_info.json / the Parquet metadata).
+        assert [g["label_input"] for g in got] == ["positive", "negative"] * 6
     assert fake.requests == 12  # the second folder holds the same rows: all cached
     # A folder with several splits: one line naming the glob that picks one, which works.
     hub = tmp_path / "hub" / "data"
@@ -151,6 +153,11 @@ def test_label_reads_a_saved_dataset_and_a_parquet_shard_folder(tmp_path, fake):
     r = run_cli("label", str(hub / "train-*.parquet"), "-c", str(cfg), "-o", str(tmp_path / "c.jsonl"), "-q")
     assert r.returncode == 0, r.stderr
     assert len(read_jsonl(tmp_path / "c.jsonl")) == 12
+    # `llmlabel audit` of a saved dataset: its ClassLabel names are the given labels.
+    r = run_cli("audit", str(tmp_path / "saved"), "-c", str(cfg), "-o", str(tmp_path / "audit.jsonl"), "-q",
+                "--no-classifier")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(a["given_label"] for a in read_jsonl(tmp_path / "audit.jsonl")) == ["negative"] * 6 + ["positive"] * 6
 
 
 def test_importing_llmlabel_imports_neither_pandas_nor_datasets():
