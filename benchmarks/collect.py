@@ -20,6 +20,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +149,8 @@ def acc(value: str | float, n: int) -> str:
     p = float(value)
     if n < SMALL_N:
         lo, hi = wilson(p, n)
-        return f"{p:.2f} [{lo:.2f}, {hi:.2f}] (n={n})"
+        two = Decimal(str(value).strip()).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)  # 0.425 -> 0.43
+        return f"{two} [{lo:.2f}, {hi:.2f}] (n={n})"
     return f"{p:.3f} (n={n:,})"
 
 
@@ -176,9 +178,7 @@ def _sweep(r: Result) -> str:
 def _real_quality(r: Result, task: str) -> str:
     n = r.rows_of(task)
     t = r.table(task)
-    qwen = t.row("qwen (")["accuracy"]
-    ds = clean(t.row("ensemble (dawid_skene")["accuracy"])
-    return f"Qwen {acc(qwen, n)}; Dawid-Skene over 3 judges {acc(ds, n)}"
+    return f"{task} {acc(t.row('qwen (')['accuracy'], n)} / {clean(t.row('ensemble (dawid_skene')['accuracy'])}"
 
 
 def _lever(r: Result, task: str, base: str, lever: str) -> str:
@@ -197,9 +197,7 @@ def _student(r: Result, n: int) -> str:
     t = r.table(column="accuracy")
     teacher = t.row("teacher")["accuracy"]
     students = [
-        (float(x[1]), clean(x[0]))
-        for x in t.rows
-        if clean(x[0]).startswith("student") and "gold labels" not in x[0]
+        (float(x[1]), clean(x[0])) for x in t.rows if clean(x[0]).startswith("student") and "gold labels" not in x[0]
     ]
     best, which = max(students)
     feats = re.search(r"\[(.+?)\]", which)
@@ -267,7 +265,10 @@ HEADLINES: list[Area] = [
                 "`llmlabel serve`, 200 clients, every item a new judge call",
                 "serve",
                 lambda r: "{} req/s, p50 {} ms, p99 {} ms, {} errors".format(
-                    r.cell("unique", "req/s"), r.cell("unique", "p50 ms"), r.cell("unique", "p99 ms"), r.cell("unique", "errors")
+                    r.cell("unique", "req/s"),
+                    r.cell("unique", "p50 ms"),
+                    r.cell("unique", "p99 ms"),
+                    r.cell("unique", "errors"),
                 ),
             ),
             Headline(
@@ -320,24 +321,25 @@ HEADLINES: list[Area] = [
             Headline(
                 "Embedded default (Qwen 0.5B, calibrated logprobs) on SST-2 dev",
                 "local_quality",
-                lambda r: acc(r.cell("qwen", "accuracy"), int(r.find(r"(\d+) reviews scored").group(1)))
-                + ", ECE "
-                + r.find(r"ECE ([\d.]+)").group(1),
+                lambda r: (
+                    acc(r.cell("qwen", "accuracy"), int(r.find(r"(\d+) reviews scored").group(1)))
+                    + ", ECE "
+                    + r.find(r"ECE ([\d.]+)").group(1)
+                ),
             ),
             Headline(
                 "... with 30 gold rows (Platt-scaled confidence), scored on the other rows",
                 "local_quality_gold",
-                lambda r: acc(r.cell("llmlabel's label", "accuracy"), int(r.find(r"(\d+) reviews scored").group(1)))
-                + ", ECE "
-                + r.find(r"ECE ([\d.]+)").group(1),
+                lambda r: (
+                    acc(r.cell("llmlabel's label", "accuracy"), int(r.find(r"(\d+) reviews scored").group(1)))
+                    + ", ECE "
+                    + r.find(r"ECE ([\d.]+)").group(1)
+                ),
             ),
-            *(
-                Headline(f"{label}, 100 rows: best judge and 3-judge ensemble", "real_quality_cascade", f)
-                for label, f in (
-                    ("SST-2", lambda r: _real_quality(r, "sst2")),
-                    ("SMS spam", lambda r: _real_quality(r, "sms")),
-                    ("TREC", lambda r: _real_quality(r, "trec")),
-                )
+            Headline(
+                "SST-2 / SMS spam / TREC, 100 rows each: Qwen alone; Dawid-Skene over Qwen, SmolLM2 and Gemma",
+                "real_quality_cascade",
+                lambda r: "; ".join(_real_quality(r, t) for t in ("sst2", "sms", "trec")),
             ),
             Headline(
                 "Cascade SmolLM2 > Gemma > Qwen with the 64-row probe, SST-2: accuracy, judges a row",
@@ -368,7 +370,12 @@ HEADLINES: list[Area] = [
             ),
             Headline("ECE without / with 30 gold rows (SST-2, SMS, TREC; 100-120 rows each)", "confidence_real", _ece),
         ],
-        [("quality.png", "Accuracy per data set and setup, 40 rows each, with 95% Wilson intervals (real_quality_modes)")],
+        [
+            (
+                "quality.png",
+                "Accuracy per data set and setup, 40 rows each, with 95% Wilson intervals (real_quality_modes)",
+            )
+        ],
     ),
     Area(
         "Audit on real data with a real judge",
@@ -384,9 +391,7 @@ HEADLINES: list[Area] = [
         "Distilling from a real teacher",
         "Qwen2.5-Coder-1.5B labels TREC train; students are scored on seeded TREC test questions (gold).",
         [
-            Headline(
-                "Zero-shot teacher, 150 train rows (150 test)", "candist_real", lambda r: _student(r, 150)
-            ),
+            Headline("Zero-shot teacher, 150 train rows (150 test)", "candist_real", lambda r: _student(r, 150)),
             Headline(
                 "Few-shot teacher (guideline + 2 demonstrations a label), 1,500 train rows (300 test)",
                 "candist_real_fewshot",
@@ -453,7 +458,7 @@ def plot_quality(results: dict[str, Result], out: Path) -> None:
         ("cascade", "cascade (no probe)"),
     ]
     tasks = [("sst2", "SST-2"), ("sms", "SMS spam"), ("trec", "TREC")]
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 5))
     width = 0.8 / len(setups)
     for j, (first, label) in enumerate(setups):
         xs, ys, lo, hi = [], [], [], []
@@ -470,7 +475,7 @@ def plot_quality(results: dict[str, Result], out: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=4, loc="upper right")
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.suptitle(f"Real local models, label mode, calibrated logprobs ({r.date}); bars: 95% Wilson", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=90, metadata={"Software": None})
