@@ -125,3 +125,18 @@ def test_a_results_file_that_lost_its_headline_stops_the_summary(tmp_path):
     (tmp_path / "cache.md").unlink()
     with pytest.raises(collect.CollectError, match="cache.md is missing"):
         collect.build(tmp_path, plots=False)
+
+
+@pytest.mark.parametrize("page", ["config.md", "ensembles.md", "getting-started.md", "redis.md"])
+def test_the_config_examples_on_the_docs_pages_are_valid_configs(page):
+    import yaml
+
+    from llmlabel.config import parse_config
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / page).read_text(encoding="utf-8"), re.S)
+    assert blocks
+    for block in blocks:
+        data = yaml.safe_load(block)
+        if "task" not in data:  # a fragment: the judges or the cache only
+            data["task"] = {"labels": ["a", "b"]}
+        parse_config(data, page)
