@@ -170,6 +170,17 @@ def test_the_readme_first_screen_example_runs(tmp_path, fake, monkeypatch, capsy
     assert fake.requests == 2
 
 
+def test_the_docs_home_example_runs(tmp_path, fake, monkeypatch, capsys):
+    root = Path(__file__).resolve().parents[2]
+    (block,) = _python_blocks((root / "docs" / "index.md").read_text())
+    shutil.copytree(root / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    exec(compile(block, "index.md", "exec"), {"__name__": "__readme__"})
+    assert len(capsys.readouterr().out.splitlines()) == 2 and fake.requests == 2
+
+
 def test_the_api_guide_examples_run(tmp_path, fake, monkeypatch, capsys):
     """Every ```python block of the Python API page's usage section, in order, against the in-test server."""
     root = Path(__file__).resolve().parents[2]
