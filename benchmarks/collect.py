@@ -499,7 +499,8 @@ seconds are pessimistic and differences of a few percent are noise. Accuracies o
 with their 95% Wilson interval `[low, high]`.
 
 Rebuild this page (and its plots) from the results files with `python benchmarks/collect.py` (plots need the
-`bench` extra: `pip install -e '.[bench]'`); a benchmark script rewrites its own results file, then calls it."""
+`bench` extra: `pip install -e '.[bench]'`) after a benchmark script rewrites its results file (the real-model
+scripts call it themselves). Superseded runs move to `benchmarks/results/archive/`, listed at the end."""
 
 
 def _row(r: Result, h: Headline) -> str:
