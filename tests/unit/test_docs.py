@@ -107,7 +107,7 @@ def test_the_summary_reads_every_headline_from_the_results_and_archives_none(tmp
     page, _ = collect.build(collect.RESULTS, plots=False)
     for area in collect.HEADLINES:
         assert f"## {area.title}" in page
-    headline_tables = page.split("## All results files", 1)[0]
+    headline_tables = page.split("\n## ", 1)[1].split("## All results files", 1)[0]  # the areas, no intro
     assert "_before" not in headline_tables and "archive/" not in headline_tables
     small = re.findall(r"\b0\.\d\d\d \(n=(\d+)\)", headline_tables)
     assert small and all(int(n) >= collect.SMALL_N for n in small)  # three decimals only on 100+ rows
