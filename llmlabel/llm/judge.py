@@ -40,6 +40,7 @@ class JudgeClient:
         labels: list[str],
         api_key: str | None = None,
         transport: Any = None,
+        multi_label: bool = False,
     ) -> None:
         self.judge, self.cache, self.ledger, self.budget, self.labels = judge, cache, ledger, budget, labels
         self.endpoint = judge.base_url or "https://api.openai.com/v1"
@@ -56,7 +57,10 @@ class JudgeClient:
         self.limits = Limits(judge, lambda: self.budget.wait())
         # logprobs with response_format auto/text: one 1-token call answering a label code (A, B, ...);
         # with an explicit JSON format: the JSON answer, and the distribution read where the label starts.
-        self.codes = label_codes(labels) if judge.logprobs and judge.response_format in ("auto", "text") else None
+        # A multi-label answer is a set: no one-token code, and a first token's distribution says nothing of it.
+        self.multi_label = multi_label
+        code_mode = judge.logprobs and judge.response_format in ("auto", "text") and not multi_label
+        self.codes = label_codes(labels) if code_mode else None
         self.formats = Formats(judge, labels, self.endpoint, cache, code_mode=self.codes is not None)
         self.encoder = RequestEncoder(judge.cache_as or self.endpoint, self.request)
         # Without logprobs, equal replies parse to one shared answer (the pipeline's row memo relies on that).
@@ -95,9 +99,10 @@ class JudgeClient:
         if self.codes:
             req.update(max_tokens=j.max_tokens or 1, logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
         else:
-            if j.logprobs:
+            if j.logprobs and not self.multi_label:
                 req.update(logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
-            req["max_tokens"] = j.max_tokens or (64 + 16 * len(self.labels) if kind == "candidates" else 64)
+            sets = kind in ("candidates", "multilabel")
+            req["max_tokens"] = j.max_tokens or (64 + 16 * len(self.labels) if sets else 64)
             rf = self.formats.field(kind)
             if rf:
                 req["response_format"] = rf

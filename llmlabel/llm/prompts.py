@@ -14,7 +14,7 @@ from llmlabel.config import Config, Example, Judge, Task
 from llmlabel.errors import ConfigError
 from llmlabel.llm.memo import Memo
 
-PromptKind = str  # "label" | "candidates" | "verify" | a custom template name
+PromptKind = str  # "label" | "candidates" | "verify" | "multilabel" | a custom template name
 
 _TAG_FIXES = {"<text>": "‹text›", "</text>": "‹/text›"}
 
@@ -87,6 +87,9 @@ def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:
         props = {"label": enum, "candidates": {"type": "array", "items": enum, "minItems": 1}}
     elif kind == "verify":
         props = {"label": enum, "given_label_correct": {"type": "boolean"}}
+    elif kind == "multilabel":
+        # minItems 0: an empty set is a valid answer (the prompt says when it is allowed; the aggregation enforces it)
+        props = {"labels": {"type": "array", "items": enum, "minItems": 0}}
     else:
         props = {"label": enum}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
@@ -107,6 +110,8 @@ def response_format(fmt: str, kind: PromptKind, labels: list[str], task_name: st
 
 
 def _example_answer(ex: Example, kind: PromptKind, codes: dict[str, str] | None) -> str:
+    if kind == "multilabel":
+        return json.dumps({"labels": ex.labels if ex.labels is not None else ([ex.label] if ex.label else [])})
     if codes:
         return codes[ex.label or (ex.candidates or [""])[0]]
     if kind == "candidates":

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from llmlabel.config import Config, Judge, Task, samples_error
 from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
 from llmlabel.ensemble.combine import combine_row, combine_samples
+from llmlabel.ensemble.multilabel import SetPolicy, combine_sets
 from llmlabel.errors import ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
@@ -27,6 +28,9 @@ from llmlabel.pipeline.options import RunOptions
 
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
 OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
+# Input columns named like an output field keep their values under NAME_input: a multi-label job's rows add
+# `labels` (the set, as a list), so an input column of that name is kept the same way.
+RESERVED = frozenset(OUTPUT_FIELDS) | {"labels"}
 
 Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
 
@@ -60,7 +64,8 @@ class Job:
     def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, cache: CacheBackend | None = None) -> None:
         self.cfg, self.judges, self.opts = cfg, judges, opts
         self.labels = cfg.task.label_names
-        self.kind = opts.kind or cfg.mode
+        self.kind = opts.kind or cfg.kind
+        self.set_policy = SetPolicy(cfg.task.label_threshold, cfg.task.allow_empty)
         try:
             samples_error(judges, self.kind)
         except ValueError as e:
@@ -70,7 +75,13 @@ class Job:
         self.new_ledger()
         self.clients = {
             j.name: JudgeClient(
-                j, self.cache, self.ledger.judges[j.name], self.budget, self.labels, transport=opts.transport
+                j,
+                self.cache,
+                self.ledger.judges[j.name],
+                self.budget,
+                self.labels,
+                transport=opts.transport,
+                multi_label=self.kind == "multilabel",
             )
             for j in judges
         }
@@ -136,7 +147,7 @@ class Job:
 
     async def ensure_calibrated(self) -> None:
         """Calibrate once per job (the content-free answers are cached, so later jobs pay nothing)."""
-        if not self.p_cf and any(j.logprobs for j in self.judges):
+        if not self.p_cf and any(j.logprobs for j in self.judges) and self.kind != "multilabel":
             await self.calibrate()
 
     def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
@@ -225,7 +236,7 @@ class Job:
         names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
         if names is None:
             names = self._columns.put(
-                columns, [f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k for k in columns]
+                columns, [f"{k}_input" if k in RESERVED and k != task.id_column else k for k in columns]
             )
         rec: dict[str, Any] = {"_i": i}
         rec.update(zip(names, row.values()))
@@ -249,8 +260,12 @@ class Job:
 
     def outcome(self, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
         """What a row's answers add to its record: the aggregate and each judge's answer."""
+        if self.kind == "multilabel":
+            agg = combine_sets(answers, self.labels, self.set_policy, self.weights)
+        else:
+            agg = combine_row(answers, self.labels, self.kind, self.weights)
         return {
-            **combine_row(answers, self.labels, self.kind, self.weights),
+            **agg,
             "judges": {n: a.out() for n, a in answers.items()},
         }
 
