@@ -45,6 +45,10 @@ class Task(_Strict):
     multi_label: bool = False
     allow_empty: bool = False  # multi-label: a text may get no label at all (else: at least its likeliest)
     label_threshold: float = Field(0.5, gt=0, lt=1)  # multi-label: a label is kept at this probability or above
+    # Many labels: each text is shown only the `shortlist` labels nearest to it (llm/shortlist.py), and on
+    # "none of these" the next ones, `shortlist_rounds` lists at most. None: every label in every prompt.
+    shortlist: int | None = Field(None, ge=2, le=200)
+    shortlist_rounds: int = Field(2, ge=1, le=20)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -213,6 +217,10 @@ class Config(_Strict):
         bad = [lab for lab in self.task.labels if "|" in lab] if self.task.multi_label else []
         if bad:
             raise ValueError(f"label {bad[0]!r} contains '|', which joins a multi-label row's labels; rename it")
+        if self.task.shortlist is not None and (self.task.multi_label or self.mode != "label"):
+            raise ValueError("task.shortlist works with one label per text in mode: label; remove it for this task")
+        if self.task.shortlist is not None and any(j.samples > 1 for j in self.judges):
+            raise ValueError("samples > 1 (self-consistency) does not combine with task.shortlist; set samples: 1")
         if self.task.multi_label and any(j.samples > 1 for j in self.judges):
             raise ValueError("samples > 1 (self-consistency) votes on one label; set samples: 1 for a multi-label task")
         return self

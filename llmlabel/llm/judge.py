@@ -18,7 +18,7 @@ from llmlabel.llm.formats import Formats, format_rejected
 from llmlabel.llm.ledger import JudgeLedger
 from llmlabel.llm.limits import Budget, Limits
 from llmlabel.llm.memo import Memo
-from llmlabel.llm.prompts import label_codes
+from llmlabel.llm.prompts import NONE_OF_THESE, label_codes, shortlist_choices
 from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retry_after, retryable, row_failure, with_retries
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
 from llmlabel.secrets import one_line, redact, register
@@ -96,8 +96,9 @@ class JudgeClient:
         self-consistency judge asks with seed + i (when a seed is set), so seeded servers vary it too."""
         j = self.judge
         req: dict[str, Any] = {"model": j.model, "messages": messages, "temperature": j.temperature}
-        if self.codes:
-            req.update(max_tokens=j.max_tokens or 1, logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
+        codes = self.codes_for(kind)
+        if codes:
+            req.update(max_tokens=j.max_tokens or 1, logprobs=True, top_logprobs=min(20, max(5, len(codes))))
         else:
             if j.logprobs and not self.multi_label:
                 req.update(logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
@@ -201,17 +202,32 @@ class JudgeClient:
         except InvalidAnswer:
             return None
 
+    def codes_for(self, kind: str) -> dict[str, str] | None:
+        """The label codes a request of `kind` asks for (a shortlist's: its few labels and "none of these")."""
+        choices = shortlist_choices(kind)
+        if choices is None or not self.codes:
+            return self.codes
+        return label_codes([*choices, NONE_OF_THESE])
+
     def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
+        codes = self.codes_for(kind)
         if not self.judge.logprobs:
             # Answers repeat (a handful of labels): one parsed object per distinct reply. Answers are
             # never modified after parsing, so rows can share them.
             pkey = (payload.get("content"), payload.get("finish_reason"), kind)
             ans = self._parsed.get(pkey)
             if ans is None:
-                ans = self._parsed.put(pkey, parse_answer(pkey[0], pkey[1], kind, self.labels, self.codes))
+                ans = self._parsed.put(pkey, parse_answer(pkey[0], pkey[1], kind, self.labels, codes))
             return ans
-        ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, self.codes)
-        ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)
+        ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, codes)
+        choices = shortlist_choices(kind)
+        if choices is None:
+            ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, codes)
+        elif ans.label in choices:
+            # Over the listed labels only: "none of these" lost, and labels not listed were never offered.
+            ans.probs = probs_from_logprobs(
+                payload.get("top_logprobs"), choices, codes and {c: codes[c] for c in choices}
+            )
         return ans
 
     async def _cached_complete(

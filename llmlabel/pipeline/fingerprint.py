@@ -57,7 +57,13 @@ def _templates(prompts_dir: str | None) -> str | None:
 
 
 _SET = object()
-_ADDED_TASK_FIELDS = {"multi_label": False, "allow_empty": False, "label_threshold": 0.5}
+_ADDED_TASK_FIELDS = {
+    "multi_label": False,
+    "allow_empty": False,
+    "label_threshold": 0.5,
+    "shortlist": None,
+    "shortlist_rounds": 2,
+}
 
 
 def answers_fingerprint(job: Job) -> dict[str, str]:
