@@ -147,7 +147,13 @@ class FakeLLM:
         props = schema.get("properties", {})
         labels = (props.get("label") or {}).get("enum") or self.labels
         label = key if self.echo_key else (self.answers.get(text) or pick(text, labels))
-        if "candidates" in props:
+        if label not in labels and "none of these" in labels:  # a shortlist without the right label
+            label = "none of these"
+        if "labels" in props:  # a multi-label schema: `answers` may hold a set joined by "|" ("" = none)
+            got = self.answers.get(text)
+            chosen = [x for x in got.split("|") if x] if got is not None else [pick(text, self.labels)]
+            content = json.dumps({"labels": chosen})
+        elif "candidates" in props:
             other = pick(text + "#", labels)
             content = json.dumps({"candidates": sorted({label, other}, key=labels.index), "label": label})
         elif rf.get("type") in ("json_schema", "json_object"):

@@ -111,7 +111,7 @@ def cmd_prompt(a: argparse.Namespace) -> int:
         raise LLMLabelError(
             f"no judge named '{a.judge}' in the config; use one of: {', '.join(j.name for j in judges)}"
         )
-    kind = a.kind or cfg.mode
+    kind = a.kind or cfg.kind
     for i, row in enumerate(iter_rows(a.input)):
         if i == a.row:
             break
@@ -119,7 +119,7 @@ def cmd_prompt(a: argparse.Namespace) -> int:
         raise InputError(f"{a.input} has no row {a.row} (rows are numbered from 0)")
     text = row_text(row, cfg.task, cfg.prompts_dir) or ""
     given = row.get(a.label_column) if kind == "verify" else None
-    codes = judge.logprobs and judge.response_format in ("auto", "text")
+    codes = judge.logprobs and judge.response_format in ("auto", "text") and kind != "multilabel"
     demos = None
     if cfg.task.examples_file:
         from llmlabel.llm.demos import DemoPool
