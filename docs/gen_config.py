@@ -45,9 +45,19 @@ DESCRIPTIONS: dict[str, str] = {
     "Task.examples_file": "A labeled pool (CSV/JSONL/Parquet with the text column and `label`): each row is "
     "shown its `examples_k` most similar pool rows (TF-IDF cosine) as demonstrations. Relative to the config file.",
     "Task.examples_k": "How many pool rows `examples_file` shows each row.",
+    "Task.multi_label": "Each text gets a set of labels: judges answer a list and each label is decided on its "
+    "own (see [Multi-label tasks](multilabel.md)).",
+    "Task.allow_empty": "Multi-label: a text may get no label at all (else it keeps at least its likeliest label).",
+    "Task.label_threshold": "Multi-label: a label is kept at this probability or above (with gold rows, each "
+    "label's own threshold is fitted on them).",
+    "Task.shortlist": "Many labels: each text is shown only this many labels, the nearest to it (TF-IDF over "
+    "names, descriptions and demonstrations); unset, every label is listed in every prompt.",
+    "Task.shortlist_rounds": "How many shortlists a text is shown in turn when the judge answers "
+    '"none of these".',
     "Example.text": "The example's text.",
     "Example.label": "Its label (one of `task.labels`).",
     "Example.candidates": "Its candidate set, for `mode: candidates`.",
+    "Example.labels": "Its label set, for a multi-label task.",
     "Judge.name": "The judge's name in outputs, the ledger and `--judge`; unique.",
     "Judge.model": "The model name sent to the endpoint.",
     "Judge.base_url": "The OpenAI-compatible endpoint (`http://` or `https://`, no user:password in it); "
