@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
 import tempfile
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     n = a.rows
+    load = os.getloadavg()[0]
     texts = [f"review number {i}: the product is {'great' if i % 3 else 'awful'}" for i in range(n)]
     df = pd.DataFrame({"text": texts, "id": [f"r{i}" for i in range(n)]})
     inputs = {
@@ -61,10 +63,11 @@ def main() -> None:
     lines = [
         "# Labeler.label: lists, DataFrames and datasets (warm cache)",
         "",
-        f"{n:,} rows, every answer cached (one judge), min of {a.repeats} calls each; "
-        f"{datetime.date.today()}, {platform.machine()} with {__import__('os').cpu_count()} CPUs shared with other jobs.",
-        "",
-        f"Command: `python benchmarks/dataframes_bench.py --rows {n} --repeats {a.repeats}`",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        f"- command: `python benchmarks/dataframes_bench.py --rows {n} --repeats {a.repeats}`",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, Python {platform.python_version()}",
+        f"- load average (1 min) at start: {load:.2f}",
+        f"- {n:,} rows, every answer cached (one judge, the tests' in-process fake server), min of {a.repeats} calls each",
         "",
         "| input | seconds | rows/s | vs list of texts |",
         "|---|---:|---:|---:|",

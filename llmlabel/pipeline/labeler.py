@@ -48,15 +48,19 @@ class LabelResult:
     judges: dict[str, dict[str, Any]]  # judge name -> its answer (label, candidates, probs, error...)
     error: str | None  # why the row has no label (None when it has one)
     row: dict[str, Any] = field(default_factory=dict)  # the input's other columns, as the output file has them
+    labels: list[str] | None = None  # a multi-label task's set (`label` is then the set joined by "|")
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> LabelResult:
-        rest = {k: v for k, v in rec.items() if k not in OUTPUT_FIELDS and k not in ("_i", GIVEN)}
-        return cls(**{k: rec.get(k) for k in OUTPUT_FIELDS}, row=rest)  # type: ignore[arg-type]
+        rest = {k: v for k, v in rec.items() if k not in OUTPUT_FIELDS and k not in ("_i", GIVEN, "labels")}
+        return cls(**{k: rec.get(k) for k in OUTPUT_FIELDS}, row=rest, labels=rec.get("labels"))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """The row as `llmlabel label` writes it (input columns, then the output fields)."""
-        return {**self.row, **{k: getattr(self, k) for k in OUTPUT_FIELDS}}
+        out = {**self.row, **{k: getattr(self, k) for k in OUTPUT_FIELDS}}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        return out
 
 
 def as_config(config: Config | Mapping[str, Any] | str | Path) -> Config:
@@ -266,7 +270,7 @@ class Labeler:
                 items.append((i, {col: r}))
             else:
                 items.append((i, _renamed(r, self.config, text_column, id_column)))
-        kind = prompt or self.config.mode
+        kind = prompt or self.config.kind
         opts = dataclasses.replace(self._opts, kind=kind)
         if given_labels is not None:
             given = list(given_labels)
@@ -289,7 +293,9 @@ class Labeler:
             raise LLMLabelError(f"stopped: {stopped}")
         records = sink.ordered()
         names = [j.name for j in job.judges]
-        update, _ = refit(lambda: iter(records), names, job.labels, self.config.aggregate, job.kind, self._gold)
+        update, _ = refit(
+            lambda: iter(records), names, job.labels, self.config.aggregate, job.kind, self._gold, job.set_policy
+        )
         return [LabelResult.from_record(update(pos, r) if update else r) for pos, r in enumerate(records)]
 
     @overload
@@ -420,7 +426,7 @@ class Labeler:
 
         opts = dataclasses.replace(
             self._opts,
-            kind=self.config.mode,
+            kind=self.config.kind,
             limit=limit,
             on_progress=on_progress,
             cancel=cancel or threading.Event(),
@@ -430,7 +436,7 @@ class Labeler:
         input_path, output_path, total, gold = check_run(self.config, input_path, output_path, opts)
         with output_lock(output_path):
             self._start()
-            job = self._job(self.config.mode)
+            job = self._job(self.config.kind)
             coro = run_file(job, input_path, output_path, total, gold)
             return self._wait(self._submit(job, opts, coro), opts.cancel)
 
@@ -469,9 +475,13 @@ TABLE_FIELDS = ("label", "confidence", "candidates", "judges", "error")  # and p
 
 
 def table_fields(results: list[LabelResult], labels: list[str]) -> dict[str, list[Any]]:
-    """The columns a labeled DataFrame or Dataset gains: label, confidence, prob_LABEL (one per task label: the
-    ensemble's probability, None where the row has none), candidates, judges (each judge's answer) and error."""
-    cols: dict[str, list[Any]] = {"label": [r.label for r in results], "confidence": [r.confidence for r in results]}
+    """The columns a labeled DataFrame or Dataset gains: label (and labels, the set, in a multi-label task),
+    confidence, prob_LABEL (one per task label: the ensemble's probability, None where the row has none),
+    candidates, judges (each judge's answer) and error."""
+    cols: dict[str, list[Any]] = {"label": [r.label for r in results]}
+    if any(r.labels is not None for r in results):  # a multi-label task: the set too (`label` joins it by "|")
+        cols["labels"] = [r.labels for r in results]
+    cols["confidence"] = [r.confidence for r in results]
     for lab in labels:
         cols[f"prob_{lab}"] = [None if r.probs is None else r.probs.get(lab, 0.0) for r in results]
     cols["candidates"] = [r.candidates for r in results]

@@ -69,6 +69,25 @@ def test_a_dataset_comes_back_a_dataset_and_alabel_too(tmp_path, fake):
     assert fake.requests == 6
 
 
+def test_a_multi_label_task_adds_the_set_as_a_list_column(tmp_path):
+    from fakeserver import FakeLLM
+
+    labels = ["joy", "fear", "anger"]
+    server = FakeLLM(answers={"t0": "joy|fear", "t1": "anger"}, labels=labels).start()
+    try:
+        cfg = {
+            "task": {"labels": labels, "multi_label": True},
+            "cache_dir": str(tmp_path / "cache"),
+            "judges": [{"name": "a", "model": "m", "base_url": server.base_url, "timeout": 5}],
+        }
+        with llmlabel.Labeler(cfg) as labeler:
+            out = labeler.label(pd.DataFrame({"text": ["t0", "t1"]}))
+    finally:
+        server.stop()
+    assert out["labels"].tolist() == [["joy", "fear"], ["anger"]] and out["label"].tolist() == ["joy|fear", "anger"]
+    assert list(out.columns)[:4] == ["text", "label", "labels", "confidence"]
+
+
 def test_table_errors_are_one_clear_line(tmp_path, fake):
     with llmlabel.Labeler(config(tmp_path, fake)) as labeler:
         with pytest.raises(InputError, match="no column 'text'.*pass text_column="):
