@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.hfdata import is_dataset_source, source_files
 from llmlabel.pipeline.job import Job
 
 VERSION = 1
@@ -93,6 +94,8 @@ def answers_fingerprint(job: Job) -> dict[str, str]:
 def fingerprint(job: Job, source: Path | list[Path] | str) -> dict[str, Any]:
     """`source`: the input file; or the files a Ray run reads (one file: the same fingerprint as a local run
     of it, so either engine continues the other's run); or an object-store URI, known by its name only."""
+    if isinstance(source, Path) and is_dataset_source(source):  # a dataset folder: its files
+        source = source_files(source)[1]
     if isinstance(source, str):
         inp: dict[str, Any] = {"uri": source}
     elif isinstance(source, Path) or len(source) == 1:
