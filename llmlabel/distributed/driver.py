@@ -29,15 +29,17 @@ from llmlabel import errors
 from llmlabel.config import Config, Judge
 from llmlabel.errors import ConfigError, InputError
 from llmlabel.io.gold import read_gold
+from llmlabel.io.guard import check_output, config_reads, inputs
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line, renumbered
+from llmlabel.io.paths import ledger_path
 from llmlabel.io.rows import FORMATS, input_format, scan
 from llmlabel.llm.cache import REMOTE
 from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
-from llmlabel.pipeline.run import check_output, finalize, judges_for, open_part
+from llmlabel.pipeline.run import finalize, judges_for, open_part
 from llmlabel.secrets import one_line
 
 from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note
@@ -179,7 +181,7 @@ def run_job_ray(
         actors = max(1, min(actors, opts.max_requests))  # each actor's share of the budget is a whole request
     output_path = Path(output_path)
     src, fmt = sources(str(input_spec))
-    check_output(output_path, src if isinstance(src, list) else [])
+    check_output(output_path, inputs(*(src if isinstance(src, list) else [])) + config_reads(cfg))
     total = 0
     if isinstance(src, list):  # local files are checked whole before any paid call, as a local run does
         task = cfg.task
@@ -191,12 +193,14 @@ def run_job_ray(
         job = Job(cfg, judges, opts)
         try:
             part = open_part(job, output_path, fingerprint(job, src), str(input_spec))
+            job.ledger.record(ledger_path(output_path))  # the actors' reports, logged as they arrive
             try:
                 stopped = _run(ray, job, (src, fmt), part, total, actors)
             finally:
                 part.close()
             return finalize(job, part, output_path, stopped, gold)
         finally:
+            job.ledger.close_log()
             job.cache.close()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from llmlabel.errors import InputError
 from llmlabel.evaluation import metrics
 from llmlabel.io.gold import read_gold
+from llmlabel.io.ledger_file import read_ledger
 from llmlabel.io.paths import eval_path, ledger_path
 from llmlabel.io.rows import iter_rows
 
@@ -38,14 +39,7 @@ def _none_if_nan(x: float | None) -> float | None:
 
 
 def _load_ledger(output: Path) -> dict[str, Any] | None:
-    p = ledger_path(output)
-    if not p.is_file():
-        return None
-    try:
-        data = json.loads(p.read_text())
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return read_ledger(ledger_path(output))  # (with the runs only its log holds: killed ones included)
 
 
 # Accuracy targets for the risk-coverage report: the confidence threshold that reaches each, and its coverage.

@@ -56,10 +56,23 @@ def _templates(prompts_dir: str | None) -> str | None:
     return _digest({str(p.relative_to(prompts_dir)): p.read_bytes().hex() for p in files})
 
 
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(BLOCK), b""):
+                h.update(block)
+    except OSError as e:  # (the run reports a missing file itself, in its own words)
+        return f"unreadable: {e.strerror}"
+    return h.hexdigest()[:16]
+
+
 def answers_fingerprint(job: Job) -> dict[str, str]:
     """One short hash per setting that changes answers, named as the user knows it (to say what changed)."""
     cfg, task = job.cfg, job.cfg.task
     fp = {f"task.{k}": _digest(v) for k, v in task.model_dump().items()}
+    if task.examples_file:  # its rows become the prompts' demonstrations: hashed by content, as templates are
+        fp["task.examples_file content"] = _file_digest(Path(task.examples_file))
     fp["mode"] = _digest(job.kind)
     fp["prompts_dir templates"] = _digest(_templates(cfg.prompts_dir))
     fp["cascade"] = _digest(cfg.cascade.model_dump() if cfg.cascade else None)
