@@ -269,13 +269,15 @@ def test_cancel_then_status_then_rerun_buys_only_the_cancelled_lines(tmp_path, f
     from conftest import run_main
 
     _, cfg = _setup(tmp_path, fb)
+    fb.cancel_fraction = 0.25  # 10 of the 40 lines were answered (and paid) before the cancel
     out = tmp_path / "out.jsonl"
     _batch(cfg, tmp_path, out, wait=False)
     run_main(capsys, "batch", "cancel", str(out))
     rc, stdout, _ = run_main(capsys, "batch", "status", str(out))
     assert "batch_0 cancelled" in stdout
     res = _batch(cfg, tmp_path, out)
-    assert res.submitted == 1 and len(fb.batches) == 2 and fb.lines == 40 and fb.online == 0
+    assert res.submitted == 1 and res.collected == 40 and len(fb.batches) == 2 and fb.online == 0
+    assert fb.lines == 40 and len(fb.answered) == len(set(fb.answered))  # the 10 answered ones not bought again
 
 
 def test_a_terminal_status_without_its_files_is_asked_again(tmp_path, fb):
