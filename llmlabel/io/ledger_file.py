@@ -9,8 +9,8 @@ the log into the JSON (atomically, each run under its id) and then removes it; a
 leaves runs in both, and the id keeps them from counting twice.
 
 Log lines, each tagged with its run's id: {"start": {...}} (time, kind, judges' models and prices),
-{"c": {judge: {counter: delta}}}, {"rows": {counter: delta}}, {"batch": {judge: {counter: delta, prices}}}
-(Batch API spend, at batch prices) and {"end": state}."""
+{"c": {judge: {counter: delta}}}, {"rows": {counter: delta}}, {"batch": {judge: {counter: delta, prices}}, "batch_id": id}
+(a collected batch's spend, at batch prices; counted once per batch id) and {"end": state}."""
 
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def _batch_cost(batch: dict[str, Any]) -> float:
 def _fold(path: Path) -> list[dict[str, Any]]:
     """The runs of a log, in the order they started, each summarized as a finished run's entry is."""
     runs: dict[str, dict[str, Any]] = {}
+    batches: set[str] = set()
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -114,6 +115,10 @@ def _fold(path: Path) -> list[dict[str, Any]]:
                 j[k] = j.get(k, 0) + v
         for k, v in (rec.get("rows") or {}).items():
             run[k] = run.get(k, 0) + v
+        if rec.get("batch_id") in batches:
+            continue  # collected again by a rerun after a kill that came before its journal heard: paid once
+        if rec.get("batch_id"):
+            batches.add(rec["batch_id"])
         for name, d in (rec.get("batch") or {}).items():
             b = run.setdefault("batch", {"judges": {}})["judges"].setdefault(name, {})
             for k, v in d.items():

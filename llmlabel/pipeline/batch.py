@@ -262,11 +262,11 @@ class _Batches:
         tally = self.tokens.setdefault(e["judge"], [0, 0, 0])
         for i in range(3):
             tally[i] += paid[i]
-        self._log_spend(e["judge"], paid)
+        self._log_spend(e["judge"], e["batch_id"], paid)
         asyncio.run(_store_all(self.job, good))
         self.result.collected += len(good)
 
-    def _log_spend(self, judge: str, paid: list[int]) -> None:
+    def _log_spend(self, judge: str, batch_id: str, paid: list[int]) -> None:
         """The ledger log's line for a collected batch (before its answers are stored: paid is paid)."""
         if not paid[0]:
             return
@@ -276,7 +276,8 @@ class _Batches:
         pin, pout = batch_prices(self.job.clients[judge].judge)
         lines, tin, tout = paid
         spend = {"lines": lines, "input_tokens": tin, "output_tokens": tout}
-        self.log.write({"batch": {judge: {**spend, "price_batch_input": pin, "price_batch_output": pout}}})
+        price = {"price_batch_input": pin, "price_batch_output": pout}
+        self.log.write({"batch": {judge: {**spend, **price}}, "batch_id": batch_id})
 
     def end(self) -> None:
         if self.logged:
