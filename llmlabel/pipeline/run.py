@@ -149,7 +149,8 @@ async def run_file(job: Job, input_path: Path, output_path: Path, total: int, go
             stopped = (
                 f"{flight.held_rows} rows were left to Batch API batches in flight ({flight.describe(output_path)}), "
                 "not paid twice; once they are collected (rerun `llmlabel label --batch` on their output) they are "
-                "free from the cache"
+                "free from the cache (to pay for another output's rows again online instead, delete its batch's record "
+                "named above)"
             )
         return finalize(job, part, output_path, stopped, gold)
     finally:
