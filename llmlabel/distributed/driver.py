@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import json
 import logging
 import os
@@ -33,9 +34,10 @@ from llmlabel.io.guard import check_output, config_reads, inputs
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line, renumbered
 from llmlabel.io.paths import ledger_path
-from llmlabel.io.rows import FORMATS, input_format, scan
+from llmlabel.io.rows import FORMATS, input_format, iter_rows, scan
 from llmlabel.llm.cache import REMOTE
 from llmlabel.pipeline.fingerprint import fingerprint
+from llmlabel.pipeline.inflight import first_held, in_flight
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
@@ -192,6 +194,7 @@ def run_job_ray(
     with output_lock(output_path), judges_for(cfg, opts.judges) as judges, connected() as ray:
         job = Job(cfg, judges, opts)
         try:
+            _check_in_flight(job, src, output_path)
             part = open_part(job, output_path, fingerprint(job, src), str(input_spec))
             job.ledger.record(ledger_path(output_path))  # the actors' reports, logged as they arrive
             try:
@@ -202,6 +205,25 @@ def run_job_ray(
         finally:
             job.ledger.close_log()
             job.cache.close()
+
+
+def _check_in_flight(job: Job, src: list[Path] | str, output_path: Path) -> None:
+    """Requests of this job bought in a Batch API batch not yet collected: the actors cannot leave their rows
+    out (a local run does), so the run is refused before any paid call rather than paying twice."""
+    flight = in_flight(job.cfg.cache_dir, output_path)
+    if not flight:
+        return
+    if isinstance(src, list):
+        rows = ((i, r) for f in src for i, r in enumerate(iter_rows(f)))
+        held = first_held(job, itertools.islice(rows, job.opts.limit), flight)
+    else:  # an object store's files are not read here: any batch of this output's own counts
+        held = next((h for h in flight.keys.values() if h.output == str(output_path.resolve())), None)
+    if held is not None:
+        raise InputError(
+            f"requests of this job are in {held.output}'s Batch API batch {held.batch_id or '(being created)'}, "
+            f"still in flight ({held.record}); collect it first (rerun `llmlabel label --batch` on that output), or "
+            "run with --engine local, which labels the other rows and leaves these to the batch"
+        )
 
 
 def _run(

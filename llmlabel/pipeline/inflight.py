@@ -145,3 +145,12 @@ def leave_to_batches(
             )
         flight.held_rows += 1
         flight.holders.setdefault(holder.record, holder)
+
+
+def first_held(job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight) -> Holder | None:
+    """The holder of the first request of `rows` in flight, if any (for an engine that cannot leave rows out)."""
+    for i, row in rows:
+        for _, key, _ in row_requests(job, i, row):
+            if key in flight.keys:
+                return flight.keys[key]
+    return None
