@@ -35,15 +35,21 @@ class LedgerLog:
     def __init__(self, ledger: str | Path, run: str) -> None:
         self.path, self.run = ledger_log_path(ledger), run
         self._fh: TextIO | None = None
+        self._head = ""
         self.broken: str | None = None
 
     def write(self, rec: dict[str, Any]) -> None:
+        self.write_raw(json.dumps(rec, separators=(",", ":"))[1:-1])
+
+    def write_raw(self, fields: str) -> None:
+        """A line of the run's record: `fields` are the members of a JSON object, without its braces."""
         if self.broken is not None:
             return
         try:
             if self._fh is None:
                 self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # line-buffered: a write per line
-            self._fh.write(json.dumps({"run": self.run, **rec}, separators=(",", ":")) + "\n")
+                self._head = '{"run":"%s",' % self.run
+            self._fh.write(f"{self._head}{fields}}}\n")
         except (OSError, ValueError) as e:
             self.broken = getattr(e, "strerror", None) or str(e)
             self.close()

@@ -64,8 +64,9 @@ class JudgeLedger:
 # What a judge's ledger counts (the rest names it and prices it): summed across shards and Ray actors.
 COUNTERS = tuple(f.name for f in fields(JudgeLedger) if f.name not in ("name", "model", "price_input", "price_output"))
 _COUNTED = frozenset(COUNTERS) | frozenset(ROWS)
-# Counters that a paid request changes: written to the log at once. The others (cache hits, rows) ride along.
-_PAID = frozenset(("requests", "responses", "retries", "reasks", "failed_rows", "input_tokens", "output_tokens"))
+# Written to the log at once: a request about to be sent, and an answer's tokens (output_tokens is counted last
+# of an answer's figures). The others (responses, input tokens, cache hits, rows) ride along on the next line.
+_PAID = frozenset(("requests", "output_tokens"))
 
 
 class _Pending:
@@ -84,14 +85,33 @@ class _Pending:
             self.flush()
 
     def flush(self) -> None:
-        rec: dict[str, Any] = {}
+        if not self.judges and not self.rows:
+            return
+        # Formatted by hand (names as JSON strings, counts as ints): one line per paid request, so it is cheap.
+        parts = []
         if self.judges:
-            rec["c"] = self.judges
+            c = ",".join(f"{_name(n)}:{{{_counts(d)}}}" for n, d in self.judges.items())
+            parts.append(f'"c":{{{c}}}')
         if self.rows:
-            rec["rows"] = self.rows
-        if rec:
-            self.log.write(rec)
+            parts.append(f'"rows":{{{_counts(self.rows)}}}')
+        self.log.write_raw(",".join(parts))
         self.judges, self.rows = {}, {}
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ",".join(f'"{k}":{int(v)}' for k, v in d.items())
+
+
+_NAMES: dict[str, str] = {}
+
+
+def _name(n: str) -> str:
+    s = _NAMES.get(n)
+    if s is None:
+        import json
+
+        s = _NAMES[n] = json.dumps(n)
+    return s
 
 
 @dataclass
