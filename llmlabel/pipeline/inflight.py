@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,16 @@ class InFlight:
     def __bool__(self) -> bool:
         return bool(self.keys)
 
+    def stop_reason(self, output: Path) -> str | None:
+        """Why a run that left rows to batches ends unfinished (None: it left none)."""
+        if not self.held_rows:
+            return None
+        return (
+            f"{self.held_rows} rows were left to Batch API batches in flight ({self.describe(output)}), not paid "
+            "twice; once they are collected (rerun `llmlabel label --batch` on their output) they are free from the "
+            "cache (to pay for another output's rows again online instead, delete its batch's record named above)"
+        )
+
     def describe(self, output: Path) -> str:
         mine = str(output.resolve())
         parts = []
@@ -130,9 +141,23 @@ def calibration_requests(job: Job) -> Iterator[tuple[str, str, bytes]]:
 
 
 def leave_to_batches(
+    job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight
+) -> Iterable[tuple[int, dict[str, Any]]]:
+    """The rows none of whose requests is in flight; the others are counted (and said once) and left out."""
+    return _leave(job, rows, flight, job.opts.echo or (_stderr if job.opts.progress else _quiet)) if flight else rows
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _leave(
     job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight, echo: Any
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The rows none of whose requests is in flight; the others are counted (and said once) and left out."""
     for i, row in rows:
         holder = next((flight.keys[k] for _, k, _ in row_requests(job, i, row) if k in flight.keys), None)
         if holder is None:

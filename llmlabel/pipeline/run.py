@@ -137,34 +137,15 @@ async def run_file(job: Job, input_path: Path, output_path: Path, total: int, go
     part = open_part(job, output_path, fingerprint(job, input_path), input_path)
     job.ledger.record(ledger_path(output_path))
     try:
-        rows = pending_rows(job, input_path, part.done)
-        flight = in_flight(job.cfg.cache_dir, output_path)
-        if flight:  # requests bought in a batch not yet collected: their rows are left to it
-            rows = leave_to_batches(job, rows, flight, job.opts.echo or (_warn if job.opts.progress else _quiet))
+        flight = in_flight(job.cfg.cache_dir, output_path)  # rows whose requests a batch holds are left to it
+        rows = leave_to_batches(job, pending_rows(job, input_path, part.done), flight)
         try:
             stopped = await drive(job, rows, part, total, len(part.done))
         finally:
             part.close()
-        if flight.held_rows and not stopped:
-            stopped = (
-                f"{flight.held_rows} rows were left to Batch API batches in flight ({flight.describe(output_path)}), "
-                "not paid twice; once they are collected (rerun `llmlabel label --batch` on their output) they are "
-                "free from the cache (to pay for another output's rows again online instead, delete its batch's record "
-                "named above)"
-            )
-        return finalize(job, part, output_path, stopped, gold)
+        return finalize(job, part, output_path, stopped or flight.stop_reason(output_path), gold)
     finally:
         job.ledger.close_log()  # (a no-op once finalize saved the run; else its log shows it as interrupted)
-
-
-def _warn(line: str) -> None:
-    import sys
-
-    print(line, file=sys.stderr)
-
-
-def _quiet(line: str) -> None:
-    pass
 
 
 def open_part(job: Job, output_path: Path, fp: dict[str, Any], input_name: Path | str) -> PartFile:
