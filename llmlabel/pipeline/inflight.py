@@ -159,10 +159,11 @@ def _leave(
     job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight, echo: Any
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     for i, row in rows:
-        holder = next((flight.keys[k] for _, k, _ in row_requests(job, i, row) if k in flight.keys), None)
-        if holder is None:
+        held = [k for _, k, _ in row_requests(job, i, row) if k in flight.keys]
+        if not held or len(job.cache.get_many(held)) == len(held):  # (answered already: free from the cache)
             yield i, row
             continue
+        holder = flight.keys[held[0]]
         if not flight.held_rows:
             echo(
                 f"llmlabel: warning: requests of this run are in a Batch API batch in flight ({holder.output}'s "
@@ -175,7 +176,7 @@ def _leave(
 def first_held(job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight) -> Holder | None:
     """The holder of the first request of `rows` in flight, if any (for an engine that cannot leave rows out)."""
     for i, row in rows:
-        for _, key, _ in row_requests(job, i, row):
-            if key in flight.keys:
-                return flight.keys[key]
+        held = [k for _, k, _ in row_requests(job, i, row) if k in flight.keys]
+        if held and len(job.cache.get_many(held)) < len(held):
+            return flight.keys[held[0]]
     return None

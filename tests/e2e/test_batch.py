@@ -347,3 +347,18 @@ def test_another_output_with_the_same_requests_waits_for_the_batch(tmp_path, fb,
     assert res.complete and len(read_jsonl(other)) == 45
     assert fb.online == 0 and fb.lines == 40 and len(fb.batches) == 1
     assert not list((tmp_path / "cache" / "inflight").glob("*.json"))
+
+
+def test_rows_a_batch_holds_but_the_cache_has_are_not_left_out(tmp_path, fb):
+    """A batch in flight whose requests another run has answered since (in the shared cache): its rows are free
+    and the online run writes them, asking nothing."""
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    inflight = list((tmp_path / "cache" / "inflight").glob("*.json"))
+    saved = {p: p.read_bytes() for p in inflight}
+    _batch(cfg, tmp_path, out)  # collected: in the cache
+    for p, data in saved.items():  # a record left behind (a kill before it was removed)
+        p.write_bytes(data)
+    res = run_job(cfg, tmp_path / "in.csv", tmp_path / "other.jsonl", RunOptions(progress=False))
+    assert res.complete and fb.online == 0 and len(read_jsonl(tmp_path / "other.jsonl")) == 45
