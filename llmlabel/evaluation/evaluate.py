@@ -38,6 +38,12 @@ def _none_if_nan(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
+def _last_run(ledger: dict[str, Any] | None) -> dict[str, Any]:
+    """The run that wrote the output: the last one that ended (runs killed since then are listed after it)."""
+    ended = [r for r in (ledger or {}).get("runs") or [] if r.get("state") != "interrupted"]
+    return ended[-1] if ended else {}
+
+
 def _load_ledger(output: Path) -> dict[str, Any] | None:
     return read_ledger(ledger_path(output))  # (with the runs only its log holds: killed ones included)
 
@@ -173,7 +179,7 @@ def _per_label(t: np.ndarray, p: np.ndarray, labels: list[str]) -> dict[str, Any
 
 def _judges(rows: _Rows, t: np.ndarray, index: dict[str, int], ledger: dict[str, Any] | None) -> dict[str, Any]:
     """Per judge: accuracy over the rows it answered (a cascade's later judges see the hard rows only)."""
-    quality = ((ledger or {}).get("runs") or [{}])[-1].get("quality") or {}
+    quality = _last_run(ledger).get("quality") or {}
     est = quality.get("judges") or {}
     K = len(index)
     per_judge: dict[str, Any] = {}
@@ -235,7 +241,7 @@ def _cost(ledger: dict[str, Any], n: int, n_output: int, n_correct: int) -> dict
         "evaluated_share": round(share, 6),
         "per_correct": _none_if_nan(metrics.cost_per_correct(cost * share, n_correct)),
     }
-    last = (ledger.get("runs") or [{}])[-1]
+    last = _last_run(ledger)
     saved = {name: j["calls_saved"] for name, j in (last.get("judges") or {}).items() if j.get("calls_saved")}
     if saved:
         out["calls_saved_last_run"] = saved
