@@ -21,6 +21,7 @@ Read = tuple[Path, str]  # a file a command reads, and how the user knows it ("t
 # Every file written beside an output (io.paths), each a path an input must not have.
 SIDECARS = (
     paths.PART,
+    paths.PART + ".json",  # the part file's fingerprint (io.output.PartFile.meta_path)
     paths.LOCK,
     paths.ERRORS,
     paths.LEDGER,

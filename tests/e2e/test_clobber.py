@@ -60,6 +60,11 @@ def test_an_output_whose_sidecar_is_an_input_is_refused(setup, fake, capsys):
     (tmp_path / "in.csv").rename(tmp_path / "x.csv.part")
     rc, _, err = run_main(capsys, "label", str(tmp_path / "x.csv.part"), "-c", str(cfg), "-o", str(tmp_path / "x.csv"))
     one_line_error(rc, err, "x.csv.part", "the input file")
+    (tmp_path / "x.csv.part").rename(tmp_path / "x.csv.part.json")  # the part file's fingerprint
+    rc, _, err = run_main(
+        capsys, "label", str(tmp_path / "x.csv.part.json"), "-c", str(cfg), "-o", str(tmp_path / "x.csv")
+    )
+    one_line_error(rc, err, "x.csv.part.json", "the input file")
     assert fake.requests == 0
 
 
