@@ -260,7 +260,14 @@ def _labeled(ray: Any, job: Job, ds: Any, part: PartFile, actors: int) -> Any:
     cfg, judges, share = _for_actors(job.cfg, job.judges, job.opts, actors)
     return ds.map_batches(
         LabelWorker,
-        fn_constructor_kwargs={"cfg": cfg, "judges": judges, "opts": share, "done": frozenset(part.done), "gate": gate},
+        fn_constructor_kwargs={
+            "cfg": cfg,
+            "judges": judges,
+            "opts": share,
+            "done": frozenset(part.done),
+            "gate": gate,
+            "ledger_log": job.ledger.log_target,  # (a path on this machine: actors elsewhere report instead)
+        },
         batch_size=BATCH,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),

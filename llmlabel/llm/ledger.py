@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -43,10 +44,11 @@ class JudgeLedger:
     def counts(self) -> dict[str, int]:
         return {c: getattr(self, c) for c in COUNTERS}
 
-    def add(self, counts: Mapping[str, int]) -> None:
-        """Add another ledger's counts (a shard's run, a Ray actor's report) to this one."""
+    def add(self, counts: Mapping[str, int], logged: bool = False) -> None:
+        """Add another ledger's counts (a shard's run, a Ray actor's report) to this one. `logged`: they are in
+        this run's log already (the actor wrote them there itself), so they are not written again."""
         for c in COUNTERS:
-            setattr(self, c, getattr(self, c) + counts.get(c, 0))
+            (object.__setattr__ if logged else setattr)(self, c, getattr(self, c) + counts.get(c, 0))
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Attached to a run's log (Ledger.record), each change of a counter is appended as it happens: what a
@@ -73,8 +75,8 @@ class _Pending:
     """A run's counter changes on their way to its log: paid ones are written at once (with whatever unpaid
     changes wait), the rest on the next paid one or at the end."""
 
-    def __init__(self, log: LedgerLog) -> None:
-        self.log = log
+    def __init__(self, log: LedgerLog, ledger: Path) -> None:
+        self.log, self.ledger = log, ledger
         self.judges: dict[str, dict[str, int]] = {}
         self.rows: dict[str, int] = {}
 
@@ -124,7 +126,8 @@ class Ledger:
     run_id: str | None = None  # once recording (`record`): this run's name in the ledger file and its log
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_log"}  # (an open log stays with its process)
+        # (an open log stays with its process)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_log", "_attached")}
 
     def add_judge(self, name: str, model: str, price_input: float, price_output: float) -> JudgeLedger:
         j = JudgeLedger(name, model, price_input, price_output)
@@ -208,7 +211,7 @@ class Ledger:
         io.ledger_file): a run that never gets to `save` (kill -9, a full disk, a lost driver) still shows there."""
         self.close_log()
         self.run_id = uuid.uuid4().hex[:12]
-        pending = _Pending(LedgerLog(path, self.run_id))
+        pending = _Pending(LedgerLog(path, self.run_id), path)
         start: dict[str, Any] = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
             "judges": {
@@ -229,6 +232,31 @@ class Ledger:
             j.__dict__["_log"] = pending
         pending.flush()
         self.__dict__["_log"] = pending
+
+    @property
+    def log_target(self) -> tuple[str, str, str] | None:
+        """(host, ledger file, run id) while recording: where a Ray actor of this run appends its own spend."""
+        pending: _Pending | None = self.__dict__.get("_log")
+        if pending is None or self.run_id is None:
+            return None
+        return socket.gethostname(), str(pending.ledger.resolve()), self.run_id
+
+    def attach(self, target: tuple[str, str, str]) -> None:
+        """Append this ledger's judge counters to another process's run log (a Ray actor's, to its driver's run):
+        what the actor pays is on disk even when the driver dies before hearing of it. Only on the driver's
+        machine (elsewhere the same path is another file): there the actor's reports are all the driver has."""
+        host, path, run = target
+        if host != socket.gethostname():
+            return
+        pending = _Pending(LedgerLog(path, run), Path(path))
+        for j in self.judges.values():
+            j.__dict__["_log"] = pending
+        self.__dict__["_attached"] = pending
+
+    @property
+    def attached_ok(self) -> bool:
+        pending: _Pending | None = self.__dict__.get("_attached")
+        return pending is not None and pending.log.broken is None
 
     def close_log(self, state: str | None = None) -> None:
         """Stop appending to the log (writing what is pending, and `state` as the run's end)."""
