@@ -185,11 +185,34 @@ def save_run(path: str | Path, run: dict[str, Any]) -> None:
     """Add a finished (or stopped) run's entry to the ledger, with every run its log holds, then drop the log."""
     path = Path(path)
     data = read_ledger(path) or {"runs": []}
-    runs = [r for r in data["runs"] if not run.get("run") or r.get("run") != run["run"]]
-    runs.append(run)
+    logged = next((r for r in data["runs"] if run.get("run") and r.get("run") == run["run"]), None)
+    runs = [r for r in data["runs"] if r is not logged]
+    runs.append(_with_logged(run, logged) if logged is not None else run)
     atomic_write(path, json.dumps({"runs": runs, "total": totals(runs)}, indent=2))
     with contextlib.suppress(OSError):
         os.unlink(ledger_log_path(path))
+
+
+def _with_logged(run: dict[str, Any], logged: dict[str, Any]) -> dict[str, Any]:
+    """A run's own summary, each count raised to what its log holds where that is more: a Ray actor that was
+    stopped (or lost) before its report reached the driver had appended its spend to the log itself."""
+    run = {**run, "judges": {n: dict(j) for n, j in (run.get("judges") or {}).items()}}
+    for name, lj in (logged.get("judges") or {}).items():
+        j = run["judges"].setdefault(name, _blank_judge(name, lj))
+        for k, v in lj.items():
+            if isinstance(v, int) and not k.startswith("price") and v > j.get(k, 0):
+                j[k] = v
+        j["cost"] = round(
+            (
+                j.get("input_tokens", 0) * j.get("price_input", 0.0)
+                + j.get("output_tokens", 0) * j.get("price_output", 0.0)
+            )
+            / 1e6,
+            6,
+        )
+    run["requests"] = sum(j.get("requests", 0) for j in run["judges"].values())
+    run["cost"] = round(sum(j["cost"] for j in run["judges"].values()) + _batch_cost(run.get("batch") or {}), 6)
+    return run
 
 
 def now() -> str:

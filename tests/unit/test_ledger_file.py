@@ -50,3 +50,18 @@ def test_a_cut_last_line_and_a_run_in_both_files_are_counted_once(tmp_path):
     save_run(led, {"run": "later", "state": "finished", "requests": 1, "cost": 0})
     data = json.loads(led.read_text())
     assert data["total"]["requests"] == 4 and not ledger_log_path(led).exists()
+
+
+def test_a_runs_summary_takes_the_counts_its_log_has_beyond_it(tmp_path):
+    """A Ray actor stopped before its report reached the driver had logged its requests itself: the driver's
+    summary of the run is raised to them, not dropped for them."""
+    led = tmp_path / "o.jsonl.ledger.json"
+    j = Ledger()
+    j.add_judge("a", "m", 1.0, 2.0)
+    j.record(led)
+    j.judges["a"].requests += 10  # reported to the driver
+    _log(led, {"run": j.run_id, "c": {"a": {"requests": 4, "input_tokens": 1000}}})  # an actor's own, unreported
+    j.save(led)
+    data = json.loads(led.read_text())
+    assert data["total"]["requests"] == 14 and data["runs"][0]["judges"]["a"]["input_tokens"] == 1000
+    assert data["runs"][0]["cost"] == 0.001
