@@ -109,8 +109,9 @@ class FakeBatch:
             bid = path.split("/")[-2]
             with self.lock:
                 b = self.batches[bid]
-                if b["status"] not in ("completed", "expired", "failed", "cancelled"):
-                    b["status"] = "cancelling"
+                if b["status"] in ("completed", "expired", "failed", "cancelled"):  # as OpenAI answers
+                    return 400, {"error": {"message": f"Cannot cancel a batch with status '{b['status']}'."}}
+                b["status"] = "cancelling"
                 return 200, dict(b)
         return 404, {"error": {"message": f"no route {path}"}}
 

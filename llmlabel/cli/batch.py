@@ -58,8 +58,9 @@ def cmd_batch(a: argparse.Namespace) -> int:
             continue
         api = api_for(e)
         try:
-            b = api.cancel(e["batch_id"]) if a.action == "cancel" and e.get("status") not in TERMINAL else None
-            b = b or api.get(e["batch_id"])
+            b = api.get(e["batch_id"])  # its live status: the journal's may be older (this command leaves it)
+            if a.action == "cancel" and b.get("status") not in TERMINAL:
+                b = api.cancel(e["batch_id"])
         finally:
             api.close()
         c = b.get("request_counts") or {}

@@ -362,3 +362,19 @@ def test_rows_a_batch_holds_but_the_cache_has_are_not_left_out(tmp_path, fb):
         p.write_bytes(data)
     res = run_job(cfg, tmp_path / "in.csv", tmp_path / "other.jsonl", RunOptions(progress=False))
     assert res.complete and fb.online == 0 and len(read_jsonl(tmp_path / "other.jsonl")) == 45
+
+
+def test_cancel_reads_the_live_status_first(tmp_path, fb, capsys):
+    """The journal's status may be older than the batch's (`batch status` does not write it): cancelling a batch
+    that has completed since is no error, and leaves it to be collected."""
+    from conftest import run_main
+
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    for _ in range(3):
+        fb._advance("batch_0")
+    rc, stdout, err = run_main(capsys, "batch", "cancel", str(out))
+    assert rc == 0 and "batch_0 completed" in stdout, err
+    res = _batch(cfg, tmp_path, out)
+    assert res.collected == 40 and fb.lines == 40 and len(fb.batches) == 1
