@@ -364,6 +364,11 @@ def _buy(flow: _Batches, input_path: Path) -> bool:
 def _submit_missing(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
     """New batches for what is neither cached nor in a running batch (a retry only with fallback "batch",
     at most MAX_ROUNDS batches per judge and run). Whether any was submitted."""
+    with inflight.registry_lock(flow.job.cfg.cache_dir):  # until what is submitted here is recorded
+        return _submit_unheld(flow, input_path, running)
+
+
+def _submit_unheld(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
     busy = {k for e in running for k in e.get("keys", ())}
     # Batches of other outputs (other jobs) in flight with the same requests: left to them, said once.
     mine = {e.get("local") for e in flow.journal["batches"]}

@@ -21,6 +21,7 @@ from typing import Any
 
 from llmlabel.ensemble.calibration import CONTENT_FREE
 from llmlabel.io.files import atomic_write
+from llmlabel.io.lock import FileLock
 from llmlabel.llm.cache import REMOTE
 from llmlabel.pipeline.batch_journal import load_journal
 from llmlabel.pipeline.job import Job
@@ -28,6 +29,22 @@ from llmlabel.pipeline.job import Job
 
 def registry_dir(cache_dir: str) -> Path | None:
     return None if cache_dir.startswith(REMOTE) else Path(cache_dir) / "inflight"
+
+
+@contextlib.contextmanager
+def registry_lock(cache_dir: str) -> Iterator[None]:
+    """Held by a batch run from reading what is in flight until it has recorded what it submits: two runs of
+    different outputs with the same requests then never both buy them (the second waits, then sees them)."""
+    d = registry_dir(cache_dir)
+    if d is None:
+        yield
+        return
+    lock = FileLock(d / ".lock", wait=True)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def record(cache_dir: str, local: str, output: Path, judge: str, keys: list[str]) -> None:

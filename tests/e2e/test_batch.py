@@ -378,3 +378,39 @@ def test_cancel_reads_the_live_status_first(tmp_path, fb, capsys):
     assert rc == 0 and "batch_0 completed" in stdout, err
     res = _batch(cfg, tmp_path, out)
     assert res.collected == 40 and fb.lines == 40 and len(fb.batches) == 1
+
+
+def test_two_outputs_submitting_the_same_requests_at_once_buy_them_once(tmp_path, fb, monkeypatch):
+    """Two batch runs of different outputs with the same requests, the second starting while the first reads
+    its input: the second waits until the first has recorded its batch, then leaves the requests to it."""
+    import threading
+
+    from llmlabel.pipeline import batch
+
+    _, cfg = _setup(tmp_path, fb)
+    real = batch.missing_requests
+    first_reading, second_reading = threading.Event(), threading.Event()
+
+    def reading(job, input_path):
+        if not first_reading.is_set():
+            first_reading.set()
+            second_reading.wait(2)  # the second run reaches this only once the first has recorded (with the lock)
+        else:
+            second_reading.set()
+        return real(job, input_path)
+
+    monkeypatch.setattr(batch, "missing_requests", reading)
+    results = {}
+
+    def go(name):
+        results[name] = _batch(cfg, tmp_path, tmp_path / f"{name}.jsonl", wait=False)
+
+    first = threading.Thread(target=go, args=("one",))
+    first.start()
+    assert first_reading.wait(30)
+    second = threading.Thread(target=go, args=("two",))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert results["one"].submitted == 1 and results["two"].submitted == 0
+    assert len(fb.batches) == 1
