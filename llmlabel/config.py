@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from llmlabel.errors import ConfigError
 
@@ -191,6 +191,11 @@ class Config(_Strict):
     prompts_dir: str | None = None
     cascade: Cascade | None = None
     gold: str | None = None  # a file of id,label rows that anchors weighted / dawid_skene
+    _source: str | None = PrivateAttr(None)  # the file it was loaded from (no output may overwrite it)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     @property
     def kind(self) -> str:
@@ -299,6 +304,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not UTF-8 text; save the config as UTF-8") from None
     cfg = parse_config(data, str(p))
+    cfg._source = str(p.resolve())
     if cfg.prompts_dir and not Path(cfg.prompts_dir).is_absolute():
         cfg.prompts_dir = str((p.parent / cfg.prompts_dir).resolve())
     if cfg.task.examples_file and not Path(cfg.task.examples_file).is_absolute():

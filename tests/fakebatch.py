@@ -3,7 +3,8 @@ on 127.0.0.1 in a background thread. Batch lines are answered by a FakeLLM's `ha
 
 Each GET of a batch moves it one status on: validating -> in_progress -> finalizing -> completed. Faults:
 `expire_fraction` (the batch ends "expired" with only the first lines answered), `fail_every` (every n-th
-line goes to the error file), `max_requests` (a larger batch fails as a whole, as over a queued-token limit), `cancel` (POST .../cancel: cancelling, then cancelled with no output)."""
+line goes to the error file), `max_requests` (a larger batch fails as a whole, as over a queued-token limit), `cancel` (POST .../cancel: cancelling, then cancelled with no output, or with the first `cancel_fraction`
+of its lines answered)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class FakeBatch:
         self.max_requests = max_requests
         self.hold_create: threading.Event | None = None  # set: creating a batch answers only once it is set
         self.expire_fraction, self.fail_every = expire_fraction, fail_every
+        self.cancel_fraction = 0.0  # a cancelled batch answers this share of its lines (its output file)
         self.lock = threading.Lock()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -107,8 +109,9 @@ class FakeBatch:
             bid = path.split("/")[-2]
             with self.lock:
                 b = self.batches[bid]
-                if b["status"] not in ("completed", "expired", "failed", "cancelled"):
-                    b["status"] = "cancelling"
+                if b["status"] in ("completed", "expired", "failed", "cancelled"):  # as OpenAI answers
+                    return 400, {"error": {"message": f"Cannot cancel a batch with status '{b['status']}'."}}
+                b["status"] = "cancelling"
                 return 200, dict(b)
         return 404, {"error": {"message": f"no route {path}"}}
 
@@ -141,6 +144,9 @@ class FakeBatch:
             b = self.batches[bid]
             if b["status"] == "cancelling":
                 b["status"] = "cancelled"
+                if self.cancel_fraction:  # the lines finished before the cancel come back, as on OpenAI
+                    self._run(b, self.cancel_fraction)
+                    b["status"] = "cancelled"
             elif b["status"] == "validating" and self.max_requests and self._count(b) > self.max_requests:
                 b["status"] = "failed"
                 b["errors"] = {"data": [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached"}]}
@@ -153,14 +159,16 @@ class FakeBatch:
     def _count(self, b: dict[str, Any]) -> int:
         return sum(1 for x in self.files[b["input_file_id"]].splitlines() if x.strip())
 
-    def _run(self, b: dict[str, Any]) -> None:
-        """Answer a batch's lines (called with the lock held)."""
+    def _run(self, b: dict[str, Any], cancelled: float = 0.0) -> None:
+        """Answer a batch's lines (called with the lock held); `cancelled`: the share answered before a cancel."""
         lines = [json.loads(x) for x in self.files[b["input_file_id"]].splitlines() if x.strip()]
         ids = [x["custom_id"] for x in lines]
         assert len(ids) == len(set(ids)), "duplicate custom_id in a batch"
         self.line_keys += ids
         n_done = len(lines)
-        if self.expire_fraction:
+        if cancelled:
+            n_done = int(len(lines) * cancelled)
+        elif self.expire_fraction:
             n_done = int(len(lines) * (1 - self.expire_fraction))
             b["status"] = "expired"
         out, errs = [], []

@@ -23,8 +23,9 @@ from llmlabel.config import Config
 from llmlabel.errors import InputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
+from llmlabel.io.guard import Read, check_output, config_reads, inputs
 from llmlabel.io.paths import audit_judges_path, audit_summary_path
-from llmlabel.io.rows import input_format, iter_rows, row_id
+from llmlabel.io.rows import iter_rows, row_id
 
 if TYPE_CHECKING:
     from llmlabel.pipeline.options import RunOptions
@@ -302,6 +303,11 @@ def score_answers(
     return records, summary
 
 
+def audit_reads(cfg: Config, input_path: str | Path, gold: str | None) -> list[Read]:
+    """What an audit reads: its input, --gold and the config's files (no file it writes may be one of them)."""
+    return inputs(input_path) + inputs(gold, what="the --gold file") + config_reads(cfg)
+
+
 def run_audit(
     cfg: Config, input_path: str | Path, output_path: str | Path, opts: AuditOptions | None = None
 ) -> AuditResult:
@@ -312,9 +318,7 @@ def run_audit(
 
     opts = opts or AuditOptions()
     input_path, output_path = Path(input_path), Path(output_path)
-    input_format(output_path, "output")
-    if output_path.resolve() == input_path.resolve():
-        raise InputError(f"the output {output_path} is the input file; choose another -o path")
+    check_output(output_path, audit_reads(cfg, input_path, opts.gold))
     if not 0.0 < opts.min_precision <= 1.0:
         raise InputError(f"--min-precision {opts.min_precision} must be in (0, 1]")
     gold = read_gold(opts.gold, cfg.task.id_column) if opts.gold else None

@@ -22,16 +22,31 @@ def _fraction(v: str) -> float:
 def cmd_audit(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llmlabel.auditing.audit import AuditOptions, run_audit, summary_lines
+    from llmlabel.auditing.audit import AuditOptions, audit_reads, run_audit, summary_lines
     from llmlabel.auditing.exports import export_csv, export_labelstudio
     from llmlabel.config import load_config
-    from llmlabel.io.rows import input_format
+    from llmlabel.io import paths
+    from llmlabel.io.guard import SIDECARS, check_output
 
     cfg = load_config(a.config)
-    for path, what in ((a.html, ".html"), (a.export_labelstudio, ".json"), (a.export_csv, ".csv")):
+    reads = audit_reads(cfg, a.input, a.gold)
+    check_output(a.output, reads)
+    written = [Path(a.output), *(paths.sidecar(a.output, s) for s in SIDECARS)]
+    for path, what, flag in (
+        (a.html, ".html", "--html"),
+        (a.export_labelstudio, ".json", "--export-labelstudio"),
+        (a.export_csv, ".csv", "--export-csv"),
+    ):
         if path and not path.lower().endswith(what):
             raise LLMLabelError(f"{path}: expected a {what} file name")
-    input_format(Path(a.output), "output")
+        if path:  # nor may a report overwrite what the audit reads or writes
+            check_output(
+                path,
+                reads + [(w, "a file of the audit's output") for w in written],
+                flag=flag,
+                table=False,
+                sidecars=False,
+            )
     opts = AuditOptions(
         label_column=a.label_column,
         verify=a.verify,

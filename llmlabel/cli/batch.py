@@ -42,8 +42,11 @@ def label_batch(a: argparse.Namespace, cfg: Any, opts: Any) -> Any:
 
 
 def cmd_batch(a: argparse.Namespace) -> int:
+    """Reads the journal and never writes it: the `label --batch` run owns it (a status written here without
+    the batch's files made the next run count the batch as collected with no answers and buy it again; a
+    journal saved from a stale copy could drop a batch that run had just recorded)."""
     from llmlabel.llm.batch_api import TERMINAL
-    from llmlabel.pipeline.batch_journal import api_for, journal_path, load_journal, save_journal
+    from llmlabel.pipeline.batch_journal import api_for, journal_path, load_journal
 
     journal = load_journal(a.output)
     if not journal["batches"]:
@@ -55,18 +58,17 @@ def cmd_batch(a: argparse.Namespace) -> int:
             continue
         api = api_for(e)
         try:
-            b = api.cancel(e["batch_id"]) if a.action == "cancel" and e.get("status") not in TERMINAL else None
-            b = b or api.get(e["batch_id"])
+            b = api.get(e["batch_id"])  # its live status: the journal's may be older (this command leaves it)
+            if a.action == "cancel" and b.get("status") not in TERMINAL:
+                b = api.cancel(e["batch_id"])
         finally:
             api.close()
-        e["status"] = b.get("status")
         c = b.get("request_counts") or {}
         done = "collected" if e.get("collected") else "not collected"
         print(
-            f"{e['judge']}: {e['batch_id']} {e['status']}, {c.get('completed', 0)}/{c.get('total', 0)} lines "
+            f"{e['judge']}: {e['batch_id']} {b.get('status')}, {c.get('completed', 0)}/{c.get('total', 0)} lines "
             f"done, {c.get('failed', 0)} failed ({done})"
         )
-    save_journal(a.output, journal)
     return 0
 
 

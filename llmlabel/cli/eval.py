@@ -9,9 +9,13 @@ from typing import Any
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from llmlabel.evaluation.evaluate import eval_path, evaluate, format_report
+    from llmlabel.io.guard import check_output, inputs
+    from llmlabel.io.paths import ledger_path
 
-    rep = evaluate(a.output, a.gold, label_column=a.label_column, id_column=a.id_column)
     dest = a.report or eval_path(a.output)
+    reads = inputs(a.output, what="the labeled output") + inputs(a.gold, what="the --gold file")
+    check_output(dest, reads + inputs(ledger_path(a.output), what="the output's ledger"), table=False, sidecars=False)
+    rep = evaluate(a.output, a.gold, label_column=a.label_column, id_column=a.id_column)
     from llmlabel.io.files import atomic_write
 
     atomic_write(dest, json.dumps(rep, indent=2, ensure_ascii=False))

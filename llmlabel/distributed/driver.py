@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import json
 import logging
 import os
@@ -29,15 +30,18 @@ from llmlabel import errors
 from llmlabel.config import Config, Judge
 from llmlabel.errors import ConfigError, InputError
 from llmlabel.io.gold import read_gold
+from llmlabel.io.guard import check_output, config_reads, inputs
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line, renumbered
-from llmlabel.io.rows import FORMATS, input_format, scan
+from llmlabel.io.paths import ledger_path
+from llmlabel.io.rows import FORMATS, input_format, iter_rows, scan
 from llmlabel.llm.cache import REMOTE
 from llmlabel.pipeline.fingerprint import fingerprint
+from llmlabel.pipeline.inflight import first_held, in_flight
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
-from llmlabel.pipeline.run import check_output, finalize, judges_for, open_part
+from llmlabel.pipeline.run import finalize, judges_for, open_part
 from llmlabel.secrets import one_line
 
 from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note
@@ -196,7 +200,7 @@ def run_job_ray(
         actors = max(1, min(actors, opts.max_requests))  # each actor's share of the budget is a whole request
     output_path = Path(output_path)
     src, fmt = sources(str(input_spec))
-    check_output(output_path, src if isinstance(src, list) else [])
+    check_output(output_path, inputs(*(src if isinstance(src, list) else [])) + config_reads(cfg))
     total = 0
     if isinstance(src, list):  # local files are checked whole before any paid call, as a local run does
         task = cfg.task
@@ -207,14 +211,36 @@ def run_job_ray(
     with output_lock(output_path), judges_for(cfg, opts.judges) as judges, connected() as ray:
         job = Job(cfg, judges, opts)
         try:
+            _check_in_flight(job, src, output_path)
             part = open_part(job, output_path, fingerprint(job, src), str(input_spec))
+            job.ledger.record(ledger_path(output_path))  # the actors' reports, logged as they arrive
             try:
                 stopped = _run(ray, job, (src, fmt), part, total, actors)
             finally:
                 part.close()
             return finalize(job, part, output_path, stopped, gold)
         finally:
+            job.ledger.close_log()
             job.cache.close()
+
+
+def _check_in_flight(job: Job, src: list[Path] | str, output_path: Path) -> None:
+    """Requests of this job bought in a Batch API batch not yet collected: the actors cannot leave their rows
+    out (a local run does), so the run is refused before any paid call rather than paying twice."""
+    flight = in_flight(job.cfg.cache_dir, output_path)
+    if not flight:
+        return
+    if isinstance(src, list):
+        rows = ((i, r) for f in src for i, r in enumerate(iter_rows(f)))
+        held = first_held(job, itertools.islice(rows, job.opts.limit), flight)
+    else:  # an object store's files are not read here: any batch of this output's own counts
+        held = next((h for h in flight.keys.values() if h.output == str(output_path.resolve())), None)
+    if held is not None:
+        raise InputError(
+            f"requests of this job are in {held.output}'s Batch API batch {held.batch_id or '(being created)'}, "
+            f"still in flight ({held.record}); collect it first (rerun `llmlabel label --batch` on that output), or "
+            "run with --engine local, which labels the other rows and leaves these to the batch"
+        )
 
 
 def _run(
@@ -251,7 +277,14 @@ def _labeled(ray: Any, job: Job, ds: Any, part: PartFile, actors: int) -> Any:
     cfg, judges, share = _for_actors(job.cfg, job.judges, job.opts, actors)
     return ds.map_batches(
         LabelWorker,
-        fn_constructor_kwargs={"cfg": cfg, "judges": judges, "opts": share, "done": frozenset(part.done), "gate": gate},
+        fn_constructor_kwargs={
+            "cfg": cfg,
+            "judges": judges,
+            "opts": share,
+            "done": frozenset(part.done),
+            "gate": gate,
+            "ledger_log": job.ledger.log_target,  # (a path on this machine: actors elsewhere report instead)
+        },
         batch_size=BATCH,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),

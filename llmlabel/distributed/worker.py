@@ -97,8 +97,18 @@ class LabelWorker:
     driver renumbers it), its state, and on the first row a note with the ledger counts since the last note
     and, if the job must stop, why."""
 
-    def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, done: Any, gate: Any) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        judges: list[Judge],
+        opts: RunOptions,
+        done: Any,
+        gate: Any,
+        ledger_log: tuple[str, str, str] | None = None,
+    ) -> None:
         self.job = Job(cfg, judges, opts)
+        if ledger_log is not None:  # what this actor pays goes into the driver's run log as it happens
+            self.job.ledger.attach(ledger_log)
         for c in self.job.clients.values():
             c.limits = SharedLimits(c.judge, c, gate)
         self.done: frozenset[str] = done
@@ -153,6 +163,7 @@ class LabelWorker:
             self._reported[name] = now
         rows = [job.ledger.rows_done, job.ledger.rows_failed, job.truncated]
         note: dict[str, Any] = {"judges": delta, "rows": [a - b for a, b in zip(rows, self._rows)]}
+        note["logged"] = job.ledger.attached_ok  # the driver logs these counts only if the actor could not
         self._rows = rows
         fatal = job.fatal
         if fatal is not None:
@@ -163,7 +174,7 @@ class LabelWorker:
 def add_note(ledger: Ledger, note: dict[str, Any]) -> int:
     """Add a worker's note to the driver's ledger; returns the truncated-text count it carries."""
     for name, counts in note["judges"].items():
-        ledger.judges[name].add(counts)
+        ledger.judges[name].add(counts, logged=bool(note.get("logged")))
     done, failed, truncated = note["rows"]
     ledger.rows_done += done
     ledger.rows_failed += failed

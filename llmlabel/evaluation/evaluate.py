@@ -14,6 +14,7 @@ import numpy as np
 from llmlabel.errors import InputError
 from llmlabel.evaluation import metrics, multilabel
 from llmlabel.io.gold import read_gold
+from llmlabel.io.ledger_file import read_ledger
 from llmlabel.io.paths import eval_path, ledger_path
 from llmlabel.io.rows import iter_rows
 
@@ -37,15 +38,14 @@ def _none_if_nan(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
+def _last_run(ledger: dict[str, Any] | None) -> dict[str, Any]:
+    """The run that wrote the output: the last one that ended (runs killed since then are listed after it)."""
+    ended = [r for r in (ledger or {}).get("runs") or [] if r.get("state") != "interrupted"]
+    return ended[-1] if ended else {}
+
+
 def _load_ledger(output: Path) -> dict[str, Any] | None:
-    p = ledger_path(output)
-    if not p.is_file():
-        return None
-    try:
-        data = json.loads(p.read_text())
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return read_ledger(ledger_path(output))  # (with the runs only its log holds: killed ones included)
 
 
 # Accuracy targets for the risk-coverage report: the confidence threshold that reaches each, and its coverage.
@@ -197,7 +197,7 @@ def _per_label(t: np.ndarray, p: np.ndarray, labels: list[str]) -> dict[str, Any
 
 def _judges(rows: _Rows, t: np.ndarray, index: dict[str, int], ledger: dict[str, Any] | None) -> dict[str, Any]:
     """Per judge: accuracy over the rows it answered (a cascade's later judges see the hard rows only)."""
-    quality = ((ledger or {}).get("runs") or [{}])[-1].get("quality") or {}
+    quality = _last_run(ledger).get("quality") or {}
     est = quality.get("judges") or {}
     K = len(index)
     per_judge: dict[str, Any] = {}
@@ -259,7 +259,7 @@ def _cost(ledger: dict[str, Any], n: int, n_output: int, n_correct: int) -> dict
         "evaluated_share": round(share, 6),
         "per_correct": _none_if_nan(metrics.cost_per_correct(cost * share, n_correct)),
     }
-    last = (ledger.get("runs") or [{}])[-1]
+    last = _last_run(ledger)
     saved = {name: j["calls_saved"] for name, j in (last.get("judges") or {}).items() if j.get("calls_saved")}
     if saved:
         out["calls_saved_last_run"] = saved

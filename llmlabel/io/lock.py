@@ -33,12 +33,12 @@ class FileLock:
     """An exclusive lock on `path` for this process. With `remove`, the file is deleted on release (while still
     locked), so a lock file left behind always means a live holder."""
 
-    def __init__(self, path: str | Path, remove: bool = False) -> None:
-        self.path, self.remove = Path(path), remove
+    def __init__(self, path: str | Path, remove: bool = False, wait: bool = False) -> None:
+        self.path, self.remove, self.wait = Path(path), remove, wait
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise Locked; a no-op without fcntl (not POSIX)."""
+        """Take the lock or raise Locked (with `wait`: wait for it); a no-op without fcntl (not POSIX)."""
         try:
             import fcntl
         except ImportError:
@@ -49,7 +49,7 @@ class FileLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 who = _holder(fd)
                 os.close(fd)

@@ -8,6 +8,7 @@ PART = ".part"  # rows appended as they finish, while a run is incomplete (io.ou
 LOCK = ".lock"  # held by the one run writing the output (io.lock.output_lock)
 ERRORS = ".errors.jsonl"  # the rows that ended with an error in the last finished run (kept on a plain rerun)
 LEDGER = ".ledger.json"  # what every run of the output cost (llm.ledger.Ledger.save)
+LEDGER_LOG = ".ledger.jsonl"  # what the runs not yet in it spent, appended as they go (io.ledger_file)
 EVAL = ".eval.json"  # `llmlabel eval`'s report
 AUDIT_JUDGES = ".judges.jsonl"  # `llmlabel audit`: the judges' answers (a labeling run's output)
 AUDIT_SUMMARY = ".summary.json"  # `llmlabel audit`: flag counts, estimated precision, per-class noise
@@ -34,6 +35,11 @@ def errors_path(output: str | Path) -> Path:
 
 def ledger_path(output: str | Path) -> Path:
     return sidecar(output, LEDGER)
+
+
+def ledger_log_path(ledger: str | Path) -> Path:
+    """The log beside a ledger file (OUTPUT.ledger.json -> OUTPUT.ledger.jsonl)."""
+    return Path(ledger).with_suffix(".jsonl")
 
 
 def eval_path(output: str | Path) -> Path:

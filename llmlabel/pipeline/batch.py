@@ -26,17 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Config
-from llmlabel.ensemble.calibration import CONTENT_FREE
 from llmlabel.errors import ConfigError
-from llmlabel.io.files import atomic_write
+from llmlabel.io.ledger_file import LedgerLog, now
 from llmlabel.io.lock import output_lock
 from llmlabel.io.paths import ledger_path
 from llmlabel.io.rows import iter_rows
 from llmlabel.llm.answers import read_completion
 from llmlabel.llm.batch_api import TERMINAL, BatchAPI, batch_prices
 from llmlabel.llm.judge import JudgeClient
-from llmlabel.pipeline.batch_journal import api_for, job_tag, load_journal, save_journal
+from llmlabel.pipeline import inflight
+from llmlabel.pipeline.batch_journal import api_for, apply_status, job_tag, load_journal, save_journal
 from llmlabel.pipeline.fingerprint import fingerprint
+from llmlabel.pipeline.inflight import calibration_requests, row_requests
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.run import check_run, judges_for, run_job
@@ -71,23 +72,14 @@ class BatchResult:
 def missing_requests(job: Job, input_path: Path) -> dict[str, dict[str, bytes]]:
     """Per judge, the request bodies (cache key -> body) a run of the job would pay for now."""
     wanted: dict[str, dict[str, bytes]] = {j.name: {} for j in job.judges}
-    for j in job.judges:  # the content-free calibration prompts of logprob judges
-        if j.logprobs:
-            for t in CONTENT_FREE:
-                _, data, key = job.clients[j.name].encode(job.messages(j, t, None), job.kind)
-                wanted[j.name][key] = data
+    for name, key, data in calibration_requests(job):
+        wanted[name][key] = data
     limit = job.opts.limit
     for i, row in enumerate(iter_rows(input_path)):
         if limit is not None and i >= limit:
             break
-        _, text, given = job.start(i, row)
-        if text is None:
-            continue
-        for j in job.judges:  # a cascade's later judges are asked for every row here (no answers yet)
-            msgs, _ = job._messages(j, text, given)
-            for s in range(j.samples):  # self-consistency: each sample is its own request and key
-                _, data, key = job.clients[j.name].encode(msgs, job.kind, s)
-                wanted[j.name][key] = data
+        for name, key, data in row_requests(job, i, row):  # a cascade's later judges too (no answers yet)
+            wanted[name][key] = data
     for reqs in wanted.values():
         hits = job.cache.get_many(list(reqs))
         for k in hits:
@@ -126,6 +118,9 @@ class _Batches:
         self.rounds: dict[str, int] = {}
         self.split: dict[str, int] = {}  # judge -> lines per file after a batch failed as a whole
         self.tokens: dict[str, list[int]] = {}  # judge -> [lines, input tokens, output tokens] this run
+        self.log = LedgerLog(ledger_path(output), uuid.uuid4().hex[:12])  # the batch spend, as it is collected
+        self.logged = False
+        self.warned = False  # said once: requests left to another output's batches
 
     def _api(self, entry: dict[str, Any]) -> BatchAPI:
         return api_for(entry, self.bopts.transport)
@@ -153,8 +148,10 @@ class _Batches:
             if not e.get("batch_id"):
                 found = by_local.get(e["local"])
                 if found is None:
+                    inflight.forget(self.job.cfg.cache_dir, e["local"])
                     continue  # never created: its requests are still missing and go into a new batch
-                e.update(batch_id=found["id"], status=found.get("status"))
+                e["batch_id"] = found["id"]
+                apply_status(e, found)
                 self.result.attached += 1
             kept.append(e)
         self.journal["batches"] = kept
@@ -177,6 +174,7 @@ class _Batches:
                 "status": "creating",
                 "collected": False,
             }
+            inflight.record(self.job.cfg.cache_dir, local, self.output, judge_name, keys)  # (for other outputs)
             self.journal["batches"].append(entry)
             self.save()  # before the batch exists: a kill now leaves a line the batch list resolves
             api = self._api(entry)
@@ -188,6 +186,7 @@ class _Batches:
                 api.close()
             entry.update(batch_id=b["id"], status=b.get("status", "validating"))
             self.save()
+            inflight.created(self.job.cfg.cache_dir, local, b["id"])
             self.result.submitted += 1
             self.echo(f"llmlabel: batch {b['id']} submitted for judge '{judge_name}': {len(keys):,} requests")
 
@@ -195,16 +194,15 @@ class _Batches:
         """Update the running batches' statuses; returns those still running."""
         running = []
         for e in self.journal["batches"]:
-            if _done(e) or e.get("status") in TERMINAL:
-                continue
+            if _done(e):
+                continue  # (an uncollected batch is read again even when its recorded status is terminal: that
+                # status may have been written without its output file, by another command or version)
             api = self._api(e)
             try:
                 b = api.get(e["batch_id"])
             finally:
                 api.close()
-            e["status"], e["counts"] = b.get("status"), b.get("request_counts") or {}
-            e["output_file_id"], e["error_file_id"] = b.get("output_file_id"), b.get("error_file_id")
-            e["errors"] = [str(x.get("message") or x.get("code")) for x in (b.get("errors") or {}).get("data") or []]
+            apply_status(e, b)
             if e["status"] not in TERMINAL:
                 running.append(e)
         self.save()
@@ -233,6 +231,7 @@ class _Batches:
             e["collected"] = True
             e.pop("keys", None)  # answered keys are in the cache; missing ones are found again from the input
             self.save()
+            inflight.forget(self.job.cfg.cache_dir, e["local"])
 
     def _split(self, e: dict[str, Any]) -> None:
         """A batch that failed as a whole (too large, over the queued-token limit): its lines go again in
@@ -247,22 +246,44 @@ class _Batches:
         client = self.job.clients[e["judge"]]
         wanted = set(e["keys"])
         good: list[tuple[str, dict[str, Any]]] = []
-        tally = self.tokens.setdefault(e["judge"], [0, 0, 0])
+        paid = [0, 0, 0]  # this batch's answered lines and tokens
         for line in lines:
             key, resp = str(line.get("custom_id")), line.get("response") or {}
             if key not in wanted or resp.get("status_code") != 200:
                 self.result.failed += key in wanted
                 continue
             payload = read_completion(json.dumps(resp.get("body")).encode(), client.codes is not None)
-            tally[0] += 1
-            tally[1] += payload["usage"].get("prompt_tokens", 0)
-            tally[2] += payload["usage"].get("completion_tokens", 0)
+            paid[0] += 1
+            paid[1] += payload["usage"].get("prompt_tokens", 0)
+            paid[2] += payload["usage"].get("completion_tokens", 0)
             if client.cached_answer(payload, self.job.kind) is None:
                 self.result.invalid += 1  # asked again online, with the re-ask, by the run that writes the output
                 continue
             good.append((key, payload))
+        tally = self.tokens.setdefault(e["judge"], [0, 0, 0])
+        for i in range(3):
+            tally[i] += paid[i]
+        self._log_spend(e["judge"], e["batch_id"], paid)
         asyncio.run(_store_all(self.job, good))
         self.result.collected += len(good)
+
+    def _log_spend(self, judge: str, batch_id: str, paid: list[int]) -> None:
+        """The ledger log's line for a collected batch (before its answers are stored: paid is paid)."""
+        if not paid[0]:
+            return
+        if not self.logged:
+            self.log.write({"start": {"started": now(), "kind": "batch"}})
+            self.logged = True
+        pin, pout = batch_prices(self.job.clients[judge].judge)
+        lines, tin, tout = paid
+        spend = {"lines": lines, "input_tokens": tin, "output_tokens": tout}
+        price = {"price_batch_input": pin, "price_batch_output": pout}
+        self.log.write({"batch": {judge: {**spend, **price}}, "batch_id": batch_id})
+
+    def end(self) -> None:
+        if self.logged:
+            self.log.write({"end": "finished"})
+        self.log.close()
 
     def progress(self) -> None:
         bs = self.journal["batches"]
@@ -281,20 +302,6 @@ class _Batches:
             pin, pout = batch_prices(self.job.clients[name].judge)
             total += (tin * pin + tout * pout) / 1e6
         return total
-
-    def ledger_entry(self) -> dict[str, Any]:
-        out = {}
-        for name, (n, tin, tout) in self.tokens.items():
-            pin, pout = batch_prices(self.job.clients[name].judge)
-            out[name] = {
-                "lines": n,
-                "input_tokens": tin,
-                "output_tokens": tout,
-                "price_batch_input": pin,
-                "price_batch_output": pout,
-                "cost": round((tin * pin + tout * pout) / 1e6, 6),
-            }
-        return {"judges": out, "cost": round(self.cost(), 6), "batches_submitted": self.result.submitted}
 
 
 def _stderr(line: str) -> None:
@@ -327,15 +334,14 @@ def run_batch(
     input_path, output_path, _, _ = check_run(cfg, input_path, output_path, opts)
     with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
         job = Job(cfg, judges, opts)
+        flow = _Batches(job, output_path, job_tag(fingerprint(job, input_path), output_path), bopts, echo)
         try:
-            flow = _Batches(job, output_path, job_tag(fingerprint(job, input_path), output_path), bopts, echo)
             if not _buy(flow, input_path):
                 return flow.result
-            entry = flow.ledger_entry()
         finally:
+            flow.end()
             job.cache.close()
-    flow.result.run = run_job(cfg, input_path, output_path, opts)
-    _ledger_batch(output_path, entry)
+    flow.result.run = run_job(cfg, input_path, output_path, opts)  # (its ledger entry follows the batch run's)
     return flow.result
 
 
@@ -362,23 +368,28 @@ def _buy(flow: _Batches, input_path: Path) -> bool:
 def _submit_missing(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
     """New batches for what is neither cached nor in a running batch (a retry only with fallback "batch",
     at most MAX_ROUNDS batches per judge and run). Whether any was submitted."""
+    with inflight.registry_lock(flow.job.cfg.cache_dir):  # until what is submitted here is recorded
+        return _submit_unheld(flow, input_path, running)
+
+
+def _submit_unheld(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
     busy = {k for e in running for k in e.get("keys", ())}
+    # Batches of other outputs (other jobs) in flight with the same requests: left to them, said once.
+    mine = {e.get("local") for e in flow.journal["batches"]}
+    others = inflight.in_flight(flow.job.cfg.cache_dir, flow.output, skip=mine)
     sent = False
     for name, reqs in missing_requests(flow.job, input_path).items():
-        reqs = {k: v for k, v in reqs.items() if k not in busy}
+        held = [others.keys[k] for k in reqs if k in others.keys]
+        if held and not flow.warned:
+            flow.warned = True
+            flow.echo(
+                f"llmlabel: warning: {len(held):,} requests are already in a Batch API batch in flight "
+                f"({held[0].output}'s batch {held[0].batch_id or '(being created)'}): left to it, not bought again"
+            )
+        reqs = {k: v for k, v in reqs.items() if k not in busy and k not in others.keys}
         n = flow.rounds.get(name, 0)
         if reqs and (n == 0 or (flow.bopts.fallback == "batch" and n < MAX_ROUNDS)):
             flow.rounds[name] = n + 1
             flow.submit(name, reqs)
             sent = True
     return sent
-
-
-def _ledger_batch(output_path: Path, entry: dict[str, Any]) -> None:
-    """The batch tier of this run, beside its online cost in the ledger's last run."""
-    path = ledger_path(output_path)
-    if not path.exists():
-        return
-    data = json.loads(path.read_text())
-    data["runs"][-1]["batch"] = entry
-    atomic_write(path, json.dumps(data, indent=2))

@@ -28,6 +28,15 @@ def save_journal(output: str | Path, journal: dict[str, Any]) -> None:
     atomic_write(journal_path(output), json.dumps(journal, indent=1))
 
 
+def apply_status(entry: dict[str, Any], b: dict[str, Any]) -> None:
+    """A journal entry takes a batch's status together with what goes with it (its output and error files,
+    counts, errors): a status without its files would let a rerun count a finished batch as collected with
+    no answers, and buy its lines again."""
+    entry["status"], entry["counts"] = b.get("status"), b.get("request_counts") or {}
+    entry["output_file_id"], entry["error_file_id"] = b.get("output_file_id"), b.get("error_file_id")
+    entry["errors"] = [str(x.get("message") or x.get("code")) for x in (b.get("errors") or {}).get("data") or []]
+
+
 def job_tag(fp: dict[str, Any], output: Path) -> str:
     """The job's name in its batches' metadata: its input, answer settings and output."""
     raw = json.dumps({"fp": fp, "output": str(output.resolve())}, sort_keys=True)

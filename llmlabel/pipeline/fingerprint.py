@@ -67,6 +67,17 @@ _ADDED_TASK_FIELDS = {
 }
 
 
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(BLOCK), b""):
+                h.update(block)
+    except OSError as e:  # (the run reports a missing file itself, in its own words)
+        return f"unreadable: {e.strerror}"
+    return h.hexdigest()[:16]
+
+
 def answers_fingerprint(job: Job) -> dict[str, str]:
     """One short hash per setting that changes answers, named as the user knows it (to say what changed)."""
     cfg, task = job.cfg, job.cfg.task
@@ -74,6 +85,8 @@ def answers_fingerprint(job: Job) -> dict[str, str]:
     # earlier versions still resume (a multi-label task's rows are asked another prompt: they never would).
     dumped = task.model_dump(exclude={"examples": {"__all__": {"labels"}}} if not task.multi_label else None)
     fp = {f"task.{k}": _digest(v) for k, v in dumped.items() if _ADDED_TASK_FIELDS.get(k, _SET) != v}
+    if task.examples_file:  # its rows become the prompts' demonstrations: hashed by content, as templates are
+        fp["task.examples_file content"] = _file_digest(Path(task.examples_file))
     fp["mode"] = _digest(job.kind)
     fp["prompts_dir templates"] = _digest(_templates(cfg.prompts_dir))
     fp["cascade"] = _digest(cfg.cascade.model_dump() if cfg.cascade else None)

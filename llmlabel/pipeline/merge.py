@@ -16,9 +16,11 @@ from llmlabel.ensemble.multilabel import SetPolicy
 from llmlabel.errors import InputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
+from llmlabel.io.guard import Read, check_output, inputs
+from llmlabel.io.ledger_file import read_ledger, totals
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line
-from llmlabel.io.paths import ledger_path, part_path, shard_path
+from llmlabel.io.paths import ERRORS, LEDGER, SHARD, ledger_path, part_path, shard_path, sidecar
 from llmlabel.io.rows import input_format, iter_rows
 from llmlabel.llm.ledger import Ledger
 from llmlabel.pipeline.fingerprint import differences
@@ -118,8 +120,8 @@ def summed_ledger(paths: list[Path]) -> tuple[Ledger, list[dict[str, Any]]]:
     total, runs = Ledger(), []
     for p in paths:
         try:
-            shard_runs = json.loads(ledger_path(p).read_text()).get("runs", [])
-        except (OSError, ValueError, AttributeError):
+            shard_runs = (read_ledger(ledger_path(p)) or {})["runs"]
+        except (KeyError, TypeError):
             raise InputError(f"{p}: its ledger {ledger_path(p).name} is missing or unreadable") from None
         for run in shard_runs:
             runs.append({"output": str(p), **run})
@@ -133,18 +135,23 @@ def summed_ledger(paths: list[Path]) -> tuple[Ledger, list[dict[str, Any]]]:
     return total, runs
 
 
+def shard_reads(shards: list[Path]) -> list[Read]:
+    """What a merge reads: each shard output and the files beside it (its ledger and shard record)."""
+    out = inputs(*shards, what="one of the shards")
+    return out + [(sidecar(p, s), "a shard's own file") for p in shards for s in (LEDGER, SHARD, ERRORS)]
+
+
 def merge_shards(given: list[str], output: str | Path) -> MergeResult:
     """Join the outputs of one job's shards into `output`, re-aggregated over every row."""
     output = Path(output)
-    input_format(output, "output")
     paths = expand(given)
-    if any(p.resolve() == output.resolve() for p in paths):
-        raise InputError(f"the output {output} is one of the shards; choose another -o path")
+    check_output(output, shard_reads(paths))
     if not paths:
         raise InputError("no shard outputs given; pass the -o paths of the finished shard runs (or a glob)")
     metas = [load_shard(p) for p in paths]
     check_shards(paths, metas)
     m = metas[0]
+    check_output(output, inputs(m["gold"], what="the shards' gold: file"))
     gold = read_gold(m["gold"], m["id_column"]) if m["gold"] else None
     ledger, runs = summed_ledger(paths)
     with output_lock(output):
@@ -162,7 +169,7 @@ def merge_shards(given: list[str], output: str | Path) -> MergeResult:
         summary.pop("wall_seconds")
         if quality:
             summary["quality"] = quality
-        data = {"runs": runs, "total": {"requests": ledger.requests, "cost": round(ledger.cost, 6)}, "merged": summary}
+        data = {"runs": runs, "total": totals(runs), "merged": summary}
         atomic_write(ledger_path(output), json.dumps(data, indent=2))
         part.finished()
     return MergeResult(output, rows, ledger, quality, failed)

@@ -17,12 +17,14 @@ from llmlabel.ensemble.multilabel import SetPolicy
 from llmlabel.errors import ConfigError, InputError, LLMLabelError, OutputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
+from llmlabel.io.guard import check_output, config_reads, inputs
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
 from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
-from llmlabel.io.rows import input_format, iter_rows, scan
+from llmlabel.io.rows import iter_rows, scan
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
+from llmlabel.pipeline.inflight import in_flight, leave_to_batches
 from llmlabel.pipeline.job import Job, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.shards import save_shard
@@ -86,23 +88,12 @@ def loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-def check_output(output_path: Path, inputs: list[Path]) -> None:
-    """The output path is a file path of a known format, and not one of the inputs."""
-    input_format(output_path, "output")
-    if output_path.is_dir():
-        raise InputError(
-            f"the output {output_path} is a directory; give a file path such as {output_path / 'labels.jsonl'}"
-        )
-    if any(output_path.resolve() == p.resolve() for p in inputs):
-        raise InputError(f"the output {output_path} is the input file; choose another -o path")
-
-
 def check_run(
     cfg: Config, input_path: str | Path, output_path: str | Path, opts: RunOptions
 ) -> tuple[Path, Path, int, dict[str, str] | None]:
     """Everything a run checks before any paid call. Returns the paths, the row count and the gold labels."""
     input_path, output_path = Path(input_path), Path(output_path)
-    check_output(output_path, [input_path])
+    check_output(output_path, inputs(input_path) + config_reads(cfg))
     task = cfg.task
     total = scan(
         input_path,
@@ -145,11 +136,17 @@ async def run_file(job: Job, input_path: Path, output_path: Path, total: int, go
     """The run on a job its caller keeps open (checked by `check_run`), on the job's event loop: the rows not
     yet in the part file, then the final output (`finalize`)."""
     part = open_part(job, output_path, fingerprint(job, input_path), input_path)
+    job.ledger.record(ledger_path(output_path))
     try:
-        stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
+        flight = in_flight(job.cfg.cache_dir, output_path)  # rows whose requests a batch holds are left to it
+        rows = leave_to_batches(job, pending_rows(job, input_path, part.done), flight)
+        try:
+            stopped = await drive(job, rows, part, total, len(part.done))
+        finally:
+            part.close()
+        return finalize(job, part, output_path, stopped or flight.stop_reason(output_path), gold)
     finally:
-        part.close()
-    return finalize(job, part, output_path, stopped, gold)
+        job.ledger.close_log()  # (a no-op once finalize saved the run; else its log shows it as interrupted)
 
 
 def open_part(job: Job, output_path: Path, fp: dict[str, Any], input_name: Path | str) -> PartFile:
@@ -189,7 +186,7 @@ def finalize(
         result.warnings.append(f"{job.truncated} long texts were cut to the judges' max_text_tokens")
     if stopped or fatal is not None:
         result.stopped_by = stopped or str(fatal)
-        job.ledger.save(ledger_path(output_path))
+        job.ledger.save(ledger_path(output_path), "stopped")
         if isinstance(fatal, LLMLabelError):
             if not isinstance(fatal, OutputError):  # whose line already says where the finished rows are
                 fatal.args = (

@@ -57,9 +57,14 @@ def test_batch_run_makes_no_online_request_and_matches_online(tmp_path, fb):
     run_job(cfg, tmp_path / "in.csv", tmp_path / "again.jsonl", RunOptions(progress=False))
     assert fb.online == before
     ledger = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())
-    tier = ledger["runs"][-1]["batch"]
+    bought, online = ledger["runs"]  # the batch run's purchase, then the run that wrote the output from the cache
+    tier = bought["batch"]
+    assert bought["kind"] == "batch" and bought["state"] == "finished" and bought["requests"] == 0
     assert tier["judges"]["a"]["lines"] == 40 and tier["judges"]["a"]["price_batch_input"] == pytest.approx(0.5)
-    assert tier["cost"] > 0 and ledger["runs"][-1]["cost"] == 0
+    assert tier["cost"] > 0 and bought["cost"] == tier["cost"] and online["cost"] == 0
+    # the total counts the batch cost (issue 25, item 14) and the lines bought
+    assert ledger["total"]["cost"] == pytest.approx(tier["cost"]) and ledger["total"]["batch_lines"] == 40
+    assert not (tmp_path / "out.jsonl.ledger.jsonl").exists()  # folded into the ledger once the run ended
 
 
 def test_no_wait_then_rerun_collects_without_resubmitting(tmp_path, fb):
@@ -192,7 +197,7 @@ def test_judge_batch_limits_and_batch_price_from_config(tmp_path, fb):
     _, cfg = _setup(tmp_path, fb, judges=judges)
     res = _batch(cfg, tmp_path, tmp_path / "out.jsonl")
     assert res.submitted == 4 and fb.online == 0
-    tier = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]["batch"]["judges"]["a"]
+    tier = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][0]["batch"]["judges"]["a"]
     assert tier["price_batch_input"] == 0.2 and tier["price_batch_output"] == 0.4
     assert tier["cost"] == pytest.approx((tier["input_tokens"] * 0.2 + tier["output_tokens"] * 0.4) / 1e6)
 
@@ -240,3 +245,172 @@ def test_kill_9_right_after_the_batch_is_created_pays_nothing_twice(tmp_path, fb
     assert "0 submitted, 1 re-attached, 30 answers collected" in r.stderr
     assert len(fb.batches) == 1 and fb.online == 0 and len(fb.answered) == 30
     assert len(read_jsonl(out)) == 30
+
+
+def test_status_after_completion_does_not_make_the_rerun_buy_again(tmp_path, fb, capsys):
+    """`batch status` of a finished batch, then the rerun: the batch's answers are collected, nothing is bought
+    again (the fake's own counts: one batch, each distinct text answered once)."""
+    from conftest import run_main
+
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    for _ in range(3):  # each GET moves the fake batch on: it is completed by the last status
+        rc, stdout, _ = run_main(capsys, "batch", "status", str(out))
+        assert rc == 0
+    assert "batch_0 completed" in stdout
+    res = _batch(cfg, tmp_path, out)
+    assert res.submitted == 0 and res.collected == 40
+    assert len(fb.batches) == 1 and fb.lines == 40 and fb.online == 0
+    assert len(read_jsonl(out)) == 45
+
+
+def test_cancel_then_status_then_rerun_buys_only_the_cancelled_lines(tmp_path, fb, capsys):
+    from conftest import run_main
+
+    _, cfg = _setup(tmp_path, fb)
+    fb.cancel_fraction = 0.25  # 10 of the 40 lines were answered (and paid) before the cancel
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    run_main(capsys, "batch", "cancel", str(out))
+    rc, stdout, _ = run_main(capsys, "batch", "status", str(out))
+    assert "batch_0 cancelled" in stdout
+    res = _batch(cfg, tmp_path, out)
+    assert res.submitted == 1 and res.collected == 40 and len(fb.batches) == 2 and fb.online == 0
+    assert fb.lines == 40 and len(fb.answered) == len(set(fb.answered))  # the 10 answered ones not bought again
+
+
+def test_a_terminal_status_without_its_files_is_asked_again(tmp_path, fb):
+    """A journal that says "completed" but names no output file (written by an older `batch status`): the
+    batch is read again before it counts as collected, so its answers are not bought twice."""
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    for _ in range(3):
+        fb._advance("batch_0")
+    j = load_journal(out)
+    j["batches"][0]["status"] = "completed"
+    journal_path(out).write_text(json.dumps(j))
+    res = _batch(cfg, tmp_path, out)
+    assert res.submitted == 0 and res.collected == 40 and len(fb.batches) == 1 and fb.lines == 40
+
+
+def test_status_leaves_the_journal_to_the_label_run(tmp_path, fb, capsys):
+    """`batch status` and `batch cancel` read the journal and never write it: the `label --batch` run owns it
+    (a copy saved by status dropped what the run had recorded since, or a status without its files)."""
+    from conftest import run_main
+
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    before = journal_path(out).read_bytes()
+    for action in ("status", "status", "status", "cancel"):
+        rc, _, _ = run_main(capsys, "batch", action, str(out))
+        assert rc == 0
+    assert journal_path(out).read_bytes() == before
+
+
+def test_online_run_of_the_same_output_leaves_the_rows_to_the_batch(tmp_path, fb, capsys):
+    """An online run while the output's batch is in flight pays for none of its rows: it says so, ends
+    unfinished, and the batch rerun collects them (issue 25, item 2). Paid once, by the fake's counts."""
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    said = []
+    res = run_job(cfg, tmp_path / "in.csv", out, RunOptions(progress=False, echo=said.append))
+    assert fb.online == 0 and not res.complete and not out.exists()
+    assert (
+        "45 rows were left to Batch API batches in flight" in res.stopped_by
+        and "this output's batch batch_0" in res.stopped_by
+    )
+    assert any("in flight" in s and "not paid twice" in s for s in said)
+    res = _batch(cfg, tmp_path, out)
+    assert res.submitted == 0 and res.collected == 40 and res.run is not None and res.run.complete
+    assert fb.online == 0 and fb.lines == 40 and len(read_jsonl(out)) == 45
+
+
+def test_another_output_with_the_same_requests_waits_for_the_batch(tmp_path, fb, capsys):
+    """Another output of the same requests, online or in batch, while a batch holds them: nothing is bought
+    twice; the run names the batch and the output it belongs to, and after the collection gets them free."""
+    _, cfg = _setup(tmp_path, fb)
+    out, other = tmp_path / "out.jsonl", tmp_path / "other.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    res = run_job(cfg, tmp_path / "in.csv", other, RunOptions(progress=False))
+    assert fb.online == 0 and not res.complete
+    assert f"{out}'s batch batch_0" in res.stopped_by
+    said = []
+    opts = RunOptions(progress=True, echo=said.append)
+    res = run_batch(cfg, tmp_path / "in.csv", tmp_path / "third.jsonl", opts, BatchOptions(poll=0.01, wait=False))
+    assert res.submitted == 0 and len(fb.batches) == 1 and any("already in a Batch API batch" in s for s in said)
+    _batch(cfg, tmp_path, out)  # collects: the requests are in the cache
+    res = run_job(cfg, tmp_path / "in.csv", other, RunOptions(progress=False))
+    assert res.complete and len(read_jsonl(other)) == 45
+    assert fb.online == 0 and fb.lines == 40 and len(fb.batches) == 1
+    assert not list((tmp_path / "cache" / "inflight").glob("*.json"))
+
+
+def test_rows_a_batch_holds_but_the_cache_has_are_not_left_out(tmp_path, fb):
+    """A batch in flight whose requests another run has answered since (in the shared cache): its rows are free
+    and the online run writes them, asking nothing."""
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    inflight = list((tmp_path / "cache" / "inflight").glob("*.json"))
+    saved = {p: p.read_bytes() for p in inflight}
+    _batch(cfg, tmp_path, out)  # collected: in the cache
+    for p, data in saved.items():  # a record left behind (a kill before it was removed)
+        p.write_bytes(data)
+    res = run_job(cfg, tmp_path / "in.csv", tmp_path / "other.jsonl", RunOptions(progress=False))
+    assert res.complete and fb.online == 0 and len(read_jsonl(tmp_path / "other.jsonl")) == 45
+
+
+def test_cancel_reads_the_live_status_first(tmp_path, fb, capsys):
+    """The journal's status may be older than the batch's (`batch status` does not write it): cancelling a batch
+    that has completed since is no error, and leaves it to be collected."""
+    from conftest import run_main
+
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    _batch(cfg, tmp_path, out, wait=False)
+    for _ in range(3):
+        fb._advance("batch_0")
+    rc, stdout, err = run_main(capsys, "batch", "cancel", str(out))
+    assert rc == 0 and "batch_0 completed" in stdout, err
+    res = _batch(cfg, tmp_path, out)
+    assert res.collected == 40 and fb.lines == 40 and len(fb.batches) == 1
+
+
+def test_two_outputs_submitting_the_same_requests_at_once_buy_them_once(tmp_path, fb, monkeypatch):
+    """Two batch runs of different outputs with the same requests, the second starting while the first reads
+    its input: the second waits until the first has recorded its batch, then leaves the requests to it."""
+    import threading
+
+    from llmlabel.pipeline import batch
+
+    _, cfg = _setup(tmp_path, fb)
+    real = batch.missing_requests
+    first_reading, second_reading = threading.Event(), threading.Event()
+
+    def reading(job, input_path):
+        if not first_reading.is_set():
+            first_reading.set()
+            second_reading.wait(2)  # the second run reaches this only once the first has recorded (with the lock)
+        else:
+            second_reading.set()
+        return real(job, input_path)
+
+    monkeypatch.setattr(batch, "missing_requests", reading)
+    results = {}
+
+    def go(name):
+        results[name] = _batch(cfg, tmp_path, tmp_path / f"{name}.jsonl", wait=False)
+
+    first = threading.Thread(target=go, args=("one",))
+    first.start()
+    assert first_reading.wait(30)
+    second = threading.Thread(target=go, args=("two",))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert results["one"].submitted == 1 and results["two"].submitted == 0
+    assert len(fb.batches) == 1

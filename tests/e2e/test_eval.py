@@ -228,6 +228,21 @@ def test_candidates_and_cascade_end_to_end(tmp_path, fake):
     assert r.returncode == 0, r.stderr
     rep = json.loads(out.with_name("o.jsonl.eval.json").read_text())
     assert rep["accuracy"] == 1.0 and rep["candidates"]["coverage"] == 1.0
+    # A rerun killed after paying (only its ledger log says so): eval counts what it spent, and still reads
+    # the figures of the run that wrote the output (issue 25, item 4).
+    price = {"model": "m-cheap", "price_input": 1.0, "price_output": 2.0}
+    killed = [
+        {"run": "k", "start": {"judges": {"cheap": price}}},
+        {"run": "k", "c": {"cheap": {"requests": 5, "input_tokens": 10**6}}},
+    ]
+    out.with_name("o.jsonl.ledger.jsonl").write_text("".join(json.dumps(x) + "\n" for x in killed))
+    r = run_cli("eval", str(out), "--gold", str(gold))
+    assert r.returncode == 0, r.stderr
+    again = json.loads(out.with_name("o.jsonl.eval.json").read_text())
+    assert again["cost"]["requests"] == 2 * n + 5 and again["cost"]["total"] == pytest.approx(
+        rep["cost"]["total"] + 1.0
+    )
+    assert again["cost"]["calls_saved_last_run"] == {"dear": n} == rep["cost"]["calls_saved_last_run"]
     assert set(rep["judges"]) == {"cheap", "mid"} and rep["judges"]["cheap"]["candidates"]["rows"] == n
     assert rep["cost"]["calls_saved_last_run"] == {"dear": n}
     assert rep["cost"]["per_correct"] == pytest.approx(ledger["total"]["cost"] / n, rel=1e-3)

@@ -187,6 +187,13 @@ def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
     # for the cache writer's next commit (about as many again; 9 and 11 were seen on a busy machine).
     lost = 16
     assert a.requests <= n + lost and a.requests - paid <= n - kept + lost
+    # The killed driver's run is in the ledger (issue 25, item 4): its actors append what they pay to its log
+    # as they pay it, also after the driver died; then the run that finished. Every request the server saw is
+    # counted (a request counts once admitted: up to the concurrency more, sent as the actors were stopped).
+    data = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())
+    assert [r["state"] for r in data["runs"]] == ["interrupted", "finished"]
+    assert kept <= data["runs"][0]["requests"] and paid <= data["runs"][0]["requests"] <= paid + 8
+    assert a.requests <= data["total"]["requests"] <= a.requests + 8
     a.stop()
 
 
@@ -294,3 +301,28 @@ def test_max_requests_holds_for_the_whole_job_and_a_rerun_continues(tmp_path, cl
     assert r.returncode == 0, r.stderr
     assert len(read_jsonl(out)) == 100 and a.requests <= 100 + 8  # the rows kept are not asked again
     a.stop()
+
+
+def test_ray_refuses_requests_in_flight_in_a_batch(tmp_path, capsys, cluster):
+    """A Ray run whose requests are in a Batch API batch not yet collected is refused before any paid call (its
+    actors cannot leave those rows out, as the local engine does) (issue 25, item 2)."""
+    from fakebatch import FakeBatch
+
+    from llmlabel.config import load_config
+    from llmlabel.pipeline.batch import BatchOptions, run_batch
+    from llmlabel.pipeline.options import RunOptions
+
+    fb = FakeBatch().start()
+    try:
+        write_corpus(tmp_path / "in.csv", 10)
+        cfg = write_config(tmp_path / "c.yaml", fb.base_url)
+        opts = RunOptions(progress=False)
+        run_batch(
+            load_config(cfg), tmp_path / "in.csv", tmp_path / "b.jsonl", opts, BatchOptions(poll=0.01, wait=False)
+        )
+        args = [str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), "--engine", "ray"]
+        rc, err = label(capsys, *args)
+        one_line_error(rc, err, "b.jsonl's Batch API batch batch_0", "--engine local")
+        assert fb.online == 0 and fb.lines == 0
+    finally:
+        fb.stop()

@@ -285,3 +285,24 @@ def test_pacing_and_price_changes_continue_the_run(interrupted, tmp_path, fake, 
     rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     assert rc == 0, err
     assert len(read_jsonl(out)) == 40 and fake.requests == 40
+
+
+def test_edited_examples_file_between_stop_and_resume_is_refused(tmp_path, fake, capsys):
+    """task.examples_file's rows are the prompts' demonstrations: editing it (same path) between a stopped run and
+    its resume would merge rows made with the old demonstrations and rows made with the new (issue 25, item 5)."""
+    inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
+    write_corpus(inp, 40)
+    pool = tmp_path / "pool.csv"
+    pool.write_text("text,label\nthe product is awful,negative\nthe product is great,positive\n")
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    cfg.write_text(cfg.read_text().replace("task:\n", "task:\n  examples_file: pool.csv\n"))
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out), "--max-requests", "15")
+    assert rc == 3, err
+    pool.write_text("text,label\nthe product is awful,positive\nthe product is great,negative\n")
+    paid = fake.requests
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    one_line_error(rc, err, "task.examples_file content", "--restart")
+    assert fake.requests == paid and not out.exists()
+    rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out), "--restart")
+    assert rc == 0, err
+    assert len(read_jsonl(out)) == 40
