@@ -148,18 +148,56 @@ def probs_from_logprobs(
     return {lab: mass.get(lab, 0.0) / total for lab in labels}
 
 
-def read_completion(body: bytes, code_mode: bool) -> dict[str, Any]:
+MAX_TOKENS = 10_000_000  # no request or answer comes near this many tokens: a larger count is garbage
+
+
+def _tokens(v: Any, bound: int | None) -> tuple[int, bool]:
+    """One token count from a server's `usage`, and whether it was unusable. The server is not trusted: a
+    count that is not a number, or is negative, counts as the request's worst case (`bound`, the most it can
+    be: see JudgeClient._worst), so that the budget still trips; a larger one is cut to it. Absent: 0 (many
+    local servers report no usage)."""
+    cap = MAX_TOKENS if bound is None else bound
+    if v is None:
+        return 0, False
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            return (bound or 0), True
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0:
+        return (bound or 0), True
+    if v > cap:
+        return cap, True
+    return int(v), False
+
+
+def read_usage(usage: Any, bounds: tuple[int | None, int | None] | None = None) -> tuple[int, int, int]:
+    """Prompt and completion tokens of a server's `usage`, and how many of the two were unusable (clamped:
+    see `_tokens`). `bounds`: the most prompt and completion tokens the request can have used."""
+    if usage is None:
+        return 0, 0, 0
+    pb, cb = bounds if bounds is not None else (None, None)
+    if not isinstance(usage, dict):  # a list, a number, a string: nothing in it can be trusted
+        return pb or 0, cb or 0, 2
+    pt, odd_p = _tokens(usage.get("prompt_tokens"), pb)
+    ct, odd_c = _tokens(usage.get("completion_tokens"), cb)
+    return pt, ct, odd_p + odd_c
+
+
+def read_completion(
+    body: bytes, code_mode: bool, bounds: tuple[int | None, int | None] | None = None
+) -> dict[str, Any]:
     """A chat completion's body as the payload that is cached and parsed: content, finish_reason, usage and
     the top_logprobs of the token that carries the label (the first token of a code answer; in a JSON answer
     the token where the label's value starts). A body that is not a chat completion gives finish_reason
-    "invalid_response" (asked again)."""
+    "invalid_response" (asked again). `bounds`: see `read_usage`."""
     try:
         data = json.loads(body)
         choice = data["choices"][0]
         message = choice.get("message") or {}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return {"content": None, "finish_reason": "invalid_response", "usage": {}, "top_logprobs": None}
-    usage = data.get("usage") or {}
+    pt, ct, odd = read_usage(data.get("usage") if isinstance(data, dict) else None, bounds)
     top = None
     content_lp = (choice.get("logprobs") or {}).get("content")
     if content_lp:
@@ -169,10 +207,7 @@ def read_completion(body: bytes, code_mode: bool) -> dict[str, Any]:
     return {
         "content": message.get("content"),
         "finish_reason": choice.get("finish_reason"),
-        "usage": {
-            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(usage.get("completion_tokens") or 0),
-        },
+        "usage": {"prompt_tokens": pt, "completion_tokens": ct, **({"unusable": odd} if odd else {})},
         "top_logprobs": top,
     }
 

@@ -1,0 +1,83 @@
+"""A server whose `usage` is garbage (words, lists, negative or huge counts): the paid run finishes, the
+ledger stays finite and non-negative, one warning says so, and --max-cost still trips (issue 25, item 10).
+
+In-process through `llmlabel.cli.main.main`; the fake server's request count is what was paid."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import label_main as label
+from conftest import one_line_error, read_jsonl, write_config, write_corpus
+from fakeserver import FakeLLM
+
+pytestmark = pytest.mark.usefixtures("quiet_fake_server")
+
+N = 30
+
+
+class OddUsage(FakeLLM):
+    def __init__(self, usage, **kw):
+        super().__init__(**kw)
+        self.usage = usage
+
+    def handle(self, req, headers):
+        status, payload, hdrs = super().handle(req, headers)
+        if status == 200:
+            payload = {**payload, "usage": self.usage}
+        return status, payload, hdrs
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "many", "completion_tokens": 3},
+        [1, 2],
+        {"prompt_tokens": -1_000_000_000, "completion_tokens": -5},
+        {"prompt_tokens": 1e308, "completion_tokens": 1e308},
+        {"prompt_tokens": {"n": 1}, "completion_tokens": None},
+    ],
+)
+def test_odd_usage_does_not_abort_a_paid_run(tmp_path, capsys, usage):
+    fake = OddUsage(usage).start()
+    try:
+        write_corpus(tmp_path / "in.csv", N)
+        cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+        out = tmp_path / "o.jsonl"
+        rc, err = label(capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "--max-cost", "1000")
+        assert rc == 0, err
+        assert fake.requests == N and len(read_jsonl(out)) == N
+        assert err.count("token counts that are not numbers") == 1  # warned once
+        run = json.loads((tmp_path / "o.jsonl.ledger.json").read_text())["runs"][-1]
+        assert math.isfinite(run["cost"]) and run["cost"] >= 0
+        j = run["judges"]["a"]
+        assert j["odd_usage"] > 0 and j["input_tokens"] >= 0 and j["output_tokens"] >= 0
+        assert j["input_tokens"] < 10_000 * N  # clamped to each request's size, not 1e308
+    finally:
+        fake.stop()
+
+
+def test_negative_usage_cannot_defeat_max_cost(tmp_path, capsys):
+    fake = OddUsage({"prompt_tokens": -(10**12), "completion_tokens": -(10**12)}).start()
+    try:
+        write_corpus(tmp_path / "in.csv", 200)
+        judges = [
+            {
+                "name": "a",
+                "model": "m",
+                "base_url": fake.base_url,
+                "concurrency": 1,
+                "price_per_million": {"input": 1000.0, "output": 1000.0},
+            }
+        ]
+        cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
+        out = tmp_path / "o.jsonl"
+        rc, err = label(capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "--max-cost", "5")
+        one_line_error(rc, err, "--max-cost $5 reached")
+        assert 0 < fake.requests < 200
+        run = json.loads((tmp_path / "o.jsonl.ledger.json").read_text())["runs"][-1]
+        assert 0 < run["cost"] <= 5
+    finally:
+        fake.stop()

@@ -1,0 +1,40 @@
+"""A server's `usage` is not trusted: odd token counts are clamped and counted, never an exception after
+paying (issue 25, item 10)."""
+
+import json
+
+import pytest
+
+from llmlabel.llm.answers import MAX_TOKENS, read_completion, read_usage
+
+
+def _body(usage):
+    return json.dumps({"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}], "usage": usage}).encode()
+
+
+@pytest.mark.parametrize(
+    "usage, bounds, want",
+    [
+        ({"prompt_tokens": 10, "completion_tokens": 2}, (100, 5), (10, 2, 0)),
+        ({"prompt_tokens": "12", "completion_tokens": 2.0}, (100, 5), (12, 2, 0)),
+        (None, (100, 5), (0, 0, 0)),
+        ({}, (100, 5), (0, 0, 0)),
+        ({"prompt_tokens": "many", "completion_tokens": 1}, (100, 5), (100, 1, 1)),
+        ([1, 2], (100, 5), (100, 5, 2)),
+        ("lots", (100, 5), (100, 5, 2)),
+        ({"prompt_tokens": -200, "completion_tokens": -1}, (100, 5), (100, 5, 2)),
+        ({"prompt_tokens": 1e308, "completion_tokens": float("nan")}, (100, 5), (100, 5, 2)),
+        ({"prompt_tokens": 10**400, "completion_tokens": True}, (100, 5), (100, 5, 2)),
+        ({"prompt_tokens": [3], "completion_tokens": {"a": 1}}, None, (0, 0, 2)),
+        ({"prompt_tokens": 1e308, "completion_tokens": 3}, None, (MAX_TOKENS, 3, 1)),
+    ],
+)
+def test_read_usage_clamps_and_counts(usage, bounds, want):
+    assert read_usage(usage, bounds) == want
+
+
+def test_read_completion_never_raises_on_usage():
+    for usage in ("many", [1, 2], {"prompt_tokens": "many"}, {"prompt_tokens": {"x": 1}}, -5, 1e308):
+        p = read_completion(_body(usage), False, (50, 4))
+        assert p["content"] == "x"
+        assert 0 <= p["usage"]["prompt_tokens"] <= 50 and 0 <= p["usage"]["completion_tokens"] <= 4
