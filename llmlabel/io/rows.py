@@ -35,6 +35,7 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
                 header = next(reader, None)
             if header is None:
                 return
+            _unique_header(path, header)
             width = len(header)
             for cells in reader:
                 if len(cells) == width:
@@ -52,6 +53,19 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
             ) from None
         except csv.Error as e:
             raise InputError(f"{path}: malformed CSV at line {reader.line_num}: {e}; fix the quoting") from None
+
+
+def _unique_header(path: Path, header: list[str]) -> None:
+    """A column named twice would keep only its last cell of each row: refused (unnamed columns, such as
+    those of trailing commas, hold nothing to lose by name)."""
+    seen: dict[str, int] = {}
+    for n, name in enumerate(header, 1):
+        if name and name in seen:
+            raise InputError(
+                f"{path}: the header names column '{name}' twice (columns {seen[name]} and {n}); "
+                "rename or remove one of them"
+            )
+        seen[name] = n
 
 
 def _bad_utf8_line(path: Path) -> int:
