@@ -7,7 +7,7 @@ learns the columns, a second writes the file."""
 
 from __future__ import annotations
 
-import json
+import math
 import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -15,21 +15,28 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.values import dumps, plain, revive, text_form
 
 BATCH = 10_000
 _NESTED = (dict, list, tuple)
 
 
 def flat(v: Any) -> Any:
-    """A nested value as its JSON text (CSV cells and Parquet string columns hold text)."""
-    return json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, _NESTED) else v
+    """A CSV cell: nested values as JSON text, dates, bytes and decimals in their text form (io.values), NaN
+    empty (CSV cells hold text)."""
+    if v is None or isinstance(v, (str, int)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    return text_form(v)
 
 
 def _text(v: Any) -> str | None:
     """Any value as text, losslessly: strings as they are, the rest as JSON (1 -> "1", True -> "true")."""
     if v is None or isinstance(v, str):
         return v
-    return json.dumps(v, ensure_ascii=False, default=str)
+    p = plain(v)  # a date or bytes: its text form, as in JSONL
+    return p if isinstance(p, str) else dumps(p)
 
 
 class Columns:
@@ -54,9 +61,11 @@ class Columns:
                 self.samples.setdefault(k, v)
 
 
-def _spool(records: Iterable[dict[str, Any]], fh: IO[bytes]) -> tuple[Columns, int]:
+def _spool(records: Iterable[dict[str, Any]], fh: IO[bytes], typed: Any = None) -> tuple[Columns, int]:
     cols, batch, n = Columns(), [], 0
     for rec in records:
+        if typed is not None:
+            rec = typed.revived(rec)
         cols.add(rec)
         batch.append(rec)
         n += 1
@@ -77,16 +86,41 @@ def _batches(fh: IO[bytes]) -> Iterator[list[dict[str, Any]]]:
             return
 
 
-def write_table(tmp: Path, fmt: str, records: Iterable[dict[str, Any]]) -> int:
-    """Write `records` to `tmp` as CSV or Parquet (fmt ".csv" / ".parquet"); returns the row count."""
+class Typed:
+    """The Arrow types of a Parquet input's columns, for a Parquet output: each value read back from its text
+    form (io.values.revive). A column whose values do not all fit its type (an id edited by hand) falls back
+    to the inferred type, its values as they came."""
+
+    def __init__(self, schema: Any) -> None:
+        self.types = {f.name: f.type for f in schema}
+        self.failed: set[str] = set()
+
+    def revived(self, rec: dict[str, Any]) -> dict[str, Any]:
+        out = dict(rec)
+        for k, t in self.types.items():
+            if k in out and k not in self.failed:
+                try:
+                    out[k] = revive(out[k], t)
+                except Exception:  # noqa: BLE001 - any value that is not of the type: the column is inferred
+                    self.failed.add(k)
+        return out
+
+    def fields(self) -> dict[str, Any]:
+        return {k: t for k, t in self.types.items() if k not in self.failed}
+
+
+def write_table(tmp: Path, fmt: str, records: Iterable[dict[str, Any]], schema: Any = None) -> int:
+    """Write `records` to `tmp` as CSV or Parquet (fmt ".csv" / ".parquet"); returns the row count.
+    `schema`: Arrow types for some of the columns (a Parquet input's), kept in a Parquet output."""
+    typed = Typed(schema) if schema is not None and fmt == ".parquet" else None
     with tempfile.TemporaryFile(dir=tmp.parent, prefix=".llmlabel-spool-") as fh:
-        cols, n = _spool(records, fh)
+        cols, n = _spool(records, fh, typed)
         if fmt == ".csv":
             _write_csv(tmp, cols, _batches(fh))
         else:
             if not n:
                 raise InputError("no rows to write")
-            _write_parquet(tmp, cols, _batches(fh))
+            _write_parquet(tmp, cols, _batches(fh), typed)
     return n
 
 
@@ -125,11 +159,20 @@ def _arrow_type(name: str, kinds: set[type], sample: Any) -> tuple[Any, bool]:
     return pa.string(), True  # mixed or nested: text, losslessly
 
 
-def _write_parquet(tmp: Path, cols: Columns, batches: Iterable[list[dict[str, Any]]]) -> None:
+def _write_parquet(
+    tmp: Path, cols: Columns, batches: Iterable[list[dict[str, Any]]], typed: Typed | None = None
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    types = {k: _arrow_type(k, kinds, cols.samples.get(k)) for k, kinds in cols.kinds.items()}
+    given = typed.fields() if typed is not None else {}
+    types = {
+        k: (given[k], False) if k in given else _arrow_type(k, kinds, cols.samples.get(k))
+        for k, kinds in cols.kinds.items()
+    }
+    if typed is not None:  # values of a failed column were revived before it failed: all back to text
+        for k in typed.failed & set(types):
+            types[k] = (pa.string(), True)
     schema = pa.schema([pa.field(k, t) for k, (t, _) in types.items()])
     as_text = [k for k, (_, text) in types.items() if text]
     with pq.ParquetWriter(tmp, schema) as writer:

@@ -22,7 +22,7 @@ from llmlabel.io.rows import input_format, iter_rows
 from llmlabel.llm.ledger import Ledger
 from llmlabel.pipeline.fingerprint import differences
 from llmlabel.pipeline.run import write_final
-from llmlabel.pipeline.shards import load_shard, unpack, unsharded
+from llmlabel.pipeline.shards import IdOrder, load_shard, unpack, unsharded
 
 _NESTED = ("probs", "candidates", "judges")  # output fields a CSV cell holds as JSON
 
@@ -76,17 +76,25 @@ def check_shards(paths: list[Path], metas: list[dict[str, Any]]) -> None:
         raise InputError(f"missing shards {', '.join(missing)}; label them with --shard and merge all {n}")
 
 
-def _revive(rec: dict[str, Any]) -> dict[str, Any]:
-    """A record read back from a CSV output: its JSON cells and numbers as the run wrote them."""
-    for k in _NESTED:
-        v = rec.get(k)
-        if isinstance(v, str):
-            rec[k] = json.loads(v) if v else ([] if k == "candidates" else None)
-    for k in ("label", "confidence", "error"):
-        if rec.get(k) == "":
-            rec[k] = None
-    if isinstance(rec.get("confidence"), str):
-        rec["confidence"] = float(rec["confidence"])
+def _revive(rec: dict[str, Any], p: Path, n: int) -> dict[str, Any]:
+    """A record read back from a CSV or Parquet output (which hold probs and judges as JSON text): its JSON
+    cells and numbers as the run wrote them, its id as the text the run knew it by."""
+    try:
+        for k in _NESTED:
+            v = rec.get(k)
+            if isinstance(v, str):
+                rec[k] = json.loads(v) if v else ([] if k == "candidates" else None)
+        for k in ("label", "confidence", "error"):
+            if rec.get(k) == "":
+                rec[k] = None
+        if isinstance(rec.get("confidence"), str):
+            rec["confidence"] = float(rec["confidence"])
+    except ValueError:
+        raise InputError(
+            f"{p}: row {n} was edited (its {k} is not what llmlabel wrote); label that shard again"
+        ) from None
+    if rec.get("id") is not None and not isinstance(rec["id"], str):
+        rec["id"] = str(rec["id"])  # a Parquet output's integer id
     return rec
 
 
@@ -95,12 +103,13 @@ def _fill(part: PartFile, paths: list[Path], metas: list[dict[str, Any]]) -> int
     failed = 0
     for p, m in sorted(zip(paths, metas), key=lambda pm: pm[1]["shard"][0]):
         positions = unpack(m["positions"])
-        csv = input_format(p, "output") == ".csv"
-        lines, n = [], 0
+        text_cells = input_format(p, "output") != ".jsonl"
+        lines, n, order = [], 0, IdOrder()
         for n, rec in enumerate(iter_rows(p) if p.stat().st_size else [], 1):
             if n > len(positions):
                 break
-            rec = _revive(rec) if csv else rec
+            rec = _revive(rec, p, n) if text_cells else rec
+            order.add(str(rec.get("id")))
             failed += rec.get("error") is not None
             lines.append(line({"_i": positions[n - 1], **rec}))
             if len(lines) >= 4096:
@@ -109,6 +118,11 @@ def _fill(part: PartFile, paths: list[Path], metas: list[dict[str, Any]]) -> int
         part.append_lines(lines)
         if n != len(positions):
             raise InputError(f"{p} has {n} rows where its shard run wrote {len(positions)}; label that shard again")
+        if m.get("ids") and order.digest() != m["ids"]:
+            raise InputError(
+                f"{p}: its rows are not the ones, in the order, its shard run wrote (sorted or edited by hand?); "
+                "restore the file, or label that shard again (its answers are cached: nothing is paid twice)"
+            )
     return failed
 
 

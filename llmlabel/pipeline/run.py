@@ -20,9 +20,10 @@ from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
 from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
 from llmlabel.io.rows import input_format, iter_rows, scan
+from llmlabel.io.values import arrow_schema
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
-from llmlabel.pipeline.job import Job, text_of
+from llmlabel.pipeline.job import Job, output_names, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.shards import save_shard
 
@@ -143,12 +144,19 @@ async def _closing(job: Job, coro: Coroutine[Any, Any, Any]) -> Any:
 async def run_file(job: Job, input_path: Path, output_path: Path, total: int, gold: dict[str, str] | None) -> RunResult:
     """The run on a job its caller keeps open (checked by `check_run`), on the job's event loop: the rows not
     yet in the part file, then the final output (`finalize`)."""
-    part = open_part(job, output_path, fingerprint(job, input_path), input_path)
+    part = open_part(job, output_path, typed(fingerprint(job, input_path), job, input_path), input_path)
     try:
         stopped = await drive(job, pending_rows(job, input_path, part.done), part, total, len(part.done))
     finally:
         part.close()
     return finalize(job, part, output_path, stopped, gold)
+
+
+def typed(fp: dict[str, Any], job: Job, input_path: Path) -> dict[str, Any]:
+    """A part file's meta: the fingerprint and, for a Parquet input, its column types as the output names them
+    (a Parquet output keeps them: dates stay dates, an integer id stays an integer)."""
+    schema = arrow_schema(input_path, lambda cols: output_names(cols, job.cfg.task.id_column))
+    return {**fp, "schema": schema} if schema else fp
 
 
 def open_part(job: Job, output_path: Path, fp: dict[str, Any], input_name: Path | str) -> PartFile:
@@ -186,6 +194,14 @@ def finalize(
     result = RunResult(output_path, 0, False, job.ledger)
     if job.truncated:
         result.warnings.append(f"{job.truncated} long texts were cut to the judges' max_text_tokens")
+    odd = {n: j.odd_usage for n, j in job.ledger.judges.items() if j.odd_usage}
+    if odd:
+        result.warnings.append(
+            "the server sent token counts that are not numbers, negative or impossibly large ("
+            + ", ".join(f"{n}: {k}" for n, k in odd.items())
+            + "); each was counted as the request's worst case (its bytes in, max_tokens out) in the ledger and "
+            "the budget: check the endpoint's usage reports"
+        )
     if stopped or fatal is not None:
         result.stopped_by = stopped or str(fatal)
         job.ledger.save(ledger_path(output_path))
@@ -241,7 +257,7 @@ def write_final(
     try:
         if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
             return write_jsonl_lines(output_path, part.ordered_raw()), quality
-        return write_output(output_path, part.ordered(update)), quality
+        return write_output(output_path, part.ordered(update), (part.meta() or {}).get("schema")), quality
     except OSError as e:
         raise OutputError(
             f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
