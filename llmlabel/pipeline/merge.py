@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line
 from llmlabel.io.paths import ledger_path, part_path, shard_path
 from llmlabel.io.rows import input_format, iter_rows
-from llmlabel.llm.ledger import Ledger
+from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.pipeline.fingerprint import differences
 from llmlabel.pipeline.run import write_final
 from llmlabel.pipeline.shards import IdOrder, load_shard, unpack, unsharded
@@ -134,16 +135,32 @@ def summed_ledger(paths: list[Path]) -> tuple[Ledger, list[dict[str, Any]]]:
             shard_runs = json.loads(ledger_path(p).read_text()).get("runs", [])
         except (OSError, ValueError, AttributeError):
             raise InputError(f"{p}: its ledger {ledger_path(p).name} is missing or unreadable") from None
-        for run in shard_runs:
+        if not isinstance(shard_runs, list):
+            shard_runs = [shard_runs]
+        for n, run in enumerate(shard_runs):
+            if not isinstance(run, dict) or not isinstance(run.get("judges") or {}, dict):
+                raise InputError(f"{ledger_path(p)}: run {n + 1} is not a run this llmlabel wrote; restore the ledger")
             runs.append({"output": str(p), **run})
             for k in ("rows_done", "rows_skipped", "rows_failed"):
-                setattr(total, k, getattr(total, k) + run.get(k, 0))
+                setattr(total, k, getattr(total, k) + _count(run.get(k), ledger_path(p), f"run {n + 1}'s {k}"))
             for name, d in (run.get("judges") or {}).items():
-                j = total.judges.get(name) or total.add_judge(
-                    name, d.get("model", ""), d.get("price_input", 0.0), d.get("price_output", 0.0)
-                )
-                j.add(d)
+                where = f"run {n + 1}'s judge {name!r}"
+                if not isinstance(d, dict):
+                    raise InputError(f"{ledger_path(p)}: {where} is not what llmlabel wrote; restore the ledger")
+                prices = [_count(d.get(k), ledger_path(p), f"{where} {k}", float) for k in ("price_input", "price_output")]
+                j = total.judges.get(name) or total.add_judge(name, str(d.get("model", "")), *prices)
+                j.add({c: _count(d.get(c), ledger_path(p), f"{where} {c}") for c in COUNTERS})
     return total, runs
+
+
+def _count(v: Any, path: Path, what: str, kind: type = int) -> Any:
+    """A count or price from a shard's ledger file (a file may have been edited): a finite number >= 0, or
+    one line saying which."""
+    if v is None:
+        return kind(0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise InputError(f"{path}: {what} is {v!r}, not a number >= 0; restore the ledger (or fix that value)")
+    return kind(v)
 
 
 def merge_shards(given: list[str], output: str | Path) -> MergeResult:

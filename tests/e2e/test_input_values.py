@@ -246,3 +246,27 @@ def test_labels_of_the_fake_are_unaffected(tmp_path, fake, capsys):
     assert rc == 0, err
     texts = _typed_table().column("text").to_pylist()
     assert [r["label"] for r in read_jsonl(out)] == [pick(t, LABELS) for t in texts]
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda run: run["judges"]["a"].update(requests="many"), "judge 'a' requests is 'many'"),
+        (lambda run: run["judges"]["a"].update(input_tokens=-5), "judge 'a' input_tokens is -5"),
+        (lambda run: run.update(rows_done=[1]), "rows_done is [1]"),
+        (lambda run: run.update(judges=[1, 2]), "is not a run this llmlabel wrote"),
+    ],
+)
+def test_a_shard_ledger_with_odd_counts_is_one_line(tmp_path, fake, capsys, edit, needle):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"r{i}", "text": f"text {i}"}) + "\n" for i in range(10)))
+    cfg = _cfg(tmp_path, fake)
+    for i in range(2):
+        rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / f"s.{i}.jsonl"), "--shard", f"{i}/2")
+        assert rc == 0, err
+    led = tmp_path / "s.1.jsonl.ledger.json"
+    data = json.loads(led.read_text())
+    edit(data["runs"][0])
+    led.write_text(json.dumps(data))
+    rc, _, err = run_main(capsys, "merge", str(tmp_path / "s.*.jsonl"), "-o", str(tmp_path / "m.jsonl"))
+    one_line_error(rc, err, str(led), needle)

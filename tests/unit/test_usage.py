@@ -38,3 +38,26 @@ def test_read_completion_never_raises_on_usage():
         p = read_completion(_body(usage), False, (50, 4))
         assert p["content"] == "x"
         assert 0 <= p["usage"]["prompt_tokens"] <= 50 and 0 <= p["usage"]["completion_tokens"] <= 4
+
+
+@pytest.mark.parametrize(
+    "headers, want",
+    [
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after": "inf"}, 300.0),
+        ({"retry-after": "1e308"}, 300.0),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "soon"}, None),
+    ],
+)
+def test_retry_after_is_not_trusted(headers, want):
+    from llmlabel.llm.retry import retry_after
+
+    class E(Exception):
+        pass
+
+    e = E()
+    e.headers = headers  # type: ignore[attr-defined]
+    assert retry_after(e) == want
