@@ -147,7 +147,9 @@ def summed_ledger(paths: list[Path]) -> tuple[Ledger, list[dict[str, Any]]]:
                 where = f"run {n + 1}'s judge {name!r}"
                 if not isinstance(d, dict):
                     raise InputError(f"{ledger_path(p)}: {where} is not what llmlabel wrote; restore the ledger")
-                prices = [_count(d.get(k), ledger_path(p), f"{where} {k}", float) for k in ("price_input", "price_output")]
+                prices = [
+                    _count(d.get(k), ledger_path(p), f"{where} {k}", float) for k in ("price_input", "price_output")
+                ]
                 j = total.judges.get(name) or total.add_judge(name, str(d.get("model", "")), *prices)
                 j.add({c: _count(d.get(c), ledger_path(p), f"{where} {c}") for c in COUNTERS})
     return total, runs
