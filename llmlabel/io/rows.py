@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.values import text_form
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # texts of several MB are legal input
@@ -141,8 +142,16 @@ def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def row_id(row: dict[str, Any], id_column: str, index: int) -> str:
+    """The row's id as text; none (or NaN, a table's missing value): its position. Non-text ids in the text
+    form of io.values (a date as ISO 8601, bytes as base64, a list as JSON), as the outputs write them."""
     v = row.get(id_column)
-    return str(index) if v is None or v == "" else str(v)
+    if no_id(v):
+        return str(index)
+    return v if isinstance(v, str) else text_form(v)
+
+
+def no_id(v: Any) -> bool:
+    return v is None or v == "" or (isinstance(v, float) and v != v)
 
 
 def scan(
@@ -212,7 +221,7 @@ def _check_unique(path: str | Path, hashes: Any, id_column: str, n: int) -> None
             break
         rid = row_id(row, id_column, i)
         if hash(rid) in clash:
-            numbered = row.get(id_column) in (None, "")  # no id: the row is known by its number
+            numbered = no_id(row.get(id_column))  # no id: the row is known by its number
             if rid in seen:
                 j, first_numbered = seen[rid]
                 if numbered or first_numbered:

@@ -76,11 +76,6 @@ def text_form(v: Any) -> str:
     values and the types above as JSON, other scalars as Python writes them (5, 1.5, True)."""
     if isinstance(v, str):
         return v
-    if isinstance(v, (bytes, bytearray)):
-        try:
-            return bytes(v).decode("utf-8")
-        except UnicodeDecodeError:
-            return plain(v)  # type: ignore[no-any-return]
     p = plain(v)
     if isinstance(p, str):
         return p

@@ -20,6 +20,7 @@ from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line
 from llmlabel.io.paths import ledger_path, part_path, shard_path
 from llmlabel.io.rows import input_format, iter_rows
+from llmlabel.io.values import text_form
 from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.pipeline.fingerprint import differences
 from llmlabel.pipeline.run import write_final
@@ -95,7 +96,7 @@ def _revive(rec: dict[str, Any], p: Path, n: int) -> dict[str, Any]:
             f"{p}: row {n} was edited (its {k} is not what llmlabel wrote); label that shard again"
         ) from None
     if rec.get("id") is not None and not isinstance(rec["id"], str):
-        rec["id"] = str(rec["id"])  # a Parquet output's integer id
+        rec["id"] = text_form(rec["id"])  # a Parquet output's typed id, as the run's text of it
     return rec
 
 
@@ -110,7 +111,7 @@ def _fill(part: PartFile, paths: list[Path], metas: list[dict[str, Any]]) -> int
             if n > len(positions):
                 break
             rec = _revive(rec, p, n) if text_cells else rec
-            order.add(str(rec.get("id")))
+            order.add(text_form(rec.get("id")))
             failed += rec.get("error") is not None
             lines.append(line({"_i": positions[n - 1], **rec}))
             if len(lines) >= 4096:

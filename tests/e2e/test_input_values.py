@@ -270,3 +270,26 @@ def test_a_shard_ledger_with_odd_counts_is_one_line(tmp_path, fake, capsys, edit
     led.write_text(json.dumps(data))
     rc, _, err = run_main(capsys, "merge", str(tmp_path / "s.*.jsonl"), "-o", str(tmp_path / "m.jsonl"))
     one_line_error(rc, err, str(led), needle)
+
+
+def test_ids_of_every_type(tmp_path, fake, capsys):
+    """Non-text ids in their text form (as the outputs write other such values); NaN, a table's missing
+    value, is no id (the row is numbered); a Parquet output gets binary and timestamp ids back as they were."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(
+        '{"id": 1.5, "text": "a"}\n{"id": NaN, "text": "b"}\n{"id": {"k": 1}, "text": "c"}\n{"id": [1, 2], "text": "d"}\n'
+    )
+    out = tmp_path / "o.jsonl"
+    rc, err = label(capsys, str(inp), "-c", str(_cfg(tmp_path, fake)), "-o", str(out))
+    assert rc == 0, err
+    assert [r["id"] for r in read_jsonl(out)] == ["1.5", "1", '{"k":1}', "[1,2]"]
+
+    pin = tmp_path / "in.parquet"
+    ids = [b"\x00\x01", b"abcd", b"\xff"]
+    pq.write_table(pa.table({"id": pa.array(ids, pa.binary()), "text": ["x", "y", "z"]}), pin)
+    for ext in ("jsonl", "parquet"):
+        rc, err = label(capsys, str(pin), "-c", str(_cfg(tmp_path, fake)), "-o", str(tmp_path / f"b.{ext}"))
+        assert rc == 0, err
+    assert [r["id"] for r in read_jsonl(tmp_path / "b.jsonl")] == [base64.b64encode(b).decode() for b in ids]
+    assert pq.read_table(tmp_path / "b.parquet").column("id").to_pylist() == ids
+    assert fake.requests == 4 + 3
