@@ -122,6 +122,10 @@ def _confidence(c: Any, out: Path, i: int) -> float | None:
     return x
 
 
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def _amount(v: Any) -> float | None:
     """A cost or count from the ledger file (written by llmlabel, but a file): a finite number >= 0, else None."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -204,8 +208,8 @@ def _judges(rows: _Rows, t: np.ndarray, index: dict[str, int], ledger: dict[str,
     """Per judge: accuracy over the rows it answered (a cascade's later judges see the hard rows only)."""
     runs = (ledger or {}).get("runs")
     last = runs[-1] if isinstance(runs, list) and runs and isinstance(runs[-1], dict) else {}
-    quality = last.get("quality") if isinstance(last.get("quality"), dict) else {}
-    est = quality.get("judges") if isinstance(quality.get("judges"), dict) else {}
+    quality = _dict(last.get("quality"))
+    est = _dict(quality.get("judges"))
     K = len(index)
     per_judge: dict[str, Any] = {}
     votes = np.full((len(t), len(rows.judge_votes)), -1, dtype=np.int64)
@@ -257,7 +261,7 @@ def _calibration(conf: list[float | None], correct: np.ndarray) -> dict[str, Any
 
 
 def _cost(ledger: dict[str, Any], n: int, n_output: int, n_correct: int) -> dict[str, Any]:
-    total = ledger.get("total") if isinstance(ledger.get("total"), dict) else {}
+    total = _dict(ledger.get("total"))
     runs = [r for r in ledger.get("runs") or [] if isinstance(r, dict)] if isinstance(ledger.get("runs"), list) else []
     cost = _amount(total["cost"]) if "cost" in total else _amount(sum(_amount(r.get("cost", 0.0)) or 0.0 for r in runs))
     requests = _amount(total.get("requests", 0))
@@ -270,7 +274,7 @@ def _cost(ledger: dict[str, Any], n: int, n_output: int, n_correct: int) -> dict
         "per_correct": None if cost is None else _none_if_nan(metrics.cost_per_correct(cost * share, n_correct)),
     }
     last = runs[-1] if runs else {}
-    judges = last.get("judges") if isinstance(last.get("judges"), dict) else {}
+    judges = _dict(last.get("judges"))
     saved = {n: j["calls_saved"] for n, j in judges.items() if isinstance(j, dict) and _amount(j.get("calls_saved"))}
     if saved:
         out["calls_saved_last_run"] = saved
