@@ -134,8 +134,9 @@ def probs_from_logprobs(
     mass: dict[str, float] = {}
     for tok, lp in top:
         key = str(tok).strip().strip("\"'.{:").casefold()
-        if not key or lp is None or not math.isfinite(lp):
-            continue
+        if not key or isinstance(lp, bool) or not isinstance(lp, (int, float)) or not math.isfinite(lp):
+            continue  # the server's value is not a logprob
+        lp = min(lp, 0.0)  # a probability above 1 is the server's rounding (or garbage): at most certain
         lab = lookup.get(key)
         if lab is None:
             hits = [name for name in labels if name.casefold().startswith(key)]
@@ -199,13 +200,19 @@ def read_completion(
         return {"content": None, "finish_reason": "invalid_response", "usage": {}, "top_logprobs": None}
     pt, ct, odd = read_usage(data.get("usage") if isinstance(data, dict) else None, bounds)
     top = None
-    content_lp = (choice.get("logprobs") or {}).get("content")
-    if content_lp:
-        at = 0 if code_mode else _label_token(content_lp)
-        if at is not None:
-            top = [[t.get("token"), t.get("logprob")] for t in (content_lp[at].get("top_logprobs") or [])]
+    try:  # the server's logprobs, of whatever shape it sent: none when they are not the documented one
+        content_lp = (choice.get("logprobs") or {}).get("content")
+        if content_lp:
+            at = 0 if code_mode else _label_token(content_lp)
+            if at is not None:
+                top = [[t.get("token"), t.get("logprob")] for t in (content_lp[at].get("top_logprobs") or [])]
+    except (KeyError, IndexError, TypeError, AttributeError):
+        top = None
+    content = message.get("content") if isinstance(message, dict) else None
+    if content is not None and not isinstance(content, str):
+        content = json.dumps(content)  # not an answer (it fails to parse and is asked again), but text
     return {
-        "content": message.get("content"),
+        "content": content,
         "finish_reason": choice.get("finish_reason"),
         "usage": {"prompt_tokens": pt, "completion_tokens": ct, **({"unusable": odd} if odd else {})},
         "top_logprobs": top,

@@ -81,3 +81,61 @@ def test_negative_usage_cannot_defeat_max_cost(tmp_path, capsys):
         assert 0 < run["cost"] <= 5
     finally:
         fake.stop()
+
+
+class OddBody(FakeLLM):
+    """A server whose answer has the right label but odd logprobs or content fields."""
+
+    def __init__(self, edit, **kw):
+        super().__init__(**kw)
+        self.edit = edit
+
+    def handle(self, req, headers):
+        status, payload, hdrs = super().handle(req, headers)
+        if status == 200:
+            payload = json.loads(json.dumps(payload))
+            self.edit(payload["choices"][0])
+        return status, payload, hdrs
+
+
+def _top(choice, value):
+    for t in choice["logprobs"]["content"][0]["top_logprobs"]:
+        t["logprob"] = value
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda c: _top(c, "high"),
+        lambda c: _top(c, 1000.0),
+        lambda c: _top(c, [1]),
+        lambda c: c.update(logprobs=[1, 2]),
+        lambda c: c.update(logprobs={"content": {"a": 1}}),
+        lambda c: c.update(logprobs={"content": ["tok"]}),
+    ],
+)
+def test_odd_logprobs_do_not_abort_a_paid_run(tmp_path, capsys, edit):
+    fake = OddBody(edit).start()
+    try:
+        write_corpus(tmp_path / "in.csv", 10)
+        judges = [{"name": "a", "model": "m", "base_url": fake.base_url, "logprobs": True, "max_attempts": 2}]
+        cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
+        out = tmp_path / "o.jsonl"
+        rc, err = label(capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out))
+        assert rc == 0, err
+        assert "Traceback" not in err and len(read_jsonl(out)) == 10
+        assert fake.requests <= 10 + 10  # calibration's content-free inputs aside, nothing asked twice a row
+    finally:
+        fake.stop()
+
+
+def test_a_non_text_content_is_asked_again_not_a_crash(tmp_path, capsys):
+    fake = OddBody(lambda c: c["message"].update(content=[{"type": "text", "text": "x"}])).start()
+    try:
+        write_corpus(tmp_path / "in.csv", 3)
+        judges = [{"name": "a", "model": "m", "base_url": fake.base_url, "max_attempts": 2}]
+        cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
+        rc, err = label(capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
+        assert "Traceback" not in err, err
+    finally:
+        fake.stop()
