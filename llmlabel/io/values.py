@@ -124,6 +124,14 @@ def revive(v: Any, t: Any) -> Any:
     if v is None:
         return None
     if pa.types.is_timestamp(t):
+        if t.unit == "ns" and isinstance(v, str):  # datetime holds microseconds: pandas keeps the nanoseconds
+            try:
+                import pandas as pd
+            except ImportError:
+                pass
+            else:
+                ts = pd.Timestamp(v)
+                return ts.tz_localize("UTC") if t.tz is not None and ts.tzinfo is None else ts
         d = v if isinstance(v, dt.datetime) else dt.datetime.fromisoformat(v)
         if t.tz is not None and d.tzinfo is None:
             d = d.replace(tzinfo=dt.timezone.utc)

@@ -293,3 +293,31 @@ def test_ids_of_every_type(tmp_path, fake, capsys):
     assert [r["id"] for r in read_jsonl(tmp_path / "b.jsonl")] == [base64.b64encode(b).decode() for b in ids]
     assert pq.read_table(tmp_path / "b.parquet").column("id").to_pylist() == ids
     assert fake.requests == 4 + 3
+
+
+def test_more_arrow_types_round_trip_through_a_parquet_output(tmp_path, fake, capsys):
+    n = 3
+    cols = {
+        "text": pa.array(["a good one", "bad", "so so"]),
+        "u64": pa.array([2**64 - 1, 0, 5], pa.uint64()),
+        "dic": pa.array(["p", "q", "p"]).dictionary_encode(),
+        "mp": pa.array([[("k", 1)], [], None], pa.map_(pa.string(), pa.int64())),
+        "fsb": pa.array([b"ab", b"cd", b"ef"], pa.binary(2)),
+        "t64": pa.array([dt.time(1, 2, 3, 4)] * n, pa.time64("us")),
+        "dur": pa.array([dt.timedelta(seconds=1.5)] * n, pa.duration("us")),
+        "d256": pa.array([Decimal("1.5")] * n, pa.decimal256(40, 2)),
+        "nul": pa.array([None] * n, pa.null()),
+        "nest": pa.array([[{"t": dt.datetime(2024, 1, 1)}]] * n),
+        "tsns": pa.array([1234567890123456789] * n, pa.timestamp("ns")),
+        "date64": pa.array([dt.date(2020, 1, 1)] * n, pa.date64()),
+    }
+    inp = tmp_path / "in.parquet"
+    pq.write_table(pa.table(cols), inp)
+    out = tmp_path / "out.parquet"
+    rc, err = label(capsys, str(inp), "-c", str(_cfg(tmp_path, fake)), "-o", str(out))
+    assert rc == 0, err
+    a, b = pq.read_table(inp), pq.read_table(out)
+    for c in cols:
+        assert b.schema.field(c).type == a.schema.field(c).type, c
+        assert b.column(c).to_pylist() == a.column(c).to_pylist(), c
+    assert fake.requests == n
