@@ -56,14 +56,14 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
             raise InputError(f"{path}: malformed CSV at line {reader.line_num}: {e}; fix the quoting") from None
 
 
-def _unique_header(path: Path, header: list[str]) -> None:
+def _unique_header(path: Path, header: list[str], where: str = "the header") -> None:
     """A column named twice would keep only its last cell of each row: refused (unnamed columns, such as
     those of trailing commas, hold nothing to lose by name)."""
     seen: dict[str, int] = {}
     for n, name in enumerate(header, 1):
         if name and name in seen:
             raise InputError(
-                f"{path}: the header names column '{name}' twice (columns {seen[name]} and {n}); "
+                f"{path}: {where} names column '{name}' twice (columns {seen[name]} and {n}); "
                 "rename or remove one of them"
             )
         seen[name] = n
@@ -82,6 +82,7 @@ def _bad_utf8_line(path: Path) -> int:
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
+    first = True
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, 1):
             if not raw.strip():
@@ -103,6 +104,10 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputError(
                     f'{path}: line {n} is not a JSON object; each line must be one object like {{"text": ...}}'
                 )
+            if first:  # a key given twice keeps only its last value: refused, as a CSV header naming a column twice
+                first = False
+                keys = [k for k, _ in json.loads(line, object_pairs_hook=lambda kv: kv)]
+                _unique_header(path, keys, f"line {n}")
             if "\\ud" in line or "\\uD" in line:
                 obj = _no_surrogates(obj)
             yield obj

@@ -321,3 +321,11 @@ def test_more_arrow_types_round_trip_through_a_parquet_output(tmp_path, fake, ca
         assert b.schema.field(c).type == a.schema.field(c).type, c
         assert b.column(c).to_pylist() == a.column(c).to_pylist(), c
     assert fake.requests == n
+
+
+def test_jsonl_key_given_twice_is_refused_before_paying(tmp_path, fake, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": "a", "text": "first", "text": "second"}\n')
+    rc, err = label(capsys, str(inp), "-c", str(_cfg(tmp_path, fake)), "-o", str(tmp_path / "o.jsonl"))
+    one_line_error(rc, err, "line 1 names column 'text' twice")
+    assert fake.requests == 0
