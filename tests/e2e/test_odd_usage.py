@@ -139,3 +139,12 @@ def test_a_non_text_content_is_asked_again_not_a_crash(tmp_path, capsys):
         assert "Traceback" not in err, err
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize("flag, value", [("--max-cost", "nan"), ("--max-cost", "-1"), ("--max-requests", "-3")])
+def test_a_budget_that_could_never_trip_is_refused(tmp_path, fake, capsys, flag, value):
+    write_corpus(tmp_path / "in.csv", 5)
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    rc, err = label(capsys, str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), flag, value)
+    one_line_error(rc, err, f"{flag} {float(value) if flag == '--max-cost' else value}")
+    assert fake.requests == 0
