@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -43,6 +44,13 @@ class JudgeLedger:
         """Add another ledger's counts (a shard's run, a Ray actor's report) to this one."""
         for c in COUNTERS:
             setattr(self, c, getattr(self, c) + counts.get(c, 0))
+
+
+def amount(v: Any) -> float:
+    """A count or cost read back from a ledger file: a finite number >= 0, else 0 (the file may be edited)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        return 0.0
+    return float(v)
 
 
 # What a judge's ledger counts (the rest names it and prices it): summed across shards and Ray actors.
@@ -132,10 +140,13 @@ class Ledger:
                 runs = json.loads(path.read_text()).get("runs", [])
             except (ValueError, AttributeError):
                 runs = []
+        if not isinstance(runs, list):  # a file edited by hand: its runs are kept, the totals skip what is not one
+            runs = [runs]
         runs.append(self.to_dict())
+        done = [r for r in runs if isinstance(r, dict)]
         total = {
-            "requests": sum(r.get("requests", 0) for r in runs),
-            "cost": round(sum(r.get("cost", 0) for r in runs), 6),
+            "requests": int(sum(amount(r.get("requests")) for r in done)),
+            "cost": round(sum(amount(r.get("cost")) for r in done), 6),
         }
         from llmlabel.io.files import atomic_write
 

@@ -61,3 +61,25 @@ def test_retry_after_is_not_trusted(headers, want):
     e = E()
     e.headers = headers  # type: ignore[attr-defined]
     assert retry_after(e) == want
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        {"runs": [1, {"requests": "x", "cost": "y"}, {"requests": 3, "cost": 0.5}]},
+        {"runs": {"requests": 3, "cost": 0.5}},
+        {"runs": [{"requests": -9, "cost": float("inf")}, {"requests": 3, "cost": 0.5}]},
+    ],
+)
+def test_a_ledger_file_with_odd_values_is_appended_to(tmp_path, before):
+    """The ledger file is read back to sum every run: an edited file must not fail a paid run at its end."""
+    from llmlabel.llm.ledger import Ledger
+
+    path = tmp_path / "o.jsonl.ledger.json"
+    path.write_text(json.dumps(before).replace("Infinity", "1e999"))
+    led = Ledger()
+    led.add_judge("a", "m", 1.0, 1.0).requests = 2
+    led.save(path)
+    data = json.loads(path.read_text())
+    assert data["total"]["requests"] == 5 and data["total"]["cost"] == 0.5
+    assert data["runs"][-1]["requests"] == 2
