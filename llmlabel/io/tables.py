@@ -120,8 +120,20 @@ def write_table(tmp: Path, fmt: str, records: Iterable[dict[str, Any]], schema: 
         else:
             if not n:
                 raise InputError("no rows to write")
-            _write_parquet(tmp, cols, _batches(fh), typed)
+            as_text: set[str] = set()
+            while True:  # a column whose values do not fit its type (an int beyond 64 bits): again, as text
+                fh.seek(0)
+                try:
+                    _write_parquet(tmp, cols, _batches(fh), typed, as_text)
+                    break
+                except _Unfit as e:
+                    as_text |= e.columns
     return n
+
+
+class _Unfit(Exception):
+    def __init__(self, columns: set[str]) -> None:
+        self.columns = columns
 
 
 def _write_csv(tmp: Path, cols: Columns, batches: Iterable[list[dict[str, Any]]]) -> None:
@@ -160,7 +172,11 @@ def _arrow_type(name: str, kinds: set[type], sample: Any) -> tuple[Any, bool]:
 
 
 def _write_parquet(
-    tmp: Path, cols: Columns, batches: Iterable[list[dict[str, Any]]], typed: Typed | None = None
+    tmp: Path,
+    cols: Columns,
+    batches: Iterable[list[dict[str, Any]]],
+    typed: Typed | None = None,
+    force_text: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -170,9 +186,9 @@ def _write_parquet(
         k: (given[k], False) if k in given else _arrow_type(k, kinds, cols.samples.get(k))
         for k, kinds in cols.kinds.items()
     }
-    if typed is not None:  # values of a failed column were revived before it failed: all back to text
-        for k in typed.failed & set(types):
-            types[k] = (pa.string(), True)
+    # Values of a failed typed column were revived before it failed; unfit ones did not fit: all as text.
+    for k in ((typed.failed if typed is not None else set()) | set(force_text)) & set(types):
+        types[k] = (pa.string(), True)
     schema = pa.schema([pa.field(k, t) for k, (t, _) in types.items()])
     as_text = [k for k, (_, text) in types.items() if text]
     with pq.ParquetWriter(tmp, schema) as writer:
@@ -182,4 +198,17 @@ def _write_parquet(
             try:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:  # e.g. an int beyond 64 bits
+                unfit = {k for k, (t, text) in types.items() if not text and not _fits(batch, k, t)}
+                if unfit:
+                    raise _Unfit(unfit) from None
                 raise InputError(f"cannot write {tmp.name[1:-4]} as Parquet ({e}); write .jsonl or .csv") from None
+
+
+def _fits(batch: list[dict[str, Any]], k: str, t: Any) -> bool:
+    import pyarrow as pa
+
+    try:
+        pa.array([r.get(k) for r in batch], type=t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return False
+    return True

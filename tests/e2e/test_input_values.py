@@ -331,3 +331,15 @@ def test_jsonl_key_given_twice_is_refused_before_paying(tmp_path, fake, capsys):
     rc, err = label(capsys, str(inp), "-c", str(_cfg(tmp_path, fake)), "-o", str(tmp_path / "o.jsonl"))
     one_line_error(rc, err, "line 1 names column 'text' twice")
     assert fake.requests == 0
+
+
+def test_an_int_beyond_64_bits_goes_to_parquet_as_text(tmp_path, fake, capsys):
+    """Found after paying before (`cannot write ... as Parquet`): the column is written as text instead."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": "a", "text": "one", "big": 5}\n{"id": "b", "text": "two", "big": 18446744073709551616}\n')
+    out = tmp_path / "o.parquet"
+    rc, err = label(capsys, str(inp), "-c", str(_cfg(tmp_path, fake)), "-o", str(out))
+    assert rc == 0, err
+    t = pq.read_table(out)
+    assert t.column("big").to_pylist() == ["5", "18446744073709551616"] and t.column("id").to_pylist() == ["a", "b"]
+    assert fake.requests == 2
