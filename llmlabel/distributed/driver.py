@@ -37,7 +37,7 @@ from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
-from llmlabel.pipeline.run import check_output, finalize, judges_for, open_part
+from llmlabel.pipeline.run import check_output, finalize, judges_for, open_part, typed
 from llmlabel.secrets import one_line
 
 from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note
@@ -190,7 +190,10 @@ def run_job_ray(
     with output_lock(output_path), judges_for(cfg, opts.judges) as judges, connected() as ray:
         job = Job(cfg, judges, opts)
         try:
-            part = open_part(job, output_path, fingerprint(job, src), str(input_spec))
+            fp = fingerprint(job, src)
+            if isinstance(src, list) and len(src) == 1:
+                fp = typed(fp, job, src[0])  # a Parquet input's column types, for a Parquet output
+            part = open_part(job, output_path, fp, str(input_spec))
             try:
                 stopped = _run(ray, job, (src, fmt), part, total, actors)
             finally:

@@ -180,7 +180,8 @@ def _keep_errors(part: PartFile, fp: dict[str, Any], output_path: Path, retry: b
     they are not paid for again on every plain rerun (nor when that rerun is itself interrupted and
     continued: its part file then holds them already). Returns their ids."""
     recorded, lines = load_rows(errors_path(output_path))
-    if retry or not lines or recorded != fp:
+    same = recorded is not None and {**recorded, "schema": None} == {**fp, "schema": None}  # (types: either engine)
+    if retry or not lines or not same:
         return set()
     return part.ids(lines) if part.exists() else part.seed(fp, lines)
 
