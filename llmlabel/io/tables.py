@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmlabel.errors import InputError
-from llmlabel.io.values import dumps, plain, revive, text_form
+from llmlabel.io.values import dumps, plain, reviver, text_form
 
 BATCH = 10_000
 _NESTED = (dict, list, tuple)
@@ -35,6 +35,8 @@ def _text(v: Any) -> str | None:
     """Any value as text, losslessly: strings as they are, the rest as JSON (1 -> "1", True -> "true")."""
     if v is None or isinstance(v, str):
         return v
+    if isinstance(v, _NESTED):
+        return dumps(v)  # (NaN and dates inside in their text forms)
     p = plain(v)  # a date or bytes: its text form, as in JSONL
     return p if isinstance(p, str) else dumps(p)
 
@@ -93,16 +95,20 @@ class Typed:
 
     def __init__(self, schema: Any) -> None:
         self.types = {f.name: f.type for f in schema}
+        self.readers = {k: r for k, t in self.types.items() if (r := reviver(t)) is not None}
         self.failed: set[str] = set()
 
     def revived(self, rec: dict[str, Any]) -> dict[str, Any]:
+        if not self.readers:
+            return rec
         out = dict(rec)
-        for k, t in self.types.items():
-            if k in out and k not in self.failed:
+        for k, read in list(self.readers.items()):
+            if k in out:
                 try:
-                    out[k] = revive(out[k], t)
+                    out[k] = read(out[k])
                 except Exception:  # noqa: BLE001 - any value that is not of the type: the column is inferred
                     self.failed.add(k)
+                    del self.readers[k]
         return out
 
     def fields(self) -> dict[str, Any]:

@@ -116,52 +116,74 @@ def load_schema(text: str | None) -> Any:
         return None
 
 
-def revive(v: Any, t: Any) -> Any:
-    """A value in its text form (as `plain` wrote it, or as the row's id text) back as a Python value of the
-    Arrow type `t`. Raises (ValueError, TypeError, ...) when it is not one."""
+def reviver(t: Any) -> Callable[[Any], Any] | None:
+    """A function reading a value's text form (as `plain` wrote it, or the row's id text) back as a Python
+    value of the Arrow type `t` (it raises ValueError, TypeError, ... on one that is not); None where values
+    need nothing (strings, booleans, and containers of them). Built once per column: it runs on every row."""
     import pyarrow as pa
 
-    if v is None:
-        return None
+    def nullable(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        return lambda v: None if v is None else f(v)
+
     if pa.types.is_timestamp(t):
-        if t.unit == "ns" and isinstance(v, str):  # datetime holds microseconds: pandas keeps the nanoseconds
-            try:
-                import pandas as pd
-            except ImportError:
-                pass
-            else:
-                ts = pd.Timestamp(v)
-                return ts.tz_localize("UTC") if t.tz is not None and ts.tzinfo is None else ts
+        return nullable(_timestamp(t))
+    if pa.types.is_date(t):
+        return nullable(lambda v: v if isinstance(v, dt.date) else dt.date.fromisoformat(v))
+    if pa.types.is_time(t):
+        return nullable(lambda v: v if isinstance(v, dt.time) else dt.time.fromisoformat(v))
+    if pa.types.is_duration(t):
+        return nullable(lambda v: v if isinstance(v, dt.timedelta) else dt.timedelta(seconds=float(v)))
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return nullable(lambda v: v if isinstance(v, bytes) else base64.b64decode(v, validate=True))
+    if pa.types.is_decimal(t):
+        return nullable(lambda v: Decimal(v) if isinstance(v, (str, int)) else v)
+    if pa.types.is_integer(t):
+        return nullable(_integer)
+    if pa.types.is_floating(t):
+        return nullable(lambda v: float(v) if isinstance(v, str) else v)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        item = reviver(t.value_type)
+        return None if item is None else nullable(lambda v: [item(x) for x in v])
+    if pa.types.is_struct(t):
+        fields = [(t.field(k).name, reviver(t.field(k).type)) for k in range(t.num_fields)]
+        if all(f is None for _, f in fields):
+            return None
+        return nullable(lambda v: {n: (f(v.get(n)) if f else v.get(n)) for n, f in fields})
+    if pa.types.is_map(t):
+        key, val = reviver(t.key_type) or _same, reviver(t.item_type) or _same
+        return nullable(lambda v: [(key(k), val(x)) for k, x in v])
+    if pa.types.is_dictionary(t):
+        return reviver(t.value_type)
+    return None
+
+
+def _same(v: Any) -> Any:
+    return v
+
+
+def _integer(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise TypeError(f"not an integer: {v!r}")
+    return int(v) if isinstance(v, str) else v
+
+
+def _timestamp(t: Any) -> Callable[[Any], Any]:
+    pd: Any = None
+    if t.unit == "ns":  # datetime holds microseconds: pandas keeps the nanoseconds
+        import importlib
+
+        try:
+            pd = importlib.import_module("pandas")
+        except ImportError:
+            pass
+
+    def read(v: Any) -> Any:
+        if pd is not None and isinstance(v, str):
+            ts = pd.Timestamp(v)
+            return ts.tz_localize("UTC") if t.tz is not None and ts.tzinfo is None else ts
         d = v if isinstance(v, dt.datetime) else dt.datetime.fromisoformat(v)
         if t.tz is not None and d.tzinfo is None:
             d = d.replace(tzinfo=dt.timezone.utc)
         return d
-    if pa.types.is_date(t):
-        return v if isinstance(v, dt.date) else dt.date.fromisoformat(v)
-    if pa.types.is_time(t):
-        return v if isinstance(v, dt.time) else dt.time.fromisoformat(v)
-    if pa.types.is_duration(t):
-        return v if isinstance(v, dt.timedelta) else dt.timedelta(seconds=float(v))
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return v if isinstance(v, bytes) else base64.b64decode(v, validate=True)
-    if pa.types.is_decimal(t):
-        return Decimal(v) if isinstance(v, (str, int)) else v
-    if pa.types.is_boolean(t):
-        if isinstance(v, bool):
-            return v
-        raise TypeError(f"not a boolean: {v!r}")
-    if pa.types.is_integer(t):
-        if isinstance(v, bool):
-            raise TypeError(f"not an integer: {v!r}")
-        return int(v) if isinstance(v, str) else v
-    if pa.types.is_floating(t):
-        return float(v) if isinstance(v, str) else v
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return [revive(x, t.value_type) for x in v]
-    if pa.types.is_struct(t):
-        return {t.field(k).name: revive(v.get(t.field(k).name), t.field(k).type) for k in range(t.num_fields)}
-    if pa.types.is_map(t):
-        return [(revive(k, t.key_type), revive(x, t.item_type)) for k, x in v]
-    if pa.types.is_dictionary(t):
-        return revive(v, t.value_type)
-    return v
+
+    return read
