@@ -343,3 +343,35 @@ def test_an_int_beyond_64_bits_goes_to_parquet_as_text(tmp_path, fake, capsys):
     t = pq.read_table(out)
     assert t.column("big").to_pylist() == ["5", "18446744073709551616"] and t.column("id").to_pylist() == ["a", "b"]
     assert fake.requests == 2
+
+
+def test_a_service_job_on_a_typed_parquet_upload(tmp_path, fake):
+    """The service's batch jobs run the same lifecycle: a typed Parquet upload is labeled once and served."""
+    pytest.importorskip("fastapi")
+    import functools
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from llmlabel.config import load_config
+    from llmlabel.service.app import create_app
+
+    token = "test-token-0123456789"
+    h = {"Authorization": f"Bearer {token}"}
+    inp = tmp_path / "in.parquet"
+    pq.write_table(_typed_table(), inp)
+    cfg = load_config(_cfg(tmp_path, fake))
+    client = functools.partial(TestClient, base_url="http://127.0.0.1:8000")
+    with client(create_app(cfg, token=token, state_dir=tmp_path / "s")) as c:
+        r = c.post("/v1/jobs", files={"file": ("in.parquet", inp.read_bytes())}, data={"mode": "label"}, headers=h)
+        assert r.status_code == 202, r.text
+        jid = r.json()["id"]
+        for _ in range(1200):
+            info = c.get(f"/v1/jobs/{jid}", headers=h).json()
+            if info["state"] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.05)
+        assert info["state"] == "done", info
+        served = [json.loads(x) for x in c.get(info["results"], headers=h).text.splitlines()]
+    assert fake.requests == N and [r["id"] for r in served] == [str(i) for i in range(10, 10 + N)]
+    assert served[0]["ts"] == TS.isoformat() and served[0]["_i_input"] == 99 and served[1]["score"] is None
