@@ -54,7 +54,11 @@ class Task(_Strict):
     @classmethod
     def _labels_from_list(cls, v: Any) -> Any:
         if isinstance(v, list):
-            return {_label_name(x): "" for x in v}
+            names = [_label_name(x) for x in v]
+            _unique_labels(names)
+            return {x: "" for x in names}
+        if isinstance(v, dict):
+            _unique_labels([_label_name(k) for k in v])
         if isinstance(v, dict):
             return {_label_name(k): "" if d is None else str(d) for k, d in v.items()}
         return v
@@ -79,6 +83,20 @@ class Task(_Strict):
         return list(self.labels)
 
 
+def _unique_labels(names: list[str]) -> None:
+    """Labels a model's answer can name: not blank, each once (answers are matched ignoring case and the
+    spaces around them, so `Pos` and `pos `, or `a` twice, could not be told apart)."""
+    seen: dict[str, str] = {}
+    for x in names:
+        if not x.strip():
+            raise ValueError(f"label {x!r} is blank; every label needs a name a model can answer with")
+        key = x.strip().casefold()
+        if key in seen:
+            same = "given twice" if seen[key] == x else f"the same as {seen[key]!r} but for case or spaces"
+            raise ValueError(f"label {x!r} is {same}; give each label once")
+        seen[key] = x
+
+
 def _label_name(x: Any) -> str:
     # A label is the string the user wrote: YAML's true/false/null (or a float, which YAML rounds) cannot be
     # turned back into what was typed, so such a label is refused instead of asking the model for "True".
@@ -90,11 +108,12 @@ def _label_name(x: Any) -> str:
 
 
 class Price(_Strict):
-    input: float = Field(0.0, ge=0)
-    output: float = Field(0.0, ge=0)
+    # finite: a price of .inf would make every ledger and budget infinite
+    input: float = Field(0.0, ge=0, allow_inf_nan=False)
+    output: float = Field(0.0, ge=0, allow_inf_nan=False)
     # The Batch API's price (`label --batch`); unset: half the online price (OpenAI's batch discount).
-    batch_input: float | None = Field(None, ge=0)
-    batch_output: float | None = Field(None, ge=0)
+    batch_input: float | None = Field(None, ge=0, allow_inf_nan=False)
+    batch_output: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 class Judge(_Strict):

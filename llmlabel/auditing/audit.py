@@ -141,6 +141,9 @@ def _judge_answers(path: Path, ids: list[str]) -> tuple[list[str], dict[str, dic
     return list(names), recs
 
 
+MIN_ACCURACY_ROWS = 20  # below this, Dawid-Skene's accuracy estimates are noise (one row gave 0.017)
+
+
 def audit_records(
     ids: list[str],
     texts: list[str],
@@ -196,6 +199,7 @@ def audit_records(
         }
     expected = float(p_wrong.sum())
     judge_names = list(judges[0]) if judges else []
+    few = n < MIN_ACCURACY_ROWS
     summary: dict[str, Any] = {
         "rows": n,
         "flagged": m,
@@ -204,8 +208,11 @@ def audit_records(
         "est_recall": round(float(p_wrong[flag].sum() / expected), 4) if expected > 0 else None,
         "est_label_errors": round(expected, 1),
         "flag_score_threshold": round(float(sig.score[flag].max()), 6) if m else None,
-        "est_given_label_accuracy": round(float(sig.judge_accuracy[-1]), 4),
-        "judges": {name: {"accuracy": round(float(sig.judge_accuracy[j]), 4)} for j, name in enumerate(judge_names)},
+        "est_given_label_accuracy": None if few else round(float(sig.judge_accuracy[-1]), 4),
+        "judges": {
+            name: {"accuracy": None if few else round(float(sig.judge_accuracy[j]), 4)}
+            for j, name in enumerate(judge_names)
+        },
         "per_class": per_class,
         "signals": {
             "judges_flagged": int(jflag.sum()),
@@ -214,6 +221,11 @@ def audit_records(
         },
         "matrix": _matrix(given, suggested, labels),
     }
+    if few:
+        summary["accuracy_note"] = (
+            f"judge and given-label accuracies not estimated: {n} row{'' if n == 1 else 's'}, and Dawid-Skene "
+            f"needs at least {MIN_ACCURACY_ROWS} to tell a judge's errors from the given labels'"
+        )
     return recs, summary
 
 
@@ -252,7 +264,8 @@ def gold_metrics(records: list[dict[str, Any]], gold: dict[str, str]) -> dict[st
         if rows[0].get(sk) is None:
             continue
         s = np.array([r[sk] for r in rows], dtype=float)
-        out[name] = {"auroc": round(auroc(-s, wrong), 4), **pr(np.array([bool(r[fk]) for r in rows]))}
+        a = auroc(-s, wrong)  # nan when the gold rows hold no label error, or nothing else: None, said so
+        out[name] = {"auroc": None if a != a else round(a, 4), **pr(np.array([bool(r[fk]) for r in rows]))}
     out["corrected_ok"] = int(
         sum(1 for r, w in zip(rows, wrong) if r["flagged"] and w and r["suggested_label"] == gold[r["id"]])
     )
@@ -323,6 +336,8 @@ def run_audit(
         raise InputError(f"--min-precision {opts.min_precision} must be in (0, 1]")
     gold = read_gold(opts.gold, cfg.task.id_column) if opts.gold else None
     labels = cfg.task.label_names
+    if gold is not None:  # before any paid call: a gold label outside the set can be neither right nor wrong
+        given_codes(list(gold.values()), labels, f"gold file {opts.gold}", "a gold label")
     # Every given label is checked before any paid call: out-of-set labels stop the audit with no output.
     ids, texts, given = check_given_labels(input_path, cfg, opts.label_column)
     jpath = audit_judges_path(output_path)
@@ -354,6 +369,10 @@ def run_audit(
     return result
 
 
+def _auroc_text(a: float | None) -> str:
+    return "n/a" if a is None else f"{a:.3f}"
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """A few human lines for stderr."""
     out = []
@@ -364,7 +383,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"flagged {s['flagged']} of {s['rows']} rows{prec}{rec} (target precision {s['min_precision']}); "
         f"estimated label errors in the file: {s['est_label_errors']:.0f}"
     )
-    if s.get("judges"):
+    if s.get("accuracy_note"):
+        out.append(s["accuracy_note"])
+    elif s.get("judges"):
         out.append(
             "judges (estimated accuracy): "
             + ", ".join(f"{n} {v['accuracy']:.3f}" for n, v in s["judges"].items())
@@ -375,9 +396,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     g = s.get("gold")
     if g:
         parts = [
-            f"{name}: AUROC {g[name]['auroc']:.3f}, precision {g[name]['precision']}, recall {g[name]['recall']}"
+            f"{name}: AUROC {_auroc_text(g[name]['auroc'])}, precision {g[name]['precision']}, "
+            f"recall {g[name]['recall']}"
             for name in ("combined", "judges", "cleanlab")
             if name in g
         ]
-        out.append(f"against {g['rows']} gold rows ({g['label_errors']} label errors): " + "; ".join(parts))
+        why = ""
+        if g["label_errors"] in (0, g["rows"]):
+            why = " (AUROC needs both right and wrong given labels among the gold rows)"
+        out.append(f"against {g['rows']} gold rows ({g['label_errors']} label errors{why}): " + "; ".join(parts))
     return out

@@ -61,9 +61,9 @@ def _cards(s: dict[str, Any]) -> str:
 
 def _judges_table(s: dict[str, Any]) -> str:
     rows = "".join(
-        f"<tr><td>{escape(n)}</td><td class=num>{v['accuracy']:.3f}</td></tr>" for n, v in s["judges"].items()
+        f"<tr><td>{escape(n)}</td><td class=num>{_fmt(v['accuracy'])}</td></tr>" for n, v in s["judges"].items()
     )
-    rows += f"<tr><td><i>given labels</i></td><td class=num>{s['est_given_label_accuracy']:.3f}</td></tr>"
+    rows += f"<tr><td><i>given labels</i></td><td class=num>{_fmt(s['est_given_label_accuracy'])}</td></tr>"
     return f"<table><thead><tr><th>source</th><th>estimated accuracy (Dawid–Skene)</th></tr></thead><tbody>{rows}</tbody></table>"
 
 

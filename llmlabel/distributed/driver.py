@@ -41,7 +41,7 @@ from llmlabel.pipeline.inflight import first_held, in_flight
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
-from llmlabel.pipeline.run import finalize, judges_for, open_part
+from llmlabel.pipeline.run import finalize, judges_for, open_part, typed
 from llmlabel.secrets import one_line
 
 from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note
@@ -212,7 +212,10 @@ def run_job_ray(
         job = Job(cfg, judges, opts)
         try:
             _check_in_flight(job, src, output_path)
-            part = open_part(job, output_path, fingerprint(job, src), str(input_spec))
+            fp = fingerprint(job, src)
+            if isinstance(src, list) and len(src) == 1:
+                fp = typed(fp, job, src[0])  # a Parquet input's column types, for a Parquet output
+            part = open_part(job, output_path, fp, str(input_spec))
             job.ledger.record(ledger_path(output_path))  # the actors' reports, logged as they arrive
             try:
                 stopped = _run(ray, job, (src, fmt), part, total, actors)

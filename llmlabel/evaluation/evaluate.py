@@ -40,7 +40,10 @@ def _none_if_nan(x: float | None) -> float | None:
 
 def _last_run(ledger: dict[str, Any] | None) -> dict[str, Any]:
     """The run that wrote the output: the last one that ended (runs killed since then are listed after it)."""
-    ended = [r for r in (ledger or {}).get("runs") or [] if r.get("state") != "interrupted"]
+    runs = (ledger or {}).get("runs")
+    ended = (
+        [r for r in runs if isinstance(r, dict) and r.get("state") != "interrupted"] if isinstance(runs, list) else []
+    )
     return ended[-1] if ended else {}
 
 
@@ -98,12 +101,39 @@ def _read(out: Path, gold: dict[str, str]) -> _Rows:
         rows.y_true.append(gold[rid])
         lab = rec.get("label")
         rows.y_pred.append(NONE if lab in (None, "") else str(lab))
-        c = rec.get("confidence")
-        rows.conf.append(None if c in (None, "") else float(c))
+        rows.conf.append(_confidence(rec.get("confidence"), out, i))
         cs = _json_field(rec.get("candidates"))
         rows.cands.append([str(x) for x in cs] if isinstance(cs, list) else [])
         rows.add_judges(_json_field(rec.get("judges")))
     return rows
+
+
+def _confidence(c: Any, out: Path, i: int) -> float | None:
+    """A row's confidence as the output has it (CSV: text); NaN (a table's missing value) is none."""
+    if c is None or c == "":
+        return None
+    try:
+        x = float(c)
+    except (TypeError, ValueError):
+        x = -1.0
+    if x != x:
+        return None
+    if not 0.0 <= x <= 1.0:
+        raise InputError(
+            f"{out}: row {i + 1} has confidence {c!r}, not a number from 0 to 1; pass the output of `llmlabel label`"
+        )
+    return x
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _amount(v: Any) -> float | None:
+    """A cost or count from the ledger file (written by llmlabel, but a file): a finite number >= 0, else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        return None
+    return float(v)
 
 
 def evaluate(
@@ -197,8 +227,8 @@ def _per_label(t: np.ndarray, p: np.ndarray, labels: list[str]) -> dict[str, Any
 
 def _judges(rows: _Rows, t: np.ndarray, index: dict[str, int], ledger: dict[str, Any] | None) -> dict[str, Any]:
     """Per judge: accuracy over the rows it answered (a cascade's later judges see the hard rows only)."""
-    quality = _last_run(ledger).get("quality") or {}
-    est = quality.get("judges") or {}
+    quality = _dict(_last_run(ledger).get("quality"))
+    est = _dict(quality.get("judges"))
     K = len(index)
     per_judge: dict[str, Any] = {}
     votes = np.full((len(t), len(rows.judge_votes)), -1, dtype=np.int64)
@@ -211,8 +241,9 @@ def _judges(rows: _Rows, t: np.ndarray, index: dict[str, int], ledger: dict[str,
             "answered": int(ans.sum()),
             "accuracy": _none_if_nan(metrics.accuracy(t[ans], va[ans])) if ans.any() else None,
         }
-        if "accuracy" in (est.get(name) or {}):
-            d["estimated_accuracy"] = est[name]["accuracy"]  # what Dawid-Skene inferred without gold
+        acc = est[name].get("accuracy") if isinstance(est.get(name), dict) else None
+        if _amount(acc) is not None:
+            d["estimated_accuracy"] = acc  # what Dawid-Skene inferred without gold
         if name in (quality.get("left_out") or []):
             d["left_out"] = True  # the aggregation found it uninformative
         jc = rows.judge_cands[name]
@@ -249,18 +280,20 @@ def _calibration(conf: list[float | None], correct: np.ndarray) -> dict[str, Any
 
 
 def _cost(ledger: dict[str, Any], n: int, n_output: int, n_correct: int) -> dict[str, Any]:
-    total = ledger.get("total") or {}
-    cost = float(total.get("cost", sum(r.get("cost", 0.0) for r in ledger.get("runs", []))))
+    total = _dict(ledger.get("total"))
+    runs = [r for r in ledger.get("runs") or [] if isinstance(r, dict)] if isinstance(ledger.get("runs"), list) else []
+    cost = _amount(total["cost"]) if "cost" in total else _amount(sum(_amount(r.get("cost", 0.0)) or 0.0 for r in runs))
+    requests = _amount(total.get("requests", 0))
     # The ledger covers every output row; charge the evaluated rows their share when gold covers fewer.
     share = n / n_output if n_output else 1.0
     out: dict[str, Any] = {
-        "total": round(cost, 6),
-        "requests": int(total.get("requests", 0)),
+        "total": None if cost is None else round(cost, 6),  # None: the ledger's figure is not a number
+        "requests": None if requests is None else int(requests),
         "evaluated_share": round(share, 6),
-        "per_correct": _none_if_nan(metrics.cost_per_correct(cost * share, n_correct)),
+        "per_correct": None if cost is None else _none_if_nan(metrics.cost_per_correct(cost * share, n_correct)),
     }
-    last = _last_run(ledger)
-    saved = {name: j["calls_saved"] for name, j in (last.get("judges") or {}).items() if j.get("calls_saved")}
+    judges = _dict(_last_run(ledger).get("judges"))
+    saved = {n: j["calls_saved"] for n, j in judges.items() if isinstance(j, dict) and _amount(j.get("calls_saved"))}
     if saved:
         out["calls_saved_last_run"] = saved
     return out
@@ -319,7 +352,8 @@ def format_report(rep: dict[str, Any]) -> str:
     if rep.get("cost"):
         c = rep["cost"]
         per = "n/a" if c["per_correct"] is None else f"${c['per_correct']:.3g}"
-        lines.append(f"  cost       ${c['total']:.4f} over {c['requests']} requests; {per} per correct label")
+        total = "n/a (the ledger's figure is not a number)" if c["total"] is None else f"${c['total']:.4f}"
+        lines.append(f"  cost       {total} over {c['requests']} requests; {per} per correct label")
     if rep["judges"]:
         lines.append("judges:")
         w = max(len(n) for n in rep["judges"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -149,14 +150,27 @@ def _fold(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def amount(v: Any) -> float:
+    """A count or cost read back from a ledger file: a finite number >= 0, else 0 (the file may be edited)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        return 0.0
+    return float(v)
+
+
 def totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Requests and dollars over every run (each run's cost includes its Batch API spend)."""
+    """Requests and dollars over every run (each run's cost includes its Batch API spend); a figure edited into
+    something that is no amount counts as 0 rather than breaking every later run's save."""
     return {
-        "requests": sum(r.get("requests", 0) for r in runs),
-        "batch_lines": sum(
-            j.get("lines", 0) for r in runs for j in ((r.get("batch") or {}).get("judges") or {}).values()
+        "requests": int(sum(amount(r.get("requests", 0)) for r in runs)),
+        "batch_lines": int(
+            sum(
+                amount(j.get("lines", 0))
+                for r in runs
+                for j in ((r.get("batch") or {}).get("judges") or {}).values()
+                if isinstance(j, dict)
+            )
         ),
-        "cost": round(sum(r.get("cost", 0) for r in runs), 6),
+        "cost": round(sum(amount(r.get("cost", 0)) for r in runs), 6),
     }
 
 
@@ -174,7 +188,8 @@ def read_ledger(path: str | Path) -> dict[str, Any] | None:
     log = ledger_log_path(path)
     if not data and not log.is_file():
         return None
-    runs = [r for r in data.get("runs") or [] if isinstance(r, dict)]
+    found = data.get("runs") or []
+    runs = [r for r in (found if isinstance(found, list) else [found]) if isinstance(r, dict)]
     known = {r.get("run") for r in runs if r.get("run")}
     runs += [r for r in _fold(log) if r["run"] not in known]
     out = {**data, "runs": runs, "total": totals(runs)}

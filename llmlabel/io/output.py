@@ -12,6 +12,7 @@ from llmlabel.io.files import atomic_path, atomic_write
 from llmlabel.io.paths import ledger_path, part_path  # noqa: F401  (re-exported: io.paths names them)
 from llmlabel.io.rows import input_format
 from llmlabel.io.tables import write_table
+from llmlabel.io.values import dumps, load_schema
 
 PERMANENT = "empty text"  # row errors that a rerun would not fix
 
@@ -254,23 +255,20 @@ def _record(line: bytes) -> dict[str, Any] | None:
     return rec if ok and isinstance(rec.get("error", ""), (str, type(None))) and "error" in rec else None
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, not one a call
-
-
 def line(rec: dict[str, Any]) -> bytes:
-    """A part-file line."""
-    return (_ENCODE(rec) + "\n").encode("utf-8")
+    """A part-file line (values JSON cannot hold, such as dates or NaN, in their text form: io.values)."""
+    return (dumps(rec) + "\n").encode("utf-8")
 
 
 def fields_json(fields: dict[str, Any]) -> str:
     """`fields` as JSON members without braces: the common end of many lines (see `line_with`)."""
-    return _ENCODE(fields)[1:-1]
+    return dumps(fields)[1:-1]
 
 
 def line_with(rec: dict[str, Any], tail: str) -> bytes:
     """line({**rec, **fields}) for tail = fields_json(fields), when rec has none of those keys (same bytes):
     rows that end alike are serialised in part."""
-    return (_ENCODE(rec)[:-1] + "," + tail + "}\n").encode("utf-8")
+    return (dumps(rec)[:-1] + "," + tail + "}\n").encode("utf-8")
 
 
 def _argsort(order: Any) -> Iterable[int]:
@@ -295,16 +293,17 @@ def write_jsonl_lines(path: Path, lines: Iterable[bytes]) -> int:
     return n
 
 
-def write_output(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write the final file next to its target and rename it into place: never a half-written output."""
+def write_output(path: Path, records: Iterable[dict[str, Any]], schema: str | None = None) -> int:
+    """Write the final file next to its target and rename it into place: never a half-written output.
+    `schema`: a Parquet input's column types (io.values.arrow_schema), kept by a Parquet output."""
     fmt = input_format(path, "output")
     n = 0
     with atomic_path(path) as tmp:
         if fmt == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as fh:
                 for rec in records:
-                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    fh.write(dumps(rec, compact=False) + "\n")
                     n += 1
         else:
-            n = write_table(tmp, fmt, records)
+            n = write_table(tmp, fmt, records, load_schema(schema) if fmt == ".parquet" else None)
     return n

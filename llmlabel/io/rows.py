@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.values import text_form
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # texts of several MB are legal input
@@ -35,6 +36,7 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
                 header = next(reader, None)
             if header is None:
                 return
+            _unique_header(path, header)
             width = len(header)
             for cells in reader:
                 if len(cells) == width:
@@ -54,6 +56,19 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
             raise InputError(f"{path}: malformed CSV at line {reader.line_num}: {e}; fix the quoting") from None
 
 
+def _unique_header(path: Path, header: list[str], where: str = "the header") -> None:
+    """A column named twice would keep only its last cell of each row: refused (unnamed columns, such as
+    those of trailing commas, hold nothing to lose by name)."""
+    seen: dict[str, int] = {}
+    for n, name in enumerate(header, 1):
+        if name and name in seen:
+            raise InputError(
+                f"{path}: {where} names column '{name}' twice (columns {seen[name]} and {n}); "
+                "rename or remove one of them"
+            )
+        seen[name] = n
+
+
 def _bad_utf8_line(path: Path) -> int:
     """The number of the file's first line that is not valid UTF-8 (a newline byte never ends a UTF-8
     sequence, so lines decode on their own)."""
@@ -67,6 +82,7 @@ def _bad_utf8_line(path: Path) -> int:
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
+    first = True
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, 1):
             if not raw.strip():
@@ -88,6 +104,10 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputError(
                     f'{path}: line {n} is not a JSON object; each line must be one object like {{"text": ...}}'
                 )
+            if first:  # a key given twice keeps only its last value: refused, as a CSV header naming a column twice
+                first = False
+                keys = [k for k, _ in json.loads(line, object_pairs_hook=lambda kv: kv)]
+                _unique_header(path, keys, f"line {n}")
             if "\\ud" in line or "\\uD" in line:
                 obj = _no_surrogates(obj)
             yield obj
@@ -132,8 +152,16 @@ def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def row_id(row: dict[str, Any], id_column: str, index: int) -> str:
+    """The row's id as text; none (or NaN, a table's missing value): its position. Non-text ids in the text
+    form of io.values (a date as ISO 8601, bytes as base64, a list as JSON), as the outputs write them."""
     v = row.get(id_column)
-    return str(index) if v is None or v == "" else str(v)
+    if no_id(v):
+        return str(index)
+    return v if isinstance(v, str) else text_form(v)
+
+
+def no_id(v: Any) -> bool:
+    return v is None or v == "" or (isinstance(v, float) and v != v)
 
 
 def scan(
@@ -203,7 +231,7 @@ def _check_unique(path: str | Path, hashes: Any, id_column: str, n: int) -> None
             break
         rid = row_id(row, id_column, i)
         if hash(rid) in clash:
-            numbered = row.get(id_column) in (None, "")  # no id: the row is known by its number
+            numbered = no_id(row.get(id_column))  # no id: the row is known by its number
             if rid in seen:
                 j, first_numbered = seen[rid]
                 if numbered or first_numbered:

@@ -7,7 +7,7 @@ learns the columns, a second writes the file."""
 
 from __future__ import annotations
 
-import json
+import math
 import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -15,21 +15,30 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.values import dumps, plain, reviver, text_form
 
 BATCH = 10_000
 _NESTED = (dict, list, tuple)
 
 
 def flat(v: Any) -> Any:
-    """A nested value as its JSON text (CSV cells and Parquet string columns hold text)."""
-    return json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, _NESTED) else v
+    """A CSV cell: nested values as JSON text, dates, bytes and decimals in their text form (io.values), NaN
+    empty (CSV cells hold text)."""
+    if v is None or isinstance(v, (str, int)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    return text_form(v)
 
 
 def _text(v: Any) -> str | None:
     """Any value as text, losslessly: strings as they are, the rest as JSON (1 -> "1", True -> "true")."""
     if v is None or isinstance(v, str):
         return v
-    return json.dumps(v, ensure_ascii=False, default=str)
+    if isinstance(v, _NESTED):
+        return dumps(v)  # (NaN and dates inside in their text forms)
+    p = plain(v)  # a date or bytes: its text form, as in JSONL
+    return p if isinstance(p, str) else dumps(p)
 
 
 class Columns:
@@ -54,9 +63,11 @@ class Columns:
                 self.samples.setdefault(k, v)
 
 
-def _spool(records: Iterable[dict[str, Any]], fh: IO[bytes]) -> tuple[Columns, int]:
+def _spool(records: Iterable[dict[str, Any]], fh: IO[bytes], typed: Any = None) -> tuple[Columns, int]:
     cols, batch, n = Columns(), [], 0
     for rec in records:
+        if typed is not None:
+            rec = typed.revived(rec)
         cols.add(rec)
         batch.append(rec)
         n += 1
@@ -77,17 +88,58 @@ def _batches(fh: IO[bytes]) -> Iterator[list[dict[str, Any]]]:
             return
 
 
-def write_table(tmp: Path, fmt: str, records: Iterable[dict[str, Any]]) -> int:
-    """Write `records` to `tmp` as CSV or Parquet (fmt ".csv" / ".parquet"); returns the row count."""
+class Typed:
+    """The Arrow types of a Parquet input's columns, for a Parquet output: each value read back from its text
+    form (io.values.revive). A column whose values do not all fit its type (an id edited by hand) falls back
+    to the inferred type, its values as they came."""
+
+    def __init__(self, schema: Any) -> None:
+        self.types = {f.name: f.type for f in schema}
+        self.readers = {k: r for k, t in self.types.items() if (r := reviver(t)) is not None}
+        self.failed: set[str] = set()
+
+    def revived(self, rec: dict[str, Any]) -> dict[str, Any]:
+        if not self.readers:
+            return rec
+        out = dict(rec)
+        for k, read in list(self.readers.items()):
+            if k in out:
+                try:
+                    out[k] = read(out[k])
+                except Exception:  # noqa: BLE001 - any value that is not of the type: the column is inferred
+                    self.failed.add(k)
+                    del self.readers[k]
+        return out
+
+    def fields(self) -> dict[str, Any]:
+        return {k: t for k, t in self.types.items() if k not in self.failed}
+
+
+def write_table(tmp: Path, fmt: str, records: Iterable[dict[str, Any]], schema: Any = None) -> int:
+    """Write `records` to `tmp` as CSV or Parquet (fmt ".csv" / ".parquet"); returns the row count.
+    `schema`: Arrow types for some of the columns (a Parquet input's), kept in a Parquet output."""
+    typed = Typed(schema) if schema is not None and fmt == ".parquet" else None
     with tempfile.TemporaryFile(dir=tmp.parent, prefix=".llmlabel-spool-") as fh:
-        cols, n = _spool(records, fh)
+        cols, n = _spool(records, fh, typed)
         if fmt == ".csv":
             _write_csv(tmp, cols, _batches(fh))
         else:
             if not n:
                 raise InputError("no rows to write")
-            _write_parquet(tmp, cols, _batches(fh))
+            as_text: set[str] = set()
+            while True:  # a column whose values do not fit its type (an int beyond 64 bits): again, as text
+                fh.seek(0)
+                try:
+                    _write_parquet(tmp, cols, _batches(fh), typed, as_text)
+                    break
+                except _Unfit as e:
+                    as_text |= e.columns
     return n
+
+
+class _Unfit(Exception):
+    def __init__(self, columns: set[str]) -> None:
+        self.columns = columns
 
 
 def _write_csv(tmp: Path, cols: Columns, batches: Iterable[list[dict[str, Any]]]) -> None:
@@ -125,11 +177,24 @@ def _arrow_type(name: str, kinds: set[type], sample: Any) -> tuple[Any, bool]:
     return pa.string(), True  # mixed or nested: text, losslessly
 
 
-def _write_parquet(tmp: Path, cols: Columns, batches: Iterable[list[dict[str, Any]]]) -> None:
+def _write_parquet(
+    tmp: Path,
+    cols: Columns,
+    batches: Iterable[list[dict[str, Any]]],
+    typed: Typed | None = None,
+    force_text: set[str] | frozenset[str] = frozenset(),
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    types = {k: _arrow_type(k, kinds, cols.samples.get(k)) for k, kinds in cols.kinds.items()}
+    given = typed.fields() if typed is not None else {}
+    types = {
+        k: (given[k], False) if k in given else _arrow_type(k, kinds, cols.samples.get(k))
+        for k, kinds in cols.kinds.items()
+    }
+    # Values of a failed typed column were revived before it failed; unfit ones did not fit: all as text.
+    for k in ((typed.failed if typed is not None else set()) | set(force_text)) & set(types):
+        types[k] = (pa.string(), True)
     schema = pa.schema([pa.field(k, t) for k, (t, _) in types.items()])
     as_text = [k for k, (_, text) in types.items() if text]
     with pq.ParquetWriter(tmp, schema) as writer:
@@ -139,4 +204,17 @@ def _write_parquet(tmp: Path, cols: Columns, batches: Iterable[list[dict[str, An
             try:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:  # e.g. an int beyond 64 bits
+                unfit = {k for k, (t, text) in types.items() if not text and not _fits(batch, k, t)}
+                if unfit:
+                    raise _Unfit(unfit) from None
                 raise InputError(f"cannot write {tmp.name[1:-4]} as Parquet ({e}); write .jsonl or .csv") from None
+
+
+def _fits(batch: list[dict[str, Any]], k: str, t: Any) -> bool:
+    import pyarrow as pa
+
+    try:
+        pa.array([r.get(k) for r in batch], type=t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return False
+    return True

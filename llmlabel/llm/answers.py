@@ -193,8 +193,9 @@ def probs_from_logprobs(
     mass: dict[str, float] = {}
     for tok, lp in top:
         key = str(tok).strip().strip("\"'.{:").casefold()
-        if not key or lp is None or not math.isfinite(lp):
-            continue
+        if not key or isinstance(lp, bool) or not isinstance(lp, (int, float)) or not math.isfinite(lp):
+            continue  # the server's value is not a logprob
+        lp = min(lp, 0.0)  # a probability above 1 is the server's rounding (or garbage): at most certain
         lab = lookup.get(key)
         if lab is None:
             hits = [name for name in labels if name.casefold().startswith(key)]
@@ -207,31 +208,72 @@ def probs_from_logprobs(
     return {lab: mass.get(lab, 0.0) / total for lab in labels}
 
 
-def read_completion(body: bytes, code_mode: bool) -> dict[str, Any]:
+MAX_TOKENS = 10_000_000  # no request or answer comes near this many tokens: a larger count is garbage
+
+
+def _tokens(v: Any, bound: int | None) -> tuple[int, bool]:
+    """One token count from a server's `usage`, and whether it was unusable. The server is not trusted: a
+    count that is not a number, or is negative, counts as the request's worst case (`bound`, the most it can
+    be: see JudgeClient._worst), so that the budget still trips; a larger one is cut to it. Absent: 0 (many
+    local servers report no usage)."""
+    cap = MAX_TOKENS if bound is None else bound
+    if v is None:
+        return 0, False
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            return (bound or 0), True
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0:
+        return (bound or 0), True
+    if v > cap:
+        return cap, True
+    return int(v), False
+
+
+def read_usage(usage: Any, bounds: tuple[int | None, int | None] | None = None) -> tuple[int, int, int]:
+    """Prompt and completion tokens of a server's `usage`, and how many of the two were unusable (clamped:
+    see `_tokens`). `bounds`: the most prompt and completion tokens the request can have used."""
+    if usage is None:
+        return 0, 0, 0
+    pb, cb = bounds if bounds is not None else (None, None)
+    if not isinstance(usage, dict):  # a list, a number, a string: nothing in it can be trusted
+        return pb or 0, cb or 0, 2
+    pt, odd_p = _tokens(usage.get("prompt_tokens"), pb)
+    ct, odd_c = _tokens(usage.get("completion_tokens"), cb)
+    return pt, ct, odd_p + odd_c
+
+
+def read_completion(
+    body: bytes, code_mode: bool, bounds: tuple[int | None, int | None] | None = None
+) -> dict[str, Any]:
     """A chat completion's body as the payload that is cached and parsed: content, finish_reason, usage and
     the top_logprobs of the token that carries the label (the first token of a code answer; in a JSON answer
     the token where the label's value starts). A body that is not a chat completion gives finish_reason
-    "invalid_response" (asked again)."""
+    "invalid_response" (asked again). `bounds`: see `read_usage`."""
     try:
         data = json.loads(body)
         choice = data["choices"][0]
         message = choice.get("message") or {}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return {"content": None, "finish_reason": "invalid_response", "usage": {}, "top_logprobs": None}
-    usage = data.get("usage") or {}
+    pt, ct, odd = read_usage(data.get("usage") if isinstance(data, dict) else None, bounds)
     top = None
-    content_lp = (choice.get("logprobs") or {}).get("content")
-    if content_lp:
-        at = 0 if code_mode else _label_token(content_lp)
-        if at is not None:
-            top = [[t.get("token"), t.get("logprob")] for t in (content_lp[at].get("top_logprobs") or [])]
+    try:  # the server's logprobs, of whatever shape it sent: none when they are not the documented one
+        content_lp = (choice.get("logprobs") or {}).get("content")
+        if content_lp:
+            at = 0 if code_mode else _label_token(content_lp)
+            if at is not None:
+                top = [[t.get("token"), t.get("logprob")] for t in (content_lp[at].get("top_logprobs") or [])]
+    except (KeyError, IndexError, TypeError, AttributeError):
+        top = None
+    content = message.get("content") if isinstance(message, dict) else None
+    if content is not None and not isinstance(content, str):
+        content = json.dumps(content)  # not an answer (it fails to parse and is asked again), but text
     return {
-        "content": message.get("content"),
+        "content": content,
         "finish_reason": choice.get("finish_reason"),
-        "usage": {
-            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(usage.get("completion_tokens") or 0),
-        },
+        "usage": {"prompt_tokens": pt, "completion_tokens": ct, **({"unusable": odd} if odd else {})},
         "top_logprobs": top,
     }
 

@@ -161,12 +161,15 @@ class JudgeClient:
                 budget.settle(worst, answered=False)  # no answer: the server may have billed it
             self._fails += isinstance(e, (TransportError, asyncio.TimeoutError))
             raise
-        payload = read_completion(body, self.codes is not None)
+        # The server's usage is not trusted: counts beyond what this request can have used are cut to that
+        # (the worst case reserved above), unusable ones count as it, so the ledger and --max-cost hold.
+        payload = read_completion(body, self.codes is not None, (len(data), int(req.get("max_tokens") or 0) or None))
         if payload["content"]:
             payload["content"] = redact(payload["content"])  # a server that echoes the key: never cached/written
         ledger.responses += 1
         ledger.input_tokens += payload["usage"].get("prompt_tokens", 0)
         ledger.output_tokens += payload["usage"].get("completion_tokens", 0)
+        ledger.odd_usage += payload["usage"].pop("unusable", 0)
         if capped:
             budget.settle(worst, answered=True)
         self._fails, self._answered = 0, True

@@ -28,6 +28,7 @@ class JudgeLedger:
     calls_saved: int = 0  # rows a cascade settled without this judge
     input_tokens: int = 0
     output_tokens: int = 0
+    odd_usage: int = 0  # token counts the server reported that were unusable or too large (clamped)
 
     @property
     def cost(self) -> float:

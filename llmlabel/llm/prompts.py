@@ -12,6 +12,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmlabel.config import Config, Example, Judge, Task
 from llmlabel.errors import ConfigError
+from llmlabel.io.values import text_form
 from llmlabel.llm.memo import Memo
 
 PromptKind = str  # "label" | "candidates" | "verify" | "multilabel" | a shortlist kind | a custom template name
@@ -196,7 +197,11 @@ class Prompts:
         v = row.get(col)
         if v is None:
             return None
-        return _clean(v if isinstance(v, str) else str(v))
+        if isinstance(v, str):
+            return _clean(v)
+        if isinstance(v, (bytes, bytearray)):  # a Parquet binary column of text
+            return _clean(bytes(v).decode("utf-8", "replace"))
+        return _clean(text_form(v))  # a JSON list or object: sent as JSON (a number as written)
 
     def messages(
         self,

@@ -46,9 +46,11 @@ def retry_after(exc: BaseException | None) -> float | None:
         v = headers.get(name)
         if v:
             try:
-                return min(float(v) * scale, 300.0)
+                seconds = float(v) * scale
             except ValueError:
                 return None
+            # Not trusted: a negative, NaN or infinite wait is no wait asked for; a long one is cut to 5 minutes.
+            return min(seconds, 300.0) if seconds >= 0 else None
     return None
 
 

@@ -32,6 +32,37 @@ OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
 # Input columns named like an output field keep their values under NAME_input: a multi-label job's rows add
 # `labels` (the set, as a list), so an input column of that name is kept the same way.
 RESERVED = frozenset(OUTPUT_FIELDS) | {"labels"}
+INTERNAL = ("_i",)  # a part-file record's own fields beside the output's (its input position, always first)
+
+
+def output_names(columns: tuple[str, ...] | list[str], id_column: str) -> list[str]:
+    """Each input column's name in the output: one named like an output field (or an internal one) gets the
+    suffix `_input`, again until the name is free (`label` -> `label_input`; with a `label_input` column
+    too, `label_input_input`). The id column keeps its name: its value becomes the output's `id`."""
+    taken = set(columns)
+    out = []
+    for k in columns:
+        name = k
+        if k in INTERNAL or (k in RESERVED and k != id_column):
+            name = f"{k}_input"
+            while name in taken:
+                name += "_input"
+            taken.add(name)
+        out.append(name)
+    return out
+
+
+def blank(text: str) -> bool:
+    """Nothing to label: no character but whitespace, NULs, other control or invisible format characters
+    (a zero-width space), which a model cannot read either."""
+    if not text.strip():
+        return True
+    if text[0].isalnum():  # the common case, decided without a scan
+        return False
+    import unicodedata
+
+    return all(unicodedata.category(c)[0] in "CZ" for c in text)
+
 
 Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
 
@@ -274,14 +305,12 @@ class Job:
         columns = tuple(row)
         names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
         if names is None:
-            names = self._columns.put(
-                columns, [f"{k}_input" if k in RESERVED and k != task.id_column else k for k in columns]
-            )
+            names = self._columns.put(columns, output_names(columns, task.id_column))
         rec: dict[str, Any] = {"_i": i}
         rec.update(zip(names, row.values()))
         rec["id"] = row_id(row, task.id_column, i)
         text = text_of(row, i, task, self.cfg.prompts_dir, self.prompts)
-        if text is None or not text.strip():
+        if text is None or blank(text):
             rec.update(
                 label=None,
                 confidence=None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line
 from llmlabel.io.paths import ERRORS, LEDGER, SHARD, ledger_path, part_path, shard_path, sidecar
 from llmlabel.io.rows import input_format, iter_rows
-from llmlabel.llm.ledger import Ledger
+from llmlabel.io.values import text_form
+from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.pipeline.fingerprint import differences
 from llmlabel.pipeline.run import write_final
-from llmlabel.pipeline.shards import load_shard, unpack, unsharded
+from llmlabel.pipeline.shards import IdOrder, load_shard, unpack, unsharded
 
 _NESTED = ("probs", "candidates", "judges")  # output fields a CSV cell holds as JSON
 
@@ -79,17 +81,25 @@ def check_shards(paths: list[Path], metas: list[dict[str, Any]]) -> None:
         raise InputError(f"missing shards {', '.join(missing)}; label them with --shard and merge all {n}")
 
 
-def _revive(rec: dict[str, Any]) -> dict[str, Any]:
-    """A record read back from a CSV output: its JSON cells and numbers as the run wrote them."""
-    for k in _NESTED:
-        v = rec.get(k)
-        if isinstance(v, str):
-            rec[k] = json.loads(v) if v else ([] if k == "candidates" else None)
-    for k in ("label", "confidence", "error"):
-        if rec.get(k) == "":
-            rec[k] = None
-    if isinstance(rec.get("confidence"), str):
-        rec["confidence"] = float(rec["confidence"])
+def _revive(rec: dict[str, Any], p: Path, n: int) -> dict[str, Any]:
+    """A record read back from a CSV or Parquet output (which hold probs and judges as JSON text): its JSON
+    cells and numbers as the run wrote them, its id as the text the run knew it by."""
+    try:
+        for k in _NESTED:
+            v = rec.get(k)
+            if isinstance(v, str):
+                rec[k] = json.loads(v) if v else ([] if k == "candidates" else None)
+        for k in ("label", "confidence", "error"):
+            if rec.get(k) == "":
+                rec[k] = None
+        if isinstance(rec.get("confidence"), str):
+            rec["confidence"] = float(rec["confidence"])
+    except ValueError:
+        raise InputError(
+            f"{p}: row {n} was edited (its {k} is not what llmlabel wrote); label that shard again"
+        ) from None
+    if rec.get("id") is not None and not isinstance(rec["id"], str):
+        rec["id"] = text_form(rec["id"])  # a Parquet output's typed id, as the run's text of it
     return rec
 
 
@@ -98,12 +108,13 @@ def _fill(part: PartFile, paths: list[Path], metas: list[dict[str, Any]]) -> int
     failed = 0
     for p, m in sorted(zip(paths, metas), key=lambda pm: pm[1]["shard"][0]):
         positions = unpack(m["positions"])
-        csv = input_format(p, "output") == ".csv"
-        lines, n = [], 0
+        text_cells = input_format(p, "output") != ".jsonl"
+        lines, n, order = [], 0, IdOrder()
         for n, rec in enumerate(iter_rows(p) if p.stat().st_size else [], 1):
             if n > len(positions):
                 break
-            rec = _revive(rec) if csv else rec
+            rec = _revive(rec, p, n) if text_cells else rec
+            order.add(text_form(rec.get("id")))
             failed += rec.get("error") is not None
             lines.append(line({"_i": positions[n - 1], **rec}))
             if len(lines) >= 4096:
@@ -112,6 +123,11 @@ def _fill(part: PartFile, paths: list[Path], metas: list[dict[str, Any]]) -> int
         part.append_lines(lines)
         if n != len(positions):
             raise InputError(f"{p} has {n} rows where its shard run wrote {len(positions)}; label that shard again")
+        if m.get("ids") and order.digest() != m["ids"]:
+            raise InputError(
+                f"{p}: its rows are not the ones, in the order, its shard run wrote (sorted or edited by hand?); "
+                "restore the file, or label that shard again (its answers are cached: nothing is paid twice)"
+            )
     return failed
 
 
@@ -123,15 +139,23 @@ def summed_ledger(paths: list[Path]) -> tuple[Ledger, list[dict[str, Any]]]:
             shard_runs = (read_ledger(ledger_path(p)) or {})["runs"]
         except (KeyError, TypeError):
             raise InputError(f"{p}: its ledger {ledger_path(p).name} is missing or unreadable") from None
-        for run in shard_runs:
+        if not isinstance(shard_runs, list):
+            shard_runs = [shard_runs]
+        for n, run in enumerate(shard_runs):
+            if not isinstance(run, dict) or not isinstance(run.get("judges") or {}, dict):
+                raise InputError(f"{ledger_path(p)}: run {n + 1} is not a run this llmlabel wrote; restore the ledger")
             runs.append({"output": str(p), **run})
             for k in ("rows_done", "rows_skipped", "rows_failed"):
-                setattr(total, k, getattr(total, k) + run.get(k, 0))
+                setattr(total, k, getattr(total, k) + _count(run.get(k), ledger_path(p), f"run {n + 1}'s {k}"))
             for name, d in (run.get("judges") or {}).items():
-                j = total.judges.get(name) or total.add_judge(
-                    name, d.get("model", ""), d.get("price_input", 0.0), d.get("price_output", 0.0)
-                )
-                j.add(d)
+                where = f"run {n + 1}'s judge {name!r}"
+                if not isinstance(d, dict):
+                    raise InputError(f"{ledger_path(p)}: {where} is not what llmlabel wrote; restore the ledger")
+                prices = [
+                    _count(d.get(k), ledger_path(p), f"{where} {k}", float) for k in ("price_input", "price_output")
+                ]
+                j = total.judges.get(name) or total.add_judge(name, str(d.get("model", "")), *prices)
+                j.add({c: _count(d.get(c), ledger_path(p), f"{where} {c}") for c in COUNTERS})
     return total, runs
 
 
@@ -139,6 +163,16 @@ def shard_reads(shards: list[Path]) -> list[Read]:
     """What a merge reads: each shard output and the files beside it (its ledger and shard record)."""
     out = inputs(*shards, what="one of the shards")
     return out + [(sidecar(p, s), "a shard's own file") for p in shards for s in (LEDGER, SHARD, ERRORS)]
+
+
+def _count(v: Any, path: Path, what: str, kind: type = int) -> Any:
+    """A count or price from a shard's ledger file (a file may have been edited): a finite number >= 0, or
+    one line saying which."""
+    if v is None:
+        return kind(0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise InputError(f"{path}: {what} is {v!r}, not a number >= 0; restore the ledger (or fix that value)")
+    return kind(v)
 
 
 def merge_shards(given: list[str], output: str | Path) -> MergeResult:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Judge
+from llmlabel.errors import InputError
 from llmlabel.io.shards import Shard
 from llmlabel.llm.ledger import Ledger
 
@@ -71,6 +72,13 @@ class RunOptions:
     restart: bool = False  # discard an unfinished run's rows (never the cache) instead of continuing it
     retry_errors: bool = False  # ask again the rows whose judges failed in the last finished run
     shard: Shard | None = None  # label only this shard's rows (io.shards); `llmlabel merge` joins the shards
+
+    def __post_init__(self) -> None:
+        # `not >= 0` holds for NaN too: a budget that no spend compares above would never stop the run
+        if self.max_cost is not None and not self.max_cost >= 0:
+            raise InputError(f"--max-cost {self.max_cost} is not an amount of dollars; give a number >= 0")
+        if self.max_requests is not None and self.max_requests < 0:
+            raise InputError(f"--max-requests {self.max_requests} is negative; give a number >= 0")
 
 
 @dataclass

@@ -22,10 +22,11 @@ from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
 from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
 from llmlabel.io.rows import iter_rows, scan
+from llmlabel.io.values import arrow_schema
 from llmlabel.pipeline.drive import drive, pending_rows
 from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
 from llmlabel.pipeline.inflight import in_flight, leave_to_batches
-from llmlabel.pipeline.job import Job, text_of
+from llmlabel.pipeline.job import Job, output_names, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.shards import save_shard
 
@@ -135,7 +136,7 @@ async def _closing(job: Job, coro: Coroutine[Any, Any, Any]) -> Any:
 async def run_file(job: Job, input_path: Path, output_path: Path, total: int, gold: dict[str, str] | None) -> RunResult:
     """The run on a job its caller keeps open (checked by `check_run`), on the job's event loop: the rows not
     yet in the part file, then the final output (`finalize`)."""
-    part = open_part(job, output_path, fingerprint(job, input_path), input_path)
+    part = open_part(job, output_path, typed(fingerprint(job, input_path), job, input_path), input_path)
     job.ledger.record(ledger_path(output_path))
     try:
         flight = in_flight(job.cfg.cache_dir, output_path)  # rows whose requests a batch holds are left to it
@@ -147,6 +148,13 @@ async def run_file(job: Job, input_path: Path, output_path: Path, total: int, go
         return finalize(job, part, output_path, stopped or flight.stop_reason(output_path), gold)
     finally:
         job.ledger.close_log()  # (a no-op once finalize saved the run; else its log shows it as interrupted)
+
+
+def typed(fp: dict[str, Any], job: Job, input_path: Path) -> dict[str, Any]:
+    """A part file's meta: the fingerprint and, for a Parquet input, its column types as the output names them
+    (a Parquet output keeps them: dates stay dates, an integer id stays an integer)."""
+    schema = arrow_schema(input_path, lambda cols: output_names(cols, job.cfg.task.id_column))
+    return {**fp, "schema": schema} if schema else fp
 
 
 def open_part(job: Job, output_path: Path, fp: dict[str, Any], input_name: Path | str) -> PartFile:
@@ -170,7 +178,8 @@ def _keep_errors(part: PartFile, fp: dict[str, Any], output_path: Path, retry: b
     they are not paid for again on every plain rerun (nor when that rerun is itself interrupted and
     continued: its part file then holds them already). Returns their ids."""
     recorded, lines = load_rows(errors_path(output_path))
-    if retry or not lines or recorded != fp:
+    same = recorded is not None and {**recorded, "schema": None} == {**fp, "schema": None}  # (types: either engine)
+    if retry or not lines or not same:
         return set()
     return part.ids(lines) if part.exists() else part.seed(fp, lines)
 
@@ -184,6 +193,14 @@ def finalize(
     result = RunResult(output_path, 0, False, job.ledger)
     if job.truncated:
         result.warnings.append(f"{job.truncated} long texts were cut to the judges' max_text_tokens")
+    odd = {n: j.odd_usage for n, j in job.ledger.judges.items() if j.odd_usage}
+    if odd:
+        result.warnings.append(
+            "the server sent token counts that are not numbers, negative or impossibly large ("
+            + ", ".join(f"{n}: {k}" for n, k in odd.items())
+            + "); each was counted as the request's worst case (its bytes in, max_tokens out) in the ledger and "
+            "the budget: check the endpoint's usage reports"
+        )
     if stopped or fatal is not None:
         result.stopped_by = stopped or str(fatal)
         job.ledger.save(ledger_path(output_path), "stopped")
@@ -243,7 +260,7 @@ def write_final(
     try:
         if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
             return write_jsonl_lines(output_path, part.ordered_raw()), quality
-        return write_output(output_path, part.ordered(update)), quality
+        return write_output(output_path, part.ordered(update), (part.meta() or {}).get("schema")), quality
     except OSError as e:
         raise OutputError(
             f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "

@@ -7,9 +7,11 @@ config; and each row's position in the input lets it write the rows in input ord
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import zlib
 from array import array
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ def save_shard(
 ) -> None:
     """Record a finished shard (called before its part file goes)."""
     positions = list(part.positions())
+    order = id_order(json.loads(raw)["id"] for raw in part.ordered_raw())
     meta = {
         "version": VERSION,
         "shard": [shard.index, shard.count],
@@ -65,8 +68,30 @@ def save_shard(
         "gold": str(Path(cfg.gold).resolve()) if cfg.gold else None,
         "id_column": cfg.task.id_column,
         "positions": _pack(positions),
+        "ids": order,
     }
     atomic_write(shard_path(output), json.dumps(meta))
+
+
+class IdOrder:
+    """A digest of row ids in the order a shard's output has them: a merge checks the rows are still in that
+    order (a shard output sorted or edited by hand would put rows at other rows' positions)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, rid: str) -> None:
+        self._h.update(rid.encode("utf-8", "surrogatepass") + b"\0")
+
+    def digest(self) -> str:
+        return self._h.hexdigest()[:32]
+
+
+def id_order(ids: Iterable[str]) -> str:
+    order = IdOrder()
+    for rid in ids:
+        order.add(rid)
+    return order.digest()
 
 
 def load_shard(output: Path) -> dict[str, Any]:

@@ -246,3 +246,33 @@ def test_candidates_and_cascade_end_to_end(tmp_path, fake):
     assert set(rep["judges"]) == {"cheap", "mid"} and rep["judges"]["cheap"]["candidates"]["rows"] == n
     assert rep["cost"]["calls_saved_last_run"] == {"dear": n}
     assert rep["cost"]["per_correct"] == pytest.approx(ledger["total"]["cost"] / n, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "ledger",
+    [
+        {"runs": [{"cost": "lots"}], "total": {"cost": "lots", "requests": "many"}},
+        {"runs": "x", "total": [1]},
+        {"runs": [1, {"quality": {"judges": {"a": {"accuracy": "high"}}}, "judges": [3]}]},
+        {"runs": [{"cost": float("inf")}]},
+    ],
+)
+def test_eval_with_a_ledger_of_odd_values_still_reports(handmade, capsys, ledger):
+    """The ledger is a file beside the output: its figures are read as numbers only when they are ones."""
+    o, g = handmade
+    (o.parent / "out.jsonl.ledger.json").write_text(json.dumps(ledger).replace("Infinity", "1e999"))
+    rc = main(["eval", str(o), "--gold", str(g), "--label-column", "gold", "--id-column", "key"])
+    printed = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in printed.err, printed.err
+    report = (o.parent / "out.jsonl.eval.json").read_text()
+    assert "Infinity" not in report and "NaN" not in report and "$inf" not in printed.out
+
+
+def test_eval_refuses_a_confidence_that_is_not_one(handmade, capsys):
+    o, g = handmade
+    recs = read_jsonl(o)
+    recs[1]["confidence"] = "sure"
+    o.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(["eval", str(o), "--gold", str(g), "--label-column", "gold", "--id-column", "key"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "row 2 has confidence 'sure'" in err and "\n" not in err

@@ -56,6 +56,15 @@ def test_labels_as_list(tmp_path):
         ("task: {labels: [a, b]\n  oops", "malformed YAML at line"),
         ("- just\n- a list", "must be a YAML mapping"),
         ("task: {labels: [a, b]}\njudges: [{name: x, model: m}, {name: x, model: n}]", "judge names must be unique"),
+        ("task: {labels: [a, '', b]}", "label '' is blank"),
+        ("task: {labels: [a, ' ', b]}", "label ' ' is blank"),
+        ("task: {labels: [a, b, a]}", "label 'a' is given twice"),
+        ("task: {labels: [Pos, neg, 'pos ']}", "the same as 'Pos' but for case or spaces"),
+        ("task: {labels: {a: x, '': y}}", "label '' is blank"),
+        (
+            "task: {labels: [a, b]}\njudges: [{name: x, model: m, price_per_million: {input: .inf}}]",
+            "price_per_million",
+        ),
     ],
 )
 def test_errors_name_file_field_and_fix(tmp_path, text, expected):
