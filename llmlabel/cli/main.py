@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each llmlabel/cli/<name>.py defines register(subparsers); keep their top-level imports light.
-COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve", "merge", "batch"]
+COMMAND_MODULES = ["eval", "distill", "audit", "local", "serve", "merge", "batch", "review"]
 
 
 def main(argv: list[str] | None = None) -> int:
