@@ -425,6 +425,18 @@ def merge_answers(ds: Dataset, state: ReviewState) -> ReviewResult:
     # The model's label on each human-labeled frame row, learned without that row's answer.
     reviewed_frame = [ds.ids[i] for i in np.flatnonzero(human & in_frame)]
     cf = crossfit(ds, gold, reviewed_frame, seed=s.seed)
+    learned = True
+    if gold and not ds.audit:
+        # Learning is kept only where it helps: the refit on answers is checked against the judges' own labels on
+        # the answered rows (out of fold). A few skewed answers (hard rows only, a label prior far from the
+        # data's) can make the refit leave good judges out; then the judges' labels stay.
+        base = model_view(ds)
+        hits_cf = sum(cf[r][0] == gold[r] for r in reviewed_frame)
+        hits_base = sum(base.label[idx[r]] == gold[r] for r in reviewed_frame)
+        if hits_cf < hits_base:
+            learned = False
+            view = ModelView(base.label, base.confidence, base.probs, {"learned": False, **base.quality})
+            cf = {r: (base.label[idx[r]], float(base.confidence[idx[r]])) for r in reviewed_frame}
     m_label: list[str | None] = list(view.label)
     m_conf = view.confidence.copy()
     correct = np.zeros(n, dtype=bool)
@@ -491,7 +503,7 @@ def merge_answers(ds: Dataset, state: ReviewState) -> ReviewResult:
         flag_precision=flag_precision,
         audit_precision=ds.audit_precision,
         validation_unanswered=len(state.validation_ids) - len(val_ids),
-        quality=view.quality,
+        quality={**view.quality, "learned_from_answers": learned},
     )
 
 
