@@ -104,7 +104,11 @@ def _settings(a: argparse.Namespace, state: Any, where: Path) -> Any:
             "target": a.target_accuracy,
             "level": a.level,
         }
-        diff = [f"--{k.replace('_', '-')} {v} (was {getattr(s, k)})" for k, v in given.items() if v is not None and v != getattr(s, k)]
+        diff = [
+            f"--{k.replace('_', '-')} {v} (was {getattr(s, k)})"
+            for k, v in given.items()
+            if v is not None and v != getattr(s, k)
+        ]
         if diff:
             raise InputError(
                 f"{where} records a review started with other settings: {', '.join(diff)}; drop those options "
@@ -128,7 +132,9 @@ def cmd_review(a: argparse.Namespace) -> int:
     out_in = Path(a.output)
     answering = a.answers is not None or (a.labelstudio is not None and a.to is not None)
     if a.labelstudio is None and a.to is None:
-        raise InputError("pass -o TO_REVIEW.csv (rows to review) or -o FINAL.jsonl with --answers, or --labelstudio URL")
+        raise InputError(
+            "pass -o TO_REVIEW.csv (rows to review) or -o FINAL.jsonl with --answers, or --labelstudio URL"
+        )
     if a.labelstudio is not None and answering and a.answers is None and a.project is None:
         raise InputError("--labelstudio needs --project ID to read the answers from")
     if a.answers is not None and a.to is None:
@@ -143,17 +149,19 @@ def cmd_review(a: argparse.Namespace) -> int:
     if a.to is not None:
         input_format(Path(a.to), "output")
     state = ReviewState.from_json(state_file.read_text(), str(state_file)) if state_file.is_file() else None
+    if state is None and answering:
+        raise InputError(
+            f"no review was started for {out_in} ({state_file.name} is missing): run "
+            f"`llmlabel review {out_in} -c {a.config} --budget N -o TO_REVIEW.csv` first"
+        )
     settings = _settings(a, state, state_file)
     ds = load_output(out_in, cfg.task.label_names, cfg.aggregate, cfg.mode)
     if state is None:
-        if answering:
-            raise InputError(
-                f"no review was started for {out_in} ({state_file.name} is missing): run "
-                f"`llmlabel review {out_in} -c {a.config} --budget N -o TO_REVIEW.csv` first"
-            )
         state = new_state(ds, settings)
     elif state.rows != len(ds):
-        raise InputError(f"{state_file} belongs to an output of {state.rows} rows, not {len(ds)}; move it away to start over")
+        raise InputError(
+            f"{state_file} belongs to an output of {state.rows} rows, not {len(ds)}; move it away to start over"
+        )
     if a.labelstudio:
         prev = state.labelstudio or {}
         if prev and prev.get("project") is not None and a.project is not None and int(prev["project"]) != a.project:
@@ -164,7 +172,10 @@ def cmd_review(a: argparse.Namespace) -> int:
         _check_paths(writes, reads)
         items = plan_round(ds, state)
         if not items:
-            print(f"llmlabel: the budget of {settings.budget} human labels is spent; nothing left to review", file=sys.stderr)
+            print(
+                f"llmlabel: the budget of {settings.budget} human labels is spent; nothing left to review",
+                file=sys.stderr,
+            )
             atomic_write(state_file, state.to_json())
             return 0
         _send(a, items, ds, state, Path(a.to) if a.to else None)
@@ -184,15 +195,15 @@ def cmd_review(a: argparse.Namespace) -> int:
         source = f"Label Studio project {a.project}"
     new = add_answers(ds, state, answers, source)
     res = merge_answers(ds, state)
+    summary = res.summary(state)  # before the next round is drawn: budget_left is what the answers leave
     nxt: list[Any] = []
-    if settings.target is not None and not res.target_met and state.budget_left > 0 or state.open_items():
+    if (settings.target is not None and not res.target_met and state.budget_left > 0) or state.open_items():
         nxt = plan_round(ds, state)
     import json
 
     from llmlabel.io.output import write_output
 
     write_output(final, res.records)
-    summary = res.summary(state)
     next_path = None
     if nxt:
         if a.labelstudio:
@@ -293,12 +304,19 @@ def register(sub: Any) -> None:
     s.add_argument("--budget", type=int, help="human labels in all, over every round")
     s.add_argument("--target-accuracy", type=float, help="rounds go on until the interval's lower bound reaches this")
     s.add_argument("--validation", type=int, help="random rows for the estimate (default: half the budget, >= 30)")
-    s.add_argument("--round-size", type=int, help="chosen rows per round (default: the rest of the budget, in three "
-                   "rounds with --target-accuracy)")
-    s.add_argument("--strategy", choices=["targeted", "random", "activelab"], help="how rows are chosen (default targeted)")
+    s.add_argument(
+        "--round-size",
+        type=int,
+        help="chosen rows per round (default: the rest of the budget, in three rounds with --target-accuracy)",
+    )
+    s.add_argument(
+        "--strategy", choices=["targeted", "random", "activelab"], help="how rows are chosen (default targeted)"
+    )
     s.add_argument("--seed", type=int, help="seed of the random sample (default 0)")
     s.add_argument("--level", type=float, help="the interval's confidence level (default 0.95)")
-    s.add_argument("--answers", help="the filled review sheet (CSV/JSONL with id, human_label) or a Label Studio export")
+    s.add_argument(
+        "--answers", help="the filled review sheet (CSV/JSONL with id, human_label) or a Label Studio export"
+    )
     s.add_argument("--next", help="where the next round's rows go (default: FINAL.roundK.csv)")
     s.add_argument("--labelstudio", metavar="URL", help=f"a Label Studio server (token in ${TOKEN_ENV})")
     s.add_argument("--project", type=int, help="the Label Studio project id (created on the first push if omitted)")

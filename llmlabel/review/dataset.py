@@ -132,11 +132,17 @@ def model_view(ds: Dataset, gold: dict[str, str] | None = None) -> ModelView:
             [r.get("probs") if isinstance(r.get("probs"), dict) else None for r in ds.records],
         )
     gold = {k: v for k, v in (gold or {}).items() if v in ds.labels}
-    update, quality = (None, {})
+    update: Any = None
+    quality: dict[str, Any] = {}
     if ds.judge_names:
         update, quality = refit(
             lambda: (dict(r) for r in ds.records),  # refit's update writes into the dicts it is given
-            ds.judge_names, ds.labels, ds.method, ds.mode, gold or None)
+            ds.judge_names,
+            ds.labels,
+            ds.method,
+            ds.mode,
+            gold or None,
+        )
     labels: list[str | None] = []
     conf = np.zeros(n)
     probs: list[dict[str, float] | None] = []

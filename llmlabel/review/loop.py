@@ -12,7 +12,6 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -208,7 +207,12 @@ class ReviewResult:
                 for lab, v in self.per_label.items()
             },
             "judges": {
-                n: {"answered": j.answered, "accuracy": r(j.accuracy), "ece": r(j.ece), "calibrated_on": j.calibrated_on}
+                n: {
+                    "answered": j.answered,
+                    "accuracy": r(j.accuracy),
+                    "ece": r(j.ece),
+                    "calibrated_on": j.calibrated_on,
+                }
                 for n, j in self.judges.items()
             },
             "rounds": state.rounds,
@@ -462,9 +466,7 @@ def merge_answers(ds: Dataset, state: ReviewState) -> ReviewResult:
     acc = dataset_accuracy(part(everything), s.level)
     per_label: dict[str, LabelAccuracy] = {}
     lab_arr = np.array([x if x is not None else "\x00" for x in m_label], dtype=object)
-    final_lab = np.array(
-        [gold[ds.ids[i]] if human[i] else (m_label[i] or "\x00") for i in range(n)], dtype=object
-    )
+    final_lab = np.array([gold[ds.ids[i]] if human[i] else (m_label[i] or "\x00") for i in range(n)], dtype=object)
     for lab in ds.labels:
         hm = human & (final_lab == lab)
         p = part(lab_arr == lab, hm)

@@ -82,8 +82,8 @@ def activelab_priority(ds: Dataset, view: ModelView) -> np.ndarray:
             if lab in index:
                 votes[i, j] = index[lab]
     # Rows no judge answered get the model's label (or the first) as one annotation: ActiveLab needs one a row.
-    for i in np.flatnonzero(np.isnan(votes).all(axis=1)):
-        votes[i, 0] = index.get(view.label[i] or "", 0)
+    for r in np.flatnonzero(np.isnan(votes).all(axis=1)):
+        votes[r, 0] = index.get(view.label[int(r)] or "", 0)
     probs = np.full((len(ds), K), 1.0 / K)
     for i, p in enumerate(view.probs):
         if p:

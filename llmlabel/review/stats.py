@@ -137,4 +137,3 @@ def accept_threshold(
             break
         best = Threshold(t, p.rows, acc)
     return best
-

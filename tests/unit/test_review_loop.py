@@ -103,7 +103,9 @@ def test_targeted_beats_random_at_the_same_budget(tmp_path: Path) -> None:
         ds = load_output(out, LABELS)
         finals = {}
         for strategy in ("targeted", "random"):
-            rep = simulate(ds, Settings.make(budget=100, validation=40, strategy=strategy, seed=seed), lambda it: gold[it.id])
+            rep = simulate(
+                ds, Settings.make(budget=100, validation=40, strategy=strategy, seed=seed), lambda it: gold[it.id]
+            )
             finals[strategy] = true_accuracy(rep[-1].result.records, gold)
         wins += finals["targeted"] > finals["random"]
     assert wins == 3
