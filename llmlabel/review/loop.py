@@ -144,7 +144,8 @@ class JudgeCalibration:
     """A judge's confidence against the human answers: accuracy and ECE on the random validation rows (raw
     confidence), and whether a Platt map was fitted on every answered row."""
 
-    answered: int
+    gold_rows: int  # human-labeled rows the judge answered (the Platt map is fitted on them)
+    validation_rows: int  # of them, random validation rows (accuracy and ECE are read on these)
     accuracy: float | None
     ece: float | None
     calibrated_on: int
@@ -208,7 +209,8 @@ class ReviewResult:
             },
             "judges": {
                 n: {
-                    "answered": j.answered,
+                    "gold_rows": j.gold_rows,
+                    "validation_rows": j.validation_rows,
                     "accuracy": r(j.accuracy),
                     "ece": r(j.ece),
                     "calibrated_on": j.calibrated_on,
@@ -528,7 +530,8 @@ def _judge_report(
         f, rows = cals[name]
         out[name] = (
             JudgeCalibration(
-                answered=rows,
+                gold_rows=rows,
+                validation_rows=len(ok),
                 accuracy=float(np.mean(ok)) if ok else None,
                 ece=expected_calibration_error(np.array(conf), np.array(ok)) if ok else None,
                 calibrated_on=rows if f is not None else 0,
