@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The review loop with simulated judges and a simulated human (the gold labels), on SST-2, TREC and SMS.
 
-Three judges served by shared/tools/fakellm.py (accuracy 0.85 with logprobs, 0.75 and 0.65 without) label each
+Three judges served by shared/tools/fakellm.py (accuracy 0.85, 0.75, 0.65; JSON answers) label each
 set once through the `llmlabel` CLI; the review loop then runs in this process (llmlabel.review.loop.simulate,
 the gold file answering every row it is asked). Measured:
 
@@ -10,7 +10,8 @@ the gold file answering every row it is asked). Measured:
     --target-accuracy 0.95 in rounds of 25 (where it stopped, and what it stated);
 (b) the interval's coverage: over 50 seeded reviews (150 human labels, 100 of them random), how often the
     stated 95% interval holds the final dataset's true accuracy;
-(c) ECE of each judge's own confidence (logprob judge, judges without logprobs) and of the ensemble's, raw
+(c) ECE of each judge's own confidence (judges without logprobs; a logprob judge simulated in this process,
+    since fakellm cannot answer llmlabel's logprob prompt) and of the ensemble's, raw
     and after Platt scaling on 30 and 100 gold rows (20 seeded draws; ECE on the rows not drawn).
 
 Writes benchmarks/results/review_sim.md (and review_sim_*.png when matplotlib is installed: pip install
@@ -42,11 +43,14 @@ if not common.FAKELLM.is_file():  # a git worktree beside the checkout: the shar
     common.FAKELLM, common.DATA = common.SHARED / "tools" / "fakellm.py", common.SHARED / "data"
 DATA = common.DATA
 
+from llmlabel.ensemble.calibration import calibrate_confidence  # noqa: E402
 from llmlabel.evaluation.metrics import expected_calibration_error  # noqa: E402
 from llmlabel.review.dataset import load_output, model_view  # noqa: E402
 from llmlabel.review.loop import Settings, judge_calibrators, judge_confidence, simulate  # noqa: E402
 
-JUDGES = [("lp", "judge-a", 0.85, True), ("nolp", "judge-b", 0.75, False), ("nolp2", "judge-c", 0.65, False)]
+# fakellm answers label names where llmlabel's logprob prompt asks for codes, so its judges here answer in JSON
+# (no logprobs, confidence 1.0); the logprob kind is simulated in this process for (c) (see sim_logprob_judge).
+JUDGES = [("strong", "judge-a", 0.85, False), ("medium", "judge-b", 0.75, False), ("weak", "judge-c", 0.65, False)]
 TASKS = {
     "sst2": (
         "sst2_dev.csv",
@@ -179,16 +183,37 @@ def coverage(ds, gold, reps: int, strategy: str) -> dict[str, float]:
     return {"coverage": hit / reps, "width": float(np.mean(widths)), "true": float(np.mean(accs)), "reps": reps}
 
 
+def sim_logprob_judge(gold: list[str], labels: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A judge with logprobs, simulated: right on 85% of rows, its probability for its label ~ Beta(4, 2) when
+    right and Beta(2, 2) when wrong (at least 1/K): confidence that ranks rows but is off in level (mean ~0.64
+    for 0.85 right, like the embedded judge's 0.73 for 0.86 on SST-2). Returns (confidence, right)."""
+    rng = np.random.default_rng(seed)
+    right = rng.random(len(gold)) < 0.85
+    conf = np.where(right, rng.beta(4, 2, len(gold)), rng.beta(2, 2, len(gold)))
+    return np.maximum(conf, 1.0 / len(labels)), right
+
+
 def ece_table(ds, gold, draws: int = 20) -> dict[str, dict[int, float]]:
     ids = ds.ids
     rng = np.random.default_rng(0)
     out: dict[str, dict[int, list[float]]] = {}
+    lp_conf, lp_right = sim_logprob_judge([gold[r] for r in ids], ds.labels)
     for k in (0, 30, 100):
         for d in range(draws if k else 1):
             pick = set(rng.choice(len(ids), size=k, replace=False).tolist()) if k else set()
             g = {ids[i]: gold[ids[i]] for i in pick}
             cals = judge_calibrators(ds, g) if k else {}
             rest = [i for i in range(len(ids)) if i not in pick]
+            # The simulated logprob judge, Platt-scaled by the same function on the same rows.
+            f = (
+                calibrate_confidence([float(lp_conf[i]) for i in pick], [bool(lp_right[i]) for i in pick])
+                if k
+                else None
+            )
+            c = np.array([f(float(lp_conf[i])) if f else float(lp_conf[i]) for i in rest])
+            out.setdefault("logprob (simulated)", {}).setdefault(k, []).append(
+                expected_calibration_error(c, lp_right[rest])
+            )
             for name in ds.judge_names:
                 conf, ok = [], []
                 f = cals.get(name, (None, 0))[0]
@@ -274,8 +299,10 @@ def main() -> None:
         "",
         f"Command: `{command_line()}`",
         "",
-        "Judges (shared/tools/fakellm.py): `lp` accuracy 0.85 with logprobs (the simulated logprobs put 0.95 on "
-        "its answer, right or wrong), `nolp` 0.75 and `nolp2` 0.65 without (JSON answers; confidence 1.0). "
+        "Judges (shared/tools/fakellm.py, JSON answers without logprobs, so each says 1.0): strong 0.85, "
+        "medium 0.75, weak 0.65 accuracy. fakellm cannot play a logprob judge for llmlabel (it answers label names "
+        "where llmlabel's logprob prompt asks for codes, and only its right answers parsed), so the logprob kind "
+        "in (c) is simulated in this process. "
         "Aggregation: majority (the config default); after answers, the refit on them (gold-weighted vote, the "
         "answers' label prior, Platt-scaled confidence). The human is the gold file. Rows: "
         + ", ".join(f"{k} {v}" for k, v in sizes.items())
@@ -333,10 +360,11 @@ def main() -> None:
     for name, e in eces.items():
         for j, d in e.items():
             kind = {
-                "lp": "logprob judge",
-                "nolp": "judge without logprobs",
-                "nolp2": "judge without logprobs (weak)",
-                "ensemble": "the ensemble",
+                "logprob (simulated)": "logprob judge (simulated in-process, 0.85)",
+                "strong": "judge without logprobs (fakellm, 0.85)",
+                "medium": "judge without logprobs (fakellm, 0.75)",
+                "weak": "judge without logprobs (fakellm, 0.65)",
+                "ensemble": "the ensemble (3 fakellm judges, refit)",
             }.get(j, j)
             L.append(f"| {name} | {kind} | {d[0]:.3f} | {d[30]:.3f} | {d[100]:.3f} |")
     (RESULTS / "review_sim.md").write_text("\n".join(L) + "\n")

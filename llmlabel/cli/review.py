@@ -135,8 +135,6 @@ def cmd_review(a: argparse.Namespace) -> int:
         raise InputError(
             "pass -o TO_REVIEW.csv (rows to review) or -o FINAL.jsonl with --answers, or --labelstudio URL"
         )
-    if a.labelstudio is not None and answering and a.answers is None and a.project is None:
-        raise InputError("--labelstudio needs --project ID to read the answers from")
     if a.answers is not None and a.to is None:
         raise InputError("--answers needs -o FINAL.jsonl: the merged dataset is written there")
     cfg = load_config(a.config)
@@ -166,6 +164,10 @@ def cmd_review(a: argparse.Namespace) -> int:
         prev = state.labelstudio or {}
         if prev and prev.get("project") is not None and a.project is not None and int(prev["project"]) != a.project:
             raise InputError(f"this review's rows are in Label Studio project {prev['project']}, not {a.project}")
+        if a.project is None and prev.get("project") is not None:
+            a.project = int(prev["project"])  # the project the rows were sent to
+        if answering and a.answers is None and a.project is None:
+            raise InputError("--labelstudio needs --project ID to read the answers from")
 
     if not answering:
         writes = [] if a.to is None else [Path(a.to)]

@@ -156,7 +156,7 @@ def test_review_through_label_studio_stand_in(labeled, tmp_path: Path, capsys, m
     assert rc == 0 and "project 7" in err, err
     assert pushed[0][1] == "tok-123" and len(pushed[0][2]) == 8 and pushed[0][3] == ["positive", "negative"]
     final = tmp_path / "final.jsonl"
-    rc, _, err = run_main(capsys, "review", *args, "--project", "7", "-o", str(final))
+    rc, _, err = run_main(capsys, "review", *args, "-o", str(final))  # the project the rows went to
     assert rc == 0, err
     assert "tok-123" not in err
     recs = [r for r in read_jsonl(final) if r["label_source"] == "human"]
