@@ -246,16 +246,6 @@ def new_state(ds: Dataset, settings: Settings) -> ReviewState:
     return ReviewState(output=str(ds.path), rows=len(ds), settings=settings)
 
 
-def check_state(state: ReviewState, ds: Dataset, settings: Settings, where: str) -> None:
-    """A state file belongs to this output and these settings, or the call is refused in one line."""
-    if state.rows != len(ds) or any(a.id not in set(ds.ids) for a in state.asked[:1000]):
-        raise InputError(f"{where} belongs to another output ({state.rows} rows); move it away to start a new review")
-    if state.settings != settings:
-        old, new = asdict(state.settings), asdict(settings)
-        diff = ", ".join(f"{k} {old[k]} (now {new[k]})" for k in old if old[k] != new[k])
-        raise InputError(f"{where} was started with other settings: {diff}; pass the same options or move it away")
-
-
 def _rng(state: ReviewState, round_no: int) -> np.random.Generator:
     # One stream per round, from the review's seed: a round's draw never depends on how earlier rounds went.
     return np.random.default_rng([state.settings.seed, round_no])
