@@ -12,6 +12,7 @@ import numpy as np
 from llmlabel.ensemble.combine import refit
 from llmlabel.errors import InputError
 from llmlabel.evaluation.evaluate import _json_field
+from llmlabel.io.paths import audit_summary_path
 from llmlabel.io.rows import iter_rows
 
 __all__ = ["Dataset", "ModelView", "crossfit", "load_output", "model_view"]
@@ -99,7 +100,7 @@ def load_output(path: str | Path, labels: list[str], method: str = "majority", m
     if audit:
         ds.suggested = [_label(r.get("suggested_label")) for r in records]
         ds.flagged = np.array([str(r.get("flagged")).lower() in ("true", "1") for r in records], dtype=bool)
-        summary = p.with_name(p.name + ".summary.json")
+        summary = audit_summary_path(p)
         if summary.is_file():
             import json
 
