@@ -26,6 +26,7 @@ from statistics import NormalDist
 __all__ = [
     "Interval",
     "Part",
+    "stratified_accuracy",
     "Threshold",
     "accept_threshold",
     "dataset_accuracy",
@@ -111,6 +112,53 @@ def dataset_accuracy(part: Part, level: float = 0.95) -> Interval:
 
     est = None if model.estimate is None else final(model.estimate)
     return Interval(est, final(model.low), final(model.high), level, part.sample)
+
+
+def stratified_accuracy(human: int, strata: Sequence[Part], level: float = 0.95) -> Interval:
+    """The share of right labels over `human` human rows plus every stratum's unreviewed rows, the frame cut into
+    strata fixed before the validation sample was drawn (by the round-1 confidence): each stratum's right
+    model labels are estimated from its own validation rows (post-stratification), so a stratum of sure rows,
+    nearly all right, adds little uncertainty however many rows it has, and a stratum the targeted rounds have
+    reviewed through adds none.
+
+    Each stratum: its count of right unreviewed rows, N_h p_h - known, and how far down and up its Wilson interval
+    (finite-population corrected, as `proportion`) moves that count, clipped to what is certain ([0, unreviewed
+    rows]); the strata's downward and upward spreads add in quadrature, each side on its own (Wilson's asymmetry
+    near 1 is kept). A stratum without a validation row adds [0, its unreviewed] to the interval. Each Part's
+    own `human` field is not read: pass the human rows as `human`."""
+    _z(level)  # checks the level
+    n_un = sum(p.unreviewed for p in strata)
+    total = human + n_un
+    if total == 0:
+        return Interval(None, 0.0, 1.0, level, 0)
+    point, var_lo, var_hi, unknown, sampled = 0.0, 0.0, 0.0, 0, 0
+    estimable = False
+    for p in strata:
+        sampled += p.sample
+        if p.unreviewed == 0:
+            continue
+        known = p.sample_correct + p.other_correct
+        if p.sample == 0:
+            unknown += p.unreviewed
+            continue
+        estimable = True
+        w = proportion(p.sample_correct, p.sample, p.frame, level)
+
+        def count(rate: float, p: Part = p, known: int = known) -> float:
+            return min(max(rate * p.frame - known, 0.0), float(p.unreviewed))
+
+        c = count(p.sample_correct / p.sample)
+        point += c
+        var_lo += (c - count(w.low)) ** 2
+        var_hi += (count(w.high) - c) ** 2
+    if not estimable and unknown:
+        return Interval(None, human / total, 1.0, level, sampled)
+    low = max(point - math.sqrt(var_lo), 0.0)
+    high = min(point + math.sqrt(var_hi) + unknown, float(n_un))
+    # The point estimate gives rows of unsampled strata the sampled rows' rate; the interval, anything.
+    rate = sum(p.sample_correct for p in strata) / max(sampled, 1)
+    est = (human + point + rate * unknown) / total
+    return Interval(est, (human + low) / total, (human + high) / total, level, sampled)
 
 
 @dataclass(frozen=True)
