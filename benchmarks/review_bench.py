@@ -7,7 +7,7 @@ the gold file answering every row it is asked). Measured:
 
 (a) the final dataset's true accuracy after B human labels, targeted vs random review (mean of 3 seeds), and
     the human labels each needs to reach 95%: the smallest B on the grid, and the loop itself run with
-    --target-accuracy 0.95 in rounds of 25 (where it stopped, and what it stated);
+    --target-accuracy 0.95 in rounds of 50 (where it stopped, and what it stated);
 (b) the interval's coverage: over 50 seeded reviews (150 human labels, 100 of them random), how often the
     stated 95% interval holds the final dataset's true accuracy;
 (c) ECE of each judge's own confidence (judges without logprobs; a logprob judge simulated in this process,
@@ -78,7 +78,7 @@ TASKS = {
         {"ham": "an ordinary message", "spam": "unsolicited advertising or a scam"},
     ),
 }
-GRID = [0, 50, 100, 150, 200, 300, 400]
+GRID = [0, 50, 100, 200, 300, 400]
 
 
 def prepare(work: Path, name: str) -> tuple[Path, Path, dict[str, str], list[str]]:
@@ -154,7 +154,7 @@ def budget_curve(ds, gold, seeds=3) -> dict[str, list[float]]:
 
 
 def to_target(ds, gold, strategy: str) -> dict[str, float]:
-    s = Settings.make(budget=len(ds) // 2, validation=100, round_size=25, strategy=strategy, seed=0, target=0.95)
+    s = Settings.make(budget=len(ds) // 2, validation=100, round_size=50, strategy=strategy, seed=0, target=0.95)
     reps = simulate(ds, s, lambda it: gold[it.id])
     res = reps[-1].result
     return {
@@ -322,7 +322,7 @@ def main() -> None:
         L += ["", f"![accuracy vs human labels]({png.name})"]
     L += [
         "",
-        "The loop with `--target-accuracy 0.95`: 100 random rows, then rounds of 25 until the interval's lower "
+        "The loop with `--target-accuracy 0.95`: 100 random rows, then rounds of 50 until the interval's lower "
         "bound reaches 0.95 (budget: half the rows).",
         "",
         "| set | strategy | human labels | rounds | target met | stated accuracy [95% interval] | true accuracy |",
