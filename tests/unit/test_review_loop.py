@@ -115,7 +115,7 @@ def test_targeted_beats_random_at_the_same_budget(tmp_path: Path) -> None:
 def test_interval_covers_through_the_whole_loop(tmp_path: Path) -> None:
     """The loop's own interval (cross-fitted labels, refit on the answers, two rounds) over 40 seeded reviews."""
     out = tmp_path / "o.jsonl"
-    gold = synth_output(out, n=300, seed=5)
+    gold = synth_output(out, n=200, seed=5)
     ds = load_output(out, LABELS)
     covered = 0
     reps = 40
