@@ -97,6 +97,7 @@ class Asked:
     pick: str  # validation | targeted
     label: str | None
     confidence: float | None
+    why: str = ""
 
 
 @dataclass
@@ -305,7 +306,7 @@ def plan_round(ds: Dataset, state: ReviewState, view: ModelView | None = None) -
     for i, pick, why, pr in picks:
         it = item(ds, view, i, pick, why, pr)
         items.append(it)
-        state.asked.append(Asked(it.id, round_no, pick, view.label[i], it.confidence))
+        state.asked.append(Asked(it.id, round_no, pick, view.label[i], it.confidence, why))
         if pick == "validation":
             state.validation_ids.append(it.id)
     return items
@@ -337,7 +338,7 @@ def _targeted(
 
 
 def _as_item(ds: Dataset, view: ModelView, a: Asked, i: int) -> ReviewItem:
-    it = item(ds, view, i, a.pick, "asked in round %d, not answered yet" % a.round)
+    it = item(ds, view, i, a.pick, a.why or f"asked in round {a.round}")
     # The label shown is the one the human was first shown, so a re-written sheet matches the first.
     if ds.audit:
         return it

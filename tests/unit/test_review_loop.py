@@ -41,6 +41,7 @@ def test_a_round_draws_once_and_never_reasks(synth) -> None:
     assert all(it.why for it in first)
     again = plan_round(ds, ReviewState.from_json(st.to_json(), "state"))  # nothing answered: the same rows
     assert [it.id for it in again] == [it.id for it in first]
+    assert [(it.label, it.why) for it in again] == [(it.label, it.why) for it in first]
     # The same seed draws the same sample in a fresh review.
     st2 = new_state(ds, st.settings)
     assert [it.id for it in plan_round(ds, st2)] == [it.id for it in first]
