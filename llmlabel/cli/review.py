@@ -235,7 +235,16 @@ def _send(a: argparse.Namespace, items: list[Any], ds: Any, state: Any, path: Pa
     if a.labelstudio:
         ls = _labelstudio()
         project = a.project if a.project is not None else (state.labelstudio or {}).get("project")
-        pid = ls.push(a.labelstudio, _token(), items, ds.labels, project=project)
+        pid = ls.push(
+            a.labelstudio,
+            _token(),
+            items,
+            ds.labels,
+            project=project,
+            text_key=a.text_key,
+            from_name=a.from_name,
+            to_name=a.to_name,
+        )
         state.labelstudio = {"url": a.labelstudio, "project": int(pid)}
         if not quiet:
             print(f"sent {len(items)} rows (round {state.rounds}) to Label Studio project {pid}", file=sys.stderr)
@@ -322,4 +331,7 @@ def register(sub: Any) -> None:
     s.add_argument("--next", help="where the next round's rows go (default: FINAL.roundK.csv)")
     s.add_argument("--labelstudio", metavar="URL", help=f"a Label Studio server (token in ${TOKEN_ENV})")
     s.add_argument("--project", type=int, help="the Label Studio project id (created on the first push if omitted)")
+    s.add_argument("--text-key", default="text", help="with --labelstudio: the task's text field (default text)")
+    s.add_argument("--from-name", default="label", help="with --labelstudio: the Choices control (default label)")
+    s.add_argument("--to-name", default="text", help="with --labelstudio: the Text object (default text)")
     s.set_defaults(func=cmd_review)

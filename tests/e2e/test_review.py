@@ -141,7 +141,7 @@ def test_review_through_label_studio_stand_in(labeled, tmp_path: Path, capsys, m
     mod = types.ModuleType("llmlabel.review.labelstudio")
 
     def push(url, token, items, labels, project=None, **kw):
-        pushed.append((url, token, [it.id for it in items], labels, project))
+        pushed.append((url, token, [it.id for it in items], labels, project, kw))
         return project or 7
 
     def pull(url, token, project):
@@ -152,8 +152,9 @@ def test_review_through_label_studio_stand_in(labeled, tmp_path: Path, capsys, m
     args = [str(out), "-c", str(cfg), "--labelstudio", "http://ls.example"]
     one_line_error(*run_main(capsys, "review", *args, "--budget", "8")[::2], "LABEL_STUDIO_API_KEY")
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "tok-123")
-    rc, _, err = run_main(capsys, "review", *args, "--budget", "8", "--validation", "8")
+    rc, _, err = run_main(capsys, "review", *args, "--budget", "8", "--validation", "8", "--from-name", "sentiment")
     assert rc == 0 and "project 7" in err, err
+    assert pushed[0][5] == {"text_key": "text", "from_name": "sentiment", "to_name": "text"}
     assert pushed[0][1] == "tok-123" and len(pushed[0][2]) == 8 and pushed[0][3] == ["positive", "negative"]
     final = tmp_path / "final.jsonl"
     rc, _, err = run_main(capsys, "review", *args, "-o", str(final))  # the project the rows went to
