@@ -76,6 +76,22 @@ def _read_sheet(path: Path) -> list[Any]:
     return out
 
 
+def _keep_answers(path: Path, state: Any) -> None:
+    """A filled sheet is a person's work: refuse to write over answers not merged yet."""
+    if not path.is_file():
+        return
+    try:
+        answers = _read_sheet(path)
+    except (InputError, OSError, ValueError):
+        return  # not a sheet (or not readable as one): nothing of the review's to lose
+    new = [x for x in answers if x.id not in state.answers]
+    if new:
+        raise InputError(
+            f"{path} holds {len(new)} answers not merged yet; merge them first (--answers {path} -o FINAL.jsonl) "
+            "or choose another -o path"
+        )
+
+
 def _write_sheet(path: Path, items: list[Any], audit: bool) -> None:
     from llmlabel.io.output import write_output
 
@@ -172,6 +188,8 @@ def cmd_review(a: argparse.Namespace) -> int:
     if not answering:
         writes = [] if a.to is None else [Path(a.to)]
         _check_paths(writes, reads)
+        if a.to is not None:
+            _keep_answers(Path(a.to), state)
         items = plan_round(ds, state)
         if not items:
             print(

@@ -74,6 +74,8 @@ def test_review_round_trip(labeled, tmp_path: Path, capsys) -> None:
     assert [r["id"] for r in read_csv(tmp_path / "again.csv")] == [r["id"] for r in rows]
     filled = tmp_path / "filled.csv"
     fill(sheet, filled)
+    # A filled sheet is never written over before its answers are merged.
+    one_line_error(*run_main(capsys, "review", *args, "-o", str(filled))[::2], "not merged yet")
     final = tmp_path / "final.jsonl"
     rc, _, err = run_main(capsys, "review", *args, "--answers", str(filled), "-o", str(final))
     assert rc == 0, err
