@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each llmlabel/cli/<name>.py defines register(subparsers); keep their top-level imports light.
-COMMAND_MODULES = ["init", "eval", "distill", "audit", "local", "serve", "merge", "batch"]
+COMMAND_MODULES = ["init", "eval", "distill", "audit", "review", "local", "serve", "merge", "batch"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ AUDIT_JUDGES = ".judges.jsonl"  # `llmlabel audit`: the judges' answers (a label
 AUDIT_SUMMARY = ".summary.json"  # `llmlabel audit`: flag counts, estimated precision, per-class noise
 SHARD = ".shard.json"  # a finished `--shard I/N` output: what `llmlabel merge` needs (pipeline.shards)
 BATCH = ".batch.json"  # `llmlabel label --batch`: the job's batches (pipeline.batch_journal)
+REVIEW = ".review.json"  # `llmlabel review`: its seed, validation sample, rows asked and answers (review.loop)
 
 
 def sidecar(output: str | Path, suffix: str) -> Path:
@@ -60,3 +61,7 @@ def shard_path(output: str | Path) -> Path:
 
 def batch_path(output: str | Path) -> Path:
     return sidecar(output, BATCH)
+
+
+def review_state_path(output: str | Path) -> Path:
+    return sidecar(output, REVIEW)

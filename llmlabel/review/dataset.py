@@ -1,0 +1,183 @@
+"""A labeled (or audited) output as the review loop reads it: ids, texts, the model's labels and confidences, the
+judges' answers; and the model's view of it after learning from human answers (`model_view`, `crossfit`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmlabel.ensemble.combine import refit
+from llmlabel.errors import InputError
+from llmlabel.evaluation.evaluate import _json_field
+from llmlabel.io.paths import audit_summary_path
+from llmlabel.io.rows import iter_rows
+
+__all__ = ["Dataset", "ModelView", "crossfit", "load_output", "model_view"]
+
+
+@dataclass
+class Dataset:
+    """The rows of OUTPUT, in file order. For an audit output, `label` holds the given labels (what the dataset
+    says unless a human changes it), `confidence` the audit's score (the chance the given label is right) and
+    `suggested` the judges' label shown beside it."""
+
+    path: Path
+    labels: list[str]
+    ids: list[str]
+    texts: list[str]
+    records: list[dict[str, Any]]
+    judge_names: list[str]
+    audit: bool = False
+    suggested: list[str | None] = field(default_factory=list)
+    flagged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    audit_precision: float | None = None  # the audit's own estimate of its flags' precision
+    method: str = "majority"
+    mode: str = "label"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index(self) -> dict[str, int]:
+        return {rid: i for i, rid in enumerate(self.ids)}
+
+
+@dataclass
+class ModelView:
+    """The model's label, confidence and class distribution for every row (None: no label)."""
+
+    label: list[str | None]
+    confidence: np.ndarray  # (n,) float; 0 where there is no label
+    probs: list[dict[str, float] | None]
+    quality: dict[str, Any] = field(default_factory=dict)  # the refit's summary (weights, calibration)
+
+
+def _label(v: Any) -> str | None:
+    return None if v in (None, "") else str(v)
+
+
+def load_output(path: str | Path, labels: list[str], method: str = "majority", mode: str = "label") -> Dataset:
+    """Read OUTPUT (a `llmlabel label` or `llmlabel audit` output; JSONL, CSV or Parquet). One-line errors for a
+    missing file, a file of neither kind, repeated ids and labels outside the task's label set."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p} not found; pass the output file of `llmlabel label` or `llmlabel audit`")
+    records: list[dict[str, Any]] = []
+    ids: list[str] = []
+    texts: list[str] = []
+    names: dict[str, None] = {}
+    audit = False
+    index = set(labels)
+    seen: set[str] = set()
+    for i, rec in enumerate(iter_rows(p)):
+        if i == 0:
+            audit = "given_label" in rec and "score" in rec
+            if not audit and "label" not in rec:
+                raise InputError(f"{p} has no 'label' column; pass the output of `llmlabel label` or `llmlabel audit`")
+        for k in ("judges", "probs", "candidates"):
+            rec[k] = _json_field(rec.get(k))
+        rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
+        if rid in seen:
+            raise InputError(f"{p}: id {rid!r} appears twice; review needs one row per id")
+        seen.add(rid)
+        rec["id"] = rid
+        lab = _label(rec.get("given_label" if audit else "label"))
+        if lab is not None and lab not in index:
+            raise InputError(
+                f"{p}: row {rid!r} has label {lab!r} outside task.labels ({', '.join(labels)}); pass the config the "
+                "output was made with"
+            )
+        for n in rec.get("judges") or {}:
+            names.setdefault(n, None)
+        records.append(rec)
+        ids.append(rid)
+        texts.append("" if rec.get("text") is None else str(rec.get("text")))
+    if not records:
+        raise InputError(f"{p} has no rows")
+    ds = Dataset(p, list(labels), ids, texts, records, list(names), audit=audit, method=method, mode=mode)
+    if audit:
+        ds.suggested = [_label(r.get("suggested_label")) for r in records]
+        ds.flagged = np.array([str(r.get("flagged")).lower() in ("true", "1") for r in records], dtype=bool)
+        summary = audit_summary_path(p)
+        if summary.is_file():
+            import json
+
+            try:
+                ds.audit_precision = json.loads(summary.read_text()).get("est_precision")
+            except ValueError:
+                ds.audit_precision = None
+    return ds
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def model_view(ds: Dataset, gold: dict[str, str] | None = None) -> ModelView:
+    """The model's labels after learning from `gold` (human answers): the whole-job aggregation refit on the
+    judges' answers the output already holds (no request is made), weighted by the judges' accuracy on the gold
+    rows, with the gold rows' label prior and, from 20 gold rows, confidences Platt-scaled on them
+    (ensemble.combine.refit, the same fit `llmlabel label` runs with a config's `gold:` file).
+
+    An audit output's labels are its given labels: a human changes them, the judges do not."""
+    n = len(ds)
+    if ds.audit:
+        return ModelView(
+            [_label(r.get("given_label")) for r in ds.records],
+            np.array([_float(r.get("score")) for r in ds.records]),
+            [r.get("probs") if isinstance(r.get("probs"), dict) else None for r in ds.records],
+        )
+    gold = {k: v for k, v in (gold or {}).items() if v in ds.labels}
+    update: Any = None
+    quality: dict[str, Any] = {}
+    if ds.judge_names:
+        update, quality = refit(
+            lambda: (dict(r) for r in ds.records),  # refit's update writes into the dicts it is given
+            ds.judge_names,
+            ds.labels,
+            ds.method,
+            ds.mode,
+            gold or None,
+        )
+    labels: list[str | None] = []
+    conf = np.zeros(n)
+    probs: list[dict[str, float] | None] = []
+    for pos, rec in enumerate(ds.records):
+        r = update(pos, dict(rec)) if update else rec
+        lab = _label(r.get("label"))
+        labels.append(lab)
+        conf[pos] = _float(r.get("confidence")) if lab is not None else 0.0
+        probs.append(r.get("probs") if isinstance(r.get("probs"), dict) else None)
+    return ModelView(labels, conf, probs, quality)
+
+
+def crossfit(
+    ds: Dataset, gold: dict[str, str], rows: list[str], folds: int = 5, seed: int = 0
+) -> dict[str, tuple[str | None, float]]:
+    """For each id in `rows` (human-labeled rows), the model's label and confidence learned without that row's
+    own answer: `rows` split into `folds` folds, each fold's labels from a refit on the other answers. The final
+    labels learn from every answer; checking them on rows whose answers they learned from would flatter them."""
+    out: dict[str, tuple[str | None, float]] = {}
+    if not rows:
+        return out
+    if ds.audit:
+        view = model_view(ds)
+        idx = ds.index()
+        return {rid: (view.label[idx[rid]], float(view.confidence[idx[rid]])) for rid in rows}
+    rng = np.random.default_rng(seed)
+    order = list(rows)
+    rng.shuffle(order)
+    k = max(1, min(folds, len(order)))
+    idx = ds.index()
+    for f in range(k):
+        held = order[f::k]
+        held_set = set(held)
+        view = model_view(ds, {r: v for r, v in gold.items() if r not in held_set})
+        for rid in held:
+            out[rid] = (view.label[idx[rid]], float(view.confidence[idx[rid]]))
+    return out
