@@ -129,8 +129,10 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
         try:
             yield
         finally:
-            for fut in list(st.background):  # predictions past a /predict deadline
-                fut.cancel()
+            if st.background:  # predictions past a /predict deadline: paid for, so given a while to land
+                _, late = await asyncio.wait(list(st.background), timeout=10)
+                for fut in late:
+                    fut.cancel()
             stopped = await asyncio.to_thread(st.worker.close)
             st.gold.close()
             for job in st.jobs.values():
