@@ -70,6 +70,7 @@ class GoldStore:
         self.db.executescript(_SCHEMA)
         self.db.commit()
         self.calibration: dict[int, Callable[[float], float]] = {}
+        self.calibrated_on: dict[int, int] = {}  # gold rows of each project's refit
 
     def close(self) -> None:
         self.db.close()
@@ -81,6 +82,10 @@ class GoldStore:
             (project, label_config, time.time()),
         )
         self.db.commit()
+
+    def label_config(self, project: int) -> str | None:
+        row = self.db.execute("SELECT label_config FROM projects WHERE project=?", (project,)).fetchone()
+        return None if row is None else row[0]
 
     def connected(self, project: int) -> bool:
         return self.db.execute("SELECT 1 FROM projects WHERE project=?", (project,)).fetchone() is not None
@@ -146,6 +151,7 @@ class GoldStore:
         cal = calibrate_confidence([c for c, _ in pairs], [ok for _, ok in pairs], min_rows=MIN_GOLD)
         if cal is None:
             self.calibration.pop(project, None)
+            self.calibrated_on.pop(project, None)
             why = (
                 f"needs {MIN_GOLD}+ gold rows that llmlabel predicted"
                 if len(pairs) < MIN_GOLD
@@ -157,6 +163,7 @@ class GoldStore:
             )
             return Refit(project, len(rows), len(pairs), False, msg)
         self.calibration[project] = cal
+        self.calibrated_on[project] = len(pairs)
         right = sum(ok for _, ok in pairs)
         msg = (
             f"scores recalibrated (Platt) on {len(pairs)} gold rows ({right} predicted right): a prediction's "

@@ -9,6 +9,8 @@ Label Studio shows none of a backend's error text (only "403 Client Error: Forbi
 is also logged on the server's console in one line."""
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -130,11 +132,25 @@ def router(st: ServerState) -> APIRouter:
         log.warning("Label Studio %s refused: %s", where, one_line(e))
         return HTTPException(422, one_line(e))
 
-    def version(project: int | None) -> str:
+    def version(project: int | None, how: Served | None) -> str:
+        """The model version of a project's predictions: the judges and task (st.model_version), the project's
+        control and choice mapping (a changed choice set is a new model: Label Studio asks again), and its
+        refit (a new one after each: Label Studio asks again, from the cache, for the new scores)."""
+        v = st.model_version
+        if how is not None and how.control != LSControl():
+            what = json.dumps([how.control.from_name, how.control.to_name, how.control.text_key, how.to_label])
+            v += "-" + hashlib.sha256(what.encode()).hexdigest()[:6]
         if project is not None and st.gold is not None and project in st.gold.calibration:
-            # a new version after a refit: Label Studio asks again for predictions (cached: free), new scores
-            return f"{st.model_version}-cal{len(st.gold.gold(project))}"
-        return st.model_version
+            v += f"-cal{st.gold.calibrated_on.get(project, 0)}"
+        return v
+
+    def stored(project: int | None) -> Served | None:
+        """The served form of the config a project's last /setup sent."""
+        xml = st.gold.label_config(project) if project is not None and st.gold is not None else None
+        try:
+            return served(st, xml) if xml else None
+        except LLMLabelError:
+            return None
 
     async def ensure_refit(project: int | None) -> None:
         if project is None or project in refitted or st.gold is None:
@@ -155,7 +171,7 @@ def router(st: ServerState) -> APIRouter:
         if project is not None and st.gold is not None:
             st.gold.connect(project, body.schema_)
         await ensure_refit(project)
-        return {"model_version": version(project), "labels": list(how.to_label)}
+        return {"model_version": version(project, how), "labels": list(how.to_label)}
 
     @router.post("/predict", responses=errors(401, 422, 502))
     async def ls_predict(body: PredictRequest) -> dict[str, Any]:
@@ -170,7 +186,7 @@ def router(st: ServerState) -> APIRouter:
         project = project_id(body.project)
         await ensure_refit(project)
         job = await st.job(st.cfg.mode, how.labels)
-        ver = version(project)
+        ver = version(project, how)
         key = how.control.text_key or (st.cfg.task.text_column if body.label_config is None else "text")
         if body.label_config is None and not any(key in t.data for t in body.tasks):
             key = "text"
@@ -306,7 +322,8 @@ def router(st: ServerState) -> APIRouter:
             refit = await asyncio.to_thread(st.gold.refit, project)
             refitted.add(project)
             log.info("Label Studio training, project %d: %s", project, refit.message)
-            return {"status": "ok", "action": action, "model_version": version(project), **refit.as_dict()}
+            ver = version(project, how or stored(project))
+            return {"status": "ok", "action": action, "model_version": ver, **refit.as_dict()}
         return {"status": "ignored", "action": action}
 
     @router.post("/train", responses=errors(401, 422))
@@ -320,16 +337,25 @@ def router(st: ServerState) -> APIRouter:
             how = served(st, body.label_config) if body.label_config else None
         except InputError as e:
             raise refused("/train", e) from None
-        stored = store_gold(project, how, body.annotations)
+        n = store_gold(project, how, body.annotations)
         refit = await asyncio.to_thread(st.gold.refit, project)
         refitted.add(project)
-        return {"status": "ok", "gold_rows_received": stored, "model_version": version(project), **refit.as_dict()}
+        ver = version(project, how or stored(project))
+        return {"status": "ok", "gold_rows_received": n, "model_version": ver, **refit.as_dict()}
 
     @router.get("/versions", responses=errors(401))
     async def ls_versions(project: str | None = None) -> dict[str, Any]:
         """The model versions this backend serves (one: the judges and task; a refit project adds its own)."""
         pid = project_id(project)
-        versions = [st.model_version] + ([version(pid)] if pid is not None and version(pid) != st.model_version else [])
-        return {"versions": versions, "model_version": version(pid)}
+        current = version(pid, stored(pid))
+        return {"versions": sorted({st.model_version, current}), "model_version": current}
+
+    @router.get("/labelstudio/projects/{project}/gold", responses=errors(401, 404))
+    async def ls_gold(project: int) -> dict[str, Any]:
+        """What the backend learned from a project: its gold rows (the latest annotation per task), how many
+        predictions it made there, and whether its scores are recalibrated."""
+        if st.gold is None or not st.gold.connected(project):
+            raise HTTPException(404, f"project {project} is not connected to this backend")
+        return {**st.gold.summary(project), "rows": st.gold.gold(project)}
 
     return router

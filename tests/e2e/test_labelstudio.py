@@ -95,7 +95,8 @@ def test_predict_uses_the_projects_choices(make, fake):
     with make(ls_label_map={"pos": "positive", "neg": "negative"}) as c:
         # Two of the task's three labels, spelled otherwise: the judges choose among those two only.
         config = ls_config(["POSITIVE", "Negative"])
-        assert setup(c, config).json()["labels"] == ["POSITIVE", "Negative"]
+        first = setup(c, config).json()
+        assert first["labels"] == ["POSITIVE", "Negative"]
         res = predict(c, tasks, config)
         assert all(e == ["positive", "negative"] for e in enums(fake))
         for t, p in zip(tasks, res):
@@ -106,7 +107,8 @@ def test_predict_uses_the_projects_choices(make, fake):
         # A changed choice set (mapped by --ls-label) is served at once, with all three labels when named.
         fake.bodies.clear()
         config = ls_config(["pos", "neg", "Neutral"])
-        assert setup(c, config).status_code == 200
+        # another model version: Label Studio asks again for tasks it has predictions of the old choices for
+        assert setup(c, config).json()["model_version"] != first["model_version"]
         res = predict(c, tasks, config)
         assert all(e == LABELS for e in enums(fake))
         assert {p["result"][0]["value"]["choices"][0] for p in res} <= {"pos", "neg", "Neutral"}
@@ -218,6 +220,9 @@ def test_webhook_annotations_become_gold_and_training_refits(make, fake, tmp_pat
         # Deleting annotations removes their gold rows.
         r = hook(json=event("ANNOTATIONS_DELETED", config, annotations=[{"id": 101}, {"id": 102}]))
         assert r.json()["gold_rows_removed"] == 2
+        gold = c.get("/labelstudio/projects/5/gold", headers=H).json()
+        assert gold["gold_rows"] == 22 and gold["calibrated"] and gold["rows"][0]["label"] == truth[0]
+        assert c.get("/labelstudio/projects/5/gold").status_code == 401
     # The gold rows outlive the server: a restart refits them when the project is next used.
     with make() as c:
         assert setup(c, config).json()["model_version"].endswith("-cal22")
