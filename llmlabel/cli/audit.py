@@ -131,6 +131,7 @@ def register(sub: Any) -> None:
     )
     s.add_argument(
         "--export-labelstudio",
+        "--labelstudio-export",
         metavar="FILE.json",
         help="flagged rows as Label Studio tasks: the suggestion as a prediction, the given label beside it",
     )

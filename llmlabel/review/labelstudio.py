@@ -36,7 +36,7 @@ def _headers(url: str, token: str, transport: httpx.BaseTransport | None) -> dic
         raise ConfigError("no Label Studio token: pass the Access Token from Label Studio's Account & Settings")
     if token.count(".") == 2 and token.startswith("eyJ"):  # a personal access token (JWT refresh token)
         with httpx.Client(base_url=url, timeout=30, transport=transport) as c:
-            r = _send(c, "POST", "/api/token/refresh", json={"refresh": token})
+            r = _send(c, "POST", "/api/token/refresh/", json={"refresh": token})
             return {"Authorization": f"Bearer {r.json()['access']}"}
     return {"Authorization": f"Token {token}"}
 
@@ -49,8 +49,8 @@ def _send(c: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
         raise ConfigError(f"cannot reach Label Studio at {c.base_url} ({type(e).__name__}); check the URL") from None
     if r.status_code in (401, 403):
         raise ConfigError(
-            f"Label Studio at {c.base_url} refused the token ({r.status_code}) for {path}: use the Access Token "
-            "from Account & Settings (legacy tokens must be enabled in the organization's settings)"
+            f"Label Studio at {c.base_url} refused the token ({r.status_code}: {_detail(r)}) for {path}: use the "
+            "Access Token from Account & Settings (a legacy token needs legacy tokens enabled in the organization)"
         )
     if r.status_code == 404 and path.startswith("/api/projects/"):
         project = path.split("/")[3]
