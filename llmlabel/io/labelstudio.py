@@ -191,7 +191,10 @@ def annotation_label(a: Mapping[str, Any], from_name: str | None) -> str | None:
             continue
         if from_name is not None and r.get("from_name") != from_name:
             continue
-        got = (r.get("value") or {}).get("choices") or []
+        value = r.get("value")
+        got = value.get("choices") if isinstance(value, Mapping) else None
+        if not isinstance(got, list):
+            continue
         if len(got) == 1 and isinstance(got[0], str):
             found.append(got[0])
     return found[0] if len(set(found)) == 1 else None
@@ -200,13 +203,16 @@ def annotation_label(a: Mapping[str, Any], from_name: str | None) -> str | None:
 def task_answers(task: Mapping[str, Any], from_name: str | None, text_key: str | None = None) -> list[LSAnswer]:
     """Every usable annotation of one task (exported or from the API) as answers (skipped or empty ones left
     out)."""
-    data = task.get("data") or {}
+    data = task.get("data")
+    data = data if isinstance(data, Mapping) else {}
     tid = task.get("id")
+    tid = tid if isinstance(tid, int) and not isinstance(tid, bool) else None
     rid = data.get(ROW_ID_KEY)
     row_id = str(rid) if rid is not None else str(tid)
     text = data.get(text_key) if text_key else None
     out = []
-    for a in task.get("annotations") or []:
+    anns = task.get("annotations")
+    for a in anns if isinstance(anns, list) else []:
         if not isinstance(a, Mapping):
             continue
         label = annotation_label(a, from_name)
@@ -214,7 +220,7 @@ def task_answers(task: Mapping[str, Any], from_name: str | None, text_key: str |
             continue
         out.append(
             LSAnswer(
-                task_id=tid if isinstance(tid, int) else None,
+                task_id=tid,
                 row_id=row_id,
                 label=label,
                 annotator=_annotator(a),

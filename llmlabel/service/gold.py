@@ -54,12 +54,12 @@ def project_id(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if 0 < value < 2**63 else None  # SQLite's INTEGER
     if isinstance(value, dict):
         return project_id(value.get("id"))
     if isinstance(value, str):
         head = value.split(".", 1)[0].strip()
-        return int(head) if head.isdigit() else None
+        return project_id(int(head)) if head.isdigit() and len(head) < 20 else None
     return None
 
 

@@ -15,9 +15,9 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict
 
 from llmlabel.errors import InputError, LLMLabelError
@@ -302,10 +302,10 @@ def router(st: ServerState) -> APIRouter:
             tasks = extra.get("task")
             anns = anns if isinstance(anns, list) else [anns]
             tasks = tasks if isinstance(tasks, list) else [tasks]
-            by_id = {t.get("id"): t for t in tasks if isinstance(t, dict)}
+            by_id = {t.get("id"): t for t in tasks if isinstance(t, dict) and isinstance(t.get("id"), int)}
             merged = []
             for a in anns:
-                if isinstance(a, dict):
+                if isinstance(a, dict) and isinstance(a.get("task", 0), int):
                     t = by_id.get(a.get("task")) or (tasks[0] if len(tasks) == 1 and isinstance(tasks[0], dict) else {})
                     merged.append({**t, "id": a.get("task", t.get("id")), "annotations": [a]})
             n = store_gold(project, how, merged)
@@ -351,7 +351,7 @@ def router(st: ServerState) -> APIRouter:
         return {"versions": sorted({st.model_version, current}), "model_version": current}
 
     @router.get("/labelstudio/projects/{project}/gold", responses=errors(401, 404))
-    async def ls_gold(project: int) -> dict[str, Any]:
+    async def ls_gold(project: Annotated[int, Path(ge=1, lt=2**63)]) -> dict[str, Any]:
         """What the backend learned from a project: its gold rows (the latest annotation per task), how many
         predictions it made there, and whether its scores are recalibrated."""
         if st.gold is None or not st.gold.connected(project):

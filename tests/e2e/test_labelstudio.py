@@ -244,6 +244,24 @@ def test_webhook_needs_auth_when_asked_and_legacy_train(make):
         assert r.status_code == 200 and r.json()["gold_rows_received"] == 3
         assert "scores not recalibrated: needs 20+ gold rows" in r.json()["message"]
         assert c.get("/versions", headers=H).json()["versions"]
+        # Odd shapes from anyone who can reach the server: a clear 4xx or nothing stored, never a 500.
+        odd = [
+            {"action": "ANNOTATION_CREATED", "project": 5, "annotation": {"task": [1], "result": "x"}},
+            {"action": "ANNOTATION_CREATED", "project": {"id": 5}, "annotation": [1, None], "task": "t"},
+            {
+                "action": "ANNOTATIONS_CREATED",
+                "project": "5",
+                "annotation": [{"task": 1, "result": [{"type": "choices", "value": [1]}]}],
+            },
+            {"action": "TASKS_CREATED", "project": 5, "tasks": [{"id": True, "data": [], "annotations": {}}]},
+            {"action": "ANNOTATIONS_DELETED", "project": 5, "annotations": [{"id": "1"}, 7]},
+            {"action": "START_TRAINING", "project": 2**70},
+            {"action": 5},
+        ]
+        for body in odd:
+            r = c.post("/webhook", json=body, headers=H)
+            assert r.status_code in (200, 404, 422), (body, r.text)
+            assert r.json().get("gold_rows_stored", 0) == 0, body
 
 
 def test_health_checks_credentials_and_a_foreign_host_is_logged(make, caplog):
