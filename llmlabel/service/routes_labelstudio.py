@@ -200,6 +200,10 @@ def router(st: ServerState) -> APIRouter:
             except LLMLabelError as e:
                 done[i] = {"error": one_line(e)}
                 return
+            except Exception as e:  # this task's alone: the others' predictions are still answered
+                log.error("/predict: task %d failed: %s", i, one_line(f"{type(e).__name__}: {e}"))
+                done[i] = {"error": "internal error; see the llmlabel server's log"}
+                return
             done[i] = r
 
         async def run_all() -> None:
@@ -218,11 +222,13 @@ def router(st: ServerState) -> APIRouter:
                 await asyncio.gather(*futs)
 
         runner = asyncio.ensure_future(run_all())
+        # Held until done, past the deadline or a client that gave up: it finishes into the cache, and the next
+        # call is served from it.
+        st.background.add(runner)
+        runner.add_done_callback(st.background.discard)
         try:
             await asyncio.wait_for(asyncio.shield(runner), st.predict_deadline)
         except asyncio.TimeoutError:
-            st.background.add(runner)  # finishes into the cache; the next call is served from it
-            runner.add_done_callback(st.background.discard)
             log.warning(
                 "/predict: %d of %d tasks still labeling at the %gs deadline; they go on, and Label Studio's next "
                 "'Retrieve predictions' gets them from the cache",
