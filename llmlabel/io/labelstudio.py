@@ -29,6 +29,7 @@ class LSControl:
     to_name: str = "text"
     text_key: str | None = None
     choices: tuple[str, ...] = ()
+    multiple: bool = False  # choice="multiple": a multi-label task's set
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,17 @@ def map_choices(
 
 
 def parse_config(
-    xml: str | None, labels: Sequence[str] | None = None, mapping: Mapping[str, str] | None = None
+    xml: str | None,
+    labels: Sequence[str] | None = None,
+    mapping: Mapping[str, str] | None = None,
+    multi_label: bool | None = None,
 ) -> LSControl:
     """The control llmlabel fills in a labeling config, or InputError with what to change. No config: the
     defaults (label / text). With several <Choices>, the one whose choices all map to `labels` (when given);
-    none or several such: refused. Span (<Labels>), multi-choice and non-text controls are refused."""
+    none or several such: refused. Span (<Labels>) and non-text controls are refused; choice="multiple" needs a
+    multi-label task and a multi-label task needs it (`multi_label` None: either is read as it is)."""
     if not xml or not xml.strip():
-        return LSControl()
+        return LSControl(multiple=bool(multi_label))
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as e:
@@ -121,10 +126,18 @@ def parse_config(
         names = ", ".join(repr(el.get("name")) for el in controls)
         raise InputError(f"the labeling config has {len(controls)} <Choices> ({names}); pass the one to fill")
     el = controls[0]
-    if (el.get("choice") or "single").lower() != "single":
+    multiple = (el.get("choice") or "single").lower() == "multiple"
+    if (el.get("choice") or "single").lower() not in ("single", "single-radio", "multiple"):
         raise InputError(
-            f"<Choices name={el.get('name')!r}> has choice={el.get('choice')!r}: llmlabel predicts one label per "
-            'text; use choice="single"'
+            f'<Choices name={el.get("name")!r}> has choice={el.get("choice")!r}: use "single" or "multiple"'
+        )
+    if multi_label is not None and multiple != multi_label:
+        raise InputError(
+            f'<Choices name={el.get("name")!r}> has choice="multiple": the task predicts one label per text; use '
+            'choice="single" (or task.multi_label: true)'
+            if multiple
+            else f"<Choices name={el.get('name')!r}> takes one choice, and the task is multi-label (a set per text): "
+            'use choice="multiple"'
         )
     from_name, to_name = el.get("name") or "label", el.get("toName") or "text"
     obj = next((x for x in root.iter() if x.get("name") == to_name and x is not el), None)
@@ -136,7 +149,7 @@ def parse_config(
             f"<Choices name={from_name!r}> labels <{obj.tag} name={to_name!r} value={value!r}>: llmlabel reads "
             'text only, e.g. <Text name="text" value="$text"/>'
         )
-    return LSControl(from_name, to_name, value[1:], _choice_values(el))
+    return LSControl(from_name, to_name, value[1:], _choice_values(el), multiple)
 
 
 def review_config(
@@ -159,13 +172,13 @@ def review_config(
 </View>"""
 
 
-def choice_result(value: str, from_name: str, to_name: str, score: float | None = None) -> dict[str, Any]:
-    """One `choices` result of a prediction or annotation."""
+def choice_result(value: str | list[str], from_name: str, to_name: str, score: float | None = None) -> dict[str, Any]:
+    """One `choices` result of a prediction or annotation (a list: a multi-choice control's set)."""
     out: dict[str, Any] = {
         "from_name": from_name,
         "to_name": to_name,
         "type": "choices",
-        "value": {"choices": [value]},
+        "value": {"choices": value if isinstance(value, list) else [value]},
     }
     if score is not None:
         out["score"] = score
@@ -182,7 +195,8 @@ def _annotator(a: Mapping[str, Any]) -> str | None:
 
 
 def annotation_label(a: Mapping[str, Any], from_name: str | None) -> str | None:
-    """The choice an annotation made in the control `from_name` (any single choices control when None)."""
+    """The choice an annotation made in the control `from_name` (any choices control when None); a set of
+    several (a multi-choice control) joined by "|", as a multi-label output's `label` is."""
     if a.get("was_cancelled"):
         return None
     found = []
@@ -195,8 +209,8 @@ def annotation_label(a: Mapping[str, Any], from_name: str | None) -> str | None:
         got = value.get("choices") if isinstance(value, Mapping) else None
         if not isinstance(got, list):
             continue
-        if len(got) == 1 and isinstance(got[0], str):
-            found.append(got[0])
+        if got and all(isinstance(x, str) for x in got):
+            found.append("|".join(got))
     return found[0] if len(set(found)) == 1 else None
 
 

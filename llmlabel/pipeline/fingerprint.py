@@ -56,10 +56,23 @@ def _templates(prompts_dir: str | None) -> str | None:
     return _digest({str(p.relative_to(prompts_dir)): p.read_bytes().hex() for p in files})
 
 
+_SET = object()
+_ADDED_TASK_FIELDS = {
+    "multi_label": False,
+    "allow_empty": False,
+    "label_threshold": 0.5,
+    "shortlist": None,
+    "shortlist_rounds": 2,
+}
+
+
 def answers_fingerprint(job: Job) -> dict[str, str]:
     """One short hash per setting that changes answers, named as the user knows it (to say what changed)."""
     cfg, task = job.cfg, job.cfg.task
-    fp = {f"task.{k}": _digest(v) for k, v in task.model_dump().items()}
+    # Fields added since part files were first fingerprinted count only when set, so that unfinished runs of
+    # earlier versions still resume (a multi-label task's rows are asked another prompt: they never would).
+    dumped = task.model_dump(exclude={"examples": {"__all__": {"labels"}}} if not task.multi_label else None)
+    fp = {f"task.{k}": _digest(v) for k, v in dumped.items() if _ADDED_TASK_FIELDS.get(k, _SET) != v}
     fp["mode"] = _digest(job.kind)
     fp["prompts_dir templates"] = _digest(_templates(cfg.prompts_dir))
     fp["cascade"] = _digest(cfg.cascade.model_dump() if cfg.cascade else None)

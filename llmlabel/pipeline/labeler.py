@@ -40,15 +40,19 @@ class LabelResult:
     judges: dict[str, dict[str, Any]]  # judge name -> its answer (label, candidates, probs, error...)
     error: str | None  # why the row has no label (None when it has one)
     row: dict[str, Any] = field(default_factory=dict)  # the input's other columns, as the output file has them
+    labels: list[str] | None = None  # a multi-label task's set (`label` is then the set joined by "|")
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> LabelResult:
-        rest = {k: v for k, v in rec.items() if k not in OUTPUT_FIELDS and k not in ("_i", GIVEN)}
-        return cls(**{k: rec.get(k) for k in OUTPUT_FIELDS}, row=rest)  # type: ignore[arg-type]
+        rest = {k: v for k, v in rec.items() if k not in OUTPUT_FIELDS and k not in ("_i", GIVEN, "labels")}
+        return cls(**{k: rec.get(k) for k in OUTPUT_FIELDS}, row=rest, labels=rec.get("labels"))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """The row as `llmlabel label` writes it (input columns, then the output fields)."""
-        return {**self.row, **{k: getattr(self, k) for k in OUTPUT_FIELDS}}
+        out = {**self.row, **{k: getattr(self, k) for k in OUTPUT_FIELDS}}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        return out
 
 
 def as_config(config: Config | Mapping[str, Any] | str | Path) -> Config:
@@ -246,7 +250,7 @@ class Labeler:
                 items.append((i, {col: r}))
             else:
                 items.append((i, dict(r)))
-        kind = prompt or self.config.mode
+        kind = prompt or self.config.kind
         opts = dataclasses.replace(self._opts, kind=kind)
         if given_labels is not None:
             given = list(given_labels)
@@ -269,7 +273,9 @@ class Labeler:
             raise LLMLabelError(f"stopped: {stopped}")
         records = sink.ordered()
         names = [j.name for j in job.judges]
-        update, _ = refit(lambda: iter(records), names, job.labels, self.config.aggregate, job.kind, self._gold)
+        update, _ = refit(
+            lambda: iter(records), names, job.labels, self.config.aggregate, job.kind, self._gold, job.set_policy
+        )
         return [LabelResult.from_record(update(pos, r) if update else r) for pos, r in enumerate(records)]
 
     def label(
@@ -312,7 +318,7 @@ class Labeler:
 
         opts = dataclasses.replace(
             self._opts,
-            kind=self.config.mode,
+            kind=self.config.kind,
             limit=limit,
             on_progress=on_progress,
             cancel=cancel or threading.Event(),
@@ -322,7 +328,7 @@ class Labeler:
         input_path, output_path, total, gold = check_run(self.config, input_path, output_path, opts)
         with output_lock(output_path):
             self._start()
-            job = self._job(self.config.mode)
+            job = self._job(self.config.kind)
             coro = run_file(job, input_path, output_path, total, gold)
             return self._wait(self._submit(job, opts, coro), opts.cancel)
 

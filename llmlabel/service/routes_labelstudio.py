@@ -63,7 +63,7 @@ class Served:
 def served(st: ServerState, label_config: str | None) -> Served:
     """The project's control and label mapping, or InputError saying what to change in its config."""
     labels = st.cfg.task.label_names
-    ctl = parse_config(label_config, labels, st.ls_label_map)
+    ctl = parse_config(label_config, labels, st.ls_label_map, st.cfg.task.multi_label)
     if not label_config or not label_config.strip():
         return Served(ctl, {lab: lab for lab in labels})
     return Served(ctl, map_choices(ctl.choices, labels, st.ls_label_map))
@@ -185,7 +185,7 @@ def router(st: ServerState) -> APIRouter:
             raise refused("/predict", e) from None
         project = project_id(body.project)
         await ensure_refit(project)
-        job = await st.job(st.cfg.mode, how.labels)
+        job = await st.job(st.cfg.kind, how.labels)
         ver = version(project, how)
         key = how.control.text_key or (st.cfg.task.text_column if body.label_config is None else "text")
         if body.label_config is None and not any(key in t.data for t in body.tasks):
@@ -243,17 +243,19 @@ def router(st: ServerState) -> APIRouter:
             if r is None:
                 out.append({"model_version": ver, "error": "still labeling: retrieve predictions again"})
                 continue
-            if r.get("label") is None:
+            multi = how.control.multiple and r.get("labels") is not None  # a set, possibly empty
+            if r.get("label") is None and not multi:
                 failed += 1
                 out.append({"model_version": ver, "error": r.get("error") or "no judge gave a valid label"})
                 continue
-            choice = how.choice(r["label"])
+            choice: str | list[str] = [how.choice(x) for x in r["labels"]] if multi else how.choice(r["label"])
             conf = r.get("confidence")
             score = st.gold.score(project, conf) if st.gold is not None else conf
             res = choice_result(choice, how.control.from_name, how.control.to_name, score)
-            out.append({"result": [res], "score": score, "model_version": ver})
+            # an empty set is a prediction with no result (Label Studio refuses a choices result without choices)
+            out.append({"result": [res] if choice else [], "score": score, "model_version": ver})
             if project is not None and isinstance(t.id, int):
-                saved.append((t.id, choice, conf))
+                saved.append((t.id, choice if isinstance(choice, str) else "|".join(choice), conf))
         if saved and st.gold is not None and project is not None:
             st.gold.predicted(project, saved, ver)
         if failed:

@@ -276,3 +276,18 @@ def test_health_checks_credentials_and_a_foreign_host_is_logged(make, caplog):
         r = c.get("/health", headers={**H, "Host": "llmlabel:9090"})
         assert r.status_code == 403
     assert "--allowed-host llmlabel" in caplog.text
+
+
+def test_a_multi_label_task_fills_a_multiple_choice_control(tmp_path, fake):
+    fake.answers = {"both": "positive|neutral", "none": ""}
+    judges = [{"name": "a", "model": "fake-a", "base_url": fake.base_url, "timeout": 5, "max_attempts": 2}]
+    task = {"name": "tags", "instructions": "Tags?", "labels": LABELS, "multi_label": True}
+    cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=judges, task=task))
+    multi = ls_config(["Positive", "Negative", "Neutral"]).replace('choice="single"', 'choice="multiple"')
+    with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "state")) as c:
+        r = setup(c, ls_config(["Positive", "Negative", "Neutral"]))
+        assert r.status_code == 422 and 'use choice="multiple"' in r.json()["detail"]
+        assert setup(c, multi).status_code == 200
+        res = predict(c, [{"id": 1, "data": {"body": "both"}}, {"id": 2, "data": {"body": "none"}}], multi)
+        assert res[0]["result"][0]["value"]["choices"] == ["Positive", "Neutral"]
+        assert res[1]["result"] == [] and "score" in res[1]  # an empty set is a prediction, not a failure
