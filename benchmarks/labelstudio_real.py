@@ -192,8 +192,9 @@ def main() -> int:
             tasks = [{"data": {"body": r["text"], "sst2_id": r["id"]}} for r in rows]
             r = c.post(f"/api/projects/{pid}/import", json=tasks)
             assert r.status_code == 201, r.text[:300]
-            # Two tasks whose text field is not a text: each fails alone, no other field is labeled instead.
-            bad_tasks = [{"data": {"body": 12345, "title": "not this"}}, {"data": {"body": None, "title": "nor this"}}]
+            # Two tasks whose text field is a number (Label Studio accepts numbers for a <Text>, refuses null):
+            # each fails alone, and no other field is labeled instead.
+            bad_tasks = [{"data": {"body": 12345, "title": "not this"}}, {"data": {"body": 3.5, "title": "nor this"}}]
             r = c.post(f"/api/projects/{pid}/import", json=bad_tasks)
             assert r.status_code == 201, r.text[:300]
             gold = {r["id"]: r["label"] for r in rows}
@@ -237,8 +238,8 @@ def main() -> int:
                 f"control and choices: {ok}; accuracy vs SST-2 {right}/{len(preds)}; model version {sorted(v1)}",
             )
             check(
-                "a task whose $body is a number or null fails alone",
-                len(bad_ids) == 2 and "data.body is int" in ls_said and "data.body is null" in ls_said,
+                "a task whose $body is a number fails alone",
+                len(bad_ids) == 2 and "data.body is int" in ls_said and "data.body is float" in ls_said,
                 f"{len(bad_ids)} such tasks, no prediction saved; Label Studio's log has llmlabel's reason: "
                 f"{'data.body is int' in ls_said}",
             )
