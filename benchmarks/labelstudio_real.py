@@ -11,7 +11,9 @@ What it does, as a Label Studio user would, through Label Studio's REST API:
   5. changes the choice set to pos / neg / Neutral (mapped with --ls-label) and retrieves predictions again;
   6. annotates 25 tasks through the API (their SST-2 labels): the auto-created webhook stores them as gold
      rows; "Start training" refits the scores; review's pull reads the same 25 answers back;
-  7. pushes 20 review rows to a new project twice (no duplicates) and pulls an annotation back.
+  7. pushes 20 review rows to a new project twice (no duplicates) and pulls an annotation back;
+  8. connects a second backend on a slow model with a short --predict-deadline: each "Retrieve predictions"
+     saves what was done in time, the rest keeps going into the cache, until every task has a prediction.
 
   python benchmarks/labelstudio_real.py [--ls-venv /work/lsvenv] [--tasks 300] [--out NAME]
 """
@@ -87,9 +89,28 @@ def ls_session(base: str) -> tuple[httpx.Client, str]:
     return s, r.json()["token"]
 
 
+class Refreshing(httpx.Auth):
+    """Bearer access tokens from the personal access token, renewed when one expires (after minutes)."""
+
+    def __init__(self, base: str, pat: str) -> None:
+        self.base, self.pat, self.access = base, pat, ""
+
+    def renew(self) -> str:
+        self.access = httpx.post(f"{self.base}/api/token/refresh/", json={"refresh": self.pat}, timeout=30).json()[
+            "access"
+        ]
+        return self.access
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        request.headers["Authorization"] = f"Bearer {self.access or self.renew()}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self.renew()}"
+            yield request
+
+
 def api(base: str, pat: str) -> httpx.Client:
-    access = httpx.post(f"{base}/api/token/refresh/", json={"refresh": pat}, timeout=30).json()["access"]
-    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {access}"}, timeout=300)
+    return httpx.Client(base_url=base, auth=Refreshing(base, pat), timeout=300)
 
 
 def all_tasks(c: httpx.Client, project: int) -> list[dict[str, Any]]:
@@ -122,6 +143,8 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=300)
     ap.add_argument("--annotate", type=int, default=25)
     ap.add_argument("--out", default="labelstudio_real")
+    ap.add_argument("--slow-latency", type=float, default=0.4, help="the slow model's seconds a request (0: skip)")
+    ap.add_argument("--deadline", type=float, default=10.0, help="the slow backend's --predict-deadline")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary directory)")
     a = ap.parse_args()
     ls_bin = Path(a.ls_venv) / "bin" / "label-studio"
@@ -337,6 +360,68 @@ def main() -> int:
                 f"pulled {[(x.id, x.label, x.annotator) for x in back]}",
             )
             judge_requests = fake.requests()
+
+            # -- a slow model: answers within --predict-deadline, the rest on the next rounds ------------------
+            if a.slow_latency > 0:
+                slow = FakeLLM([DATA / "sst2_dev.csv"], latency=a.slow_latency, log_dir=tmp).start()
+                try:
+                    cfg2 = write_config(
+                        tmp / "slow.yaml",
+                        [judge(n, n, slow.base_url, 4, max_attempts=3) for n in ("judge-a", "judge-b")],
+                        tmp / "cache-slow",
+                        task={
+                            "name": "sentiment",
+                            "instructions": "The sentiment.",
+                            "labels": ["positive", "negative"],
+                        },
+                    )
+                    port2 = free_port()
+                    slog = tmp / "serve-slow.log"
+                    scmd = [
+                        LLMLABEL,
+                        "serve",
+                        "-c",
+                        str(cfg2),
+                        "--port",
+                        str(port2),
+                        "--state-dir",
+                        str(tmp / "state2"),
+                    ]
+                    scmd += ["--predict-deadline", str(a.deadline)]
+                    procs.append(subprocess.Popen(scmd, env=senv, stdout=open(slog, "wb"), stderr=subprocess.STDOUT))
+                    wait(f"http://127.0.0.1:{port2}/livez", 120, "llmlabel serve (slow)", procs[-1], slog)
+                    p2 = c.post(
+                        "/api/projects", json={"title": "slow", "label_config": config(["Positive", "Negative"])}
+                    )
+                    pid2 = p2.json()["id"]
+                    c.post(f"/api/projects/{pid2}/import", json=tasks)
+                    r = c.post(
+                        "/api/ml",
+                        json={
+                            "url": f"http://127.0.0.1:{port2}",
+                            "project": pid2,
+                            "title": "llmlabel-slow",
+                            "auth_method": "BASIC_AUTH",
+                            "basic_auth_user": "labelstudio",
+                            "basic_auth_pass": SERVE_TOKEN,
+                        },
+                    )
+                    assert r.status_code == 201, r.text[:300]
+                    rounds = []
+                    for _ in range(15):
+                        secs = retrieve_predictions(c, pid2)
+                        have = sum(bool(t["predictions"]) for t in all_tasks(c, pid2))
+                        rounds.append(f"{have} after {secs:.0f}s")
+                        if have >= a.tasks:
+                            break
+                    check(
+                        f"a slow model ({a.slow_latency}s a request, 4 at a time) within --predict-deadline {a.deadline}",
+                        have == a.tasks and len(rounds) > 1 and slow.requests() == 2 * a.tasks,
+                        f"Retrieve predictions rounds: {'; '.join(rounds)}; {slow.requests()} judge requests for "
+                        f"{a.tasks} tasks x 2 judges (none asked twice)",
+                    )
+                finally:
+                    slow.stop()
         finally:
             for proc in reversed(procs):
                 proc.terminate()

@@ -8,7 +8,7 @@ exchanged for an access token first). Every failure a user can fix is one line (
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,33 @@ IMPORT_BATCH = 500
 PAGE_SIZE = 500
 
 
-def _headers(url: str, token: str, transport: httpx.BaseTransport | None) -> dict[str, str]:
-    token = token.strip()
-    if not token:
-        raise ConfigError("no Label Studio token: pass the Access Token from Label Studio's Account & Settings")
-    if token.count(".") == 2 and token.startswith("eyJ"):  # a personal access token (JWT refresh token)
-        with httpx.Client(base_url=url, timeout=30, transport=transport) as c:
-            r = _send(c, "POST", "/api/token/refresh/", json={"refresh": token})
-            return {"Authorization": f"Bearer {r.json()['access']}"}
-    return {"Authorization": f"Token {token}"}
+class _Token(httpx.Auth):
+    """Label Studio's credentials: a legacy token as `Token <key>`; a personal access token (a JWT refresh
+    token) exchanged for a short-lived access token, exchanged again when Label Studio says it expired."""
+
+    def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None) -> None:
+        self.url, self.token, self.transport = url, token.strip(), transport
+        if not self.token:
+            raise ConfigError("no Label Studio token: pass the Access Token from Label Studio's Account & Settings")
+        self.jwt = self.token.count(".") == 2 and self.token.startswith("eyJ")
+        self.access: str | None = None
+
+    def _refresh(self) -> str:
+        with httpx.Client(base_url=self.url, timeout=30, transport=self.transport) as c:
+            r = _send(c, "POST", "/api/token/refresh/", json={"refresh": self.token})
+        self.access = str(r.json()["access"])
+        return self.access
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if not self.jwt:
+            request.headers["Authorization"] = f"Token {self.token}"
+            yield request
+            return
+        request.headers["Authorization"] = f"Bearer {self.access or self._refresh()}"
+        response = yield request
+        if response.status_code == 401:  # the access token expired (minutes): once more with a new one
+            request.headers["Authorization"] = f"Bearer {self._refresh()}"
+            yield request
 
 
 def _send(c: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -76,7 +94,7 @@ def _client(url: str, token: str, transport: httpx.BaseTransport | None) -> http
     url = url.rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"Label Studio URL {url!r} must start with http:// or https://")
-    return httpx.Client(base_url=url, headers=_headers(url, token, transport), timeout=120, transport=transport)
+    return httpx.Client(base_url=url, auth=_Token(url, token, transport), timeout=120, transport=transport)
 
 
 def _tasks(c: httpx.Client, project: int, fields: str = "all") -> Iterator[dict[str, Any]]:

@@ -16,6 +16,7 @@ from llmlabel.review.types import HumanAnswer, ReviewItem
 URL = "http://ls.test:8080"
 TOKEN = "ls-legacy-token-abc"
 LABELS = ["positive", "negative"]
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2ln"  # a personal access token's shape
 
 
 class FakeLS:
@@ -25,6 +26,9 @@ class FakeLS:
         self.projects: dict[int, dict] = {}
         self.tasks: list[dict] = []
         self.imports = 0
+        self.access = 0  # the current access token's number (a personal access token's exchange)
+        self.refreshes = 0
+        self.expire_on_get = False  # the access token expires right after a GET of a project
         self.router = respx.MockRouter(base_url=URL, assert_all_called=False)
         r = self.router
         r.route(method="POST", path="/api/projects").mock(side_effect=self.create)
@@ -32,12 +36,20 @@ class FakeLS:
         r.route(method="PATCH", path__regex=r"^/api/projects/(?P<pid>\d+)$").mock(side_effect=self.patch_project)
         r.route(method="POST", path__regex=r"^/api/projects/(?P<pid>\d+)/import$").mock(side_effect=self.import_)
         r.route(method="GET", path="/api/tasks").mock(side_effect=self.list_tasks)
+        r.route(method="POST", path="/api/token/refresh/").mock(side_effect=self.refresh)
         r.route(method="GET", path="/api/users").mock(
             return_value=httpx.Response(200, json=[{"id": 1, "email": "ann@example.com"}, {"id": 2, "email": "bob@x"}])
         )
 
+    def refresh(self, request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["refresh"] != JWT:
+            return httpx.Response(401, json={"detail": "Token is invalid or expired"})
+        self.access += 1
+        self.refreshes += 1
+        return httpx.Response(200, json={"access": f"acc-{self.access}"})
+
     def auth(self, request: httpx.Request) -> httpx.Response | None:
-        if request.headers.get("authorization") != f"Token {TOKEN}":
+        if request.headers.get("authorization") not in (f"Token {TOKEN}", f"Bearer acc-{self.access}"):
             return httpx.Response(401, json={"detail": "Invalid token."})
         return None
 
@@ -53,6 +65,8 @@ class FakeLS:
         if (bad := self.auth(request)) is not None:
             return bad
         p = self.projects.get(int(pid))
+        if self.expire_on_get:
+            self.access += 1
         return httpx.Response(200, json=p) if p else httpx.Response(404, json={"detail": "Not found."})
 
     def patch_project(self, request: httpx.Request, pid: str) -> httpx.Response:
@@ -164,7 +178,7 @@ def test_pull_gives_the_latest_answer_per_row_and_who_gave_it(ls, tmp_path):
 
 
 def test_errors_are_one_clear_line(ls, tmp_path):
-    with pytest.raises(ConfigError, match=r"refused the token \(401\)") as e:
+    with pytest.raises(ConfigError, match=r"refused the token \(401: \"Invalid token.\"\)") as e:
         push(URL, "wrong-token", items(1), LABELS)
     assert "wrong-token" not in str(e.value)
     with pytest.raises(InputError, match="has no project 99"):
@@ -181,3 +195,11 @@ def test_errors_are_one_clear_line(ls, tmp_path):
     (tmp_path / "min.json").write_text(json.dumps([{"id": 1, "text": "x", "label": "positive"}]))
     with pytest.raises(InputError, match="export as JSON"):
         read_export(tmp_path / "min.json")
+
+
+def test_a_personal_access_token_is_exchanged_and_renewed(ls):
+    pid = push(URL, JWT, items(3), LABELS)
+    assert ls.refreshes == 1 and len(ls.tasks) == 3
+    ls.expire_on_get = True  # mid-push, the access token expires: a 401, and the client renews it once
+    assert push(URL, JWT, items(4), LABELS, project=pid) == pid and len(ls.tasks) == 4
+    assert ls.refreshes == 3  # a new client exchanges once, then once more after the 401
