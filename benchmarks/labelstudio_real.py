@@ -434,14 +434,15 @@ def main() -> int:
     lines = [
         "# llmlabel with a real Label Studio",
         "",
-        f"- Date: {now()}; machine: {machine()}",
+        f"- date: {now()}",
+        f"- machine: {machine()}",
         f"- Label Studio {ls_version} (pip `label-studio`, own virtualenv), started in {ls_start:.0f}s with "
         "ML_BLOCK_LOCAL_IP=false SSRF_PROTECTION_ENABLED=false, a temporary data dir, a created user and a "
         "personal access token (JWT; legacy tokens are off by default in 1.23)",
         f"- `llmlabel serve` on fakellm (SST-2 dev, 2 simulated judges), labels positive/negative/neutral, "
         f"`--ls-label pos=positive --ls-label neg=negative`; {judge_requests} judge requests in all",
         f"- {a.tasks} SST-2 dev texts as tasks (`$body`), {a.annotate} annotated through the API",
-        f"- Command: `{command_line()}`",
+        f"- command: `{command_line()}`",
         "",
         "| check | result |",
         "|---|---|",
