@@ -265,11 +265,11 @@ def test_access_log_and_server_log_hide_keys_and_token_queries(tmp_path, monkeyp
         assert c.post("/v1/label", json={"items": [{"text": "echo-answer one"}]}, headers=H).status_code == 200
         assert c.post("/v1/label", json={"items": [{"text": "echo-error"}]}, headers=H).status_code == 502
         assert c.get(f"/v1/jobs?token={TOKEN}&limit=5", headers=H).status_code == 200
-        assert c.get("/health?api_key=query-secret-123&x=1").status_code == 200
+        assert c.get("/livez?api_key=query-secret-123&x=1").status_code == 200
         server.stop()
         server = None
         text = log.read_text()
-        assert "GET /v1/jobs?token=***&limit=5" in text and "/health?api_key=***&x=1" in text, text
+        assert "GET /v1/jobs?token=***&limit=5" in text and "/livez?api_key=***&x=1" in text, text
         for secret in (KEY, TOKEN, "query-secret-123"):
             assert secret not in text
     finally:
