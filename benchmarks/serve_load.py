@@ -187,7 +187,7 @@ def run_scenario(
         )
         url = wait_line(server, r"serving on (http://\S+)").group(1)
         with httpx.Client(timeout=10) as h:
-            while h.get(f"{url}/health").status_code != 200:
+            while h.get(f"{url}/livez").status_code != 200:
                 time.sleep(0.1)
         print(f"[{scenario}] {a.clients} clients for {a.duration:g}s against {url} ...", file=sys.stderr, flush=True)
         res = asyncio.run(load(url, texts, set(labels), a.clients, a.duration, scenario == "unique"))

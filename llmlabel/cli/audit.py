@@ -23,7 +23,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from llmlabel.auditing.audit import AuditOptions, audit_reads, run_audit, summary_lines
-    from llmlabel.auditing.exports import export_csv, export_labelstudio
+    from llmlabel.auditing.exports import export_csv, export_labelstudio, labelstudio_config
     from llmlabel.config import load_config
     from llmlabel.io import paths
     from llmlabel.io.guard import SIDECARS, check_output
@@ -47,6 +47,16 @@ def cmd_audit(a: argparse.Namespace) -> int:
                 table=False,
                 sidecars=False,
             )
+            if flag == "--export-labelstudio":  # and the labeling config written beside it
+                ls_xml = Path(path).with_suffix(".labeling.xml")
+                check_output(
+                    ls_xml,
+                    reads + [(w, "a file of the audit's output") for w in written],
+                    flag=flag,
+                    table=False,
+                    sidecars=False,
+                )
+    target = _ls_target(a, cfg.task.label_names)  # checked before the judges are paid
     opts = AuditOptions(
         label_column=a.label_column,
         verify=a.verify,
@@ -89,13 +99,37 @@ def cmd_audit(a: argparse.Namespace) -> int:
         write_report(a.html, res.records, res.summary)
         done.append(f"report {a.html}")
     if a.export_labelstudio:
-        n = export_labelstudio(a.export_labelstudio, res.records)
+        n = export_labelstudio(a.export_labelstudio, res.records, target)
         done.append(f"{n} Label Studio tasks in {a.export_labelstudio}")
+        if not a.ls_config:
+            xml = str(Path(a.export_labelstudio).with_suffix(".labeling.xml"))
+            labelstudio_config(xml, cfg.task.label_names, target)
+            done.append(f"their labeling config in {xml}")
     if a.export_csv:
         n = export_csv(a.export_csv, res.records)
         done.append(f"{n} rows for review in {a.export_csv}")
     print("; ".join(done), file=sys.stderr)
     return 0
+
+
+def _ls_target(a: argparse.Namespace, labels: list[str]) -> Any:
+    """The Label Studio project the export is for: a labeling config file, or the --ls-* names."""
+    from pathlib import Path
+
+    from llmlabel.auditing.exports import LSTarget
+
+    names = {"from_name": a.ls_from_name, "to_name": a.ls_to_name, "text_key": a.ls_text_key}
+    if a.ls_config:
+        if any(v is not None for v in names.values()):
+            raise LLMLabelError(
+                "--ls-config names the control and text field: drop --ls-from-name/--ls-to-name/--ls-text-key"
+            )
+        try:
+            xml = Path(a.ls_config).read_text(encoding="utf-8")
+        except OSError as e:
+            raise LLMLabelError(f"cannot read --ls-config {a.ls_config}: {e.strerror}") from None
+        return LSTarget.from_config(xml, labels)
+    return LSTarget(**{k: v for k, v in names.items() if v is not None})
 
 
 def register(sub: Any) -> None:
@@ -120,7 +154,21 @@ def register(sub: Any) -> None:
         help="true labels (id,label) for some rows: precision curves in the report and summary; never used to score",
     )
     s.add_argument(
-        "--export-labelstudio", metavar="FILE.json", help="flagged rows as Label Studio tasks with predictions"
+        "--export-labelstudio",
+        "--labelstudio-export",
+        metavar="FILE.json",
+        help="flagged rows as Label Studio tasks: the suggestion as a prediction, the given label beside it",
+    )
+    s.add_argument(
+        "--ls-config",
+        metavar="CONFIG.xml",
+        help="the Label Studio project's labeling config: the export uses its <Choices> name, toName and text "
+        "field, and its choices' spelling (default: writes FILE.labeling.xml beside the export)",
+    )
+    s.add_argument("--ls-from-name", help="Label Studio: the <Choices> name predictions go in (default: label)")
+    s.add_argument("--ls-to-name", help="Label Studio: the <Text> name the choices label (default: text)")
+    s.add_argument(
+        "--ls-text-key", help="Label Studio: the task data key of the text, $KEY in the config (default: text)"
     )
     s.add_argument("--export-csv", metavar="FILE.csv", help="flagged rows as a CSV review sheet")
     s.add_argument(

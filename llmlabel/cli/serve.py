@@ -52,6 +52,17 @@ def _allowed_hosts(bind: str, given: list[str]) -> list[str]:
     return hosts
 
 
+def _label_map(given: list[str]) -> dict[str, str]:
+    """--ls-label CHOICE=LABEL flags as a mapping."""
+    out = {}
+    for g in given:
+        choice, sep, label = g.partition("=")
+        if not sep or not choice.strip() or not label.strip():
+            raise LLMLabelError(f"--ls-label {g!r} is not CHOICE=LABEL (e.g. --ls-label pos=positive)")
+        out[choice.strip()] = label.strip()
+    return out
+
+
 def _check_flags(a: argparse.Namespace) -> tuple[str | None, list[str]]:
     """The token (None: no auth) and the allowed Host names, or the flag's error in one line."""
     token = os.environ.get(TOKEN_ENV)
@@ -79,6 +90,9 @@ def _check_flags(a: argparse.Namespace) -> tuple[str | None, list[str]]:
     for o in a.allowed_origin:
         if origin_key(o) is None:
             raise LLMLabelError(f"--allowed-origin {o!r} is not SCHEME://HOST[:PORT] (e.g. http://localhost:8080)")
+    if a.predict_deadline <= 0:
+        raise LLMLabelError(f"--predict-deadline must be positive, not {a.predict_deadline}")
+    _label_map(a.ls_label)
     if not 0 <= a.dispute_threshold <= 1:
         raise LLMLabelError(f"--dispute-threshold must be between 0 and 1, not {a.dispute_threshold}")
     return token, hosts
@@ -116,6 +130,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
             dispute_threshold=a.dispute_threshold,
             allowed_hosts=hosts,
             allowed_origins=a.allowed_origin,
+            ls_label_map=_label_map(a.ls_label),
+            predict_deadline=a.predict_deadline,
+            webhook_needs_auth=a.webhook_needs_auth,
         )
         # The server's own lines (jobs resumed, failures) go where uvicorn's go, in its format.
         handler = logging.StreamHandler()
@@ -150,7 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser(
         "serve",
         help="serve the judges over HTTP: label, verify, batch jobs, Label Studio, metrics",
-        description="Serve the config's judges over HTTP. Every route but /health needs "
+        description="Serve the config's judges over HTTP. Every route but /livez needs "
         "'Authorization: Bearer <token>' with the token in $LLMLABEL_SERVE_TOKEN.",
     )
     s.add_argument("-c", "--config", required=True, help="YAML config (task, judges, options)")
@@ -193,6 +210,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="URL",
         help="a web app's origin (SCHEME://HOST[:PORT]) allowed to call the server from a browser (repeatable); "
         "browser requests from any other site are refused",
+    )
+    s.add_argument(
+        "--ls-label",
+        action="append",
+        default=[],
+        metavar="CHOICE=LABEL",
+        help="Label Studio: the task label a project's choice stands for, when their names differ beyond case "
+        "(repeatable), e.g. --ls-label pos=positive",
+    )
+    s.add_argument(
+        "--predict-deadline",
+        type=float,
+        default=80.0,
+        help="Label Studio /predict: answer after this many seconds with the tasks labeled so far; the rest go on "
+        "into the cache for the next call (default: 80, under Label Studio's ML_TIMEOUT_PREDICT of 100)",
+    )
+    s.add_argument(
+        "--webhook-needs-auth",
+        action="store_true",
+        help="refuse /webhook requests without credentials (Label Studio's auto-created webhook sends none; "
+        "without this flag they may only store gold rows of connected projects, rate-limited)",
     )
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument(

@@ -20,6 +20,7 @@ from llmlabel.secrets import register
 from llmlabel.service import metrics, routes_jobs, routes_label, routes_labelstudio
 from llmlabel.service.auth import TOKEN_ENV, host_name, origin_key
 from llmlabel.service.errors import install_handlers
+from llmlabel.service.gold import GoldStore
 from llmlabel.service.guard import Guard
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.state import ServerState, model_version
@@ -40,6 +41,9 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     allowed_hosts: Iterable[str] = (),
     allowed_origins: Iterable[str] = (),
+    ls_label_map: dict[str, str] | None = None,
+    predict_deadline: float = 80.0,
+    webhook_needs_auth: bool = False,
 ) -> FastAPI:
     """The ASGI app. `token=None` turns auth off: only `llmlabel serve --no-auth` on a loopback host does that.
 
@@ -47,7 +51,11 @@ def create_app(
     `transport` is for tests (an httpx transport every judge request goes through).
 
     Requests must name the server by a loopback name or one of `allowed_hosts` (Host header), and a browser's
-    request must come from the server's own origin or one of `allowed_origins` (SCHEME://HOST[:PORT])."""
+    request must come from the server's own origin or one of `allowed_origins` (SCHEME://HOST[:PORT]).
+
+    Label Studio: `ls_label_map` maps a project's choices to the task's labels (besides same-name-ignoring-case),
+    /predict answers within `predict_deadline` seconds (the rest goes on into the cache), and
+    `webhook_needs_auth` refuses /webhook requests without credentials (see routes_labelstudio)."""
     if token is not None:
         if not token.strip():
             raise LLMLabelError(f"${TOKEN_ENV} is empty; set it to a secret token")
@@ -70,13 +78,16 @@ def create_app(
         max_text_chars=max_text_chars,
         allowed_hosts=frozenset(host_name(h) for h in allowed_hosts),
         allowed_origins=frozenset(origins),
+        ls_label_map=dict(ls_label_map or {}),
+        predict_deadline=predict_deadline,
+        webhook_needs_auth=webhook_needs_auth,
     )
     app = FastAPI(
         title="llmlabel",
         version=__version__,
         lifespan=lambda app: _lifespan(st, judges),
-        description="Label and audit text with an ensemble of LLM judges. Every route but /health and "
-        "the docs needs `Authorization: Bearer <token>`.",
+        description="Label and audit text with an ensemble of LLM judges. Every route but "
+        "/livez, the docs and (restricted) Label Studio webhooks needs `Authorization: Bearer <token>`.",
     )
     st.lock = StateLock(st.state_dir)
     st.lock.acquire()  # here, so that `llmlabel serve` says so in one line before it serves anything
@@ -109,6 +120,7 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
         st.model_version = model_version(st.cfg, st.judges)
         st.calibrate_lock = asyncio.Lock()
         st.store = JobStore(st.state_dir)
+        st.gold = GoldStore(st.state_dir)
         st.worker = JobWorker(st.cfg, st.judges, st.store, transport=st.transport)
         st.worker.start()
         # The tokenizer loads in ~1 s on first use (the first text longer than a judge's max_text_tokens):
@@ -117,7 +129,12 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
         try:
             yield
         finally:
+            if st.background:  # predictions past a /predict deadline: paid for, so given a while to land
+                _, late = await asyncio.wait(list(st.background), timeout=10)
+                for fut in late:
+                    fut.cancel()
             stopped = await asyncio.to_thread(st.worker.close)
+            st.gold.close()
             for job in st.jobs.values():
                 for c in job.clients.values():
                     await c.aclose()

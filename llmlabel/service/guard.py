@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmlabel.service.app")
 
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = frozenset({"/livez", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Label Studio's own webhook sends no credentials: without any, /webhook is served in its restricted mode (see
+# routes_labelstudio.ls_webhook); with wrong ones, it is refused like any route.
+WEBHOOK_PATH = "/webhook"
+# Label Studio's routes: a refusal there says how to set its ML backend's Basic auth.
+LS_PATHS = frozenset({"/health", "/setup", "/predict", "/train", "/versions", WEBHOOK_PATH})
 # /metrics series: anything else a client makes up (a method, a path) is one series, `other`, not one each.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -30,6 +35,7 @@ class Guard:
 
     def __init__(self, app: ASGIApp, state: "ServerState") -> None:
         self.app, self.state = app, state
+        self.foreign_logged: set[str] = set()
 
     def _authorized(self, scope: Scope) -> bool:
         return authorized(_header(scope, b"authorization") or "", self.state.token)
@@ -76,14 +82,28 @@ class Guard:
         try:
             foreign = self._foreign(scope)
             if foreign is not None:
+                # Label Studio shows a bare "403 Forbidden" for its health check: the fix goes to the console,
+                # once per name (a client retrying cannot flood the log).
+                if len(self.foreign_logged) < 100 and foreign not in self.foreign_logged:
+                    self.foreign_logged.add(foreign)
+                    log.warning("refused %s %s: %s", scope["method"], path, foreign)
                 await reply(403, foreign)
                 return
-            if path not in OPEN_PATHS and not self._authorized(scope):
-                await reply(
-                    401,
-                    f"missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's ${TOKEN_ENV})",
-                    {"WWW-Authenticate": 'Bearer realm="llmlabel"'},
+            authorized = self._authorized(scope)
+            scope["llmlabel.authorized"] = authorized and st.token is not None
+            open_webhook = (
+                path == WEBHOOK_PATH and _header(scope, b"authorization") is None and not st.webhook_needs_auth
+            )
+            if path not in OPEN_PATHS and not authorized and not open_webhook:
+                detail = (
+                    f"missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's ${TOKEN_ENV})"
                 )
+                if path in LS_PATHS:
+                    detail += (
+                        "; Label Studio: in the model's settings turn on Basic auth, any user name, the token as "
+                        "password"
+                    )
+                await reply(401, detail, {"WWW-Authenticate": 'Bearer realm="llmlabel"'})
                 return
             upload = path == "/v1/jobs" and scope["method"] == "POST"
             limit = st.max_upload_bytes if upload else st.max_body_bytes

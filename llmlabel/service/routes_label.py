@@ -29,9 +29,16 @@ def router(st: ServerState) -> APIRouter:
     class VerifyRequest(BaseModel):
         items: list[VerifyItem] = Field(min_length=1, max_length=st.max_items)
 
-    @router.get("/health", response_model=Health, tags=["service"])
+    @router.get("/health", response_model=Health, tags=["service"], responses=errors(401))
     async def health() -> dict[str, Any]:
-        """Liveness, no auth (also Label Studio's ML backend health check)."""
+        """Label Studio's ML backend health check, with auth: a wrong or missing password shows in Label
+        Studio as "authentication parameters were either not provided or are incorrect" when the backend is
+        connected, not as a bare 401 from /setup. /livez is the same without auth, for liveness probes."""
+        return {"status": "UP", "model_class": "llmlabel", "model_version": st.model_version}
+
+    @router.get("/livez", response_model=Health, tags=["service"])
+    async def livez() -> dict[str, Any]:
+        """Liveness, no auth."""
         return {"status": "UP", "model_class": "llmlabel", "model_version": st.model_version}
 
     @router.post("/v1/label", response_model=LabelResponse, tags=["label"], responses=errors(401, 413, 422, 502))

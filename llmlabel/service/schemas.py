@@ -107,10 +107,11 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "bad request",
         401: "missing or wrong bearer token",
         403: "a Host or Origin that is not this server's (a web page calling it)",
-        404: "no such job",
+        404: "no such job (or Label Studio project)",
         409: "not in a state for that",
         413: "body, batch or text too large",
         422: "invalid request",
+        429: "too many requests",
         502: "a judge failed",
     }
     return {c: {"model": ErrorOut, "description": why[c]} for c in sorted({*codes, 403})}

@@ -43,23 +43,33 @@ class ServerState:
     worker: JobWorker | None = None
     http: dict[tuple[str, str, int], list[float]] = field(default_factory=dict)
     items: dict[str, int] = field(default_factory=dict)
+    # Label Studio (routes_labelstudio): choice -> task label mappings, the /predict deadline, whether a
+    # webhook without credentials is refused, the gold store, and predictions still running past a deadline.
+    ls_label_map: dict[str, str] = field(default_factory=dict)
+    predict_deadline: float = 80.0
+    webhook_needs_auth: bool = False
+    gold: Any = None  # service.gold.GoldStore, opened by the lifespan
+    background: set[asyncio.Future[Any]] = field(default_factory=set)
 
     def http_count(self, method: str, route: str, status: int, seconds: float) -> None:
         c = self.http.setdefault((method, route, status), [0, 0.0])
         c[0] += 1
         c[1] += seconds
 
-    async def job(self, kind: str) -> Job:
-        job = self.jobs.get(kind)
+    async def job(self, kind: str, labels: tuple[str, ...] | None = None) -> Job:
+        """The job of a prompt kind; with `labels` (a Label Studio project's choices, mapped to the task's
+        labels), one whose judges choose among those labels only."""
+        key = kind if labels is None or list(labels) == self.cfg.task.label_names else f"{kind}:{json.dumps(labels)}"
+        job = self.jobs.get(key)
         if job is None:
             opts = RunOptions(progress=False, kind=kind, given_label_column="label", transport=self.transport)
-            job = self.jobs[kind] = Job(item_config(self.cfg), self.judges, opts)
-        if kind not in self.calibrated and any(j.logprobs for j in self.judges):
+            job = self.jobs[key] = Job(item_config(self.cfg, labels), self.judges, opts)
+        if key not in self.calibrated and any(j.logprobs for j in self.judges):
             assert self.calibrate_lock is not None
             async with self.calibrate_lock:
-                if kind not in self.calibrated:
+                if key not in self.calibrated:
                     await job.calibrate()  # content-free prompts, cached after the first server start
-                    self.calibrated.add(kind)
+                    self.calibrated.add(key)
         return job
 
 
@@ -82,10 +92,16 @@ def model_version(cfg: Config, judges: list[Judge]) -> str:
     return f"llmlabel-{__version__}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
 
 
-def item_config(cfg: Config) -> Config:
+def item_config(cfg: Config, labels: tuple[str, ...] | None = None) -> Config:
     """The config the synchronous endpoints label with: an item is an input row with the columns `text` (and
-    `label`, the given label), whatever columns the config's task reads from files."""
-    task = cfg.task.model_copy(update={"text_column": "text", "id_column": "id"})
+    `label`, the given label), whatever columns the config's task reads from files. With `labels` (a subset of
+    the task's), the task's other labels and the examples that use them are left out."""
+    update: dict[str, Any] = {"text_column": "text", "id_column": "id"}
+    if labels is not None and list(labels) != cfg.task.label_names:
+        keep = set(labels)
+        update["labels"] = {lab: cfg.task.labels[lab] for lab in labels}
+        update["examples"] = [ex for ex in cfg.task.examples if {ex.label or "", *(ex.candidates or [])} - {""} <= keep]
+    task = cfg.task.model_copy(update=update)
     return cfg.model_copy(update={"task": task})
 
 

@@ -27,7 +27,7 @@ from llmlabel.service.app import create_app  # noqa: E402
 
 # A loopback Host, as a local client sends it (the service refuses TestClient's 'testserver').
 TestClient = functools.partial(_TestClient, base_url="http://127.0.0.1:8000")
-from llmlabel.service.routes_labelstudio import parse_label_config  # noqa: E402
+from llmlabel.io.labelstudio import LSControl, parse_config  # noqa: E402
 
 LABELS = ["positive", "negative"]
 TOKEN = "test-token-0123456789"
@@ -172,7 +172,10 @@ def test_auth_required_except_health(client):
     for path in ("/metrics", "/v1/jobs", "/v1/jobs/x"):
         assert client.get(path).status_code == 401
     assert client.post("/predict", json={"tasks": []}).status_code == 401
-    assert client.get("/health").json()["status"] == "UP"
+    # /health is Label Studio's check of its credentials; /livez is liveness without auth.
+    assert client.get("/health").status_code == 401
+    assert client.get("/health", headers=H).json()["status"] == "UP"
+    assert client.get("/livez").json()["status"] == "UP"
     assert client.get("/openapi.json").status_code == 200
     # Label Studio's ML backend settings send HTTP Basic: the token is the password.
     basic = base64.b64encode(f"labelstudio:{TOKEN}".encode()).decode()
@@ -425,14 +428,15 @@ def test_label_studio_backend(client):
     ann = r.json()["results"][0]["result"][0]
     assert (ann["from_name"], ann["to_name"], ann["value"]["choices"]) == ("label", "text", [pick("ok", LABELS)])
     r = client.post("/predict", json={"tasks": [{"data": {"n": 1}}]}, headers=H)
-    assert r.json()["results"][0] == {"result": [], "score": 0.0, "model_version": r.json()["model_version"]}
+    (res,) = r.json()["results"]  # no `result`: Label Studio saves nothing, and asks again next time
+    assert "result" not in res and "data has no 'text'" in res["error"]
     r = client.post("/predict", json={"tasks": tasks, "label_config": "<View"}, headers=H)
     assert r.status_code == 422 and "not valid XML" in r.json()["detail"]
 
 
 def test_parse_label_config_defaults():
-    assert parse_label_config(None) == ("label", "text", None, [])
-    assert parse_label_config(LS_CONFIG) == ("sentiment", "review", "body", ["Positive", "Negative"])
+    assert parse_config(None) == LSControl("label", "text", None, ())
+    assert parse_config(LS_CONFIG) == LSControl("sentiment", "review", "body", ("Positive", "Negative"))
 
 
 # -- metrics -------------------------------------------------------------------------------------------------
@@ -472,6 +476,10 @@ def test_openapi_schema_paths(client):
     paths = schema["paths"]
     expected = {
         "/health": {"get"},
+        "/livez": {"get"},
+        "/webhook": {"post"},
+        "/train": {"post"},
+        "/versions": {"get"},
         "/metrics": {"get"},
         "/v1/label": {"post"},
         "/v1/verify": {"post"},
@@ -576,7 +584,7 @@ class Server:
         else:
             raise AssertionError(log.read_text())
         self.http = httpx.Client(base_url=self.url, timeout=30)
-        while self.http.get("/health").status_code != 200:
+        while self.http.get("/livez").status_code != 200:
             time.sleep(0.05)
 
     def kill(self) -> None:
