@@ -63,6 +63,8 @@ _ADDED_TASK_FIELDS = {
     "label_threshold": 0.5,
     "shortlist": None,
     "shortlist_rounds": 2,
+    "taxonomy": None,
+    "taxonomy_threshold": 0.5,
 }
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from llmlabel.config import Config, Judge
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.llm.batch_api import batch_prices
-from llmlabel.llm.prompts import Prompts
+from llmlabel.llm.prompts import Prompts, taxonomy_kind
 from llmlabel.llm.tokens import count_message_tokens, count_tokens, truncate
+from llmlabel.taxonomy import Taxonomy
 
 
 def _answer_tokens(cfg: Config, judge: Judge) -> int:
@@ -40,11 +41,14 @@ def plan(
     total_req = total_cost = 0.0
     example = None
     prompts = Prompts(task, cfg.prompts_dir)
+    kind = cfg.kind
+    if task.taxonomy is not None:  # the top level's question (each level below asks about as much again)
+        kind = taxonomy_kind((), Taxonomy.parse(task.taxonomy).roots)
     for j in judges:
         sizes = []
         for row in islice(iter_rows(input_path), min(sample, rows)):
             text = prompts.row_text(row) or ""
-            msgs = prompts.messages(j, cfg.kind, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
+            msgs = prompts.messages(j, kind, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
             sizes.append(count_message_tokens(msgs))
             example = example or msgs
         mean_in = sum(sizes) / max(1, len(sizes))
