@@ -43,6 +43,13 @@ def taxonomy_parent(kind: str) -> tuple[str, ...] | None:
     return tuple(head.split(_PATHSEP)[1:]) if head.split(_PATHSEP, 1)[0] == _TAXONOMY and _SEP in kind else None
 
 
+def first_kind(task: Task, kind: str) -> str:
+    """The kind a run of `kind` asks first, with no row's answers yet: a taxonomy's top level for "taxonomy"."""
+    if kind == _TAXONOMY and task.taxonomy is not None:
+        return taxonomy_kind((), list(task.taxonomy))
+    return kind
+
+
 def shortlist_choices(kind: str) -> list[str] | None:
     """The labels a per-row kind offers (a shortlist's, without "none of these"; a taxonomy level's children);
     None for other kinds."""

@@ -9,9 +9,8 @@ from pathlib import Path
 from llmlabel.config import Config, Judge
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.llm.batch_api import batch_prices
-from llmlabel.llm.prompts import Prompts, taxonomy_kind
+from llmlabel.llm.prompts import Prompts, first_kind
 from llmlabel.llm.tokens import count_message_tokens, count_tokens, truncate
-from llmlabel.taxonomy import Taxonomy
 
 
 def _answer_tokens(cfg: Config, judge: Judge) -> int:
@@ -41,9 +40,7 @@ def plan(
     total_req = total_cost = 0.0
     example = None
     prompts = Prompts(task, cfg.prompts_dir)
-    kind = cfg.kind
-    if task.taxonomy is not None:  # the top level's question (each level below asks about as much again)
-        kind = taxonomy_kind((), Taxonomy.parse(task.taxonomy).roots)
+    kind = first_kind(task, cfg.kind)  # a taxonomy: its top level's question (each level below: about as much)
     for j in judges:
         sizes = []
         for row in islice(iter_rows(input_path), min(sample, rows)):

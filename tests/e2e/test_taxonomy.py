@@ -180,11 +180,20 @@ def test_taxonomy_from_a_json_file_with_logprob_codes(tmp_path, capsys, servers)
         ({"taxonomy": {"only": ["one"]}}, "at least two top-level nodes"),
         ({"taxonomy": TREE, "labels": {"fish": "x"}}, "'fish' is not a node of task.taxonomy"),
         ({"taxonomy": TREE, "shortlist": 3}, "task.taxonomy works with one path per text"),
+        ({"taxonomy": {"a": ["x", "x"], "b": None}}, "'x' appears twice under a"),
+        ({"taxonomy": {"a": 3, "b": None}}, "the children of a must be a list or a mapping"),
+        ({"taxonomy": TREE, "aggregate": "dawid_skene"}, "aggregate: dawid_skene is not supported with task.taxonomy"),
     ],
 )
 def test_taxonomy_config_errors(tmp_path, capsys, extra, needle):
     (tmp_path / "in.csv").write_text("id,text\n1,x\n")
-    cfg = {"task": {"name": "t", **extra}, "judges": [{"name": "a", "model": "m", "base_url": "http://127.0.0.1:9"}]}
+    extra = dict(extra)
+    top = {k: extra.pop(k) for k in ("aggregate",) if k in extra}
+    cfg = {
+        **top,
+        "task": {"name": "t", **extra},
+        "judges": [{"name": "a", "model": "m", "base_url": "http://127.0.0.1:9"}],
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     rc, err = label_main(
         capsys, str(tmp_path / "in.csv"), "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "o.jsonl")
@@ -197,3 +206,19 @@ def test_taxonomy_refuses_batch_in_one_line(tmp_path, capsys, servers):
     inp, cfg = _setup(tmp_path, {"a": servers["a"]})
     rc, err = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), "--batch")
     one_line_error(rc, err, "task.taxonomy is not supported with --batch")
+
+
+def test_prompt_and_plan_show_the_top_level_question(tmp_path, capsys, servers):
+    inp, cfg = _setup(tmp_path, {"a": servers["a"]})
+    rc, out, err = run_main(capsys, "prompt", str(inp), "-c", str(cfg))
+    assert rc == 0, err
+    shown = json.loads(out)
+    assert "Top-level categories:\n- animals\n- vehicles\n- misc" in shown["messages"][-1]["content"]
+    assert shown["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == [
+        "animals",
+        "vehicles",
+        "misc",
+    ]
+    rc, out, err = run_main(capsys, "plan", str(inp), "-c", str(cfg))
+    assert rc == 0, err
+    assert "Top-level categories:" in out and servers["a"].requests == 0
