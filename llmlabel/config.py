@@ -50,6 +50,7 @@ class Task(_Strict):
     # "none of these" the next ones, `shortlist_rounds` lists at most. None: every label in every prompt.
     shortlist: int | None = Field(None, ge=2, le=200)
     shortlist_rounds: int = Field(2, ge=1, le=20)
+    shortlist_pinned: list[str] = []  # labels on every shortlist (a catch-all: "other", "out of scope")
     # A taxonomy (docs/taxonomy.md): a tree of labels, or a JSON file of one, labeled top-down. Its nodes are
     # the labels (`labels` may describe some of them); a level whose combined confidence is below
     # `taxonomy_threshold` is not taken: the row stops at the parent.
@@ -244,6 +245,12 @@ class Config(_Strict):
             raise ValueError(f"label {bad[0]!r} contains '|', which joins a multi-label row's labels; rename it")
         if self.task.shortlist is not None and (self.task.multi_label or self.mode != "label"):
             raise ValueError("task.shortlist works with one label per text in mode: label; remove it for this task")
+        pinned = self.task.shortlist_pinned
+        if pinned and (self.task.shortlist is None or len(pinned) >= self.task.shortlist):
+            raise ValueError("task.shortlist_pinned needs a task.shortlist longer than the pinned labels; fix either")
+        bad = [lab for lab in pinned if lab not in self.task.labels]
+        if bad:
+            raise ValueError(f"task.shortlist_pinned: {bad[0]!r} is not in task.labels; fix the name")
         if self.task.shortlist is not None and any(j.samples > 1 for j in self.judges):
             raise ValueError("samples > 1 (self-consistency) does not combine with task.shortlist; set samples: 1")
         if self.task.multi_label and any(j.samples > 1 for j in self.judges):

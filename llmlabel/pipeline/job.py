@@ -148,15 +148,15 @@ class Job:
         """The kind a row is asked first: the job's, or its first shortlist (task.shortlist)."""
         if self.shortlister is None:
             return self.kind
-        return shortlist_kind(self.shortlister.ranked(text)[: self.cfg.task.shortlist])
+        return shortlist_kind(self.shortlister.shortlist(self.shortlister.ranked(text), 0))
 
     async def _ask_shortlisted(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
         """One label among the text's nearest labels; on "none of these", among the next ones."""
-        assert self.shortlister is not None and self.cfg.task.shortlist is not None
-        ranked, k, client = self.shortlister.ranked(text), self.cfg.task.shortlist, self.clients[j.name]
+        assert self.shortlister is not None
+        ranked, client = self.shortlister.ranked(text), self.clients[j.name]
         ans = JudgeAnswer(error=NO_FIT)
         for r in range(self.cfg.task.shortlist_rounds):
-            choices = ranked[r * k : (r + 1) * k]
+            choices = self.shortlister.shortlist(ranked, r)
             if not choices:
                 break
             kind = shortlist_kind(choices)
