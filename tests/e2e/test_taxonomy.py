@@ -83,7 +83,7 @@ def _requests(servers) -> int:
     return sum(s.requests for s in servers.values())
 
 
-def test_labels_top_down_and_stops_at_the_parent_when_unsure(tmp_path, capsys, servers):
+def test_labels_top_down_and_stops_at_the_parent_when_unsure(tmp_path, capsys, servers, monkeypatch):
     inp, cfg = _setup(tmp_path, servers)
     out = tmp_path / "out.jsonl"
     rc, err = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(out))
@@ -111,8 +111,14 @@ def test_labels_top_down_and_stops_at_the_parent_when_unsure(tmp_path, capsys, s
     # One system message for every level: the shared prefix servers reuse.
     assert len({b["messages"][0]["content"] for b in bodies}) == 1
 
-    # A rerun pays nothing (the bulk cache pass walks the rows down the tree) and writes the same rows.
+    # A rerun pays nothing (the bulk cache pass walks the rows down the tree) and writes the same rows: no
+    # row even reaches the per-row path.
     before = _requests(servers)
+
+    async def per_row(*args, **kw):
+        raise AssertionError("a cached row was asked on the per-row path")
+
+    monkeypatch.setattr("llmlabel.pipeline.taxonomy.ask", per_row)
     again = tmp_path / "again.jsonl"
     rc, err = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(again))
     assert rc == 0, err
@@ -127,6 +133,7 @@ def test_labels_top_down_and_stops_at_the_parent_when_unsure(tmp_path, capsys, s
     assert _requests(servers) == before
     bird = {r["id"]: r for r in read_jsonl(strict)}["bird"]
     assert bird["path"] == ["animals", "birds"] and bird["level_confidence"] == [1.0, 1.0, 0.6667]
+    monkeypatch.undo()
 
     # eval: accuracy, coverage and precision per level, and hierarchical F1, against label_l* columns.
     with open(tmp_path / "gold.csv", "w", newline="") as fh:
