@@ -37,8 +37,34 @@ def _rows(files: list[Path], n: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(rows, min(n, len(rows)))
 
 
+def tokens(tree: Path, task_extra: dict, rows: list[dict]) -> tuple[float, float]:
+    """Mean prompt tokens a row and judge (llmlabel's counter): listing every leaf in one flat prompt, against
+    the top-down questions (the top level, then the gold domain's children: what a right first answer asks)."""
+    from llmlabel.config import Judge, Task
+    from llmlabel.llm.prompts import Prompts, taxonomy_kind
+    from llmlabel.llm.tokens import count_message_tokens
+    from llmlabel.taxonomy import Taxonomy
+
+    tax = Taxonomy.load(str(tree))
+    j = Judge(name="a", model="m")
+    leaves = list(
+        dict.fromkeys(k for p, kids in tax.children.items() if p for k in kids if (*p, k) not in tax.children)
+    )
+    flat = Prompts(Task(name="flat", instructions=task_extra["instructions"], labels=leaves), None)
+    top = Prompts(Task.model_validate({"name": "t", "taxonomy": tax.as_tree(), **task_extra}), None)
+    f = t = 0
+    for r in rows:
+        f += count_message_tokens(flat.messages(j, "label", r["text"]))
+        t += count_message_tokens(top.messages(j, taxonomy_kind((), tax.roots), r["text"]))
+        kids = tax.kids((r["label_l1"],))
+        if len(kids) > 1:
+            t += count_message_tokens(top.messages(j, taxonomy_kind((r["label_l1"],), kids), r["text"]))
+    return f / len(rows), t / len(rows)
+
+
 def bench(name: str, files: list[Path], tree: Path, task_extra: dict, n: int, seed: int) -> tuple[list, str]:
     rows = _rows(files, n, seed)
+    flat_tokens, top_tokens = tokens(tree, task_extra, rows)
     out_rows = []
     with (
         tempdir("llmlabel-tax-") as tmp,
@@ -80,7 +106,12 @@ def bench(name: str, files: list[Path], tree: Path, task_extra: dict, n: int, se
                     f"{run.wall:.1f}",
                 ]
             )
-    return out_rows, f"{name}: {len(rows)} rows sampled (seed {seed}) from {', '.join(f.name for f in files)}"
+    note = (
+        f"{name}: {len(rows)} rows sampled (seed {seed}) from {', '.join(f.name for f in files)}; prompt tokens a "
+        f"row and judge (llmlabel's counter): {flat_tokens:,.0f} listing every leaf in one prompt, {top_tokens:,.0f} "
+        "top-down (the top level, then the gold domain's children; single-child domains ask once)"
+    )
+    return out_rows, note
 
 
 def main() -> None:
