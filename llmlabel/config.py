@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from llmlabel.errors import ConfigError
+from llmlabel.taxonomy import Taxonomy
 
 Mode = Literal["label", "candidates"]
 Aggregate = Literal["majority", "weighted", "dawid_skene"]
@@ -49,6 +50,29 @@ class Task(_Strict):
     # "none of these" the next ones, `shortlist_rounds` lists at most. None: every label in every prompt.
     shortlist: int | None = Field(None, ge=2, le=200)
     shortlist_rounds: int = Field(2, ge=1, le=20)
+    shortlist_pinned: list[str] = []  # labels on every shortlist (a catch-all: "other", "out of scope")
+    # A taxonomy (docs/taxonomy.md): a tree of labels, or a JSON file of one, labeled top-down. Its nodes are
+    # the labels (`labels` may describe some of them); a level whose combined confidence is below
+    # `taxonomy_threshold` is not taken: the row stops at the parent.
+    taxonomy: dict[str, Any] | None = None
+    taxonomy_threshold: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _taxonomy_labels(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("taxonomy") is None:
+            return data
+        tax = Taxonomy.load(data["taxonomy"])
+        given = data.get("labels") or {}
+        given = dict.fromkeys(given, "") if isinstance(given, list) else given
+        if not isinstance(given, dict):
+            raise ValueError("with a taxonomy, task.labels (optional) maps node names to descriptions")
+        names = tax.names()
+        unknown = [k for k in given if str(k) not in names]
+        if unknown:
+            raise ValueError(f"label {unknown[0]!r} is not a node of task.taxonomy; fix the name or remove it")
+        desc = {str(k): v for k, v in given.items()}
+        return {**data, "taxonomy": tax.as_tree(), "labels": {n: desc.get(n) or "" for n in names}}
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -219,6 +243,8 @@ class Config(_Strict):
     @property
     def kind(self) -> str:
         """The prompt kind a run of this config asks: its mode, or "multilabel" for a multi-label task."""
+        if self.task.taxonomy is not None:
+            return "taxonomy"
         return "multilabel" if self.task.multi_label else self.mode
 
     @model_validator(mode="after")
@@ -243,10 +269,18 @@ class Config(_Strict):
             raise ValueError(f"label {bad[0]!r} contains '|', which joins a multi-label row's labels; rename it")
         if self.task.shortlist is not None and (self.task.multi_label or self.mode != "label"):
             raise ValueError("task.shortlist works with one label per text in mode: label; remove it for this task")
+        pinned = self.task.shortlist_pinned
+        if pinned and (self.task.shortlist is None or len(pinned) >= self.task.shortlist):
+            raise ValueError("task.shortlist_pinned needs a task.shortlist longer than the pinned labels; fix either")
+        bad = [lab for lab in pinned if lab not in self.task.labels]
+        if bad:
+            raise ValueError(f"task.shortlist_pinned: {bad[0]!r} is not in task.labels; fix the name")
         if self.task.shortlist is not None and any(j.samples > 1 for j in self.judges):
             raise ValueError("samples > 1 (self-consistency) does not combine with task.shortlist; set samples: 1")
         if self.task.multi_label and any(j.samples > 1 for j in self.judges):
             raise ValueError("samples > 1 (self-consistency) votes on one label; set samples: 1 for a multi-label task")
+        if self.task.taxonomy is not None:
+            _taxonomy_fits(self)
         return self
 
     @model_validator(mode="after")
@@ -254,6 +288,21 @@ class Config(_Strict):
         if self.mode != "label":
             samples_error(self.judges, self.mode)
         return self
+
+
+def _taxonomy_fits(cfg: Config) -> None:
+    """A taxonomy is decided level by level while each row runs (docs/taxonomy.md): what cannot follow that."""
+    if cfg.task.multi_label or cfg.task.shortlist is not None or cfg.mode != "label":
+        raise ValueError("task.taxonomy works with one path per text in mode: label; remove multi_label/shortlist/mode")
+    if cfg.cascade is not None and cfg.cascade.enabled:
+        raise ValueError("a cascade does not combine with task.taxonomy yet; remove cascade")
+    if cfg.aggregate != "majority":
+        raise ValueError(
+            "a taxonomy's levels are combined per row as they are asked (judge weights apply); "
+            f"aggregate: {cfg.aggregate} is not supported with task.taxonomy, use majority"
+        )
+    if any(j.samples > 1 for j in cfg.judges):
+        raise ValueError("samples > 1 (self-consistency) does not combine with task.taxonomy; set samples: 1")
 
 
 def samples_error(judges: list[Judge], kind: str) -> None:
@@ -322,6 +371,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{p}: malformed YAML{where}: {problem}; fix the syntax") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not UTF-8 text; save the config as UTF-8") from None
+    task = data.get("task") if isinstance(data, dict) else None
+    tax = task.get("taxonomy") if isinstance(task, dict) else None
+    if isinstance(tax, str) and not Path(tax).is_absolute():  # a taxonomy file next to the config
+        task["taxonomy"] = str((p.parent / tax).resolve())  # type: ignore[index]
     cfg = parse_config(data, str(p))
     cfg._source = str(p.resolve())
     if cfg.prompts_dir and not Path(cfg.prompts_dir).is_absolute():

@@ -39,8 +39,10 @@ class FakeLLM:
         fail_after: int | None = None,
         echo_key: bool = False,
         throttle_at: int | None = None,
+        paths: dict[str, list[str]] | None = None,
     ) -> None:
         self.answers = answers or {}
+        self.paths = paths or {}  # a taxonomy row's path: answered at whichever level the asked labels name
         self.labels = labels or ["positive", "negative"]
         self.faults, self.fault_kinds, self.latency, self.slow_seconds = faults, fault_kinds, latency, slow_seconds
         self.reject_schema, self.status, self.fail_after = reject_schema, status, fail_after
@@ -145,8 +147,12 @@ class FakeLLM:
         text = m.group(1) if m else last
         schema = (rf.get("json_schema") or {}).get("schema") or {}
         props = schema.get("properties", {})
-        labels = (props.get("label") or {}).get("enum") or self.labels
+        # Without a schema, the labels a logprob prompt lists as codes ("- A = name"), else the server's own.
+        listed = [x.strip() for x in re.findall(r"^- \w{1,2} = ([^:\n]+)", last, re.M)]
+        labels = (props.get("label") or {}).get("enum") or listed or self.labels
         label = key if self.echo_key else (self.answers.get(text) or pick(text, labels))
+        if text in self.paths and not self.echo_key:
+            label = next((x for x in self.paths[text] if x in labels), pick(text, labels))
         if label not in labels and "none of these" in labels:  # a shortlist without the right label
             label = "none of these"
         if "labels" in props:  # a multi-label schema: `answers` may hold a set joined by "|" ("" = none)

@@ -102,7 +102,7 @@ def _planning_judges(cfg):
 def cmd_prompt(a: argparse.Namespace) -> int:
     from llmlabel.errors import InputError
     from llmlabel.io.rows import iter_rows
-    from llmlabel.llm.prompts import render_messages, response_format, row_text
+    from llmlabel.llm.prompts import first_kind, render_messages, response_format, row_text
 
     cfg = _load(a.config)
     judges = _planning_judges(cfg)
@@ -111,7 +111,7 @@ def cmd_prompt(a: argparse.Namespace) -> int:
         raise LLMLabelError(
             f"no judge named '{a.judge}' in the config; use one of: {', '.join(j.name for j in judges)}"
         )
-    kind = a.kind or cfg.kind
+    kind = first_kind(cfg.task, a.kind or cfg.kind)
     for i, row in enumerate(iter_rows(a.input)):
         if i == a.row:
             break

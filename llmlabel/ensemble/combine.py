@@ -311,6 +311,8 @@ def refit(
     rows, confidences are then recalibrated on them (see calibrate_confidence). A multi-label job (mode
     "multilabel") is fitted label by label instead (ensemble/multilabel.py, with `policy`).
     """
+    if mode == "taxonomy":  # each level was combined as it was asked; the next levels followed from it
+        return None, {"method": "majority", "per_level": True}
     if mode == "multilabel":
         return refit_sets(records, judge_names, labels, method, policy or SetPolicy(), gold)
     update, summary = _refit(records, judge_names, labels, method, mode, gold)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from llmlabel.errors import InputError
-from llmlabel.evaluation import metrics, multilabel
+from llmlabel.evaluation import metrics, multilabel, taxonomy
 from llmlabel.io.gold import read_gold
 from llmlabel.io.ledger_file import read_ledger
 from llmlabel.io.paths import eval_path, ledger_path
@@ -143,11 +143,13 @@ def evaluate(
     out = Path(output)
     if not out.is_file():
         raise InputError(f"output file {out} not found; pass the file written by `llmlabel label`")
+    first = next(iter(iter_rows(out)), None)
+    if first is not None and taxonomy.is_taxonomy(first):  # gold paths: label_l1, label_l2, ... or a path
+        return taxonomy.evaluate_paths(out, gold_path, id_column, label_column)
     gold = read_gold(gold_path, id_column, label_column)
     numbered = gold.numbered
     if not gold:
         raise InputError(f"gold file {gold_path} has no non-empty '{label_column}' values; pass --label-column")
-    first = next(iter(iter_rows(out)), None)
     if first is not None and multilabel.is_multilabel(first):
         return _evaluate_sets(out, gold, gold_path, label_column, first)
     rows = _read(out, gold)
@@ -321,6 +323,11 @@ def _fmt(v: Any) -> str:
 
 def format_report(rep: dict[str, Any]) -> str:
     """A plain-text summary of `evaluate`'s dict."""
+    if rep.get("taxonomy"):
+        return "\n".join(
+            [f"evaluated {rep['rows_evaluated']} of {rep['rows_output']} output rows against {rep['gold']}"]
+            + ["  " + x for x in taxonomy.format_paths(rep)]
+        )
     if rep.get("multi_label"):
         return "\n".join(
             [f"evaluated {rep['rows_evaluated']} of {rep['rows_output']} output rows against {rep['gold']}"]

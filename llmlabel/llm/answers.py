@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from llmlabel.llm.prompts import NONE_OF_THESE, shortlist_choices
+from llmlabel.llm.prompts import NONE_OF_THESE, shortlist_choices, taxonomy_parent
 
 
 class JudgeAnswer(BaseModel):
@@ -19,6 +19,7 @@ class JudgeAnswer(BaseModel):
     probs: dict[str, float] | None = None  # from logprobs, when the endpoint gives them
     given_label_correct: bool | None = None
     error: str | None = None
+    levels: list[JudgeAnswer] | None = None  # a taxonomy row: the judge's answer at each level asked
 
     def out(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -75,7 +76,8 @@ def parse_answer(
         return _parse_set(content, labels)
     choices = shortlist_choices(kind)
     if choices is not None:
-        return _parse_pick(content, labels, codes)
+        # A taxonomy level accepts only the node's children (a name elsewhere in the tree is another node).
+        return _parse_pick(content, choices if taxonomy_parent(kind) is not None else labels, codes)
     if codes:  # logprob mode: the answer is a single code, or the label itself
         inv = {c.casefold(): lab for lab, c in codes.items()}
         tok = content.strip().strip("\"'.").casefold()
@@ -129,8 +131,8 @@ NO_FIT = "none of the shortlisted labels fits"
 
 
 def _parse_pick(content: str, labels: list[str], codes: dict[str, str] | None) -> JudgeAnswer:
-    """A shortlist answer: a code (logprob judges), or a label name in JSON or plain text. Any label of the
-    task counts, listed or not; "none of these" is an answer too (NO_FIT)."""
+    """A shortlist answer: a code (logprob judges), or a label name in JSON or plain text. Any of `labels`
+    counts (a shortlist's: the task's, listed or not); "none of these" is an answer too (NO_FIT)."""
     offered = [*labels, NONE_OF_THESE]
     raw: Any = content
     if codes:

@@ -18,7 +18,7 @@ from llmlabel.llm.formats import Formats, format_rejected
 from llmlabel.llm.ledger import JudgeLedger
 from llmlabel.llm.limits import Budget, Limits
 from llmlabel.llm.memo import Memo
-from llmlabel.llm.prompts import NONE_OF_THESE, label_codes, shortlist_choices
+from llmlabel.llm.prompts import label_codes, offered, shortlist_choices
 from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retry_after, retryable, row_failure, with_retries
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
 from llmlabel.secrets import one_line, redact, register
@@ -206,11 +206,12 @@ class JudgeClient:
             return None
 
     def codes_for(self, kind: str) -> dict[str, str] | None:
-        """The label codes a request of `kind` asks for (a shortlist's: its few labels and "none of these")."""
-        choices = shortlist_choices(kind)
-        if choices is None or not self.codes:
+        """The label codes a request of `kind` asks for (a shortlist's: its few labels and "none of these"; a
+        taxonomy level's: the node's children)."""
+        listed = offered(kind)
+        if listed is None or not self.codes:
             return self.codes
-        return label_codes([*choices, NONE_OF_THESE])
+        return label_codes(listed)
 
     def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
         codes = self.codes_for(kind)

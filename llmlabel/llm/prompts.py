@@ -28,13 +28,49 @@ def shortlist_kind(choices: list[str]) -> str:
     return _SEP.join([_SHORTLIST, *choices])
 
 
+# A taxonomy level (task.taxonomy) asks for one child of the node reached so far: its kind carries that node's
+# path and its children, so that the request, its schema and its cache key follow from the kind alone too.
+_TAXONOMY = "taxonomy"
+_PATHSEP = "\x1e"
+
+
+def taxonomy_kind(parent: tuple[str, ...] | list[str], choices: list[str]) -> str:
+    return _SEP.join([_PATHSEP.join([_TAXONOMY, *parent]), *choices])
+
+
+def taxonomy_parent(kind: str) -> tuple[str, ...] | None:
+    """The path of the node a taxonomy kind asks about (() for the top level); None for other kinds."""
+    head = kind.split(_SEP, 1)[0]
+    return tuple(head.split(_PATHSEP)[1:]) if head.split(_PATHSEP, 1)[0] == _TAXONOMY and _SEP in kind else None
+
+
+def first_kind(task: Task, kind: str) -> str:
+    """The kind a run of `kind` asks first, with no row's answers yet: a taxonomy's top level for "taxonomy"."""
+    if kind == _TAXONOMY and task.taxonomy is not None:
+        return taxonomy_kind((), list(task.taxonomy))
+    return kind
+
+
 def shortlist_choices(kind: str) -> list[str] | None:
-    """The labels a shortlist kind offers (without "none of these"); None for other kinds."""
-    return kind.split(_SEP)[1:] if kind.startswith(_SHORTLIST + _SEP) else None
+    """The labels a per-row kind offers (a shortlist's, without "none of these"; a taxonomy level's children);
+    None for other kinds."""
+    if kind.startswith(_SHORTLIST + _SEP) or taxonomy_parent(kind) is not None:
+        return kind.split(_SEP)[1:]
+    return None
+
+
+def offered(kind: str) -> list[str] | None:
+    """The answers a per-row kind accepts: its labels, and "none of these" for a shortlist."""
+    choices = shortlist_choices(kind)
+    if choices is None or taxonomy_parent(kind) is not None:
+        return choices
+    return [*choices, NONE_OF_THESE]
 
 
 def prompt_name(kind: str) -> str:
     """The template a kind is rendered with."""
+    if taxonomy_parent(kind) is not None:
+        return _TAXONOMY
     return _SHORTLIST if shortlist_choices(kind) is not None else kind
 
 
@@ -102,8 +138,8 @@ def label_codes(labels: list[str]) -> dict[str, str]:
 
 
 def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:
-    choices = shortlist_choices(kind)
-    enum = {"type": "string", "enum": labels if choices is None else [*choices, NONE_OF_THESE]}
+    listed = offered(kind)
+    enum = {"type": "string", "enum": labels if listed is None else listed}
     if kind == "candidates":
         # The label comes first: under constrained decoding a small model that writes the list first
         # fills it in the labels' listed order; committing to its best label first keeps label-mode accuracy.
@@ -221,8 +257,7 @@ class Prompts:
         if prefix is not None and frame and not demos:
             return prefix + [{"role": "user", "content": (frame[0] + neutralize(text) + frame[1]).strip()}]
         choices = shortlist_choices(kind)
-        offered = self.task.label_names if choices is None else [*choices, NONE_OF_THESE]
-        codes = label_codes(offered) if logprob_codes else None
+        codes = label_codes(offered(kind) or self.task.label_names) if logprob_codes else None
         block = self._blocks(name, kind, codes)
         if prefix is None:
             prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
@@ -266,6 +301,7 @@ class Prompts:
         if choices is not None:
             base["choices"] = {c: self.task.labels.get(c, "") for c in choices}
             base["none_of_these"] = NONE_OF_THESE
+            base["parent"] = list(taxonomy_parent(kind) or ())  # a taxonomy level: the node reached so far
 
         def block(block_name: str, **extra: Any) -> str:
             if block_name not in tmpl.blocks:

@@ -22,6 +22,8 @@ class Shortlister:
         from sklearn.pipeline import FeatureUnion
 
         self.labels = task.label_names
+        self.pinned = [lab for lab in task.shortlist_pinned if lab in task.labels]
+        self.k = max(1, (task.shortlist or len(self.labels)) - len(self.pinned))  # the ranked labels a list shows
         docs = {lab: [lab.replace("_", " ").replace("-", " "), task.labels[lab]] for lab in self.labels}
         for ex in task.examples:
             for lab in ([ex.label] if ex.label else []) + (ex.candidates or []) + (ex.labels or []):
@@ -46,3 +48,12 @@ class Shortlister:
         sims = (self._matrix @ self._vec.transform([text]).T).toarray().ravel()
         order = np.lexsort((np.arange(len(sims)), -sims))
         return [self.labels[i] for i in order]
+
+    def shortlist(self, ranked: list[str], round_: int) -> list[str]:
+        """The `round_`-th list (from 0) of a text's `ranked` labels: its next k nearest, then the pinned ones
+        (task.shortlist_pinned: a catch-all such as "other" is on every list, where a text that fits no
+        specific label finds it; nearness to such a label's name or examples means little). [] when the
+        ranked labels have run out."""
+        rest = [lab for lab in ranked if lab not in self.pinned]
+        top = rest[round_ * self.k : (round_ + 1) * self.k]
+        return top + self.pinned if top else []

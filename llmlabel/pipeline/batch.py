@@ -328,6 +328,9 @@ def run_batch(
     over the warm cache. With `bopts.wait=False` it returns after submitting (a rerun collects)."""
     opts, bopts = opts or RunOptions(), bopts or BatchOptions()
     echo = opts.echo or (_stderr if opts.progress else lambda s: None)
+    if cfg.task.taxonomy is not None:
+        # Each level's question depends on the level above: a batch per level, not built yet.
+        raise ConfigError("task.taxonomy is not supported with --batch yet; label online or remove taxonomy")
     if cfg.task.shortlist is not None:
         # A row's next shortlist depends on its first answer: two batches in turn, not built yet.
         raise ConfigError("task.shortlist is not supported with --batch yet; label online or remove shortlist")

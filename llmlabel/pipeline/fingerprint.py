@@ -58,12 +58,15 @@ def _templates(prompts_dir: str | None) -> str | None:
 
 
 _SET = object()
-_ADDED_TASK_FIELDS = {
+_ADDED_TASK_FIELDS: dict[str, Any] = {
     "multi_label": False,
     "allow_empty": False,
     "label_threshold": 0.5,
     "shortlist": None,
     "shortlist_rounds": 2,
+    "shortlist_pinned": [],
+    "taxonomy": None,
+    "taxonomy_threshold": 0.5,
 }
 
 

@@ -25,13 +25,15 @@ from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import Prompts, shortlist_kind
 from llmlabel.llm.shortlist import Shortlister
 from llmlabel.llm.tokens import truncate
+from llmlabel.pipeline import taxonomy as taxonomy_rows
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.taxonomy import Taxonomy
 
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
 OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
-# Input columns named like an output field keep their values under NAME_input: a multi-label job's rows add
-# `labels` (the set, as a list), so an input column of that name is kept the same way.
-RESERVED = frozenset(OUTPUT_FIELDS) | {"labels"}
+# Input columns named like an output field keep their values under NAME_input: multi-label rows add `labels`
+# (the set) and taxonomy rows `path`, `depth` and `level_confidence`, so input columns of those names are kept so.
+RESERVED = frozenset(OUTPUT_FIELDS) | {"labels", "path", "depth", "level_confidence"}
 INTERNAL = ("_i",)  # a part-file record's own fields beside the output's (its input position, always first)
 
 
@@ -123,6 +125,8 @@ class Job:
         self._row_memo: Memo[tuple[int, ...], Any] = Memo(4096)
         self._columns: Memo[tuple[str, ...], list[str]] = Memo(256)
         self.demos = DemoPool(cfg.task) if cfg.task.examples_file else None
+        # A taxonomy job asks level by level (pipeline/taxonomy.py): its rows' own paths down the tree.
+        self.taxonomy = Taxonomy.parse(cfg.task.taxonomy) if self.kind == "taxonomy" and cfg.task.taxonomy else None
         k = cfg.task.shortlist
         self.shortlister = None
         if k is not None and k < len(self.labels) and self.kind == "label":
@@ -157,8 +161,8 @@ class Job:
             await c.aclose()
 
     # -- prompts and answers -----------------------------------------------------------------
-    def messages(self, judge: Judge, text: str, given: str | None) -> list[dict[str, str]]:
-        msgs, cut = self._messages(judge, text, given)
+    def messages(self, judge: Judge, text: str, given: str | None, kind: str | None = None) -> list[dict[str, str]]:
+        msgs, cut = self._messages(judge, text, given, kind)
         self.truncated += cut
         return msgs
 
@@ -175,15 +179,15 @@ class Job:
         """The kind a row is asked first: the job's, or its first shortlist (task.shortlist)."""
         if self.shortlister is None:
             return self.kind
-        return shortlist_kind(self.shortlister.ranked(text)[: self.cfg.task.shortlist])
+        return shortlist_kind(self.shortlister.shortlist(self.shortlister.ranked(text), 0))
 
     async def _ask_shortlisted(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
         """One label among the text's nearest labels; on "none of these", among the next ones."""
-        assert self.shortlister is not None and self.cfg.task.shortlist is not None
-        ranked, k, client = self.shortlister.ranked(text), self.cfg.task.shortlist, self.clients[j.name]
+        assert self.shortlister is not None
+        ranked, client = self.shortlister.ranked(text), self.clients[j.name]
         ans = JudgeAnswer(error=NO_FIT)
         for r in range(self.cfg.task.shortlist_rounds):
-            choices = ranked[r * k : (r + 1) * k]
+            choices = self.shortlister.shortlist(ranked, r)
             if not choices:
                 break
             kind = shortlist_kind(choices)
@@ -215,6 +219,7 @@ class Job:
             and any(j.logprobs for j in self.judges)
             and self.kind != "multilabel"
             and not self.shortlister
+            and not self.taxonomy
         ):
             await self.calibrate()
 
@@ -245,6 +250,8 @@ class Job:
 
     async def ask_all(self, text: str, given: str | None) -> dict[str, JudgeAnswer]:
         """Every judge's (calibrated) answer for one text: together, or in turn for a cascade."""
+        if self.taxonomy is not None:
+            return await taxonomy_rows.ask(self, self.taxonomy, text, given)
         if len(self.judges) == 1:
             j = self.judges[0]
             return {j.name: await self._ask(j, text, given)}
@@ -328,6 +335,8 @@ class Job:
 
     def outcome(self, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
         """What a row's answers add to its record: the aggregate and each judge's answer."""
+        if self.taxonomy is not None:
+            return taxonomy_rows.outcome(self, self.taxonomy, answers)
         if self.kind == "multilabel":
             agg = combine_sets(answers, self.labels, self.set_policy, self.weights)
         else:
@@ -358,6 +367,8 @@ class Job:
         """Finish, synchronously, the rows whose every judge answer is already cached: one bulk lookup for
         the chunk, no tasks, no awaits (a warm rerun is all lookups). Returns the other rows, started, and
         how many keys were found."""
+        if self.taxonomy is not None:
+            return taxonomy_rows.from_cache(self, self.taxonomy, rows, sink)
         prepared, keys = self._cache_keys(rows)
         hits = self.cache.get_many(keys) if keys else {}
         rest, lines, hit_rows = self._finish_cached(prepared, hits)

@@ -9,7 +9,7 @@ from pathlib import Path
 from llmlabel.config import Config, Judge
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.llm.batch_api import batch_prices
-from llmlabel.llm.prompts import Prompts
+from llmlabel.llm.prompts import Prompts, first_kind
 from llmlabel.llm.tokens import count_message_tokens, count_tokens, truncate
 
 
@@ -40,11 +40,12 @@ def plan(
     total_req = total_cost = 0.0
     example = None
     prompts = Prompts(task, cfg.prompts_dir)
+    kind = first_kind(task, cfg.kind)  # a taxonomy: its top level's question (each level below: about as much)
     for j in judges:
         sizes = []
         for row in islice(iter_rows(input_path), min(sample, rows)):
             text = prompts.row_text(row) or ""
-            msgs = prompts.messages(j, cfg.kind, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
+            msgs = prompts.messages(j, kind, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
             sizes.append(count_message_tokens(msgs))
             example = example or msgs
         mean_in = sum(sizes) / max(1, len(sizes))

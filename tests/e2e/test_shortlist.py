@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 import yaml
-from conftest import label_main, read_jsonl
+from conftest import label_main, one_line_error, read_jsonl
 from fakeserver import FakeLLM
 
 VERBS = ["book", "cancel", "change", "check", "find", "pay", "report", "reset"]
@@ -98,3 +98,23 @@ def test_shortlist_rounds_run_out(tmp_path, capsys, server):
     got = {r["id"]: r for r in read_jsonl(out)}
     assert got["r0"]["label"] == "book_flight"
     assert got["odd"]["label"] is None and "none of the shortlisted labels fits" in got["odd"]["error"]
+
+
+def test_pinned_labels_are_on_every_shortlist(tmp_path, capsys, server):
+    """A catch-all label pinned to every list: the odd row finds it on its first list (one round), and each
+    list shows five ranked labels, the pinned one and the escape."""
+    inp, cfg = _cfg(tmp_path, server, shortlist=6, shortlist_rounds=1, shortlist_pinned=["reset_bill"])
+    out = tmp_path / "out.jsonl"
+    rc, err = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(out))
+    assert rc == 0, err
+    got = {r["id"]: r for r in read_jsonl(out)}
+    assert got["odd"]["label"] == "reset_bill" and got["r0"]["label"] == "book_flight"
+    enums = [b["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] for b in server.bodies]
+    assert all(len(e) == 7 and e[-2:] == ["reset_bill", "none of these"] for e in enums)
+    assert server.requests == len(_rows())
+
+
+def test_pinned_labels_must_be_labels(tmp_path, capsys, server):
+    inp, cfg = _cfg(tmp_path, server, shortlist=6, shortlist_pinned=["nope"])
+    rc, err = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
+    one_line_error(rc, err, "'nope' is not in task.labels")

@@ -1,6 +1,6 @@
 """The layout is the architecture: these tests keep its dependency rules from drifting.
 
-Layers, lowest first: foundations (config, errors, secrets) -> io -> llm -> ensemble -> pipeline (with local),
+Layers, lowest first: foundations (config, errors, secrets, taxonomy) -> io -> llm -> ensemble -> pipeline (with local),
 then the pipeline's clients (auditing, distill, evaluation, service) and, on top, the cli."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ALLOWED = {
     "review": {"io", "llm", "ensemble", "pipeline", "auditing", "evaluation"},
     "service": {"io", "llm", "ensemble", "pipeline", "auditing", "distill", "evaluation", "local", "review"},
 }
-FOUNDATIONS = {"config", "errors", "secrets", ""}  # "": the package itself (`__version__`)
+FOUNDATIONS = {"config", "errors", "secrets", "taxonomy", ""}  # "": the package itself (`__version__`)
 
 
 def _modules() -> dict[str, Path]:

@@ -1,0 +1,98 @@
+"""A taxonomy job's rows (task.taxonomy): asked level by level, online and from the cache.
+
+Each level is one question to every judge (a taxonomy prompt kind: the node reached and its children), so
+its answers are cached like any other. The bulk cache pass walks every row of a chunk down the tree a level
+at a time, one cache lookup per level for the whole chunk: a rerun asks nothing and pays nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from llmlabel.ensemble.taxonomy import Descent, replay
+from llmlabel.io.output import line
+from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from llmlabel.pipeline.job import Job, Sink, Started
+
+
+def _descent(job: Job, tax: Taxonomy) -> Descent:
+    return Descent(tax, job.cfg.task.taxonomy_threshold, job.weights)
+
+
+def answers_of(d: Descent) -> dict[str, JudgeAnswer]:
+    """Each judge's answers for the row, its levels kept (Job.outcome replays them)."""
+    return {
+        name: JudgeAnswer(label=got[-1].label, error=next((a.error for a in got if a.error), None), levels=got)
+        for name, got in d.judges.items()
+    }
+
+
+async def ask(job: Job, tax: Taxonomy, text: str, given: str | None) -> dict[str, JudgeAnswer]:
+    """Every judge's answers for one text, level by level down the tree."""
+    d = _descent(job, tax)
+    while (kind := d.kind) is not None:
+        msgs = [job.messages(j, text, given, kind) for j in job.judges]
+        got = await asyncio.gather(*(job.clients[j.name].ask(m, kind) for j, m in zip(job.judges, msgs)))
+        d.take({j.name: a for j, a in zip(job.judges, got)})
+    return answers_of(d)
+
+
+def outcome(job: Job, tax: Taxonomy, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
+    """The row's record fields: the walk its answers make."""
+    levels = {n: a.levels if a.levels is not None else [a] for n, a in answers.items()}
+    return replay(tax, job.cfg.task.taxonomy_threshold, job.weights, levels).record()
+
+
+def from_cache(
+    job: Job, tax: Taxonomy, rows: list[tuple[int, dict[str, Any]]], sink: Sink
+) -> tuple[list[Started], int]:
+    """Job.from_cache for a taxonomy: every row of the chunk walked down the tree while its answers are all
+    cached (one bulk lookup a level); the rows it could not finish are returned, started, to be asked."""
+    started = [job.start(i, row) for i, row in rows]
+    walks = {n: _descent(job, tax) for n, s in enumerate(started) if s[1] is not None}
+    cuts = dict.fromkeys(walks, 0)
+    missed: set[int] = set()
+    found = 0
+    while True:
+        keyed = []
+        for n, d in walks.items():
+            kind = d.kind
+            if kind is None or n in missed:
+                continue
+            _, text, given = started[n]
+            ks = []
+            for j in job.judges:
+                msgs, cut = job._messages(j, text, given, kind)  # type: ignore[arg-type]
+                cuts[n] += cut
+                ks.append(job.clients[j.name].key_for(msgs, kind))
+            keyed.append((n, d, kind, ks))
+        if not keyed:
+            break
+        hits = job.cache.get_many([k for *_, ks in keyed for k in ks])
+        found += len(hits)
+        for n, d, kind, ks in keyed:
+            got = [
+                job.clients[j.name].cached_answer(hits[k], kind) if k in hits else None for j, k in zip(job.judges, ks)
+            ]
+            if any(a is None for a in got):
+                missed.add(n)  # asked on the per-row path (its cached levels are found there again, free)
+                continue
+            d.take({j.name: a for j, a in zip(job.judges, got) if a is not None})
+    rest, lines = [], []
+    for n, st in enumerate(started):
+        rec, text, _ = st
+        if text is None:
+            lines.append(line(job.finish(rec, None)))
+        elif n in missed:
+            rest.append(st)
+        else:
+            d = walks[n]
+            job.truncated += cuts[n]
+            for name, levels in d.judges.items():
+                job.ledger.judges[name].cache_hits += len(levels)
+            lines.append(line(job.finish(rec, answers_of(d))))
+    sink.append_lines(lines)
+    return rest, found
