@@ -54,6 +54,12 @@ DESCRIPTIONS: dict[str, str] = {
     "names, descriptions and demonstrations); unset, every label is listed in every prompt.",
     "Task.shortlist_rounds": "How many shortlists a text is shown in turn when the judge answers "
     '"none of these".',
+    "Task.shortlist_pinned": "Labels on every shortlist, beside the nearest ones: a catch-all such as "
+    '"other" or "out of scope", which no text is near (see [Many labels](many-labels.md)).',
+    "Task.taxonomy": "A tree of labels (a mapping of node to children, or the path of a JSON file of one), "
+    "labeled top-down: the top level first, then the chosen node's children (see [Taxonomies](taxonomy.md)).",
+    "Task.taxonomy_threshold": "A level whose confidence is below this is not taken: the row stops at the "
+    "parent, and its `depth` says how far it got.",
     "Example.text": "The example's text.",
     "Example.label": "Its label (one of `task.labels`).",
     "Example.candidates": "Its candidate set, for `mode: candidates`.",
