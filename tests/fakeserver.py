@@ -56,6 +56,9 @@ class FakeLLM:
         self.times: list[float] = []  # time.monotonic() of each request's arrival
         self.headers: list[dict[str, str]] = []
         self.server: ThreadingHTTPServer | None = None
+        # Called with each request's number (1-based) as it arrives, before it is answered: a test's fault
+        # at an exact point of a run (a cache server stopped after the 20th request).
+        self.on_request: Any = None
 
     @property
     def base_url(self) -> str:
@@ -114,6 +117,9 @@ class FakeLLM:
                 return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "2"}
             if fault:
                 self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
+            n = self.requests
+        if self.on_request is not None:
+            self.on_request(n)
         if self.latency:
             time.sleep(self.latency)
         key = (headers.get("Authorization") or headers.get("authorization") or "").removeprefix("Bearer ")

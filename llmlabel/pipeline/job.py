@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from llmlabel.config import Config, Judge, Task, samples_error
 from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
 from llmlabel.ensemble.combine import combine_row, combine_samples
-from llmlabel.errors import ConfigError, LLMLabelError
+from llmlabel.errors import CacheError, ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import JudgeAnswer
@@ -101,7 +101,15 @@ class Job:
             client.ledger, client.budget = self.ledger.judges[name], self.budget
         self.truncated = 0
         self.fatal: LLMLabelError | BaseException | None = None
+        self._cache_error: CacheError | None = None
+        for c in self.clients.values():
+            c.cache_error = None
         return self.ledger
+
+    @property
+    def cache_error(self) -> CacheError | None:
+        """Why the response cache failed this run (its answers stay in their rows; no new row starts), or None."""
+        return self._cache_error or next((c.cache_error for c in self.clients.values() if c.cache_error), None)
 
     async def aclose(self) -> None:
         """Close the judges' connections (they reopen on the next request)."""
@@ -276,7 +284,11 @@ class Job:
         the chunk, no tasks, no awaits (a warm rerun is all lookups). Returns the other rows, started, and
         how many keys were found."""
         prepared, keys = self._cache_keys(rows)
-        hits = self.cache.get_many(keys) if keys else {}
+        try:
+            hits = self.cache.get_many(keys) if keys else {}
+        except CacheError as e:  # handed back unasked: the drive starts no row once the cache failed
+            self._cache_error = self._cache_error or e
+            return [p[0] for p in prepared], 0
         rest, lines, hit_rows = self._finish_cached(prepared, hits)
         sink.append_lines(lines)
         for j in self.judges:

@@ -188,7 +188,12 @@ def finalize(
         result.warnings.append(f"{job.truncated} long texts were cut to the judges' max_text_tokens")
     if stopped or fatal is not None:
         result.stopped_by = stopped or str(fatal)
-        job.ledger.save(ledger_path(output_path))
+        try:
+            job.ledger.save(ledger_path(output_path))
+        except OSError:
+            if fatal is None:
+                raise
+            # The same full disk that stopped the run: its own line (where the rows are) matters more.
         if isinstance(fatal, LLMLabelError):
             if not isinstance(fatal, OutputError):  # whose line already says where the finished rows are
                 fatal.args = (
