@@ -2,6 +2,7 @@
 request metrics."""
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -78,13 +79,27 @@ class Guard:
             if foreign is not None:
                 await reply(403, foreign)
                 return
-            if path not in OPEN_PATHS and not self._authorized(scope):
-                await reply(
-                    401,
-                    f"missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's ${TOKEN_ENV})",
-                    {"WWW-Authenticate": 'Bearer realm="llmlabel"'},
-                )
-                return
+            if path not in OPEN_PATHS and st.token is not None:
+                client = (scope.get("client") or ("?",))[0]
+                wait = st.auth_failures.wait(client)
+                if wait > 0:  # locked out after repeated wrong tokens: the token is not even looked at
+                    secs = math.ceil(wait)
+                    await reply(
+                        429,
+                        f"too many wrong tokens from this address: retry in {secs} s with the right token",
+                        {"Retry-After": str(secs)},
+                    )
+                    return
+                if not self._authorized(scope):
+                    st.auth_failures.failed(client)
+                    await reply(
+                        401,
+                        "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                        f"(the server's ${TOKEN_ENV})",
+                        {"WWW-Authenticate": 'Bearer realm="llmlabel"'},
+                    )
+                    return
+                st.auth_failures.succeeded(client)
             upload = path == "/v1/jobs" and scope["method"] == "POST"
             limit = st.max_upload_bytes if upload else st.max_body_bytes
             length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)

@@ -16,6 +16,7 @@ from llmlabel.config import Config, Judge
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.secrets import redact_obj
+from llmlabel.service.auth import AuthFailures
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.store import JobStore, StateLock
 
@@ -43,6 +44,7 @@ class ServerState:
     worker: JobWorker | None = None
     http: dict[tuple[str, str, int], list[float]] = field(default_factory=dict)
     items: dict[str, int] = field(default_factory=dict)
+    auth_failures: AuthFailures = field(default_factory=AuthFailures)  # per-client backoff after wrong tokens
 
     def http_count(self, method: str, route: str, status: int, seconds: float) -> None:
         c = self.http.setdefault((method, route, status), [0, 0.0])
