@@ -486,3 +486,35 @@ def test_a_weak_token_is_refused_off_loopback(tmp_path, fake, capsys, monkeypatc
     monkeypatch.setenv("LLMLABEL_SERVE_TOKEN", "kP3x-9vQ_t2LmZ8wRj4yB6nH")
     rc, _, err = run_main(capsys, "serve", "-c", str(cfg), "--host", "0.0.0.0", "--max-items", "0")
     one_line_error(rc, err, "--max-items must be positive")
+
+
+def test_an_upload_onto_a_full_disk_is_a_clear_507(tmp_path, fake, monkeypatch):
+    """The state dir's disk fills up while a file streams in: a 507 that says so, nothing queued, nothing left."""
+    import builtins
+    import errno
+
+    from llmlabel.service import multipart
+
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+    monkeypatch.setattr(multipart, "open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
+    ok = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n\r\nid,text\n1,hi\n2,ho\r\n--b--\r\n'
+    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
+        r = c.post("/v1/jobs", content=ok, headers={**H, "Content-Type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 507, r.text
+        assert "No space left on device" in r.json()["detail"] and "--state-dir" in r.json()["detail"]
+        assert c.get("/v1/jobs", headers=H).json()["jobs"] == []
+    assert list((tmp_path / "state" / "jobs").iterdir()) == []
