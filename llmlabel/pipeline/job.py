@@ -111,6 +111,14 @@ class Job:
         """Why the response cache failed this run (its answers stay in their rows; no new row starts), or None."""
         return self._cache_error or next((c.cache_error for c in self.clients.values() if c.cache_error), None)
 
+    def take_cache_error(self) -> CacheError | None:
+        """`cache_error`, forgotten once returned: a long-lived job (the service's) reports each failure."""
+        err = self.cache_error
+        self._cache_error = None
+        for c in self.clients.values():
+            c.cache_error = None
+        return err
+
     async def aclose(self) -> None:
         """Close the judges' connections (they reopen on the next request)."""
         for c in self.clients.values():

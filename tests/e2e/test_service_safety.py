@@ -518,3 +518,25 @@ def test_an_upload_onto_a_full_disk_is_a_clear_507(tmp_path, fake, monkeypatch):
         assert "No space left on device" in r.json()["detail"] and "--state-dir" in r.json()["detail"]
         assert c.get("/v1/jobs", headers=H).json()["jobs"] == []
     assert list((tmp_path / "state" / "jobs").iterdir()) == []
+
+
+def test_a_failing_cache_still_answers_and_says_so_in_the_log(tmp_path, fake, monkeypatch, caplog):
+    import threading
+
+    from llmlabel.llm import cache
+
+    real = cache._connect
+
+    def full(path):  # the writer thread's connection: every commit fails with SQLite's SQLITE_FULL
+        con = real(path)
+        if threading.current_thread().name == "llmlabel-cache":
+            con.execute(f"PRAGMA max_page_count={con.execute('PRAGMA page_count').fetchone()[0]}")
+        return con
+
+    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
+        monkeypatch.setattr(cache, "_connect", full)
+        with caplog.at_level(logging.WARNING, logger="llmlabel"):
+            items = [{"text": f"new text {i}"} for i in range(100)]  # more answers than the file's pages hold
+            r = c.post("/v1/label", json={"items": items}, headers=H)
+        assert r.status_code == 200 and all(it["label"] for it in r.json()["items"]), r.text
+    assert any("not being cached" in m and "database or disk is full" in m for m in caplog.messages), caplog.text
