@@ -31,3 +31,10 @@ class OutputError(LLMLabelError):
     """An output or its part file cannot be written (disk full, a directory in the way): rows already written stay."""
 
     exit_code = 1
+
+
+class CacheError(LLMLabelError):
+    """The response cache cannot be read or written (disk full, read-only, its Redis server gone). A run keeps
+    the answers it received in its rows, starts no new row, and stops with this line; a rerun continues."""
+
+    exit_code = 1

@@ -59,8 +59,9 @@ class FakeLLM:
         self.times: list[float] = []  # time.monotonic() of each request's arrival
         self.headers: list[dict[str, str]] = []
         self.server: ThreadingHTTPServer | None = None
-        # Called with the request count as each request arrives (outside the lock): tests act on an event of
-        # the run (e.g. cancel after the 3rd request) instead of racing a clock.
+        # Called with each request's number (1-based) as it arrives, before it is answered (outside the lock):
+        # tests act on an event of the run (cancel after the 3rd request, a cache server stopped after the
+        # 20th) instead of racing a clock.
         self.on_request: Callable[[int], None] | None = None
 
     @property

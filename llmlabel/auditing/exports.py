@@ -76,6 +76,9 @@ def export_csv(path: str | Path, records: list[dict[str, Any]]) -> int:
     import csv
     import io
 
+    from llmlabel.io.tables import escape_formulas, spreadsheet_safe
+
+    safe = spreadsheet_safe if escape_formulas() else (lambda v: v)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["id", "text", "given_label", "suggested_label", "score", "votes", "corrected_label"])
@@ -84,7 +87,9 @@ def export_csv(path: str | Path, records: list[dict[str, Any]]) -> int:
         if not r["flagged"]:
             continue
         votes = "; ".join(f"{j}={a.get('label')}" for j, a in (r.get("judges") or {}).items())
-        w.writerow([r["id"], r["text"], r["given_label"], r["suggested_label"], r["score"], votes, ""])
+        w.writerow(
+            [safe(v) for v in (r["id"], r["text"], r["given_label"], r["suggested_label"], r["score"], votes)] + [""]
+        )
         n += 1
     atomic_write(path, buf.getvalue())
     return n

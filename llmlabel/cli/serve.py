@@ -10,7 +10,7 @@ import socket
 import sys
 
 from llmlabel.errors import ConfigError, LLMLabelError
-from llmlabel.service.auth import TOKEN_ENV, host_name, is_loopback, origin_key, split_host
+from llmlabel.service.auth import TOKEN_ENV, host_name, is_loopback, origin_key, split_host, weak_token
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -77,6 +77,12 @@ def _check_flags(a: argparse.Namespace) -> tuple[str | None, list[str]]:
         raise LLMLabelError(
             f"set ${TOKEN_ENV} to a secret token (clients send 'Authorization: Bearer <token>'), "
             "or pass --no-auth to serve without auth on 127.0.0.1"
+        )
+    elif not is_loopback(a.host) and (weak := weak_token(token)) is not None:
+        # Other machines can reach it: a short token would be guessed (even slowed down to a few tries a minute).
+        raise LLMLabelError(
+            f"${TOKEN_ENV} is too weak to serve on {a.host} ({weak}); set it to a long random secret, e.g. "
+            "the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     for name, v in (
         ("--max-items", a.max_items),

@@ -163,6 +163,7 @@ def train_from_labeled(
     }
     if mode == "candidates":
         card["refinery"] = {"best_round": model.best_round_, "rounds": model.history_}
+    card["n_features"] = int(model.clf_.coef_.shape[1])  # checked against the arrays when the file is loaded
     return model, card
 
 
@@ -196,13 +197,15 @@ def save_model(model: CandidateDistiller, card: dict[str, Any], path: str) -> No
 
 def load_model(path: str) -> CandidateDistiller:
     """The model saved by :func:`save_model`; its card is on ``model.card_``. Raises NotAModel for anything
-    else, before any object in the file is created."""
+    else, before any object in the file is created, and for an archive whose arrays do not fit its card
+    (:func:`check_archive`) before any of them is read."""
     import zipfile
 
     import skops.io as sio
 
     if not zipfile.is_zipfile(path):
         raise NotAModel("not a skops archive (a pickle or joblib file is never loaded)")
+    check_sizes(path)  # before schema.json is read: it could be the bomb
     try:
         types = set(sio.get_untrusted_types(file=path))
     except Exception as e:  # a zip that is not a skops archive
@@ -210,12 +213,168 @@ def load_model(path: str) -> CandidateDistiller:
     foreign = sorted(types - MODEL_TYPES)
     if foreign:
         raise NotAModel(f"it holds types llmlabel does not write: {', '.join(foreign[:3])}")
-    blob = sio.load(path, trusted=sorted(types))
+    check_archive(path)
+    try:
+        blob = sio.load(path, trusted=sorted(types))
+    except Exception as e:  # checked above, yet unreadable: never a traceback
+        raise NotAModel(f"unreadable model archive ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(blob, dict) or not isinstance(blob.get("model"), CandidateDistiller):
         raise NotAModel("no CandidateDistiller inside")
     model = blob["model"]
     model.card_ = blob.get("card", {})
     return model
+
+
+# What loading a model file may cost: its arrays as declared, at most this many bytes beyond the file's own
+# size times this ratio (llmlabel stores members uncompressed: ratio 1; a zip bomb declares ~1,000).
+ARCHIVE_SLACK, ARCHIVE_RATIO = 64 << 20, 20
+
+
+def check_archive(path: str) -> None:
+    """Refuse a model archive whose declared contents do not add up, before anything in it is read: members
+    that would decompress far beyond the file's size, arrays whose .npy header disagrees with the member's
+    size or holds objects, and arrays whose shapes do not match the model card (its labels and, in files
+    written since, its feature count) or each other. Reads only the zip directory, schema.json (bounded)
+    and each array's header."""
+    import zipfile
+
+    check_sizes(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {i.filename: i for i in zf.infolist()}
+            if "schema.json" not in members:
+                raise NotAModel("no schema.json inside")
+            schema = json.loads(zf.read("schema.json"))
+            arrays = {name: _npy_header(zf, members[name]) for name in members if name.endswith(".npy")}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise NotAModel(f"unreadable model archive ({type(e).__name__}: {str(e)[:200]})") from None
+    _check_shapes(schema, arrays)
+
+
+def check_sizes(path: str) -> None:
+    """Refuse an archive whose members would decompress far beyond the file's own size (a zip bomb): read
+    from the zip directory alone."""
+    import zipfile
+
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise NotAModel(f"unreadable model archive ({type(e).__name__}: {str(e)[:200]})") from None
+    if declared > max(ARCHIVE_SLACK, ARCHIVE_RATIO * size):
+        raise NotAModel(
+            f"its members declare {declared:,} bytes once decompressed, far beyond a model of {size:,} bytes "
+            "(llmlabel writes them uncompressed)"
+        )
+
+
+def _npy_header(zf: Any, info: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """An array member's shape and dtype, from its header alone; its data must be exactly what they say."""
+    from numpy.lib import format as npy
+
+    with zf.open(info) as fh:
+        version = npy.read_magic(fh)
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read(fh)
+        header = fh.tell()
+    if dtype.hasobject:
+        raise NotAModel(f"array {info.filename} holds Python objects")
+    if math.prod(shape) * dtype.itemsize != info.file_size - header:
+        raise NotAModel(
+            f"array {info.filename} declares shape {shape} of {dtype} but holds {info.file_size - header:,} bytes"
+        )
+    return tuple(int(n) for n in shape), dtype
+
+
+def _check_shapes(schema: Any, arrays: dict[str, tuple[tuple[int, ...], Any]]) -> None:
+    """The arrays' shapes against the card (inside the archive) and against each other."""
+    found: dict[str, list[tuple[int, ...]]] = {}  # attribute name -> shapes of the arrays stored under it
+    json_lengths: dict[str, int] = {}  # attribute name -> length of an array stored as JSON (classes_)
+    ints: dict[str, int] = {}  # attribute name -> an integer parameter (n_features_out_)
+
+    def walk(node: Any, name: str) -> None:
+        if isinstance(node, list):
+            for v in node:
+                walk(v, name)
+            return
+        if not isinstance(node, dict):
+            return
+        if node.get("__loader__") == "NdArrayNode":
+            if node.get("type") == "numpy":
+                file = node.get("file")
+                if file not in arrays:
+                    raise NotAModel(f"array {name} names a member {str(file)[:80]!r} that is not a .npy file in it")
+                found.setdefault(name, []).append(arrays[file][0])
+            elif isinstance(node.get("content"), list):
+                json_lengths[name] = len(node["content"])
+            return
+        if node.get("__loader__") == "JsonNode" and isinstance(node.get("content"), str):
+            try:
+                value = json.loads(node["content"])
+            except ValueError:
+                return
+            if type(value) is int:
+                ints[name] = value
+            return
+        content = node.get("content")
+        if node.get("__loader__") in ("DictNode", "ObjectNode") and isinstance(content, dict):
+            inner = content.get("content") if node.get("__loader__") == "ObjectNode" else content
+            for k, v in (inner if isinstance(inner, dict) else content).items():
+                walk(v, str(k))
+        else:
+            walk(content, name)
+
+    model = schema.get("content", {}).get("model") if isinstance(schema, dict) else None
+    walk(model, "model")
+    card = _card(schema)
+    labels = card.get("labels")
+    where = "the model card"
+    if isinstance(labels, list) and "classes_" in json_lengths and json_lengths["classes_"] != len(labels):
+        raise NotAModel(f"it has {json_lengths['classes_']} classes but {where} lists {len(labels)} labels")
+    k = len(labels) if isinstance(labels, list) else json_lengths.get("classes_")
+    coefs = found.get("coef_", [])
+    if len(coefs) != 1 or len(coefs[0]) != 2:
+        raise NotAModel(f"the classifier's coefficients are {'missing' if not coefs else f'of shape {coefs}'}")
+    rows, n_features = coefs[0]
+    if k is not None and not 1 <= rows <= k:
+        raise NotAModel(f"coefficients of shape {coefs[0]} do not fit the {k} labels of {where}")
+    if found.get("intercept_", [(rows,)]) != [(rows,)]:
+        raise NotAModel(f"intercepts of shape {found['intercept_']} do not fit coefficients of shape {coefs[0]}")
+    idf = found.get("idf_", [])
+    featurizer = sum(s[0] for s in idf) if idf else ints.get("n_features_out_")
+    if any(len(s) != 1 for s in idf) or sorted(found.get("kept_buckets_", [])) not in ([], sorted(idf)):
+        raise NotAModel("the featurizer's arrays do not match each other")
+    carded = card.get("n_features")
+    for what, n in (("the featurizer", featurizer), (where, carded if type(carded) is int else None)):
+        if n is not None and n != n_features:
+            raise NotAModel(f"coefficients of shape {coefs[0]} do not fit the {n} features of {what}")
+    known = {"coef_", "intercept_", "idf_", "kept_buckets_"}
+    for name, shapes in found.items():
+        for shape in shapes:
+            if name not in known and math.prod(shape) > max(n_features, rows, 1) + 1024:
+                raise NotAModel(f"array {name} of shape {shape} is larger than any part of this model")
+
+
+def _card(schema: Any) -> dict[str, Any]:
+    """The model card stored in the archive (labels, n_features), read from the schema without loading."""
+    try:
+        node = schema["content"]["card"]["content"]
+    except (KeyError, TypeError):
+        return {}
+    out: dict[str, Any] = {}
+    if not isinstance(node, dict):
+        return out
+    labels = node.get("labels")
+    if isinstance(labels, dict) and isinstance(labels.get("content"), list):
+        out["labels"] = labels["content"]
+    nf = node.get("n_features")
+    if isinstance(nf, dict) and isinstance(nf.get("content"), str):
+        try:
+            out["n_features"] = json.loads(nf["content"])
+        except ValueError:
+            pass
+    return out
 
 
 def predict_rows(

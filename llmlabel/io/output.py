@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ class PartFile:
         self.done: set[str] = set()
         self.errored: set[str] = set()  # ids with a failed attempt on file: a later line may supersede it
         self._fh: Any = None
+        self._failed: OutputError | None = None
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -85,13 +87,21 @@ class PartFile:
             self._write(b"".join(lines))
 
     def _write(self, data: bytes) -> None:
+        if self._failed is not None:  # after a failed write, nothing more: a later row would follow a cut one
+            raise self._failed
+        start = self._fh.tell()
         try:
-            self._fh.write(data)
+            view = memoryview(data)
+            while view:  # a nearly full disk takes part of a write without an error: the rest, or the error
+                view = view[self._fh.write(view) :]
         except OSError as e:
-            raise OutputError(
+            with contextlib.suppress(OSError):
+                self._fh.truncate(start)  # the cut row goes (a rerun redoes it); the rows before stay whole
+            self._failed = OutputError(
                 f"cannot write {self.path}: {e.strerror or e}; the rows finished before are safe in it: "
                 "free some space (or fix the disk) and rerun the same command to continue"
-            ) from None
+            )
+            raise self._failed from None
 
     def close(self) -> None:
         if self._fh:

@@ -8,7 +8,9 @@ learns the columns, a second writes the file."""
 from __future__ import annotations
 
 import math
+import os
 import pickle
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,6 +21,26 @@ from llmlabel.io.values import dumps, plain, reviver, text_form
 
 BATCH = 10_000
 _NESTED = (dict, list, tuple)
+
+# Spreadsheets run a cell that starts with one of these as a formula (=HYPERLINK(...), =cmd|...), so a text
+# from the corpus could act on the machine of whoever opens the CSV. Such cells get a leading "'" (the usual
+# rule; a spreadsheet shows the text as it was). LLMLABEL_CSV_FORMULAS=keep writes them unchanged.
+FORMULAS_ENV = "LLMLABEL_CSV_FORMULAS"
+_FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")  # (and their fullwidth forms)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")  # "-3.5" is a number, not a formula
+
+
+def escape_formulas() -> bool:
+    """Whether CSV outputs escape formula-like cells: yes unless $LLMLABEL_CSV_FORMULAS is `keep` (any other
+    value, a typo too, keeps the safe default: it is read when the output is written, after the paid calls)."""
+    return os.environ.get(FORMULAS_ENV, "escape").strip().lower() != "keep"
+
+
+def spreadsheet_safe(v: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: formula-like strings get a leading "'"."""
+    if isinstance(v, str) and v and v[0] in _FORMULA_START and not _NUMBER.fullmatch(v):
+        return "'" + v
+    return v
 
 
 def flat(v: Any) -> Any:
@@ -145,12 +167,19 @@ class _Unfit(Exception):
 def _write_csv(tmp: Path, cols: Columns, batches: Iterable[list[dict[str, Any]]]) -> None:
     import csv
 
+    safe = spreadsheet_safe if escape_formulas() else None
     with open(tmp, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=list(cols.kinds), restval="")
         if cols.kinds:
-            writer.writeheader()
+            if safe:
+                csv.writer(out).writerow([safe(k) for k in cols.kinds])  # column names come from the input too
+            else:
+                writer.writeheader()
         for batch in batches:
-            writer.writerows({k: flat(v) for k, v in rec.items()} for rec in batch)
+            if safe:
+                writer.writerows({k: safe(flat(v)) for k, v in rec.items()} for rec in batch)
+            else:
+                writer.writerows({k: flat(v) for k, v in rec.items()} for rec in batch)
 
 
 def _arrow_type(name: str, kinds: set[type], sample: Any) -> tuple[Any, bool]:

@@ -17,6 +17,7 @@ the `CacheBackend` interface, and `BatchWriter` is the one write path (a thread 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from llmlabel.errors import LLMLabelError
+from llmlabel.errors import CacheError, LLMLabelError
 from llmlabel.llm.memo import Memo
 
 FILENAME = "responses.sqlite3"
@@ -116,7 +117,17 @@ class BatchWriter:
         await fut
 
     def _write_batches(self) -> None:
-        commit, close = self._connect()
+        try:
+            commit, close = self._connect()
+        except BaseException as e:  # every answer waiting (and any later one) gets the error: none waits forever
+            err = e
+
+            def commit(batch: list[tuple[str, str]]) -> None:
+                raise err
+
+            def close() -> None:
+                pass
+
         try:
             while True:
                 with self._cond:
@@ -159,8 +170,11 @@ class ResponseCache:
 
     def __init__(self, directory: str) -> None:
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
         self._path = path / FILENAME
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self.failed("create", e) from None
         # The callers' reads and direct writes (a Labeler reads on its loop's thread, writes meta on the
         # caller's: one at a time); the writer thread has a connection of its own.
         self._lock = threading.Lock()
@@ -169,8 +183,8 @@ class ResponseCache:
             self._write(lambda con: [con.execute(s) for s in _SCHEMA])
             self._con.execute("SELECT key, value FROM responses LIMIT 1").fetchall()
         except sqlite3.DatabaseError as e:
-            if type(e) is not sqlite3.DatabaseError:  # locked, closed, unwritable: not a damaged file
-                raise
+            if type(e) is not sqlite3.DatabaseError:  # locked, unwritable, a full disk: not a damaged file
+                raise self.failed("open", e) from None
             raise self.corrupt(e) from None
         self._legacy = _legacy_cache(path)
         self._writer = BatchWriter("llmlabel-cache", self._writer_connection)
@@ -181,10 +195,11 @@ class ResponseCache:
         con.execute("BEGIN IMMEDIATE")
         try:
             work(con)
+            con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # (SQLite may have rolled back already: disk full)
+                con.execute("ROLLBACK")
             raise
-        con.execute("COMMIT")
 
     def corrupt(self, e: sqlite3.DatabaseError) -> LLMLabelError:
         """The one line for a cache database that cannot be read (corrupt, truncated, not a cache)."""
@@ -193,18 +208,29 @@ class ResponseCache:
             "would be paid for again), then rerun"
         )
 
+    def failed(self, what: str, e: BaseException) -> CacheError:
+        """The one line for a cache that cannot be opened, read or written (full disk, read-only directory)."""
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        return CacheError(
+            f"cannot {what} the response cache {self._path}: {why}; free space on its disk or make its directory "
+            "writable (or set cache_dir to another directory)"
+        )
+
     def _query(self, sql: str, params: Any) -> list[Any]:
         with self._lock:
             try:
                 return self._con.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as e:
                 if type(e) is not sqlite3.DatabaseError:
-                    raise
+                    raise self.failed("read", e) from None
                 raise self.corrupt(e) from None
 
     def _write(self, work: Any) -> None:
         with self._lock:
-            self._transaction(self._con, work)
+            try:
+                self._transaction(self._con, work)
+            except sqlite3.Error as e:
+                raise self.failed("write", e) from None
 
     # -- reads ---------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
@@ -248,8 +274,18 @@ class ResponseCache:
         await self._writer.put(key, _dumps(value))
 
     def _writer_connection(self) -> tuple[Callable[[list[tuple[str, str]]], None], Callable[[], None]]:
-        con = _connect(self._path)
-        return (lambda batch: self._transaction(con, lambda c: c.executemany(_PUT, batch))), con.close
+        try:
+            con = _connect(self._path)
+        except sqlite3.Error as e:
+            raise self.failed("write", e) from None
+
+        def commit(batch: list[tuple[str, str]]) -> None:
+            try:
+                self._transaction(con, lambda c: c.executemany(_PUT, batch))
+            except sqlite3.Error as e:
+                raise self.failed("write", e) from None
+
+        return commit, con.close
 
     async def leased(self, key: str, call: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[dict[str, Any], bool]:
         """No lease on a local file: the answer of `call`, not paid elsewhere."""

@@ -6,9 +6,11 @@ so later runs start there."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from llmlabel.config import Judge
+from llmlabel.errors import CacheError
 from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import response_format
 from llmlabel.llm.transport import StatusError
@@ -65,5 +67,6 @@ class Formats:
         if self.current == "text":
             return False
         self.current = FORMATS[FORMATS.index(self.current) + 1]
-        self.cache.set_meta(self._meta_key, self.current)
+        with contextlib.suppress(CacheError):  # only a reminder for later runs (which would find it again)
+            self.cache.set_meta(self._meta_key, self.current)
         return True

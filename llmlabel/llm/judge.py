@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 from llmlabel.config import Judge
-from llmlabel.errors import JudgeError
+from llmlabel.errors import CacheError, JudgeError
 from llmlabel.llm.answers import InvalidAnswer, JudgeAnswer, parse_answer, probs_from_logprobs, read_completion
 from llmlabel.llm.cache import CacheBackend
 from llmlabel.llm.encoding import Messages, RequestEncoder
@@ -69,6 +69,8 @@ class JudgeClient:
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._fails = 0  # requests failed in a row, across rows (the circuit breaker's count)
         self._answered = False  # whether the endpoint has answered once
+        # The cache failed (disk full, its server gone): answers still reach their rows, the run starts no new row.
+        self.cache_error: CacheError | None = None
 
     @property
     def fmt(self) -> str:
@@ -241,7 +243,10 @@ class JudgeClient:
         not sent again), or sent. Returns (key, payload, whether someone else paid for it). A key sent here
         stays in `_inflight` until `ask` has cached its answer (or found it invalid), so no duplicate slips in between."""
         req, data, key = self.encode(messages, kind, sample)
-        hit = self.cache.get(key)
+        try:
+            hit = self.cache.get(key)
+        except CacheError as e:  # a row already started: asked (and kept in its row); no new row starts
+            hit, self.cache_error = None, self.cache_error or e
         if hit is not None:
             return key, hit, True
         while (shared := self._inflight.get(key)) is not None:
@@ -252,8 +257,12 @@ class JudgeClient:
                     raise  # this ask was cancelled, not the one it waited for (then: ask again)
         fut = self._inflight[key] = asyncio.get_running_loop().create_future()
         try:
-            if self.cache.shared:  # other processes ask through this cache: one of them pays, the others wait
-                payload, elsewhere = await self.cache.leased(key, lambda: self._complete(req, data))
+            if self.cache.shared and self.cache_error is None:  # other processes ask through this cache: one
+                try:  # of them pays, the others wait
+                    payload, elsewhere = await self.cache.leased(key, lambda: self._complete(req, data))
+                except CacheError as e:  # raised before this process paid: asked without the lease
+                    self.cache_error = self.cache_error or e
+                    payload, elsewhere = await self._complete(req, data), False
             else:
                 payload, elsewhere = await self._complete(req, data), False
         except BaseException as e:
@@ -326,9 +335,18 @@ class JudgeClient:
                 continue
             if not cached:
                 try:
-                    await self.cache.aset(key, payload)
+                    await self._store(key, payload)
                 finally:
                     self._inflight.pop(key, None)  # cached now: later asks find it there
             if key != first_key:
-                await self.cache.aset(first_key, payload)  # the original question now has a valid answer
+                await self._store(first_key, payload)  # the original question now has a valid answer
             return ans
+
+    async def _store(self, key: str, payload: dict[str, Any]) -> None:
+        """Cache a paid answer. When the cache fails (a full disk, a read-only directory, Redis gone) the answer
+        is still returned, so its row keeps it in the part file: a rerun skips the row instead of paying again.
+        The run notices `cache_error`, starts no new row and stops with its line."""
+        try:
+            await self.cache.aset(key, payload)
+        except CacheError as e:
+            self.cache_error = self.cache_error or e

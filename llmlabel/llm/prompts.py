@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -74,15 +76,95 @@ def prompt_name(kind: str) -> str:
     return _SHORTLIST if shortlist_choices(kind) is not None else kind
 
 
-_TAG_FIXES = {"<text>": "‹text›", "</text>": "‹/text›"}
+# What a text's own <text> or </text> tag becomes: look-alike brackets, so it cannot close the block early.
+_SAFE_OPEN, _SAFE_CLOSE = "\u2039", "\u203a"
+# Characters that read as "<" once normalized (NFKC: the fullwidth and small forms): a tag starts at one of them.
+_LT = ("<", "\ufe64", "\uff1c")
+# Where a tag may start: a "<" not followed by what ends the question at once (an HTML tag such as <b> or </p>,
+# a number); `_tag_at` reads the rest.
+_CANDIDATE = re.compile(r"[<\ufe64\uff1c](?!/?[a-su-zA-SU-Z0-9!>])")
+_CANDIDATE_ASCII = re.compile(r"<(?!/?[a-su-zA-SU-Z0-9!>])")  # the same, faster: a literal first character
+# Look-alikes NFKC leaves alone: Cyrillic and Greek letters drawn like t, e, x, and slashes drawn like "/".
+_CONFUSABLE = str.maketrans(
+    {
+        "\u0435": "e",
+        "\u0445": "x",
+        "\u0442": "t",
+        "\u03c4": "t",
+        "\u03c7": "x",
+        "\u03b5": "e",
+        "\u2044": "/",
+        "\u2215": "/",
+        "\u29f8": "/",
+    }
+)
+
+
+def _norm(c: str) -> str:
+    """One character as the tag matcher reads it: "" for what a reader does not see (zero-width and other
+    format characters, combining marks, controls), " " for any space, else its NFKC, case-folded form."""
+    if c.isascii():
+        if c.isspace():
+            return " "
+        return c.lower() if c >= " " and c != "\x7f" else ""
+    if c.isspace():
+        return " "
+    if unicodedata.category(c) in ("Cf", "Cc", "Mn", "Me", "Cs", "Co", "Cn"):
+        return ""
+    return unicodedata.normalize("NFKC", c).casefold().translate(_CONFUSABLE)
+
+
+def _tag_at(text: str, i: int) -> tuple[int, bool, bool] | None:
+    """Whether a text/TEXT tag, in any disguise, starts at text[i] (a "<"): (its end, closing, has ">")."""
+    want, closing, seen, j, n = "text", False, "", i + 1, len(text)
+    while j < n:  # "<", spaces, an optional "/", spaces, then t e x t with nothing visible between
+        c = _norm(text[j])
+        j += 1
+        if not c or (c == " " and not seen):
+            continue
+        for ch in c:  # (a ligature may stand for several letters)
+            if ch == "/" and not seen and not closing:
+                closing = True
+            elif seen + ch == want[: len(seen) + 1]:
+                seen += ch
+            else:
+                return None
+        if seen == want:
+            break
+    else:
+        return None
+    end, spaced = j, False
+    while j < n:  # the word must end there ("<textual>" is no tag); spaces and a ">" may follow
+        c = _norm(text[j])
+        if not c or c == " ":
+            spaced = spaced or c == " "
+            j += 1
+            continue
+        if c == ">":
+            return j + 1, closing, True
+        return None if not spaced and (c[0].isalnum() or c[0] == "_") else (end, closing, False)
+    return end, closing, False
 
 
 def neutralize(text: str) -> str:
-    """Texts cannot close the <text> block early: their own tags are swapped for look-alikes."""
-    if "text>" in text:
-        for tag, safe in _TAG_FIXES.items():
-            text = text.replace(tag, safe)
-    return text
+    """Texts cannot open or close the <text> block: their own tags, in any case or spacing, with zero-width
+    or combining characters inside, in fullwidth or look-alike letters, are swapped for look-alikes
+    (‹text›, ‹/text›)."""
+    if "<" not in text and (text.isascii() or ("\uff1c" not in text and "\ufe64" not in text)):
+        return text  # nearly every text: one or three scans in C
+    out: list[str] = []
+    last = 0
+    for m in (_CANDIDATE_ASCII if "\uff1c" not in text and "\ufe64" not in text else _CANDIDATE).finditer(text):
+        i = m.start()
+        if i < last:
+            continue  # inside a tag just replaced
+        tag = _tag_at(text, i)
+        if tag is None:
+            continue
+        end, closing, gt = tag
+        out += [text[last:i], _SAFE_OPEN, "/" if closing else "", "text", _SAFE_CLOSE if gt else ""]
+        last = end
+    return "".join(out) + text[last:] if out else text
 
 
 def _env(prompts_dir: str | None) -> ImmutableSandboxedEnvironment:

@@ -12,13 +12,14 @@ or for the lease to end (its holder failed or died), then takes it itself. Stori
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from llmlabel.errors import ConfigError
+from llmlabel.errors import CacheError, ConfigError
 from llmlabel.llm.cache import BatchWriter
 from llmlabel.llm.memo import Memo
 
@@ -65,14 +66,28 @@ class RedisCache:
                 "; start the server or fix cache_dir"
             ) from None
         self.url, self.lease_ms = url, lease_ms
+        self._redis_error = redis.RedisError
         self._release = self._r.register_script(_RELEASE)
         self._renew = self._r.register_script(_RENEW)
         self._writer = BatchWriter("llmlabel-redis-cache", self._writer_connection)
         self._decoded: Memo[bytes | str, dict[str, Any]] = Memo(4096)
 
+    @contextlib.contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        """A Redis error (the server stopped, the network gone) as one line: no traceback from the writer."""
+        try:
+            yield
+        except self._redis_error as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CacheError(
+                f"the Redis cache {shown(self.url)} failed while {what} ({why}); start the server again "
+                "(or fix cache_dir)"
+            ) from None
+
     # -- reads ---------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
-        raw = self._r.get(ANSWER + key)
+        with self._failing("reading answers"):
+            raw = self._r.get(ANSWER + key)
         return None if raw is None else json.loads(raw)
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -81,7 +96,9 @@ class RedisCache:
         decoded = self._decoded
         for i in range(0, len(keys), _CHUNK):
             chunk = keys[i : i + _CHUNK]
-            for key, raw in zip(chunk, self._r.mget([ANSWER + k for k in chunk])):
+            with self._failing("reading answers"):
+                got = self._r.mget([ANSWER + k for k in chunk])
+            for key, raw in zip(chunk, got):
                 if raw is None:
                     continue
                 hit = decoded.get(raw)
@@ -96,7 +113,8 @@ class RedisCache:
         for key, raw in batch:
             pipe.set(ANSWER + key, raw)
             pipe.delete(LEASE + key)  # the answer is there: whoever waits on the lease reads it
-        pipe.execute()
+        with self._failing("storing answers"):
+            pipe.execute()
 
     def _writer_connection(self) -> tuple[Callable[[list[tuple[str, str]]], None], Callable[[], None]]:
         return self._store, lambda: None
@@ -117,17 +135,18 @@ class RedisCache:
             pipe = self._r.pipeline(transaction=False)
             pipe.set(lease, token, nx=True, px=self.lease_ms)
             pipe.get(ANSWER + key)
-            got, raw = pipe.execute()
+            with self._failing("taking a lease"):
+                got, raw = pipe.execute()
             if raw is not None:
                 if got:
-                    self._release(keys=[lease], args=[token])
+                    self._quietly(self._release, lease, token)
                 return json.loads(raw), True
             if got:
                 renewing = asyncio.ensure_future(self._keep(lease, token))
                 try:
                     return await call(), False  # the lease ends when the answer is stored (`_store`)
                 except BaseException:
-                    self._release(keys=[lease], args=[token])  # no answer: a waiting process asks now
+                    self._quietly(self._release, lease, token)  # no answer: a waiting process asks now
                     raise
                 finally:
                     renewing.cancel()
@@ -138,26 +157,37 @@ class RedisCache:
                 pipe = self._r.pipeline(transaction=False)
                 pipe.get(ANSWER + key)
                 pipe.exists(lease)
-                raw, held = pipe.execute()
+                with self._failing("waiting for another process's answer"):
+                    raw, held = pipe.execute()
                 if raw is not None:
                     return json.loads(raw), True
                 if not held:
                     break
 
+    def _quietly(self, script: Any, lease: str, token: str, *args: Any) -> Any:
+        """A lease script whose failure (the server gone) must not hide the answer or the error at hand: the
+        lease then simply expires."""
+        try:
+            return script(keys=[lease], args=[token, *args])
+        except self._redis_error:
+            return 0
+
     async def _keep(self, lease: str, token: str) -> None:
         """Renew a lease while its request runs (retries and backoff may outlast one lease)."""
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
-            if not self._renew(keys=[lease], args=[token, self.lease_ms]):
+            if not self._quietly(self._renew, lease, token, self.lease_ms):
                 return
 
     # -- metadata ------------------------------------------------------------------------------
     def get_meta(self, name: str) -> Any:
-        raw = self._r.hget(META, name)
+        with self._failing("reading metadata"):
+            raw = self._r.hget(META, name)
         return None if raw is None else json.loads(raw)
 
     def set_meta(self, name: str, value: Any) -> None:
-        self._r.hset(META, name, _dumps(value))
+        with self._failing("storing metadata"):
+            self._r.hset(META, name, _dumps(value))
 
     def __len__(self) -> int:
         """Answers stored (a scan of the keys: for tests and tools, not the hot path)."""
@@ -165,4 +195,5 @@ class RedisCache:
 
     def close(self) -> None:
         self._writer.close()
-        self._r.close()
+        with contextlib.suppress(self._redis_error):
+            self._r.close()

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmlabel.errors import BudgetExhausted, LLMLabelError
+from llmlabel.errors import BudgetExhausted, LLMLabelError, OutputError
 from llmlabel.io.rows import iter_rows, row_id
 from llmlabel.pipeline.job import Job, Sink, Started
 from llmlabel.pipeline.progress import Reporter
@@ -66,10 +66,11 @@ class _Drive:
                 t.cancel()
 
     def stopping(self) -> bool:
-        """Whether to launch no more rows (a cancel flag is also polled by `watch`, for rows in flight)."""
+        """Whether to launch no more rows (a cancel flag is also polled by `watch`, for rows in flight). A failed
+        cache also stops the launches, while the rows in flight finish: their answers are kept in the sink."""
         if self.cancel is not None and self.cancel.is_set() and not self.stopped_by:
             self.halt("cancelled", graceful=True)
-        return self.stop.is_set()
+        return self.stop.is_set() or self.job.cache_error is not None
 
     def finished(self, t: asyncio.Task[None]) -> None:
         self.tasks.discard(t)
@@ -80,6 +81,10 @@ class _Drive:
         if exc is not None:
             if self.job.fatal is None:
                 self.job.fatal = exc
+                if isinstance(exc, OutputError):
+                    # The part file is full: nothing new is sent, and answers already on their way are
+                    # received and cached (drain waits for them, as at a budget stop), not paid again later.
+                    self.job.budget.halt()
             self.stop.set()
         else:
             self.progress.row_done()
@@ -125,7 +130,7 @@ class _Drive:
             waiter.cancel()
         if self.stop.is_set() and tasks:
             # Budget stops and cancels let paid requests in flight finish; a dead judge or a signal cancels them.
-            budget = isinstance(self.job.fatal, BudgetExhausted) and not self.stopped_by
+            budget = isinstance(self.job.fatal, (BudgetExhausted, OutputError)) and not self.stopped_by
             if budget or self.graceful:
                 await asyncio.wait(set(tasks), timeout=min(30.0, max(j.timeout for j in self.job.judges)))
             for t in list(tasks):
@@ -193,6 +198,8 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
         progress.close(finished=job.fatal is None and not d.stopped_by)
     if d.graceful and isinstance(job.fatal, BudgetExhausted):
         job.fatal = None  # the zero budget of a cancel, not the user's
+    if job.fatal is None and job.cache_error is not None:
+        job.fatal = job.cache_error  # the rows in flight are in; the run stops here with the cache's line
     if job.fatal is not None and not isinstance(job.fatal, LLMLabelError):
         raise job.fatal
     return d.stopped_by[0] if d.stopped_by else None

@@ -12,7 +12,7 @@ from llmlabel.config import Config, Judge, Task, samples_error
 from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
 from llmlabel.ensemble.combine import combine_row, combine_samples
 from llmlabel.ensemble.multilabel import SetPolicy, combine_sets
-from llmlabel.errors import ConfigError, LLMLabelError
+from llmlabel.errors import CacheError, ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import NO_FIT, JudgeAnswer
@@ -153,7 +153,23 @@ class Job:
             client.ledger, client.budget = self.ledger.judges[name], self.budget
         self.truncated = 0
         self.fatal: LLMLabelError | BaseException | None = None
+        self._cache_error: CacheError | None = None
+        for c in self.clients.values():
+            c.cache_error = None
         return self.ledger
+
+    @property
+    def cache_error(self) -> CacheError | None:
+        """Why the response cache failed this run (its answers stay in their rows; no new row starts), or None."""
+        return self._cache_error or next((c.cache_error for c in self.clients.values() if c.cache_error), None)
+
+    def take_cache_error(self) -> CacheError | None:
+        """`cache_error`, forgotten once returned: a long-lived job (the service's) reports each failure."""
+        err = self.cache_error
+        self._cache_error = None
+        for c in self.clients.values():
+            c.cache_error = None
+        return err
 
     async def aclose(self) -> None:
         """Close the judges' connections (they reopen on the next request)."""
@@ -370,7 +386,11 @@ class Job:
         if self.taxonomy is not None:
             return taxonomy_rows.from_cache(self, self.taxonomy, rows, sink)
         prepared, keys = self._cache_keys(rows)
-        hits = self.cache.get_many(keys) if keys else {}
+        try:
+            hits = self.cache.get_many(keys) if keys else {}
+        except CacheError as e:  # handed back unasked: the drive starts no row once the cache failed
+            self._cache_error = self._cache_error or e
+            return [p[0] for p in prepared], 0
         rest, lines, hit_rows = self._finish_cached(prepared, hits)
         sink.append_lines(lines)
         for j in self.judges:

@@ -203,7 +203,13 @@ def finalize(
         )
     if stopped or fatal is not None:
         result.stopped_by = stopped or str(fatal)
-        job.ledger.save(ledger_path(output_path), "stopped")
+        try:
+            job.ledger.save(ledger_path(output_path), "stopped")
+        except OSError:
+            if fatal is None:
+                raise
+            # The same full disk that stopped the run: its own line (where the rows are) matters more (the spend
+            # is in the ledger's log, written as the run went).
         if isinstance(fatal, LLMLabelError):
             if not isinstance(fatal, OutputError):  # whose line already says where the finished rows are
                 fatal.args = (

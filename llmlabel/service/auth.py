@@ -8,9 +8,78 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 TOKEN_ENV = "LLMLABEL_SERVE_TOKEN"
+# A token that guards a server other machines can reach: long and varied enough that guessing it (slowed down
+# by `AuthFailures`) is hopeless. secrets.token_urlsafe(32) gives 43 characters.
+MIN_TOKEN_CHARS, MIN_TOKEN_DISTINCT = 16, 8
+
+
+def weak_token(token: str) -> str | None:
+    """Why `token` is too weak to guard a server reachable from other machines, or None. Never says the token."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"{len(token)} long, under {MIN_TOKEN_CHARS} characters"
+    if len(set(token)) < MIN_TOKEN_DISTINCT:
+        return f"only {len(set(token))} different characters, under {MIN_TOKEN_DISTINCT}"
+    return None
+
+
+class AuthFailures:
+    """Slows down a client that keeps sending wrong tokens: after `free` failures in a row, each further one
+    locks it out for twice as long as the last (1 s, 2 s, 4 s ... up to `cap`); while locked out its requests
+    are refused without looking at the token, so guessing runs at a few tries a minute. A success, or
+    `forget` seconds without a failure, starts it over.
+
+    Memory is bounded: at most `max_clients` addresses are remembered (the oldest failure goes first), and an
+    IPv6 client counts by its /64 network (one host may hold a whole /64)."""
+
+    def __init__(
+        self,
+        free: int = 5,
+        base: float = 1.0,
+        cap: float = 300.0,
+        forget: float = 900.0,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free, self.base, self.cap, self.forget, self.max_clients = free, base, cap, forget, max_clients
+        self.clock = clock
+        self._clients: OrderedDict[str, tuple[int, float, float]] = OrderedDict()  # (failures, last, until)
+
+    @staticmethod
+    def key(client: str) -> str:
+        try:
+            ip = ipaddress.ip_address(client)
+        except ValueError:
+            return client[:100]
+        if ip.version == 6 and ip.ipv4_mapped is None:
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+    def wait(self, client: str) -> float:
+        """Seconds `client` must wait before its next try is looked at (0: now)."""
+        entry = self._clients.get(self.key(client))
+        return 0.0 if entry is None else max(0.0, entry[2] - self.clock())
+
+    def failed(self, client: str) -> None:
+        key, now = self.key(client), self.clock()
+        n, last, _ = self._clients.pop(key, (0, now, now))
+        n = 1 if now - last > self.forget else n + 1
+        delay = 0.0 if n <= self.free else min(self.cap, self.base * 2 ** (n - self.free - 1))
+        self._clients[key] = (n, now, now + delay)
+        while len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        if self._clients:
+            self._clients.pop(self.key(client), None)
+
+    def __len__(self) -> int:
+        return len(self._clients)
 
 
 def is_loopback(host: str) -> bool:

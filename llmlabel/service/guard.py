@@ -2,6 +2,7 @@
 request metrics."""
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -89,22 +90,35 @@ class Guard:
                     log.warning("refused %s %s: %s", scope["method"], path, foreign)
                 await reply(403, foreign)
                 return
-            authorized = self._authorized(scope)
-            scope["llmlabel.authorized"] = authorized and st.token is not None
+            # Label Studio's auto-created webhook sends no credentials: it may reach /webhook (which only ever
+            # stores gold or refits, never spends) unless the server asks for auth there too.
             open_webhook = (
                 path == WEBHOOK_PATH and _header(scope, b"authorization") is None and not st.webhook_needs_auth
             )
-            if path not in OPEN_PATHS and not authorized and not open_webhook:
-                detail = (
-                    f"missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's ${TOKEN_ENV})"
-                )
-                if path in LS_PATHS:
-                    detail += (
-                        "; Label Studio: in the model's settings turn on Basic auth, any user name, the token as "
-                        "password"
+            if path not in OPEN_PATHS and st.token is not None and not open_webhook:
+                client = (scope.get("client") or ("?",))[0]
+                wait = st.auth_failures.wait(client)
+                if wait > 0:  # locked out after repeated wrong tokens: the token is not even looked at
+                    secs = math.ceil(wait)
+                    await reply(
+                        429,
+                        f"too many wrong tokens from this address: retry in {secs} s with the right token",
+                        {"Retry-After": str(secs)},
                     )
-                await reply(401, detail, {"WWW-Authenticate": 'Bearer realm="llmlabel"'})
-                return
+                    return
+                if not self._authorized(scope):
+                    st.auth_failures.failed(client)
+                    detail = f"missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's ${TOKEN_ENV})"
+                    if path in LS_PATHS:
+                        detail += (
+                            "; Label Studio: in the model's settings turn on Basic auth, any user name, the token as "
+                            "password"
+                        )
+                    await reply(401, detail, {"WWW-Authenticate": 'Bearer realm="llmlabel"'})
+                    return
+                st.auth_failures.succeeded(client)
+            # (whether the request proved the token: an unauthenticated webhook is served, but trusted less)
+            scope["llmlabel.authorized"] = st.token is not None and self._authorized(scope)
             upload = path == "/v1/jobs" and scope["method"] == "POST"
             limit = st.max_upload_bytes if upload else st.max_body_bytes
             length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from llmlabel.errors import InputError
@@ -101,7 +101,7 @@ def _submit_route(router: APIRouter, st: ServerState) -> None:
         "/v1/jobs",
         status_code=202,
         response_model=JobInfo,
-        responses=errors(401, 413, 422),
+        responses=errors(401, 413, 422, 507),
         openapi_extra={
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}}}
         },
@@ -113,8 +113,14 @@ def _submit_route(router: APIRouter, st: ServerState) -> None:
         try:
             mode, label_column, name, path = await _receive(request, d)
             total = await asyncio.to_thread(validate_upload, path, mode, label_column, st.cfg, name or "the upload")
-        except BaseException:  # a refused upload, one over the size limit, or a client that went away
+        except BaseException as e:  # a refused upload, one over the size limit, or a client that went away
             await asyncio.to_thread(shutil.rmtree, d, True)
+            if isinstance(e, OSError):  # the server's disk (full, read-only): the operator's to fix, said so
+                raise HTTPException(
+                    507,
+                    f"the server cannot store the upload ({e.strerror or type(e).__name__}); nothing was queued: "
+                    "ask its operator to free space in its --state-dir, then send the file again",
+                ) from None
             raise
         rec = st.store.add(jid, mode, label_column, name, path, total)
         st.worker.wake()

@@ -113,5 +113,6 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         422: "invalid request",
         429: "too many requests",
         502: "a judge failed",
+        507: "the server's disk cannot take the upload",
     }
     return {c: {"model": ErrorOut, "description": why[c]} for c in sorted({*codes, 403})}

@@ -4,6 +4,7 @@ a synchronous item is labeled (as a row of `llmlabel label`)."""
 import asyncio
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.options import RunOptions
-from llmlabel.secrets import redact_obj
+from llmlabel.secrets import one_line, redact_obj
+from llmlabel.service.auth import AuthFailures
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.store import JobStore, StateLock
+
+log = logging.getLogger("llmlabel.service.app")
 
 
 @dataclass
@@ -50,6 +54,7 @@ class ServerState:
     webhook_needs_auth: bool = False
     gold: Any = None  # service.gold.GoldStore, opened by the lifespan
     background: set[asyncio.Future[Any]] = field(default_factory=set)
+    auth_failures: AuthFailures = field(default_factory=AuthFailures)  # per-client backoff after wrong tokens
 
     def http_count(self, method: str, route: str, status: int, seconds: float) -> None:
         c = self.http.setdefault((method, route, status), [0, 0.0])
@@ -113,7 +118,18 @@ async def label_items(job: Job, items: list[tuple[str, str | None]]) -> list[dic
     for i, (text, given) in enumerate(items):
         tasks.append(asyncio.ensure_future(label_item(job, i, text, given)))
         await asyncio.sleep(0)  # lets the loop serve other sockets between two items' starts
-    return list(await asyncio.gather(*tasks))
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        _report_cache_error(job)
+
+
+def _report_cache_error(job: Job) -> None:
+    """A cache that failed (full disk, Redis gone) while answering: the answers are returned but not stored,
+    so they would be paid for again: the operator's log says so (each time, until the cache works again)."""
+    err = job.take_cache_error()
+    if err is not None:
+        log.warning("answers are not being cached, so repeated items are paid again: %s", one_line(str(err)))
 
 
 async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:

@@ -204,6 +204,9 @@ class _FullDisk:
     def __init__(self, fh):
         self.fh = fh
 
+    def __getattr__(self, name):  # tell, truncate: the real file's
+        return getattr(self.fh, name)
+
     def write(self, data):
         import errno
         import os

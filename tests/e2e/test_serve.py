@@ -159,6 +159,9 @@ def test_verify_split_judges_score_below_threshold(tmp_path):
 
 
 def test_auth_required_except_health(client):
+    from llmlabel.service.auth import AuthFailures
+
+    client.app.state.llmlabel.auth_failures = AuthFailures(free=100)  # each refusal a 401 (backoff: elsewhere)
     body = {"items": [{"text": "x"}]}
     for headers in (
         {},

@@ -293,7 +293,11 @@ def test_verify_prompt_cache_is_bounded(tmp_path, fake):
 
 
 def test_metrics_fold_made_up_methods_and_paths(tmp_path, fake):
-    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
+    from llmlabel.service.auth import AuthFailures
+
+    app = make_app(tmp_path, fake.base_url)
+    app.state.llmlabel.auth_failures = AuthFailures(free=10**6)  # every refusal a 401 (no backoff's 429s)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         before = c.get("/metrics", headers=H).text.count("\n")
         for i in range(40):  # no token: every one is refused, and must not add a series of its own
             c.request(f"MADEUP{i}", "/v1/label")
@@ -412,3 +416,129 @@ def test_two_apps_on_one_state_dir(tmp_path, fake):
         assert c.get("/livez").status_code == 200
     with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:  # released
         assert c.get("/livez").status_code == 200
+
+
+# -- guessing the token ------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_repeated_wrong_tokens_are_slowed_down_per_client(tmp_path, fake):
+    from llmlabel.service.auth import AuthFailures
+
+    clock = Clock()
+    app = make_app(tmp_path, fake.base_url)
+    app.state.llmlabel.auth_failures = AuthFailures(clock=clock)
+    bad = {"Authorization": "Bearer wrong-guess"}
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert [c.get("/v1/jobs", headers=bad).status_code for _ in range(5)] == [401] * 5  # a few typos: free
+        assert c.get("/v1/jobs", headers=bad).status_code == 401  # the 6th: locked out for 1 s from now
+        r = c.get("/v1/jobs", headers=H)
+        assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text  # the token is not even looked at
+        assert "too many wrong tokens" in r.json()["detail"]
+        assert c.get("/livez").status_code == 200  # open paths stay open
+        clock.now += 1.01
+        assert c.get("/v1/jobs", headers=bad).status_code == 401  # the 7th: 2 s
+        assert c.get("/v1/jobs", headers=bad).status_code == 429
+        clock.now += 2.01
+        assert c.get("/v1/jobs", headers=bad).status_code == 401  # the 8th: 4 s ...
+        assert c.get("/v1/jobs", headers=H).headers.get("retry-after") == "4"
+        clock.now += 4.01
+        assert c.get("/v1/jobs", headers=H).status_code == 200  # the right token: the count starts over
+        assert [c.get("/v1/jobs", headers=bad).status_code for _ in range(6)] == [401] * 6
+
+
+def test_auth_backoff_memory_is_bounded_and_keys_ipv6_by_network():
+    from llmlabel.service.auth import AuthFailures
+
+    clock = Clock()
+    f = AuthFailures(free=0, max_clients=100, clock=clock)
+    for i in range(10_000):
+        f.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(f) == 100
+    assert f.wait("10.0.39.15") > 0 and f.wait("10.0.0.1") == 0  # the newest kept, the oldest forgotten
+    f.failed("2001:db8::1")
+    assert f.wait("2001:db8::ffff") > 0  # one host may hold a whole /64
+    assert f.wait("::ffff:10.0.39.15") > 0  # an IPv4 client seen through an IPv6 socket
+    clock.now += 10_000
+    f.failed("10.0.39.15")  # long after: counted from one again
+    assert f.wait("10.0.39.15") == 1.0
+
+
+@pytest.mark.parametrize(
+    "token, why",
+    [("a", "1 long, under 16"), ("short-token", "11 long"), ("abababababababababab", "only 2 different characters")],
+)
+def test_a_weak_token_is_refused_off_loopback(tmp_path, fake, capsys, monkeypatch, token, why):
+    from conftest import one_line_error, run_main
+
+    cfg = write_config(tmp_path / "c.yaml", fake.base_url)
+    monkeypatch.setenv("LLMLABEL_SERVE_TOKEN", token)
+    rc, _, err = run_main(capsys, "serve", "-c", str(cfg), "--host", "0.0.0.0")
+    line = one_line_error(rc, err, "$LLMLABEL_SERVE_TOKEN is too weak to serve on 0.0.0.0", why, "token_urlsafe")
+    assert len(token) < 2 or token not in line  # the token itself is never shown
+    # On loopback only local users reach it: any token is taken (the next check, --max-items, speaks).
+    rc, _, err = run_main(capsys, "serve", "-c", str(cfg), "--max-items", "0")
+    one_line_error(rc, err, "--max-items must be positive")
+    # A strong one is taken off loopback too.
+    monkeypatch.setenv("LLMLABEL_SERVE_TOKEN", "kP3x-9vQ_t2LmZ8wRj4yB6nH")
+    rc, _, err = run_main(capsys, "serve", "-c", str(cfg), "--host", "0.0.0.0", "--max-items", "0")
+    one_line_error(rc, err, "--max-items must be positive")
+
+
+def test_an_upload_onto_a_full_disk_is_a_clear_507(tmp_path, fake, monkeypatch):
+    """The state dir's disk fills up while a file streams in: a 507 that says so, nothing queued, nothing left."""
+    import builtins
+    import errno
+
+    from llmlabel.service import multipart
+
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+    monkeypatch.setattr(multipart, "open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
+    ok = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n\r\nid,text\n1,hi\n2,ho\r\n--b--\r\n'
+    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
+        r = c.post("/v1/jobs", content=ok, headers={**H, "Content-Type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 507, r.text
+        assert "No space left on device" in r.json()["detail"] and "--state-dir" in r.json()["detail"]
+        assert c.get("/v1/jobs", headers=H).json()["jobs"] == []
+    assert list((tmp_path / "state" / "jobs").iterdir()) == []
+
+
+def test_a_failing_cache_still_answers_and_says_so_in_the_log(tmp_path, fake, monkeypatch, caplog):
+    import threading
+
+    from llmlabel.llm import cache
+
+    real = cache._connect
+
+    def full(path):  # the writer thread's connection: every commit fails with SQLite's SQLITE_FULL
+        con = real(path)
+        if threading.current_thread().name == "llmlabel-cache":
+            con.execute(f"PRAGMA max_page_count={con.execute('PRAGMA page_count').fetchone()[0]}")
+        return con
+
+    with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
+        monkeypatch.setattr(cache, "_connect", full)
+        with caplog.at_level(logging.WARNING, logger="llmlabel"):
+            items = [{"text": f"new text {i}"} for i in range(100)]  # more answers than the file's pages hold
+            r = c.post("/v1/label", json={"items": items}, headers=H)
+        assert r.status_code == 200 and all(it["label"] for it in r.json()["items"]), r.text
+    assert any("not being cached" in m and "database or disk is full" in m for m in caplog.messages), caplog.text
