@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from llmlabel.errors import CacheError, ConfigError
-from llmlabel.llm.cache import BatchWriter
+from llmlabel.llm.cachewriter import BatchWriter
 from llmlabel.llm.memo import Memo
 
 ANSWER, LEASE, META = "llmlabel:answer:", "llmlabel:lease:", "llmlabel:meta"

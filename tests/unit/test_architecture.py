@@ -36,10 +36,16 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """llmlabel modules that `path` imports, at module level or inside functions."""
+def _imports(path: Path, modules: dict[str, Path], runtime: bool = False) -> set[str]:
+    """llmlabel modules that `path` imports, at module level or inside functions (`runtime`: leaving out those
+    under `if TYPE_CHECKING:`, annotations only, never loaded)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    if runtime:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+                node.body = []
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "llmlabel":
             found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules)
@@ -136,3 +142,46 @@ def test_library_changes_no_process_wide_state() -> None:
             if target in _PROCESS_WIDE:
                 found.append(f"{name}:{node.lineno} {'.'.join(target)}")
     assert not found, found
+
+
+def test_no_module_import_cycle() -> None:
+    """Modules, not just packages: a cycle, even through an import inside a function, means two modules that
+    cannot be read (or loaded) one without the other."""
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        deps = _imports(path, modules, runtime=True) - {name}
+        if path.name == "__init__.py":  # a package re-exporting its own modules is not a cycle of meaning
+            deps = {d for d in deps if not d.startswith(name + ".")}
+        graph[name] = deps
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, cycles
