@@ -193,7 +193,7 @@ def test_disk_full_on_the_part_file_and_the_ledger_keeps_the_part_file_line(tmp_
         real_open(self, *args)
         self._fh = _NearlyFull(self._fh, room=2000)
 
-    def full(self, path):
+    def full(self, path, state="finished"):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(PartFile, "open", nearly_full_open)
