@@ -39,13 +39,10 @@ def _check_paths(writes: list[Path], reads: list[Path]) -> None:
 
 
 def _labelstudio() -> Any:
-    try:
-        from llmlabel.review import labelstudio  # type: ignore[attr-defined, unused-ignore]
-    except ModuleNotFoundError as e:
-        if e.name != "llmlabel.review.labelstudio":
-            raise
-        raise InputError("this llmlabel has no Label Studio transport; use -o TO_REVIEW.csv and --answers") from None
-    return labelstudio
+    """The Label Studio transport (imported when used: it brings httpx's client in)."""
+    import importlib
+
+    return importlib.import_module("llmlabel.review.labelstudio")
 
 
 def _token() -> str:
