@@ -52,8 +52,7 @@ DESCRIPTIONS: dict[str, str] = {
     "label's own threshold is fitted on them).",
     "Task.shortlist": "Many labels: each text is shown only this many labels, the nearest to it (TF-IDF over "
     "names, descriptions and demonstrations); unset, every label is listed in every prompt.",
-    "Task.shortlist_rounds": "How many shortlists a text is shown in turn when the judge answers "
-    '"none of these".',
+    "Task.shortlist_rounds": 'How many shortlists a text is shown in turn when the judge answers "none of these".',
     "Task.shortlist_pinned": "Labels on every shortlist, beside the nearest ones: a catch-all such as "
     '"other" or "out of scope", which no text is near (see [Many labels](many-labels.md)).',
     "Task.taxonomy": "A tree of labels (a mapping of node to children, or the path of a JSON file of one), "
