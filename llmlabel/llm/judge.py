@@ -206,7 +206,9 @@ class JudgeClient:
                 ans = self._parsed.put(pkey, parse_answer(pkey[0], pkey[1], kind, self.labels, self.codes))
             return ans
         ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, self.codes)
-        ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes)
+        path = payload.get("label_path")
+        steps = [(s[0], s[1], s[2]) for s in path] if path else None
+        ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes, ans.label, steps)
         return ans
 
     async def _cached_complete(
