@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import math
@@ -56,6 +57,9 @@ from llmlabel.llm.prompts import Prompts  # noqa: E402
 from llmlabel.llm.tokens import truncate  # noqa: E402
 
 # /work/main/benchmarks and a worktree /work/wt/<name>/benchmarks both find ../shared/data
+DC_INPUTS = 5  # domain-context inputs a variant is asked
+CACHED_ONLY = False  # --cached-only: score the answers in the cache, ask nothing (no server started)
+TIMINGS = Path("timings.json")  # set by main: where the seconds of each request first asked are kept
 DATA = next(
     (p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.exists()), Path()
 )
@@ -85,6 +89,7 @@ TASKS: dict[str, dict[str, Any]] = {
         "kind": "topic (requests to a voice assistant, 10 domains)",
         "instructions": "Which domain does this request to a voice assistant belong to?",
         "labels": CLINC_DOMAINS,
+        "in_labels_only": True,
     },
     "trec": {
         "file": "trec_test.csv",
@@ -114,6 +119,8 @@ def sample(task: str, n: int) -> list[dict[str, str]]:
     t = TASKS[task]
     rows = list(csv.DictReader(open(DATA / t["file"], encoding="utf-8")))
     random.Random(0).shuffle(rows)
+    # CLINC150's out-of-scope requests have no domain: the 10-domain task is asked of in-scope requests only.
+    rows = [r for r in rows if r[t["column"]] in t["labels"]] if t.get("in_labels_only") else rows
     return [{"id": r["id"], "text": r["text"], "label": r[t["column"]]} for r in rows[:n]]
 
 
@@ -135,20 +142,56 @@ def variant_judge(base: Judge, variant: str) -> Judge:
 class Asker:
     """One variant's judge client over the shared cache, with the seconds each uncached request took."""
 
-    def __init__(self, judge: Judge, task: Task, cache: ResponseCache, timings: dict[str, float]) -> None:
-        self.judge, self.task, self.timings = judge, task, timings
+    def __init__(self, judge: Judge, task: Task, cache: ResponseCache, timings: dict[str, float], save=None) -> None:
+        self.judge, self.task, self.timings, self.save = judge, task, timings, save
         self.client = JudgeClient(judge, cache, JudgeLedger(judge.name, judge.model), Budget(), task.label_names)
         self.prompts = Prompts(task, None)
 
     async def ask(self, text: str) -> tuple[Any, float]:
         text = truncate(text, self.judge.max_text_tokens)[0]
         msgs = self.prompts.messages(self.judge, "label", text, None, self.client.codes is not None)
-        key = self.client.key_for(msgs, "label")
+        key = self.last_key = self.client.key_for(msgs, "label")
+        if CACHED_ONLY and self.client.cache.get(key) is None:
+            return None, 0.0
         t = time.perf_counter()
         ans = await self.client.ask(msgs, "label")
         if key not in self.timings:
             self.timings[key] = time.perf_counter() - t
+            if self.save:
+                self.save()
         return ans, self.timings[key]
+
+
+def dropped_shared(top: Any, labels: list[str], codes: dict[str, str] | None) -> dict[str, float] | None:
+    """The distribution as llmlabel read it before issue 29's fix: the first label token only, a token that
+    is a prefix of several labels dropped (for the "before the fix" row)."""
+    if not top:
+        return None
+    lookup = {lab.casefold(): lab for lab in labels} | {c.casefold(): lab for lab, c in (codes or {}).items()}
+    mass: dict[str, float] = {}
+    for tok, lp in top:
+        key = str(tok).strip().strip("\"'.{:").casefold()
+        if not key or lp is None or not math.isfinite(lp):
+            continue
+        lab = lookup.get(key)
+        if lab is None:
+            hits = [name for name in labels if name.casefold().startswith(key)]
+            lab = hits[0] if len(hits) == 1 else None
+        if lab is not None:
+            mass[lab] = mass.get(lab, 0.0) + math.exp(lp)
+    return normalize(mass, labels) if mass else None
+
+
+def domain_context(rows: list[dict[str, str]], k: int = DC_INPUTS) -> list[str]:
+    """Domain-context calibration's inputs (Fei et al. 2023): k strings of words drawn at random from the
+    unlabeled texts themselves, each as long as a typical text: they carry the task's vocabulary and length,
+    not its labels. None without rows."""
+    words = [w for r in rows for w in r["text"].split()]
+    if not words:
+        return []
+    length = int(np.median([len(r["text"].split()) for r in rows]))
+    rng = random.Random(0)
+    return [" ".join(rng.choice(words) for _ in range(max(1, length))) for _ in range(k)]
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -192,58 +235,83 @@ def score(name: str, preds: list[str], conf: list[float], gold: list[str], label
     }
 
 
-async def run_variant(task: str, variant: str, base: Judge, rows: list[dict[str, str]], cache, timings) -> dict:
+async def run_variant(
+    task: str, variant: str, base: Judge, rows: list[dict[str, str]], cache, timings, sample_rows=None
+) -> dict:
     t = variant_task(task, variant)
-    asker = Asker(variant_judge(base, variant), t, cache, timings)
+    asker = Asker(variant_judge(base, variant), t, cache, timings, lambda: TIMINGS.write_text(json.dumps(timings)))
     labels = t.label_names
     cf = []
     for text in CONTENT_FREE:
         ans, _ = await asker.ask(text)
-        cf.append({"label": ans.label, "probs": ans.probs})
+        if ans is not None:
+            top = (asker.client.cache.get(asker.last_key) or {}).get("top_logprobs")
+            cf.append(
+                {"label": ans.label, "probs": ans.probs, "before": dropped_shared(top, labels, asker.client.codes)}
+            )
+    dc = []
+    for text in domain_context(rows if sample_rows is None else sample_rows):  # the task's whole sample
+        ans, _ = await asker.ask(text)
+        if ans is not None:
+            dc.append({"label": ans.label, "probs": ans.probs})
     out = []
     for r in rows:
         ans, secs = await asker.ask(r["text"])
-        out.append({"id": r["id"], "gold": r["label"], "label": ans.label, "probs": ans.probs, "secs": secs})
+        if ans is None:
+            continue
+        top = (asker.client.cache.get(asker.last_key) or {}).get("top_logprobs")
+        before = dropped_shared(top, labels, asker.client.codes)
+        out.append(
+            {"id": r["id"], "gold": r["label"], "label": ans.label, "probs": ans.probs, "before": before, "secs": secs}
+        )
     await asker.client.aclose()
-    return {"labels": labels, "cf": cf, "rows": out}
+    return {"labels": labels, "cf": cf, "dc": dc, "rows": out}
 
 
 def levers(task: str, got: dict[str, dict], order: list[str]) -> list[dict[str, Any]]:
     labels = order
     res = []
+
+    def argmax(name: str, dists: list[dict[str, float]], gold: list[str]) -> None:
+        preds = [max(p, key=p.__getitem__) for p in dists]
+        res.append(score(name, preds, [max(p.values()) for p in dists], gold, labels))
+
     for variant, g in got.items():
-        rows = [r for r in g["rows"]]
+        rows = g["rows"]
+        if not rows:
+            continue
         gold = [r["gold"] for r in rows]
         raw = [normalize(r["probs"] or {}, labels) for r in rows]
         dec = [r["label"] or "" for r in rows]
         tag = "" if variant == "default" else f" [{variant}]"
         res.append(score("decoded" + tag, dec, [p.get(d, 0.0) for p, d in zip(raw, dec)], gold, labels))
-        res.append(
-            score("raw" + tag, [max(p, key=p.__getitem__) for p in raw], [max(p.values()) for p in raw], gold, labels)
-        )
+        argmax("raw" + tag, raw, gold)
         cf = [c["probs"] for c in g["cf"] if c["probs"]]
         if cf:
             p_cf = average_content_free(cf, labels)
+            if variant == "default" and all("before" in r for r in rows):  # the shipped default before the fix
+                old = [normalize(r["before"] or {}, labels) for r in rows]
+                argmax("raw, before the fix", old, gold)
+                cf_old = [c["before"] for c in g["cf"] if c.get("before")]
+                p_old = average_content_free(cf_old, labels) if cf_old else p_cf
+                argmax("cc, before the fix", [normalize(contextual_calibrate(p, p_old), labels) for p in old], gold)
             cc = [normalize(contextual_calibrate(p, p_cf), labels) for p in raw]
-            res.append(
-                score("cc" + tag, [max(p, key=p.__getitem__) for p in cc], [max(p.values()) for p in cc], gold, labels)
-            )
-        bc = batch_calibrate(raw, labels)
-        res.append(
-            score("bc" + tag, [max(p, key=p.__getitem__) for p in bc], [max(p.values()) for p in bc], gold, labels)
-        )
-    if "default" in got and "reversed" in got:
+            argmax("cc" + tag, cc, gold)
+            argmax("cc+bc" + tag, batch_calibrate(cc, labels), gold)
+        argmax("bc" + tag, batch_calibrate(raw, labels), gold)
+        dcd = [c["probs"] for c in g.get("dc", []) if c["probs"]]
+        if dcd:
+            p_dc = average_content_free(dcd, labels)
+            argmax("dc" + tag, [normalize(contextual_calibrate(p, p_dc), labels) for p in raw], gold)
+            p_both = average_content_free(cf + dcd, labels)
+            argmax("cc+dc" + tag, [normalize(contextual_calibrate(p, p_both), labels) for p in raw], gold)
+    if "default" in got and "reversed" in got and len(got["reversed"]["rows"]) == len(got["default"]["rows"]) > 0:
         a = [normalize(r["probs"] or {}, labels) for r in got["default"]["rows"]]
         b = [normalize(r["probs"] or {}, labels) for r in got["reversed"]["rows"]]
         gold = [r["gold"] for r in got["default"]["rows"]]
         perm = [{lab: (x[lab] + y[lab]) / 2 for lab in labels} for x, y in zip(a, b)]
-        res.append(
-            score("perm", [max(p, key=p.__getitem__) for p in perm], [max(p.values()) for p in perm], gold, labels)
-        )
-        pb = batch_calibrate(perm, labels)
-        res.append(
-            score("perm+bc", [max(p, key=p.__getitem__) for p in pb], [max(p.values()) for p in pb], gold, labels)
-        )
+        argmax("perm", perm, gold)
+        argmax("perm+bc", batch_calibrate(perm, labels), gold)
     return res
 
 
@@ -277,7 +345,7 @@ def report(task: str, rows: list[dict], got: dict[str, dict], res: list[dict], w
         + ").",
         "",
         "s/row per variant (seconds the requests took when first asked): "
-        + ", ".join(f"{v} {s:.2f}" for v, s in wall.items())
+        + ", ".join(f"{v} {s:.2f}" for v, s in wall.items() if s == s)
         + ".",
         "",
         "| lever | n | accuracy | 95% interval | macro-F1 | ECE | most frequent answer |",
@@ -298,20 +366,26 @@ async def main_async(a: argparse.Namespace) -> None:
     from llmlabel.pipeline.run import _local_judges
 
     cache = ResponseCache(a.cache_dir)
-    tpath = Path(a.cache_dir) / "timings.json"
+    global TIMINGS
+    tpath = TIMINGS = Path(a.cache_dir) / "timings.json"
     timings: dict[str, float] = json.loads(tpath.read_text()) if tpath.exists() else {}
-    with servers.local_judges() as dicts:
+    offline = [{"name": "qwen", "model": "qwen2.5-coder-0.5b", "base_url": "http://127.0.0.1:9/v1", "concurrency": 1}]
+    if a.base_url:  # a server already running (llmlabel local start): no health check that a busy server fails
+        offline[0]["base_url"] = a.base_url
+    with contextlib.nullcontext(offline) if CACHED_ONLY or a.base_url else servers.local_judges() as dicts:
         base = _local_judges(dicts)[0]
         for spec in a.tasks.split(","):  # task or task:rows
             task, _, n = spec.partition(":")
             rows = sample(task, int(n or a.rows))
             got: dict[str, dict] = {}
             wall: dict[str, float] = {}
-            for variant in a.variants.split(","):
+            for vspec in a.variants.split(","):  # variant or variant:rows (0: the content-free inputs only)
+                variant, _, vn = vspec.partition(":")
                 if task == "clinc_intent" and variant in ("reversed", "nodesc"):
                     continue
-                got[variant] = await run_variant(task, variant, base, rows, cache, timings)
-                wall[variant] = float(np.mean([r["secs"] for r in got[variant]["rows"]]))
+                part = rows[: int(vn)] if vn else rows
+                got[variant] = await run_variant(task, variant, base, part, cache, timings, rows)
+                wall[variant] = float(np.mean([r["secs"] for r in got[variant]["rows"]])) if part else float("nan")
                 tpath.write_text(json.dumps(timings))
                 print(f"{task} {variant}: done ({wall[variant]:.2f} s/row)", flush=True)
             res = levers(task, got, list(TASKS[task]["labels"]))
@@ -332,7 +406,12 @@ def main() -> None:
     ap.add_argument("--variants", default="default,reversed,nodesc,codes")
     ap.add_argument("--cache-dir", default="/tmp/llmlabel-embedded-cache")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
-    asyncio.run(main_async(ap.parse_args()))
+    ap.add_argument("--base-url", help="an embedded server already running, e.g. http://127.0.0.1:8000/v1")
+    ap.add_argument("--cached-only", action="store_true", help="score cached answers only; ask nothing")
+    args = ap.parse_args()
+    global CACHED_ONLY
+    CACHED_ONLY = args.cached_only
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
