@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 args = ["plan", str(Path(a.data_dir) / fname), "-c", str(cfg), "--sample", str(a.limit or 100000)]
                 out = run_cli(args)
                 p = run_cli_stdout(args)
-                m = re.search(r"\((\d+)/row\)", p)
+                m = re.search(r"\((\d+)/(?:row|request)\)", p)  # `plan` says "(N/request)"
                 plan_rows.append(
                     [
                         title,

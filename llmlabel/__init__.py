@@ -3,8 +3,11 @@
 import llmlabel
 with llmlabel.Labeler.from_config("config.yaml") as labeler:
     results = labeler.label(["great phone", "broke in a week"])   # [LabelResult(label=..., ...), ...]
+    df = labeler.label(reviews_df, text_column="review")            # a DataFrame (or datasets.Dataset) back
     labeler.label_file("in.csv", "out.jsonl")                       # resumable, like `llmlabel label`
     report = llmlabel.audit(texts, given_labels, labeler=labeler)   # like `llmlabel audit`
+    issues = llmlabel.audit(df, labeler=labeler)                    # df + is_label_issue, label_score, ...
+student = llmlabel.CandidateDistiller().fit(df["review"], df["label"])  # a scikit-learn classifier
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = [
+    "AuditOptions",
     "AuditReport",
+    "CandidateDistiller",
     "Config",
     "LabelResult",
     "Labeler",
@@ -33,13 +38,17 @@ _WHERE = {
     "RunResult": "llmlabel.pipeline.options",
     "audit": "llmlabel.auditing.api",
     "AuditReport": "llmlabel.auditing.api",
+    "AuditOptions": "llmlabel.auditing.audit",
+    "CandidateDistiller": "llmlabel.distill.student",
     "load_config": "llmlabel.config",
     "Config": "llmlabel.config",
 }
 
 if TYPE_CHECKING:
     from llmlabel.auditing.api import AuditReport, audit
+    from llmlabel.auditing.audit import AuditOptions
     from llmlabel.config import Config, load_config
+    from llmlabel.distill.student import CandidateDistiller
     from llmlabel.pipeline.labeler import Labeler, LabelResult
     from llmlabel.pipeline.options import Progress, RunOptions, RunResult
 

@@ -26,6 +26,7 @@ class Example(_Strict):
     text: str
     label: str | None = None
     candidates: list[str] | None = None
+    labels: list[str] | None = None  # a multi-label task's demonstration: its set of labels
 
 
 class Task(_Strict):
@@ -39,6 +40,15 @@ class Task(_Strict):
     # its examples_k most similar pool rows (TF-IDF cosine) as demonstrations, after the shared prefix.
     examples_file: str | None = None
     examples_k: int = Field(4, ge=1, le=32)
+    # Multi-label: each text gets a SET of labels. Judges answer a list; each label is then decided on its own
+    # (its probability: the judges' weighted vote for it, or a per-label Dawid-Skene over the whole job).
+    multi_label: bool = False
+    allow_empty: bool = False  # multi-label: a text may get no label at all (else: at least its likeliest)
+    label_threshold: float = Field(0.5, gt=0, lt=1)  # multi-label: a label is kept at this probability or above
+    # Many labels: each text is shown only the `shortlist` labels nearest to it (llm/shortlist.py), and on
+    # "none of these" the next ones, `shortlist_rounds` lists at most. None: every label in every prompt.
+    shortlist: int | None = Field(None, ge=2, le=200)
+    shortlist_rounds: int = Field(2, ge=1, le=20)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -59,7 +69,7 @@ class Task(_Strict):
     @model_validator(mode="after")
     def _examples_use_known_labels(self) -> "Task":
         for i, ex in enumerate(self.examples):
-            for lab in ([ex.label] if ex.label else []) + (ex.candidates or []):
+            for lab in ([ex.label] if ex.label else []) + (ex.candidates or []) + (ex.labels or []):
                 if lab not in self.labels:
                     raise ValueError(f"example {i} uses label {lab!r}, which is not in task.labels")
         return self
@@ -182,12 +192,37 @@ class Config(_Strict):
     cascade: Cascade | None = None
     gold: str | None = None  # a file of id,label rows that anchors weighted / dawid_skene
 
+    @property
+    def kind(self) -> str:
+        """The prompt kind a run of this config asks: its mode, or "multilabel" for a multi-label task."""
+        return "multilabel" if self.task.multi_label else self.mode
+
     @model_validator(mode="after")
     def _unique_judge_names(self) -> "Config":
         names = [j.name for j in self.judges]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"judge names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+    @model_validator(mode="after")
+    def _multi_label_in_label_mode(self) -> "Config":
+        if self.task.multi_label and self.mode != "label":
+            raise ValueError(
+                f"task.multi_label works with mode: label (judges answer a set of labels), not {self.mode}; "
+                "remove mode or multi_label"
+            )
+        if self.task.multi_label and self.cascade is not None and self.cascade.enabled:
+            raise ValueError("a cascade stops on one agreed label; remove cascade for a multi-label task")
+        bad = [lab for lab in self.task.labels if "|" in lab] if self.task.multi_label else []
+        if bad:
+            raise ValueError(f"label {bad[0]!r} contains '|', which joins a multi-label row's labels; rename it")
+        if self.task.shortlist is not None and (self.task.multi_label or self.mode != "label"):
+            raise ValueError("task.shortlist works with one label per text in mode: label; remove it for this task")
+        if self.task.shortlist is not None and any(j.samples > 1 for j in self.judges):
+            raise ValueError("samples > 1 (self-consistency) does not combine with task.shortlist; set samples: 1")
+        if self.task.multi_label and any(j.samples > 1 for j in self.judges):
+            raise ValueError("samples > 1 (self-consistency) votes on one label; set samples: 1 for a multi-label task")
         return self
 
     @model_validator(mode="after")

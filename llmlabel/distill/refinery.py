@@ -48,7 +48,13 @@ class RefineryMixin:
     classes_: np.ndarray
 
     def _fit_lr(
-        self, X: Any, y: np.ndarray, w: np.ndarray, init: LogisticRegression | None, max_iter: int | None = None
+        self,
+        X: Any,
+        y: np.ndarray,
+        w: np.ndarray,
+        init: LogisticRegression | None,
+        max_iter: int | None = None,
+        rescale: bool = True,
     ) -> LogisticRegression:
         keep = w > 0
         X, y, w = X[keep], y[keep], w[keep]
@@ -64,7 +70,9 @@ class RefineryMixin:
             return lr
         with warnings.catch_warnings():  # capped warm-started polishing fits may stop early on purpose
             warnings.simplefilter("ignore", ConvergenceWarning)
-            lr.fit(X, y, sample_weight=w * (len(w) / w.sum()))  # mean weight 1 keeps C comparable
+            # The refinery's weights (target mass x reliability) are rescaled to mean 1, which keeps C comparable
+            # from round to round; a single-label fit takes the caller's weights as they are.
+            lr.fit(X, y, sample_weight=w * (len(w) / w.sum()) if rescale else w)
         return lr
 
     def _proba(self, lr: LogisticRegression, X: Any) -> np.ndarray:

@@ -5,7 +5,12 @@ labels (``None`` where it gave none), and the keyword ``candidates`` the teacher
 sets. With candidates it learns through CanDist's distribution refinery
 (:mod:`llmlabel.distill.refinery`); without, it is an ordinary weighted classifier on ``y``. It is
 cloneable and works in ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``; pass
-``features=None`` to take an earlier pipeline step's feature matrix instead of texts.
+``features=None`` to take an earlier pipeline step's feature matrix (dense or sparse) instead of texts.
+
+With ``features=None`` it passes scikit-learn's estimator checks (``check_estimator``): validated numeric
+input, ``n_features_in_``, ``NotFittedError``, ``sample_weight``, labels of any dtype kept in ``classes_``.
+With a featurizer its input is a 1-D sequence of strings, as its tags say (``input_tags.string``, no 2-D
+array), like scikit-learn's own text vectorizers.
 
 Training from ``llmlabel label`` output, saving and streaming predictions live in
 :mod:`llmlabel.distill.training`.
@@ -18,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from llmlabel.distill.features import make_featurizer
 from llmlabel.distill.refinery import POLISH_ITER, RefineryMixin
@@ -92,7 +99,7 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
     def fit(
         self,
         X: Any,
-        y: Sequence[str | None] | None = None,
+        y: Any = None,  # array-like of labels (None where the teacher gave none)
         *,
         candidates: Sequence[Sequence[str]] | None = None,
         sample_weight: Sequence[float] | np.ndarray | None = None,
@@ -102,17 +109,33 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
         With candidates, ``y`` (optional) is the teacher's single label per row: always counted as
         a candidate and used to choose the refinery's round. Without, rows whose ``y`` is None are
         skipped."""
+        if self.features is None:
+            X = validate_data(self, X, accept_sparse="csr", reset=True)
         n = _num_rows(X)
+        if y is not None and not isinstance(y, (list, tuple)):
+            ya = np.asarray(y)  # a Series, an array-like
+            # A column vector, as scikit-learn accepts it (with a warning).
+            y = column_or_1d(ya, warn=True) if ya.ndim == 2 and ya.shape[1] == 1 else ya
         ys = _labels(y, n)
         if candidates is None and ys is None:
-            raise ValueError("fit needs labels y or candidates=")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None "
+                "(give labels y, or candidate sets as candidates=)"
+            )
         if candidates is not None and len(candidates) != n:
             raise ValueError(f"X has {n} rows but candidates has {len(candidates)}")
-        self.classes_ = np.array(sorted(_label_set(ys, candidates)), dtype=object)
-        index = {c: i for i, c in enumerate(self.classes_)}
-        w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if w.shape != (n,):
-            raise ValueError(f"X has {n} rows but sample_weight has shape {w.shape}")
+        self.classes_ = _classes(y, ys, candidates)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        if sample_weight is None:
+            w = np.ones(n)
+        else:
+            w = np.array(sample_weight, dtype=np.float64)  # a copy: the caller's array is never changed
+            if w.shape != (n,):
+                raise ValueError(f"X has {n} rows but sample_weight has shape {w.shape}")
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError("sample_weight must be finite and non-negative")
+            if not w.any():
+                raise ValueError("sample_weight is zero for every row: nothing to learn from")
         yi = None if ys is None else np.array([-1 if v is None else index[v] for v in ys], dtype=np.int64)
 
         self.featurizer_ = self._new_featurizer()
@@ -122,17 +145,29 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
             assert yi is not None
             self.mode_ = "single"
             self.clf_ = self._fit_single(F, yi, w)
-            return self
-        self.mode_ = "candidates"
-        M = _candidate_matrix(candidates, index, yi)
-        self.clf_ = self._refinery(F, M, w * M.any(axis=1), yi)
+        else:
+            self.mode_ = "candidates"
+            M = _candidate_matrix(candidates, index, yi)
+            self.clf_ = self._refinery(F, M, w * M.any(axis=1), yi)
+        self.n_iter_ = int(np.max(getattr(self.clf_, "n_iter_", 0)))
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
         return self._proba(self.clf_, self._featurize(X, fit=False))
 
     def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        if self.features is None:  # a feature matrix from an earlier step: dense or sparse numbers
+            tags.input_tags.sparse = True
+        else:  # texts: a 1-D sequence of strings, like scikit-learn's text vectorizers take
+            tags.input_tags.two_d_array = False
+            tags.input_tags.string = True
+        return tags
 
     def _new_featurizer(self) -> Any:
         if self.features is None:
@@ -141,7 +176,7 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
 
     def _featurize(self, X: Any, fit: bool) -> Any:
         if self.featurizer_ is None:  # X is already a feature matrix
-            return X
+            return X if fit else validate_data(self, X, accept_sparse="csr", reset=False)
         texts = _texts(X)
         return self.featurizer_.fit_transform(texts) if fit else self.featurizer_.transform(texts)
 
@@ -151,7 +186,8 @@ class CandidateDistiller(RefineryMixin, ClassifierMixin, BaseEstimator):
         if rows.size > self.max_refine_rows:  # warm start from a sample: far fewer full passes
             sample = np.sort(np.random.default_rng(self.random_state).choice(rows, self.max_refine_rows, replace=False))
             init = self._fit_lr(F[sample], yi[sample], w[sample], None)
-        return self._fit_lr(F[rows], yi[rows], w[rows], init, POLISH_ITER if init else None)
+        # The caller's weights as they are (no rescaling): weight 2 is the same fit as the row given twice.
+        return self._fit_lr(F[rows], yi[rows], w[rows], init, POLISH_ITER if init else None, rescale=False)
 
 
 def _num_rows(X: Any) -> int:
@@ -182,6 +218,19 @@ def _labels(y: Any, n: int) -> list[str | None] | None:
             raise TypeError("y holds label lists; pass candidate sets as the keyword candidates=")
     out = [None if v is None or (isinstance(v, float) and v != v) else v for v in ys]
     return None if all(v is None for v in out) and n else out
+
+
+def _classes(y: Any, ys: list[Any] | None, candidates: Sequence[Sequence[str]] | None) -> np.ndarray:
+    """The sorted labels, in y's dtype (integer labels stay integers, so that ``score()`` compares like with
+    like); a float y must hold class labels, not a continuous target."""
+    labels = sorted(_label_set(ys, candidates))
+    if ys is not None and None not in ys:
+        check_classification_targets(y)
+    out = np.asarray(labels)
+    dtype = getattr(y, "dtype", None)
+    if dtype is not None and dtype.kind in "biuf" and out.dtype.kind in "biuf":
+        out = out.astype(dtype)
+    return out
 
 
 def _label_set(ys: list[str | None] | None, candidates: Sequence[Sequence[str]] | None) -> set[str]:

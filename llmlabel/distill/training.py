@@ -132,6 +132,8 @@ def train_from_labeled(
     if not texts:
         raise ValueError(f"{path}: no usable rows (all have errors or no label/candidates)")
     sw = np.clip(conf, 0.05, 1.0) if weight_by_confidence else None
+    if sw is not None:
+        sw = sw / sw.mean()  # mean weight 1: C means the same with and without confidence weights
     model = CandidateDistiller(features=features, **params)
     t0 = time.perf_counter()
     if mode == "single":

@@ -119,13 +119,30 @@ def _csv_columns(path: str) -> list[str]:
 
 
 @contextlib.contextmanager
+def _quiet_ray() -> Iterator[None]:
+    """Ray's own notices (start-up, auth, each execution, actor arguments) stay out of llmlabel's log: Ray reads
+    these variables when it starts and runs. Set for the job only and given back after (a user's own win)."""
+    quiet = {"RAY_DATA_LOG_LEVEL": "CRITICAL", "RAY_BACKEND_LOG_LEVEL": "error"}
+    added = [k for k in quiet if k not in os.environ]
+    os.environ.update({k: quiet[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+@contextlib.contextmanager
 def connected() -> Iterator[Any]:
+    with _quiet_ray():
+        with _connected() as ray:
+            yield ray
+
+
+@contextlib.contextmanager
+def _connected() -> Iterator[Any]:
     """Ray, connected: to RAY_ADDRESS's cluster, else a local one started here and stopped after (already
     connected, as in a notebook or a test: that connection, left open)."""
-    # Ray's own notices (start-up, auth, each execution, actor arguments) stay out of llmlabel's log; the
-    # variables are read when Ray starts (a user's own settings win).
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "CRITICAL")
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     try:
         import ray
     except ImportError:

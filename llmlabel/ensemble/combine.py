@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmlabel.ensemble.calibration import calibrate_confidence
+from llmlabel.ensemble.multilabel import SetPolicy, refit_sets
 from llmlabel.ensemble.votes import Votes, none_uninformative
 from llmlabel.llm.answers import JudgeAnswer
 from llmlabel.llm.memo import Memo
@@ -316,6 +317,7 @@ def refit(
     method: str,
     mode: str,
     gold: dict[str, str] | None = None,
+    policy: SetPolicy | None = None,
 ) -> tuple[Update | None, dict[str, Any]]:
     """Fit over every row and return a function that rewrites each row, and a summary.
 
@@ -323,8 +325,11 @@ def refit(
     everything, or chance agreement), so a broken judge cannot drag the ensemble below its best member.
     weighted and dawid_skene then refit over the whole job; majority keeps its per-row soft vote, redone
     without the left-out judges (and weighted by gold accuracy when gold rows are given). With 20+ gold
-    rows, confidences are then recalibrated on them (see calibrate_confidence).
+    rows, confidences are then recalibrated on them (see calibrate_confidence). A multi-label job (mode
+    "multilabel") is fitted label by label instead (ensemble/multilabel.py, with `policy`).
     """
+    if mode == "multilabel":
+        return refit_sets(records, judge_names, labels, method, policy or SetPolicy(), gold)
     update, summary = _refit(records, judge_names, labels, method, mode, gold)
     if len(judge_names) == 1 and len(labels) >= 3:
         summary = {**summary, **_one_label(records, judge_names, labels)}

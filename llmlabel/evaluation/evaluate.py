@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from llmlabel.errors import InputError
-from llmlabel.evaluation import metrics
+from llmlabel.evaluation import metrics, multilabel
 from llmlabel.io.gold import read_gold
 from llmlabel.io.paths import eval_path, ledger_path
 from llmlabel.io.rows import iter_rows
@@ -117,6 +117,9 @@ def evaluate(
     numbered = gold.numbered
     if not gold:
         raise InputError(f"gold file {gold_path} has no non-empty '{label_column}' values; pass --label-column")
+    first = next(iter(iter_rows(out)), None)
+    if first is not None and multilabel.is_multilabel(first):
+        return _evaluate_sets(out, gold, gold_path, label_column, first)
     rows = _read(out, gold)
     n = len(rows.ids)
     if n == 0:
@@ -172,6 +175,21 @@ def _candidate_sets(rows: _Rows) -> list[list[str]] | None:
         return None
     votes = list(rows.judge_votes.values())
     return [sorted({str(v[r]) for v in votes if v[r] is not None}) for r in range(len(rows.ids))]
+
+
+def _evaluate_sets(
+    out: Path, gold: dict[str, str], gold_path: str | Path, label_column: str, first: dict[str, Any]
+) -> dict[str, Any]:
+    """A multi-label output's report (evaluation/multilabel.py)."""
+    rows = multilabel.read_rows(out)
+    probs = _json_field(first.get("probs"))
+    order = [str(k) for k in probs] if isinstance(probs, dict) else []
+    rep = {"output": str(out), "gold": str(gold_path), "label_column": label_column, "rows_output": len(rows)}
+    rep["rows_gold"] = len(gold)
+    rep.update(multilabel.evaluate_sets(rows, gold, order))
+    if not rep["rows_evaluated"]:
+        raise InputError(f"no ids in common between {out} and {gold_path}; check --id-column")
+    return rep
 
 
 def _per_label(t: np.ndarray, p: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -283,6 +301,11 @@ def _fmt(v: Any) -> str:
 
 def format_report(rep: dict[str, Any]) -> str:
     """A plain-text summary of `evaluate`'s dict."""
+    if rep.get("multi_label"):
+        return "\n".join(
+            [f"evaluated {rep['rows_evaluated']} of {rep['rows_output']} output rows against {rep['gold']}"]
+            + ["  " + x for x in multilabel.format_sets(rep)]
+        )
     lines = [
         f"evaluated {rep['rows_evaluated']} of {rep['rows_output']} output rows against {rep['gold']}"
         + (f" ({rep['rows_unlabeled']} without a label, counted wrong)" if rep["rows_unlabeled"] else ""),

@@ -116,7 +116,12 @@ def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows of a corpus file, streamed; nothing is held in memory beyond one batch."""
+    """Rows of a corpus file (or of a Hugging Face dataset folder: io.hfdata), streamed; nothing is held in
+    memory beyond one batch."""
+    from llmlabel.io.hfdata import is_dataset_source, source_rows
+
+    if is_dataset_source(path):
+        return source_rows(path)
     p = Path(path)
     fmt = input_format(p)
     if not p.is_file():

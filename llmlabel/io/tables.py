@@ -105,7 +105,7 @@ def _arrow_type(name: str, kinds: set[type], sample: Any) -> tuple[Any, bool]:
     """A column's Arrow type, and whether its values must be turned into text first."""
     import pyarrow as pa
 
-    if name == "candidates" and kinds == {list}:
+    if name in ("candidates", "labels") and kinds == {list}:
         return pa.list_(pa.string()), False  # the labeling's own label lists (other nested values: JSON text)
     if not kinds:
         return pa.string(), False  # null everywhere

@@ -9,10 +9,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from llmlabel.llm.prompts import NONE_OF_THESE, shortlist_choices
+
 
 class JudgeAnswer(BaseModel):
     label: str | None = None
     candidates: list[str] | None = None
+    labels: list[str] | None = None  # a multi-label judge's set (may be empty; `label` is then None)
     probs: dict[str, float] | None = None  # from logprobs, when the endpoint gives them
     given_label_correct: bool | None = None
     error: str | None = None
@@ -70,6 +73,11 @@ def parse_answer(
         raise InvalidAnswer("the answer was cut off (max_tokens reached)", transient=True)
     if not content or not content.strip():
         raise InvalidAnswer("the answer was empty", transient=True)
+    if kind == "multilabel":
+        return _parse_set(content, labels)
+    choices = shortlist_choices(kind)
+    if choices is not None:
+        return _parse_pick(content, labels, codes)
     if codes:  # logprob mode: the answer is a single code, or the label itself
         inv = {c.casefold(): lab for lab, c in codes.items()}
         tok = content.strip().strip("\"'.").casefold()
@@ -116,6 +124,57 @@ def parse_answer(
     return JudgeAnswer(
         label=label, candidates=cands, given_label_correct=verdict if isinstance(verdict, bool) else None
     )
+
+
+# A shortlist answer that none of its labels fits: the row goes on to its next shortlist.
+NO_FIT = "none of the shortlisted labels fits"
+
+
+def _parse_pick(content: str, labels: list[str], codes: dict[str, str] | None) -> JudgeAnswer:
+    """A shortlist answer: a code (logprob judges), or a label name in JSON or plain text. Any label of the
+    task counts, listed or not; "none of these" is an answer too (NO_FIT)."""
+    offered = [*labels, NONE_OF_THESE]
+    raw: Any = content
+    if codes:
+        inv = {c.casefold(): lab for lab, c in codes.items()}
+        lab = inv.get(content.strip().strip("\"'.").casefold()) or _match_label(content, offered)
+    else:
+        try:
+            obj = _decode_json(content)
+            raw = obj.get("label") if isinstance(obj, dict) else obj
+        except json.JSONDecodeError:
+            pass
+        lab = _match_label(raw, offered)
+    if lab is None:
+        raise InvalidAnswer(f"{str(raw).strip()[:60]!r} is not one of the listed labels", transient=False)
+    if lab == NONE_OF_THESE:
+        return JudgeAnswer(error=NO_FIT)
+    return JudgeAnswer(label=lab)
+
+
+def _parse_set(content: str, labels: list[str]) -> JudgeAnswer:
+    """A multi-label answer: {"labels": [...]} (or a bare list, or one label). An empty set is a valid answer
+    here; whether the row may keep it is the aggregation's call (task.allow_empty)."""
+    try:
+        obj = _decode_json(content) if content.strip()[:1] in "{[`" else content
+    except json.JSONDecodeError:
+        raise InvalidAnswer("the answer is not valid JSON", transient=True) from None
+    if isinstance(obj, dict):
+        raw = obj.get("labels", obj.get("label"))
+    else:
+        raw = obj
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise InvalidAnswer("'labels' must be a list of labels", transient=False)
+    chosen: list[str] = []
+    for x in raw:
+        m = _match_label(x, labels)
+        if m is None:
+            raise InvalidAnswer(f"label {str(x)[:60]!r} is not one of: {', '.join(labels)}", transient=False)
+        if m not in chosen:
+            chosen.append(m)
+    return JudgeAnswer(label=chosen[0] if chosen else None, labels=chosen)
 
 
 def probs_from_logprobs(

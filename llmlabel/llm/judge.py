@@ -18,7 +18,7 @@ from llmlabel.llm.formats import Formats, format_rejected
 from llmlabel.llm.ledger import JudgeLedger
 from llmlabel.llm.limits import Budget, Limits
 from llmlabel.llm.memo import Memo
-from llmlabel.llm.prompts import label_codes
+from llmlabel.llm.prompts import NONE_OF_THESE, label_codes, shortlist_choices
 from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retry_after, retryable, row_failure, with_retries
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
 from llmlabel.secrets import one_line, redact, register
@@ -40,6 +40,7 @@ class JudgeClient:
         labels: list[str],
         api_key: str | None = None,
         transport: Any = None,
+        multi_label: bool = False,
     ) -> None:
         self.judge, self.cache, self.ledger, self.budget, self.labels = judge, cache, ledger, budget, labels
         self.endpoint = judge.base_url or "https://api.openai.com/v1"
@@ -56,7 +57,10 @@ class JudgeClient:
         self.limits = Limits(judge, lambda: self.budget.wait())
         # logprobs with response_format auto/text: one 1-token call answering a label code (A, B, ...);
         # with an explicit JSON format: the JSON answer, and the distribution read where the label starts.
-        self.codes = label_codes(labels) if judge.logprobs and judge.response_format in ("auto", "text") else None
+        # A multi-label answer is a set: no one-token code, and a first token's distribution says nothing of it.
+        self.multi_label = multi_label
+        code_mode = judge.logprobs and judge.response_format in ("auto", "text") and not multi_label
+        self.codes = label_codes(labels) if code_mode else None
         self.formats = Formats(judge, labels, self.endpoint, cache, code_mode=self.codes is not None)
         self.encoder = RequestEncoder(judge.cache_as or self.endpoint, self.request)
         # Without logprobs, equal replies parse to one shared answer (the pipeline's row memo relies on that).
@@ -92,12 +96,14 @@ class JudgeClient:
         self-consistency judge asks with seed + i (when a seed is set), so seeded servers vary it too."""
         j = self.judge
         req: dict[str, Any] = {"model": j.model, "messages": messages, "temperature": j.temperature}
-        if self.codes:
-            req.update(max_tokens=j.max_tokens or 1, logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
+        codes = self.codes_for(kind)
+        if codes:
+            req.update(max_tokens=j.max_tokens or 1, logprobs=True, top_logprobs=min(20, max(5, len(codes))))
         else:
-            if j.logprobs:
+            if j.logprobs and not self.multi_label:
                 req.update(logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
-            req["max_tokens"] = j.max_tokens or (64 + 16 * len(self.labels) if kind == "candidates" else 64)
+            sets = kind in ("candidates", "multilabel")
+            req["max_tokens"] = j.max_tokens or (64 + 16 * len(self.labels) if sets else 64)
             rf = self.formats.field(kind)
             if rf:
                 req["response_format"] = rf
@@ -196,19 +202,34 @@ class JudgeClient:
         except InvalidAnswer:
             return None
 
+    def codes_for(self, kind: str) -> dict[str, str] | None:
+        """The label codes a request of `kind` asks for (a shortlist's: its few labels and "none of these")."""
+        choices = shortlist_choices(kind)
+        if choices is None or not self.codes:
+            return self.codes
+        return label_codes([*choices, NONE_OF_THESE])
+
     def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
+        codes = self.codes_for(kind)
         if not self.judge.logprobs:
             # Answers repeat (a handful of labels): one parsed object per distinct reply. Answers are
             # never modified after parsing, so rows can share them.
             pkey = (payload.get("content"), payload.get("finish_reason"), kind)
             ans = self._parsed.get(pkey)
             if ans is None:
-                ans = self._parsed.put(pkey, parse_answer(pkey[0], pkey[1], kind, self.labels, self.codes))
+                ans = self._parsed.put(pkey, parse_answer(pkey[0], pkey[1], kind, self.labels, codes))
             return ans
-        ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, self.codes)
+        ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, codes)
         path = payload.get("label_path")
         steps = [(s[0], s[1], s[2]) for s in path] if path else None
-        ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, self.codes, ans.label, steps)
+        choices = shortlist_choices(kind)
+        if choices is None:
+            ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, codes, ans.label, steps)
+        elif ans.label in choices:
+            # Over the listed labels only: "none of these" lost, and labels not listed were never offered.
+            ans.probs = probs_from_logprobs(
+                payload.get("top_logprobs"), choices, codes and {c: codes[c] for c in choices}, ans.label, steps
+            )
         return ans
 
     async def _cached_complete(

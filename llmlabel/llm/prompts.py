@@ -14,7 +14,28 @@ from llmlabel.config import Config, Example, Judge, Task
 from llmlabel.errors import ConfigError
 from llmlabel.llm.memo import Memo
 
-PromptKind = str  # "label" | "candidates" | "verify" | a custom template name
+PromptKind = str  # "label" | "candidates" | "verify" | "multilabel" | a shortlist kind | a custom template name
+
+# A shortlist question (task.shortlist) asks for one label among a few: its kind carries them, so that the
+# request (schema, codes) and its cache key follow from the kind alone, as for every other prompt kind.
+NONE_OF_THESE = "none of these"
+_SHORTLIST = "shortlist"
+_SEP = "\x1f"
+
+
+def shortlist_kind(choices: list[str]) -> str:
+    return _SEP.join([_SHORTLIST, *choices])
+
+
+def shortlist_choices(kind: str) -> list[str] | None:
+    """The labels a shortlist kind offers (without "none of these"); None for other kinds."""
+    return kind.split(_SEP)[1:] if kind.startswith(_SHORTLIST + _SEP) else None
+
+
+def prompt_name(kind: str) -> str:
+    """The template a kind is rendered with."""
+    return _SHORTLIST if shortlist_choices(kind) is not None else kind
+
 
 _TAG_FIXES = {"<text>": "‹text›", "</text>": "‹/text›"}
 
@@ -80,13 +101,17 @@ def label_codes(labels: list[str]) -> dict[str, str]:
 
 
 def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:
-    enum = {"type": "string", "enum": labels}
+    choices = shortlist_choices(kind)
+    enum = {"type": "string", "enum": labels if choices is None else [*choices, NONE_OF_THESE]}
     if kind == "candidates":
         # The label comes first: under constrained decoding a small model that writes the list first
         # fills it in the labels' listed order; committing to its best label first keeps label-mode accuracy.
         props = {"label": enum, "candidates": {"type": "array", "items": enum, "minItems": 1}}
     elif kind == "verify":
         props = {"label": enum, "given_label_correct": {"type": "boolean"}}
+    elif kind == "multilabel":
+        # minItems 0: an empty set is a valid answer (the prompt says when it is allowed; the aggregation enforces it)
+        props = {"labels": {"type": "array", "items": enum, "minItems": 0}}
     else:
         props = {"label": enum}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
@@ -94,7 +119,7 @@ def response_schema(kind: PromptKind, labels: list[str]) -> dict[str, Any]:
 
 def response_format(fmt: str, kind: PromptKind, labels: list[str], task_name: str) -> dict[str, Any] | None:
     if fmt == "json_schema":
-        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in f"{task_name}_{kind}")[:64]
+        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in f"{task_name}_{prompt_name(kind)}")[:64]
         return {
             "type": "json_schema",
             "json_schema": {"name": name, "schema": response_schema(kind, labels), "strict": True},
@@ -107,6 +132,8 @@ def response_format(fmt: str, kind: PromptKind, labels: list[str], task_name: st
 
 
 def _example_answer(ex: Example, kind: PromptKind, codes: dict[str, str] | None) -> str:
+    if kind == "multilabel":
+        return json.dumps({"labels": ex.labels if ex.labels is not None else ([ex.label] if ex.label else [])})
     if codes:
         return codes[ex.label or (ex.candidates or [""])[0]]
     if kind == "candidates":
@@ -182,19 +209,22 @@ class Prompts:
     ) -> list[dict[str, str]]:
         """The exact messages sent for one text: system, the task's few-shot pairs, the text's own retrieved
         demonstrations (`demos`, after the shared prefix so that servers can reuse it), then the text."""
-        name = judge.prompt if judge and judge.prompt else kind
+        name = judge.prompt if judge and judge.prompt else prompt_name(kind)
         pkey = (name, kind, logprob_codes, given_label)
         # The hot path: prefix and user frame already rendered, nothing to look up (not even the template).
         prefix, frame = self.prefixes.get(pkey), self.prefixes.get(("user",) + pkey)
         if prefix is not None and frame and not demos:
             return prefix + [{"role": "user", "content": (frame[0] + neutralize(text) + frame[1]).strip()}]
-        codes = label_codes(self.task.label_names) if logprob_codes else None
+        choices = shortlist_choices(kind)
+        offered = self.task.label_names if choices is None else [*choices, NONE_OF_THESE]
+        codes = label_codes(offered) if logprob_codes else None
         block = self._blocks(name, kind, codes)
         if prefix is None:
             prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
-            prefix += _pairs(self.task.examples, block, kind, codes)
+            if choices is None:  # (a shortlist's demonstrations would need their own lists: they shape it instead)
+                prefix += _pairs(self.task.examples, block, kind, codes)
             self.prefixes.put(pkey, prefix)
-        if demos:
+        if demos and choices is None:
             prefix = prefix + _pairs(demos, block, kind, codes)
         text = neutralize(text)
         # The user block usually just places the text: render it once around a marker, then splice each text
@@ -226,7 +256,11 @@ class Prompts:
             raise ConfigError(f"prompt template '{name}' not found in {where}; add {name}.j2 or fix the name") from None
         except TemplateError as e:
             raise ConfigError(f"prompt template '{name}' is invalid: {e}; fix the template") from None
-        base = {"task": self.task, "labels": self.task.labels, "codes": codes, "kind": kind}
+        base = {"task": self.task, "labels": self.task.labels, "codes": codes, "kind": prompt_name(kind)}
+        choices = shortlist_choices(kind)
+        if choices is not None:
+            base["choices"] = {c: self.task.labels.get(c, "") for c in choices}
+            base["none_of_these"] = NONE_OF_THESE
 
         def block(block_name: str, **extra: Any) -> str:
             if block_name not in tmpl.blocks:

@@ -27,6 +27,7 @@ from typing import Any
 
 from llmlabel.config import Config
 from llmlabel.ensemble.calibration import CONTENT_FREE
+from llmlabel.errors import ConfigError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.lock import output_lock
 from llmlabel.io.paths import ledger_path
@@ -320,6 +321,9 @@ def run_batch(
     over the warm cache. With `bopts.wait=False` it returns after submitting (a rerun collects)."""
     opts, bopts = opts or RunOptions(), bopts or BatchOptions()
     echo = opts.echo or (_stderr if opts.progress else lambda s: None)
+    if cfg.task.shortlist is not None:
+        # A row's next shortlist depends on its first answer: two batches in turn, not built yet.
+        raise ConfigError("task.shortlist is not supported with --batch yet; label online or remove shortlist")
     input_path, output_path, _, _ = check_run(cfg, input_path, output_path, opts)
     with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
         job = Job(cfg, judges, opts)

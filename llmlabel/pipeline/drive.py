@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import sys
 from collections.abc import Iterable, Iterator
@@ -138,30 +137,6 @@ class _Drive:
             await asyncio.sleep(0.1)
 
 
-_GC_THRESHOLD = 10_000
-
-
-@contextlib.contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Python's cyclic collector at a gen-0 threshold of 10,000 allocations (default 700) while rows run.
-
-    A run keeps a steady set of live objects (requests in flight, their tasks and futures) that every young
-    collection walks again, and makes little cyclic garbage: at 700, 10,000 cold requests spent 0.62 s of
-    ~5.9 s CPU in ~1,000 collections, at 10,000 0.05 s (the same garbage collected, a little later); a warm
-    5,000-row rerun's bulk pass 0.025-0.065 s, at 10,000 none. The old threshold comes back at the end,
-    unless someone else changed it meanwhile (a nested run restores nothing)."""
-    old = gc.get_threshold()
-    if old[0] >= _GC_THRESHOLD:
-        yield
-        return
-    gc.set_threshold(_GC_THRESHOLD, *old[1:])
-    try:
-        yield
-    finally:
-        if gc.get_threshold()[0] == _GC_THRESHOLD:
-            gc.set_threshold(*old)
-
-
 @contextlib.contextmanager
 def _signals(d: _Drive) -> Iterator[None]:
     """Ctrl-C and SIGTERM stop the run cleanly (only on the main thread: elsewhere the caller owns them). The
@@ -203,7 +178,7 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
     if job.opts.cancel is not None:
         helpers.append(asyncio.ensure_future(d.watch()))
     try:
-        with _signals(d), _fewer_collections():
+        with _signals(d):
             d.calibrating.append(asyncio.ensure_future(job.ensure_calibrated()))
             try:
                 await d.calibrating[0]

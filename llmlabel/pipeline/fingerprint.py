@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.hfdata import is_dataset_source, source_files
 from llmlabel.pipeline.job import Job
 
 VERSION = 1
@@ -56,10 +57,23 @@ def _templates(prompts_dir: str | None) -> str | None:
     return _digest({str(p.relative_to(prompts_dir)): p.read_bytes().hex() for p in files})
 
 
+_SET = object()
+_ADDED_TASK_FIELDS = {
+    "multi_label": False,
+    "allow_empty": False,
+    "label_threshold": 0.5,
+    "shortlist": None,
+    "shortlist_rounds": 2,
+}
+
+
 def answers_fingerprint(job: Job) -> dict[str, str]:
     """One short hash per setting that changes answers, named as the user knows it (to say what changed)."""
     cfg, task = job.cfg, job.cfg.task
-    fp = {f"task.{k}": _digest(v) for k, v in task.model_dump().items()}
+    # Fields added since part files were first fingerprinted count only when set, so that unfinished runs of
+    # earlier versions still resume (a multi-label task's rows are asked another prompt: they never would).
+    dumped = task.model_dump(exclude={"examples": {"__all__": {"labels"}}} if not task.multi_label else None)
+    fp = {f"task.{k}": _digest(v) for k, v in dumped.items() if _ADDED_TASK_FIELDS.get(k, _SET) != v}
     fp["mode"] = _digest(job.kind)
     fp["prompts_dir templates"] = _digest(_templates(cfg.prompts_dir))
     fp["cascade"] = _digest(cfg.cascade.model_dump() if cfg.cascade else None)
@@ -80,6 +94,8 @@ def answers_fingerprint(job: Job) -> dict[str, str]:
 def fingerprint(job: Job, source: Path | list[Path] | str) -> dict[str, Any]:
     """`source`: the input file; or the files a Ray run reads (one file: the same fingerprint as a local run
     of it, so either engine continues the other's run); or an object-store URI, known by its name only."""
+    if isinstance(source, Path) and is_dataset_source(source):  # a dataset folder: its files
+        source = source_files(source)[1]
     if isinstance(source, str):
         inp: dict[str, Any] = {"uri": source}
     elif isinstance(source, Path) or len(source) == 1:

@@ -11,22 +11,27 @@ from typing import Any, Protocol
 from llmlabel.config import Config, Judge, Task, samples_error
 from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
 from llmlabel.ensemble.combine import combine_row, combine_samples
+from llmlabel.ensemble.multilabel import SetPolicy, combine_sets
 from llmlabel.errors import ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
-from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.llm.answers import NO_FIT, JudgeAnswer
 from llmlabel.llm.cache import CacheBackend, open_cache
 from llmlabel.llm.demos import DemoPool
 from llmlabel.llm.encoding import message_json
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
 from llmlabel.llm.memo import Memo
-from llmlabel.llm.prompts import Prompts
+from llmlabel.llm.prompts import Prompts, shortlist_kind
+from llmlabel.llm.shortlist import Shortlister
 from llmlabel.llm.tokens import truncate
 from llmlabel.pipeline.options import RunOptions
 
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
 OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
+# Input columns named like an output field keep their values under NAME_input: a multi-label job's rows add
+# `labels` (the set, as a list), so an input column of that name is kept the same way.
+RESERVED = frozenset(OUTPUT_FIELDS) | {"labels"}
 
 Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
 
@@ -60,7 +65,8 @@ class Job:
     def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, cache: CacheBackend | None = None) -> None:
         self.cfg, self.judges, self.opts = cfg, judges, opts
         self.labels = cfg.task.label_names
-        self.kind = opts.kind or cfg.mode
+        self.kind = opts.kind or cfg.kind
+        self.set_policy = SetPolicy(cfg.task.label_threshold, cfg.task.allow_empty)
         try:
             samples_error(judges, self.kind)
         except ValueError as e:
@@ -70,7 +76,13 @@ class Job:
         self.new_ledger()
         self.clients = {
             j.name: JudgeClient(
-                j, self.cache, self.ledger.judges[j.name], self.budget, self.labels, transport=opts.transport
+                j,
+                self.cache,
+                self.ledger.judges[j.name],
+                self.budget,
+                self.labels,
+                transport=opts.transport,
+                multi_label=self.kind == "multilabel",
             )
             for j in judges
         }
@@ -80,6 +92,11 @@ class Job:
         self._row_memo: Memo[tuple[int, ...], Any] = Memo(4096)
         self._columns: Memo[tuple[str, ...], list[str]] = Memo(256)
         self.demos = DemoPool(cfg.task) if cfg.task.examples_file else None
+        k = cfg.task.shortlist
+        self.shortlister = None
+        if k is not None and k < len(self.labels) and self.kind == "label":
+            pool = list(zip(self.demos.texts, self.demos.labels)) if self.demos is not None else None
+            self.shortlister = Shortlister(cfg.task, pool)
         # A cascade's first rows ask every judge (the probe); then judges found uninformative on them (one
         # label to everything, guessing) no longer end a row, for the job's life (a Labeler's later calls
         # too). A sure, stuck first judge would otherwise settle most rows alone (real_quality_modes:
@@ -114,12 +131,37 @@ class Job:
         self.truncated += cut
         return msgs
 
-    def _messages(self, judge: Judge, text: str, given: str | None) -> tuple[list[dict[str, str]], bool]:
-        """The messages, and whether the text had to be cut to the judge's max_text_tokens."""
+    def _messages(
+        self, judge: Judge, text: str, given: str | None, kind: str | None = None
+    ) -> tuple[list[dict[str, str]], bool]:
+        """The messages (of `kind`, else the job's), and whether the text had to be cut to max_text_tokens."""
         text, cut = truncate(text, judge.max_text_tokens)
         demos = self.demos.nearest(text) if self.demos is not None else None
         codes = self.clients[judge.name].codes is not None
-        return self.prompts.messages(judge, self.kind, text, given, codes, demos), cut
+        return self.prompts.messages(judge, kind or self.kind, text, given, codes, demos), cut
+
+    def first_kind(self, text: str) -> str:
+        """The kind a row is asked first: the job's, or its first shortlist (task.shortlist)."""
+        if self.shortlister is None:
+            return self.kind
+        return shortlist_kind(self.shortlister.ranked(text)[: self.cfg.task.shortlist])
+
+    async def _ask_shortlisted(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
+        """One label among the text's nearest labels; on "none of these", among the next ones."""
+        assert self.shortlister is not None and self.cfg.task.shortlist is not None
+        ranked, k, client = self.shortlister.ranked(text), self.cfg.task.shortlist, self.clients[j.name]
+        ans = JudgeAnswer(error=NO_FIT)
+        for r in range(self.cfg.task.shortlist_rounds):
+            choices = ranked[r * k : (r + 1) * k]
+            if not choices:
+                break
+            kind = shortlist_kind(choices)
+            msgs, cut = self._messages(j, text, given, kind)
+            self.truncated += cut
+            ans = await client.ask(msgs, kind)
+            if ans.error != NO_FIT:
+                return ans
+        return ans
 
     async def calibrate(self) -> None:
         """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs."""
@@ -136,7 +178,13 @@ class Job:
 
     async def ensure_calibrated(self) -> None:
         """Calibrate once per job (the content-free answers are cached, so later jobs pay nothing)."""
-        if not self.p_cf and any(j.logprobs for j in self.judges):
+        # (a multi-label answer or a shortlist's has no fixed label set to measure a bias over)
+        if (
+            not self.p_cf
+            and any(j.logprobs for j in self.judges)
+            and self.kind != "multilabel"
+            and not self.shortlister
+        ):
             await self.calibrate()
 
     def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
@@ -144,6 +192,8 @@ class Job:
 
     async def _ask(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
         """The judge's (calibrated) answer; with `samples` > 1, its samples asked together and combined."""
+        if self.shortlister is not None:
+            return await self._ask_shortlisted(j, text, given)
         msgs, client = self.messages(j, text, given), self.clients[j.name]
         if j.samples == 1:
             return self._calibrated(j.name, await client.ask(msgs, self.kind))
@@ -225,7 +275,7 @@ class Job:
         names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
         if names is None:
             names = self._columns.put(
-                columns, [f"{k}_input" if k in OUTPUT_FIELDS and k != task.id_column else k for k in columns]
+                columns, [f"{k}_input" if k in RESERVED and k != task.id_column else k for k in columns]
             )
         rec: dict[str, Any] = {"_i": i}
         rec.update(zip(names, row.values()))
@@ -249,8 +299,12 @@ class Job:
 
     def outcome(self, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
         """What a row's answers add to its record: the aggregate and each judge's answer."""
+        if self.kind == "multilabel":
+            agg = combine_sets(answers, self.labels, self.set_policy, self.weights)
+        else:
+            agg = combine_row(answers, self.labels, self.kind, self.weights)
         return {
-            **combine_row(answers, self.labels, self.kind, self.weights),
+            **agg,
             "judges": {n: a.out() for n, a in answers.items()},
         }
 
@@ -295,25 +349,35 @@ class Job:
             groups.setdefault((j.prompt, j.max_text_tokens, self.clients[j.name].codes is not None), []).append(j)
         by_judge: dict[str, list[list[str]]] = {}
         cuts = [0] * len(asked)
+        # A shortlisted task asks each row its own first shortlist: keys one by one (no shared frame to reuse).
+        kinds = [self.first_kind(text) for _, text, _ in asked] if self.shortlister else None  # type: ignore[arg-type]
         for judges in groups.values():
-            rendered = [self._messages(judges[0], text, given) for _, text, given in asked]  # type: ignore[arg-type]
+            rendered = [
+                self._messages(judges[0], text, given, kinds[n] if kinds else None)  # type: ignore[arg-type]
+                for n, (_, text, given) in enumerate(asked)
+            ]
             batch = [msgs for msgs, _ in rendered]
             tails = [message_json(msgs[-1]) for msgs in batch]
             for n, (_, cut) in enumerate(rendered):
                 cuts[n] += cut * len(judges)  # per judge, as the per-row path counts them
             for j in judges:
                 c = self.clients[j.name]
-                by_judge[j.name] = [c.keys_for(batch, self.kind, tails, s) for s in range(j.samples)]
-        per_row = iter(zip(*(ks for j in self.judges for ks in by_judge[j.name]), cuts))
+                if kinds is None:
+                    by_judge[j.name] = [c.keys_for(batch, self.kind, tails, s) for s in range(j.samples)]
+                else:
+                    by_judge[j.name] = [[c.key_for(m, kd, s) for m, kd in zip(batch, kinds)] for s in range(j.samples)]
+        per_row = iter(
+            zip(*(ks for j in self.judges for ks in by_judge[j.name]), cuts, kinds or [self.kind] * len(asked))
+        )
         prepared: list[Any] = []
         keys: list[str] = []
         for st in started:
             if st[1] is None:
-                prepared.append((st, None, 0))
+                prepared.append((st, None, 0, self.kind))
                 continue
-            *ks, cut = next(per_row)
+            *ks, cut, kind = next(per_row)
             keys += ks
-            prepared.append((st, ks, cut))
+            prepared.append((st, ks, cut, kind))
         return prepared, keys
 
     def _finish_cached(self, prepared: list[Any], hits: dict[str, Any]) -> tuple[list[Started], list[bytes], int]:
@@ -325,17 +389,18 @@ class Job:
         # (line_with needs a record without those fields: an id column named like one of them turns it off)
         plain = not self.p_cf and not any(j.logprobs for j in self.judges) and self.cfg.task.id_column not in OUTCOME
         memo = self._row_memo if plain else None
-        for started, ks, cuts in prepared:  # a row handed on counts its cuts when it is asked
+        for started, ks, cuts, kind in prepared:  # a row handed on counts its cuts when it is asked
             rec, text, given = started
             if ks is None:
                 lines.append(line(self.finish(rec, None)))
                 continue
             try:
-                got = [c.cached_answer(hits[k], self.kind) for c, k in zip(clients, ks)]
+                got = [c.cached_answer(hits[k], kind) for c, k in zip(clients, ks)]
             except KeyError:  # not every answer is cached
                 rest.append(started)
                 continue
-            if any(a is None for a in got):
+            # (a shortlist answered "none of these": the row's next shortlist is asked on the per-row path)
+            if any(a is None or a.error == NO_FIT for a in got):
                 rest.append(started)
                 continue
             hit_rows += 1

@@ -13,15 +13,23 @@ import contextlib
 import dataclasses
 import json
 import threading
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from llmlabel.config import Config, Judge, load_config, parse_config
 from llmlabel.errors import InputError, LLMLabelError
+from llmlabel.io.frames import Table, as_table
 from llmlabel.pipeline.job import OUTPUT_FIELDS, Job
 from llmlabel.pipeline.options import Progress, RunOptions, RunResult
+
+if TYPE_CHECKING:  # optional extras and heavy modules: for the type checker only
+    import datasets
+    import httpx
+    import pandas
+
+    from llmlabel.llm.ledger import Ledger
 
 T = TypeVar("T")
 Row = str | Mapping[str, Any]
@@ -40,15 +48,19 @@ class LabelResult:
     judges: dict[str, dict[str, Any]]  # judge name -> its answer (label, candidates, probs, error...)
     error: str | None  # why the row has no label (None when it has one)
     row: dict[str, Any] = field(default_factory=dict)  # the input's other columns, as the output file has them
+    labels: list[str] | None = None  # a multi-label task's set (`label` is then the set joined by "|")
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> LabelResult:
-        rest = {k: v for k, v in rec.items() if k not in OUTPUT_FIELDS and k not in ("_i", GIVEN)}
-        return cls(**{k: rec.get(k) for k in OUTPUT_FIELDS}, row=rest)  # type: ignore[arg-type]
+        rest = {k: v for k, v in rec.items() if k not in OUTPUT_FIELDS and k not in ("_i", GIVEN, "labels")}
+        return cls(**{k: rec.get(k) for k in OUTPUT_FIELDS}, row=rest, labels=rec.get("labels"))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """The row as `llmlabel label` writes it (input columns, then the output fields)."""
-        return {**self.row, **{k: getattr(self, k) for k in OUTPUT_FIELDS}}
+        out = {**self.row, **{k: getattr(self, k) for k in OUTPUT_FIELDS}}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        return out
 
 
 def as_config(config: Config | Mapping[str, Any] | str | Path) -> Config:
@@ -96,7 +108,7 @@ class Labeler:
         max_requests: int | None = None,
         cache_dir: str | Path | None = None,
         progress: bool = False,
-        transport: Any = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         cfg = as_config(config)
         if cache_dir is not None:
@@ -159,10 +171,15 @@ class Labeler:
             self._stack.close()
 
     def __del__(self) -> None:
-        # A Labeler dropped without close(): stop its loop thread (never from that thread itself).
-        with contextlib.suppress(Exception):
+        # A Labeler dropped without close(): stop its loop thread (never from that thread itself). At interpreter
+        # exit this module's globals (contextlib, asyncio, threading) may already be None: then close() fails,
+        # and a finalizer must neither raise nor print; the process's end closes the sockets and files, and
+        # local model servers stop through their own atexit hook.
+        try:
             if not self._closed and self._loop is not None and threading.current_thread() is not self._thread:
                 self.close()
+        except Exception:  # noqa: S110 - nothing to tell, no one to tell it to
+            pass
 
     def _start(self) -> None:
         """Judges (local model servers start here when the config has none), cache and the event loop."""
@@ -228,25 +245,32 @@ class Labeler:
         return list(self._judges)
 
     @property
-    def ledger(self) -> Any:
+    def ledger(self) -> Ledger | None:
         """The cost ledger (llm.ledger.Ledger) of the latest call: requests, cache hits, tokens, cost."""
         return None if self._last is None else self._last.ledger
 
     # -- in memory ---------------------------------------------------------------------------
     def _prepare(
-        self, rows: Iterable[Row], prompt: str | None, given_labels: Iterable[Any] | None
+        self,
+        rows: Iterable[Row] | Table,
+        prompt: str | None,
+        given_labels: Iterable[Any] | None,
+        text_column: str | None = None,
+        id_column: str | None = None,
     ) -> tuple[Job, RunOptions, list[tuple[int, dict[str, Any]]]]:
         self._start()
         col = self.config.task.text_column
         items: list[tuple[int, dict[str, Any]]] = []
+        if isinstance(rows, Table):  # already under the config's column names
+            rows, text_column, id_column = table_rows(rows, self.config, text_column, id_column), None, None
         for i, r in enumerate(rows):
             if isinstance(r, str):
                 if "{{" in col:
                     raise InputError(f"task.text_column is a template ({col}); pass rows as dicts with its columns")
                 items.append((i, {col: r}))
             else:
-                items.append((i, dict(r)))
-        kind = prompt or self.config.mode
+                items.append((i, _renamed(r, self.config, text_column, id_column)))
+        kind = prompt or self.config.kind
         opts = dataclasses.replace(self._opts, kind=kind)
         if given_labels is not None:
             given = list(given_labels)
@@ -269,27 +293,117 @@ class Labeler:
             raise LLMLabelError(f"stopped: {stopped}")
         records = sink.ordered()
         names = [j.name for j in job.judges]
-        update, _ = refit(lambda: iter(records), names, job.labels, self.config.aggregate, job.kind, self._gold)
+        update, _ = refit(
+            lambda: iter(records), names, job.labels, self.config.aggregate, job.kind, self._gold, job.set_policy
+        )
         return [LabelResult.from_record(update(pos, r) if update else r) for pos, r in enumerate(records)]
 
+    @overload
     def label(
-        self, rows: Iterable[Row], *, prompt: str | None = None, given_labels: Iterable[Any] | None = None
-    ) -> list[LabelResult]:
-        """Label texts (strings) or rows (dicts with the task's text column, and an id column if you like),
-        in memory, in order. The same cache and answers as `llmlabel label` on the same rows.
+        self,
+        rows: pandas.DataFrame,
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        prompt: str | None = None,
+        given_labels: Iterable[Any] | None = None,
+    ) -> pandas.DataFrame: ...
 
-        prompt: "label", "candidates" or "verify" (default: the config's mode); given_labels: one per row,
-        shown by the verify prompt. Works inside a running event loop too (it blocks that loop's thread until
-        done: prefer `await alabel(...)` there)."""
-        job, opts, items = self._prepare(rows, prompt, given_labels)
-        return self._wait(self._submit(job, opts, self._label(job, items)))
+    @overload
+    def label(  # type: ignore[overload-cannot-match]  # pandas, datasets: Any without their stubs
+        self,
+        rows: datasets.Dataset,
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        prompt: str | None = None,
+        given_labels: Iterable[Any] | None = None,
+    ) -> datasets.Dataset: ...
+
+    @overload
+    def label(  # type: ignore[overload-cannot-match]
+        self,
+        rows: Iterable[Row],
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        prompt: str | None = None,
+        given_labels: Iterable[Any] | None = None,
+    ) -> list[LabelResult]: ...
+
+    def label(
+        self,
+        rows: Any,
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        prompt: str | None = None,
+        given_labels: Iterable[Any] | None = None,
+    ) -> Any:
+        """Label, in memory and in order: texts (strings) or rows (dicts with the task's text column, and an id
+        column if you like) give a list of LabelResult; a pandas DataFrame or a Hugging Face `datasets.Dataset`
+        gives a copy of it with the result columns added (`table_fields`: label, confidence, one prob_LABEL
+        column per label, candidates, judges, error; a DataFrame keeps its index). The same cache and answers
+        as `llmlabel label` on the same rows.
+
+        text_column, id_column: the columns holding the texts and row ids (default: the config's task.text_column
+        and task.id_column; without an id column rows are numbered). prompt: "label", "candidates" or "verify"
+        (default: the config's mode); given_labels: one per row, shown by the verify prompt. Works inside a
+        running event loop too (it blocks that loop's thread until done: prefer `await alabel(...)` there)."""
+        table = as_table(rows)
+        job, opts, items = self._prepare(table or rows, prompt, given_labels, text_column, id_column)
+        results = self._wait(self._submit(job, opts, self._label(job, items)))
+        return results if table is None else table.with_columns(table_fields(results, job.labels))
+
+    @overload
+    async def alabel(
+        self,
+        rows: pandas.DataFrame,
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        prompt: str | None = None,
+        given_labels: Iterable[Any] | None = None,
+    ) -> pandas.DataFrame: ...
+
+    @overload
+    async def alabel(  # type: ignore[overload-cannot-match]
+        self,
+        rows: datasets.Dataset,
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        prompt: str | None = None,
+        given_labels: Iterable[Any] | None = None,
+    ) -> datasets.Dataset: ...
+
+    @overload
+    async def alabel(  # type: ignore[overload-cannot-match]
+        self,
+        rows: Iterable[Row],
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        prompt: str | None = None,
+        given_labels: Iterable[Any] | None = None,
+    ) -> list[LabelResult]: ...
 
     async def alabel(
-        self, rows: Iterable[Row], *, prompt: str | None = None, given_labels: Iterable[Any] | None = None
-    ) -> list[LabelResult]:
+        self,
+        rows: Any,
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        prompt: str | None = None,
+        given_labels: Iterable[Any] | None = None,
+    ) -> Any:
         """`label`, awaitable: the caller's event loop stays free while the rows are labeled."""
-        job, opts, items = await asyncio.to_thread(self._prepare, rows, prompt, given_labels)
-        return await asyncio.wrap_future(self._submit(job, opts, self._label(job, items)))
+        table = as_table(rows)
+        job, opts, items = await asyncio.to_thread(
+            self._prepare, table or rows, prompt, given_labels, text_column, id_column
+        )
+        results = await asyncio.wrap_future(self._submit(job, opts, self._label(job, items)))
+        return results if table is None else table.with_columns(table_fields(results, job.labels))
 
     # -- files -------------------------------------------------------------------------------
     def label_file(
@@ -298,7 +412,7 @@ class Labeler:
         output_path: str | Path,
         *,
         limit: int | None = None,
-        on_progress: Any = None,
+        on_progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
         restart: bool = False,
         retry_errors: bool = False,
@@ -312,7 +426,7 @@ class Labeler:
 
         opts = dataclasses.replace(
             self._opts,
-            kind=self.config.mode,
+            kind=self.config.kind,
             limit=limit,
             on_progress=on_progress,
             cancel=cancel or threading.Event(),
@@ -322,9 +436,58 @@ class Labeler:
         input_path, output_path, total, gold = check_run(self.config, input_path, output_path, opts)
         with output_lock(output_path):
             self._start()
-            job = self._job(self.config.mode)
+            job = self._job(self.config.kind)
             coro = run_file(job, input_path, output_path, total, gold)
             return self._wait(self._submit(job, opts, coro), opts.cancel)
 
 
-__all__ = ["Labeler", "LabelResult", "Progress", "RunResult", "as_config"]
+def _renamed(row: Mapping[str, Any], cfg: Config, text_column: str | None, id_column: str | None) -> dict[str, Any]:
+    """A row dict whose text (and id) sit under other names than the config's: copied to the config's names."""
+    out = dict(row)
+    task = cfg.task
+    for given, name in ((text_column, task.text_column), (id_column, task.id_column)):
+        if given is not None and given != name:
+            if given not in out:
+                raise InputError(f"a row has no column '{given}' (columns: {', '.join(map(str, out))})")
+            out[name] = out.pop(given)
+    return out
+
+
+def table_rows(table: Table, cfg: Config, text_column: str | None, id_column: str | None) -> list[dict[str, Any]]:
+    """A DataFrame's or Dataset's rows as the pipeline reads them: the text under the config's text column and
+    the id under its id column (only those two columns are read, unless task.text_column is a template)."""
+    task = cfg.task
+    if text_column is not None and "{{" in text_column:
+        raise InputError("text_column= names one column; for a template over several, set task.text_column")
+    if text_column is None and "{{" in task.text_column:
+        rows = table.rows()
+    else:
+        texts = table.column(text_column or task.text_column, "text_column")
+        rows = [{task.text_column: t} for t in texts]
+    id_col = id_column or (task.id_column if task.id_column in table.columns else None)
+    if id_col is not None:
+        for row, rid in zip(rows, table.column(id_col, "id_column")):
+            row[task.id_column] = rid
+    return rows
+
+
+TABLE_FIELDS = ("label", "confidence", "candidates", "judges", "error")  # and prob_LABEL after confidence
+
+
+def table_fields(results: list[LabelResult], labels: list[str]) -> dict[str, list[Any]]:
+    """The columns a labeled DataFrame or Dataset gains: label (and labels, the set, in a multi-label task),
+    confidence, prob_LABEL (one per task label: the ensemble's probability, None where the row has none),
+    candidates, judges (each judge's answer) and error."""
+    cols: dict[str, list[Any]] = {"label": [r.label for r in results]}
+    if any(r.labels is not None for r in results):  # a multi-label task: the set too (`label` joins it by "|")
+        cols["labels"] = [r.labels for r in results]
+    cols["confidence"] = [r.confidence for r in results]
+    for lab in labels:
+        cols[f"prob_{lab}"] = [None if r.probs is None else r.probs.get(lab, 0.0) for r in results]
+    cols["candidates"] = [r.candidates for r in results]
+    cols["judges"] = [r.judges for r in results]
+    cols["error"] = [r.error for r in results]
+    return cols
+
+
+__all__ = ["Labeler", "LabelResult", "Progress", "RunResult", "TABLE_FIELDS", "as_config", "table_fields"]

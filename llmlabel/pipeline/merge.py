@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmlabel.ensemble.multilabel import SetPolicy
 from llmlabel.errors import InputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
@@ -154,7 +155,8 @@ def merge_shards(given: list[str], output: str | Path) -> MergeResult:
             failed = _fill(part, paths, metas)
         finally:
             part.close()
-        rows, quality = write_final(part, output, m["judges"], m["labels"], m["aggregate"], m["mode"], gold)
+        policy = SetPolicy(**m["set_policy"]) if m.get("set_policy") else None
+        rows, quality = write_final(part, output, m["judges"], m["labels"], m["aggregate"], m["mode"], gold, policy)
         summary = ledger.to_dict()
         summary.pop("started")
         summary.pop("wall_seconds")

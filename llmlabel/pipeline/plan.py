@@ -16,6 +16,8 @@ from llmlabel.llm.tokens import count_message_tokens, count_tokens, truncate
 def _answer_tokens(cfg: Config, judge: Judge) -> int:
     labels = cfg.task.label_names
     longest = max(labels, key=len)
+    if cfg.kind == "multilabel":  # a typical set: two labels
+        return count_tokens(json.dumps({"labels": [longest, labels[0]]}))
     if judge.logprobs:
         return 1
     if cfg.mode == "candidates":
@@ -42,7 +44,7 @@ def plan(
         sizes = []
         for row in islice(iter_rows(input_path), min(sample, rows)):
             text = prompts.row_text(row) or ""
-            msgs = prompts.messages(j, cfg.mode, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
+            msgs = prompts.messages(j, cfg.kind, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
             sizes.append(count_message_tokens(msgs))
             example = example or msgs
         mean_in = sum(sizes) / max(1, len(sizes))

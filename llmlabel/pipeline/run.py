@@ -13,6 +13,7 @@ from typing import Any
 
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
+from llmlabel.ensemble.multilabel import SetPolicy
 from llmlabel.errors import ConfigError, InputError, LLMLabelError, OutputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
@@ -200,7 +201,9 @@ def finalize(
         return result
     # Every row is in: final aggregation over the whole job, written atomically.
     names = [j.name for j in job.judges]
-    result.rows, quality = write_final(part, output_path, names, job.labels, job.cfg.aggregate, job.kind, gold)
+    result.rows, quality = write_final(
+        part, output_path, names, job.labels, job.cfg.aggregate, job.kind, gold, job.set_policy
+    )
     result.complete, result.quality = True, quality
     if quality.get("rows_only_left_out"):
         result.warnings.append(
@@ -240,11 +243,13 @@ def write_final(
     method: str,
     kind: str,
     gold: dict[str, str] | None,
+    policy: SetPolicy | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
     atomically to the output. Returns the row count and the aggregation's quality summary."""
     # Without gold the fit reads only each row's judges (part.judges_only parses each distinct answer set once).
-    update, quality = refit(part.judges_only if not gold else part.ordered, names, labels, method, kind, gold)
+    rows = part.judges_only if not gold and kind != "multilabel" else part.ordered
+    update, quality = refit(rows, names, labels, method, kind, gold, policy)
     try:
         if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
             return write_jsonl_lines(output_path, part.ordered_raw()), quality

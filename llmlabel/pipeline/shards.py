@@ -61,6 +61,7 @@ def save_shard(
         "labels": labels,
         "mode": kind,
         "aggregate": cfg.aggregate,
+        "set_policy": {"threshold": cfg.task.label_threshold, "allow_empty": cfg.task.allow_empty},
         "gold": str(Path(cfg.gold).resolve()) if cfg.gold else None,
         "id_column": cfg.task.id_column,
         "positions": _pack(positions),

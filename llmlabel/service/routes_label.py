@@ -39,7 +39,7 @@ def router(st: ServerState) -> APIRouter:
         """Label a small batch now (at most --max-items, each text at most --max-text-chars; use /v1/jobs for
         files)."""
         check_text_sizes([it.text for it in body.items], st.max_text_chars)
-        job = await st.job(st.cfg.mode)
+        job = await st.job(st.cfg.kind)
         recs = await label_items(job, [(it.text, None) for it in body.items])
         st.items["label"] = st.items.get("label", 0) + len(recs)
         return {

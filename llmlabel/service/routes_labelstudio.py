@@ -52,7 +52,7 @@ def router(st: ServerState) -> APIRouter:
     async def ls_predict(body: PredictRequest) -> dict[str, Any]:
         """Pre-annotations: one `choices` result per task, scored by the ensemble's confidence."""
         from_name, to_name, key, choices = parse_label_config(body.label_config)
-        job = await st.job(st.cfg.mode)
+        job = await st.job(st.cfg.kind)
 
         def text_of(data: dict[str, Any]) -> str:
             # (lone surrogates in free-form task data are cleaned by Job.start, as in files)

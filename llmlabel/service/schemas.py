@@ -24,6 +24,7 @@ class LabelResult(BaseModel):
     candidates: list[str]
     judges: dict[str, dict[str, Any]]
     error: str | None
+    labels: list[str] | None = Field(None, description="a multi-label task's set (`label` is then it joined by '|')")
 
 
 class VerifyResult(LabelResult):

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import free_port, read_jsonl, run_cli, write_config, write_corpus
@@ -48,9 +47,11 @@ def test_lease_makes_identical_calls_one(redis_url):
 
     a, b = RedisCache(redis_url), RedisCache(redis_url, lease_ms=300)
     calls = []
+    started = asyncio.Event()
 
     async def slow(n: int) -> dict[str, str]:
         calls.append(n)
+        started.set()
         await asyncio.sleep(0.5)  # longer than b's lease: renewal keeps it
         return {"content": f"from {n}"}
 
@@ -62,30 +63,31 @@ def test_lease_makes_identical_calls_one(redis_url):
 
     async def both() -> list[tuple[dict[str, str], bool]]:
         first = asyncio.ensure_future(ask(b, 1))
-        await asyncio.sleep(0.05)
-        second = asyncio.ensure_future(ask(a, 2))  # while b's call runs: a waits for its answer
-        await asyncio.sleep(0.05)
-        assert not second.done()
+        await started.wait()  # b holds the lease and its call runs: a waits for its answer
+        second = asyncio.ensure_future(ask(a, 2))
         return [await first, await second]
 
     (p1, e1), (p2, e2) = asyncio.run(both())
     assert calls == [1] and p1 == p2 == {"content": "from 1"} and (e1, e2) == (False, True)
 
-    async def failing() -> dict[str, str]:
-        await asyncio.sleep(0.1)
-        raise RuntimeError("endpoint down")
-
     async def after_failure() -> tuple[dict[str, str], bool]:
+        failing_started, fail_now = asyncio.Event(), asyncio.Event()
+
+        async def failing() -> dict[str, str]:
+            failing_started.set()
+            await fail_now.wait()
+            raise RuntimeError("endpoint down")
+
         first = asyncio.ensure_future(a.leased("f", failing))
-        await asyncio.sleep(0.02)
-        second = await b.leased("f", lambda: slow(3))  # waits, then asks once the failed lease is released
+        await failing_started.wait()  # a holds the lease for "f"
+        second = asyncio.ensure_future(b.leased("f", lambda: slow(3)))  # waits, then asks once it is released
+        fail_now.set()
         with pytest.raises(RuntimeError):
             await first
-        return second
+        return await second
 
-    t = time.monotonic()
     assert asyncio.run(after_failure()) == ({"content": "from 3"}, False)
-    assert time.monotonic() - t < 2 and calls == [1, 3]
+    assert calls == [1, 3]
     a.close()
     b.close()
 

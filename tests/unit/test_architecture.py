@@ -99,3 +99,40 @@ def test_no_import_cycles_between_packages() -> None:
 
     cycles = sorted(p for p in graph if p in reach(p))
     assert not cycles, cycles
+
+
+# Process-wide state a library must not change under its caller (a notebook, a web app): only the CLI may.
+_PROCESS_WIDE = {
+    ("gc", "set_threshold"),
+    ("gc", "disable"),
+    ("gc", "freeze"),
+    ("os", "_exit"),
+    ("sys", "exit"),
+    ("os", "putenv"),
+    ("environ", "setdefault"),
+    ("environ", "update"),
+    ("environ", "__setitem__"),
+}
+# The one scoped exception: Ray's log settings, set for a Ray job that llmlabel starts and restored after it.
+_SCOPED = {"llmlabel.distributed.driver"}
+
+
+def test_library_changes_no_process_wide_state() -> None:
+    found = []
+    for name, path in _modules().items():
+        if _part(name) == "cli" or name == "llmlabel.__main__" or name in _SCOPED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            target = None
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                base = node.func.value
+                owner = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+                target = (owner, node.func.attr)
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute) and t.value.attr == "environ"
+                for t in node.targets
+            ):
+                target = ("environ", "__setitem__")
+            if target in _PROCESS_WIDE:
+                found.append(f"{name}:{node.lineno} {'.'.join(target)}")
+    assert not found, found

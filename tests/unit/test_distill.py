@@ -151,7 +151,7 @@ def test_fit_with_candidates_keyword_and_missing_labels(problem):
         CandidateDistiller().fit(texts, cands)  # the old positional order is caught, not learned
     with pytest.raises(ValueError, match="rows"):
         CandidateDistiller().fit(texts, single[:10])
-    with pytest.raises(ValueError, match="needs labels"):
+    with pytest.raises(ValueError, match="requires y"):  # the words scikit-learn's check_requires_y_none expects
         CandidateDistiller().fit(texts)
 
 
