@@ -355,6 +355,19 @@ def report(task: str, rows: list[dict], got: dict[str, dict], res: list[dict], w
         lines.append(
             f"| {r['lever']} | {r['n']} | {r['acc']:.3f} | {r['lo']:.2f}-{r['hi']:.2f} | {r['f1']:.3f} | {r['ece']:.3f} | {r['top']} |"
         )
+    d = got.get("default", {}).get("rows", [])
+    if d:
+
+        def top(p: Any) -> str | None:
+            return max(p, key=p.get) if p else None
+
+        same = sum(top(r["probs"]) == r["label"] for r in d)
+        before = sum(top(r.get("before")) == r["label"] for r in d)
+        lines += [
+            "",
+            f"The distribution's top label is the model's decoded answer on {same} of {len(d)} rows "
+            f"(read as before the shared-first-token fix: {before} of {len(d)}).",
+        ]
     if len(t["labels"]) <= 12:
         lines += ["", "Content-free inputs: what the model answers when the text says nothing.", ""]
         lines += content_free_table(got, list(t["labels"]))
