@@ -293,6 +293,23 @@ def _with_prior(rec: dict[str, Any], prior: dict[str, float]) -> dict[str, Any]:
     return {**rec, "judges": judges}
 
 
+def _one_label(records: Callable[[], Any], judge_names: list[str], labels: list[str]) -> dict[str, Any]:
+    """{"one_label": {judge, label, share, rows}} when the only judge answered one label to most rows
+    (judges.one_label); {} otherwise. An ensemble leaves such a judge out; a single judge can only be named."""
+    from llmlabel.ensemble import judges
+
+    table = _collect(records, judge_names, labels, "label", None)[0]
+    if not len(table):
+        return {}
+    votes = table.matrix()
+    hits = judges.one_label(votes, len(labels))
+    if not hits:
+        return {}
+    j, k, share = hits[0]
+    rows = int((votes[:, j] >= 0).sum())
+    return {"one_label": {"judge": judge_names[j], "label": labels[k], "share": round(share, 4), "rows": rows}}
+
+
 def refit(
     records: Callable[[], Any],
     judge_names: list[str],
@@ -316,6 +333,8 @@ def refit(
     if mode == "multilabel":
         return refit_sets(records, judge_names, labels, method, policy or SetPolicy(), gold)
     update, summary = _refit(records, judge_names, labels, method, mode, gold)
+    if len(judge_names) == 1 and len(labels) >= 3:
+        summary = {**summary, **_one_label(records, judge_names, labels)}
     if not gold:
         return update, summary
     pairs = []

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from llmlabel.ensemble.aggregate import _check_gold, _check_votes
-from llmlabel.ensemble.votes import MAX_SKEW, MIN_KAPPA, MIN_ROWS, SPREAD, TOP
+from llmlabel.ensemble.votes import MAX_SKEW, MIN_KAPPA, MIN_ROWS, ONE_LABEL, SPREAD, TOP
 
-__all__ = ["judge_kappas", "uninformative"]
+__all__ = ["judge_kappas", "one_label", "uninformative"]
 
 
 def _kappa(a: np.ndarray, b: np.ndarray, K: int) -> tuple[float, int]:
@@ -99,10 +99,31 @@ def _concentrated(v: np.ndarray, K: int, top: float = TOP, spread: float = SPREA
     J = v.shape[1]
     if K < 3 or J < 2:
         return np.zeros(J, dtype=bool)
-    share = np.array(
-        [np.bincount(v[v[:, j] >= 0, j], minlength=K).max() / max((v[:, j] >= 0).sum(), 1) for j in range(J)]
-    )
+    share = _top_shares(v, K)[1]
     return (share >= top) & (share.min() <= spread)
+
+
+def _top_shares(v: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """(J,) each judge's most frequent label and its share of the judge's answers."""
+    counts = np.array([np.bincount(v[v[:, j] >= 0, j], minlength=K) for j in range(v.shape[1])]).reshape(-1, K)
+    return counts.argmax(axis=1), counts.max(axis=1) / np.maximum(counts.sum(axis=1), 1)
+
+
+def one_label(votes: np.ndarray, K: int, min_rows: int = MIN_ROWS) -> list[tuple[int, int, float]]:
+    """(judge, label, share) for each judge that gives one label to most of its answers on a task of 3+ labels:
+    `_concentrated`'s signal for a judge with no other judge to compare with (a single judge cannot be left
+    out, so it is reported instead). "Most" is ONE_LABEL of the answers, or on many labels (20+) a quarter:
+    a stuck small model answered "Sports" to 65% of a four-label news task and "failed_transfer" to a third of
+    a 77-intent one. A real task may be that skewed: the caller words it as something to check."""
+    v = _check_votes(votes, K)
+    if K < 3:
+        return []
+    top, share = _top_shares(v, K)
+    answered = (v >= 0).sum(axis=0)
+    limit = max(0.25, min(ONE_LABEL, 5 / K))
+    return [
+        (j, int(top[j]), float(share[j])) for j in range(v.shape[1]) if answered[j] >= min_rows and share[j] >= limit
+    ]
 
 
 def _label_skew(v: np.ndarray, K: int) -> np.ndarray:

@@ -15,6 +15,7 @@ MIN_KAPPA = 0.1
 MIN_ROWS = 20
 MAX_SKEW = 0.3
 TOP, SPREAD = 0.7, 0.5  # judges._concentrated
+ONE_LABEL = 0.5  # judges.one_label: a single judge that gives one label to half its answers (3+ labels)
 
 # Statistics this close to a threshold are left to the full computation (plain Python sums in another order
 # than numpy's, so the last bits may differ; never by this much).

@@ -187,13 +187,26 @@ def evaluate(
     report["per_label"] = _per_label(t, p, labels)
     ledger = _load_ledger(out)
     report.update(_judges(rows, t, index, ledger))
-    if any(rows.cands):
-        report["candidates"] = _cand_metrics(rows.cands, rows.y_true, index, len(labels))
+    if (sets := _candidate_sets(rows)) is not None:
+        report["candidates"] = _cand_metrics(sets, rows.y_true, index, len(labels))
     if cal := _calibration(rows.conf, correct):
         report["calibration"] = cal
     if ledger is not None:
         report["cost"] = _cost(ledger, n, rows.n_output, int(correct.sum()))
     return report
+
+
+def _candidate_sets(rows: _Rows) -> list[list[str]] | None:
+    """The rows' candidate sets, where there are any: the output's sets when a judge answered sets (candidates
+    mode); with two judges or more in label mode, the labels the judges gave; else None. A one-judge label-mode
+    output's `candidates` lists every label with any probability, which is no set to score (issue 29: "coverage
+    0.88, mean set size 3.5" for a single logprob judge)."""
+    if any(c is not None for cs in rows.judge_cands.values() for c in cs):
+        return rows.cands
+    if len(rows.judge_votes) < 2:
+        return None
+    votes = list(rows.judge_votes.values())
+    return [sorted({str(v[r]) for v in votes if v[r] is not None}) for r in range(len(rows.ids))]
 
 
 def _evaluate_sets(

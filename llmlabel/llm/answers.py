@@ -35,6 +35,8 @@ class InvalidAnswer(Exception):
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.S)
 _LABEL_START = re.compile(r'"label"\s*:\s*"\s*[^"\s]')
+Step = tuple[str | None, float | None, list[list[Any]]]  # a label token: (decoded token, its logprob, top_logprobs)
+_PUNCT = " \t\r\n\"'.{:"  # around a first label token: spaces, quotes, JSON punctuation
 
 
 def _match_label(value: Any, labels: list[str]) -> str | None:
@@ -177,33 +179,97 @@ def _parse_set(content: str, labels: list[str]) -> JudgeAnswer:
     return JudgeAnswer(label=chosen[0] if chosen else None, labels=chosen)
 
 
-def probs_from_logprobs(
-    top: list[list[Any]] | None, labels: list[str], codes: dict[str, str] | None
-) -> dict[str, float] | None:
-    """A label distribution from the first answer token's top_logprobs (None: no token names a label).
+def _logprob(v: Any) -> float | None:
+    """A server's logprob, untrusted: None when it is not a finite number; above 0 (a probability over 1: the
+    server's rounding, or garbage) it counts as certain."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return min(float(v), 0.0)
 
-    A token counts for a label when, stripped of quotes, spaces and JSON punctuation and case-folded, it is
-    the label's code (when the prompt asked for codes), else its name, else a prefix of exactly one name.
-    Codes come first: the prompt asked for them, so with labels `yes, no, A` the token "A" is the code of
-    "yes", not the label "A". Probabilities exp(logprob) are summed per label (" A" and "A" both count) and
-    renormalized over the labels."""
+
+def probs_from_logprobs(
+    top: list[list[Any]] | None,
+    labels: list[str],
+    codes: dict[str, str] | None,
+    decoded: str | None = None,
+    path: list[Step] | None = None,
+) -> dict[str, float] | None:
+    """A label distribution from the label's tokens' top_logprobs (None: no token names a label).
+
+    `top` is the first label token's top_logprobs; `path`, when the payload has it, every token of the decoded
+    label value (its first entry is that same token); `decoded` the parsed answer's label.
+
+    A first token counts for a label when, stripped of quotes, spaces and JSON punctuation and case-folded, it
+    is the label's code (when the prompt asked for codes), else its name, else a prefix of names. Codes come
+    first: the prompt asked for them, so with labels `yes, no, A` the token "A" is the code of "yes", not the
+    label "A". Probabilities exp(logprob) are summed per label (" A" and "A" both count) and renormalized.
+
+    Labels that share a first token ("pending_transfer", "pending_card_payment": both start with "pending")
+    are told apart the way the model itself tells them apart, at no extra request: the ambiguous token's mass
+    follows the decoded path, and at each later token of the decoded label it is split by that token's
+    top_logprobs (the next-token distribution given the shared prefix), i.e. each label gets the probability
+    of its own token sequence where the answer's logprobs reach it. Mass still ambiguous where the path ends
+    (an answer cached before paths were stored has the first token only) goes to the decoded label when it is
+    one of the candidates (greedy decoding picked it from there), else is split evenly among them. Dropping
+    that mass, as before, threw away 86-99% of the probability on intent sets and took the label from tail
+    tokens."""
     if not top:
         return None
+    steps: list[Step] = list(path) if path else [(None, None, top)]
     lookup = {lab.casefold(): lab for lab in labels}
     if codes:
         lookup.update({codes[lab].casefold(): lab for lab in labels})
-    mass: dict[str, float] = {}
-    for tok, lp in top:
-        key = str(tok).strip().strip("\"'.{:").casefold()
-        if not key or isinstance(lp, bool) or not isinstance(lp, (int, float)) or not math.isfinite(lp):
-            continue  # the server's value is not a logprob
-        lp = min(lp, 0.0)  # a probability above 1 is the server's rounding (or garbage): at most certain
+    folded = [(lab.casefold(), lab) for lab in labels]
+
+    def first(tok: str) -> tuple[str, list[str]]:
+        key = tok.strip(_PUNCT).casefold()
+        if not key:
+            return key, []
         lab = lookup.get(key)
-        if lab is None:
-            hits = [name for name in labels if name.casefold().startswith(key)]
-            lab = hits[0] if len(hits) == 1 else None
-        if lab is not None:
-            mass[lab] = mass.get(lab, 0.0) + math.exp(lp)
+        return key, [lab] if lab is not None else [name for f, name in folded if f.startswith(key)]
+
+    def later(prefix: str, tok: str) -> tuple[str, list[str]]:
+        if '"' in tok:  # the value ends in this token: the label is exactly what came before the quote
+            key = prefix + tok[: tok.index('"')].casefold()
+            return key, [name for f, name in folded if f == key]
+        key = prefix + tok.casefold()
+        return key, [name for f, name in folded if f.startswith(key)]
+
+    mass: dict[str, float] = {}
+
+    def add(names: list[str], p: float) -> None:
+        for name in names:
+            mass[name] = mass.get(name, 0.0) + p / len(names)
+
+    weight, prefix = 1.0, ""
+    carry: tuple[list[str], float] | None = None  # mass on the decoded path, still shared by several labels
+    for i, (dtok, dlp, alts) in enumerate(steps):
+        entries = [(str(t), lp) for t, lp in ((t, _logprob(x)) for t, x in alts or []) if lp is not None]
+        dlp = _logprob(dlp)
+        if dtok is not None and dlp is not None and all(t != dtok for t, _ in entries):
+            entries.append((dtok, dlp))  # the chosen token may be outside the top list (constrained decoding)
+        read = first if i == 0 else (lambda t, at=prefix: later(at, t))
+        scored = [(*read(t), math.exp(lp)) for t, lp in entries]
+        total = sum(p for _, names, p in scored if names)
+        if total <= 0:
+            break
+        dkey = read(dtok)[0] if dtok is not None else None
+        last, carry = i == len(steps) - 1, None
+        for key, names, p in scored:
+            if not names:
+                continue
+            p = weight * p / total
+            if len(names) == 1:
+                add(names, p)
+            elif key == dkey and not last:
+                carry = (names, p + (carry[1] if carry else 0.0))  # the next token of the path splits it
+            else:
+                add([decoded] if decoded in names else names, p)
+        if carry is None or dkey is None:
+            break
+        weight, prefix = carry[1], dkey
+    if carry is not None:
+        add([decoded] if decoded in carry[0] else carry[0], carry[1])
     total = sum(mass.values())
     if total <= 0:
         return None
@@ -249,10 +315,11 @@ def read_usage(usage: Any, bounds: tuple[int | None, int | None] | None = None) 
 def read_completion(
     body: bytes, code_mode: bool, bounds: tuple[int | None, int | None] | None = None
 ) -> dict[str, Any]:
-    """A chat completion's body as the payload that is cached and parsed: content, finish_reason, usage and
-    the top_logprobs of the token that carries the label (the first token of a code answer; in a JSON answer
-    the token where the label's value starts). A body that is not a chat completion gives finish_reason
-    "invalid_response" (asked again). `bounds`: see `read_usage`."""
+    """A chat completion's body as the payload that is cached and parsed: content, finish_reason, usage, the
+    top_logprobs of the token that carries the label (the first token of a code answer; in a JSON answer the
+    token where the label's value starts) and `label_path`: each token of the label's value, as
+    [token, logprob, top_logprobs] (see probs_from_logprobs). A body that is not a chat completion gives
+    finish_reason "invalid_response" (asked again). `bounds`: see `read_usage`."""
     try:
         data = json.loads(body)
         choice = data["choices"][0]
@@ -260,15 +327,16 @@ def read_completion(
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return {"content": None, "finish_reason": "invalid_response", "usage": {}, "top_logprobs": None}
     pt, ct, odd = read_usage(data.get("usage") if isinstance(data, dict) else None, bounds)
-    top = None
+    top, path = None, None
     try:  # the server's logprobs, of whatever shape it sent: none when they are not the documented one
         content_lp = (choice.get("logprobs") or {}).get("content")
         if content_lp:
             at = 0 if code_mode else _label_token(content_lp)
             if at is not None:
-                top = [[t.get("token"), t.get("logprob")] for t in (content_lp[at].get("top_logprobs") or [])]
+                path = _label_path(content_lp, at, code_mode)
+                top = path[0][2]
     except (KeyError, IndexError, TypeError, AttributeError):
-        top = None
+        top, path = None, None
     content = message.get("content") if isinstance(message, dict) else None
     if content is not None and not isinstance(content, str):
         content = json.dumps(content)  # not an answer (it fails to parse and is asked again), but text
@@ -277,7 +345,22 @@ def read_completion(
         "finish_reason": choice.get("finish_reason"),
         "usage": {"prompt_tokens": pt, "completion_tokens": ct, **({"unusable": odd} if odd else {})},
         "top_logprobs": top,
+        **({"label_path": path} if path and len(path) > 1 else {}),
     }
+
+
+def _label_path(content_lp: list[dict[str, Any]], at: int, code_mode: bool) -> list[list[Any]]:
+    """The label value's tokens from index `at` to the one that closes it (at most 32), as
+    [token, logprob, top_logprobs]."""
+    path: list[list[Any]] = []
+    for k in range(at, min(len(content_lp), at + 32)):
+        t = content_lp[k]
+        tok = str(t.get("token") or "")
+        path.append([tok, t.get("logprob"), [[x.get("token"), x.get("logprob")] for x in t.get("top_logprobs") or []]])
+        # The first token may hold the opening quote; a later quote closes the value.
+        if code_mode or '"' in (tok.lstrip(_PUNCT) if k == at else tok):
+            break
+    return path
 
 
 def _label_token(content_lp: list[dict[str, Any]]) -> int | None:

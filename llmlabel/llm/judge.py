@@ -226,13 +226,15 @@ class JudgeClient:
                 ans = self._parsed.put(pkey, parse_answer(pkey[0], pkey[1], kind, self.labels, codes))
             return ans
         ans = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, self.labels, codes)
+        path = payload.get("label_path")
+        steps = [(s[0], s[1], s[2]) for s in path] if path else None
         choices = shortlist_choices(kind)
         if choices is None:
-            ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, codes)
+            ans.probs = probs_from_logprobs(payload.get("top_logprobs"), self.labels, codes, ans.label, steps)
         elif ans.label in choices:
             # Over the listed labels only: "none of these" lost, and labels not listed were never offered.
             ans.probs = probs_from_logprobs(
-                payload.get("top_logprobs"), choices, codes and {c: codes[c] for c in choices}
+                payload.get("top_logprobs"), choices, codes and {c: codes[c] for c in choices}, ans.label, steps
             )
         return ans
 

@@ -231,6 +231,13 @@ def finalize(
             f"({', '.join(quality['left_out'])}): the cascade stopped on them. Put a stronger judge first or set "
             "cascade: {enabled: false}, then rerun (answers already paid for are cached)"
         )
+    if one := quality.get("one_label"):
+        result.warnings.append(
+            f"the judge {one['judge']} answered {one['label']!r} on {one['share']:.0%} of rows "
+            f"({round(one['share'] * one['rows'])} of {one['rows']}, {len(job.labels)} labels): a small model stuck "
+            "on one label looks like this, and its confidences are then not to be trusted. Check a few rows; "
+            "describe each label, give 10+ gold rows, or use a stronger judge"
+        )
     job.ledger.save(ledger_path(output_path))
     _append_quality(ledger_path(output_path), quality)
     if job.opts.shard is not None:

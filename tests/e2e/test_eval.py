@@ -112,7 +112,9 @@ def test_eval_report_path_csv_output_and_unlabeled_rows(tmp_path):
     assert rep["accuracy"] == 0.5 and rep["rows_unlabeled"] == 1 and rep["accuracy_labeled"] == 1.0
     assert rep["judges"]["j"] == {"answered": 1, "accuracy": 1.0}
     assert rep["agreement"]["fleiss_kappa"] is None  # one judge: no agreement to measure
-    assert rep["candidates"]["coverage"] == 0.5 and rep["calibration"]["rows"] == 1
+    assert rep["calibration"]["rows"] == 1
+    # one judge in label mode: its output `candidates` are no set it chose, so no candidate metrics (issue 29)
+    assert "candidates" not in rep
     assert "cost" not in rep  # no ledger beside the output
 
 

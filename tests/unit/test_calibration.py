@@ -88,8 +88,11 @@ def test_probs_from_logprobs_names_and_prefixes():
     labels = ["positive", "negative", "neutral"]
     top = [[" Positive", lp(0.5)], ["positive", lp(0.1)], ["neg", lp(0.2)], ["ne", lp(0.1)], ["foo", lp(0.1)]]
     p = probs_from_logprobs(top, labels, None)
-    # "ne" is a prefix of two labels -> ignored; "foo" matches nothing
-    assert p == pytest.approx({"positive": 0.6 / 0.8, "negative": 0.2 / 0.8, "neutral": 0.0})
+    # "ne" is a prefix of two labels and no decoded label says which: split between them; "foo" matches nothing
+    assert p == pytest.approx({"positive": 0.6 / 0.9, "negative": 0.25 / 0.9, "neutral": 0.05 / 0.9})
+    # the decoded label takes the shared token's mass (greedy decoding went on from it to that label)
+    p = probs_from_logprobs(top, labels, None, decoded="neutral")
+    assert p == pytest.approx({"positive": 0.6 / 0.9, "negative": 0.2 / 0.9, "neutral": 0.1 / 0.9})
 
 
 def test_probs_from_logprobs_codes():

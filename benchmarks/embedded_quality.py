@@ -1,0 +1,431 @@
+"""The embedded default (Qwen2.5-Coder-0.5B behind llmlabel's own llama.cpp server) beyond sentiment: why it
+fails on topic and question-type tasks, and which gold-free lever fixes what (issue 29).
+
+    nice python benchmarks/embedded_quality.py [--tasks wos,clinc_domain,trec,sst2] [--rows 60]
+        [--variants default,reversed,nodesc,codes] [--cache-dir /tmp/llmlabel-embedded-cache]
+
+Each task is asked through llmlabel's own judge client (JudgeClient, the prompt templates, the response cache,
+`probs_from_logprobs`) exactly as `llmlabel label` asks the embedded default, once per prompt variant:
+
+- default:  the labels in the config's order, with descriptions, answered as JSON label names (the default);
+- reversed: the same labels in reverse order (position bias; with default: permutation debiasing);
+- nodesc:   label names only;
+- codes:    a one-token letter-code answer (A, B, ...) instead of the JSON name.
+
+Every variant also answers the content-free inputs ("N/A", "", "[MASK]"). From the same answers each lever
+is scored without asking again: `decoded` (the model's own JSON answer), `raw` (argmax of the label
+distribution), `cc` (content-free calibration: the shipped default), `bc` (Batch Calibration: the bias is the
+mean distribution over the unlabeled rows themselves, Zhou et al. 2024), `perm` / `perm+bc` (the mean of the
+default and reversed orders' distributions). Per lever: accuracy with a 95% Wilson interval, macro-F1, ECE
+(confidence = the lever's top probability; the decoded answer's is the raw probability of its label), and
+the share of the most frequent answer. s/row: seconds of the requests actually sent (cached answers: the
+time recorded when they were first asked). Answers are cached in --cache-dir, so reruns ask nothing.
+Writes benchmarks/results/embedded_<task>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import TREC_LABELS  # noqa: E402
+
+from llmlabel.config import Judge, Task  # noqa: E402
+from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, contextual_calibrate  # noqa: E402
+from llmlabel.evaluation import metrics  # noqa: E402
+from llmlabel.llm.cache import ResponseCache  # noqa: E402
+from llmlabel.llm.judge import Budget, JudgeClient  # noqa: E402
+from llmlabel.llm.ledger import JudgeLedger  # noqa: E402
+from llmlabel.llm.prompts import Prompts  # noqa: E402
+from llmlabel.llm.tokens import truncate  # noqa: E402
+
+# /work/main/benchmarks and a worktree /work/wt/<name>/benchmarks both find ../shared/data
+DC_INPUTS = 5  # domain-context inputs a variant is asked
+CACHED_ONLY = False  # --cached-only: score the answers in the cache, ask nothing (no server started)
+TIMINGS = Path("timings.json")  # set by main: where the seconds of each request first asked are kept
+DATA = next(
+    (p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.exists()), Path()
+)
+CLINC_DOMAINS = {
+    "auto_and_commute": "cars, driving, traffic, fuel and getting around",
+    "banking": "bank accounts, balances, transfers and transactions",
+    "credit_cards": "credit cards: limits, rewards, payments, applying, a lost or damaged card",
+    "home": "the home: shopping lists, to-do lists, reminders, smart home devices",
+    "kitchen_and_dining": "cooking, recipes, food, nutrition and restaurants",
+    "meta": "talking to the assistant itself: its settings, name, voice, repeating or cancelling",
+    "small_talk": "chit-chat: greetings, jokes, thanks, questions about the assistant's opinions",
+    "travel": "trips, flights, hotels, visas, translation and travel alerts",
+    "utility": "time, date, weather, alarms, timers, calculations, definitions, spelling",
+    "work": "work: meetings, paid time off, payday, insurance, W-2 and direct deposit",
+}
+TASKS: dict[str, dict[str, Any]] = {
+    "wos": {
+        "file": "wos1k_test.csv",
+        "column": "label_l1",
+        "kind": "topic (scientific abstracts, 7 domains)",
+        "instructions": "Which scientific domain is this paper's abstract from?",
+        "labels": json.loads((DATA / "wos1k_l1_descriptions.json").read_text()) if DATA.exists() else {},
+    },
+    "clinc_domain": {
+        "file": "clinc150_hier_test.csv",
+        "column": "label_l1",
+        "kind": "topic (requests to a voice assistant, 10 domains)",
+        "instructions": "Which domain does this request to a voice assistant belong to?",
+        "labels": CLINC_DOMAINS,
+        "in_labels_only": True,
+    },
+    "trec": {
+        "file": "trec_test.csv",
+        "column": "label",
+        "kind": "question type (6 labels)",
+        "instructions": "Classify the question by the kind of answer it asks for.",
+        "labels": TREC_LABELS,
+    },
+    "sst2": {
+        "file": "sst2_dev.csv",
+        "column": "label",
+        "kind": "sentiment (2 labels)",
+        "instructions": "Is the movie review positive or negative?",
+        "labels": {"negative": "the reviewer dislikes the movie", "positive": "the reviewer likes the movie"},
+    },
+    "clinc_intent": {
+        "file": "clinc150_test.csv",
+        "column": "label",
+        "kind": "intent (151 labels: 150 intents and oos, names only)",
+        "instructions": "Which intent does this request to a voice assistant express? oos: none of them.",
+        "labels": {lab: "" for lab in (DATA / "clinc150_labels.txt").read_text().split()} if DATA.exists() else {},
+    },
+}
+
+
+def sample(task: str, n: int) -> list[dict[str, str]]:
+    t = TASKS[task]
+    rows = list(csv.DictReader(open(DATA / t["file"], encoding="utf-8")))
+    random.Random(0).shuffle(rows)
+    # CLINC150's out-of-scope requests have no domain: the 10-domain task is asked of in-scope requests only.
+    rows = [r for r in rows if r[t["column"]] in t["labels"]] if t.get("in_labels_only") else rows
+    return [{"id": r["id"], "text": r["text"], "label": r[t["column"]]} for r in rows[:n]]
+
+
+def variant_task(task: str, variant: str) -> Task:
+    t = TASKS[task]
+    labels = dict(t["labels"])
+    if variant == "reversed":
+        labels = dict(reversed(list(labels.items())))
+    if variant == "nodesc":
+        labels = {lab: "" for lab in labels}
+    return Task(name=task, instructions=t["instructions"], labels=labels)
+
+
+def variant_judge(base: Judge, variant: str) -> Judge:
+    # codes: llmlabel asks for one letter code when logprobs are on and the format is text/auto.
+    return base.model_copy(update={"response_format": "text"}) if variant == "codes" else base
+
+
+class Asker:
+    """One variant's judge client over the shared cache, with the seconds each uncached request took."""
+
+    def __init__(self, judge: Judge, task: Task, cache: ResponseCache, timings: dict[str, float], save=None) -> None:
+        self.judge, self.task, self.timings, self.save = judge, task, timings, save
+        self.client = JudgeClient(judge, cache, JudgeLedger(judge.name, judge.model), Budget(), task.label_names)
+        self.prompts = Prompts(task, None)
+
+    async def ask(self, text: str) -> tuple[Any, float]:
+        text = truncate(text, self.judge.max_text_tokens)[0]
+        msgs = self.prompts.messages(self.judge, "label", text, None, self.client.codes is not None)
+        key = self.last_key = self.client.key_for(msgs, "label")
+        if CACHED_ONLY and self.client.cache.get(key) is None:
+            return None, 0.0
+        t = time.perf_counter()
+        ans = await self.client.ask(msgs, "label")
+        if key not in self.timings:
+            self.timings[key] = time.perf_counter() - t
+            if self.save:
+                self.save()
+        return ans, self.timings[key]
+
+
+def dropped_shared(top: Any, labels: list[str], codes: dict[str, str] | None) -> dict[str, float] | None:
+    """The distribution as llmlabel read it before issue 29's fix: the first label token only, a token that
+    is a prefix of several labels dropped (for the "before the fix" row)."""
+    if not top:
+        return None
+    lookup = {lab.casefold(): lab for lab in labels} | {c.casefold(): lab for lab, c in (codes or {}).items()}
+    mass: dict[str, float] = {}
+    for tok, lp in top:
+        key = str(tok).strip().strip("\"'.{:").casefold()
+        if not key or lp is None or not math.isfinite(lp):
+            continue
+        lab = lookup.get(key)
+        if lab is None:
+            hits = [name for name in labels if name.casefold().startswith(key)]
+            lab = hits[0] if len(hits) == 1 else None
+        if lab is not None:
+            mass[lab] = mass.get(lab, 0.0) + math.exp(lp)
+    return normalize(mass, labels) if mass else None
+
+
+def domain_context(rows: list[dict[str, str]], k: int = DC_INPUTS) -> list[str]:
+    """Domain-context calibration's inputs (Fei et al. 2023): k strings of words drawn at random from the
+    unlabeled texts themselves, each as long as a typical text: they carry the task's vocabulary and length,
+    not its labels. None without rows."""
+    words = [w for r in rows for w in r["text"].split()]
+    if not words:
+        return []
+    length = int(np.median([len(r["text"].split()) for r in rows]))
+    rng = random.Random(0)
+    return [" ".join(rng.choice(words) for _ in range(max(1, length))) for _ in range(k)]
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if not n:
+        return float("nan"), float("nan")
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return c - h, c + h
+
+
+def normalize(p: dict[str, float], labels: list[str]) -> dict[str, float]:
+    s = sum(max(p.get(lab, 0.0), 0.0) for lab in labels)
+    return {lab: max(p.get(lab, 0.0), 0.0) / s for lab in labels} if s > 0 else {lab: 1 / len(labels) for lab in labels}
+
+
+def batch_calibrate(dists: list[dict[str, float]], labels: list[str]) -> list[dict[str, float]]:
+    """Batch Calibration: divide each row's distribution by the batch's mean distribution (the bias the
+    model shows across these very inputs), renormalized. No gold, no content-free prompt."""
+    mean = {lab: sum(d[lab] for d in dists) / len(dists) for lab in labels}
+    floor = min([v for v in mean.values() if v > 0] or [1.0])
+    return [normalize({lab: d[lab] / max(mean[lab], floor * 1e-3) for lab in labels}, labels) for d in dists]
+
+
+def score(name: str, preds: list[str], conf: list[float], gold: list[str], labels: list[str]) -> dict[str, Any]:
+    ok = np.array([p == g for p, g in zip(preds, gold)])
+    n, k = len(ok), int(ok.sum())
+    lo, hi = wilson(k, n)
+    counts = {lab: preds.count(lab) for lab in labels}
+    top = max(counts, key=counts.__getitem__)
+    return {
+        "lever": name,
+        "n": n,
+        "acc": k / n,
+        "lo": lo,
+        "hi": hi,
+        "f1": float(metrics.macro_f1(np.array(gold, dtype=object), np.array(preds, dtype=object), labels=labels)),
+        "ece": float(metrics.expected_calibration_error(np.array(conf, dtype=float), ok)),
+        "top": f"{top} {counts[top] / n:.0%}",
+    }
+
+
+async def run_variant(
+    task: str, variant: str, base: Judge, rows: list[dict[str, str]], cache, timings, sample_rows=None
+) -> dict:
+    t = variant_task(task, variant)
+    asker = Asker(variant_judge(base, variant), t, cache, timings, lambda: TIMINGS.write_text(json.dumps(timings)))
+    labels = t.label_names
+    cf = []
+    for text in CONTENT_FREE:
+        ans, _ = await asker.ask(text)
+        if ans is not None:
+            top = (asker.client.cache.get(asker.last_key) or {}).get("top_logprobs")
+            cf.append(
+                {"label": ans.label, "probs": ans.probs, "before": dropped_shared(top, labels, asker.client.codes)}
+            )
+    dc = []
+    for text in domain_context(rows if sample_rows is None else sample_rows):  # the task's whole sample
+        ans, _ = await asker.ask(text)
+        if ans is not None:
+            dc.append({"label": ans.label, "probs": ans.probs})
+    out = []
+    for r in rows:
+        ans, secs = await asker.ask(r["text"])
+        if ans is None:
+            continue
+        top = (asker.client.cache.get(asker.last_key) or {}).get("top_logprobs")
+        before = dropped_shared(top, labels, asker.client.codes)
+        out.append(
+            {"id": r["id"], "gold": r["label"], "label": ans.label, "probs": ans.probs, "before": before, "secs": secs}
+        )
+    await asker.client.aclose()
+    return {"labels": labels, "cf": cf, "dc": dc, "rows": out}
+
+
+def levers(task: str, got: dict[str, dict], order: list[str]) -> list[dict[str, Any]]:
+    labels = order
+    res = []
+
+    def argmax(name: str, dists: list[dict[str, float]], gold: list[str]) -> None:
+        preds = [max(p, key=p.__getitem__) for p in dists]
+        res.append(score(name, preds, [max(p.values()) for p in dists], gold, labels))
+
+    for variant, g in got.items():
+        rows = g["rows"]
+        if not rows:
+            continue
+        gold = [r["gold"] for r in rows]
+        raw = [normalize(r["probs"] or {}, labels) for r in rows]
+        dec = [r["label"] or "" for r in rows]
+        tag = "" if variant == "default" else f" [{variant}]"
+        res.append(score("decoded" + tag, dec, [p.get(d, 0.0) for p, d in zip(raw, dec)], gold, labels))
+        argmax("raw" + tag, raw, gold)
+        cf = [c["probs"] for c in g["cf"] if c["probs"]]
+        if cf:
+            p_cf = average_content_free(cf, labels)
+            if variant == "default" and all("before" in r for r in rows):  # the shipped default before the fix
+                old = [normalize(r["before"] or {}, labels) for r in rows]
+                argmax("raw, before the fix", old, gold)
+                cf_old = [c["before"] for c in g["cf"] if c.get("before")]
+                p_old = average_content_free(cf_old, labels) if cf_old else p_cf
+                argmax("cc, before the fix", [normalize(contextual_calibrate(p, p_old), labels) for p in old], gold)
+            cc = [normalize(contextual_calibrate(p, p_cf), labels) for p in raw]
+            argmax("cc" + tag, cc, gold)
+            argmax("cc+bc" + tag, batch_calibrate(cc, labels), gold)
+        argmax("bc" + tag, batch_calibrate(raw, labels), gold)
+        dcd = [c["probs"] for c in g.get("dc", []) if c["probs"]]
+        if dcd:
+            p_dc = average_content_free(dcd, labels)
+            argmax("dc" + tag, [normalize(contextual_calibrate(p, p_dc), labels) for p in raw], gold)
+            p_both = average_content_free(cf + dcd, labels)
+            argmax("cc+dc" + tag, [normalize(contextual_calibrate(p, p_both), labels) for p in raw], gold)
+    if "default" in got and "reversed" in got and len(got["reversed"]["rows"]) == len(got["default"]["rows"]) > 0:
+        a = [normalize(r["probs"] or {}, labels) for r in got["default"]["rows"]]
+        b = [normalize(r["probs"] or {}, labels) for r in got["reversed"]["rows"]]
+        gold = [r["gold"] for r in got["default"]["rows"]]
+        perm = [{lab: (x[lab] + y[lab]) / 2 for lab in labels} for x, y in zip(a, b)]
+        argmax("perm", perm, gold)
+        argmax("perm+bc", batch_calibrate(perm, labels), gold)
+    return res
+
+
+def content_free_table(got: dict[str, dict], order: list[str]) -> list[str]:
+    lines = ["| variant | input | decoded | top label (p) | its place in the list |", "|---|---|---|---|---|"]
+    for variant, g in got.items():
+        for text, c in zip(CONTENT_FREE, g["cf"]):
+            p = normalize(c["probs"] or {}, order)
+            top = max(p, key=p.__getitem__)
+            lines.append(
+                f"| {variant} | {text!r} | {c['label']} | {top} ({p[top]:.2f}) | {g['labels'].index(top) + 1} of {len(order)} |"
+            )
+    return lines
+
+
+def report(task: str, rows: list[dict], got: dict[str, dict], res: list[dict], wall: dict[str, float], cmd: str) -> str:
+    t = TASKS[task]
+    gold_counts: dict[str, int] = {}
+    for r in rows:
+        gold_counts[r["label"]] = gold_counts.get(r["label"], 0) + 1
+    lines = [
+        f"## Embedded default on {task}: {t['kind']}",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores ({platform.machine()}) shared with "
+        f"other jobs (load {os.getloadavg()[0]:.1f}). Qwen2.5-Coder-0.5B-Instruct Q4_K_M via llmlabel's llama.cpp server. "
+        f"Command: `{cmd}`",
+        "",
+        f"n = {len(rows)} seeded rows of {t['file']} (gold: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(gold_counts.items(), key=lambda kv: -kv[1])[:10])
+        + ("" if len(gold_counts) <= 10 else f", ... {len(gold_counts)} labels")
+        + ").",
+        "",
+        "s/row per variant (seconds the requests took when first asked): "
+        + ", ".join(f"{v} {s:.2f}" for v, s in wall.items() if s == s)
+        + ".",
+        "",
+        "| lever | n | accuracy | 95% interval | macro-F1 | ECE | most frequent answer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res:
+        lines.append(
+            f"| {r['lever']} | {r['n']} | {r['acc']:.3f} | {r['lo']:.2f}-{r['hi']:.2f} | {r['f1']:.3f} | {r['ece']:.3f} | {r['top']} |"
+        )
+    d = got.get("default", {}).get("rows", [])
+    if d:
+
+        def top(p: Any) -> str | None:
+            return max(p, key=p.get) if p else None
+
+        same = sum(top(r["probs"]) == r["label"] for r in d)
+        before = sum(top(r.get("before")) == r["label"] for r in d)
+        lines += [
+            "",
+            f"The distribution's top label is the model's decoded answer on {same} of {len(d)} rows "
+            f"(read as before the shared-first-token fix: {before} of {len(d)}).",
+        ]
+    if len(t["labels"]) <= 12:
+        lines += ["", "Content-free inputs: what the model answers when the text says nothing.", ""]
+        lines += content_free_table(got, list(t["labels"]))
+    return "\n".join(lines) + "\n"
+
+
+async def main_async(a: argparse.Namespace) -> None:
+    from llmlabel.local import servers
+    from llmlabel.pipeline.run import _local_judges
+
+    cache = ResponseCache(a.cache_dir)
+    global TIMINGS
+    tpath = TIMINGS = Path(a.cache_dir) / "timings.json"
+    timings: dict[str, float] = json.loads(tpath.read_text()) if tpath.exists() else {}
+    offline = [{"name": "qwen", "model": "qwen2.5-coder-0.5b", "base_url": "http://127.0.0.1:9/v1", "concurrency": 1}]
+    if a.base_url:  # a server already running (llmlabel local start): no health check that a busy server fails
+        offline[0]["base_url"] = a.base_url
+    with contextlib.nullcontext(offline) if CACHED_ONLY or a.base_url else servers.local_judges() as dicts:
+        base = _local_judges(dicts)[0]
+        for spec in a.tasks.split(","):  # task or task:rows
+            task, _, n = spec.partition(":")
+            rows = sample(task, int(n or a.rows))
+            got: dict[str, dict] = {}
+            wall: dict[str, float] = {}
+            for vspec in a.variants.split(","):  # variant or variant:rows (0: the content-free inputs only)
+                variant, _, vn = vspec.partition(":")
+                if task == "clinc_intent" and variant in ("reversed", "nodesc"):
+                    continue
+                part = rows[: int(vn)] if vn else rows
+                got[variant] = await run_variant(task, variant, base, part, cache, timings, rows)
+                wall[variant] = float(np.mean([r["secs"] for r in got[variant]["rows"]])) if part else float("nan")
+                tpath.write_text(json.dumps(timings))
+                print(f"{task} {variant}: done ({wall[variant]:.2f} s/row)", flush=True)
+            res = levers(task, got, list(TASKS[task]["labels"]))
+            cmd = (
+                f"nice python benchmarks/embedded_quality.py --tasks {task} --rows {len(rows)} --variants {a.variants}"
+            )
+            text = report(task, rows, got, res, wall, cmd)
+            print(text, flush=True)
+            out = Path(a.out_dir) / f"embedded_{task}.md"
+            out.write_text(text)
+            (Path(a.cache_dir) / f"answers_{task}.json").write_text(json.dumps(got))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default="clinc_domain,trec,wos,sst2", help="task or task:rows, comma-separated")
+    ap.add_argument("--rows", type=int, default=60)
+    ap.add_argument("--variants", default="default,reversed,nodesc,codes")
+    ap.add_argument("--cache-dir", default="/tmp/llmlabel-embedded-cache")
+    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--base-url", help="an embedded server already running, e.g. http://127.0.0.1:8000/v1")
+    ap.add_argument("--cached-only", action="store_true", help="score cached answers only; ask nothing")
+    args = ap.parse_args()
+    global CACHED_ONLY
+    CACHED_ONLY = args.cached_only
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
