@@ -30,6 +30,7 @@ class FakeBatch:
         self.hold_create: threading.Event | None = None  # set: creating a batch answers only once it is set
         self.expire_fraction, self.fail_every = expire_fraction, fail_every
         self.cancel_fraction = 0.0  # a cancelled batch answers this share of its lines (its output file)
+        self.odd_counts: Any = None  # set: every batch GET reports these request_counts instead
         self.lock = threading.Lock()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -122,7 +123,10 @@ class FakeBatch:
                 data = [dict(b) for b in reversed(list(self.batches.values()))]
             return 200, {"object": "list", "data": data, "has_more": False}
         if parts[1] == "batches":
-            return 200, self._advance(parts[2])
+            b = self._advance(parts[2])
+            if self.odd_counts is not None:  # a server whose counts are not numbers (or not counts)
+                b = {**b, "request_counts": self.odd_counts, "errors": ["not", "a", "dict"]}
+            return 200, b
         if parts[1] == "files" and len(parts) == 4:
             return 200, self.files[parts[2]]
         return 404, {"error": {"message": f"no route {path}"}}

@@ -46,7 +46,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
     the batch's files made the next run count the batch as collected with no answers and buy it again; a
     journal saved from a stale copy could drop a batch that run had just recorded)."""
     from llmlabel.llm.batch_api import TERMINAL
-    from llmlabel.pipeline.batch_journal import api_for, journal_path, load_journal
+    from llmlabel.pipeline.batch_journal import api_for, journal_path, load_journal, request_counts
 
     journal = load_journal(a.output)
     if not journal["batches"]:
@@ -63,7 +63,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
                 b = api.cancel(e["batch_id"])
         finally:
             api.close()
-        c = b.get("request_counts") or {}
+        c = request_counts(b)
         done = "collected" if e.get("collected") else "not collected"
         print(
             f"{e['judge']}: {e['batch_id']} {b.get('status')}, {c.get('completed', 0)}/{c.get('total', 0)} lines "

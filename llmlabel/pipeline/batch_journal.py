@@ -32,9 +32,26 @@ def apply_status(entry: dict[str, Any], b: dict[str, Any]) -> None:
     """A journal entry takes a batch's status together with what goes with it (its output and error files,
     counts, errors): a status without its files would let a rerun count a finished batch as collected with
     no answers, and buy its lines again."""
-    entry["status"], entry["counts"] = b.get("status"), b.get("request_counts") or {}
+    entry["status"], entry["counts"] = b.get("status"), request_counts(b)
     entry["output_file_id"], entry["error_file_id"] = b.get("output_file_id"), b.get("error_file_id")
-    entry["errors"] = [str(x.get("message") or x.get("code")) for x in (b.get("errors") or {}).get("data") or []]
+    errors = b.get("errors")
+    data = errors.get("data") if isinstance(errors, dict) else None
+    entry["errors"] = [
+        str(x.get("message") or x.get("code")) if isinstance(x, dict) else str(x)
+        for x in (data if isinstance(data, list) else [])
+    ]
+
+
+def request_counts(b: dict[str, Any]) -> dict[str, int]:
+    """A batch's total / completed / failed line counts as the server reports them, untrusted: a count that is
+    not a number >= 0 (null, a word, a negative) is 0, so progress lines and sums never break on it."""
+    raw = b.get("request_counts")
+    out = {}
+    for k in ("total", "completed", "failed"):
+        v = raw.get(k) if isinstance(raw, dict) else None
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and 0 <= v < 1e12
+        out[k] = int(v) if ok and v is not None else 0
+    return out
 
 
 def job_tag(fp: dict[str, Any], output: Path) -> str:

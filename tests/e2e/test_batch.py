@@ -414,3 +414,15 @@ def test_two_outputs_submitting_the_same_requests_at_once_buy_them_once(tmp_path
     second.join(60)
     assert results["one"].submitted == 1 and results["two"].submitted == 0
     assert len(fb.batches) == 1
+
+
+def test_odd_request_counts_from_the_server_do_not_break_a_paid_batch(tmp_path, fb):
+    """request_counts and errors are the server's: null, words, negatives or a list are no traceback after the
+    batch was bought, and its lines are bought once."""
+    fb.odd_counts = {"total": None, "completed": "many", "failed": -3}
+    _, cfg = _setup(tmp_path, fb)
+    out = tmp_path / "out.jsonl"
+    res = _batch(cfg, tmp_path, out)
+    assert res.collected == 40 and res.run is not None and res.run.complete
+    assert len(fb.line_keys) == 40 and fb.online == 0
+    assert load_journal(out)["batches"][0]["counts"] == {"total": 0, "completed": 0, "failed": 0}
