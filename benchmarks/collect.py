@@ -175,6 +175,27 @@ def _sweep(r: Result) -> str:
     return f"{c64} of ideal at concurrency 64 ({r.cell('64', 'rows/s', t)} rows/s); {c128} at 128"
 
 
+def _pair(r: Result, column: str, dataset: str, strategy: str) -> str:
+    t = r.table(column=column)
+    for row in t.rows:
+        if clean(row[0]) == dataset and clean(row[1]) == strategy:
+            return clean(dict(zip(t.columns, row))[column])
+    raise CollectError(f"no {dataset} / {strategy} row under {t.heading!r}")
+
+
+def _coverages(r: Result) -> str:
+    t = r.table(column="coverage")
+    vals = [float(clean(row[t.columns.index("coverage")]).split()[0]) for row in t.rows]
+    return f"{min(vals):.2f} to {max(vals):.2f} over {len(vals)} cells (nominal 0.95)"
+
+
+def _taxonomy(r: Result) -> tuple[str, str, str, str]:
+    t = r.table(column="level-2 precision")
+    rows = {(clean(x[0]), clean(x[1])): dict(zip(t.columns, x)) for x in t.rows}
+    a, b = rows[("wos1k", "0.0")], rows[("wos1k", "0.5")]
+    return a["level-2 precision"], a["level-2 coverage"], b["level-2 precision"], b["level-2 coverage"]
+
+
 def _real_quality(r: Result, task: str) -> str:
     n = r.rows_of(task)
     t = r.table(task)
@@ -381,6 +402,62 @@ HEADLINES: list[Area] = [
         ],
     ),
     Area(
+        "A stated accuracy: the review loop",
+        "`llmlabel review`: a seeded random validation sample plus rows ranked by the value of a human label; the "
+        "gold file answers as the human. Labels from three fakellm judges (review_sim) or the embedded Qwen 0.5B "
+        "(review_real).",
+        [
+            Headline(
+                "SMS (1,000 rows), 3 simulated judges: true accuracy after 300 human labels, targeted vs random",
+                "review_sim",
+                lambda r: "{} vs {} (before review {})".format(
+                    _pair(r, "B=300", "sms", "targeted"),
+                    _pair(r, "B=300", "sms", "random"),
+                    _pair(r, "B=0", "sms", "targeted"),
+                ),
+            ),
+            Headline(
+                "Coverage of the stated 95% interval, 50 seeded reviews per set and strategy (simulated judges)",
+                "review_sim",
+                lambda r: _coverages(r),
+            ),
+            Headline(
+                "Coverage of the stated 95% interval over the embedded model's labels (50 reviews per set and strategy)",
+                "review_real",
+                lambda r: _coverages(r),
+            ),
+        ],
+        [("risk_coverage.png", "Accuracy of the rows kept against the share kept, most confident first (review_real)")],
+    ),
+    Area(
+        "Label sets beyond one label",
+        "Judges simulated by fakellm (accuracies 0.85 / 0.75 / 0.65 or 0.6); GoEmotions, CLINC150 and Web of Science "
+        "from `../shared/data`.",
+        [
+            Headline(
+                "GoEmotions (28 labels, 800 rows scored): micro-F1, Dawid-Skene per label vs the best judge",
+                "multilabel_goemotions",
+                lambda r: "{} vs {}".format(r.cell("dawid_skene", "micro-F1"), r.cell("a alone", "micro-F1")),
+            ),
+            Headline(
+                "CLINC150 (151 labels, 1,000 rows): shortlist of 10 (oos pinned) vs every label listed, accuracy and "
+                "prompt tokens a row",
+                "shortlist_clinc150",
+                lambda r: "{} at {} tokens vs {} at {}".format(
+                    r.cell("shortlist 10 (9 nearest", "accuracy"),
+                    r.cell("shortlist 10 (9 nearest", "prompt tokens a row per judge"),
+                    r.cell("all 151 labels", "accuracy"),
+                    r.cell("all 151 labels", "prompt tokens a row per judge"),
+                ),
+            ),
+            Headline(
+                "Web of Science (7 -> 132, 1,000 rows): level-2 precision and coverage, no back-off vs threshold 0.5",
+                "taxonomy_clinc_wos",
+                lambda r: "{} ({}) vs {} ({})".format(*_taxonomy(r)),
+            ),
+        ],
+    ),
+    Area(
         "Audit on real data with a real judge",
         "`llmlabel audit` with the embedded Qwen 0.5B judge and the TF-IDF confident-learning signal; 10% of the labels"
         " flipped, 5 flip seeds pooled.",
@@ -485,7 +562,23 @@ def plot_quality(results: dict[str, Result], out: Path) -> None:
     plt.close(fig)
 
 
-PLOTTERS = {"throughput.png": plot_throughput, "quality.png": plot_quality}
+def plot_risk_coverage(results: dict[str, Result], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    t = results["review_real"].table(column="keep 100%")
+    xs = [int(c.removeprefix("keep ").rstrip("%")) / 100 for c in t.columns[1:]]
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    for row in t.rows:
+        ax.plot(xs, [float(clean(v)) for v in row[1:]], marker="o", label=clean(row[0]))
+    ax.set_xlabel("share of rows kept (most confident first)")
+    ax.set_ylabel("accuracy of the rows kept")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+
+
+PLOTTERS = {"throughput.png": plot_throughput, "quality.png": plot_quality, "risk_coverage.png": plot_risk_coverage}
 
 
 # -- the page -------------------------------------------------------------------------------------------

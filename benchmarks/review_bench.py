@@ -134,7 +134,7 @@ def true_acc(records: list[dict], gold: dict[str, str]) -> float:
     return float(np.mean([r["label"] == gold[r["id"]] for r in records]))
 
 
-def budget_curve(ds, gold, seeds=3) -> dict[str, list[float]]:
+def budget_curve(ds, gold, seeds=3, validation=50) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     base = model_view(ds)
     acc0 = float(np.mean([base.label[i] == gold[r] for i, r in enumerate(ds.ids)]))
@@ -146,7 +146,7 @@ def budget_curve(ds, gold, seeds=3) -> dict[str, list[float]]:
                 continue
             vals = []
             for seed in range(seeds):
-                s = Settings.make(budget=b, validation=min(50, b), strategy=strategy, seed=seed)
+                s = Settings.make(budget=b, validation=min(validation, b), strategy=strategy, seed=seed)
                 vals.append(true_acc(simulate(ds, s, lambda it: gold[it.id])[-1].result.records, gold))
             accs.append(float(np.mean(vals)))
         out[strategy] = accs
@@ -199,6 +199,8 @@ def ece_table(ds, gold, draws: int = 20) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, list[float]]] = {}
     lp_conf, lp_right = sim_logprob_judge([gold[r] for r in ids], ds.labels)
     for k in (0, 30, 100):
+        if k >= len(ids):  # a small sample: no rows left to score after k gold rows
+            continue
         for d in range(draws if k else 1):
             pick = set(rng.choice(len(ids), size=k, replace=False).tolist()) if k else set()
             g = {ids[i]: gold[ids[i]] for i in pick}
@@ -295,9 +297,10 @@ def main() -> None:
     L = [
         "# Review loop with simulated judges and a simulated human",
         "",
-        f"Date {now()}; machine: {machine()}; wall {time.time() - t0:.0f} s.",
-        "",
-        f"Command: `{command_line()}`",
+        f"- date: {now()}",
+        f"- command: `{command_line()}`",
+        f"- machine: {machine()}",
+        f"- wall: {time.time() - t0:.0f} s",
         "",
         "Judges (shared/tools/fakellm.py, JSON answers without logprobs, so each says 1.0): strong 0.85, "
         "medium 0.75, weak 0.65 accuracy. fakellm cannot play a logprob judge for llmlabel (it answers label names "

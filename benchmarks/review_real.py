@@ -69,33 +69,52 @@ def label_real(work: Path, name: str, rows: int) -> tuple[Path, dict[str, str], 
     return out, {r["id"]: r["label"] for r in sample}, list(descr), time.time() - t
 
 
+COVERAGES = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def risk_coverage(ds, gold: dict[str, str]) -> list[tuple[float, float]]:
+    """(coverage, accuracy of the kept rows) when rows are kept most confident first."""
+    view = rb.model_view(ds)
+    order = np.argsort(-np.array([float(c) for c in view.confidence]), kind="stable")
+    right = np.array([view.label[i] == gold[ds.ids[i]] for i in order])
+    return [(c, float(right[: max(1, round(c * len(right)))].mean())) for c in COVERAGES]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=200)
+    ap.add_argument("--rows", default="200", help="rows per set: N, or per set: sst2=100,trec=60,sms=60")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--tasks", default="sst2,trec,sms")
     ap.add_argument("--keep", help="work directory to keep (labeled outputs and the cache are reused)")
     a = ap.parse_args()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="review-real-"))
     work.mkdir(parents=True, exist_ok=True)
-    rb.GRID = [0, 20, 40, 60, 80, 100]  # 200-row samples: budgets up to half of them
+    sizes = {t: int(a.rows) for t in a.tasks.split(",")} if "=" not in a.rows else {}
+    for part in a.rows.split(",") if "=" in a.rows else []:
+        t, n = part.split("=")
+        sizes[t.strip()] = int(n)
     t0 = time.time()
     rows_out = []
+    risk: dict[str, list[tuple[float, float]]] = {}
+    plans: dict[str, tuple[int, int]] = {}  # per set: (validation rows, round size = 10% of the rows)
     for name in a.tasks.split(","):
-        out, gold, labels, secs = label_real(work, name, a.rows)
+        out, gold, labels, secs = label_real(work, name, sizes[name])
+        step = max(1, sizes[name] // 10)
+        rb.GRID = [0, step, 2 * step, 3 * step, 4 * step, 5 * step]  # budgets up to half the sample
+        val = max(10, round(0.3 * sizes[name]))  # the random validation rows of the loop and the coverage reviews
         ds = load_output(out, labels)
         acc0 = rb.true_acc(ds.records, gold)
-        curve = rb.budget_curve(ds, gold)
+        curve = rb.budget_curve(ds, gold, validation=step)  # one round: 10% at random, the rest chosen or random
         target = {}
         for s in ("targeted", "random"):
-            st = rb.Settings.make(budget=len(ds) // 2, validation=60, round_size=20, strategy=s, seed=0, target=0.95)
+            st = rb.Settings.make(budget=len(ds) // 2, validation=val, round_size=step, strategy=s, seed=0, target=0.95)
             res = rb.simulate(ds, st, lambda it: gold[it.id])[-1].result
             target[s] = (res.human_labels, bool(res.target_met), res.accuracy, rb.true_acc(res.records, gold))
         cov = {}
         for s in ("targeted", "random"):
             hit, widths = 0, []
             for seed in range(a.reps):
-                budget, val = (80, 60) if s == "targeted" else (60, 60)
+                budget = val + 2 * step if s == "targeted" else val
                 st = rb.Settings.make(budget=budget, validation=val, strategy=s, seed=1000 + seed)
                 res = rb.simulate(ds, st, lambda it: gold[it.id])[-1].result
                 tr = rb.true_acc(res.records, gold)
@@ -103,29 +122,37 @@ def main() -> None:
                 widths.append(res.accuracy.high - res.accuracy.low)
             cov[s] = (hit, float(np.mean(widths)))
         ece = {k: v for k, v in rb.ece_table(ds, gold).items() if k != "logprob (simulated)"}
+        risk[name] = risk_coverage(ds, gold)
         rows_out.append((name, len(ds), secs, acc0, curve, target, cov, ece))
+        plans[name] = (val, step)
         print(f"[{name}] {len(ds)} rows, accuracy {acc0:.3f}, labeled in {secs:.0f} s", file=sys.stderr, flush=True)
     L = [
         "# Review loop over the embedded real model's labels",
         "",
-        f"Date {now()}; machine: {machine()}; wall {time.time() - t0:.0f} s (labeling included; 0 s when cached).",
-        "",
-        f"Command: `{command_line()}`",
+        f"- date: {now()}",
+        f"- command: `{command_line()}`",
+        f"- machine: {machine()}",
+        f"- wall: {time.time() - t0:.0f} s (labeling included; a rerun reads the cache)",
         "",
         "Labels: the no-key default (Qwen2.5-Coder-0.5B-Instruct, logprobs over label codes, content-free "
-        f"calibration), one judge, on {a.rows} rows per set sampled with seed 0. The human is the gold file.",
+        "calibration), one judge, on "
+        + ", ".join(f"{r[0]} {r[1]}" for r in rows_out)
+        + " rows sampled with seed 0. The human is the gold file.",
         "",
         "## (a) Final dataset accuracy (true) after B human labels, mean of 3 seeds",
         "",
-        "| set | rows | model accuracy | strategy | " + " | ".join(f"B={b}" for b in rb.GRID) + " |",
-        "|---|---|---|---|" + "---|" * len(rb.GRID),
+        "B: human labels, as a share of the set's rows; one round: 10% of the rows at random, the rest chosen "
+        "(targeted) or random.",
+        "",
+        "| set | rows | model accuracy | strategy | " + " | ".join(f"B={10 * k}%" for k in range(6)) + " |",
+        "|---|---|---|---|" + "---|" * 6,
     ]
     for name, n, _, acc0, curve, *_ in rows_out:
         for s, ys in curve.items():
             L.append(f"| {name} | {n} | {acc0:.3f} | {s} | " + " | ".join(f"{y:.3f}" for y in ys) + " |")
     L += [
         "",
-        "The loop with `--target-accuracy 0.95`: 60 random rows, then rounds of 20 (budget: half the rows).",
+        "The loop with `--target-accuracy 0.95`: 30% of the rows at random, then rounds of 10% (budget: half the rows).",
         "",
         "| set | strategy | human labels | target met | stated accuracy [95% interval] | true accuracy |",
         "|---|---|---|---|---|---|",
@@ -138,7 +165,7 @@ def main() -> None:
         "",
         f"## (b) Coverage of the stated 95% interval over {a.reps} seeded reviews",
         "",
-        "targeted: 80 human labels (60 random); random: 60 random rows only.",
+        "targeted: 50% of the rows reviewed (30% random, 20% chosen); random: the 30% random rows only.",
         "",
         "| set | review | coverage | mean width |",
         "|---|---|---|---|",
@@ -155,7 +182,16 @@ def main() -> None:
     ]
     for name, *_, ece in rows_out:
         for j, d in ece.items():
-            L.append(f"| {name} | {j} | {d[0]:.3f} | {d[30]:.3f} | {d[100]:.3f} |")
+            L.append(f"| {name} | {j} | " + " | ".join(f"{d[k]:.3f}" if k in d else "n/a" for k in (0, 30, 100)) + " |")
+    L += [
+        "",
+        "## (d) Risk-coverage: accuracy of the rows kept when only the most confident share is kept",
+        "",
+        "| set | " + " | ".join(f"keep {c:.0%}" for c in COVERAGES) + " |",
+        "|---|" + "---|" * len(COVERAGES),
+    ]
+    for name, pts in risk.items():
+        L.append(f"| {name} | " + " | ".join(f"{a_:.3f}" for _, a_ in pts) + " |")
     L += ["", "Seconds spent labeling (this run): " + ", ".join(f"{r[0]} {r[2]:.0f}" for r in rows_out) + "."]
     (RESULTS / "review_real.md").write_text("\n".join(L) + "\n")
     print("\n".join(L))
