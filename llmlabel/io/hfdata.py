@@ -15,11 +15,12 @@ from __future__ import annotations
 import glob as globmod
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.parquet_rows import parquet_batches_rows
 
 _SHARD = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}\.parquet$")
 _GLOB = re.compile(r"[*?\[]")
@@ -126,14 +127,14 @@ def class_labels(features: Any) -> dict[str, list[str]]:
     }
 
 
-def _named(rows: list[dict[str, Any]], names: dict[str, list[str]]) -> list[dict[str, Any]]:
+def _named(rows: Iterable[dict[str, Any]], names: dict[str, list[str]]) -> Iterator[dict[str, Any]]:
     """ClassLabel codes as names (-1, "no label", as None; a code outside the names is kept as it is)."""
     for row in rows:
         for col, labels in names.items():
             v = row.get(col)
             if isinstance(v, int) and not isinstance(v, bool):
                 row[col] = labels[v] if 0 <= v < len(labels) else (None if v == -1 else v)
-    return rows
+        yield row
 
 
 def _arrow_rows(files: list[Path], names: dict[str, list[str]]) -> Iterator[dict[str, Any]]:
@@ -162,8 +163,7 @@ def _parquet_rows(files: list[Path]) -> Iterator[dict[str, Any]]:
         except ValueError:
             info = {}
         names = class_labels(((info.get("info") or {}) if isinstance(info, dict) else {}).get("features"))
-        for batch in pf.iter_batches(batch_size=4096):
-            yield from _named(batch.to_pylist(), names)
+        yield from _named(parquet_batches_rows(Path(f), pf.iter_batches(batch_size=4096)), names)
 
 
 __all__ = ["is_dataset_source", "source_files", "source_rows"]

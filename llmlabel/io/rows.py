@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
+from llmlabel.io.parquet_rows import parquet_batches_rows
 from llmlabel.io.values import text_form
 
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -131,8 +132,7 @@ def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise InputError(f"{path}: cannot read Parquet ({str(e).splitlines()[0]}); check the file") from None
-    for batch in pf.iter_batches(batch_size=4096):
-        yield from batch.to_pylist()
+    yield from parquet_batches_rows(path, pf.iter_batches(batch_size=4096))
 
 
 def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:

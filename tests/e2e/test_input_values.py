@@ -375,3 +375,27 @@ def test_a_service_job_on_a_typed_parquet_upload(tmp_path, fake):
         served = [json.loads(x) for x in c.get(info["results"], headers=h).text.splitlines()]
     assert fake.requests == N and [r["id"] for r in served] == [str(i) for i in range(10, 10 + N)]
     assert served[0]["ts"] == TS.isoformat() and served[0]["_i_input"] == 99 and served[1]["score"] is None
+
+
+def test_a_parquet_file_whose_values_decode_to_gigabytes_is_refused(tmp_path, capsys):
+    """A few KB of Parquet whose rows share one 10 MB string through the column's dictionary decode to 2 GB:
+    refused in one line, read out in bounded slices until then (was 2.2 GB of memory)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from conftest import label_main, one_line_error, write_config
+
+    from llmlabel.io.rows import iter_rows
+
+    big = "x" * (10 * 2**20)
+    text = pa.DictionaryArray.from_arrays(pa.array([0] * 200, pa.int32()), pa.array([big]))  # 10 MB, once
+    table = pa.table({"id": [str(i) for i in range(200)], "text": text})
+    bomb = tmp_path / "bomb.parquet"
+    pq.write_table(table, bomb, compression="zstd")
+    assert bomb.stat().st_size < 100_000
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9/v1")
+    rc, err = label_main(capsys, str(bomb), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
+    one_line_error(rc, err, "bomb.parquet", "decode to over")
+    # An ordinary file with a repeated label still reads in full.
+    ok = tmp_path / "ok.parquet"
+    pq.write_table(pa.table({"text": [f"text {i}" for i in range(5000)], "label": ["pos", "neg"] * 2500}), ok)
+    assert sum(1 for _ in iter_rows(ok)) == 5000
