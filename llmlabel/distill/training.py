@@ -4,7 +4,6 @@ model card), save and load, and stream predictions (:func:`predict_rows`). Used 
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import json
 import math
@@ -32,28 +31,34 @@ Mode = Literal["candidates", "single"]
 
 
 def read_labeled(path: str, text_column: str = "text") -> list[dict[str, Any]]:
-    """Rows of ``llmlabel label`` output: JSONL, CSV (candidates as a JSON string) or Parquet."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".parquet":
-        import pyarrow.parquet as pq
+    """Rows of ``llmlabel label`` output (JSONL, CSV, Parquet), read by io.rows as any input is (its clear errors,
+    its Parquet bounds); CSV's text forms of lists and numbers decoded. A field that is not what `llmlabel label`
+    writes is one line naming the row (InputError)."""
+    from llmlabel.errors import InputError
+    from llmlabel.io.rows import iter_rows
 
-        rows = pq.read_table(path).to_pylist()
-    elif ext == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        for r in rows:  # CSV has no nulls or lists: decode them
-            for k in ("label", "error", "confidence", "candidates"):
-                if r.get(k) in ("", None):
-                    r[k] = None
-            if isinstance(r.get("candidates"), str):
-                r["candidates"] = json.loads(r["candidates"])
-            if r.get("confidence") is not None:
-                r["confidence"] = float(r["confidence"])
-    else:
-        with open(path, encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
+    rows = []
+    for n, r in enumerate(iter_rows(path), 1):
+        for k in ("label", "error", "confidence", "candidates"):
+            if r.get(k) == "":
+                r[k] = None
+        cands = r.get("candidates")
+        if isinstance(cands, str):
+            try:
+                cands = r["candidates"] = json.loads(cands)
+            except ValueError:
+                cands = None
+            if not isinstance(cands, list):
+                raise InputError(f"{path}: row {n}: candidates {r['candidates']!r:.60} is not a list of labels")
+        conf = r.get("confidence")
+        if isinstance(conf, str):
+            try:
+                r["confidence"] = float(conf)
+            except ValueError:
+                raise InputError(f"{path}: row {n}: confidence {conf!r:.40} is not a number") from None
+        rows.append(r)
     if rows and text_column not in rows[0]:
-        raise KeyError(f"{path}: no text column {text_column!r} (columns: {', '.join(rows[0])})")
+        raise KeyError(f"{path}: no text column {text_column!r} (columns: {', '.join(map(str, rows[0]))})")
     return rows
 
 

@@ -49,6 +49,22 @@ def test_distill_errors(tmp_path):
     assert r.returncode == 2 and "not a model saved by" in r.stderr and not (tmp_path / "p.jsonl").exists()
 
 
+def test_distill_refuses_odd_labeled_rows_in_one_line(tmp_path, capsys):
+    """A labeled file whose fields are not what `llmlabel label` writes: one line naming the row, never a
+    traceback (a word as a confidence, candidates that are no list, a line that is not a JSON object)."""
+    good = {"text": "a", "label": "pos", "candidates": ["pos"], "confidence": 0.9, "error": None}
+    cases = {
+        "conf.csv": 'text,label,candidates,confidence,error\na,pos,"[""pos""]",high,\n',
+        "cands.csv": "text,label,candidates,confidence,error\na,pos,{oops,0.9,\n",
+        "line.jsonl": json.dumps(good) + "\n[1, 2]\n",
+    }
+    for name, body in cases.items():
+        (tmp_path / name).write_text(body)
+        rc, _, err = run_main(capsys, "distill", str(tmp_path / name), "-o", str(tmp_path / "m.skops"))
+        one_line_error(rc, err, name)
+        assert not (tmp_path / "m.skops").exists()
+
+
 class _Payload:
     """Unpickling this runs code: it creates the marker file."""
 
