@@ -48,7 +48,7 @@ from benchmarks.common import (  # noqa: E402
     write_config,
 )
 from llmlabel.review.labelstudio import pull, push  # noqa: E402
-from llmlabel.review.types import ReviewItem  # noqa: E402
+from llmlabel.review.records import ReviewItem  # noqa: E402
 
 EMAIL, PASSWORD = "bench@example.com", "bench-password-123"
 SERVE_TOKEN = "bench-serve-token-0123456789"

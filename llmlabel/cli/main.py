@@ -31,7 +31,7 @@ def cmd_label(a: argparse.Namespace) -> int:
     _TEARDOWN_FREE = True  # run_job closes its files, cache and connections on every path out
     shard = None
     if a.shard:
-        from llmlabel.io.shards import Shard
+        from llmlabel.io.shard_spec import Shard
 
         shard = Shard.parse(a.shard)
     cfg = _load(a.config)
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a.func(a)
     except LLMLabelError as e:
-        from llmlabel.secrets import redact
+        from llmlabel.redaction import redact
 
         print(f"llmlabel: error: {redact(str(e))}", file=sys.stderr)
         return e.exit_code
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except OSError as e:
-        from llmlabel.secrets import redact
+        from llmlabel.redaction import redact
 
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         print(f"llmlabel: error: cannot access{where}: {redact(e.strerror or str(e))}", file=sys.stderr)

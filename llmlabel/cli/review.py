@@ -55,7 +55,7 @@ def _token() -> str:
 def _read_sheet(path: Path) -> list[Any]:
     """Answers from a filled review sheet (id, human_label[, annotator]) or a Label Studio JSON export."""
     from llmlabel.io.rows import iter_rows
-    from llmlabel.review.types import HumanAnswer
+    from llmlabel.review.records import HumanAnswer
 
     if not path.is_file():
         raise InputError(f"answers file {path} not found; pass the review sheet with its human_label column filled")

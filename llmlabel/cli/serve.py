@@ -122,7 +122,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise LLMLabelError(f"`llmlabel serve` needs {e.name}: pip install 'llmlabel[serve]'") from None
     sock = _listen(a.host, a.port)
     try:
-        from llmlabel.secrets import redact_handlers
+        from llmlabel.redaction import redact_handlers
         from llmlabel.service.app import create_app
 
         app = create_app(

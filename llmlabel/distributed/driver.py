@@ -42,7 +42,7 @@ from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
 from llmlabel.pipeline.run import finalize, judges_for, open_part, typed
-from llmlabel.secrets import one_line
+from llmlabel.redaction import one_line
 
 from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note
 

@@ -3,6 +3,7 @@
 Conventions: ``votes`` is an int array of shape (n_items, n_judges) holding
 label codes 0..K-1, with -1 meaning "the judge did not answer". Every aggregator
 returns an (n, K) row-stochastic array. Candidate sets: ensemble/candidates.py.
+Pure math over arrays; ensemble/combine.py applies it to a job's answers and records.
 """
 
 from __future__ import annotations

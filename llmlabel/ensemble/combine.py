@@ -1,5 +1,9 @@
 """Turning the judges' answers into one label, a distribution and a confidence: per row while a job runs,
-then over the whole job once it ends (weighted and Dawid-Skene need every row)."""
+then over the whole job once it ends (weighted and Dawid-Skene need every row).
+
+How it differs from aggregate.py: aggregate.py is the math (vote arrays in, label distributions out, no notion
+of a job); this module is its one caller in a job, from JudgeAnswers to output records (gold, priors, calibration,
+candidate sets and label sets included)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from llmlabel.errors import JudgeError
-from llmlabel.secrets import redact
+from llmlabel.redaction import redact
 
 # Terminal statuses: nothing more will change. "expired" still has an output file with the finished lines.
 TERMINAL = ("completed", "expired", "cancelled", "failed")

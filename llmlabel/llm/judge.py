@@ -21,7 +21,7 @@ from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import label_codes, offered, shortlist_choices
 from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retry_after, retryable, row_failure, with_retries
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
-from llmlabel.secrets import one_line, redact, register
+from llmlabel.redaction import one_line, redact, register
 
 __all__ = ["Budget", "JudgeClient", "NO_KEY"]
 

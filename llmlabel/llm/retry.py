@@ -16,7 +16,7 @@ from llmlabel.config import Judge
 from llmlabel.errors import JudgeError
 from llmlabel.llm.formats import format_rejected
 from llmlabel.llm.transport import StatusError, TransportError
-from llmlabel.secrets import one_line
+from llmlabel.redaction import one_line
 
 T = TypeVar("T")
 

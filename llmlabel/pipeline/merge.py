@@ -27,7 +27,7 @@ from llmlabel.io.values import text_form
 from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.pipeline.fingerprint import differences
 from llmlabel.pipeline.run import write_final
-from llmlabel.pipeline.shards import IdOrder, load_shard, unpack, unsharded
+from llmlabel.pipeline.shard_manifest import IdOrder, load_shard, unpack, unsharded
 
 _NESTED = ("probs", "candidates", "judges")  # output fields a CSV cell holds as JSON
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmlabel.config import Judge
 from llmlabel.errors import InputError
-from llmlabel.io.shards import Shard
+from llmlabel.io.shard_spec import Shard
 from llmlabel.llm.ledger import Ledger
 
 

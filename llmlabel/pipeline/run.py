@@ -28,7 +28,7 @@ from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
 from llmlabel.pipeline.inflight import in_flight, leave_to_batches
 from llmlabel.pipeline.job import Job, output_names, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
-from llmlabel.pipeline.shards import save_shard
+from llmlabel.pipeline.shard_manifest import save_shard
 
 
 @contextlib.contextmanager

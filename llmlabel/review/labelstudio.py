@@ -23,7 +23,7 @@ from llmlabel.io.labelstudio import (
     review_config,
     task_answers,
 )
-from llmlabel.review.types import HumanAnswer, ReviewItem
+from llmlabel.review.records import HumanAnswer, ReviewItem
 
 MODEL_VERSION = "llmlabel-review"
 IMPORT_BATCH = 500

@@ -20,6 +20,7 @@ from llmlabel.ensemble.calibration import calibrate_confidence
 from llmlabel.errors import InputError
 from llmlabel.evaluation.metrics import expected_calibration_error
 from llmlabel.review.dataset import Dataset, ModelView, crossfit, model_view
+from llmlabel.review.records import HumanAnswer, ReviewItem
 from llmlabel.review.selection import Strategy, activelab_priority, item, priorities, random_pick, ranked_pick
 from llmlabel.review.stats import (
     Interval,
@@ -30,7 +31,6 @@ from llmlabel.review.stats import (
     proportion,
     stratified_accuracy,
 )
-from llmlabel.review.types import HumanAnswer, ReviewItem
 
 __all__ = [
     "Asked",

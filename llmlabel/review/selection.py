@@ -15,7 +15,7 @@ import numpy as np
 
 from llmlabel.errors import InputError
 from llmlabel.review.dataset import Dataset, ModelView
-from llmlabel.review.types import ReviewItem
+from llmlabel.review.records import ReviewItem
 
 __all__ = ["Strategy", "activelab_priority", "item", "priorities", "random_pick", "ranked_pick"]
 

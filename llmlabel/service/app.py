@@ -16,10 +16,10 @@ from fastapi import FastAPI
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.errors import LLMLabelError
-from llmlabel.secrets import register
+from llmlabel.redaction import register
 from llmlabel.service import metrics, routes_jobs, routes_label, routes_labelstudio
 from llmlabel.service.auth import TOKEN_ENV, host_name, origin_key
-from llmlabel.service.errors import install_handlers
+from llmlabel.service.error_handlers import install_handlers
 from llmlabel.service.gold import GoldStore
 from llmlabel.service.guard import Guard
 from llmlabel.service.jobs import JobWorker

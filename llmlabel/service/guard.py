@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmlabel.redaction import one_line
 from llmlabel.service.auth import TOKEN_ENV, authorized, host_allowed, origin_allowed, split_host
-from llmlabel.service.errors import one_line
+from llmlabel.service.error_handlers import DETAIL
 
 if TYPE_CHECKING:
     from llmlabel.service.state import ServerState
@@ -144,7 +145,7 @@ class Guard:
             except Exception as e:
                 # Answered here, not by Starlette's error middleware, which would log a full traceback
                 # (and with it whatever the exception carried). One redacted line instead.
-                log.error("%s %s failed: %s", scope["method"], path, one_line(f"{type(e).__name__}: {e}"))
+                log.error("%s %s failed: %s", scope["method"], path, one_line(f"{type(e).__name__}: {e}", DETAIL))
                 if not status[0]:
                     await reply(500, "internal error; see the server log")
         finally:

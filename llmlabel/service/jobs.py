@@ -25,8 +25,8 @@ from llmlabel.io.rows import input_format, iter_rows, scan
 from llmlabel.llm.ledger import Ledger
 from llmlabel.pipeline.options import Progress, RunOptions
 from llmlabel.pipeline.run import run_job
-from llmlabel.secrets import redact
-from llmlabel.service.errors import one_line
+from llmlabel.redaction import one_line, redact
+from llmlabel.service.error_handlers import DETAIL
 from llmlabel.service.store import JobRecord, JobStore
 
 log = logging.getLogger("llmlabel.service.app")
@@ -165,8 +165,10 @@ class JobWorker:
             try:
                 self._execute(rec)
             except Exception as e:  # a job must never take the worker down with it
-                log.error("job %s failed: %s", rec.id, one_line(f"{type(e).__name__}: {e}"))
-                self.store.update(rec.id, state="failed", error=one_line(e) or type(e).__name__, finished=time.time())
+                log.error("job %s failed: %s", rec.id, one_line(f"{type(e).__name__}: {e}", DETAIL))
+                self.store.update(
+                    rec.id, state="failed", error=one_line(e, DETAIL) or type(e).__name__, finished=time.time()
+                )
             finally:
                 self._live = None
                 self._pending_cancel.discard(rec.id)
@@ -211,7 +213,7 @@ class JobWorker:
                 res = run_job(cfg, rec.input, rec.output, run)
                 ledger, stopped, n, quality = res.ledger, res.stopped_by, res.rows, res.quality
         except LLMLabelError as e:  # a judge that failed for good, or input that changed since the upload
-            ledger, error = getattr(e, "ledger", None), one_line(_without_cli_hint(str(e)))
+            ledger, error = getattr(e, "ledger", None), one_line(_without_cli_hint(str(e)), DETAIL)
         self._record(rec, live, ledger, error or stopped, quality or None, n)
 
     def _record(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from llmlabel.errors import InputError
-from llmlabel.secrets import redact_obj
+from llmlabel.redaction import redact_obj
 from llmlabel.service.jobs import file_lines, partial_results, validate_upload
 from llmlabel.service.multipart import Upload, read_multipart
 from llmlabel.service.schemas import JobInfo, JobList, errors

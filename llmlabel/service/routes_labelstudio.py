@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict
 
 from llmlabel.errors import InputError, LLMLabelError
 from llmlabel.io.labelstudio import LSAnswer, LSControl, choice_result, map_choices, parse_config, task_answers
-from llmlabel.service.errors import one_line
+from llmlabel.redaction import one_line
+from llmlabel.service.error_handlers import DETAIL
 from llmlabel.service.gold import project_id
 from llmlabel.service.schemas import LSSetup, LSTask, errors
 from llmlabel.service.state import ServerState, label_item
@@ -129,8 +130,8 @@ def router(st: ServerState) -> APIRouter:
     refitted: set[int] = set()  # projects whose stored gold was refit since the server started
 
     def refused(where: str, e: LLMLabelError) -> HTTPException:
-        log.warning("Label Studio %s refused: %s", where, one_line(e))
-        return HTTPException(422, one_line(e))
+        log.warning("Label Studio %s refused: %s", where, one_line(e, DETAIL))
+        return HTTPException(422, one_line(e, DETAIL))
 
     def version(project: int | None, how: Served | None) -> str:
         """The model version of a project's predictions: the judges and task (st.model_version), the project's
@@ -198,10 +199,10 @@ def router(st: ServerState) -> APIRouter:
             try:
                 r = await label_item(job, i, text, None)
             except LLMLabelError as e:
-                done[i] = {"error": one_line(e)}
+                done[i] = {"error": one_line(e, DETAIL)}
                 return
             except Exception as e:  # this task's alone: the others' predictions are still answered
-                log.error("/predict: task %d failed: %s", i, one_line(f"{type(e).__name__}: {e}"))
+                log.error("/predict: task %d failed: %s", i, one_line(f"{type(e).__name__}: {e}", DETAIL))
                 done[i] = {"error": "internal error; see the llmlabel server's log"}
                 return
             done[i] = r

@@ -16,7 +16,7 @@ from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.options import RunOptions
-from llmlabel.secrets import one_line, redact_obj
+from llmlabel.redaction import one_line, redact_obj
 from llmlabel.service.auth import AuthFailures
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.store import JobStore, StateLock

@@ -11,7 +11,7 @@ import respx
 from llmlabel.errors import ConfigError, InputError
 from llmlabel.io.labelstudio import parse_config
 from llmlabel.review.labelstudio import pull, push, read_export
-from llmlabel.review.types import HumanAnswer, ReviewItem
+from llmlabel.review.records import HumanAnswer, ReviewItem
 
 URL = "http://ls.test:8080"
 TOKEN = "ls-legacy-token-abc"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import label_main, one_line_error, read_jsonl, run_main, write_config, write_corpus
 
-from llmlabel.review.types import HumanAnswer
+from llmlabel.review.records import HumanAnswer
 
 
 def truth(text: str) -> str:

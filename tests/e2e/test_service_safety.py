@@ -18,7 +18,7 @@ from conftest import write_config  # noqa: E402
 from fakeserver import FakeLLM  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from llmlabel import secrets  # noqa: E402
+from llmlabel import redaction  # noqa: E402
 from llmlabel.config import load_config  # noqa: E402
 from llmlabel.errors import LLMLabelError  # noqa: E402
 from llmlabel.service.app import create_app  # noqa: E402
@@ -234,22 +234,22 @@ def test_an_echoed_key_appears_in_no_response_and_no_log(tmp_path, monkeypatch, 
 
 
 def test_setup_adds_nothing_to_the_redaction_list(tmp_path, fake, monkeypatch):
-    monkeypatch.setattr(secrets, "_SECRETS", {})
+    monkeypatch.setattr(redaction, "_SECRETS", {})
     with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
         for word in ("positive", "judge", "label-studio-token"):
             assert c.post("/setup", json={"project": 1, "access_token": word}, headers=H).status_code == 200
-    assert secrets.redact("positive judge label-studio-token") == "positive judge label-studio-token"
-    assert secrets.redact(f"x {TOKEN} y") == "x *** y"  # the operator's token is hidden
+    assert redaction.redact("positive judge label-studio-token") == "positive judge label-studio-token"
+    assert redaction.redact(f"x {TOKEN} y") == "x *** y"  # the operator's token is hidden
 
 
 def test_the_redaction_list_is_bounded(monkeypatch):
-    monkeypatch.setattr(secrets, "_SECRETS", {})
-    for i in range(secrets.MAX_SECRETS):
-        secrets.register(f"configured-key-{i:04d}")
-    secrets.register("configured-key-0000")  # the same key again: no growth
+    monkeypatch.setattr(redaction, "_SECRETS", {})
+    for i in range(redaction.MAX_SECRETS):
+        redaction.register(f"configured-key-{i:04d}")
+    redaction.register("configured-key-0000")  # the same key again: no growth
     with pytest.raises(LLMLabelError, match="only configured keys"):
-        secrets.register("one-too-many-keys")
-    assert len(secrets._SECRETS) == secrets.MAX_SECRETS
+        redaction.register("one-too-many-keys")
+    assert len(redaction._SECRETS) == redaction.MAX_SECRETS
 
 
 def test_access_log_and_server_log_hide_keys_and_token_queries(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from conftest import LABELS, one_line_error, read_jsonl, run_main, write_config,
 from conftest import label_main as label
 from fakeserver import FakeLLM, pick
 
-from llmlabel.io.shards import Shard, shard_of
+from llmlabel.io.shard_spec import Shard, shard_of
 
 N_ROWS = 60
 

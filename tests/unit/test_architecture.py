@@ -1,11 +1,12 @@
 """The layout is the architecture: these tests keep its dependency rules from drifting.
 
-Layers, lowest first: foundations (config, errors, secrets, taxonomy) -> io -> llm -> ensemble -> pipeline (with local),
+Layers, lowest first: foundations (config, errors, redaction, taxonomy) -> io -> llm -> ensemble -> pipeline (with local),
 then the pipeline's clients (auditing, distill, evaluation, service) and, on top, the cli."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "llmlabel"
@@ -24,7 +25,7 @@ ALLOWED = {
     "review": {"io", "llm", "ensemble", "pipeline", "auditing", "evaluation"},
     "service": {"io", "llm", "ensemble", "pipeline", "auditing", "distill", "evaluation", "local", "review"},
 }
-FOUNDATIONS = {"config", "errors", "secrets", "taxonomy", ""}  # "": the package itself (`__version__`)
+FOUNDATIONS = {"config", "errors", "redaction", "taxonomy", ""}  # "": the package itself (`__version__`)
 
 
 def _modules() -> dict[str, Path]:
@@ -185,3 +186,9 @@ def test_no_module_import_cycle() -> None:
         if v not in index:
             visit(v)
     assert not cycles, cycles
+
+
+def test_no_module_is_named_like_a_standard_library_module():
+    """`llmlabel/secrets.py` once shadowed the standard library's `secrets` for anything run from its folder."""
+    clash = sorted(str(p) for p in PKG.rglob("*.py") if p.stem in sys.stdlib_module_names)
+    assert not clash, clash

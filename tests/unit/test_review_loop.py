@@ -19,7 +19,7 @@ from llmlabel.review.loop import (
     plan_round,
     simulate,
 )
-from llmlabel.review.types import HumanAnswer
+from llmlabel.review.records import HumanAnswer
 
 
 @pytest.fixture

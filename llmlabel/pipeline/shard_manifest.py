@@ -20,7 +20,7 @@ from llmlabel.errors import InputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.output import PartFile
 from llmlabel.io.paths import shard_path
-from llmlabel.io.shards import Shard
+from llmlabel.io.shard_spec import Shard
 
 VERSION = 1
 

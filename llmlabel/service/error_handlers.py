@@ -4,13 +4,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from llmlabel import secrets
 from llmlabel.errors import JudgeError, LLMLabelError
+from llmlabel.redaction import one_line
 
-
-def one_line(msg: object, limit: int = 400) -> str:
-    """`secrets.one_line` with the service's longer bound (a job's error is read in full by API clients)."""
-    return secrets.one_line(msg, limit)
+# The service's bound for one_line: a job's error is read in full by API clients.
+DETAIL = 400
 
 
 def install_handlers(app: FastAPI, max_items: int) -> None:
@@ -37,8 +35,8 @@ def install_handlers(app: FastAPI, max_items: int) -> None:
 
     @app.exception_handler(JudgeError)
     async def judge_failed(request: Request, exc: JudgeError) -> JSONResponse:
-        return JSONResponse({"detail": one_line(exc)}, 502)
+        return JSONResponse({"detail": one_line(exc, DETAIL)}, 502)
 
     @app.exception_handler(LLMLabelError)
     async def user_error(request: Request, exc: LLMLabelError) -> JSONResponse:
-        return JSONResponse({"detail": one_line(exc)}, 422)
+        return JSONResponse({"detail": one_line(exc, DETAIL)}, 422)
