@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -117,16 +116,7 @@ def label(work: Path, name: str, base_url: str) -> tuple[Path, Path, dict[str, s
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     out = work / f"{name}.out.jsonl"
     if not out.exists():
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-        r = subprocess.run(
-            [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg_path), "-o", str(out), "-q"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        if r.returncode != 0:
-            raise RuntimeError(r.stderr[-2000:])
+        common.label(inp, cfg_path, out, cwd=ROOT)
     return out, cfg_path, gold, labels
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 import review_bench as rb  # noqa: E402
 from common import RESULTS, ROOT, command_line, machine, now  # noqa: E402
 
@@ -56,16 +55,7 @@ def label_real(work: Path, name: str, rows: int) -> tuple[Path, dict[str, str], 
     out = work / f"{name}.out.jsonl"
     t = time.time()
     if not out.exists():
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}  # no key: the embedded model
-        r = subprocess.run(
-            [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        if r.returncode != 0:
-            raise RuntimeError(r.stderr[-2000:])
+        common.label(inp, cfg, out, cwd=ROOT)  # no key: the embedded model (common.clean_env drops every key)
     return out, {r["id"]: r["label"] for r in sample}, list(descr), time.time() - t
 
 
