@@ -32,7 +32,6 @@ import numpy as np
 
 from llmlabel.auditing.signals import PROB_FLOOR, auroc, flags_for, out_of_fold, ranks, temper
 from llmlabel.errors import InputError
-from llmlabel.evaluation.multilabel import label_set
 
 if TYPE_CHECKING:
     from llmlabel.auditing.audit import AuditOptions
@@ -58,6 +57,9 @@ class SetSignals:
 def given_sets(values: Sequence[Any], labels: list[str], source: str, what: str = "a given label set") -> np.ndarray:
     """Given label sets as an (n, K) boolean matrix over `labels`, read as `llmlabel eval` reads multi-label
     gold (a list, a JSON list, or labels joined by "|"); a one-line error naming labels outside the task's set."""
+    # Imported here: evaluation's metrics load sklearn (and pandas), which `import llmlabel` must not.
+    from llmlabel.evaluation.multilabel import label_set
+
     index = {lab: k for k, lab in enumerate(labels)}
     out = np.zeros((len(values), len(labels)), dtype=bool)
     bad: dict[str, int] = {}
@@ -346,6 +348,8 @@ def score_set_answers(
 def set_gold_metrics(records: list[dict[str, Any]], gold: dict[str, str], labels: list[str]) -> dict[str, Any] | None:
     """With true label sets for some rows: per signal, AUROC of the row score against "the given set is wrong",
     precision/recall of its row flags, and of its (row, label) flags against the wrong pairs."""
+    from llmlabel.evaluation.multilabel import label_set
+
     rows = [r for r in records if r["id"] in gold]
     if not rows:
         return None
