@@ -166,7 +166,7 @@ def test_multilabel_audit_in_python_reads_lists(setup):
 
 
 def test_multilabel_audit_errors_are_one_line(setup, capsys):
-    tmp, *_ = setup
+    tmp, *_, servers = setup
     (tmp / "bad.csv").write_text("id,text,emotions\n1,hello,joy|glee\n2,hi,anger\n")
     rc, _, err = run_main(capsys, "audit", str(tmp / "bad.csv"), "-c", str(tmp / "c.yaml"), "-o", str(tmp / "o.jsonl"),
                           "--label-column", "emotions")  # fmt: skip
@@ -174,7 +174,15 @@ def test_multilabel_audit_errors_are_one_line(setup, capsys):
     rc, _, err = run_main(capsys, "audit", str(tmp / "in.csv"), "-c", str(tmp / "c.yaml"), "-o", str(tmp / "o.jsonl"),
                           "--label-column", "emotions", "--verify")  # fmt: skip
     one_line_error(rc, err, "--verify", "drop --verify")
-    assert not (tmp / "o.jsonl").exists()
+    # A Label Studio project whose control takes one choice cannot hold the suggested sets: refused before paying.
+    choices = "".join(f'<Choice value="{lab}"/>' for lab in LABELS)
+    xml = f'<View><Text name="text" value="$text"/><Choices name="emo" toName="text">{choices}</Choices></View>'
+    (tmp / "ls.xml").write_text(xml)
+    rc, _, err = run_main(capsys, "audit", str(tmp / "in.csv"), "-c", str(tmp / "c.yaml"), "-o", str(tmp / "o.jsonl"),
+                          "--label-column", "emotions", "--export-labelstudio", str(tmp / "ls.json"),
+                          "--ls-config", str(tmp / "ls.xml"))  # fmt: skip
+    one_line_error(rc, err, 'choice="multiple"')
+    assert not (tmp / "o.jsonl").exists() and sum(s.requests for s in servers) == 0
 
 
 def test_taxonomy_audit_is_refused_in_one_line(tmp_path, capsys, fake):
