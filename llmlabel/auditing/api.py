@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from llmlabel.auditing.audit import AuditOptions, given_codes, score_answers
+from llmlabel.auditing.audit import AuditOptions, check_audit_task, given_codes, score_answers
+from llmlabel.auditing.multilabel import given_sets, score_set_answers
 from llmlabel.config import Config
 from llmlabel.errors import InputError
 from llmlabel.io.frames import Table, as_table
@@ -33,6 +34,8 @@ ISSUE_COLUMNS = {
     "judge_score": "judge_score",
     "cleanlab_score": "cleanlab_score",
 }
+# A multi-label audit's columns besides: the suspect labels, each with P(the given set is wrong about it).
+SET_COLUMNS = {"missing_labels": "missing", "extra_labels": "extra"}
 # AuditOptions fields that only the command uses (output files, budgets, its progress bar and run options).
 _CLI_ONLY = {"label_column", "gold", "max_cost", "max_requests", "progress", "run"}
 
@@ -69,9 +72,13 @@ class AuditReport:
         import pandas as pd
 
         recs = self.records if by_score else self.in_input_order()
-        frame = pd.DataFrame({col: [r[key] for r in recs] for col, key in ISSUE_COLUMNS.items()})
+        frame = pd.DataFrame({col: [r[key] for r in recs] for col, key in _columns(recs).items()})
         frame.index = pd.Index([r["id"] for r in recs], name="id")
         return frame
+
+
+def _columns(recs: list[dict[str, Any]]) -> dict[str, str]:
+    return {**ISSUE_COLUMNS, **SET_COLUMNS} if recs and "missing" in recs[0] else ISSUE_COLUMNS
 
 
 @overload
@@ -231,7 +238,7 @@ def _with_audit(table: Table, report: AuditReport) -> Any:
     recs = report.in_input_order()
     if len({r["id"] for r in recs}) != len(recs):
         raise InputError("the rows' ids repeat; give each row its own id (id_column=) or none to number them")
-    out = table.with_columns({col: [r[key] for r in recs] for col, key in ISSUE_COLUMNS.items()})
+    out = table.with_columns({col: [r[key] for r in recs] for col, key in _columns(recs).items()})
     if table.kind == "pandas":
         out.attrs["llmlabel_audit"] = report.summary
     return out
@@ -246,16 +253,26 @@ def _audit(
         raise InputError("no texts to audit")
     task = labeler.config.task
     labels = task.label_names
-    codes = given_codes(given, labels, "audit()")
+    check_audit_task(labeler.config, opts.verify)
+    multi = task.multi_label
+    codes = given_sets(given, labels, "audit()") if multi else given_codes(given, labels, "audit()")
     row_ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(texts))]
     if len(row_ids) != len(texts):
         raise InputError(f"{len(row_ids)} ids for {len(texts)} texts; give one per text")
     rows = [{task.id_column: rid, task.text_column: t} for rid, t in zip(row_ids, texts)]
-    results = labeler.label(rows, prompt="verify" if opts.verify else "label", given_labels=given)
+    if multi:  # each judge answers its own set, blind to the given one (as `llmlabel audit`)
+        results = labeler.label(rows, prompt="multilabel")
+    else:
+        results = labeler.label(rows, prompt="verify" if opts.verify else "label", given_labels=given)
     recs = [r.to_dict() for r in results]
     names: dict[str, None] = {}  # first-seen order, as the command reads them from its judges file
     for rec in recs:
         names.update(dict.fromkeys(rec.get("judges") or {}))
     texts_seen = [t if isinstance(t, str) else "" for t in texts]
-    records, summary = score_answers(row_ids, texts_seen, codes, labels, list(names), recs, opts)
+    if multi:
+        records, summary = score_set_answers(
+            row_ids, texts_seen, codes, labels, list(names), recs, opts, task.allow_empty
+        )
+    else:
+        records, summary = score_answers(row_ids, texts_seen, codes, labels, list(names), recs, opts)
     return AuditReport(records, summary, row_ids)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmlabel.auditing.exports import export_csv, export_labelstudio
+from llmlabel.auditing.multilabel import given_sets, score_set_answers, set_gold_metrics, set_summary_lines
 from llmlabel.auditing.signals import Signals, auroc, choose_flags, flags_for, ranks, score_signals
 from llmlabel.config import Config
 from llmlabel.errors import InputError
@@ -84,7 +85,17 @@ class AuditResult:
 def check_given_labels(
     input_path: str | Path, cfg: Config, label_column: str
 ) -> tuple[list[str], list[str], np.ndarray]:
-    """ids, texts and given-label codes of every row; a one-line error for labels outside the task's set."""
+    """ids, texts and given-label codes of every row (a multi-label task: an (n, K) boolean matrix of the given
+    sets); a one-line error for labels outside the task's set."""
+    check_audit_task(cfg, verify=False)
+    ids, texts, values = _given_rows(input_path, cfg, label_column)
+    what = f"a '{label_column}' value"
+    if cfg.task.multi_label:
+        return ids, texts, given_sets(values, cfg.task.label_names, str(input_path), what)
+    return ids, texts, given_codes(values, cfg.task.label_names, str(input_path), what)
+
+
+def _given_rows(input_path: str | Path, cfg: Config, label_column: str) -> tuple[list[str], list[str], list[Any]]:
     from llmlabel.llm.prompts import Prompts
 
     task = cfg.task
@@ -101,7 +112,7 @@ def check_given_labels(
         texts.append(prompts.row_text(row) or "")
     if not ids:
         raise InputError(f"{input_path} has no rows; give a file with at least one row")
-    return ids, texts, given_codes(values, task.label_names, str(input_path), f"a '{label_column}' value")
+    return ids, texts, values
 
 
 def given_codes(values: Sequence[Any], labels: list[str], source: str, what: str = "a given label") -> np.ndarray:
@@ -316,6 +327,20 @@ def score_answers(
     return records, summary
 
 
+def check_audit_task(cfg: Config, verify: bool) -> None:
+    """One line for a task the audit cannot take: a taxonomy, or --verify with label sets."""
+    if cfg.task.taxonomy is not None:
+        raise InputError(
+            "llmlabel audit does not audit taxonomy paths yet: audit one level at a time with a flat task "
+            "(task.labels: that level's nodes, no task.taxonomy) and --label-column naming that level's column"
+        )
+    if verify and cfg.task.multi_label:
+        raise InputError(
+            "--verify shows the judges one given label; a multi-label audit asks each judge for its own label set "
+            "and compares the sets: drop --verify"
+        )
+
+
 def audit_reads(cfg: Config, input_path: str | Path, gold: str | None) -> list[Read]:
     """What an audit reads: its input, --gold and the config's files (no file it writes may be one of them)."""
     return inputs(input_path) + inputs(gold, what="the --gold file") + config_reads(cfg)
@@ -334,10 +359,13 @@ def run_audit(
     check_output(output_path, audit_reads(cfg, input_path, opts.gold))
     if not 0.0 < opts.min_precision <= 1.0:
         raise InputError(f"--min-precision {opts.min_precision} must be in (0, 1]")
+    check_audit_task(cfg, opts.verify)
+    multi = cfg.task.multi_label
     gold = read_gold(opts.gold, cfg.task.id_column) if opts.gold else None
     labels = cfg.task.label_names
     if gold is not None:  # before any paid call: a gold label outside the set can be neither right nor wrong
-        given_codes(list(gold.values()), labels, f"gold file {opts.gold}", "a gold label")
+        check = given_sets if multi else given_codes
+        check(list(gold.values()), labels, f"gold file {opts.gold}", "a gold label")
     # Every given label is checked before any paid call: out-of-set labels stop the audit with no output.
     ids, texts, given = check_given_labels(input_path, cfg, opts.label_column)
     jpath = audit_judges_path(output_path)
@@ -347,8 +375,9 @@ def run_audit(
         jpath,
         dataclasses.replace(
             opts.run or RunOptions(),
-            kind="verify" if opts.verify else "label",
-            given_label_column=opts.label_column,
+            # a multi-label audit asks each judge for its own set, blind to the given one
+            kind="multilabel" if multi else "verify" if opts.verify else "label",
+            given_label_column=None if multi else opts.label_column,
             max_cost=opts.max_cost,
             max_requests=opts.max_requests,
             progress=opts.progress,
@@ -359,10 +388,15 @@ def run_audit(
         result.stopped_by = res.stopped_by
         return result
     names, by_id = _judge_answers(jpath, ids)
-    records, summary = score_answers(ids, texts, given, labels, names, [by_id[rid] for rid in ids], opts)
+    answered = [by_id[rid] for rid in ids]
+    if multi:
+        allow = cfg.task.allow_empty
+        records, summary = score_set_answers(ids, texts, given, labels, names, answered, opts, allow)
+    else:
+        records, summary = score_answers(ids, texts, given, labels, names, answered, opts)
     summary["input"] = str(input_path)
     if gold is not None:
-        summary["gold"] = gold_metrics(records, gold)
+        summary["gold"] = set_gold_metrics(records, gold, labels) if multi else gold_metrics(records, gold)
     write_output(output_path, records)
     atomic_write(audit_summary_path(output_path), json.dumps(summary, indent=2, ensure_ascii=False))
     result.records, result.summary, result.complete = records, summary, True
@@ -375,6 +409,8 @@ def _auroc_text(a: float | None) -> str:
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """A few human lines for stderr."""
+    if summary.get("multi_label"):
+        return set_summary_lines(summary)
     out = []
     s = summary
     prec = f", estimated precision {s['est_precision']:.2f}" if s.get("est_precision") is not None else ""

@@ -22,9 +22,12 @@ class LSTarget:
     choice_of: dict[str, str] = field(default_factory=dict)  # task label -> project choice (default: itself)
 
     @classmethod
-    def from_config(cls, xml: str, labels: list[str], mapping: dict[str, str] | None = None) -> LSTarget:
-        """The target a project's labeling config names (InputError when llmlabel cannot fill it)."""
-        ctl = parse_config(xml, labels, mapping)
+    def from_config(
+        cls, xml: str, labels: list[str], mapping: dict[str, str] | None = None, multi_label: bool | None = None
+    ) -> LSTarget:
+        """The target a project's labeling config names (InputError when llmlabel cannot fill it, or when its
+        control takes one choice and the task sets, or the other way round)."""
+        ctl = parse_config(xml, labels, mapping, multi_label)
         to_label = map_choices(ctl.choices, labels, mapping, where="labeling config")
         return cls(ctl.from_name, ctl.to_name, ctl.text_key or "text", {lab: c for c, lab in to_label.items()})
 
@@ -39,24 +42,35 @@ def export_labelstudio(path: str | Path, records: list[dict[str, Any]], target: 
     for r in records:
         if not r["flagged"]:
             continue
-        suggested = t.choice_of.get(r["suggested_label"], r["suggested_label"])
         conf = round(1.0 - r["score"], 6)
+        if "suggested_labels" in r:  # a multi-label audit: the suggested set, for a choice="multiple" control
+            choice: str | list[str] = [t.choice_of.get(lab, lab) for lab in r["suggested_labels"]]
+            shown, given = ", ".join(choice) or "(none)", ", ".join(r["given_labels"]) or "(none)"
+            why = "audit flag: " + "; ".join(
+                f"{what} {', '.join(f'{lab} ({p:.2f})' for lab, p in r[key].items())}"
+                for what, key in (("missing", "missing"), ("extra", "extra"))
+                if r[key]
+            )
+        else:
+            choice = shown = t.choice_of.get(r["suggested_label"], r["suggested_label"])
+            given = r["given_label"]
+            why = f"audit flag: the judges doubt the given label (score {r['score']:.3f})"
         tasks.append(
             {
                 "data": {
                     t.text_key: r["text"],
                     ROW_ID_KEY: r["id"],
-                    "given_label": r["given_label"],
-                    "suggested_label": suggested,
+                    "given_label": given,
+                    "suggested_label": shown,
                     "confidence": f"{conf:.2f}",
-                    "why": f"audit flag: the judges doubt the given label (score {r['score']:.3f})",
+                    "why": why,
                     "score": r["score"],
                 },
                 "predictions": [
                     {
                         "model_version": "llmlabel-audit",
                         "score": conf,
-                        "result": [choice_result(suggested, t.from_name, t.to_name)],
+                        "result": [choice_result(choice, t.from_name, t.to_name)],
                     }
                 ],
             }
@@ -65,14 +79,19 @@ def export_labelstudio(path: str | Path, records: list[dict[str, Any]], target: 
     return len(tasks)
 
 
-def labelstudio_config(path: str | Path, labels: list[str], target: LSTarget | None = None) -> None:
-    """The labeling config that shows an export's tasks: text, given label and suggestion side by side."""
+def labelstudio_config(
+    path: str | Path, labels: list[str], target: LSTarget | None = None, multiple: bool = False
+) -> None:
+    """The labeling config that shows an export's tasks: text, given label and suggestion side by side
+    (`multiple`: a multi-label audit's, a choice="multiple" control)."""
     t = target or LSTarget()
-    atomic_write(path, review_config([t.choice_of.get(lab, lab) for lab in labels], t.text_key, t.from_name, t.to_name))
+    choices = [t.choice_of.get(lab, lab) for lab in labels]
+    atomic_write(path, review_config(choices, t.text_key, t.from_name, t.to_name, multiple))
 
 
 def export_csv(path: str | Path, records: list[dict[str, Any]]) -> int:
-    """Flagged rows as a review sheet: an empty `corrected_label` column for the reviewer to fill."""
+    """Flagged rows as a review sheet: an empty `corrected_label` column for the reviewer to fill (a multi-label
+    audit's: the sets joined by "|", and its missing and extra labels with P(wrong))."""
     import csv
     import io
 
@@ -81,15 +100,20 @@ def export_csv(path: str | Path, records: list[dict[str, Any]]) -> int:
     safe = spreadsheet_safe if escape_formulas() else (lambda v: v)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["id", "text", "given_label", "suggested_label", "score", "votes", "corrected_label"])
+    sets = bool(records) and "suggested_labels" in records[0]  # a multi-label audit: sets joined by "|"
+    pairs = ["missing", "extra"] if sets else []
+    w.writerow(["id", "text", "given_label", "suggested_label", *pairs, "score", "votes", "corrected_label"])
     n = 0
     for r in records:
         if not r["flagged"]:
             continue
-        votes = "; ".join(f"{j}={a.get('label')}" for j, a in (r.get("judges") or {}).items())
-        w.writerow(
-            [safe(v) for v in (r["id"], r["text"], r["given_label"], r["suggested_label"], r["score"], votes)] + [""]
+        votes = "; ".join(
+            f"{j}={a.get('label') if 'labels' not in a else '|'.join(map(str, a['labels'] or []))}"
+            for j, a in (r.get("judges") or {}).items()
         )
+        suspects = [" ".join(f"{lab}={p:.2f}" for lab, p in r[k].items()) for k in pairs]
+        row = (r["id"], r["text"], r["given_label"], r["suggested_label"], *suspects, r["score"], votes)
+        w.writerow([safe(v) for v in row] + [""])
         n += 1
     atomic_write(path, buf.getvalue())
     return n

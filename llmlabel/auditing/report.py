@@ -67,6 +67,31 @@ def _judges_table(s: dict[str, Any]) -> str:
     return f"<table><thead><tr><th>source</th><th>estimated accuracy (Dawid–Skene)</th></tr></thead><tbody>{rows}</tbody></table>"
 
 
+def _set_judges_table(s: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(n)}</td><td class=num>{_fmt(v['recall'])}</td><td class=num>{_fmt(v['false_add_rate'], 4)}</td></tr>"
+        for n, v in [*s["judges"].items(), ("given labels", s["given_labels"])]
+    )
+    return (
+        "<table><thead><tr><th>source</th><th>recall: names a label that applies (est.)</th>"
+        f"<th>false adds: names a label that does not (est.)</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _set_class_table(s: dict[str, Any]) -> str:
+    head = (
+        "<tr><th>label</th><th>rows given it</th><th>est. missing (applies, not given)</th>"
+        "<th>est. extra (given, does not apply)</th><th>flagged missing</th><th>flagged extra</th></tr>"
+    )
+    body = "".join(
+        f"<tr><td>{escape(k)}</td><td class=num>{v['rows']}</td><td class=num>{_fmt(v['est_missing'], 1)}</td>"
+        f"<td class=num>{_fmt(v['est_extra'], 1)}</td><td class=num>{v['flagged_missing']}</td>"
+        f"<td class=num>{v['flagged_extra']}</td></tr>"
+        for k, v in s["per_class"].items()
+    )
+    return f'<table class="sortable"><thead>{head}</thead><tbody>{body}</tbody></table>'
+
+
 def _class_table(s: dict[str, Any]) -> str:
     head = (
         "<tr><th>given label</th><th>rows</th><th>est. noise rate (rows with this label that are wrong)</th>"
@@ -103,22 +128,31 @@ def _votes(judges: dict[str, Any]) -> str:
     parts = []
     for name, a in (judges or {}).items():
         lab = a.get("label") if isinstance(a, dict) else None
+        if isinstance(a, dict) and isinstance(a.get("labels"), list):  # a multi-label judge's set
+            lab = ", ".join(map(str, a["labels"])) or "{}"
         verdict = a.get("given_label_correct") if isinstance(a, dict) else None
         v = "" if verdict is None else (" ✓" if verdict else " ✗")
         parts.append(f"{escape(str(name))}: {escape(str(lab)) if lab else '<i>none</i>'}{v}")
     return "<br>".join(parts)
 
 
+def _pairs(d: dict[str, float]) -> str:
+    return "<br>".join(f"{escape(lab)} ({p:.2f})" for lab, p in d.items())
+
+
 def _flagged_table(records: list[dict[str, Any]]) -> str:
+    sets = bool(records) and "missing" in records[0]  # a multi-label audit: its suspect labels too
+    extra_head = "<th>missing (P wrong)</th><th>extra (P wrong)</th>" if sets else ""
     head = (
-        "<tr><th>#</th><th>id</th><th>text</th><th>given</th><th>suggested</th><th>score</th>"
+        f"<tr><th>#</th><th>id</th><th>text</th><th>given</th><th>suggested</th>{extra_head}<th>score</th>"
         "<th>judge score</th><th>cleanlab score</th><th>votes</th></tr>"
     )
     body = []
     for k, r in enumerate((r for r in records if r["flagged"]), 1):
+        pairs = f"<td>{_pairs(r['missing'])}</td><td>{_pairs(r['extra'])}</td>" if sets else ""
         body.append(
             f"<tr><td class=num>{k}</td><td>{escape(str(r['id']))}</td><td class=text>{escape(str(r['text']))}</td>"
-            f"<td>{escape(r['given_label'])}</td><td>{escape(r['suggested_label'])}</td>"
+            f"<td>{escape(r['given_label'])}</td><td>{escape(r['suggested_label'])}</td>{pairs}"
             f'<td class=num data-v="{r["score"]}">{r["score"]:.4f}</td>'
             f'<td class=num data-v="{r["judge_score"]}">{r["judge_score"]:.4f}</td>'
             f'<td class=num data-v="{"" if r["cleanlab_score"] is None else r["cleanlab_score"]}">{_fmt(r["cleanlab_score"], 4)}</td>'
@@ -176,16 +210,27 @@ def _gold_section(gold: dict[str, Any] | None, flagged: int) -> str:
     if not gold:
         return ""
     rows = ""
+    sets = "wrong_pairs" in gold  # a multi-label audit: its (row, label) flags too
     for name in ("combined", "judges", "cleanlab"):
         g = gold.get(name)
         if g:
+            pairs = ""
+            if sets:
+                q = g["pairs"]
+                pairs = (
+                    f"<td class=num>{q['flagged']}</td><td class=num>{_fmt(q['precision'])}</td>"
+                    f"<td class=num>{_fmt(q['recall'])}</td>"
+                )
             rows += (
                 f"<tr><td>{name}</td><td class=num>{_fmt(g['auroc'])}</td><td class=num>{g['flagged']}</td>"
-                f"<td class=num>{_fmt(g['precision'])}</td><td class=num>{_fmt(g['recall'])}</td></tr>"
+                f"<td class=num>{_fmt(g['precision'])}</td><td class=num>{_fmt(g['recall'])}</td>{pairs}</tr>"
             )
+    pair_head = "<th>flagged pairs</th><th>pair precision</th><th>pair recall</th>" if sets else ""
+    pair_note = f", {gold['wrong_pairs']} wrong (row, label) pairs" if sets else ""
     return (
-        f"<h2>Against gold corrections ({gold['rows']} rows, {gold['label_errors']} label errors)</h2>"
-        "<table><thead><tr><th>signal</th><th>AUROC</th><th>flagged</th><th>precision</th><th>recall</th></tr></thead>"
+        f"<h2>Against gold corrections ({gold['rows']} rows, {gold['label_errors']} label errors{pair_note})</h2>"
+        "<table><thead><tr><th>signal</th><th>AUROC</th><th>flagged</th><th>precision</th><th>recall</th>"
+        f"{pair_head}</tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         f"<p>Flagged rows whose suggested label is the gold label: {gold['corrected_ok']}.</p>"
         f"<h3>Precision against number reviewed</h3>{_plot(gold, flagged)}"
@@ -211,13 +256,27 @@ def render_report(records: list[dict[str, Any]], summary: dict[str, Any], title:
         + f". Judges alone would flag {sig.get('judges_flagged', '–')} rows; cleanlab's find_label_issues finds "
         f"{_fmt(sig.get('cleanlab_issues'))}.</p>",
     ]
-    if s.get("judges"):
-        parts += ["<h2>Judges' reliability</h2>", _judges_table(s)]
+    if s.get("multi_label"):
+        parts += [
+            f"<p>Multi-label: {s['flagged_pairs']} (row, label) pairs flagged, {s['flagged_missing']} missing labels "
+            f"(they apply, the given set lacks them) and {s['flagged_extra']} extra (given, they do not apply); "
+            "the precision estimate is over pairs. A row's score is the probability that its whole given set is "
+            "right.</p>",
+            "<h2>Judges' reliability (pooled over labels)</h2>",
+            _set_judges_table(s),
+            "<h2>Estimated errors by label</h2>",
+            _set_class_table(s),
+        ]
+    else:
+        if s.get("judges"):
+            parts += ["<h2>Judges' reliability</h2>", _judges_table(s)]
+        parts += [
+            "<h2>Estimated noise by class</h2>",
+            _class_table(s),
+            "<h2>Given vs suggested label (all rows)</h2>",
+            _matrix(s),
+        ]
     parts += [
-        "<h2>Estimated noise by class</h2>",
-        _class_table(s),
-        "<h2>Given vs suggested label (all rows)</h2>",
-        _matrix(s),
         _gold_section(s.get("gold"), s["flagged"]),
         f"<h2>Flagged rows ({s['flagged']})</h2><p class=muted>Click a column header to sort.</p>",
         _flagged_table(records),

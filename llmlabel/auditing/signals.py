@@ -27,6 +27,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,26 +64,35 @@ def _classifier_probs(
             present,
             f"too few rows per class for {folds}-fold cross-validation (smallest class: {counts.min()})",
         )
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
+
+    pp = out_of_fold(
+        texts, given, LogisticRegression(C=10.0, max_iter=1000), StratifiedKFold(k, shuffle=True, random_state=seed),
+        features,
+    )  # fmt: skip
+    full = np.zeros((len(given), K))
+    full[:, present] = pp
+    return full, present, None
+
+
+def out_of_fold(texts: Sequence[str], y: np.ndarray, estimator: Any, cv: Any, features: str) -> np.ndarray:
+    """Out-of-fold predict_proba of `estimator` on the distillation features of `texts`, trained on `y` (class
+    codes, or an (n, K) indicator matrix for a one-vs-rest estimator): the probabilities cleanlab scores."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import cross_val_predict
     from sklearn.pipeline import make_pipeline
+    from threadpoolctl import threadpool_limits
 
     from llmlabel.distill.features import make_featurizer
 
     # The featurizer sits inside the pipeline so each fold fits its own vocabulary: no leak from held-out rows.
-    pipe = make_pipeline(make_featurizer(features), LogisticRegression(C=10.0, max_iter=1000))
-    from threadpoolctl import threadpool_limits
-
+    pipe = make_pipeline(make_featurizer(features), estimator)
     # One BLAS thread: lbfgs on sparse TF-IDF is several times slower with oversubscribed BLAS threads.
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        pp = cross_val_predict(
-            pipe, list(texts), given, method="predict_proba", cv=StratifiedKFold(k, shuffle=True, random_state=seed)
-        )
-    full = np.zeros((len(given), K))
-    full[:, present] = pp
-    return full, present, None
+        warnings.simplefilter("ignore", UserWarning)  # one-vs-rest: a label absent from a training fold
+        return np.asarray(cross_val_predict(pipe, list(texts), y, method="predict_proba", cv=cv), dtype=float)
 
 
 def temper(probs: np.ndarray, given: np.ndarray) -> np.ndarray:

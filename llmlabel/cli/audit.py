@@ -56,7 +56,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
                     table=False,
                     sidecars=False,
                 )
-    target = _ls_target(a, cfg.task.label_names)  # checked before the judges are paid
+    target = _ls_target(a, cfg.task.label_names, cfg.task.multi_label)  # checked before the judges are paid
     opts = AuditOptions(
         label_column=a.label_column,
         verify=a.verify,
@@ -103,7 +103,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
         done.append(f"{n} Label Studio tasks in {a.export_labelstudio}")
         if not a.ls_config:
             xml = str(Path(a.export_labelstudio).with_suffix(".labeling.xml"))
-            labelstudio_config(xml, cfg.task.label_names, target)
+            labelstudio_config(xml, cfg.task.label_names, target, cfg.task.multi_label)
             done.append(f"their labeling config in {xml}")
     if a.export_csv:
         n = export_csv(a.export_csv, res.records)
@@ -112,7 +112,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
     return 0
 
 
-def _ls_target(a: argparse.Namespace, labels: list[str]) -> Any:
+def _ls_target(a: argparse.Namespace, labels: list[str], multi_label: bool = False) -> Any:
     """The Label Studio project the export is for: a labeling config file, or the --ls-* names."""
     from pathlib import Path
 
@@ -128,7 +128,7 @@ def _ls_target(a: argparse.Namespace, labels: list[str]) -> Any:
             xml = Path(a.ls_config).read_text(encoding="utf-8")
         except OSError as e:
             raise LLMLabelError(f"cannot read --ls-config {a.ls_config}: {e.strerror}") from None
-        return LSTarget.from_config(xml, labels)
+        return LSTarget.from_config(xml, labels, multi_label=multi_label or None)
     return LSTarget(**{k: v for k, v in names.items() if v is not None})
 
 

@@ -92,7 +92,7 @@ def combine_sets(
     return record(probs, policy.decide(probs))
 
 
-def _votes(records: Iterable[dict[str, Any]], judge_names: list[str], labels: list[str]) -> Any:
+def set_votes(records: Iterable[dict[str, Any]], judge_names: list[str], labels: list[str]) -> Any:
     """(n, J, K) int8: 1 the judge named the label, 0 it did not, -1 no valid answer from that judge."""
     import numpy as np
 
@@ -155,7 +155,7 @@ def refit_sets(
     if not recs:
         return None, {}
     summary: dict[str, Any] = {"method": method, "multi_label": True}
-    votes = _votes(recs, judge_names, labels)
+    votes = set_votes(recs, judge_names, labels)
     n, J, K = votes.shape
     gold_rows = {pos: split(gold[r["id"]]) for pos, r in enumerate(recs) if gold and r["id"] in gold}
     summary["gold_rows"] = len(gold_rows)

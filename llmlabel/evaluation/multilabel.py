@@ -27,6 +27,15 @@ def _field(v: Any) -> Any:
     return v
 
 
+def label_set(value: Any) -> list[str]:
+    """A label set as every multi-label reader takes it: a list (JSONL, Parquet, a DataFrame cell), a JSON list
+    in a text cell (a CSV output's `labels`), or labels joined by "|" (a `label` column, a gold file)."""
+    v = _field(value)
+    if isinstance(v, tuple) or (not isinstance(v, (str, list)) and hasattr(v, "tolist")):
+        v = list(v.tolist() if hasattr(v, "tolist") else v)  # a numpy array from pandas or Parquet
+    return split(v)
+
+
 def is_multilabel(rec: dict[str, Any]) -> bool:
     """Whether an output row is a multi-label job's (its `labels` field is a list)."""
     return isinstance(_field(rec.get("labels")), list)
@@ -52,8 +61,8 @@ def evaluate_sets(rows: list[dict[str, Any]], gold: dict[str, str], labels: list
         if rid not in gold:
             continue
         ids.append(rid)
-        truth_sets.append(set(split(gold[rid])))
-        pred_sets.append(set(split(_field(rec.get("labels")))))
+        truth_sets.append(set(label_set(gold[rid])))
+        pred_sets.append(set(label_set(rec.get("labels"))))
         p = _field(rec.get("probs"))
         probs.append(p if isinstance(p, dict) else {})
         js = _field(rec.get("judges"))

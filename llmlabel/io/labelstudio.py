@@ -153,11 +153,15 @@ def parse_config(
 
 
 def review_config(
-    labels: Sequence[str], text_key: str = "text", from_name: str = "label", to_name: str = "text"
+    labels: Sequence[str],
+    text_key: str = "text",
+    from_name: str = "label",
+    to_name: str = "text",
+    multiple: bool = False,
 ) -> str:
     """The review project's labeling config: the text, then the given label (an audit's), the model's
     suggestion with its confidence and why the row was picked, side by side; one choice per label (the
-    model's pre-selected by its prediction)."""
+    model's pre-selected by its prediction; `multiple`: a multi-label task's set, choice="multiple")."""
     choices = "\n".join(f"    <Choice value={quoteattr(lab)}/>" for lab in labels)
     return f"""<View>
   <Text name={quoteattr(to_name)} value={quoteattr("$" + text_key)}/>
@@ -166,7 +170,7 @@ def review_config(
     <Header size="6" value="Model suggests: $suggested_label ($confidence)"/>
   </View>
   <Header size="6" value="Why this row: $why"/>
-  <Choices name={quoteattr(from_name)} toName={quoteattr(to_name)} choice="single" showInline="true">
+  <Choices name={quoteattr(from_name)} toName={quoteattr(to_name)} choice="{"multiple" if multiple else "single"}" showInline="true">
 {choices}
   </Choices>
 </View>"""
