@@ -451,6 +451,17 @@ HEADLINES: list[Area] = [
                 ),
             ),
             Headline(
+                "Multi-label audit, GoEmotions 800 rows, 30% of rows with a label dropped, added or swapped, judges "
+                "0.85 / 0.75 / 0.6: pair precision / recall of the flags, judges vs cleanlab vs combined",
+                "audit_multilabel",
+                lambda r: " vs ".join(
+                    "{} / {}".format(
+                        r.cell(s, "pair precision", "three judges"), r.cell(s, "pair recall", "three judges")
+                    )
+                    for s in ("judges", "cleanlab", "combined")
+                ),
+            ),
+            Headline(
                 "Web of Science (7 -> 132, 1,000 rows): level-2 precision and coverage, no back-off vs threshold 0.5",
                 "taxonomy_clinc_wos",
                 lambda r: "{} ({}) vs {} ({})".format(*_taxonomy(r)),

@@ -12,7 +12,7 @@ LEDGER_LOG = ".ledger.jsonl"  # what the runs not yet in it spent, appended as t
 EVAL = ".eval.json"  # `llmlabel eval`'s report
 AUDIT_JUDGES = ".judges.jsonl"  # `llmlabel audit`: the judges' answers (a labeling run's output)
 AUDIT_SUMMARY = ".summary.json"  # `llmlabel audit`: flag counts, estimated precision, per-class noise
-SHARD = ".shard.json"  # a finished `--shard I/N` output: what `llmlabel merge` needs (pipeline.shards)
+SHARD = ".shard.json"  # a finished `--shard I/N` output: what `llmlabel merge` needs (pipeline.shard_manifest)
 BATCH = ".batch.json"  # `llmlabel label --batch`: the job's batches (pipeline.batch_journal)
 REVIEW = ".review.json"  # `llmlabel review`: its seed, validation sample, rows asked and answers (review.loop)
 

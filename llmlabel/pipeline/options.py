@@ -71,7 +71,7 @@ class RunOptions:
     judges: list[Judge] | None = None
     restart: bool = False  # discard an unfinished run's rows (never the cache) instead of continuing it
     retry_errors: bool = False  # ask again the rows whose judges failed in the last finished run
-    shard: Shard | None = None  # label only this shard's rows (io.shards); `llmlabel merge` joins the shards
+    shard: Shard | None = None  # label only this shard's rows (io.shard_spec); `llmlabel merge` joins the shards
 
     def __post_init__(self) -> None:
         # `not >= 0` holds for NaN too: a budget that no spend compares above would never stop the run
