@@ -190,7 +190,8 @@ class Labeler:
                 return
             from llmlabel.io.gold import read_gold
             from llmlabel.llm.cache import open_cache
-            from llmlabel.pipeline.run import judges_for, loop_factory
+            from llmlabel.pipeline.lifecycle import judges_for
+            from llmlabel.pipeline.run import loop_factory
 
             cfg = self.config
             self._gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
@@ -216,8 +217,7 @@ class Labeler:
         if self._serial is None:
             self._serial = asyncio.Lock()
         async with self._serial:
-            job.opts = opts
-            job.new_ledger()
+            job.use(opts)
             self._last = job
             return await coro
 
@@ -421,8 +421,8 @@ class Labeler:
         written atomically, OUTPUT.ledger.json beside it. on_progress(Progress) is called every few seconds;
         setting `cancel` stops the run cleanly (the part file is kept). `restart` and `retry_errors` are the
         CLI's --restart and --retry-errors (see RunOptions)."""
-        from llmlabel.io.lock import output_lock
-        from llmlabel.pipeline.run import check_run, run_file
+        from llmlabel.pipeline.lifecycle import Run, check_run
+        from llmlabel.pipeline.run import run_file
 
         opts = dataclasses.replace(
             self._opts,
@@ -433,12 +433,11 @@ class Labeler:
             restart=restart,
             retry_errors=retry_errors,
         )
-        input_path, output_path, total, gold = check_run(self.config, input_path, output_path, opts)
-        with output_lock(output_path):
-            self._start()
-            job = self._job(self.config.kind)
-            coro = run_file(job, input_path, output_path, total, gold)
-            return self._wait(self._submit(job, opts, coro), opts.cancel)
+        checked = check_run(self.config, input_path, output_path, opts)
+        self._start()
+        job = self._job(self.config.kind)  # this Labeler's: its judges and cache serve its later calls too
+        with Run(self.config, checked, opts, job=job) as run:
+            return self._wait(self._submit(job, opts, run_file(run)), opts.cancel)
 
 
 def _renamed(row: Mapping[str, Any], cfg: Config, text_column: str | None, id_column: str | None) -> dict[str, Any]:

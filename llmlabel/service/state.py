@@ -14,6 +14,7 @@ from fastapi import HTTPException
 
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
+from llmlabel.llm.cache import open_cache
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.redaction import one_line, redact_obj
@@ -40,8 +41,6 @@ class ServerState:
     judges: list[Judge] = field(default_factory=list)
     model_version: str = ""
     jobs: dict[str, Job] = field(default_factory=dict)  # by prompt kind, created in the server's loop
-    calibrated: set[str] = field(default_factory=set)
-    calibrate_lock: asyncio.Lock | None = None
     store: JobStore | None = None
     lock: StateLock | None = None
     worker: JobWorker | None = None
@@ -68,13 +67,9 @@ class ServerState:
         job = self.jobs.get(key)
         if job is None:
             opts = RunOptions(progress=False, kind=kind, given_label_column="label", transport=self.transport)
-            job = self.jobs[key] = Job(item_config(self.cfg, labels), self.judges, opts)
-        if key not in self.calibrated and any(j.logprobs for j in self.judges):
-            assert self.calibrate_lock is not None
-            async with self.calibrate_lock:
-                if key not in self.calibrated:
-                    await job.calibrate()  # content-free prompts, cached after the first server start
-                    self.calibrated.add(key)
+            # Its cache is closed with the server (the lifespan, app.py), after its last request.
+            job = self.jobs[key] = Job(item_config(self.cfg, labels), self.judges, opts, open_cache(self.cfg.cache_dir))
+        await job.ensure_calibrated()  # as a file run's (content-free prompts, cached after the first start)
         return job
 
 
