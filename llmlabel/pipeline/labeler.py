@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # optional extras and heavy modules: for the type checker onl
     import pandas
 
     from llmlabel.llm.ledger import Ledger
+    from llmlabel.pipeline.lifecycle import Jobs
 
 T = TypeVar("T")
 Row = str | Mapping[str, Any]
@@ -120,8 +121,7 @@ class Labeler:
         self._stack = contextlib.ExitStack()
         self._state = threading.Lock()  # guards the lazy start below and close()
         self._judges: list[Judge] | None = None
-        self._cache: Any = None
-        self._jobs: dict[str, Job] = {}
+        self._jobs: Jobs | None = None  # one Job per prompt kind, over one cache (pipeline.lifecycle.Jobs)
         self._gold: dict[str, str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -154,20 +154,16 @@ class Labeler:
                 return
             self._closed = True
             loop, thread = self._loop, self._thread
+            jobs = self._jobs
             if loop is not None and thread is not None:
-                jobs = list(self._jobs.values())
-
-                async def shut() -> None:
-                    for job in jobs:
-                        await job.aclose()
-
-                with contextlib.suppress(Exception):
-                    asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=30)
+                if jobs is not None:
+                    with contextlib.suppress(Exception):
+                        asyncio.run_coroutine_threadsafe(jobs.aclose(), loop).result(timeout=30)
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=30)
                 loop.close()
-            if self._cache is not None:
-                self._cache.close()
+            if jobs is not None:
+                jobs.close()
             self._stack.close()
 
     def __del__(self) -> None:
@@ -189,14 +185,13 @@ class Labeler:
             if self._loop is not None:
                 return
             from llmlabel.io.gold import read_gold
-            from llmlabel.llm.cache import open_cache
-            from llmlabel.pipeline.lifecycle import judges_for
+            from llmlabel.pipeline.lifecycle import Jobs, judges_for
             from llmlabel.pipeline.run import loop_factory
 
             cfg = self.config
             self._gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
             self._judges = self._stack.enter_context(judges_for(cfg, self._given_judges))
-            self._cache = open_cache(cfg.cache_dir)
+            self._jobs = Jobs(cfg.cache_dir)
             factory = loop_factory()
             loop = factory() if factory else asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="llmlabel-labeler", daemon=True)
@@ -204,13 +199,8 @@ class Labeler:
             self._loop, self._thread = loop, thread
 
     def _job(self, kind: str) -> Job:
-        job = self._jobs.get(kind)
-        if job is None:
-            assert self._judges is not None
-            job = self._jobs[kind] = Job(
-                self.config, self._judges, dataclasses.replace(self._opts, kind=kind), self._cache
-            )
-        return job
+        assert self._jobs is not None and self._judges is not None
+        return self._jobs.get(kind, self.config, self._judges, dataclasses.replace(self._opts, kind=kind))
 
     async def _one_at_a_time(self, job: Job, opts: RunOptions, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` as the only call on this Labeler, with `opts` and a fresh ledger for `job`."""

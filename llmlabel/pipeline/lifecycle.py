@@ -33,7 +33,7 @@ from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines
 from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.io.values import arrow_schema
-from llmlabel.llm.cache import open_cache
+from llmlabel.llm.cache import CacheBackend, open_cache
 from llmlabel.pipeline.fingerprint import check_resumable
 from llmlabel.pipeline.job import Job, output_names, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
@@ -171,9 +171,20 @@ class Output:
         gold: dict[str, str] | None,
         policy: SetPolicy | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """The aggregation over every row of `part`, written atomically to the output. Returns the row count and
-        the aggregation's quality summary."""
-        return write_final(part, self.path, names, labels, method, kind, gold, policy)
+        """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
+        atomically to the output. Returns the row count and the aggregation's quality summary."""
+        # Without gold the fit reads only each row's judges (part.judges_only parses each distinct answer set once).
+        rows = part.judges_only if not gold and kind != "multilabel" else part.ordered
+        update, quality = refit(rows, names, labels, method, kind, gold, policy)
+        try:
+            if update is None and self.path.suffix.lower() in (".jsonl", ".ndjson"):
+                return write_jsonl_lines(self.path, part.ordered_raw()), quality
+            return write_output(self.path, part.ordered(update), (part.meta() or {}).get("schema")), quality
+        except OSError as e:
+            raise OutputError(
+                f"cannot write {self.path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
+                "space (or fix the path) and rerun the same command to write it"
+            ) from None
 
 
 class Run(Output):
@@ -321,30 +332,42 @@ class Run(Output):
         return result
 
 
-def write_final(
-    part: PartFile,
-    output_path: Path,
-    names: list[str],
-    labels: list[str],
-    method: str,
-    kind: str,
-    gold: dict[str, str] | None,
-    policy: SetPolicy | None = None,
-) -> tuple[int, dict[str, Any]]:
-    """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
-    atomically to the output. Returns the row count and the aggregation's quality summary."""
-    # Without gold the fit reads only each row's judges (part.judges_only parses each distinct answer set once).
-    rows = part.judges_only if not gold and kind != "multilabel" else part.ordered
-    update, quality = refit(rows, names, labels, method, kind, gold, policy)
-    try:
-        if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
-            return write_jsonl_lines(output_path, part.ordered_raw()), quality
-        return write_output(output_path, part.ordered(update), (part.meta() or {}).get("schema")), quality
-    except OSError as e:
-        raise OutputError(
-            f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
-            "space (or fix the path) and rerun the same command to write it"
-        ) from None
+class Jobs:
+    """Long-lived jobs that write no file (a Labeler's in-memory calls, the server's `/v1/label` items): one `Job`
+    per key (a prompt kind, a label subset), all over one response cache, opened with the first job and closed
+    by `close` (after `aclose`, on their event loop, closed their connections)."""
+
+    def __init__(self, cache_dir: str) -> None:
+        self._cache_dir = cache_dir
+        self._cache: CacheBackend | None = None
+        self._jobs: dict[str, Job] = {}
+
+    def get(self, key: str, cfg: Config, judges: list[Judge], opts: RunOptions) -> Job:
+        """The job of `key`, made on first use (later calls get it as it is: its calibration, its probe)."""
+        job = self._jobs.get(key)
+        if job is None:
+            if self._cache is None:
+                self._cache = open_cache(self._cache_dir)
+            job = self._jobs[key] = Job(cfg, judges, opts, self._cache)
+        return job
+
+    def __getitem__(self, key: str) -> Job:
+        return self._jobs[key]
+
+    def values(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    async def aclose(self) -> None:
+        """Close the jobs' connections to their judges (on the loop they ran on)."""
+        for job in self._jobs.values():
+            await job.aclose()
+
+    def close(self) -> None:
+        """Close the cache; the jobs are gone (a later `get` makes new ones over a new cache)."""
+        self._jobs.clear()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
 
 def _append_quality(path: Path, quality: dict[str, Any]) -> None:
@@ -355,4 +378,4 @@ def _append_quality(path: Path, quality: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2))
 
 
-__all__ = ["Checked", "Output", "Run", "check_run", "check_writes", "judges_for", "write_final"]
+__all__ = ["Checked", "Jobs", "Output", "Run", "check_run", "check_writes", "judges_for"]

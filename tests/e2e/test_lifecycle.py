@@ -126,6 +126,7 @@ def test_the_cache_is_closed_when_making_the_job_fails(files, fake, capsys, open
     assert fake.requests == 0
 
 
+@pytest.mark.usefixtures("quiet_fake_server")  # (a 401 cuts connections: the server's threads would print)
 def test_a_stopped_run_carries_its_rows_and_ledger_and_only_the_cli_words_a_rerun(tmp_path, capsys):
     """The library's error says what went wrong; where the rows are is a field (errors.KeptRows), and the CLI adds
     its own advice from it (the service adds its resume route)."""
