@@ -24,7 +24,7 @@ from typing import Any
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
 from llmlabel.ensemble.multilabel import SetPolicy
-from llmlabel.errors import ConfigError, KeptRows, LLMLabelError, OutputError
+from llmlabel.errors import ConfigError, KeptRows, LLMLabelError, MissingColumn, OutputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import Gold, read_gold
 from llmlabel.io.guard import Read, check_output, config_reads, inputs
@@ -101,8 +101,6 @@ def require_column(source: str | Path, row: dict[str, Any], column: str) -> None
     `audit`, the service's audit uploads). Raises errors.MissingColumn (each front end says how to name
     another column)."""
     if column not in row:
-        from llmlabel.errors import MissingColumn
-
         raise MissingColumn(str(source), column, [str(c) for c in list(row)[:20]])
 
 
