@@ -376,7 +376,7 @@ def report(task: str, rows: list[dict], got: dict[str, dict], res: list[dict], w
 
 async def main_async(a: argparse.Namespace) -> None:
     from llmlabel.local import servers
-    from llmlabel.pipeline.run import _local_judges
+    from llmlabel.pipeline.lifecycle import local_judges
 
     cache = ResponseCache(a.cache_dir)
     global TIMINGS
@@ -386,7 +386,7 @@ async def main_async(a: argparse.Namespace) -> None:
     if a.base_url:  # a server already running (llmlabel local start): no health check that a busy server fails
         offline[0]["base_url"] = a.base_url
     with contextlib.nullcontext(offline) if CACHED_ONLY or a.base_url else servers.local_judges() as dicts:
-        base = _local_judges(dicts)[0]
+        base = local_judges(dicts)[0]
         for spec in a.tasks.split(","):  # task or task:rows
             task, _, n = spec.partition(":")
             rows = sample(task, int(n or a.rows))

@@ -52,12 +52,13 @@ def recall(task: dict, rows: list[dict], pool: list[tuple[str, str]] | None, pin
 def prompt_tokens(cfg_path: Path, rows: list[dict]) -> float:
     """Mean prompt tokens of a row's first request (llmlabel's counter, on the messages a run renders)."""
     from llmlabel.config import load_config
+    from llmlabel.llm.cache import open_cache
     from llmlabel.llm.tokens import count_message_tokens
     from llmlabel.pipeline.job import Job
     from llmlabel.pipeline.options import RunOptions
 
     cfg = load_config(cfg_path)
-    job = Job(cfg, cfg.judges[:1], RunOptions())
+    job = Job(cfg, cfg.judges[:1], RunOptions(), open_cache(cfg.cache_dir))
     j = cfg.judges[0]
     sizes = [count_message_tokens(job.messages(j, r["text"], None, job.first_kind(r["text"]))) for r in rows]
     return sum(sizes) / len(sizes)

@@ -24,7 +24,7 @@ from llmlabel.config import Config
 from llmlabel.errors import InputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
-from llmlabel.io.guard import Read, check_output, config_reads, inputs
+from llmlabel.io.guard import Read, config_reads, inputs
 from llmlabel.io.paths import audit_judges_path, audit_summary_path
 from llmlabel.io.rows import iter_rows, row_id
 
@@ -104,9 +104,10 @@ def _given_rows(input_path: str | Path, cfg: Config, label_column: str) -> tuple
     texts: list[str] = []
     values: list[Any] = []
     for i, row in enumerate(iter_rows(input_path)):
-        if i == 0 and label_column not in row:
-            cols = ", ".join(map(str, list(row)[:20]))
-            raise InputError(f"{input_path}: no label column '{label_column}' (columns: {cols}); pass --label-column")
+        if i == 0:
+            from llmlabel.pipeline.lifecycle import require_column
+
+            require_column(input_path, row, label_column)
         values.append(row.get(label_column))
         ids.append(row_id(row, task.id_column, i))
         texts.append(prompts.row_text(row) or "")
@@ -346,17 +347,22 @@ def audit_reads(cfg: Config, input_path: str | Path, gold: str | None) -> list[R
     return inputs(input_path) + inputs(gold, what="the --gold file") + config_reads(cfg)
 
 
+def _audit_reads(input_path: str | Path, gold: str | None) -> list[Read]:
+    return inputs(input_path) + inputs(gold, what="the --gold file")
+
+
 def run_audit(
     cfg: Config, input_path: str | Path, output_path: str | Path, opts: AuditOptions | None = None
 ) -> AuditResult:
     """Ask the judges (resumable, cached: run_job into OUTPUT.judges.jsonl), score, write OUTPUT and its summary."""
     from llmlabel.io.output import write_output
+    from llmlabel.pipeline.lifecycle import check_writes
     from llmlabel.pipeline.options import RunOptions
     from llmlabel.pipeline.run import run_job
 
     opts = opts or AuditOptions()
     input_path, output_path = Path(input_path), Path(output_path)
-    check_output(output_path, audit_reads(cfg, input_path, opts.gold))
+    check_writes(cfg, output_path, _audit_reads(input_path, opts.gold))  # (the judges' run checks its own file)
     if not 0.0 < opts.min_precision <= 1.0:
         raise InputError(f"--min-precision {opts.min_precision} must be in (0, 1]")
     check_audit_task(cfg, opts.verify)

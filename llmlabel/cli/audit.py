@@ -71,7 +71,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
     try:
         res = run_audit(cfg, a.input, a.output, opts)
     except LLMLabelError as e:
-        ledger = getattr(e, "ledger", None)  # run_job attaches what the stopped run cost
+        ledger = e.ledger  # what the stopped run cost (set by its finish)
         if ledger is not None and ledger.rows_done:
             print(ledger.table(), file=sys.stderr)
         raise

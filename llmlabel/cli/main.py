@@ -62,9 +62,8 @@ def cmd_label(a: argparse.Namespace) -> int:
         else:
             res = run_job(cfg, a.input, a.output, opts)
     except LLMLabelError as e:
-        ledger = getattr(e, "ledger", None)  # run_job attaches what the stopped run cost
-        if ledger is not None and ledger.rows_done:
-            _print_ledger(ledger)
+        if e.ledger is not None and e.ledger.rows_done:  # what the stopped run cost
+            _print_ledger(e.ledger)
         raise
     _print_ledger(res.ledger)
     for w in res.warnings:
@@ -231,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a.func(a)
     except LLMLabelError as e:
+        from llmlabel.cli.messages import error_line
         from llmlabel.redaction import redact
 
-        print(f"llmlabel: error: {redact(str(e))}", file=sys.stderr)
+        print(f"llmlabel: error: {redact(error_line(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("llmlabel: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ paid for are in the cache (the ledger cannot count what a killed actor had not r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import itertools
@@ -30,21 +31,19 @@ from llmlabel import errors
 from llmlabel.config import Config, Judge
 from llmlabel.errors import ConfigError, InputError
 from llmlabel.io.gold import read_gold
-from llmlabel.io.guard import check_output, config_reads, inputs
-from llmlabel.io.lock import output_lock
+from llmlabel.io.guard import inputs
 from llmlabel.io.output import PartFile, line, renumbered
-from llmlabel.io.paths import ledger_path
 from llmlabel.io.rows import FORMATS, input_format, iter_rows, scan
 from llmlabel.llm.cache import REMOTE
 from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.inflight import first_held, in_flight
 from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.lifecycle import Checked, Run, check_writes
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
-from llmlabel.pipeline.run import finalize, judges_for, open_part, typed
 from llmlabel.redaction import one_line
 
-from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note
+from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note, unpack_error
 
 BATCH = 128  # rows an actor labels at a time (each batch runs concurrently inside the actor)
 ACTOR_CPUS = 0.25  # actors wait on the network: a fraction of a CPU each leaves the CPUs to Ray Data's reads
@@ -198,9 +197,27 @@ def run_job_ray(
         raise ConfigError(f"--actors {actors}: give at least 1")
     if opts.max_requests is not None:
         actors = max(1, min(actors, opts.max_requests))  # each actor's share of the budget is a whole request
-    output_path = Path(output_path)
     src, fmt = sources(str(input_spec))
-    check_output(output_path, inputs(*(src if isinstance(src, list) else [])) + config_reads(cfg))
+    checked = _check(cfg, src, input_spec, output_path, opts)
+    with Run(cfg, checked, opts) as run, connected() as ray:
+        job = run.job
+        _check_in_flight(job, src, checked.output)
+        fp = fingerprint(job, src)
+        if isinstance(src, list) and len(src) == 1:
+            fp = run.typed(fp, src[0])  # a Parquet input's column types, for a Parquet output
+        part = run.open_part(fp, str(input_spec))  # (the actors' reports logged in its ledger as they arrive)
+        try:
+            # Content-free calibration once, here: the actors then find its answers in the cache.
+            asyncio.run(_calibrate(run))
+            stopped = _run(ray, job, (src, fmt), part, checked.total, actors)
+        finally:
+            part.close()
+        return run.finish(part, stopped)
+
+
+def _check(cfg: Config, src: list[Path] | str, spec: str | Path, output: str | Path, opts: RunOptions) -> Checked:
+    """A local run's checks (pipeline.lifecycle) over every input file; an object store's are not read here."""
+    output = check_writes(cfg, output, inputs(*(src if isinstance(src, list) else [])))
     total = 0
     if isinstance(src, list):  # local files are checked whole before any paid call, as a local run does
         task = cfg.task
@@ -208,23 +225,7 @@ def run_job_ray(
         total = sum(scan(f, task.text_column, task.id_column, opts.limit, id_required) for f in src)
         total = min(total, opts.limit) if opts.limit is not None else total
     gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
-    with output_lock(output_path), judges_for(cfg, opts.judges) as judges, connected() as ray:
-        job = Job(cfg, judges, opts)
-        try:
-            _check_in_flight(job, src, output_path)
-            fp = fingerprint(job, src)
-            if isinstance(src, list) and len(src) == 1:
-                fp = typed(fp, job, src[0])  # a Parquet input's column types, for a Parquet output
-            part = open_part(job, output_path, fp, str(input_spec))
-            job.ledger.record(ledger_path(output_path))  # the actors' reports, logged as they arrive
-            try:
-                stopped = _run(ray, job, (src, fmt), part, total, actors)
-            finally:
-                part.close()
-            return finalize(job, part, output_path, stopped, gold)
-        finally:
-            job.ledger.close_log()
-            job.cache.close()
+    return Checked(Path(spec) if isinstance(src, list) else Path(str(spec)), output, total, gold)
 
 
 def _check_in_flight(job: Job, src: list[Path] | str, output_path: Path) -> None:
@@ -250,10 +251,6 @@ def _run(
     ray: Any, job: Job, source: tuple[list[Path] | str, str], part: PartFile, total: int, actors: int
 ) -> str | None:
     """Stream the rows through the actors into the part file. Returns why it stopped early, or None."""
-    import asyncio
-
-    # Content-free calibration once, here: the actors then find its answers in the cache.
-    asyncio.run(_calibrate(job))
     progress = Reporter(job.opts, job.ledger, total, len(part.done))
     stop = _Stop(job.opts.cancel)
     try:
@@ -262,7 +259,7 @@ def _run(
     except errors.LLMLabelError:
         raise
     except Exception as e:  # noqa: BLE001 - Ray's errors (a read that fails, a cluster lost) end in one line
-        job.fatal = InputError(f"the Ray job failed: {_cause(e)}; fix the input or the cluster")
+        job.fail(InputError(f"the Ray job failed: {_cause(e)}; fix the input or the cluster"))
     finally:
         progress.close(finished=job.fatal is None and not stop.why)
     return stop.why
@@ -308,11 +305,11 @@ def _cause(e: BaseException) -> str:
     return one_line(f"{type(e).__name__}: {text[-1] if text else ''}", 300)
 
 
-async def _calibrate(job: Job) -> None:
+async def _calibrate(run: Run) -> None:
     try:
-        await job.ensure_calibrated()
+        await run.calibrate()
     finally:
-        await job.aclose()
+        await run.job.aclose()
 
 
 class _Stop:
@@ -375,18 +372,16 @@ def _stream(job: Job, labeled: Any, part: PartFile, progress: Reporter, stop: _S
 
 
 def _noted(job: Job, note: dict[str, Any]) -> None:
-    job.truncated += add_note(job.ledger, note)
-    fatal = note.get("fatal")
-    if fatal and job.fatal is None:
-        kind = getattr(errors, fatal[0], None) if fatal[0] else None
-        cls = kind if isinstance(kind, type) and issubclass(kind, errors.LLMLabelError) else errors.LLMLabelError
-        msg = fatal[1]
-        if cls is errors.BudgetExhausted:  # an actor's share: say what the user set
+    job.count_truncated(add_note(job.ledger, note))
+    packed = note.get("fatal")
+    if packed and job.fatal is None:
+        fatal = unpack_error(packed)  # the actor's error, its type and fields as raised there
+        if isinstance(fatal, errors.BudgetExhausted):  # an actor's share: say what the user set
             o = job.opts
             msg = (
                 f"--max-cost ${o.max_cost:g} reached"
                 if o.max_cost is not None
                 else f"--max-requests {o.max_requests} reached"
             )
-            msg += " (split evenly among the Ray actors: one actor spent its share)"
-        job.fatal = cls(msg)
+            fatal = errors.BudgetExhausted(msg + " (split evenly among the Ray actors: one actor spent its share)")
+        job.fail(fatal)

@@ -7,13 +7,16 @@ itself: the driver wraps these classes with `ray.remote` / `map_batches`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import pickle
 import time
 from typing import Any
 
 from llmlabel.config import Config, Judge
 from llmlabel.errors import LLMLabelError
 from llmlabel.io.output import line, position
+from llmlabel.llm.cache import open_cache
 from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.llm.limits import Limits
 from llmlabel.pipeline.drive import drive
@@ -106,7 +109,8 @@ class LabelWorker:
         gate: Any,
         ledger_log: tuple[str, str, str] | None = None,
     ) -> None:
-        self.job = Job(cfg, judges, opts)
+        # The actor's own cache connection, for the actor's life (Ray ends the actor with the job).
+        self.job = Job(cfg, judges, opts, open_cache(cfg.cache_dir))
         if ledger_log is not None:  # what this actor pays goes into the driver's run log as it happens
             self.job.ledger.attach(ledger_log)
         for c in self.job.clients.values():
@@ -144,10 +148,9 @@ class LabelWorker:
         job = self.job
         if job.fatal is None and todo:
             try:
-                await job.ensure_calibrated()
-                await drive(job, todo, sink, len(todo))
+                await drive(job, todo, sink, len(todo))  # (which calibrates the job once: the cache has it)
             except Exception as e:  # noqa: BLE001 - the job's end, told to the driver (Ray would retry it)
-                job.fatal = e
+                job.fail(e)
         for k in range(len(rows)):
             if not sink.lines[k] and states[k] != SKIPPED:
                 states[k] = NOT_RUN
@@ -165,10 +168,28 @@ class LabelWorker:
         note: dict[str, Any] = {"judges": delta, "rows": [a - b for a, b in zip(rows, self._rows)]}
         note["logged"] = job.ledger.attached_ok  # the driver logs these counts only if the actor could not
         self._rows = rows
-        fatal = job.fatal
-        if fatal is not None:
-            note["fatal"] = [type(fatal).__name__ if isinstance(fatal, LLMLabelError) else "", str(fatal)]
+        if job.fatal is not None:
+            note["fatal"] = pack_error(job.fatal)
         return json.dumps(note)
+
+
+def pack_error(exc: BaseException) -> str:
+    """The error that stops the job, for the driver (a note is JSON text): the exception pickled, so the driver
+    re-raises the same type with its fields (`unpack_error`). Anything but an LLMLabelError (a bug) travels as
+    an LLMLabelError with its message."""
+    if not isinstance(exc, LLMLabelError):
+        exc = LLMLabelError(str(exc))
+    try:
+        data = pickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - a field that does not pickle: its type and message still travel
+        data = pickle.dumps(LLMLabelError(str(exc)))
+    return base64.b64encode(data).decode("ascii")
+
+
+def unpack_error(packed: str) -> LLMLabelError:
+    """`pack_error`'s exception, as the actor raised it (from this job's own actors, as Ray's own results are)."""
+    exc = pickle.loads(base64.b64decode(packed))  # noqa: S301 - written by pack_error in this job's actors
+    return exc if isinstance(exc, LLMLabelError) else LLMLabelError(str(exc))
 
 
 def add_note(ledger: Ledger, note: dict[str, Any]) -> int:

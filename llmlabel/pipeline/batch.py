@@ -28,7 +28,6 @@ from typing import Any
 from llmlabel.config import Config
 from llmlabel.errors import ConfigError
 from llmlabel.io.ledger_file import LedgerLog, now
-from llmlabel.io.lock import output_lock
 from llmlabel.io.paths import ledger_path
 from llmlabel.io.rows import iter_rows
 from llmlabel.llm.answers import read_completion
@@ -39,8 +38,9 @@ from llmlabel.pipeline.batch_journal import api_for, apply_status, job_tag, load
 from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.inflight import calibration_requests, row_requests
 from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.lifecycle import Run, check_run
 from llmlabel.pipeline.options import RunOptions, RunResult
-from llmlabel.pipeline.run import check_run, judges_for, run_job
+from llmlabel.pipeline.run import run_job
 
 MAX_LINES = 50_000  # the OpenAI Batch API's limits per input file
 MAX_BYTES = 200 * 1024 * 1024
@@ -334,17 +334,16 @@ def run_batch(
     if cfg.task.shortlist is not None:
         # A row's next shortlist depends on its first answer: two batches in turn, not built yet.
         raise ConfigError("task.shortlist is not supported with --batch yet; label online or remove shortlist")
-    input_path, output_path, _, _ = check_run(cfg, input_path, output_path, opts)
-    with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
-        job = Job(cfg, judges, opts)
-        flow = _Batches(job, output_path, job_tag(fingerprint(job, input_path), output_path), bopts, echo)
+    checked = check_run(cfg, input_path, output_path, opts)
+    with Run(cfg, checked, opts) as run:
+        tag = job_tag(fingerprint(run.job, checked.input), checked.output)
+        flow = _Batches(run.job, checked.output, tag, bopts, echo)
         try:
-            if not _buy(flow, input_path):
+            if not _buy(flow, checked.input):
                 return flow.result
         finally:
             flow.end()
-            job.cache.close()
-    flow.result.run = run_job(cfg, input_path, output_path, opts)  # (its ledger entry follows the batch run's)
+    flow.result.run = run_job(cfg, checked.input, checked.output, opts)  # (its ledger entry follows the batch run's)
     return flow.result
 
 

@@ -79,8 +79,7 @@ class _Drive:
             return
         exc = t.exception()
         if exc is not None:
-            if self.job.fatal is None:
-                self.job.fatal = exc
+            if self.job.fail(exc):
                 if isinstance(exc, OutputError):
                     # The part file is full: nothing new is sent, and answers already on their way are
                     # received and cached (drain waits for them, as at a budget stop), not paid again later.
@@ -196,10 +195,7 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
         for h in helpers:
             h.cancel()
         progress.close(finished=job.fatal is None and not d.stopped_by)
-    if d.graceful and isinstance(job.fatal, BudgetExhausted):
-        job.fatal = None  # the zero budget of a cancel, not the user's
-    if job.fatal is None and job.cache_error is not None:
-        job.fatal = job.cache_error  # the rows in flight are in; the run stops here with the cache's line
+    job.settle(cancelled=d.graceful)
     if job.fatal is not None and not isinstance(job.fatal, LLMLabelError):
         raise job.fatal
     return d.stopped_by[0] if d.stopped_by else None

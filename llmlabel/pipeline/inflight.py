@@ -142,7 +142,7 @@ def row_requests(job: Job, i: int, row: dict[str, Any]) -> Iterator[tuple[str, s
     if text is None:
         return
     for j in job.judges:
-        msgs, _ = job._messages(j, text, given)
+        msgs, _ = job.render(j, text, given)
         for s in range(j.samples):  # self-consistency: each sample is its own request and key
             _, data, key = job.clients[j.name].encode(msgs, job.kind, s)
             yield j.name, key, data

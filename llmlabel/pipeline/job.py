@@ -1,7 +1,9 @@
 """One labeling job's row machinery: a row in, its judges' answers, its output record out.
 
 `Job` is shared by every way of running rows: files (`run_job`), memory (the Python API's `Labeler`) and
-the service's single-row endpoints (`start` then `ask_all` then `outcome`)."""
+the service's single-row endpoints (`start` then `ask_all` then `outcome`). It is given its response cache:
+whoever opens the cache closes it (pipeline.lifecycle.Run for a file run). Other modules change a job only
+through its methods (`fail`, `settle`, `count_truncated`, `use`): its run state is its own."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from llmlabel.errors import CacheError, ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import NO_FIT, JudgeAnswer
-from llmlabel.llm.cache import CacheBackend, open_cache
+from llmlabel.llm.cache import CacheBackend
 from llmlabel.llm.demos import DemoPool
 from llmlabel.llm.encoding import message_json
 from llmlabel.llm.judge import Budget, JudgeClient
@@ -95,7 +97,7 @@ class Sink(Protocol):
 
 
 class Job:
-    def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, cache: CacheBackend | None = None) -> None:
+    def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, cache: CacheBackend) -> None:
         self.cfg, self.judges, self.opts = cfg, judges, opts
         self.labels = cfg.task.label_names
         self.kind = opts.kind or cfg.kind
@@ -104,7 +106,7 @@ class Job:
             samples_error(judges, self.kind)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        self.cache = cache if cache is not None else open_cache(cfg.cache_dir)
+        self.cache = cache
         self.clients: dict[str, JudgeClient] = {}
         self.new_ledger()
         self.clients = {
@@ -140,6 +142,8 @@ class Job:
         probe = cascade is not None and cascade.enabled and cascade.probe_rows > 0
         self._probe: list[dict[str, JudgeAnswer]] | None = [] if probe else None
         self.distrusted: frozenset[str] = frozenset()
+        self._calibration_done = False
+        self._calibrating: asyncio.Lock | None = None
 
     def new_ledger(self) -> Ledger:
         """Start counting a new run: a fresh ledger and budget (the options' max_cost / max_requests)."""
@@ -151,12 +155,48 @@ class Job:
         self.budget = Budget(self.opts.max_cost, self.opts.max_requests, ledgers)
         for name, client in self.clients.items():  # none yet when called from __init__
             client.ledger, client.budget = self.ledger.judges[name], self.budget
-        self.truncated = 0
-        self.fatal: LLMLabelError | BaseException | None = None
+        self._truncated = 0
+        self._fatal: LLMLabelError | BaseException | None = None
         self._cache_error: CacheError | None = None
         for c in self.clients.values():
             c.cache_error = None
         return self.ledger
+
+    def use(self, opts: RunOptions) -> Ledger:
+        """Start a run of this (long-lived: a Labeler's) job with other options: its kind and judges stay."""
+        self.opts = opts
+        return self.new_ledger()
+
+    @property
+    def fatal(self) -> LLMLabelError | BaseException | None:
+        """The error that stops this run (a dead judge, the budget, a full disk), or None."""
+        return self._fatal
+
+    def fail(self, exc: BaseException) -> bool:
+        """Stop the run with `exc`, unless an earlier error already stops it. Whether `exc` is the one."""
+        if self._fatal is not None:
+            return False
+        self._fatal = exc
+        return True
+
+    def settle(self, cancelled: bool) -> None:
+        """The run's error once its rows stopped: a cancel's own zero budget is none (the user set no budget);
+        a cache that failed is one (the rows in flight are in, the run stops with the cache's line)."""
+        from llmlabel.errors import BudgetExhausted
+
+        if cancelled and isinstance(self._fatal, BudgetExhausted):
+            self._fatal = None
+        if self._fatal is None and self.cache_error is not None:
+            self._fatal = self.cache_error
+
+    @property
+    def truncated(self) -> int:
+        """Texts cut to a judge's max_text_tokens this run."""
+        return self._truncated
+
+    def count_truncated(self, n: int) -> None:
+        """Texts cut elsewhere for this job (a Ray actor's, a taxonomy level's)."""
+        self._truncated += n
 
     @property
     def cache_error(self) -> CacheError | None:
@@ -178,11 +218,11 @@ class Job:
 
     # -- prompts and answers -----------------------------------------------------------------
     def messages(self, judge: Judge, text: str, given: str | None, kind: str | None = None) -> list[dict[str, str]]:
-        msgs, cut = self._messages(judge, text, given, kind)
-        self.truncated += cut
+        msgs, cut = self.render(judge, text, given, kind)
+        self._truncated += cut
         return msgs
 
-    def _messages(
+    def render(
         self, judge: Judge, text: str, given: str | None, kind: str | None = None
     ) -> tuple[list[dict[str, str]], bool]:
         """The messages (of `kind`, else the job's), and whether the text had to be cut to max_text_tokens."""
@@ -207,8 +247,8 @@ class Job:
             if not choices:
                 break
             kind = shortlist_kind(choices)
-            msgs, cut = self._messages(j, text, given, kind)
-            self.truncated += cut
+            msgs, cut = self.render(j, text, given, kind)
+            self._truncated += cut
             ans = await client.ask(msgs, kind)
             if ans.error != NO_FIT:
                 return ans
@@ -228,16 +268,24 @@ class Job:
                 self.p_cf[j.name] = average_content_free(dists, self.labels)
 
     async def ensure_calibrated(self) -> None:
-        """Calibrate once per job (the content-free answers are cached, so later jobs pay nothing)."""
+        """Calibrate once per job (the content-free answers are cached, so later jobs pay nothing): every way
+        of running rows starts calibration here (the drive, the Ray driver before its actors, the service's
+        items; concurrent callers wait for one calibration)."""
         # (a multi-label answer or a shortlist's has no fixed label set to measure a bias over)
         if (
-            not self.p_cf
-            and any(j.logprobs for j in self.judges)
-            and self.kind != "multilabel"
-            and not self.shortlister
-            and not self.taxonomy
+            self._calibration_done
+            or not any(j.logprobs for j in self.judges)
+            or self.kind == "multilabel"
+            or self.shortlister
+            or self.taxonomy
         ):
-            await self.calibrate()
+            return
+        if self._calibrating is None:
+            self._calibrating = asyncio.Lock()
+        async with self._calibrating:
+            if not self._calibration_done:
+                await self.calibrate()
+                self._calibration_done = True
 
     def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
         return calibrate_answer(ans, self.p_cf.get(name))
@@ -413,7 +461,7 @@ class Job:
         kinds = [self.first_kind(text) for _, text, _ in asked] if self.shortlister else None  # type: ignore[arg-type]
         for judges in groups.values():
             rendered = [
-                self._messages(judges[0], text, given, kinds[n] if kinds else None)  # type: ignore[arg-type]
+                self.render(judges[0], text, given, kinds[n] if kinds else None)  # type: ignore[arg-type]
                 for n, (_, text, given) in enumerate(asked)
             ]
             batch = [msgs for msgs, _ in rendered]
@@ -464,7 +512,7 @@ class Job:
                 rest.append(started)
                 continue
             hit_rows += 1
-            self.truncated += cuts
+            self._truncated += cuts
             if memo is None:
                 lines.append(line(self.finish(rec, self._answers(got))))  # type: ignore[arg-type]
                 continue

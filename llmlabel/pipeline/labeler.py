@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # optional extras and heavy modules: for the type checker onl
     import pandas
 
     from llmlabel.llm.ledger import Ledger
+    from llmlabel.pipeline.lifecycle import Jobs
 
 T = TypeVar("T")
 Row = str | Mapping[str, Any]
@@ -120,8 +121,7 @@ class Labeler:
         self._stack = contextlib.ExitStack()
         self._state = threading.Lock()  # guards the lazy start below and close()
         self._judges: list[Judge] | None = None
-        self._cache: Any = None
-        self._jobs: dict[str, Job] = {}
+        self._jobs: Jobs | None = None  # one Job per prompt kind, over one cache (pipeline.lifecycle.Jobs)
         self._gold: dict[str, str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -154,20 +154,16 @@ class Labeler:
                 return
             self._closed = True
             loop, thread = self._loop, self._thread
+            jobs = self._jobs
             if loop is not None and thread is not None:
-                jobs = list(self._jobs.values())
-
-                async def shut() -> None:
-                    for job in jobs:
-                        await job.aclose()
-
-                with contextlib.suppress(Exception):
-                    asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=30)
+                if jobs is not None:
+                    with contextlib.suppress(Exception):
+                        asyncio.run_coroutine_threadsafe(jobs.aclose(), loop).result(timeout=30)
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=30)
                 loop.close()
-            if self._cache is not None:
-                self._cache.close()
+            if jobs is not None:
+                jobs.close()
             self._stack.close()
 
     def __del__(self) -> None:
@@ -189,13 +185,13 @@ class Labeler:
             if self._loop is not None:
                 return
             from llmlabel.io.gold import read_gold
-            from llmlabel.llm.cache import open_cache
-            from llmlabel.pipeline.run import judges_for, loop_factory
+            from llmlabel.pipeline.lifecycle import Jobs, judges_for
+            from llmlabel.pipeline.run import loop_factory
 
             cfg = self.config
             self._gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
             self._judges = self._stack.enter_context(judges_for(cfg, self._given_judges))
-            self._cache = open_cache(cfg.cache_dir)
+            self._jobs = Jobs(cfg.cache_dir)
             factory = loop_factory()
             loop = factory() if factory else asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="llmlabel-labeler", daemon=True)
@@ -203,21 +199,15 @@ class Labeler:
             self._loop, self._thread = loop, thread
 
     def _job(self, kind: str) -> Job:
-        job = self._jobs.get(kind)
-        if job is None:
-            assert self._judges is not None
-            job = self._jobs[kind] = Job(
-                self.config, self._judges, dataclasses.replace(self._opts, kind=kind), self._cache
-            )
-        return job
+        assert self._jobs is not None and self._judges is not None
+        return self._jobs.get(kind, self.config, self._judges, dataclasses.replace(self._opts, kind=kind))
 
     async def _one_at_a_time(self, job: Job, opts: RunOptions, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` as the only call on this Labeler, with `opts` and a fresh ledger for `job`."""
         if self._serial is None:
             self._serial = asyncio.Lock()
         async with self._serial:
-            job.opts = opts
-            job.new_ledger()
+            job.use(opts)
             self._last = job
             return await coro
 
@@ -421,8 +411,8 @@ class Labeler:
         written atomically, OUTPUT.ledger.json beside it. on_progress(Progress) is called every few seconds;
         setting `cancel` stops the run cleanly (the part file is kept). `restart` and `retry_errors` are the
         CLI's --restart and --retry-errors (see RunOptions)."""
-        from llmlabel.io.lock import output_lock
-        from llmlabel.pipeline.run import check_run, run_file
+        from llmlabel.pipeline.lifecycle import Run, check_run
+        from llmlabel.pipeline.run import run_file
 
         opts = dataclasses.replace(
             self._opts,
@@ -433,12 +423,11 @@ class Labeler:
             restart=restart,
             retry_errors=retry_errors,
         )
-        input_path, output_path, total, gold = check_run(self.config, input_path, output_path, opts)
-        with output_lock(output_path):
-            self._start()
-            job = self._job(self.config.kind)
-            coro = run_file(job, input_path, output_path, total, gold)
-            return self._wait(self._submit(job, opts, coro), opts.cancel)
+        checked = check_run(self.config, input_path, output_path, opts)
+        self._start()
+        job = self._job(self.config.kind)  # this Labeler's: its judges and cache serve its later calls too
+        with Run(self.config, checked, opts, job=job) as run:
+            return self._wait(self._submit(job, opts, run_file(run)), opts.cancel)
 
 
 def _renamed(row: Mapping[str, Any], cfg: Config, text_column: str | None, id_column: str | None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`llmlabel merge`: the outputs of the N shards of one job joined into the output one run would write.
 
 The shards' rows go into one part file at their input positions; then the run's own final step
-(`run.write_final`) aggregates over all of them (weighted and Dawid-Skene are fitted on the whole corpus, not
+(`lifecycle.Output.write`) aggregates over all of them (weighted and Dawid-Skene are fitted on the whole corpus, not
 per shard) and writes the output in input order. The shards' ledgers are summed per judge."""
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from llmlabel.ensemble.multilabel import SetPolicy
 from llmlabel.errors import InputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
-from llmlabel.io.guard import Read, check_output, inputs
+from llmlabel.io.guard import Read, inputs
 from llmlabel.io.ledger_file import read_ledger, totals
-from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, line
-from llmlabel.io.paths import ERRORS, LEDGER, SHARD, ledger_path, part_path, shard_path, sidecar
+from llmlabel.io.paths import ERRORS, LEDGER, SHARD, ledger_path, shard_path, sidecar
 from llmlabel.io.rows import input_format, iter_rows
 from llmlabel.io.values import text_form
 from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.pipeline.fingerprint import differences
-from llmlabel.pipeline.run import write_final
+from llmlabel.pipeline.lifecycle import Output, check_writes
 from llmlabel.pipeline.shard_manifest import IdOrder, load_shard, unpack, unsharded
 
 _NESTED = ("probs", "candidates", "judges")  # output fields a CSV cell holds as JSON
@@ -177,27 +176,25 @@ def _count(v: Any, path: Path, what: str, kind: type = int) -> Any:
 
 def merge_shards(given: list[str], output: str | Path) -> MergeResult:
     """Join the outputs of one job's shards into `output`, re-aggregated over every row."""
-    output = Path(output)
     paths = expand(given)
-    check_output(output, shard_reads(paths))
+    out = Output(output, shard_reads(paths))  # (the one lifecycle: checked here, locked while written)
+    output = out.path
     if not paths:
         raise InputError("no shard outputs given; pass the -o paths of the finished shard runs (or a glob)")
     metas = [load_shard(p) for p in paths]
     check_shards(paths, metas)
     m = metas[0]
-    check_output(output, inputs(m["gold"], what="the shards' gold: file"))
+    check_writes(None, output, inputs(m["gold"], what="the shards' gold: file"))
     gold = read_gold(m["gold"], m["id_column"]) if m["gold"] else None
     ledger, runs = summed_ledger(paths)
-    with output_lock(output):
-        part = PartFile(part_path(output))
-        part.discard()  # what an interrupted merge left
-        part.open(m["fingerprint"])
+    with out:
+        part = out.fresh_part(m["fingerprint"])  # (what an interrupted merge left is discarded)
         try:
             failed = _fill(part, paths, metas)
         finally:
             part.close()
         policy = SetPolicy(**m["set_policy"]) if m.get("set_policy") else None
-        rows, quality = write_final(part, output, m["judges"], m["labels"], m["aggregate"], m["mode"], gold, policy)
+        rows, quality = out.write(part, m["judges"], m["labels"], m["aggregate"], m["mode"], gold, policy)
         summary = ledger.to_dict()
         summary.pop("started")
         summary.pop("wall_seconds")

@@ -65,7 +65,7 @@ def from_cache(
             _, text, given = started[n]
             ks = []
             for j in job.judges:
-                msgs, cut = job._messages(j, text, given, kind)  # type: ignore[arg-type]
+                msgs, cut = job.render(j, text, given, kind)  # type: ignore[arg-type]
                 cuts[n] += cut
                 ks.append(job.clients[j.name].key_for(msgs, kind))
             keyed.append((n, d, kind, ks))
@@ -90,7 +90,7 @@ def from_cache(
             rest.append(st)
         else:
             d = walks[n]
-            job.truncated += cuts[n]
+            job.count_truncated(cuts[n])
             for name, levels in d.judges.items():
                 job.ledger.judges[name].cache_hits += len(levels)
             lines.append(line(job.finish(rec, answers_of(d))))

@@ -109,7 +109,7 @@ def _warm_tokenizer() -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterator[None]:
     """The judges (the embedded models' servers started once, here), the job store and its worker thread."""
-    from llmlabel.pipeline.run import judges_for
+    from llmlabel.pipeline.lifecycle import judges_for
 
     assert st.lock is not None
     st.lock.acquire()  # again, for an app started after an earlier shutdown released it
@@ -118,7 +118,6 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
         for j in st.judges:  # hidden from the first line on, not from each judge's first request
             register(j.api_key())
         st.model_version = model_version(st.cfg, st.judges)
-        st.calibrate_lock = asyncio.Lock()
         st.store = JobStore(st.state_dir)
         st.gold = GoldStore(st.state_dir)
         st.worker = JobWorker(st.cfg, st.judges, st.store, transport=st.transport)
@@ -135,11 +134,8 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
                     fut.cancel()
             stopped = await asyncio.to_thread(st.worker.close)
             st.gold.close()
-            for job in st.jobs.values():
-                for c in job.clients.values():
-                    await c.aclose()
-                job.cache.close()
-            st.jobs.clear()
+            await st.jobs.aclose()
+            st.jobs.close()
             if stopped:  # a job still winding down keeps its database (and the dir's lock) until the process ends
                 st.store.close()
                 st.lock.release()

@@ -19,9 +19,9 @@ import httpx
 
 from llmlabel.auditing.audit import AuditOptions, check_given_labels, run_audit
 from llmlabel.config import Config, Judge
-from llmlabel.errors import InputError, LLMLabelError
+from llmlabel.errors import InputError, LLMLabelError, MissingColumn
 from llmlabel.io.paths import audit_judges_path, part_path
-from llmlabel.io.rows import input_format, iter_rows, scan
+from llmlabel.io.rows import input_format, scan
 from llmlabel.llm.ledger import Ledger
 from llmlabel.pipeline.options import Progress, RunOptions
 from llmlabel.pipeline.run import run_job
@@ -54,15 +54,10 @@ def validate_upload(path: Path, mode: str, label_column: str | None, cfg: Config
         task = cfg.task
         total = scan(path, task.text_column, task.id_column, id_required="id_column" in task.model_fields_set)
         if mode == "audit":
-            first = next(iter_rows(path))
-            if label_column not in first:
-                cols = ", ".join(map(str, list(first)[:20]))
-                raise InputError(
-                    f"the file has no label column '{label_column}' (columns: {cols}); set the label_column field"
-                )
-            check_given_labels(path, cfg, label_column)
+            check_given_labels(path, cfg, label_column or "label")
     except InputError as e:
-        raise InputError(str(e).replace(str(path), name)) from None
+        fix = "; set the label_column field" if isinstance(e, MissingColumn) else ""
+        raise InputError(str(e).replace(str(path), name) + fix) from None
     return total
 
 
@@ -213,7 +208,8 @@ class JobWorker:
                 res = run_job(cfg, rec.input, rec.output, run)
                 ledger, stopped, n, quality = res.ledger, res.stopped_by, res.rows, res.quality
         except LLMLabelError as e:  # a judge that failed for good, or input that changed since the upload
-            ledger, error = getattr(e, "ledger", None), one_line(_without_cli_hint(str(e)), DETAIL)
+            # (the error's own line: how to go on is the service's, in _record)
+            ledger, error = e.ledger, one_line(str(e), DETAIL)
         self._record(rec, live, ledger, error or stopped, quality or None, n)
 
     def _record(
@@ -246,13 +242,6 @@ class JobWorker:
         else:
             error = f"{failed}; finished rows are kept: POST /v1/jobs/{rec.id}/resume to continue"
             self.store.update(rec.id, state="failed", error=error, finished=time.time(), **common)
-
-
-def _without_cli_hint(msg: str) -> str:
-    # run_job tells a CLI user to rerun the command; a job resumes through its own route (added by _record).
-    msg = msg.strip()
-    hint = msg.rfind(" (")
-    return msg[:hint] if hint > 0 and msg.endswith("rerun the same command to continue)") else msg
 
 
 def _add(totals: dict[str, dict[str, float]], ledger: Ledger) -> None:

@@ -15,6 +15,7 @@ from fastapi import HTTPException
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.pipeline.job import OUTCOME, Job
+from llmlabel.pipeline.lifecycle import Jobs
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.redaction import one_line, redact_obj
 from llmlabel.service.auth import AuthFailures
@@ -39,9 +40,7 @@ class ServerState:
     allowed_origins: frozenset[tuple[str, str, int]] = frozenset()  # auth.origin_key of each allowed origin
     judges: list[Judge] = field(default_factory=list)
     model_version: str = ""
-    jobs: dict[str, Job] = field(default_factory=dict)  # by prompt kind, created in the server's loop
-    calibrated: set[str] = field(default_factory=set)
-    calibrate_lock: asyncio.Lock | None = None
+    jobs: Jobs = field(init=False)  # the items' jobs by prompt kind, made in the server's loop
     store: JobStore | None = None
     lock: StateLock | None = None
     worker: JobWorker | None = None
@@ -56,6 +55,9 @@ class ServerState:
     background: set[asyncio.Future[Any]] = field(default_factory=set)
     auth_failures: AuthFailures = field(default_factory=AuthFailures)  # per-client backoff after wrong tokens
 
+    def __post_init__(self) -> None:
+        self.jobs = Jobs(self.cfg.cache_dir)  # the items' jobs and their cache, closed by the lifespan (app.py)
+
     def http_count(self, method: str, route: str, status: int, seconds: float) -> None:
         c = self.http.setdefault((method, route, status), [0, 0.0])
         c[0] += 1
@@ -65,16 +67,9 @@ class ServerState:
         """The job of a prompt kind; with `labels` (a Label Studio project's choices, mapped to the task's
         labels), one whose judges choose among those labels only."""
         key = kind if labels is None or list(labels) == self.cfg.task.label_names else f"{kind}:{json.dumps(labels)}"
-        job = self.jobs.get(key)
-        if job is None:
-            opts = RunOptions(progress=False, kind=kind, given_label_column="label", transport=self.transport)
-            job = self.jobs[key] = Job(item_config(self.cfg, labels), self.judges, opts)
-        if key not in self.calibrated and any(j.logprobs for j in self.judges):
-            assert self.calibrate_lock is not None
-            async with self.calibrate_lock:
-                if key not in self.calibrated:
-                    await job.calibrate()  # content-free prompts, cached after the first server start
-                    self.calibrated.add(key)
+        opts = RunOptions(progress=False, kind=kind, given_label_column="label", transport=self.transport)
+        job = self.jobs.get(key, item_config(self.cfg, labels), self.judges, opts)
+        await job.ensure_calibrated()  # as a file run's (content-free prompts, cached after the first start)
         return job
 
 

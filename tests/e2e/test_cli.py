@@ -180,7 +180,7 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     """The bulk pass hands a row to the per-row path when any of its cached answers cannot be used; the
     other judges' hits on that row are then counted once, by that path."""
     from llmlabel.config import load_config
-    from llmlabel.llm.cache import ResponseCache
+    from llmlabel.llm.cache import ResponseCache, open_cache
     from llmlabel.pipeline.job import Job
     from llmlabel.pipeline.options import RunOptions
     from llmlabel.pipeline.run import run_job
@@ -192,7 +192,7 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     ]
     cfg = load_config(write_config(tmp_path / "c.yaml", fake.base_url, judges=judges))
     run_job(cfg, tmp_path / "in.csv", tmp_path / "cold.jsonl", RunOptions(progress=False))
-    job = Job(cfg, cfg.judges, RunOptions(progress=False))
+    job = Job(cfg, cfg.judges, RunOptions(progress=False), open_cache(cfg.cache_dir))
     rec, text, given = job.start(3, {"id": "r3", "text": read_jsonl(tmp_path / "cold.jsonl")[3]["text"]})
     key = job.clients["b"].key_for(job.messages(cfg.judges[1], text, given), job.kind)
     job.cache.close()

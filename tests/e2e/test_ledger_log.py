@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("quiet_fake_server")
 def test_a_failed_final_write_keeps_the_runs_spend(tmp_path, fake, capsys, monkeypatch):
     """A full disk at the final write: the run's summary is never written, its log says what it paid; the next
     run's ledger lists it as interrupted, and the total is what the server was paid."""
-    from llmlabel.pipeline import run
+    from llmlabel.pipeline import lifecycle
 
     inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
     write_corpus(inp, 30)
@@ -34,7 +34,7 @@ def test_a_failed_final_write_keeps_the_runs_spend(tmp_path, fake, capsys, monke
     def full(path, lines):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run, "write_jsonl_lines", full)
+    monkeypatch.setattr(lifecycle, "write_jsonl_lines", full)
     rc, _ = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     assert rc != 0 and fake.requests == 30
     seen = read_ledger(ledger_path(out))

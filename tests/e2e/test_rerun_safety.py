@@ -240,7 +240,7 @@ def test_disk_full_on_the_part_file(tmp_path, fake, capsys, monkeypatch):
 def test_disk_full_on_the_output(tmp_path, fake, capsys, monkeypatch):
     import errno
 
-    from llmlabel.pipeline import run
+    from llmlabel.pipeline import lifecycle
 
     inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
     write_corpus(inp, 10)
@@ -249,7 +249,7 @@ def test_disk_full_on_the_output(tmp_path, fake, capsys, monkeypatch):
     def full(path, lines):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run, "write_jsonl_lines", full)
+    monkeypatch.setattr(lifecycle, "write_jsonl_lines", full)
     rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     one_line_error(rc, err, f"cannot write {out}", "No space left", "finished rows are safe in")
     monkeypatch.undo()
