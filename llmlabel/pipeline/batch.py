@@ -15,6 +15,7 @@ invalid answer also gets the online re-ask."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Config
-from llmlabel.errors import ConfigError
 from llmlabel.io.ledger_file import LedgerLog, now
 from llmlabel.io.lock import output_lock
 from llmlabel.io.paths import ledger_path
@@ -37,9 +37,9 @@ from llmlabel.llm.judge import JudgeClient
 from llmlabel.pipeline import inflight
 from llmlabel.pipeline.batch_journal import api_for, apply_status, job_tag, load_journal, save_journal
 from llmlabel.pipeline.fingerprint import fingerprint
-from llmlabel.pipeline.inflight import calibration_requests, row_requests
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions, RunResult
+from llmlabel.pipeline.requests import Request
 from llmlabel.pipeline.run import check_run, judges_for, run_job
 
 MAX_LINES = 50_000  # the OpenAI Batch API's limits per input file
@@ -69,22 +69,19 @@ class BatchResult:
 
 
 # -- requests --------------------------------------------------------------------------------
-def missing_requests(job: Job, input_path: Path) -> dict[str, dict[str, bytes]]:
-    """Per judge, the request bodies (cache key -> body) a run of the job would pay for now."""
-    wanted: dict[str, dict[str, bytes]] = {j.name: {} for j in job.judges}
-    for name, key, data in calibration_requests(job):
-        wanted[name][key] = data
-    limit = job.opts.limit
-    for i, row in enumerate(iter_rows(input_path)):
-        if limit is not None and i >= limit:
-            break
-        for name, key, data in row_requests(job, i, row):  # a cascade's later judges too (no answers yet)
-            wanted[name][key] = data
-    for reqs in wanted.values():
-        hits = job.cache.get_many(list(reqs))
-        for k in hits:
-            del reqs[k]
-    return wanted
+def missing_requests(job: Job, input_path: Path) -> list[Request]:
+    """The requests (encoded, one per cache key) a run of the job would pay for next: the calibration prompts
+    and each row's first question not answered in the cache (RequestPlan.pending: a shortlist's next round, a
+    taxonomy's next level; every judge of a cascade)."""
+    wanted: dict[str, Request] = {}
+    if job.calibrates():
+        calibration = [job.plan.encode(r) for r in job.plan.calibration()]
+        hits = job.cache.get_many([r.key for r in calibration])
+        wanted.update((r.key, r) for r in calibration if r.key not in hits)
+    rows = itertools.islice(enumerate(iter_rows(input_path)), job.opts.limit)
+    for r in job.plan.pending(rows):
+        wanted.setdefault(r.key, r)
+    return list(wanted.values())
 
 
 def batch_files(reqs: dict[str, bytes], max_lines: int, max_bytes: int) -> list[tuple[list[str], bytes]]:
@@ -115,7 +112,7 @@ class _Batches:
             self.journal = {"job": tag, "batches": [e for e in self.journal["batches"] if not _done(e)]}
         self.journal["job"] = tag
         self.result = BatchResult()
-        self.rounds: dict[str, int] = {}
+        self.rounds: dict[tuple[str, int], int] = {}  # (judge, stage) -> batches submitted this run
         self.split: dict[str, int] = {}  # judge -> lines per file after a batch failed as a whole
         self.tokens: dict[str, list[int]] = {}  # judge -> [lines, input tokens, output tokens] this run
         self.log = LedgerLog(ledger_path(output), uuid.uuid4().hex[:12])  # the batch spend, as it is collected
@@ -157,12 +154,14 @@ class _Batches:
         self.journal["batches"] = kept
         self.save()
 
-    def submit(self, judge_name: str, reqs: dict[str, bytes]) -> None:
+    def submit(self, judge_name: str, stage: int, reqs: dict[str, Request]) -> None:
+        """Batches of one judge's requests of one stage (a round of a shortlist, a level of a taxonomy)."""
         client: JudgeClient = self.job.clients[judge_name]
         j = client.judge
         lines = self.bopts.max_lines or j.batch_max_requests
         lines = min(lines, self.split.get(judge_name, lines))
-        for keys, content in batch_files(reqs, lines, self.bopts.max_bytes or j.batch_max_bytes):
+        bodies = {k: r.body for k, r in reqs.items()}
+        for keys, content in batch_files(bodies, lines, self.bopts.max_bytes or j.batch_max_bytes):
             local = uuid.uuid4().hex
             entry = {
                 "local": local,
@@ -173,6 +172,10 @@ class _Batches:
                 "batch_id": None,
                 "status": "creating",
                 "collected": False,
+                "stage": stage,
+                # the prompt kind of each request not of the job's kind (a shortlist's, a taxonomy level's):
+                # its answer is validated against that kind's labels when collected
+                "kinds": {k: reqs[k].kind for k in keys if reqs[k].kind != self.job.kind},
             }
             inflight.record(self.job.cfg.cache_dir, local, self.output, judge_name, keys)  # (for other outputs)
             self.journal["batches"].append(entry)
@@ -229,7 +232,8 @@ class _Batches:
                     "answered; the rest are asked again"
                 )
             e["collected"] = True
-            e.pop("keys", None)  # answered keys are in the cache; missing ones are found again from the input
+            e.pop("keys", None)
+            e.pop("kinds", None)  # answered keys are in the cache; missing ones are found again from the input
             self.save()
             inflight.forget(self.job.cfg.cache_dir, e["local"])
 
@@ -238,13 +242,14 @@ class _Batches:
         batches half its size, in a round of their own."""
         half = max(1, len(e["keys"]) // 2)
         self.split[e["judge"]] = min(self.split.get(e["judge"], half), half)
-        self.rounds[e["judge"]] = max(0, self.rounds.get(e["judge"], 0) - 1)
+        stage = (e["judge"], int(e.get("stage") or 0))
+        self.rounds[stage] = max(0, self.rounds.get(stage, 0) - 1)
         why = "; ".join(e.get("errors") or []) or "no reason given"
         self.echo(f"llmlabel: batch {e['batch_id']} failed ({why}): resubmitting its lines in batches of {half:,}")
 
     def _store(self, e: dict[str, Any], lines: list[dict[str, Any]]) -> None:
         client = self.job.clients[e["judge"]]
-        wanted = set(e["keys"])
+        wanted, kinds = set(e["keys"]), e.get("kinds") or {}
         good: list[tuple[str, dict[str, Any]]] = []
         paid = [0, 0, 0]  # this batch's answered lines and tokens
         for line in lines:
@@ -256,7 +261,7 @@ class _Batches:
             paid[0] += 1
             paid[1] += payload["usage"].get("prompt_tokens", 0)
             paid[2] += payload["usage"].get("completion_tokens", 0)
-            if client.cached_answer(payload, self.job.kind) is None:
+            if client.cached_answer(payload, kinds.get(key, self.job.kind)) is None:
                 self.result.invalid += 1  # asked again online, with the re-ask, by the run that writes the output
                 continue
             good.append((key, payload))
@@ -328,12 +333,6 @@ def run_batch(
     over the warm cache. With `bopts.wait=False` it returns after submitting (a rerun collects)."""
     opts, bopts = opts or RunOptions(), bopts or BatchOptions()
     echo = opts.echo or (_stderr if opts.progress else lambda s: None)
-    if cfg.task.taxonomy is not None:
-        # Each level's question depends on the level above: a batch per level, not built yet.
-        raise ConfigError("task.taxonomy is not supported with --batch yet; label online or remove taxonomy")
-    if cfg.task.shortlist is not None:
-        # A row's next shortlist depends on its first answer: two batches in turn, not built yet.
-        raise ConfigError("task.shortlist is not supported with --batch yet; label online or remove shortlist")
     input_path, output_path, _, _ = check_run(cfg, input_path, output_path, opts)
     with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
         job = Job(cfg, judges, opts)
@@ -381,7 +380,10 @@ def _submit_unheld(flow: _Batches, input_path: Path, running: list[dict[str, Any
     mine = {e.get("local") for e in flow.journal["batches"]}
     others = inflight.in_flight(flow.job.cfg.cache_dir, flow.output, skip=mine)
     sent = False
-    for name, reqs in missing_requests(flow.job, input_path).items():
+    stages: dict[tuple[str, int], dict[str, Request]] = {}
+    for r in missing_requests(flow.job, input_path):
+        stages.setdefault((r.judge, r.stage), {})[r.key] = r
+    for (name, stage), reqs in stages.items():
         held = [others.keys[k] for k in reqs if k in others.keys]
         if held and not flow.warned:
             flow.warned = True
@@ -390,9 +392,11 @@ def _submit_unheld(flow: _Batches, input_path: Path, running: list[dict[str, Any
                 f"({held[0].output}'s batch {held[0].batch_id or '(being created)'}): left to it, not bought again"
             )
         reqs = {k: v for k, v in reqs.items() if k not in busy and k not in others.keys}
-        n = flow.rounds.get(name, 0)
+        # A stage's requests are bought in up to MAX_ROUNDS batches (its retries); a row's next stage (its
+        # next shortlist, its taxonomy's next level) is asked once the stage before is collected.
+        n = flow.rounds.get((name, stage), 0)
         if reqs and (n == 0 or (flow.bopts.fallback == "batch" and n < MAX_ROUNDS)):
-            flow.rounds[name] = n + 1
-            flow.submit(name, reqs)
+            flow.rounds[(name, stage)] = n + 1
+            flow.submit(name, stage, reqs)
             sent = True
     return sent
