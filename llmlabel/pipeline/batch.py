@@ -1,7 +1,10 @@
 """`llmlabel label --batch`: the requests a run would send, bought through the Batch API at its lower price.
 
-Every request missing from the response cache (deduplicated: the custom_id is the cache key) goes into JSONL
-batch files, per judge, split at the provider's limits. A journal beside the output (OUTPUT.batch.json,
+Every request missing from the response cache (the job's RequestPlan.pending; deduplicated: the custom_id is
+the cache key) goes into JSONL batch files, per judge and stage, split at the provider's limits. A row's
+questions that depend on its earlier answers come in later stages: a shortlist's next round after "none of
+these", a taxonomy's next level; each stage is bought once the one before is collected (a taxonomy of depth 3
+takes three batch rounds, one after the other). A journal beside the output (OUTPUT.batch.json,
 written atomically) records each batch before it is created and again once it exists, and every batch
 carries metadata naming this job: a rerun re-attaches to its batches (also to one created just before a kill
 that left no journal line, found through the batch list) instead of paying for them again.
@@ -9,7 +12,7 @@ that left no journal line, found through the batch list) instead of paying for t
 Collected answers are validated like online answers and stored in the same cache under the same keys, so
 the output is then written by an ordinary run (`run_job`) over a warm cache. What no batch answered (an
 invalid answer, a failed line, a line of an expired or cancelled batch) is asked again in a smaller batch
-(`fallback="batch"`, at most `MAX_ROUNDS` batches per judge and run) and then online by that run, where an
+(`fallback="batch"`, at most `MAX_ROUNDS` batches per judge, stage and run) and then online by that run, where an
 invalid answer also gets the online re-ask."""
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import itertools
 import json
 import os
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,8 +38,9 @@ from llmlabel.llm.batch_api import TERMINAL, BatchAPI, batch_prices
 from llmlabel.llm.judge import JudgeClient
 from llmlabel.pipeline import inflight
 from llmlabel.pipeline.batch_journal import api_for, apply_status, job_tag, load_journal, save_journal
+from llmlabel.pipeline.executors import Executor, Rows, RowSource
 from llmlabel.pipeline.fingerprint import fingerprint
-from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.job import Job, Sink
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.requests import Request
 from llmlabel.pipeline.run import check_run, judges_for, run_job
@@ -69,7 +72,7 @@ class BatchResult:
 
 
 # -- requests --------------------------------------------------------------------------------
-def missing_requests(job: Job, input_path: Path) -> list[Request]:
+def missing_requests(job: Job, rows: Rows) -> list[Request]:
     """The requests (encoded, one per cache key) a run of the job would pay for next: the calibration prompts
     and each row's first question not answered in the cache (RequestPlan.pending: a shortlist's next round, a
     taxonomy's next level; every judge of a cascade)."""
@@ -78,7 +81,6 @@ def missing_requests(job: Job, input_path: Path) -> list[Request]:
         calibration = [job.plan.encode(r) for r in job.plan.calibration()]
         hits = job.cache.get_many([r.key for r in calibration])
         wanted.update((r.key, r) for r in calibration if r.key not in hits)
-    rows = itertools.islice(enumerate(iter_rows(input_path)), job.opts.limit)
     for r in job.plan.pending(rows):
         wanted.setdefault(r.key, r)
     return list(wanted.values())
@@ -104,9 +106,17 @@ def batch_files(reqs: dict[str, bytes], max_lines: int, max_bytes: int) -> list[
 
 
 # -- the flow --------------------------------------------------------------------------------
-class _Batches:
-    def __init__(self, job: Job, output: Path, tag: str, bopts: BatchOptions, echo: Callable[[str], None]) -> None:
-        self.job, self.output, self.tag, self.bopts, self.echo = job, output, tag, bopts, echo
+class BatchExecutor(Executor):
+    """The Batch API as an executor: the pending requests of the rows (RequestPlan.pending) bought in batch files,
+    stage after stage (a shortlist's next round, a taxonomy's next level, once the stage before is collected),
+    until none is missing or running. Answers go into the response cache under the keys an online run looks
+    up; no row goes into the sink: `run_batch` then writes the output with a local run over the warm cache."""
+
+    name = "batch"
+    job: Job
+
+    def __init__(self, output: Path, tag: str, bopts: BatchOptions, echo: Callable[[str], None]) -> None:
+        self.output, self.tag, self.bopts, self.echo = output, tag, bopts, echo
         self.journal = load_journal(output)
         if self.journal.get("job") not in (None, tag):  # another input or other settings: a new job
             self.journal = {"job": tag, "batches": [e for e in self.journal["batches"] if not _done(e)]}
@@ -118,6 +128,27 @@ class _Batches:
         self.log = LedgerLog(ledger_path(output), uuid.uuid4().hex[:12])  # the batch spend, as it is collected
         self.logged = False
         self.warned = False  # said once: requests left to another output's batches
+
+    async def execute(self, job: Job, source: RowSource, sink: Sink) -> str | None:
+        """Submit, poll and collect until no batch runs. Returns why it stopped early: batches still running
+        (no wait)."""
+        self.job = job
+        self.reattach()
+        delay = self.bopts.poll
+        while True:
+            running = self.refresh()
+            await self.collect()
+            if _submit_missing(self, source, running):
+                continue  # the new batches' status first
+            if not running:
+                return None
+            self.progress()
+            if not self.bopts.wait:
+                self.result.pending = len(running)
+                self.echo(f"llmlabel: {len(running)} batches running; rerun the same command to collect them")
+                return f"{len(running)} batches running"
+            await asyncio.sleep(delay)
+            delay = min(60.0, delay * 1.5)
 
     def _api(self, entry: dict[str, Any]) -> BatchAPI:
         return api_for(entry, self.bopts.transport)
@@ -211,7 +242,7 @@ class _Batches:
         self.save()
         return running
 
-    def collect(self) -> None:
+    async def collect(self) -> None:
         """Store the answers of every finished batch not yet collected (expired ones keep their finished lines)."""
         for e in self.journal["batches"]:
             if _done(e) or e.get("status") not in TERMINAL:
@@ -222,7 +253,7 @@ class _Batches:
                 errs = api.content(e["error_file_id"]) if e.get("error_file_id") else []
             finally:
                 api.close()
-            self._store(e, out)
+            await self._store(e, out)
             if e["status"] == "failed" and not out and len(e["keys"]) > 1:
                 self._split(e)
             self.result.failed += len(errs)
@@ -247,7 +278,7 @@ class _Batches:
         why = "; ".join(e.get("errors") or []) or "no reason given"
         self.echo(f"llmlabel: batch {e['batch_id']} failed ({why}): resubmitting its lines in batches of {half:,}")
 
-    def _store(self, e: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    async def _store(self, e: dict[str, Any], lines: list[dict[str, Any]]) -> None:
         client = self.job.clients[e["judge"]]
         wanted, kinds = set(e["keys"]), e.get("kinds") or {}
         good: list[tuple[str, dict[str, Any]]] = []
@@ -269,7 +300,7 @@ class _Batches:
         for i in range(3):
             tally[i] += paid[i]
         self._log_spend(e["judge"], e["batch_id"], paid)
-        asyncio.run(_store_all(self.job, good))
+        await _store_all(self.job, good)
         self.result.collected += len(good)
 
     def _log_spend(self, judge: str, batch_id: str, paid: list[int]) -> None:
@@ -336,9 +367,10 @@ def run_batch(
     input_path, output_path, _, _ = check_run(cfg, input_path, output_path, opts)
     with output_lock(output_path), judges_for(cfg, opts.judges) as judges:
         job = Job(cfg, judges, opts)
-        flow = _Batches(job, output_path, job_tag(fingerprint(job, input_path), output_path), bopts, echo)
+        flow = BatchExecutor(output_path, job_tag(fingerprint(job, input_path), output_path), bopts, echo)
+        rows = RowSource(lambda: itertools.islice(enumerate(iter_rows(input_path)), opts.limit), spec=input_path)
         try:
-            if not _buy(flow, input_path):
+            if asyncio.run(flow.execute(job, rows, _NoRows())) is not None:
                 return flow.result
         finally:
             flow.end()
@@ -347,41 +379,31 @@ def run_batch(
     return flow.result
 
 
-def _buy(flow: _Batches, input_path: Path) -> bool:
-    """Submit, poll and collect until no batch runs. False: batches are still running (no wait)."""
-    flow.reattach()
-    delay = flow.bopts.poll
-    while True:
-        running = flow.refresh()
-        flow.collect()
-        if _submit_missing(flow, input_path, running):
-            continue  # the new batches' status first
-        if not running:
-            return True
-        flow.progress()
-        if not flow.bopts.wait:
-            flow.result.pending = len(running)
-            flow.echo(f"llmlabel: {len(running)} batches running; rerun the same command to collect them")
-            return False
-        time.sleep(delay)
-        delay = min(60.0, delay * 1.5)
+class _NoRows:
+    """The batch executor's sink: its answers go into the cache, never a row (run_job writes them)."""
+
+    def append(self, rec: dict[str, Any]) -> None:
+        raise AssertionError("the batch executor writes no row")
+
+    def append_lines(self, lines: list[bytes]) -> None:
+        raise AssertionError("the batch executor writes no row")
 
 
-def _submit_missing(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
+def _submit_missing(flow: BatchExecutor, source: RowSource, running: list[dict[str, Any]]) -> bool:
     """New batches for what is neither cached nor in a running batch (a retry only with fallback "batch",
-    at most MAX_ROUNDS batches per judge and run). Whether any was submitted."""
+    at most MAX_ROUNDS batches per judge, stage and run). Whether any was submitted."""
     with inflight.registry_lock(flow.job.cfg.cache_dir):  # until what is submitted here is recorded
-        return _submit_unheld(flow, input_path, running)
+        return _submit_unheld(flow, source, running)
 
 
-def _submit_unheld(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
+def _submit_unheld(flow: BatchExecutor, source: RowSource, running: list[dict[str, Any]]) -> bool:
     busy = {k for e in running for k in e.get("keys", ())}
     # Batches of other outputs (other jobs) in flight with the same requests: left to them, said once.
     mine = {e.get("local") for e in flow.journal["batches"]}
     others = inflight.in_flight(flow.job.cfg.cache_dir, flow.output, skip=mine)
     sent = False
     stages: dict[tuple[str, int], dict[str, Request]] = {}
-    for r in missing_requests(flow.job, input_path):
+    for r in missing_requests(flow.job, source.read()):
         stages.setdefault((r.judge, r.stage), {})[r.key] = r
     for (name, stage), reqs in stages.items():
         held = [others.keys[k] for k in reqs if k in others.keys]

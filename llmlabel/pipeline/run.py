@@ -23,7 +23,8 @@ from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines
 from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.io.values import arrow_schema
-from llmlabel.pipeline.drive import drive, pending_rows
+from llmlabel.pipeline.drive import pending_rows
+from llmlabel.pipeline.executors import LocalExecutor, RowSource
 from llmlabel.pipeline.fingerprint import check_resumable, fingerprint
 from llmlabel.pipeline.inflight import in_flight, leave_to_batches
 from llmlabel.pipeline.job import Job, output_names, text_of
@@ -140,9 +141,11 @@ async def run_file(job: Job, input_path: Path, output_path: Path, total: int, go
     job.ledger.record(ledger_path(output_path))
     try:
         flight = in_flight(job.cfg.cache_dir, output_path)  # rows whose requests a batch holds are left to it
-        rows = leave_to_batches(job, pending_rows(job, input_path, part.done), flight)
+        source = RowSource(
+            lambda: leave_to_batches(job, pending_rows(job, input_path, part.done), flight), total, len(part.done)
+        )
         try:
-            stopped = await drive(job, rows, part, total, len(part.done))
+            stopped = await LocalExecutor().execute(job, source, part)
         finally:
             part.close()
         return finalize(job, part, output_path, stopped or flight.stop_reason(output_path), gold)
