@@ -61,6 +61,36 @@ def test_sync_label_rows_equal_the_cli_rows(tmp_path, fake):
         assert {k: item[k] for k in OUTCOME} == {k: row[k] for k in OUTCOME}
 
 
+def test_sync_label_aggregates_over_the_request_as_a_file_run_does(tmp_path):
+    """Dawid-Skene over a request's items (and a judge that answers one label to everything left out), as over a
+    file's rows: per-item votes would give other probabilities and keep the stuck judge's vote."""
+    texts = [f"note {i}: the service was {'slow' if i % 4 else 'fine'} today" for i in range(30)]
+    noisy = {t: other(pick(t, LABELS)) for t in texts[::3]}
+    servers = [
+        FakeLLM().start(),
+        FakeLLM(answers=noisy).start(),
+        FakeLLM(answers=dict.fromkeys(texts, "positive")).start(),
+    ]
+    try:
+        js = [{"name": n, "model": f"fake-{n}", "base_url": s.base_url, "timeout": 5} for n, s in zip("abc", servers)]
+        cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=js, aggregate="dawid_skene"))
+        (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        run_job(cfg, tmp_path / "in.jsonl", tmp_path / "out.jsonl", RunOptions(progress=False))
+        cli = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+        with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "s")) as c:
+            r = c.post("/v1/label", json={"items": [{"text": t} for t in texts]}, headers=H)
+        assert r.status_code == 200, r.text
+        served = r.json()["items"]
+        assert any(
+            row["probs"] != {lab: row["probs"][lab] for lab in row["probs"]} or row["confidence"] < 1 for row in cli
+        )
+        for row, item in zip(cli, served, strict=True):
+            assert {k: item[k] for k in OUTCOME} == {k: row[k] for k in OUTCOME}
+    finally:
+        for s in servers:
+            s.stop()
+
+
 def test_audit_job_scores_and_flags_equal_the_cli_audit(tmp_path, fake):
     # Judge b disagrees with judge a on every fifth text; a third of the given labels are wrong: Dawid-Skene
     # and the classifier both have something to weigh.
