@@ -179,11 +179,6 @@ class Job:
             await c.aclose()
 
     # -- prompts and answers -----------------------------------------------------------------
-    def messages(self, judge: Judge, text: str, given: str | None, kind: str | None = None) -> list[dict[str, str]]:
-        msgs, cut = self.plan.messages(judge, text, given, kind)
-        self.truncated += cut
-        return msgs
-
     async def ask(self, req: Request) -> JudgeAnswer:
         """Send one planned request (the local executor's one way out): its judge's answer, uncalibrated."""
         self.truncated += req.cut
