@@ -3,7 +3,9 @@ backend (the shape of curator's request processors):
 
 - `LocalExecutor` (here): the asyncio driver of pipeline.drive: a bulk cache pass, then a window of rows in
   flight, the budget, and a clean stop (halt, drain) on a budget, a dead judge, a signal or a cancel. Files
-  (`run_job`), memory (`Labeler`), the service's items (/v1/label, /v1/verify) and each Ray actor run it.
+  (`run_job`), memory (`Labeler`) and each Ray actor run it. (The service's /v1/label and /v1/verify still ask
+  their items with Job.ask_all, without the window: a cache failure there must not stop the answers, and
+  each item starts in a loop turn of its own; they aggregate the items as a file run does.)
 - `BatchExecutor` (pipeline.batch): the Batch API: each stage of the plan's pending requests (every row's
   first question, then a shortlist's next round, a taxonomy's next level) bought in batch files; the answers go
   into the response cache, from which a local run then writes the rows for nothing.
