@@ -6,6 +6,7 @@ the service's single-row endpoints (`start` then `ask_all` then `outcome`)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -179,10 +180,11 @@ class Job:
             await c.aclose()
 
     # -- prompts and answers -----------------------------------------------------------------
-    async def ask(self, req: Request) -> JudgeAnswer:
-        """Send one planned request (the local executor's one way out): its judge's answer, uncalibrated."""
+    def ask(self, req: Request) -> Coroutine[Any, Any, JudgeAnswer]:
+        """Send one planned request (the local executor's one way out): its judge's answer, uncalibrated. (The
+        client's coroutine itself, not one more around it: this is once per request.)"""
         self.truncated += req.cut
-        return await self.clients[req.judge].ask(req.messages, req.kind, req.sample)
+        return self.clients[req.judge].ask(req.messages, req.kind, req.sample)
 
     async def _ask_shortlisted(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
         """One label among the text's nearest labels; on "none of these", among the next ones."""
