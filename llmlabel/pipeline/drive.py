@@ -172,10 +172,10 @@ def _signals(d: _Drive) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int = 0, signals: bool = True) -> str | None:
+async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int = 0) -> str | None:
     """Label `rows` into `sink`. Returns why it stopped early (a signal, a cancel), or None; a dead judge or a
-    budget leaves its LLMLabelError in job.fatal; any other error is raised. `signals`: Ctrl-C and SIGTERM
-    stop it cleanly (a server owns its signals: False). Called through executors.LocalExecutor."""
+    budget leaves its LLMLabelError in job.fatal; any other error is raised. (Called through
+    executors.LocalExecutor.)"""
     progress = Reporter(job.opts, job.ledger, total, done_before)
     d = _Drive(job, sink, progress)
     helpers = []
@@ -184,7 +184,7 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
     if job.opts.cancel is not None:
         helpers.append(asyncio.ensure_future(d.watch()))
     try:
-        with _signals(d) if signals else contextlib.nullcontext():
+        with _signals(d):
             d.calibrating.append(asyncio.ensure_future(job.ensure_calibrated()))
             try:
                 await d.calibrating[0]

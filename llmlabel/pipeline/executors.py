@@ -52,13 +52,10 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """The rows asked from this process's event loop (pipeline.drive). `signals`: Ctrl-C and SIGTERM stop the run
-    cleanly (a server, which owns its signals, passes False)."""
+    """The rows asked from this process's event loop (pipeline.drive; Ctrl-C and SIGTERM stop it cleanly when it
+    runs on the main thread)."""
 
     name = "local"
 
-    def __init__(self, signals: bool = True) -> None:
-        self.signals = signals
-
     async def execute(self, job: Job, source: RowSource, sink: Sink) -> str | None:
-        return await drive(job, source.read(), sink, source.total, source.done_before, signals=self.signals)
+        return await drive(job, source.read(), sink, source.total, source.done_before)
