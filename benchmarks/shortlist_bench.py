@@ -60,7 +60,9 @@ def prompt_tokens(cfg_path: Path, rows: list[dict]) -> float:
     cfg = load_config(cfg_path)
     job = Job(cfg, cfg.judges[:1], RunOptions(), open_cache(cfg.cache_dir))
     j = cfg.judges[0]
-    sizes = [count_message_tokens(job.messages(j, r["text"], None, job.first_kind(r["text"]))) for r in rows]
+    sizes = [
+        count_message_tokens(job.plan.messages(j, r["text"], None, job.plan.first_kind(r["text"]))[0]) for r in rows
+    ]
     return sum(sizes) / len(sizes)
 
 

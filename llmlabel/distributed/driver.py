@@ -35,9 +35,10 @@ from llmlabel.io.guard import inputs
 from llmlabel.io.output import PartFile, line, renumbered
 from llmlabel.io.rows import FORMATS, input_format, iter_rows, scan
 from llmlabel.llm.cache import REMOTE
+from llmlabel.pipeline.executors import Executor, RowSource
 from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.inflight import first_held, in_flight
-from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.job import Job, Sink
 from llmlabel.pipeline.lifecycle import Checked, Run, check_writes
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
@@ -206,10 +207,9 @@ def run_job_ray(
         if isinstance(src, list) and len(src) == 1:
             fp = run.typed(fp, src[0])  # a Parquet input's column types, for a Parquet output
         part = run.open_part(fp, str(input_spec))  # (the actors' reports logged in its ledger as they arrive)
+        source = RowSource(lambda: _local_rows(src, job.opts.limit), checked.total, len(part.done), (src, fmt))
         try:
-            # Content-free calibration once, here: the actors then find its answers in the cache.
-            asyncio.run(_calibrate(run))
-            stopped = _run(ray, job, (src, fmt), part, checked.total, actors)
+            stopped = asyncio.run(RayExecutor(ray, actors).execute(job, source, part))
         finally:
             part.close()
         return run.finish(part, stopped)
@@ -235,8 +235,7 @@ def _check_in_flight(job: Job, src: list[Path] | str, output_path: Path) -> None
     if not flight:
         return
     if isinstance(src, list):
-        rows = ((i, r) for f in src for i, r in enumerate(iter_rows(f)))
-        held = first_held(job, itertools.islice(rows, job.opts.limit), flight)
+        held = first_held(job, _local_rows(src, job.opts.limit), flight)
     else:  # an object store's files are not read here: any batch of this output's own counts
         held = next((h for h in flight.keys.values() if h.output == str(output_path.resolve())), None)
     if held is not None:
@@ -247,22 +246,41 @@ def _check_in_flight(job: Job, src: list[Path] | str, output_path: Path) -> None
         )
 
 
-def _run(
-    ray: Any, job: Job, source: tuple[list[Path] | str, str], part: PartFile, total: int, actors: int
-) -> str | None:
-    """Stream the rows through the actors into the part file. Returns why it stopped early, or None."""
-    progress = Reporter(job.opts, job.ledger, total, len(part.done))
-    stop = _Stop(job.opts.cancel)
-    try:
-        with stop.on_signals():
-            _stream(job, _labeled(ray, job, _read(ray, *source), part, actors), part, progress, stop)
-    except errors.LLMLabelError:
-        raise
-    except Exception as e:  # noqa: BLE001 - Ray's errors (a read that fails, a cluster lost) end in one line
-        job.fail(InputError(f"the Ray job failed: {_cause(e)}; fix the input or the cluster"))
-    finally:
-        progress.close(finished=job.fatal is None and not stop.why)
-    return stop.why
+def _local_rows(src: list[Path] | str, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of local input files, read here (an object store's are read by Ray Data only: none here)."""
+    if not isinstance(src, list):
+        return iter(())
+    rows = ((i, r) for f in src for i, r in enumerate(iter_rows(f)))
+    return itertools.islice(rows, limit)
+
+
+class RayExecutor(Executor):
+    """The rows spread over a pool of Ray actors (LabelWorker: the local executor in each), read by Ray Data from
+    the source's `spec` (files, a folder, a glob, an object-store URI); their finished rows stream back in input
+    order into the sink (the part file)."""
+
+    name = "ray"
+
+    def __init__(self, ray: Any, actors: int) -> None:
+        self.ray, self.actors = ray, actors
+
+    async def execute(self, job: Job, source: RowSource, sink: Sink) -> str | None:
+        assert isinstance(sink, PartFile)  # (the actors skip the ids it holds)
+        # Content-free calibration once, here: the actors then find its answers in the cache.
+        await _calibrate(job)
+        progress = Reporter(job.opts, job.ledger, source.total, source.done_before)
+        stop = _Stop(job.opts.cancel)
+        try:
+            with stop.on_signals():
+                labeled = _labeled(self.ray, job, _read(self.ray, *source.spec), sink, self.actors)
+                _stream(job, labeled, sink, progress, stop)  # (blocking: this loop runs nothing else meanwhile)
+        except errors.LLMLabelError:
+            raise
+        except Exception as e:  # noqa: BLE001 - Ray's errors (a read that fails, a cluster lost) end in one line
+            job.fail(InputError(f"the Ray job failed: {_cause(e)}; fix the input or the cluster"))
+        finally:
+            progress.close(finished=job.fatal is None and not stop.why)
+        return stop.why
 
 
 def _labeled(ray: Any, job: Job, ds: Any, part: PartFile, actors: int) -> Any:
@@ -305,11 +323,13 @@ def _cause(e: BaseException) -> str:
     return one_line(f"{type(e).__name__}: {text[-1] if text else ''}", 300)
 
 
-async def _calibrate(run: Run) -> None:
+async def _calibrate(job: Job) -> None:
+    """The job's content-free calibration (Job.ensure_calibrated), its clients closed after: they belong to this
+    event loop, which ends before the actors run."""
     try:
-        await run.calibrate()
+        await job.ensure_calibrated()
     finally:
-        await run.job.aclose()
+        await job.aclose()
 
 
 class _Stop:
@@ -326,7 +346,9 @@ class _Stop:
 
     @contextlib.contextmanager
     def on_signals(self) -> Iterator[None]:
-        """SIGTERM stops the run as Ctrl-C does (only on the main thread: elsewhere the caller owns them)."""
+        """SIGTERM stops the run as Ctrl-C does (only on the main thread: elsewhere the caller owns them). Ctrl-C
+        raises KeyboardInterrupt here too: the stream blocks its event loop, whose own SIGINT handler (asyncio's
+        Runner: cancel the main task) would wait for an await that never comes."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -334,13 +356,14 @@ class _Stop:
         def term(*_: Any) -> None:
             raise KeyboardInterrupt
 
-        old = signal.signal(signal.SIGTERM, term)
+        old = {sig: signal.signal(sig, term) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         except KeyboardInterrupt:
             self.why = "interrupted"
         finally:
-            signal.signal(signal.SIGTERM, old)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
 
 def _stream(job: Job, labeled: Any, part: PartFile, progress: Reporter, stop: _Stop) -> None:

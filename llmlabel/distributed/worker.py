@@ -1,5 +1,5 @@
-"""The Ray engine's workers: async actors that run the labeling core (pipeline.job and pipeline.drive, as a
-local run does) over batches of rows, and the gate that makes each judge's rate limits job-wide.
+"""The Ray engine's workers: async actors that run the labeling core (pipeline.job through the local executor,
+as a local run does) over batches of rows, and the gate that makes each judge's rate limits job-wide.
 
 Imported only inside Ray processes and by the driver (llmlabel.distributed.driver); it never imports `ray`
 itself: the driver wraps these classes with `ray.remote` / `map_batches`."""
@@ -19,7 +19,7 @@ from llmlabel.io.output import line, position
 from llmlabel.llm.cache import open_cache
 from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.llm.limits import Limits
-from llmlabel.pipeline.drive import drive
+from llmlabel.pipeline.executors import LocalExecutor, RowSource
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions
 
@@ -148,7 +148,7 @@ class LabelWorker:
         job = self.job
         if job.fatal is None and todo:
             try:
-                await drive(job, todo, sink, len(todo))  # (which calibrates the job once: the cache has it)
+                await LocalExecutor().execute(job, RowSource(lambda: todo, len(todo)), sink)
             except Exception as e:  # noqa: BLE001 - the job's end, told to the driver (Ray would retry it)
                 job.fail(e)
         for k in range(len(rows)):

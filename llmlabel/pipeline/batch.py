@@ -1,7 +1,10 @@
 """`llmlabel label --batch`: the requests a run would send, bought through the Batch API at its lower price.
 
-Every request missing from the response cache (deduplicated: the custom_id is the cache key) goes into JSONL
-batch files, per judge, split at the provider's limits. A journal beside the output (OUTPUT.batch.json,
+Every request missing from the response cache (the job's RequestPlan.pending; deduplicated: the custom_id is
+the cache key) goes into JSONL batch files, per judge and stage, split at the provider's limits. A row's
+questions that depend on its earlier answers come in later stages: a shortlist's next round after "none of
+these", a taxonomy's next level; each stage is bought once the one before is collected (a taxonomy of depth 3
+takes three batch rounds, one after the other). A journal beside the output (OUTPUT.batch.json,
 written atomically) records each batch before it is created and again once it exists, and every batch
 carries metadata naming this job: a rerun re-attaches to its batches (also to one created just before a kill
 that left no journal line, found through the batch list) instead of paying for them again.
@@ -9,16 +12,16 @@ that left no journal line, found through the batch list) instead of paying for t
 Collected answers are validated like online answers and stored in the same cache under the same keys, so
 the output is then written by an ordinary run (`run_job`) over a warm cache. What no batch answered (an
 invalid answer, a failed line, a line of an expired or cancelled batch) is asked again in a smaller batch
-(`fallback="batch"`, at most `MAX_ROUNDS` batches per judge and run) and then online by that run, where an
+(`fallback="batch"`, at most `MAX_ROUNDS` batches per judge, stage and run) and then online by that run, where an
 invalid answer also gets the online re-ask."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Config
-from llmlabel.errors import ConfigError
 from llmlabel.io.ledger_file import LedgerLog, now
 from llmlabel.io.paths import ledger_path
 from llmlabel.io.rows import iter_rows
@@ -35,11 +37,12 @@ from llmlabel.llm.batch_api import TERMINAL, BatchAPI, batch_prices
 from llmlabel.llm.judge import JudgeClient
 from llmlabel.pipeline import inflight
 from llmlabel.pipeline.batch_journal import api_for, apply_status, job_tag, load_journal, save_journal
+from llmlabel.pipeline.executors import Executor, Rows, RowSource
 from llmlabel.pipeline.fingerprint import fingerprint
-from llmlabel.pipeline.inflight import calibration_requests, row_requests
-from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.job import Job, Sink
 from llmlabel.pipeline.lifecycle import Run, check_run
 from llmlabel.pipeline.options import RunOptions, RunResult
+from llmlabel.pipeline.requests import Request
 from llmlabel.pipeline.run import run_job
 
 MAX_LINES = 50_000  # the OpenAI Batch API's limits per input file
@@ -69,22 +72,18 @@ class BatchResult:
 
 
 # -- requests --------------------------------------------------------------------------------
-def missing_requests(job: Job, input_path: Path) -> dict[str, dict[str, bytes]]:
-    """Per judge, the request bodies (cache key -> body) a run of the job would pay for now."""
-    wanted: dict[str, dict[str, bytes]] = {j.name: {} for j in job.judges}
-    for name, key, data in calibration_requests(job):
-        wanted[name][key] = data
-    limit = job.opts.limit
-    for i, row in enumerate(iter_rows(input_path)):
-        if limit is not None and i >= limit:
-            break
-        for name, key, data in row_requests(job, i, row):  # a cascade's later judges too (no answers yet)
-            wanted[name][key] = data
-    for reqs in wanted.values():
-        hits = job.cache.get_many(list(reqs))
-        for k in hits:
-            del reqs[k]
-    return wanted
+def missing_requests(job: Job, rows: Rows) -> list[Request]:
+    """The requests (encoded, one per cache key) a run of the job would pay for next: the calibration prompts
+    and each row's first question not answered in the cache (RequestPlan.pending: a shortlist's next round, a
+    taxonomy's next level; every judge of a cascade)."""
+    wanted: dict[str, Request] = {}
+    if job.calibrates():
+        calibration = [job.plan.encode(r) for r in job.plan.calibration()]
+        hits = job.cache.get_many([r.key for r in calibration])
+        wanted.update((r.key, r) for r in calibration if r.key not in hits)
+    for r in job.plan.pending(rows):
+        wanted.setdefault(r.key, r)
+    return list(wanted.values())
 
 
 def batch_files(reqs: dict[str, bytes], max_lines: int, max_bytes: int) -> list[tuple[list[str], bytes]]:
@@ -107,20 +106,49 @@ def batch_files(reqs: dict[str, bytes], max_lines: int, max_bytes: int) -> list[
 
 
 # -- the flow --------------------------------------------------------------------------------
-class _Batches:
-    def __init__(self, job: Job, output: Path, tag: str, bopts: BatchOptions, echo: Callable[[str], None]) -> None:
-        self.job, self.output, self.tag, self.bopts, self.echo = job, output, tag, bopts, echo
+class BatchExecutor(Executor):
+    """The Batch API as an executor: the pending requests of the rows (RequestPlan.pending) bought in batch files,
+    stage after stage (a shortlist's next round, a taxonomy's next level, once the stage before is collected),
+    until none is missing or running. Answers go into the response cache under the keys an online run looks
+    up; no row goes into the sink: `run_batch` then writes the output with a local run over the warm cache."""
+
+    name = "batch"
+    job: Job
+
+    def __init__(self, output: Path, tag: str, bopts: BatchOptions, echo: Callable[[str], None]) -> None:
+        self.output, self.tag, self.bopts, self.echo = output, tag, bopts, echo
         self.journal = load_journal(output)
         if self.journal.get("job") not in (None, tag):  # another input or other settings: a new job
             self.journal = {"job": tag, "batches": [e for e in self.journal["batches"] if not _done(e)]}
         self.journal["job"] = tag
         self.result = BatchResult()
-        self.rounds: dict[str, int] = {}
+        self.rounds: dict[tuple[str, int], int] = {}  # (judge, stage) -> batches submitted this run
         self.split: dict[str, int] = {}  # judge -> lines per file after a batch failed as a whole
         self.tokens: dict[str, list[int]] = {}  # judge -> [lines, input tokens, output tokens] this run
         self.log = LedgerLog(ledger_path(output), uuid.uuid4().hex[:12])  # the batch spend, as it is collected
         self.logged = False
         self.warned = False  # said once: requests left to another output's batches
+
+    async def execute(self, job: Job, source: RowSource, sink: Sink) -> str | None:
+        """Submit, poll and collect until no batch runs. Returns why it stopped early: batches still running
+        (no wait)."""
+        self.job = job
+        self.reattach()
+        delay = self.bopts.poll
+        while True:
+            running = self.refresh()
+            await self.collect()
+            if _submit_missing(self, source, running):
+                continue  # the new batches' status first
+            if not running:
+                return None
+            self.progress()
+            if not self.bopts.wait:
+                self.result.pending = len(running)
+                self.echo(f"llmlabel: {len(running)} batches running; rerun the same command to collect them")
+                return f"{len(running)} batches running"
+            await asyncio.sleep(delay)
+            delay = min(60.0, delay * 1.5)
 
     def _api(self, entry: dict[str, Any]) -> BatchAPI:
         return api_for(entry, self.bopts.transport)
@@ -157,12 +185,14 @@ class _Batches:
         self.journal["batches"] = kept
         self.save()
 
-    def submit(self, judge_name: str, reqs: dict[str, bytes]) -> None:
+    def submit(self, judge_name: str, stage: int, reqs: dict[str, Request]) -> None:
+        """Batches of one judge's requests of one stage (a round of a shortlist, a level of a taxonomy)."""
         client: JudgeClient = self.job.clients[judge_name]
         j = client.judge
         lines = self.bopts.max_lines or j.batch_max_requests
         lines = min(lines, self.split.get(judge_name, lines))
-        for keys, content in batch_files(reqs, lines, self.bopts.max_bytes or j.batch_max_bytes):
+        bodies = {k: r.body for k, r in reqs.items()}
+        for keys, content in batch_files(bodies, lines, self.bopts.max_bytes or j.batch_max_bytes):
             local = uuid.uuid4().hex
             entry = {
                 "local": local,
@@ -173,6 +203,10 @@ class _Batches:
                 "batch_id": None,
                 "status": "creating",
                 "collected": False,
+                "stage": stage,
+                # the prompt kind of each request not of the job's kind (a shortlist's, a taxonomy level's):
+                # its answer is validated against that kind's labels when collected
+                "kinds": {k: reqs[k].kind for k in keys if reqs[k].kind != self.job.kind},
             }
             inflight.record(self.job.cfg.cache_dir, local, self.output, judge_name, keys)  # (for other outputs)
             self.journal["batches"].append(entry)
@@ -208,7 +242,7 @@ class _Batches:
         self.save()
         return running
 
-    def collect(self) -> None:
+    async def collect(self) -> None:
         """Store the answers of every finished batch not yet collected (expired ones keep their finished lines)."""
         for e in self.journal["batches"]:
             if _done(e) or e.get("status") not in TERMINAL:
@@ -219,7 +253,7 @@ class _Batches:
                 errs = api.content(e["error_file_id"]) if e.get("error_file_id") else []
             finally:
                 api.close()
-            self._store(e, out)
+            await self._store(e, out)
             if e["status"] == "failed" and not out and len(e["keys"]) > 1:
                 self._split(e)
             self.result.failed += len(errs)
@@ -229,7 +263,8 @@ class _Batches:
                     "answered; the rest are asked again"
                 )
             e["collected"] = True
-            e.pop("keys", None)  # answered keys are in the cache; missing ones are found again from the input
+            e.pop("keys", None)
+            e.pop("kinds", None)  # answered keys are in the cache; missing ones are found again from the input
             self.save()
             inflight.forget(self.job.cfg.cache_dir, e["local"])
 
@@ -238,13 +273,14 @@ class _Batches:
         batches half its size, in a round of their own."""
         half = max(1, len(e["keys"]) // 2)
         self.split[e["judge"]] = min(self.split.get(e["judge"], half), half)
-        self.rounds[e["judge"]] = max(0, self.rounds.get(e["judge"], 0) - 1)
+        stage = (e["judge"], int(e.get("stage") or 0))
+        self.rounds[stage] = max(0, self.rounds.get(stage, 0) - 1)
         why = "; ".join(e.get("errors") or []) or "no reason given"
         self.echo(f"llmlabel: batch {e['batch_id']} failed ({why}): resubmitting its lines in batches of {half:,}")
 
-    def _store(self, e: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    async def _store(self, e: dict[str, Any], lines: list[dict[str, Any]]) -> None:
         client = self.job.clients[e["judge"]]
-        wanted = set(e["keys"])
+        wanted, kinds = set(e["keys"]), e.get("kinds") or {}
         good: list[tuple[str, dict[str, Any]]] = []
         paid = [0, 0, 0]  # this batch's answered lines and tokens
         for line in lines:
@@ -256,7 +292,7 @@ class _Batches:
             paid[0] += 1
             paid[1] += payload["usage"].get("prompt_tokens", 0)
             paid[2] += payload["usage"].get("completion_tokens", 0)
-            if client.cached_answer(payload, self.job.kind) is None:
+            if client.cached_answer(payload, kinds.get(key, self.job.kind)) is None:
                 self.result.invalid += 1  # asked again online, with the re-ask, by the run that writes the output
                 continue
             good.append((key, payload))
@@ -264,7 +300,7 @@ class _Batches:
         for i in range(3):
             tally[i] += paid[i]
         self._log_spend(e["judge"], e["batch_id"], paid)
-        asyncio.run(_store_all(self.job, good))
+        await _store_all(self.job, good)
         self.result.collected += len(good)
 
     def _log_spend(self, judge: str, batch_id: str, paid: list[int]) -> None:
@@ -328,18 +364,13 @@ def run_batch(
     over the warm cache. With `bopts.wait=False` it returns after submitting (a rerun collects)."""
     opts, bopts = opts or RunOptions(), bopts or BatchOptions()
     echo = opts.echo or (_stderr if opts.progress else lambda s: None)
-    if cfg.task.taxonomy is not None:
-        # Each level's question depends on the level above: a batch per level, not built yet.
-        raise ConfigError("task.taxonomy is not supported with --batch yet; label online or remove taxonomy")
-    if cfg.task.shortlist is not None:
-        # A row's next shortlist depends on its first answer: two batches in turn, not built yet.
-        raise ConfigError("task.shortlist is not supported with --batch yet; label online or remove shortlist")
     checked = check_run(cfg, input_path, output_path, opts)
     with Run(cfg, checked, opts) as run:
-        tag = job_tag(fingerprint(run.job, checked.input), checked.output)
-        flow = _Batches(run.job, checked.output, tag, bopts, echo)
+        job = run.job
+        flow = BatchExecutor(checked.output, job_tag(fingerprint(job, checked.input), checked.output), bopts, echo)
+        rows = RowSource(lambda: itertools.islice(enumerate(iter_rows(checked.input)), opts.limit), spec=checked.input)
         try:
-            if not _buy(flow, checked.input):
+            if asyncio.run(flow.execute(job, rows, _NoRows())) is not None:
                 return flow.result
         finally:
             flow.end()
@@ -347,40 +378,33 @@ def run_batch(
     return flow.result
 
 
-def _buy(flow: _Batches, input_path: Path) -> bool:
-    """Submit, poll and collect until no batch runs. False: batches are still running (no wait)."""
-    flow.reattach()
-    delay = flow.bopts.poll
-    while True:
-        running = flow.refresh()
-        flow.collect()
-        if _submit_missing(flow, input_path, running):
-            continue  # the new batches' status first
-        if not running:
-            return True
-        flow.progress()
-        if not flow.bopts.wait:
-            flow.result.pending = len(running)
-            flow.echo(f"llmlabel: {len(running)} batches running; rerun the same command to collect them")
-            return False
-        time.sleep(delay)
-        delay = min(60.0, delay * 1.5)
+class _NoRows:
+    """The batch executor's sink: its answers go into the cache, never a row (run_job writes them)."""
+
+    def append(self, rec: dict[str, Any]) -> None:
+        raise AssertionError("the batch executor writes no row")
+
+    def append_lines(self, lines: list[bytes]) -> None:
+        raise AssertionError("the batch executor writes no row")
 
 
-def _submit_missing(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
+def _submit_missing(flow: BatchExecutor, source: RowSource, running: list[dict[str, Any]]) -> bool:
     """New batches for what is neither cached nor in a running batch (a retry only with fallback "batch",
-    at most MAX_ROUNDS batches per judge and run). Whether any was submitted."""
+    at most MAX_ROUNDS batches per judge, stage and run). Whether any was submitted."""
     with inflight.registry_lock(flow.job.cfg.cache_dir):  # until what is submitted here is recorded
-        return _submit_unheld(flow, input_path, running)
+        return _submit_unheld(flow, source, running)
 
 
-def _submit_unheld(flow: _Batches, input_path: Path, running: list[dict[str, Any]]) -> bool:
+def _submit_unheld(flow: BatchExecutor, source: RowSource, running: list[dict[str, Any]]) -> bool:
     busy = {k for e in running for k in e.get("keys", ())}
     # Batches of other outputs (other jobs) in flight with the same requests: left to them, said once.
     mine = {e.get("local") for e in flow.journal["batches"]}
     others = inflight.in_flight(flow.job.cfg.cache_dir, flow.output, skip=mine)
     sent = False
-    for name, reqs in missing_requests(flow.job, input_path).items():
+    stages: dict[tuple[str, int], dict[str, Request]] = {}
+    for r in missing_requests(flow.job, source.read()):
+        stages.setdefault((r.judge, r.stage), {})[r.key] = r
+    for (name, stage), reqs in stages.items():
         held = [others.keys[k] for k in reqs if k in others.keys]
         if held and not flow.warned:
             flow.warned = True
@@ -389,9 +413,11 @@ def _submit_unheld(flow: _Batches, input_path: Path, running: list[dict[str, Any
                 f"({held[0].output}'s batch {held[0].batch_id or '(being created)'}): left to it, not bought again"
             )
         reqs = {k: v for k, v in reqs.items() if k not in busy and k not in others.keys}
-        n = flow.rounds.get(name, 0)
+        # A stage's requests are bought in up to MAX_ROUNDS batches (its retries); a row's next stage (its
+        # next shortlist, its taxonomy's next level) is asked once the stage before is collected.
+        n = flow.rounds.get((name, stage), 0)
         if reqs and (n == 0 or (flow.bopts.fallback == "batch" and n < MAX_ROUNDS)):
-            flow.rounds[name] = n + 1
-            flow.submit(name, reqs)
+            flow.rounds[(name, stage)] = n + 1
+            flow.submit(name, stage, reqs)
             sent = True
     return sent

@@ -173,7 +173,8 @@ def _signals(d: _Drive) -> Iterator[None]:
 
 async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int = 0) -> str | None:
     """Label `rows` into `sink`. Returns why it stopped early (a signal, a cancel), or None; a dead judge or a
-    budget leaves its LLMLabelError in job.fatal; any other error is raised."""
+    budget leaves its LLMLabelError in job.fatal; any other error is raised. (Called through
+    executors.LocalExecutor.)"""
     progress = Reporter(job.opts, job.ledger, total, done_before)
     d = _Drive(job, sink, progress)
     helpers = []

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmlabel.ensemble.calibration import CONTENT_FREE
 from llmlabel.io.files import atomic_write
 from llmlabel.io.lock import FileLock
 from llmlabel.llm.cache import REMOTE
@@ -136,27 +135,6 @@ def in_flight(cache_dir: str, output: Path, skip: Iterable[str] = ()) -> InFligh
     return out
 
 
-def row_requests(job: Job, i: int, row: dict[str, Any]) -> Iterator[tuple[str, str, bytes]]:
-    """(judge, cache key, body) of every request a row may send (a cascade's later judges included)."""
-    _, text, given = job.start(i, row)
-    if text is None:
-        return
-    for j in job.judges:
-        msgs, _ = job.render(j, text, given)
-        for s in range(j.samples):  # self-consistency: each sample is its own request and key
-            _, data, key = job.clients[j.name].encode(msgs, job.kind, s)
-            yield j.name, key, data
-
-
-def calibration_requests(job: Job) -> Iterator[tuple[str, str, bytes]]:
-    """The content-free calibration prompts of logprob judges."""
-    for j in job.judges:
-        if j.logprobs:
-            for t in CONTENT_FREE:
-                _, data, key = job.clients[j.name].encode(job.messages(j, t, None), job.kind)
-                yield j.name, key, data
-
-
 def leave_to_batches(
     job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight
 ) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -176,8 +154,9 @@ def _leave(
     job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight, echo: Any
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     for i, row in rows:
-        held = [k for _, k, _ in row_requests(job, i, row) if k in flight.keys]
-        if not held or len(job.cache.get_many(held)) == len(held):  # (answered already: free from the cache)
+        # (the row's next requests, those not answered in the cache: a taxonomy's next level, say)
+        held = [r.key for r in job.plan.pending([(i, row)]) if r.key in flight.keys]
+        if not held:
             yield i, row
             continue
         holder = flight.keys[held[0]]
@@ -193,7 +172,7 @@ def _leave(
 def first_held(job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight) -> Holder | None:
     """The holder of the first request of `rows` in flight, if any (for an engine that cannot leave rows out)."""
     for i, row in rows:
-        held = [k for _, k, _ in row_requests(job, i, row) if k in flight.keys]
-        if held and len(job.cache.get_many(held)) < len(held):
+        held = [r.key for r in job.plan.pending([(i, row)]) if r.key in flight.keys]
+        if held:
             return flight.keys[held[0]]
     return None

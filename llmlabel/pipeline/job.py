@@ -8,10 +8,12 @@ through its methods (`fail`, `settle`, `count_truncated`, `use`): its run state 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, Protocol
 
 from llmlabel.config import Config, Judge, Task, samples_error
-from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, calibrate_answer
+from llmlabel.ensemble.calibration import average_content_free, calibrate_answer
 from llmlabel.ensemble.combine import combine_row, combine_samples
 from llmlabel.ensemble.multilabel import SetPolicy, combine_sets
 from llmlabel.errors import CacheError, ConfigError, LLMLabelError
@@ -26,9 +28,9 @@ from llmlabel.llm.ledger import Ledger
 from llmlabel.llm.memo import Memo
 from llmlabel.llm.prompts import Prompts, shortlist_kind
 from llmlabel.llm.shortlist import Shortlister
-from llmlabel.llm.tokens import truncate
 from llmlabel.pipeline import taxonomy as taxonomy_rows
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.pipeline.requests import Request, RequestPlan
 from llmlabel.taxonomy import Taxonomy
 
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
@@ -124,6 +126,7 @@ class Job:
         self.weights = {j.name: j.weight for j in judges if j.weight is not None} or None
         self.p_cf: dict[str, dict[str, float]] = {}
         self.prompts = Prompts(cfg.task, cfg.prompts_dir)
+        self.plan = RequestPlan(self)  # rows become requests there (every executor reads it)
         self._row_memo: Memo[tuple[int, ...], Any] = Memo(4096)
         self._columns: Memo[tuple[str, ...], list[str]] = Memo(256)
         self.demos = DemoPool(cfg.task) if cfg.task.examples_file else None
@@ -217,39 +220,22 @@ class Job:
             await c.aclose()
 
     # -- prompts and answers -----------------------------------------------------------------
-    def messages(self, judge: Judge, text: str, given: str | None, kind: str | None = None) -> list[dict[str, str]]:
-        msgs, cut = self.render(judge, text, given, kind)
-        self._truncated += cut
-        return msgs
-
-    def render(
-        self, judge: Judge, text: str, given: str | None, kind: str | None = None
-    ) -> tuple[list[dict[str, str]], bool]:
-        """The messages (of `kind`, else the job's), and whether the text had to be cut to max_text_tokens."""
-        text, cut = truncate(text, judge.max_text_tokens)
-        demos = self.demos.nearest(text) if self.demos is not None else None
-        codes = self.clients[judge.name].codes is not None
-        return self.prompts.messages(judge, kind or self.kind, text, given, codes, demos), cut
-
-    def first_kind(self, text: str) -> str:
-        """The kind a row is asked first: the job's, or its first shortlist (task.shortlist)."""
-        if self.shortlister is None:
-            return self.kind
-        return shortlist_kind(self.shortlister.shortlist(self.shortlister.ranked(text), 0))
+    def ask(self, req: Request) -> Coroutine[Any, Any, JudgeAnswer]:
+        """Send one planned request (the local executor's one way out): its judge's answer, uncalibrated. (The
+        client's coroutine itself, not one more around it: this is once per request.)"""
+        self._truncated += req.cut
+        return self.clients[req.judge].ask(req.messages, req.kind, req.sample)
 
     async def _ask_shortlisted(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
         """One label among the text's nearest labels; on "none of these", among the next ones."""
         assert self.shortlister is not None
-        ranked, client = self.shortlister.ranked(text), self.clients[j.name]
+        ranked = self.shortlister.ranked(text)
         ans = JudgeAnswer(error=NO_FIT)
         for r in range(self.cfg.task.shortlist_rounds):
             choices = self.shortlister.shortlist(ranked, r)
             if not choices:
                 break
-            kind = shortlist_kind(choices)
-            msgs, cut = self.render(j, text, given, kind)
-            self._truncated += cut
-            ans = await client.ask(msgs, kind)
+            ans = await self.ask(self.plan.request(j, text, given, shortlist_kind(choices), stage=r))
             if ans.error != NO_FIT:
                 return ans
         return ans
@@ -260,8 +246,8 @@ class Job:
             if not j.logprobs:
                 continue
             dists = []
-            for t in CONTENT_FREE:
-                ans = await self.clients[j.name].ask(self.messages(j, t, None), self.kind)
+            for req in self.plan.calibration(j):
+                ans = await self.ask(req)
                 if ans.probs:
                     dists.append(ans.probs)
             if dists:
@@ -269,16 +255,9 @@ class Job:
 
     async def ensure_calibrated(self) -> None:
         """Calibrate once per job (the content-free answers are cached, so later jobs pay nothing): every way
-        of running rows starts calibration here (the drive, the Ray driver before its actors, the service's
-        items; concurrent callers wait for one calibration)."""
-        # (a multi-label answer or a shortlist's has no fixed label set to measure a bias over)
-        if (
-            self._calibration_done
-            or not any(j.logprobs for j in self.judges)
-            or self.kind == "multilabel"
-            or self.shortlister
-            or self.taxonomy
-        ):
+        of running rows starts calibration here (the local executor, the Ray executor before its actors, the
+        service's items; concurrent callers wait for one calibration)."""
+        if self._calibration_done or not self.calibrates():
             return
         if self._calibrating is None:
             self._calibrating = asyncio.Lock()
@@ -287,6 +266,16 @@ class Job:
                 await self.calibrate()
                 self._calibration_done = True
 
+    def calibrates(self) -> bool:
+        """Whether the job is calibrated: a logprob judge on a fixed label set (a multi-label answer, a
+        shortlist's or a taxonomy level's has no fixed label set to measure a bias over)."""
+        return (
+            any(j.logprobs for j in self.judges)
+            and self.kind != "multilabel"
+            and not self.shortlister
+            and not self.taxonomy
+        )
+
     def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
         return calibrate_answer(ans, self.p_cf.get(name))
 
@@ -294,10 +283,12 @@ class Job:
         """The judge's (calibrated) answer; with `samples` > 1, its samples asked together and combined."""
         if self.shortlister is not None:
             return await self._ask_shortlisted(j, text, given)
-        msgs, client = self.messages(j, text, given), self.clients[j.name]
+        req = self.plan.request(j, text, given)
         if j.samples == 1:
-            return self._calibrated(j.name, await client.ask(msgs, self.kind))
-        got = await asyncio.gather(*(client.ask(msgs, self.kind, s) for s in range(j.samples)))
+            return self._calibrated(j.name, await self.ask(req))
+        self._truncated += req.cut  # (once a judge, as the cache pass counts it)
+        reqs = [replace(req, sample=s, cut=False) for s in range(j.samples)]
+        got = await asyncio.gather(*(self.ask(r) for r in reqs))
         return self._voted(j, got)
 
     def _voted(self, j: Judge, samples: list[JudgeAnswer]) -> JudgeAnswer:
@@ -458,10 +449,10 @@ class Job:
         by_judge: dict[str, list[list[str]]] = {}
         cuts = [0] * len(asked)
         # A shortlisted task asks each row its own first shortlist: keys one by one (no shared frame to reuse).
-        kinds = [self.first_kind(text) for _, text, _ in asked] if self.shortlister else None  # type: ignore[arg-type]
+        kinds = [self.plan.first_kind(text) for _, text, _ in asked] if self.shortlister else None  # type: ignore[arg-type]
         for judges in groups.values():
             rendered = [
-                self.render(judges[0], text, given, kinds[n] if kinds else None)  # type: ignore[arg-type]
+                self.plan.messages(judges[0], text, given, kinds[n] if kinds else None)  # type: ignore[arg-type]
                 for n, (_, text, given) in enumerate(asked)
             ]
             batch = [msgs for msgs, _ in rendered]

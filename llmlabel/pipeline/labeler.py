@@ -273,10 +273,10 @@ class Labeler:
 
     async def _label(self, job: Job, items: list[tuple[int, dict[str, Any]]]) -> list[LabelResult]:
         from llmlabel.ensemble.combine import refit
-        from llmlabel.pipeline.drive import drive
+        from llmlabel.pipeline.executors import LocalExecutor, RowSource
 
         sink = _Memory()
-        stopped = await drive(job, items, sink, len(items))
+        stopped = await LocalExecutor().execute(job, RowSource(lambda: items, len(items)), sink)
         if job.fatal is not None:
             raise job.fatal
         if stopped:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Config
-from llmlabel.pipeline.drive import drive, pending_rows
+from llmlabel.pipeline.drive import pending_rows
+from llmlabel.pipeline.executors import LocalExecutor, RowSource
 from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.inflight import in_flight, leave_to_batches
 from llmlabel.pipeline.lifecycle import Run, check_run
@@ -48,9 +49,13 @@ async def run_file(run: Run) -> RunResult:
     job, checked = run.job, run.checked
     part = run.open_part(run.typed(fingerprint(job, checked.input), checked.input), checked.input)
     flight = in_flight(job.cfg.cache_dir, checked.output)  # rows whose requests a batch holds are left to it
-    rows = leave_to_batches(job, pending_rows(job, checked.input, part.done), flight)
+    source = RowSource(
+        lambda: leave_to_batches(job, pending_rows(job, checked.input, part.done), flight),
+        checked.total,
+        len(part.done),
+    )
     try:
-        stopped = await drive(job, rows, part, checked.total, len(part.done))
+        stopped = await LocalExecutor().execute(job, source, part)
     finally:
         part.close()
     return run.finish(part, stopped or flight.stop_reason(checked.output))

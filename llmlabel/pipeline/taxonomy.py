@@ -33,10 +33,12 @@ def answers_of(d: Descent) -> dict[str, JudgeAnswer]:
 async def ask(job: Job, tax: Taxonomy, text: str, given: str | None) -> dict[str, JudgeAnswer]:
     """Every judge's answers for one text, level by level down the tree."""
     d = _descent(job, tax)
+    level = 0
     while (kind := d.kind) is not None:
-        msgs = [job.messages(j, text, given, kind) for j in job.judges]
-        got = await asyncio.gather(*(job.clients[j.name].ask(m, kind) for j, m in zip(job.judges, msgs)))
+        reqs = [job.plan.request(j, text, given, kind, stage=level) for j in job.judges]
+        got = await asyncio.gather(*(job.ask(r) for r in reqs))
         d.take({j.name: a for j, a in zip(job.judges, got)})
+        level += 1
     return answers_of(d)
 
 
@@ -65,7 +67,7 @@ def from_cache(
             _, text, given = started[n]
             ks = []
             for j in job.judges:
-                msgs, cut = job.render(j, text, given, kind)  # type: ignore[arg-type]
+                msgs, cut = job.plan.messages(j, text, given, kind)  # type: ignore[arg-type]
                 cuts[n] += cut
                 ks.append(job.clients[j.name].key_for(msgs, kind))
             keyed.append((n, d, kind, ks))

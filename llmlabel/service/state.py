@@ -14,6 +14,7 @@ from fastapi import HTTPException
 
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
+from llmlabel.ensemble.combine import refit
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.lifecycle import Jobs
 from llmlabel.pipeline.options import RunOptions
@@ -106,17 +107,23 @@ def item_config(cfg: Config, labels: tuple[str, ...] | None = None) -> Config:
 
 
 async def label_items(job: Job, items: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
-    """The outcomes of a request's items (text, given label), asked concurrently. Each item starts in a loop turn
-    of its own: its synchronous start (cleaning, cutting to max_text_tokens, hashing) can take milliseconds for
-    a long text, and started all at once they would hold the event loop, every other client, for their sum."""
+    """The outcomes of a request's items (text, given label), asked concurrently, then aggregated over the
+    request's items as a file run aggregates over its rows (ensemble.combine.refit: uninformative judges left
+    out, weighted and Dawid-Skene fitted on every item): a request's items get the labels `llmlabel label` gives
+    the same rows. Each item starts in a loop turn of its own: its synchronous start (cleaning, cutting to
+    max_text_tokens, hashing) can take milliseconds for a long text, and started all at once they would hold
+    the event loop, every other client, for their sum."""
     tasks = []
     for i, (text, given) in enumerate(items):
-        tasks.append(asyncio.ensure_future(label_item(job, i, text, given)))
+        tasks.append(asyncio.ensure_future(_record(job, i, text, given)))
         await asyncio.sleep(0)  # lets the loop serve other sockets between two items' starts
     try:
-        return list(await asyncio.gather(*tasks))
+        records = list(await asyncio.gather(*tasks))
     finally:
         _report_cache_error(job)
+    names = [j.name for j in job.judges]
+    update, _ = refit(lambda: iter(records), names, job.labels, job.cfg.aggregate, job.kind, None, job.set_policy)
+    return [_outcome(update(pos, r) if update else r) for pos, r in enumerate(records)]
 
 
 def _report_cache_error(job: Job) -> None:
@@ -128,9 +135,18 @@ def _report_cache_error(job: Job) -> None:
 
 
 async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
-    """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome), with
-    every known secret hidden (a judge may echo its API key inside an answer or an error)."""
+    """One item's outcome, on its own (Label Studio's /predict, task by task), with every known secret hidden
+    (a judge may echo its API key inside an answer or an error)."""
+    return _outcome(await _record(job, i, text, given))
+
+
+async def _record(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
+    """One item's record, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome)."""
     rec, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
     if text_ is not None:
         rec.update(job.outcome(await job.ask_all(text_, given_)))
+    return rec
+
+
+def _outcome(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: redact_obj(rec[k]) for k in OUTCOME + ("labels",) if k in rec}

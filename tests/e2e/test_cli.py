@@ -194,7 +194,7 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     run_job(cfg, tmp_path / "in.csv", tmp_path / "cold.jsonl", RunOptions(progress=False))
     job = Job(cfg, cfg.judges, RunOptions(progress=False), open_cache(cfg.cache_dir))
     rec, text, given = job.start(3, {"id": "r3", "text": read_jsonl(tmp_path / "cold.jsonl")[3]["text"]})
-    key = job.clients["b"].key_for(job.messages(cfg.judges[1], text, given), job.kind)
+    key = job.plan.encode(job.plan.request(cfg.judges[1], text, given)).key
     job.cache.close()
     cache = ResponseCache(cfg.cache_dir)
     assert cache.get(key) is not None

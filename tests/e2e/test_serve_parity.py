@@ -46,19 +46,45 @@ def judges(base_url: str) -> list[dict]:
     return [{"name": n, "model": f"fake-{n}", "base_url": base_url, "timeout": 5} for n in ("a", "b")]
 
 
-def test_sync_label_rows_equal_the_cli_rows(tmp_path, fake):
-    cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=judges(fake.base_url)))
-    texts = [f"item {i}: {'great' if i % 3 else 'awful'} value" for i in range(8)] + ["   "]
+def _cli_and_served(tmp_path, cfg, texts: list[str]) -> tuple[list[dict], list[dict]]:
+    """The rows `llmlabel label` writes for `texts`, and the items /v1/label answers for them."""
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     run_job(cfg, tmp_path / "in.jsonl", tmp_path / "out.jsonl", RunOptions(progress=False))
     cli = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "s")) as c:
         r = c.post("/v1/label", json={"items": [{"text": t} for t in texts]}, headers=H)
     assert r.status_code == 200, r.text
-    served = r.json()["items"]
+    return cli, r.json()["items"]
+
+
+def test_sync_label_rows_equal_the_cli_rows(tmp_path, fake):
+    cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=judges(fake.base_url)))
+    texts = [f"item {i}: {'great' if i % 3 else 'awful'} value" for i in range(8)] + ["   "]
+    cli, served = _cli_and_served(tmp_path, cfg, texts)
     assert served[-1]["error"] == cli[-1]["error"] and cli[-1]["error"].startswith("empty text")
     for row, item in zip(cli, served, strict=True):
         assert {k: item[k] for k in OUTCOME} == {k: row[k] for k in OUTCOME}
+
+
+def test_sync_label_aggregates_over_the_request_as_a_file_run_does(tmp_path):
+    """Dawid-Skene over a request's items (and a judge that answers one label to everything left out), as over a
+    file's rows: per-item votes would give other probabilities and keep the stuck judge's vote."""
+    texts = [f"note {i}: the service was {'slow' if i % 4 else 'fine'} today" for i in range(30)]
+    noisy = {t: other(pick(t, LABELS)) for t in texts[::3]}
+    servers = [
+        FakeLLM().start(),
+        FakeLLM(answers=noisy).start(),
+        FakeLLM(answers=dict.fromkeys(texts, "positive")).start(),
+    ]
+    try:
+        js = [{"name": n, "model": f"fake-{n}", "base_url": s.base_url, "timeout": 5} for n, s in zip("abc", servers)]
+        cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=js, aggregate="dawid_skene"))
+        cli, served = _cli_and_served(tmp_path, cfg, texts)
+        for row, item in zip(cli, served, strict=True):
+            assert {k: item[k] for k in OUTCOME} == {k: row[k] for k in OUTCOME}
+    finally:
+        for s in servers:
+            s.stop()
 
 
 def test_audit_job_scores_and_flags_equal_the_cli_audit(tmp_path, fake):

@@ -209,12 +209,6 @@ def test_taxonomy_config_errors(tmp_path, capsys, extra, needle):
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_taxonomy_refuses_batch_in_one_line(tmp_path, capsys, servers):
-    inp, cfg = _setup(tmp_path, {"a": servers["a"]})
-    rc, err = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), "--batch")
-    one_line_error(rc, err, "task.taxonomy is not supported with --batch")
-
-
 def test_prompt_and_plan_show_the_top_level_question(tmp_path, capsys, servers):
     inp, cfg = _setup(tmp_path, {"a": servers["a"]})
     rc, out, err = run_main(capsys, "prompt", str(inp), "-c", str(cfg))
