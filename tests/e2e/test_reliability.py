@@ -12,6 +12,9 @@ import pytest
 from conftest import assert_one_line_error, read_jsonl, run_cli, write_config, write_corpus
 from fakeserver import FakeLLM, pick
 
+# subprocesses killed and rerun: seconds each
+pytestmark = pytest.mark.slow
+
 LABELS = ["positive", "negative"]
 
 

@@ -29,6 +29,9 @@ from llmlabel.service.app import create_app  # noqa: E402
 TestClient = functools.partial(_TestClient, base_url="http://127.0.0.1:8000")
 from llmlabel.io.labelstudio import LSControl, parse_config  # noqa: E402
 
+# servers, subprocesses, OpenAPI fuzzing: seconds each
+pytestmark = pytest.mark.slow
+
 LABELS = ["positive", "negative"]
 TOKEN = "test-token-0123456789"
 H = {"Authorization": f"Bearer {TOKEN}"}

@@ -23,6 +23,8 @@ from llmlabel.config import load_config  # noqa: E402
 from llmlabel.errors import LLMLabelError  # noqa: E402
 from llmlabel.service.app import create_app  # noqa: E402
 
+pytestmark = pytest.mark.slow  # servers and subprocesses: seconds each
+
 TOKEN = "test-token-0123456789"
 H = {"Authorization": f"Bearer {TOKEN}"}
 ITEMS = {"items": [{"text": "a fine day"}]}
