@@ -1,6 +1,9 @@
 """End-to-end: the `llmlabel` command against an in-test OpenAI-compatible server on 127.0.0.1."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -211,15 +214,30 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, fake):
     """A log file gets a progress line every few seconds (here LLMLABEL_PROGRESS_EVERY=0.05), not a bar."""
     write_corpus(tmp_path / "in.csv", 40)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
-    fake.latency = 0.05
-    env = {"LLMLABEL_PROGRESS_EVERY": "0.05"}
-    r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), env=env)
-    assert r.returncode == 0, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("llmlabel: ") and " rows/s" in ln]
-    assert len(lines) >= 3, r.stderr
-    assert "\r" not in r.stderr and "it/s" not in r.stderr  # no tqdm bar in a log
+    held = fake.hold(21)  # half the rows wait until three progress lines were written
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env["LLMLABEL_PROGRESS_EVERY"] = "0.05"
+    args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl")]
+    p = subprocess.Popen([sys.executable, "-m", "llmlabel", *args], stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stderr is not None
+    said: list[str] = []  # progress lines written while the run waits for its answers: three, one with an ETA
+    try:
+        while len(said) < 3 or not any("ETA" in ln for ln in said):
+            line = p.stderr.readline()
+            if not line:
+                break
+            said += [line] if " rows/s" in line else []
+    finally:
+        held.release()
+    _, rest = p.communicate(timeout=120)
+    err = "".join(said) + rest
+    assert p.returncode == 0, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("llmlabel: ") and " rows/s" in ln]
+    assert len(said) >= 3 and len(lines) > len(said), err
+    assert "\r" not in err and "it/s" not in err  # no tqdm bar in a log
     assert lines[-1].startswith("llmlabel: 40/40 rows (100%)") and "$0.00" in lines[-1]
     assert any("ETA" in ln for ln in lines[:-1])
+    env = {"LLMLABEL_PROGRESS_EVERY": "0.05"}
     r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "q.jsonl"), "-q", env=env)
     assert r.returncode == 0 and " rows/s" not in r.stderr
 
