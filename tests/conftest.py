@@ -130,10 +130,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 # Slow tests are marked where they are written, by measured duration, so that the quick loop
-# `python -m pytest -q -m "not slow"` stays under 2 minutes: a test taking more than ~2 s on an idle machine
+# `python -m pytest -q -m "not slow"` stays under 2 minutes: a test taking more than ~1 s on an idle machine
 # (`python -m pytest -q --durations=0 -p no:randomly`) gets `@pytest.mark.slow`, or its module
-# `pytestmark = pytest.mark.slow` when all of its tests do. On a loaded machine count the test's own time:
-# its CPU seconds (the test process and its subprocesses) plus the time it waits for anything but a CPU.
+# `pytestmark = pytest.mark.slow` when all of its tests do. (At 2 s the other tests summed to ~144 s.) On a
+# loaded machine count a test's own time: its CPU seconds (the test process and its subprocesses) plus the
+# time it waits for anything but a CPU (wall time beyond ~10x its CPU time, with this machine's 2 cores shared).
 # Tests of the embedded llama.cpp server (`@pytest.mark.llama`) are slow too.
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

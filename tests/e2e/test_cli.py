@@ -10,6 +10,7 @@ import pytest
 from conftest import label_main, read_jsonl, run_cli, write_config, write_corpus
 
 
+@pytest.mark.slow
 def test_label_then_rerun_is_free(tmp_path, fake):
     rows = write_corpus(tmp_path / "in.csv", 60)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
@@ -36,6 +37,7 @@ def test_label_then_rerun_is_free(tmp_path, fake):
     assert not (tmp_path / "out.jsonl.part").exists()
 
 
+@pytest.mark.slow
 def test_plan_and_prompt_make_no_request(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 30)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
@@ -51,6 +53,7 @@ def test_plan_and_prompt_make_no_request(tmp_path, fake):
 
 
 @pytest.mark.parametrize("ext", [".csv", ".parquet"])
+@pytest.mark.slow
 def test_output_formats(tmp_path, fake, ext):
     write_corpus(tmp_path / "in.jsonl", 12, fmt="jsonl")
     cfg = write_config(tmp_path / "c.yaml", fake.base_url, mode="candidates")
@@ -68,6 +71,7 @@ def test_output_formats(tmp_path, fake, ext):
         assert json.loads(t[0]["judges"])["a"]["candidates"]
 
 
+@pytest.mark.slow
 def test_max_requests_stops_cleanly_and_rerun_continues(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 40)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
@@ -82,6 +86,7 @@ def test_max_requests_stops_cleanly_and_rerun_continues(tmp_path, fake):
     assert fake.requests == 40 and len(read_jsonl(out)) == 40
 
 
+@pytest.mark.slow
 def test_max_cost(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 40)
     judges = [
@@ -99,6 +104,7 @@ def test_max_cost(tmp_path, fake):
     assert 0 < fake.requests < 40
 
 
+@pytest.mark.slow
 def test_two_judges_majority_and_weights(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 10)
     judges = [
@@ -114,6 +120,7 @@ def test_two_judges_majority_and_weights(tmp_path, fake):
     assert set(ledger["runs"][-1]["quality"]["judges"]) == {"a", "b"}
 
 
+@pytest.mark.slow
 def test_partly_cached_rerun_asks_only_what_is_missing(tmp_path, fake):
     """Cached rows are answered by the bulk cache pass, the rest by judge calls: a new output from a cache
     that holds some rows for both judges and others for one equals a cold run's, paying only the misses."""
@@ -179,6 +186,7 @@ def test_warm_rerun_is_answered_by_the_bulk_cache_pass(tmp_path, fake, monkeypat
     assert len({json.dumps(r["judges"]) for r in read_jsonl(tmp_path / "warm.jsonl")}) > 1
 
 
+@pytest.mark.slow
 def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_path, fake):
     """The bulk pass hands a row to the per-row path when any of its cached answers cannot be used; the
     other judges' hits on that row are then counted once, by that path."""
@@ -210,6 +218,7 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     assert read_jsonl(tmp_path / "warm.jsonl") == read_jsonl(tmp_path / "cold.jsonl")
 
 
+@pytest.mark.slow
 def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, fake):
     """A log file gets a progress line every few seconds (here LLMLABEL_PROGRESS_EVERY=0.05), not a bar."""
     write_corpus(tmp_path / "in.csv", 40)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import read_jsonl, run_cli, write_config, write_corpus
 from fakeserver import FakeLLM
 
@@ -66,6 +67,7 @@ def test_identical_texts_in_flight_cost_one_request(tmp_path):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_flaky_endpoint_costs_rows_not_the_run(tmp_path):
     # 30% faults, 4 attempts: ~1% of rows run out of attempts. They are row errors, retried by a rerun.
     fake = FakeLLM(faults=0.3, fault_kinds=("500", "drop"), seed=3).start()
@@ -87,6 +89,7 @@ def test_flaky_endpoint_costs_rows_not_the_run(tmp_path):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_sigterm_waits_for_requests_in_flight_and_pays_nothing_twice(tmp_path):
     fake = FakeLLM(latency=0.3).start()
     try:
@@ -106,6 +109,7 @@ def test_sigterm_waits_for_requests_in_flight_and_pays_nothing_twice(tmp_path):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_echoed_key_is_written_nowhere(tmp_path):
     key = "sk-live-ECHOED-0123456789abcdef"
     fake = FakeLLM(echo_key=True).start()
@@ -138,6 +142,7 @@ def test_echoed_key_is_written_nowhere(tmp_path):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_endpoint_going_down_stops_the_run_with_one_line(tmp_path):
     fake = FakeLLM(fail_after=60).start()
     try:

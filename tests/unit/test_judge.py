@@ -105,6 +105,7 @@ def test_5xx_and_dropped_connections_are_retried(tmp_path):
 
 
 @respx.mock
+@pytest.mark.slow
 def test_retries_are_bounded_and_end_with_a_clear_error(tmp_path):
     route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(503, json={}))
     c, _, _ = make(tmp_path, max_attempts=3)
