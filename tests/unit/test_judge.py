@@ -50,7 +50,7 @@ def ask(client, msgs=MSGS, kind="label"):
         finally:
             await client.aclose()
 
-    return asyncio.run(go())
+    return fakeclock.run(go())  # retries' backoffs take no real time
 
 
 @respx.mock
@@ -105,7 +105,6 @@ def test_5xx_and_dropped_connections_are_retried(tmp_path):
 
 
 @respx.mock
-@pytest.mark.slow
 def test_retries_are_bounded_and_end_with_a_clear_error(tmp_path):
     route = respx.post(f"{URL}/chat/completions").mock(return_value=httpx.Response(503, json={}))
     c, _, _ = make(tmp_path, max_attempts=3)
