@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-GUARD = 20.0  # real seconds a loop with nothing scheduled waits for a thread or a signal
+GUARD = 60.0  # real seconds a loop with nothing scheduled waits for a thread or a signal
 HORIZON = 3600.0  # loop seconds: past this, a test is waiting for something that never happens
 
 
