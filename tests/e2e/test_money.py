@@ -92,6 +92,7 @@ def test_flaky_endpoint_costs_rows_not_the_run(tmp_path):
 @pytest.mark.slow
 def test_sigterm_waits_for_requests_in_flight_and_pays_nothing_twice(tmp_path):
     fake = FakeLLM(latency=0.3).start()
+    held = fake.hold(41)  # the run cannot finish before its signal: its 41st request waits for it
     try:
         write_corpus(tmp_path / "in.csv", 120)
         cfg = write_config(tmp_path / "c.yaml", None, judges=[_judge(fake, concurrency=16)])
@@ -99,6 +100,7 @@ def test_sigterm_waits_for_requests_in_flight_and_pays_nothing_twice(tmp_path):
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
         p = _start_when_busy(args, fake, 40)
         p.send_signal(signal.SIGTERM)
+        held.release()  # the requests in flight are answered and kept
         _, err = p.communicate(timeout=60)
         assert p.returncode != 0 and "terminated" in err and "Traceback" not in err, err
         r = run_cli(*args)
@@ -106,6 +108,7 @@ def test_sigterm_waits_for_requests_in_flight_and_pays_nothing_twice(tmp_path):
         assert len(read_jsonl(out)) == 120
         assert fake.requests <= 120 + 2, fake.requests
     finally:
+        held.release()
         fake.stop()
 
 
