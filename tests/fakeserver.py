@@ -64,6 +64,13 @@ class FakeLLM:
         # 20th) instead of racing a clock.
         self.on_request: Callable[[int], None] | None = None
 
+    def hold(self, first: int) -> "Hold":
+        """Requests from the `first`-th (1-based) on wait unanswered until the test calls `release()` on the
+        returned Hold: a run that cannot finish, or get its answers, before the test has acted."""
+        held = Hold(first)
+        self.on_request = held
+        return held
+
     @property
     def base_url(self) -> str:
         assert self.server is not None
@@ -201,3 +208,26 @@ class FakeLLM:
             },
             {},
         )
+
+
+class Hold:
+    """See FakeLLM.hold. `reached` is set once the first held request has arrived."""
+
+    GUARD = 120.0  # a held request is answered after this many seconds anyway: a deadlock guard for the test
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.reached = threading.Event()
+        self._released = threading.Event()
+
+    def __call__(self, n: int) -> None:
+        if n >= self.first:
+            self.reached.set()
+            self._released.wait(self.GUARD)
+
+    def release(self) -> None:
+        self._released.set()
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()

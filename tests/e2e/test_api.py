@@ -26,6 +26,7 @@ def config(tmp_path, fake, **extra):
     }
 
 
+@pytest.mark.slow
 def test_label_in_memory_typed_results_and_reuse(tmp_path, fake):
     with llmlabel.Labeler(config(tmp_path, fake)) as labeler:
         out = labeler.label(["great stuff", {"text": "awful stuff", "id": "x", "source": "web"}, "  "])
@@ -47,6 +48,7 @@ def test_label_in_memory_typed_results_and_reuse(tmp_path, fake):
         labeler.label(["x"])
 
 
+@pytest.mark.slow
 def test_same_answers_as_the_cli(tmp_path, fake):
     rows = write_corpus(tmp_path / "in.csv", 30)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
@@ -74,6 +76,7 @@ def test_alabel_inside_a_running_loop_and_label_from_a_coroutine(tmp_path, fake)
     assert [len(b) for b in both] == [1, 1] and fake.requests == 5
 
 
+@pytest.mark.slow
 def test_label_file_is_resumable_and_reports_progress(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 40)
     seen: list[llmlabel.Progress] = []
@@ -88,6 +91,7 @@ def test_label_file_is_resumable_and_reports_progress(tmp_path, fake):
     assert seen and seen[-1].done == 40 and seen[-1].total == 40 and seen[-1].eta == 0
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_file_run_cleanly(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 30)
     fake.latency = 0.1
@@ -119,6 +123,7 @@ def test_dict_config_with_options(tmp_path, fake):
     assert (tmp_path / "c2").is_dir()
 
 
+@pytest.mark.slow
 def test_audit_api_gives_the_cli_scores(tmp_path, fake):
     words = {"positive": ["great", "lovely", "superb"], "negative": ["awful", "broken", "poor"]}
     texts, given, truth = [], [], {}
@@ -182,6 +187,7 @@ def test_the_docs_home_example_runs(tmp_path, fake, monkeypatch, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 2 and fake.requests == 2
 
 
+@pytest.mark.slow
 def test_the_api_guide_examples_run(tmp_path, fake, monkeypatch, capsys):
     """Every ```python block of the Python API page's usage section, in order, against the in-test server."""
     root = Path(__file__).resolve().parents[2]

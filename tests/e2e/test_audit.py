@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import read_jsonl, run_cli, run_main, write_config
 
 from llmlabel.auditing.signals import auroc, choose_flags, score_signals
@@ -44,6 +45,7 @@ def judges(url: str) -> list[dict[str, object]]:
     return [{"name": n, "model": f"fake-{n}", "base_url": url, "concurrency": 8, "timeout": 5} for n in ("a", "b", "c")]
 
 
+@pytest.mark.slow
 def test_audit_end_to_end(tmp_path, fake):
     inp, truth = corpus(tmp_path)
     fake.answers = truth
@@ -122,6 +124,7 @@ def test_audit_end_to_end(tmp_path, fake):
     assert fake.requests == before and read_jsonl(out) == recs
 
 
+@pytest.mark.slow
 def test_audit_verify_csv_output(tmp_path, fake):
     inp, truth = corpus(tmp_path, n=20)
     fake.answers = truth

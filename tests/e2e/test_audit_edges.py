@@ -32,6 +32,7 @@ def test_gold_labels_outside_the_set_are_refused_before_paying(tmp_path, fake, c
     assert fake.requests == 0 and not (tmp_path / "audit.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_gold_without_label_errors_says_why_there_is_no_auroc(tmp_path, fake, capsys):
     gold = tmp_path / "gold.csv"
     gold.write_text("id,label\n" + "".join(f"t{i},{LABELS[i % 2]}\n" for i in range(30)))

@@ -38,6 +38,7 @@ def _batch(cfg, tmp_path, out, **kw):
     return run_batch(cfg, tmp_path / "in.csv", out, opts, BatchOptions(poll=0.01, **kw))
 
 
+@pytest.mark.slow
 def test_batch_run_makes_no_online_request_and_matches_online(tmp_path, fb):
     rows, cfg = _setup(tmp_path, fb)
     out = tmp_path / "out.jsonl"
@@ -78,6 +79,7 @@ def test_no_wait_then_rerun_collects_without_resubmitting(tmp_path, fb):
     assert fb.online == 0 and len(read_jsonl(out)) == 45
 
 
+@pytest.mark.slow
 def test_lost_journal_entry_is_found_through_the_batch_list(tmp_path, fb):
     _, cfg = _setup(tmp_path, fb)
     out = tmp_path / "out.jsonl"
@@ -92,6 +94,7 @@ def test_lost_journal_entry_is_found_through_the_batch_list(tmp_path, fb):
 
 
 @pytest.mark.parametrize("fallback", ["batch", "online"])
+@pytest.mark.slow
 def test_expired_batch_keeps_finished_lines_and_retries_the_rest(tmp_path, fb, fallback):
     _, cfg = _setup(tmp_path, fb)
     fb.expire_fraction = 0.3
@@ -109,6 +112,7 @@ def test_expired_batch_keeps_finished_lines_and_retries_the_rest(tmp_path, fb, f
     assert len(fb.answered) == len(set(fb.answered))  # no line was paid for twice
 
 
+@pytest.mark.slow
 def test_failed_lines_go_into_a_smaller_batch(tmp_path, fb):
     _, cfg = _setup(tmp_path, fb)
     fb.fail_every = 4
@@ -118,12 +122,14 @@ def test_failed_lines_go_into_a_smaller_batch(tmp_path, fb):
     assert len(read_jsonl(out)) == 45
 
 
+@pytest.mark.slow
 def test_split_at_max_lines(tmp_path, fb):
     _, cfg = _setup(tmp_path, fb)
     res = _batch(cfg, tmp_path, tmp_path / "out.jsonl", max_lines=15)
     assert res.submitted == 3 and res.collected == 40 and fb.online == 0
 
 
+@pytest.mark.slow
 def test_invalid_answers_get_the_online_reask(tmp_path, fb):
     _, cfg = _setup(tmp_path, fb)
     real = fb.llm.handle
@@ -140,6 +146,7 @@ def test_invalid_answers_get_the_online_reask(tmp_path, fb):
     assert all(g["label"] in ("positive", "negative") for g in read_jsonl(tmp_path / "out.jsonl"))
 
 
+@pytest.mark.slow
 def test_cli_no_wait_status_cancel_and_rerun(tmp_path, fb):
     write_corpus(tmp_path / "in.csv", 20)
     cfg = write_config(tmp_path / "c.yaml", fb.base_url)
@@ -157,6 +164,7 @@ def test_cli_no_wait_status_cancel_and_rerun(tmp_path, fb):
     assert fb.online == 0 and len(fb.batches) == 1
 
 
+@pytest.mark.slow
 def test_cancel_then_rerun_resubmits_the_cancelled_lines(tmp_path, fb, capsys):
     from conftest import run_main
 
@@ -172,6 +180,7 @@ def test_cancel_then_rerun_resubmits_the_cancelled_lines(tmp_path, fb, capsys):
     assert len(read_jsonl(out)) == 45
 
 
+@pytest.mark.slow
 def test_batch_failed_as_a_whole_is_split_and_resubmitted(tmp_path, fb):
     _, cfg = _setup(tmp_path, fb)
     fb.max_requests = 12
@@ -184,6 +193,7 @@ def test_batch_failed_as_a_whole_is_split_and_resubmitted(tmp_path, fb):
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 45
 
 
+@pytest.mark.slow
 def test_judge_batch_limits_and_batch_price_from_config(tmp_path, fb):
     judges = [
         {
@@ -202,6 +212,7 @@ def test_judge_batch_limits_and_batch_price_from_config(tmp_path, fb):
     assert tier["cost"] == pytest.approx((tier["input_tokens"] * 0.2 + tier["output_tokens"] * 0.4) / 1e6)
 
 
+@pytest.mark.slow
 def test_plan_batch_estimates_at_half_price(tmp_path, fb, capsys):
     from conftest import run_main
 
@@ -217,6 +228,7 @@ def test_plan_batch_estimates_at_half_price(tmp_path, fb, capsys):
     assert fb.online == 0 and not fb.batches
 
 
+@pytest.mark.slow
 def test_kill_9_right_after_the_batch_is_created_pays_nothing_twice(tmp_path, fb):
     import os
     import signal
@@ -247,6 +259,7 @@ def test_kill_9_right_after_the_batch_is_created_pays_nothing_twice(tmp_path, fb
     assert len(read_jsonl(out)) == 30
 
 
+@pytest.mark.slow
 def test_status_after_completion_does_not_make_the_rerun_buy_again(tmp_path, fb, capsys):
     """`batch status` of a finished batch, then the rerun: the batch's answers are collected, nothing is bought
     again (the fake's own counts: one batch, each distinct text answered once)."""
@@ -265,6 +278,7 @@ def test_status_after_completion_does_not_make_the_rerun_buy_again(tmp_path, fb,
     assert len(read_jsonl(out)) == 45
 
 
+@pytest.mark.slow
 def test_cancel_then_status_then_rerun_buys_only_the_cancelled_lines(tmp_path, fb, capsys):
     from conftest import run_main
 
@@ -349,6 +363,7 @@ def test_another_output_with_the_same_requests_waits_for_the_batch(tmp_path, fb,
     assert not list((tmp_path / "cache" / "inflight").glob("*.json"))
 
 
+@pytest.mark.slow
 def test_rows_a_batch_holds_but_the_cache_has_are_not_left_out(tmp_path, fb):
     """A batch in flight whose requests another run has answered since (in the shared cache): its rows are free
     and the online run writes them, asking nothing."""
@@ -380,6 +395,7 @@ def test_cancel_reads_the_live_status_first(tmp_path, fb, capsys):
     assert res.collected == 40 and fb.lines == 40 and len(fb.batches) == 1
 
 
+@pytest.mark.slow
 def test_two_outputs_submitting_the_same_requests_at_once_buy_them_once(tmp_path, fb, monkeypatch):
     """Two batch runs of different outputs with the same requests, the second starting while the first reads
     its input: the second waits until the first has recorded its batch, then leaves the requests to it."""

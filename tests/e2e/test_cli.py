@@ -1,12 +1,16 @@
 """End-to-end: the `llmlabel` command against an in-test OpenAI-compatible server on 127.0.0.1."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import label_main, read_jsonl, run_cli, write_config, write_corpus
 
 
+@pytest.mark.slow
 def test_label_then_rerun_is_free(tmp_path, fake):
     rows = write_corpus(tmp_path / "in.csv", 60)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
@@ -33,6 +37,7 @@ def test_label_then_rerun_is_free(tmp_path, fake):
     assert not (tmp_path / "out.jsonl.part").exists()
 
 
+@pytest.mark.slow
 def test_plan_and_prompt_make_no_request(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 30)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
@@ -48,6 +53,7 @@ def test_plan_and_prompt_make_no_request(tmp_path, fake):
 
 
 @pytest.mark.parametrize("ext", [".csv", ".parquet"])
+@pytest.mark.slow
 def test_output_formats(tmp_path, fake, ext):
     write_corpus(tmp_path / "in.jsonl", 12, fmt="jsonl")
     cfg = write_config(tmp_path / "c.yaml", fake.base_url, mode="candidates")
@@ -65,6 +71,7 @@ def test_output_formats(tmp_path, fake, ext):
         assert json.loads(t[0]["judges"])["a"]["candidates"]
 
 
+@pytest.mark.slow
 def test_max_requests_stops_cleanly_and_rerun_continues(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 40)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
@@ -79,6 +86,7 @@ def test_max_requests_stops_cleanly_and_rerun_continues(tmp_path, fake):
     assert fake.requests == 40 and len(read_jsonl(out)) == 40
 
 
+@pytest.mark.slow
 def test_max_cost(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 40)
     judges = [
@@ -96,6 +104,7 @@ def test_max_cost(tmp_path, fake):
     assert 0 < fake.requests < 40
 
 
+@pytest.mark.slow
 def test_two_judges_majority_and_weights(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 10)
     judges = [
@@ -111,6 +120,7 @@ def test_two_judges_majority_and_weights(tmp_path, fake):
     assert set(ledger["runs"][-1]["quality"]["judges"]) == {"a", "b"}
 
 
+@pytest.mark.slow
 def test_partly_cached_rerun_asks_only_what_is_missing(tmp_path, fake):
     """Cached rows are answered by the bulk cache pass, the rest by judge calls: a new output from a cache
     that holds some rows for both judges and others for one equals a cold run's, paying only the misses."""
@@ -176,6 +186,7 @@ def test_warm_rerun_is_answered_by_the_bulk_cache_pass(tmp_path, fake, monkeypat
     assert len({json.dumps(r["judges"]) for r in read_jsonl(tmp_path / "warm.jsonl")}) > 1
 
 
+@pytest.mark.slow
 def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_path, fake):
     """The bulk pass hands a row to the per-row path when any of its cached answers cannot be used; the
     other judges' hits on that row are then counted once, by that path."""
@@ -207,19 +218,35 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     assert read_jsonl(tmp_path / "warm.jsonl") == read_jsonl(tmp_path / "cold.jsonl")
 
 
+@pytest.mark.slow
 def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, fake):
     """A log file gets a progress line every few seconds (here LLMLABEL_PROGRESS_EVERY=0.05), not a bar."""
     write_corpus(tmp_path / "in.csv", 40)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
-    fake.latency = 0.05
-    env = {"LLMLABEL_PROGRESS_EVERY": "0.05"}
-    r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), env=env)
-    assert r.returncode == 0, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("llmlabel: ") and " rows/s" in ln]
-    assert len(lines) >= 3, r.stderr
-    assert "\r" not in r.stderr and "it/s" not in r.stderr  # no tqdm bar in a log
+    held = fake.hold(21)  # half the rows wait until three progress lines were written
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env["LLMLABEL_PROGRESS_EVERY"] = "0.05"
+    args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl")]
+    p = subprocess.Popen([sys.executable, "-m", "llmlabel", *args], stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stderr is not None
+    said: list[str] = []  # progress lines written while the run waits for its answers: three, one with an ETA
+    try:
+        while len(said) < 3 or not any("ETA" in ln for ln in said):
+            line = p.stderr.readline()
+            if not line:
+                break
+            said += [line] if " rows/s" in line else []
+    finally:
+        held.release()
+    _, rest = p.communicate(timeout=120)
+    err = "".join(said) + rest
+    assert p.returncode == 0, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("llmlabel: ") and " rows/s" in ln]
+    assert len(said) >= 3 and len(lines) > len(said), err
+    assert "\r" not in err and "it/s" not in err  # no tqdm bar in a log
     assert lines[-1].startswith("llmlabel: 40/40 rows (100%)") and "$0.00" in lines[-1]
     assert any("ETA" in ln for ln in lines[:-1])
+    env = {"LLMLABEL_PROGRESS_EVERY": "0.05"}
     r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "q.jsonl"), "-q", env=env)
     assert r.returncode == 0 and " rows/s" not in r.stderr
 

@@ -97,6 +97,7 @@ def test_table_errors_are_one_clear_line(tmp_path, fake):
     assert fake.requests == 0
 
 
+@pytest.mark.slow
 def test_audit_a_dataframe_and_a_dataset(tmp_path, fake):
     texts, given = [], []
     for i in range(40):
@@ -153,6 +154,7 @@ def write_hf_folders(tmp_path, n=12):
     return rows
 
 
+@pytest.mark.slow
 def test_label_reads_a_saved_dataset_and_a_parquet_shard_folder(tmp_path, fake):
     rows = write_hf_folders(tmp_path)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)

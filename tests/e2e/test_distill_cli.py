@@ -6,6 +6,7 @@ import pytest
 from conftest import one_line_error, read_jsonl, run_cli, run_main, write_config
 
 
+@pytest.mark.slow
 def test_label_distill_predict(tmp_path, fake):
     words = {
         "positive": ["great", "lovely", "superb", "excellent"],
@@ -35,6 +36,7 @@ def test_label_distill_predict(tmp_path, fake):
     assert abs(sum(pred["n1"]["probs"].values()) - 1) < 1e-3
 
 
+@pytest.mark.slow
 def test_distill_errors(tmp_path):
     r = run_cli("distill", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "m.skops"))
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
@@ -75,6 +77,7 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 def test_predict_never_unpickles_a_foreign_file(tmp_path, capsys):
     import pickle
 
@@ -180,6 +183,7 @@ def test_predict_works_on_a_checked_model(tmp_path, capsys):
     assert rc == 0 and (tmp_path / "p.jsonl").exists(), err
 
 
+@pytest.mark.slow
 def test_predict_refuses_an_array_that_decompresses_far_beyond_the_file(tmp_path, capsys, monkeypatch):
     import numpy as np
 

@@ -179,6 +179,7 @@ def test_a_cascade_stops_trusting_stuck_judges_after_its_probe(tmp_path, capsys)
     good.stop()
 
 
+@pytest.mark.slow
 def test_candidates_and_cascade_end_to_end(tmp_path, fake):
     """Candidate mode with a three-judge cascade through the CLI, then eval of the result."""
     n = 12

@@ -59,6 +59,7 @@ def test_cache_disk_full_keeps_the_paid_answers_in_the_rows(tmp_path, fake, caps
     assert fake.requests == n  # no answer paid twice
 
 
+@pytest.mark.slow
 def test_cache_disk_full_with_several_judges_and_retries(tmp_path, capsys, monkeypatch, small_cache_disk):
     """Two judges, faults (re-asks, retries): rows in flight when the cache fails finish with both answers."""
     fake = FakeLLM(faults=0.2, fault_kinds=("500", "garbage")).start()
@@ -179,6 +180,7 @@ def test_part_file_on_a_nearly_full_disk_keeps_whole_rows(tmp_path):
     assert again.done == {"r0", "r1"}
 
 
+@pytest.mark.slow
 def test_disk_full_on_the_part_file_and_the_ledger_keeps_the_part_file_line(tmp_path, fake, capsys, monkeypatch):
     """The same full disk fails the ledger written at the stop: the line still names the part file."""
     from llmlabel.io.output import PartFile

@@ -35,6 +35,7 @@ def write_tickets(path, n=120):
     return rows
 
 
+@pytest.mark.slow
 def test_init_guesses_a_config_that_plan_prices_and_label_runs(tmp_path, fake):
     rows = write_tickets(tmp_path / "tickets.csv")
     cfg = tmp_path / "tickets.yaml"
@@ -87,6 +88,7 @@ def test_without_a_label_column_placeholders_or_labels_flag(tmp_path):
     assert list(yaml.safe_load((tmp_path / "b.yaml").read_text())["task"]["labels"]) == ["sunny", "rainy"]
 
 
+@pytest.mark.slow
 def test_parquet_input_and_a_named_label_column(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -100,6 +102,7 @@ def test_parquet_input_and_a_named_label_column(tmp_path):
     assert task["text_column"] == "body" and list(task["labels"]) == ["0", "1"] and "id_column" not in task
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_and_write_nothing(tmp_path):
     (tmp_path / "nums.csv").write_text("a,b\n1,2\n3,4\n")
     r = run_cli("init", str(tmp_path / "nums.csv"), "-o", str(tmp_path / "c.yaml"))

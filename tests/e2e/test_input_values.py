@@ -115,6 +115,7 @@ def test_jsonl_nan_is_written_as_null(tmp_path, fake, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.slow
 def test_an_input_column_named_like_an_internal_field_is_kept(tmp_path, fake, capsys, fmt):
     inp = tmp_path / f"in.{fmt}"
     rows = [{"_i": 100 - i, "text": f"text number {i}", "label_input": f"x{i}", "label": "y"} for i in range(8)]

@@ -19,6 +19,8 @@ from llmlabel.local import entry, models
 from llmlabel.local import servers as local
 from llmlabel.local.servers import LocalError
 
+pytestmark = pytest.mark.slow  # server processes: seconds each
+
 # A stand-in for `python -m llama_cpp.server`: same argv shape, answers GET /v1/models.
 FAKE_SERVER = textwrap.dedent("""
     import json, sys, os

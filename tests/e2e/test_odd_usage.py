@@ -40,6 +40,7 @@ class OddUsage(FakeLLM):
         {"prompt_tokens": {"n": 1}, "completion_tokens": None},
     ],
 )
+@pytest.mark.slow
 def test_odd_usage_does_not_abort_a_paid_run(tmp_path, capsys, usage):
     fake = OddUsage(usage).start()
     try:
@@ -114,6 +115,7 @@ def _top(choice, value):
         lambda c: c.update(logprobs={"content": ["tok"]}),
     ],
 )
+@pytest.mark.slow
 def test_odd_logprobs_do_not_abort_a_paid_run(tmp_path, capsys, edit):
     fake = OddBody(edit).start()
     try:

@@ -12,6 +12,9 @@ import pytest
 from conftest import assert_one_line_error, read_jsonl, run_cli, write_config, write_corpus
 from fakeserver import FakeLLM, pick
 
+# subprocesses killed and rerun: seconds each
+pytestmark = pytest.mark.slow
+
 LABELS = ["positive", "negative"]
 
 
@@ -132,10 +135,12 @@ def test_ctrl_c_stops_cleanly_with_summary(tmp_path):
         cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
         out, part = tmp_path / "o.jsonl", tmp_path / "o.jsonl.part"
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
+        held = fake.hold(31)  # the run cannot finish before the signal: its 31st request waits for it
         p = _start(args, tmp_path)
         _wait_lines(part, 20, p)
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=30)
+        held.release()  # the requests in flight are answered (and kept); no new one is sent
+        _, err = p.communicate(timeout=60)
         assert p.returncode == 130, err
         assert "interrupted" in err and "total" in err and "Traceback" not in err
         assert not out.exists() and part.exists()

@@ -69,6 +69,7 @@ def test_part_file_without_fingerprint_is_refused(interrupted, tmp_path, capsys)
     one_line_error(rc, err, "no fingerprint", "--restart")
 
 
+@pytest.mark.slow
 def test_part_line_of_unexpected_shape_is_redone_from_the_cache(interrupted, tmp_path, fake, capsys):
     inp, cfg, out = interrupted
     part = tmp_path / "o.jsonl.part"
@@ -281,6 +282,7 @@ def test_kept_errors_survive_an_interrupted_rerun(tmp_path, capsys):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_pacing_and_price_changes_continue_the_run(interrupted, tmp_path, fake, capsys):
     inp, cfg, out = interrupted
     judge = {"name": "a", "model": "fake-a", "base_url": fake.base_url, "concurrency": 2, "timeout": 9}

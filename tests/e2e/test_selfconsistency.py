@@ -76,6 +76,7 @@ def test_k_requests_a_row_then_a_rerun_is_free(tmp_path, fake, capsys, quiet_fak
     job.cache.close()
 
 
+@pytest.mark.slow
 def test_sample_0_is_served_by_a_one_sample_judges_cache(tmp_path, fake, capsys, quiet_fake_server):
     write_corpus(tmp_path / "in.csv", 8)
     one = write_config(tmp_path / "one.yaml", fake.base_url, judges=[_judge(fake.base_url)])
@@ -90,6 +91,7 @@ def test_sample_0_is_served_by_a_one_sample_judges_cache(tmp_path, fake, capsys,
 
 
 @pytest.mark.parametrize("seeded", [{1: "negative", 2: "positive", 3: "negative", 4: "maybe"}], indirect=True)
+@pytest.mark.slow
 def test_the_vote_is_the_judges_answer_and_a_failed_sample_is_left_out(tmp_path, seeded, capsys, quiet_fake_server):
     write_corpus(tmp_path / "in.csv", 3)
     cfg = write_config(tmp_path / "c.yaml", seeded.base_url, judges=[_judge(seeded.base_url, samples=4)])

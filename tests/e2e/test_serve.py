@@ -29,6 +29,9 @@ from llmlabel.service.app import create_app  # noqa: E402
 TestClient = functools.partial(_TestClient, base_url="http://127.0.0.1:8000")
 from llmlabel.io.labelstudio import LSControl, parse_config  # noqa: E402
 
+# servers, subprocesses, OpenAPI fuzzing: seconds each
+pytestmark = pytest.mark.slow
+
 LABELS = ["positive", "negative"]
 TOKEN = "test-token-0123456789"
 H = {"Authorization": f"Bearer {TOKEN}"}
@@ -359,6 +362,7 @@ def test_upload_size_limit(app_factory):
 
 def test_cancel_resume_and_purge(tmp_path):
     slow = FakeLLM(latency=0.05).start()
+    held = slow.hold(61)  # the job cannot finish before its cancel: its 61st request waits for it
     try:
         cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=two_judges(slow.base_url, concurrency=2)))
         rows = audit_csv(tmp_path / "a.csv", 120)
@@ -373,6 +377,7 @@ def test_cancel_resume_and_purge(tmp_path):
             while c.get(f"/v1/jobs/{jid}", headers=H).json()["progress"]["rows_done"] < 10:
                 time.sleep(0.05)
             r = c.delete(f"/v1/jobs/{jid}", headers=H)
+            held.release()  # the requests in flight are answered (the cancel keeps them); no new one is sent
             assert r.status_code == 200 and r.json()["state"] == "cancelled"
             info = wait_job(c, jid)
             assert info["state"] == "cancelled" and 10 <= info["progress"]["rows_done"] < 120
@@ -392,6 +397,7 @@ def test_cancel_resume_and_purge(tmp_path):
             assert c.delete(f"/v1/jobs/{jid}?purge=true", headers=H).status_code == 204
             assert c.get(f"/v1/jobs/{jid}", headers=H).status_code == 404
     finally:
+        held.release()
         slow.stop()
 
 

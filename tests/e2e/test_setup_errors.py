@@ -1,5 +1,6 @@
 """Setup mistakes a user can make get one clear line before any paid call, and never a traceback."""
 
+import pytest
 import yaml
 from conftest import assert_one_line_error, run_cli, write_config, write_corpus
 
@@ -8,6 +9,7 @@ def _label(tmp_path, cfg, env=None):
     return run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), env=env)
 
 
+@pytest.mark.slow
 def test_unset_api_key_env_stops_before_the_first_call(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 5)
     judges = [{"name": "a", "model": "m", "base_url": fake.base_url, "api_key_env": "LLMLABEL_TEST_UNSET_KEY"}]
@@ -28,6 +30,7 @@ def test_credentials_in_base_url_are_refused_and_never_shown(tmp_path):
     assert "hunter2-secret" not in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_corrupt_cache_database_names_the_file_and_the_fix(tmp_path, fake):
     write_corpus(tmp_path / "in.csv", 5)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)

@@ -45,14 +45,26 @@ def test_lease_makes_identical_calls_one(redis_url):
     """Two caches (as two processes) ask the same key at once: one call; a failed call lets the other ask."""
     from llmlabel.llm.rediscache import RedisCache
 
-    a, b = RedisCache(redis_url), RedisCache(redis_url, lease_ms=300)
+    a, b = RedisCache(redis_url), RedisCache(redis_url, lease_ms=600)
     calls = []
     started = asyncio.Event()
+    renewals = []
+    renew = b._renew  # counted: the call below answers once b has renewed its lease past the lease's first life
+
+    def counted_renew(*args, **kwargs):
+        renewals.append(1)
+        return renew(*args, **kwargs)
+
+    b._renew = counted_renew
 
     async def slow(n: int) -> dict[str, str]:
         calls.append(n)
         started.set()
-        await asyncio.sleep(0.5)  # longer than b's lease: renewal keeps it
+        if n == 1:  # b renews every lease_ms/3: four renewals outlast the lease taken at the start
+            deadline = asyncio.get_running_loop().time() + 60  # a deadlock guard, not a timing assertion
+            while len(renewals) < 4:
+                assert asyncio.get_running_loop().time() < deadline, "b's lease was not renewed"
+                await asyncio.sleep(0.01)
         return {"content": f"from {n}"}
 
     async def ask(cache: RedisCache, n: int) -> tuple[dict[str, str], bool]:

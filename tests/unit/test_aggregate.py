@@ -112,6 +112,7 @@ def test_ds_confusion_diagonals_within_005_with_more_data():
     assert np.abs(r.confusions - Cs).max() < 0.05
 
 
+@pytest.mark.slow
 def test_ds_agrees_with_crowdkit():
     from crowdkit.aggregation import DawidSkene
 

@@ -9,6 +9,8 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
+
 PKG = Path(__file__).resolve().parents[2] / "llmlabel"
 
 # What each subpackage may import from llmlabel (besides itself and the foundations).
@@ -145,6 +147,7 @@ def test_library_changes_no_process_wide_state() -> None:
     assert not found, found
 
 
+@pytest.mark.slow
 def test_no_module_import_cycle() -> None:
     """Modules, not just packages: a cycle, even through an import inside a function, means two modules that
     cannot be read (or loaded) one without the other."""

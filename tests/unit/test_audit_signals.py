@@ -65,6 +65,7 @@ def many_labels(seed: int, n: int = 400, K: int = 4) -> tuple[np.ndarray, np.nda
 
 
 @pytest.mark.parametrize("classifier", [True, False])
+@pytest.mark.slow
 def test_one_judge_on_many_labels_keeps_its_confusions_off_the_given_labels(classifier):
     # TREC with the embedded judge: Dawid-Skene over one judge and the given labels put the judge's own
     # systematic confusions on the given labels (flags estimated at 0.82 precision held 0.43). Here, judges

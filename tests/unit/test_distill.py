@@ -73,6 +73,7 @@ def test_teacher_is_as_noisy_as_specified(problem):
     assert 0.66 < acc < 0.74 and 0.87 < cov < 0.93
 
 
+@pytest.mark.slow
 def test_candidate_student_beats_single_label_student(problem):
     texts, gold, single, cands, test_texts, test_gold = problem
     single_student = CandidateDistiller().fit(texts, y=single)
@@ -140,6 +141,7 @@ def test_pipeline_with_candidates_as_fit_param(problem):
     assert np.mean(plain.predict(test_texts) == test_gold) > 0.8
 
 
+@pytest.mark.slow
 def test_fit_with_candidates_keyword_and_missing_labels(problem):
     texts, gold, single, cands, test_texts, test_gold = problem
     y = [s if i % 3 else None for i, s in enumerate(single)]  # a third of the teacher's labels missing
@@ -155,6 +157,7 @@ def test_fit_with_candidates_keyword_and_missing_labels(problem):
         CandidateDistiller().fit(texts)
 
 
+@pytest.mark.slow
 def test_round_chosen_by_teacher_agreement(problem):
     texts, _, single, cands, *_ = problem
     m = CandidateDistiller().fit(texts, single, candidates=cands)
@@ -191,6 +194,7 @@ def _write_labeled(path, texts, single, cands, gold):
             fh.write(json.dumps(row) + "\n")
 
 
+@pytest.mark.slow
 def test_train_save_load_round_trip(problem, tmp_path):
     texts, gold, single, cands, test_texts, _ = problem
     src = tmp_path / "labeled.jsonl"

@@ -3,6 +3,7 @@
 import asyncio
 import json
 
+import fakeclock
 import httpx
 import pytest
 import respx
@@ -49,7 +50,7 @@ def ask(client, msgs=MSGS, kind="label"):
         finally:
             await client.aclose()
 
-    return asyncio.run(go())
+    return fakeclock.run(go())  # retries' backoffs take no real time
 
 
 @respx.mock
@@ -75,11 +76,16 @@ def test_429_honours_retry_after_then_succeeds(tmp_path):
         ]
     )
     c, led, _ = make(tmp_path)
-    import time
 
-    t = time.perf_counter()
-    assert ask(c).label == "neg"
-    assert time.perf_counter() - t >= 0.3
+    async def go():
+        t = fakeclock.now()
+        try:
+            return await c.ask(MSGS, "label"), fakeclock.now() - t
+        finally:
+            await c.aclose()
+
+    ans, waited = fakeclock.run(go())  # the loop's clock: the wait the client chose, whatever the machine's load
+    assert ans.label == "neg" and 0.3 <= waited <= 0.55  # Retry-After plus up to 0.25 s of jitter
     assert route.call_count == 2 and led.retries == 1
 
 
@@ -376,10 +382,16 @@ def test_requests_in_flight_when_a_format_is_rejected_step_down_once(tmp_path):
     """Eight asks sent in json_schema at once all get llama-cpp-python's 500: the judge moves to json_object
     once (not once per rejection, down to text and then to an error) and every ask is answered."""
 
+    first_wave: list[int] = []
+    all_sent = asyncio.Event()
+
     async def answer(request):
-        await asyncio.sleep(0.05)  # all eight are in flight before the first rejection comes back
         rf = json.loads(request.content).get("response_format") or {}
         if rf.get("type") == "json_schema":
+            first_wave.append(1)
+            if len(first_wave) == 8:
+                all_sent.set()
+            await all_sent.wait()  # all eight are in flight before the first rejection comes back
             return httpx.Response(500, json=LLAMA_CPP_500)
         return completion('{"label": "pos"}')
 
