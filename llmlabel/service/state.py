@@ -14,6 +14,7 @@ from fastapi import HTTPException
 
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
+from llmlabel.ensemble.taxonomy import TAXONOMY_FIELDS
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.secrets import one_line, redact_obj
@@ -138,4 +139,5 @@ async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str
     rec, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
     if text_ is not None:
         rec.update(job.outcome(await job.ask_all(text_, given_)))
-    return {k: redact_obj(rec[k]) for k in OUTCOME + ("labels",) if k in rec}
+    # A multi-label row's set and a taxonomy row's path, depth and per-level confidence, as `llmlabel label` writes
+    return {k: redact_obj(rec[k]) for k in (*OUTCOME, "labels", *TAXONOMY_FIELDS) if k in rec}
