@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from llmlabel.distill.features import make_featurizer
 from llmlabel.distill.refinery import RefineryMixin
+from llmlabel.distill.student import _texts
 from llmlabel.ensemble.multilabel import best_thresholds
 
 __all__ = ["MultiLabelDistiller", "TaxonomyDistiller", "PATH_SEP"]
@@ -47,12 +48,7 @@ class _TextStudent(RefineryMixin, ClassifierMixin, BaseEstimator):
     max_iter: int
 
     def _featurize(self, X: Any, fit: bool) -> Any:
-        if getattr(X, "ndim", 1) != 1:
-            raise ValueError("X must be a 1-D sequence of texts")
-        texts = list(X)
-        bad = next((t for t in texts if not isinstance(t, str)), None)
-        if bad is not None:
-            raise ValueError(f"X must hold texts, found {type(bad).__name__}")
+        texts = _texts(X)  # the single-label student's checks: a 1-D sequence of strings
         if fit:
             self.featurizer_ = (
                 make_featurizer(self.features) if isinstance(self.features, str) else clone(self.features)
