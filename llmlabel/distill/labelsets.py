@@ -164,6 +164,17 @@ class MultiLabelDistiller(_TextStudent):
         z = np.asarray(F @ self.coef_.T) + self.intercept_
         return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
+    def inconsistency(self) -> str | None:
+        """Why a loaded model's parts do not fit together (a crafted file), or None."""
+        K = len(getattr(self, "classes_", []))
+        coef, b, t = getattr(self, "coef_", None), getattr(self, "intercept_", None), getattr(self, "thresholds_", None)
+        if not all(isinstance(a, np.ndarray) for a in (coef, b, t)):
+            return "its classifier's arrays are missing"
+        assert coef is not None and b is not None and t is not None
+        if coef.shape[0] != K or b.shape != (K,) or t.shape != (K,):
+            return f"{K} labels but coefficients {coef.shape}, intercepts {b.shape} and thresholds {t.shape}"
+        return None
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, K): each label's probability of being in the row's set (columns: ``classes_``)."""
         check_is_fitted(self)
@@ -345,6 +356,26 @@ class TaxonomyDistiller(_TextStudent):
                 probs[i] = {nodes[k][-1]: round(float(cond[i, k]), 4) for k in np.flatnonzero(mask[i])}
             cur = nxt
         return paths, conf, probs, on_path
+
+    def inconsistency(self) -> str | None:
+        """Why a loaded model's parts do not fit together (a crafted file), or None: the levels, their offsets
+        into the stacked coefficients and each node's parent index must agree."""
+        try:
+            levels, parents, offsets = self.levels_, self.parents_, np.asarray(self.offsets_)
+            sizes = [len(lv) for lv in levels]
+            if not sizes or len(parents) != len(sizes) or offsets.tolist() != np.cumsum([0, *sizes]).tolist():
+                return "its levels and their offsets do not agree"
+            if self.coef_.shape[0] != offsets[-1] or self.intercept_.shape != (offsets[-1],):
+                return f"{offsets[-1]} nodes but coefficients of shape {self.coef_.shape}"
+            if len(self.classes_) != offsets[-1]:
+                return f"{offsets[-1]} nodes but {len(self.classes_)} classes"
+            for d, (n, par) in enumerate(zip(sizes, parents)):
+                above = sizes[d - 1] if d else 1
+                if np.asarray(par).shape != (n,) or (d and ((par < 0) | (par >= above)).any()):
+                    return f"level {d + 1}'s parent indices do not fit the level above"
+        except (AttributeError, TypeError, ValueError) as e:
+            return f"its levels are not a taxonomy student's ({type(e).__name__})"
+        return None
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, len(classes_)): each node's probability of being on the row's path (the product of the

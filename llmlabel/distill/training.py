@@ -275,6 +275,10 @@ def load_model(path: str) -> Student:
     ):
         raise NotAModel("no student inside")
     model = blob["model"]
+    if isinstance(model, (MultiLabelDistiller, TaxonomyDistiller)):
+        why = model.inconsistency()
+        if why:
+            raise NotAModel(why)
     model.card_ = blob.get("card", {})
     return model
 

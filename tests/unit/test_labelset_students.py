@@ -41,3 +41,22 @@ def test_a_saved_student_passes_the_archive_checks_and_loads(tmp_path, kind):
     back = load_model(str(tmp_path / "m.skops"))
     assert type(back) is type(model) and back.card_["kind"] == kind
     np.testing.assert_allclose(back.predict_proba(TEXTS[:6]), model.predict_proba(TEXTS[:6]))
+
+
+@pytest.mark.parametrize("kind", ["multi_label", "taxonomy"])
+def test_a_student_whose_parts_do_not_fit_together_is_refused_at_load(tmp_path, kind):
+    """A crafted file with arrays of consistent shapes but a parent index outside its level, or thresholds for
+    fewer labels than it has: refused by load_model (NotAModel, one line), not a traceback at predict time."""
+    from llmlabel.distill.training import NotAModel
+
+    if kind == "multi_label":
+        model = MultiLabelDistiller().fit(TEXTS, SETS)
+        model.thresholds_ = model.thresholds_[:-1]
+        needle = "thresholds"
+    else:
+        model = TaxonomyDistiller().fit(TEXTS, PATHS)
+        model.parents_[1] = model.parents_[1] + 5
+        needle = "parent indices"
+    save_model(model, {"kind": kind}, str(tmp_path / "m.skops"))
+    with pytest.raises(NotAModel, match=needle):
+        load_model(str(tmp_path / "m.skops"))
