@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from llmlabel.errors import InputError, LLMLabelError
 
@@ -30,6 +31,10 @@ def cmd_distill(a: argparse.Namespace) -> int:
     params = {}
     if a.max_rounds is not None:
         params["max_rounds"] = a.max_rounds
+    if a.threshold is not None:
+        if not 0 < a.threshold < 1:
+            raise InputError(f"--threshold {a.threshold} must be between 0 and 1")
+        params["threshold"] = a.threshold
     try:
         model, card = train_from_labeled(
             str(src),
@@ -53,6 +58,9 @@ def cmd_distill(a: argparse.Namespace) -> int:
         ) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, card, str(out))
+    if card["kind"] != "label":
+        print(f"{summary_sets(card)}; wrote {out} and {out}.card.json", file=sys.stderr)
+        return 0
     cv = card.get("cv_accuracy_vs_teacher")
     print(
         f"trained a {card['mode']} student on {card['rows_used']} rows ({card['training_seconds']}s): "
@@ -62,6 +70,20 @@ def cmd_distill(a: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def summary_sets(card: dict[str, Any]) -> str:
+    """One line on a multi-label or taxonomy student: its held-out agreement with the teacher."""
+    ho = card.get("heldout_vs_teacher")
+    head = (
+        f"trained a {card['kind'].replace('_', '-')} student on {card['rows_used']} rows ({card['training_seconds']}s)"
+    )
+    if not ho:
+        return head
+    if card["kind"] == "multi_label":
+        return f"{head}: on {ho['rows']} held-out rows vs the teacher, micro-F1 {ho['micro_f1']:.3f}, macro-F1 {ho['macro_f1']:.3f}"
+    levels = ", ".join(f"level {lv['level']} {lv['accuracy']:.3f}" for lv in ho["levels"])
+    return f"{head}: on {ho['rows']} held-out rows vs the teacher, accuracy {levels}"
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
@@ -100,14 +122,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument(
         "--mode",
         choices=["candidates", "single"],
-        default="candidates",
-        help="learn from candidate sets (CanDist refinery) or from the single aggregated label",
+        help="single-label outputs: learn from candidate sets (CanDist refinery; the default) or from the single "
+        "aggregated label. A multi-label output trains a one-vs-rest student and a taxonomy output a student per "
+        "level, without --mode",
     )
     s.add_argument("--features", choices=FEATURES, default="tfidf")
     s.add_argument("--text-column", default="text")
     s.add_argument("--no-confidence-weights", action="store_true", help="do not weight rows by ensemble confidence")
     s.add_argument("--no-cv", action="store_true", help="skip the cross-validated accuracy in the model card")
     s.add_argument("--max-rounds", type=int, help="refinery rounds (default 8)")
+    s.add_argument(
+        "--threshold",
+        type=float,
+        help="taxonomy: a row stops at the parent below this probability among the children (default 0.5); "
+        "multi-label: a label's threshold where held-out rows tune none (default 0.5)",
+    )
     s.set_defaults(func=cmd_distill)
 
     s = sub.add_parser("predict", help="label a corpus with a distilled model (no LLM calls)")

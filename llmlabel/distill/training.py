@@ -16,6 +16,7 @@ import numpy as np
 import sklearn
 from sklearn.base import clone
 
+from llmlabel.distill.labelsets import MultiLabelDistiller, TaxonomyDistiller
 from llmlabel.distill.student import CandidateDistiller
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 Mode = Literal["candidates", "single"]
+Student = CandidateDistiller | MultiLabelDistiller | TaxonomyDistiller
 
 
 def read_labeled(path: str, text_column: str = "text") -> list[dict[str, Any]]:
@@ -122,17 +124,59 @@ def cross_val_teacher_accuracy(
 
 def train_from_labeled(
     path: str,
-    mode: Mode = "candidates",
+    mode: Mode | None = None,
     features: str = "tfidf",
     weight_by_confidence: bool = False,
     text_column: str = "text",
     cv: bool = True,
     **params: Any,
 ) -> tuple[CandidateDistiller, dict[str, Any]]:
-    """Train a student on ``llmlabel label`` output; returns (model, model card)."""
-    if mode not in ("candidates", "single"):
+    """Train a student on ``llmlabel label`` output; returns (model, model card). A multi-label output gets a
+    MultiLabelDistiller and a taxonomy output a TaxonomyDistiller (`mode` is for single-label outputs: learn
+    from candidate sets, the default, or from the single label)."""
+    from llmlabel.distill.training_sets import decode, output_kind, train_sets
+
+    if mode not in (None, "candidates", "single"):
         raise ValueError("mode must be 'candidates' or 'single'")
     rows = read_labeled(path, text_column)
+    decode(rows)
+    kind = output_kind(rows, path)
+    if kind != "label":
+        if mode is not None:
+            from llmlabel.errors import InputError
+
+            what = "a multi-label output's label sets" if kind == "multi_label" else "a taxonomy output's paths"
+            raise InputError(
+                f"{path} is a {kind.replace('_', '-')} output: --mode {mode} is for single-label outputs; "
+                f"leave it out to learn from {what}"
+            )
+        student = MultiLabelDistiller if kind == "multi_label" else TaxonomyDistiller
+        unknown = sorted(set(params) - set(student().get_params()))
+        if unknown:
+            from llmlabel.errors import InputError
+
+            raise InputError(
+                f"{path} is a {kind.replace('_', '-')} output: {', '.join(unknown)} does not apply to its student "
+                "(a setting of single-label students); leave it out"
+            )
+        t0 = time.perf_counter()
+        sets_model, fields = train_sets(rows, kind, features, weight_by_confidence, text_column, cv, **params)
+        return sets_model, {
+            "kind": kind,
+            **fields,
+            "features": features,
+            "weight_by_confidence": weight_by_confidence,
+            "training_seconds": round(time.perf_counter() - t0, 3),
+            "sklearn_version": sklearn.__version__,
+            "params": {k: v for k, v in sets_model.get_params().items() if isinstance(v, (int, float, str, bool))},
+            "source": os.path.abspath(path),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    mode = mode or "candidates"
+    if "threshold" in params:
+        from llmlabel.errors import InputError
+
+        raise InputError(f"{path} is a single-label output: a threshold applies to multi-label and taxonomy students")
     texts, cands, labels, conf = _usable(rows, mode, text_column)
     if not texts:
         raise ValueError(f"{path}: no usable rows (all have errors or no label/candidates)")
@@ -151,6 +195,7 @@ def train_from_labeled(
     has = lab != None  # noqa: E711 - elementwise on an object array
     in_set = np.fromiter((p in c for p, c in zip(pred, cands)), dtype=bool, count=len(cands))
     card: dict[str, Any] = {
+        "kind": "label",
         "labels": [str(c) for c in model.classes_],
         "rows_used": len(texts),
         "rows_skipped": len(rows) - len(texts),
@@ -177,6 +222,8 @@ def train_from_labeled(
 MODEL_TYPES = frozenset(
     {
         "llmlabel.distill.student.CandidateDistiller",
+        "llmlabel.distill.labelsets.MultiLabelDistiller",
+        "llmlabel.distill.labelsets.TaxonomyDistiller",
         "llmlabel.distill.features.HashedNgramTfidf",
         "llmlabel.distill.features.MiniLMEmbedder",
         "llmlabel.distill.features.LocalLLMEmbedder",
@@ -188,7 +235,7 @@ class NotAModel(ValueError):
     """The file is not a model written by `save_model`; nothing in it was run."""
 
 
-def save_model(model: CandidateDistiller, card: dict[str, Any], path: str) -> None:
+def save_model(model: Student, card: dict[str, Any], path: str) -> None:
     """One skops file (featurizer + classifier), written atomically, and ``<path>.card.json`` beside it."""
     import skops.io as sio
 
@@ -200,7 +247,7 @@ def save_model(model: CandidateDistiller, card: dict[str, Any], path: str) -> No
         json.dump(card, fh, indent=2, default=str)
 
 
-def load_model(path: str) -> CandidateDistiller:
+def load_model(path: str) -> Student:
     """The model saved by :func:`save_model`; its card is on ``model.card_``. Raises NotAModel for anything
     else, before any object in the file is created, and for an archive whose arrays do not fit its card
     (:func:`check_archive`) before any of them is read."""
@@ -223,9 +270,15 @@ def load_model(path: str) -> CandidateDistiller:
         blob = sio.load(path, trusted=sorted(types))
     except Exception as e:  # checked above, yet unreadable: never a traceback
         raise NotAModel(f"unreadable model archive ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(blob, dict) or not isinstance(blob.get("model"), CandidateDistiller):
-        raise NotAModel("no CandidateDistiller inside")
+    if not isinstance(blob, dict) or not isinstance(
+        blob.get("model"), (CandidateDistiller, MultiLabelDistiller, TaxonomyDistiller)
+    ):
+        raise NotAModel("no student inside")
     model = blob["model"]
+    if isinstance(model, (MultiLabelDistiller, TaxonomyDistiller)):
+        why = model.inconsistency()
+        if why:
+            raise NotAModel(why)
     model.card_ = blob.get("card", {})
     return model
 
@@ -383,20 +436,34 @@ def _card(schema: Any) -> dict[str, Any]:
 
 
 def predict_rows(
-    model: CandidateDistiller,
+    model: Student,
     rows: Iterable[dict[str, Any] | str],
     text_column: str = "text",
     id_column: str = "id",
     batch_size: int = 8192,
 ) -> Iterator[dict[str, Any]]:
     """Stream ``{"id", "label", "probs": {label: p}}`` for rows (dicts or plain strings),
-    featurizing and predicting a batch at a time. Rows without an id get their index."""
+    featurizing and predicting a batch at a time. Rows without an id get their index. A multi-label student's
+    rows also carry ``labels`` and ``confidence`` and a taxonomy student's ``path``, ``depth``,
+    ``level_confidence`` and ``confidence``, the fields `llmlabel label` writes for those kinds."""
+    from llmlabel.distill.training_sets import set_record
+
     classes = [str(c) for c in model.classes_]
     batch: list[Any] = []
     start = 0
 
     def flush(batch: list[Any], start: int) -> Iterator[dict[str, Any]]:
         texts = [r if isinstance(r, str) else r.get(text_column, "") for r in batch]
+        ids = [r.get(id_column, start + i) if isinstance(r, dict) else start + i for i, r in enumerate(batch)]
+        if isinstance(model, TaxonomyDistiller):
+            for rid, rec in zip(ids, model.predict_paths(texts)):
+                yield {"id": rid, **rec}
+            return
+        if isinstance(model, MultiLabelDistiller):
+            Ps = model.predict_proba(texts)
+            for rid, p, kept in zip(ids, np.round(Ps, 4), model.decide(Ps)):
+                yield {"id": rid, **set_record(model, p, kept)}
+            return
         P = model.predict_proba(texts)
         best = P.argmax(axis=1).tolist()
         for i, (r, b, p) in enumerate(zip(batch, best, np.round(P, 4).tolist())):

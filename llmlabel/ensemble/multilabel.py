@@ -115,7 +115,7 @@ def set_votes(records: Iterable[dict[str, Any]], judge_names: list[str], labels:
     return np.stack(rows)
 
 
-def _best_thresholds(p: Any, truth: Any, labels: list[str], default: float, min_rows: int) -> dict[str, float]:
+def best_thresholds(p: Any, truth: Any, labels: list[str], default: float, min_rows: int) -> dict[str, float]:
     """Per label, the threshold that maximises its F1 on the gold rows (the default where a label has fewer
     than `min_rows` gold rows or never occurs in them: too little to fit)."""
     import numpy as np
@@ -190,7 +190,7 @@ def refit_sets(
     if gold_rows:
         pos_list = sorted(gold_rows)
         truth = np.array([[lab in gold_rows[i] for lab in labels] for i in pos_list], dtype=bool)
-        thresholds = _best_thresholds(p[pos_list], truth, labels, policy.threshold, min_gold)
+        thresholds = best_thresholds(p[pos_list], truth, labels, policy.threshold, min_gold)
         if thresholds:
             summary["thresholds"] = {lab: t for lab, t in thresholds.items() if t != policy.threshold}
     if method == "majority" and not thresholds:

@@ -82,6 +82,21 @@ def evaluate_paths(out: Path, gold_path: str | Path, id_column: str, label_colum
         pairs.append((_as_path(rec.get("path")), gold[rid]))
     if not pairs:
         raise InputError(f"no ids in common between {out} and {gold_path}; check --id-column")
+    return {
+        "taxonomy": True,
+        "output": str(out),
+        "gold": str(gold_path),
+        "rows_output": n_output,
+        "rows_gold": len(gold),
+        "rows_evaluated": len(pairs),
+        "rows_with_error": errors,
+        **score_paths(pairs),
+    }
+
+
+def score_paths(pairs: list[tuple[list[str], list[str]]]) -> dict[str, Any]:
+    """Per-level accuracy, coverage and precision, exact path accuracy, mean depth and hierarchical P/R/F1 of
+    (predicted path, gold path) pairs (at least one)."""
     levels = []
     for lvl in range(1, max(len(g) for _, g in pairs) + 1):
         has = [(p, g) for p, g in pairs if len(g) >= lvl]
@@ -101,13 +116,6 @@ def evaluate_paths(out: Path, gold_path: str | Path, id_column: str, label_colum
     hp = tp / n_pred if n_pred else 0.0
     hr = tp / n_gold if n_gold else 0.0
     return {
-        "taxonomy": True,
-        "output": str(out),
-        "gold": str(gold_path),
-        "rows_output": n_output,
-        "rows_gold": len(gold),
-        "rows_evaluated": len(pairs),
-        "rows_with_error": errors,
         "levels": levels,
         "exact_path_accuracy": round(sum(p == g for p, g in pairs) / len(pairs), 6),
         "mean_depth": round(sum(len(p) for p, _ in pairs) / len(pairs), 4),

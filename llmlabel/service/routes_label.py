@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from llmlabel.service.schemas import Health, LabelItem, LabelResponse, VerifyItem, VerifyResponse, errors
@@ -17,6 +17,29 @@ def dispute(
         return {"given_label": given, "given_label_prob": None, "disputed": None}
     prob = round(float(probs.get(given, 0.0)), 4) if given in labels else 0.0
     return {"given_label": given, "given_label_prob": prob, "disputed": bool(label != given and prob < threshold)}
+
+
+def task_kind(st: ServerState) -> str:
+    """The kind of answer an item gets: one label, a label set or a taxonomy path (schemas.Kind)."""
+    kind = st.cfg.kind
+    return kind if kind == "taxonomy" else "multi_label" if kind == "multilabel" else "label"
+
+
+def verify_applies(kind: str) -> None:
+    """/v1/verify checks one given label against the judges' distribution over the task's labels: a set or a
+    path has no such single probability, so those tasks get one clear 422 instead of a misleading answer."""
+    if kind == "multi_label":
+        raise HTTPException(
+            422,
+            "POST /v1/verify checks one given label, but this server's task is multi-label: POST /v1/label "
+            "returns each label's probability (`probs`) to check a given set against",
+        )
+    if kind == "taxonomy":
+        raise HTTPException(
+            422,
+            "POST /v1/verify checks one given label, but this server's task is a taxonomy: POST /v1/label "
+            "returns the path and each level's confidence (`path`, `level_confidence`) to check a given path against",
+        )
 
 
 def router(st: ServerState) -> APIRouter:
@@ -51,6 +74,7 @@ def router(st: ServerState) -> APIRouter:
         st.items["label"] = st.items.get("label", 0) + len(recs)
         return {
             "model_version": st.model_version,
+            "kind": task_kind(st),
             "items": [
                 {"id": it.id if it.id is not None else i, **r} for i, (it, r) in enumerate(zip(body.items, recs))
             ],
@@ -58,7 +82,9 @@ def router(st: ServerState) -> APIRouter:
 
     @router.post("/v1/verify", response_model=VerifyResponse, tags=["label"], responses=errors(401, 413, 422, 502))
     async def verify(body: VerifyRequest) -> dict[str, Any]:
-        """Check given labels: the judges' probability of each (score), their label, and whether to review it."""
+        """Check given labels: the judges' probability of each (score), their label, and whether to review it.
+        Single-label tasks only (422 for a multi-label or taxonomy task)."""
+        verify_applies(task_kind(st))
         check_text_sizes([it.text for it in body.items], st.max_text_chars)
         job = await st.job("label")  # the label prompt: answers are shared with /v1/label and audit jobs
         recs = await label_items(job, [(it.text, it.label) for it in body.items])

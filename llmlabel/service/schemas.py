@@ -24,7 +24,22 @@ class LabelResult(BaseModel):
     candidates: list[str]
     judges: dict[str, dict[str, Any]]
     error: str | None
-    labels: list[str] | None = Field(None, description="a multi-label task's set (`label` is then it joined by '|')")
+    labels: list[str] | None = Field(
+        None,
+        description="a multi-label task's set, most probable first (`label` is then it joined by '|'; `probs` "
+        "holds each label's own probability of being in the set, and `confidence` the chance the whole set is right)",
+    )
+    path: list[str] | None = Field(
+        None, description="a taxonomy task's path from the top level down (`label` is its deepest node)"
+    )
+    depth: int | None = Field(
+        None, description="a taxonomy task's levels taken: less than the tree's depth where the judges were unsure"
+    )
+    level_confidence: list[float] | None = Field(
+        None,
+        description="a taxonomy task's combined confidence at each level asked; a last entry beyond `depth` is "
+        "the level refused (below task.taxonomy_threshold), where the row stopped at the parent",
+    )
 
 
 class VerifyResult(LabelResult):
@@ -38,8 +53,14 @@ class VerifyResult(LabelResult):
     )
 
 
+Kind = Literal["label", "multi_label", "taxonomy"]
+
+
 class LabelResponse(BaseModel):
     model_version: str
+    kind: Kind = Field(
+        description="the task's kind: one label an item (`label`), a set (`labels`), or a taxonomy path (`path`)"
+    )
     items: list[LabelResult]
 
 

@@ -15,6 +15,7 @@ from fastapi import HTTPException
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
+from llmlabel.ensemble.taxonomy import TAXONOMY_FIELDS
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.lifecycle import Jobs
 from llmlabel.pipeline.options import RunOptions
@@ -149,4 +150,5 @@ async def _record(job: Job, i: int, text: str, given: str | None) -> dict[str, A
 
 
 def _outcome(rec: dict[str, Any]) -> dict[str, Any]:
-    return {k: redact_obj(rec[k]) for k in OUTCOME + ("labels",) if k in rec}
+    # A multi-label row's set and a taxonomy row's path, depth and per-level confidence, as `llmlabel label` writes
+    return {k: redact_obj(rec[k]) for k in (*OUTCOME, "labels", *TAXONOMY_FIELDS) if k in rec}

@@ -21,7 +21,9 @@ ALLOWED = {
     "local": {"io"},
     "pipeline": {"io", "llm", "ensemble", "local"},
     "distributed": {"io", "llm", "ensemble", "pipeline", "local"},
-    "distill": {"io", "local"},  # local: the embedded model as a featurizer
+    # local: the embedded model as a featurizer; ensemble and evaluation: the multi-label thresholds and the
+    # set and per-level scores, one implementation shared with `llmlabel label` and `llmlabel eval`
+    "distill": {"io", "local", "ensemble", "evaluation"},
     "evaluation": {"io", "ensemble"},
     "auditing": {"io", "llm", "ensemble", "pipeline", "distill", "evaluation"},
     "review": {"io", "llm", "ensemble", "pipeline", "auditing", "evaluation"},
