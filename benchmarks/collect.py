@@ -462,6 +462,14 @@ HEADLINES: list[Area] = [
                 ),
             ),
             Headline(
+                "Students from label sets (TF-IDF, 1,500 train / 500 test) vs gold: GoEmotions one-vs-rest micro / "
+                "macro-F1; CLINC150 per-level student, level 1 / level 2 accuracy",
+                "distill_labelsets",
+                lambda r: "{}; {}".format(
+                    r.cell("GoEmotions", "student vs gold"), r.cell("clinc150 (taxonomy)", "student vs gold")
+                ),
+            ),
+            Headline(
                 "Web of Science (7 -> 132, 1,000 rows): level-2 precision and coverage, no back-off vs threshold 0.5",
                 "taxonomy_clinc_wos",
                 lambda r: "{} ({}) vs {} ({})".format(*_taxonomy(r)),
