@@ -156,10 +156,11 @@ def test_a_ray_actors_error_reaches_the_driver_as_its_own_type(tmp_path, fake, m
     from llmlabel.local.models import LocalError
     from llmlabel.pipeline.job import Job
 
-    async def failing_drive(*a, **k):
-        raise LocalError("llama-server exited: install llama-cpp-python")
+    class FailingExecutor:
+        async def execute(self, *a, **k):
+            raise LocalError("llama-server exited: install llama-cpp-python")
 
-    monkeypatch.setattr(worker, "drive", failing_drive)
+    monkeypatch.setattr(worker, "LocalExecutor", FailingExecutor)
     cfg = load_config(write_config(tmp_path / "c.yaml", fake.base_url))
 
     async def no_pauses():
