@@ -1,11 +1,13 @@
 """One labeling job's row machinery: a row in, its judges' answers, its output record out.
 
 `Job` is shared by every way of running rows: files (`run_job`), memory (the Python API's `Labeler`) and
-the service's single-row endpoints (`start` then `ask_all` then `outcome`)."""
+the service's single-row endpoints (`start` then `ask_all` then `result`). A row's result is a `RowResult`
+(llmlabel.results); io.records makes it an output record."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, Protocol
 
 from llmlabel.config import Config, Judge, Task, samples_error
@@ -14,6 +16,7 @@ from llmlabel.ensemble.combine import combine_row, combine_samples
 from llmlabel.ensemble.multilabel import SetPolicy, combine_sets
 from llmlabel.errors import CacheError, ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
+from llmlabel.io.records import head_record, outcome_record, to_record
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import NO_FIT, JudgeAnswer
 from llmlabel.llm.cache import CacheBackend, open_cache
@@ -27,6 +30,7 @@ from llmlabel.llm.shortlist import Shortlister
 from llmlabel.llm.tokens import truncate
 from llmlabel.pipeline import taxonomy as taxonomy_rows
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.results import RowResult
 from llmlabel.taxonomy import Taxonomy
 
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
@@ -66,7 +70,7 @@ def blank(text: str) -> bool:
     return all(unicodedata.category(c)[0] in "CZ" for c in text)
 
 
-Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
+Started = tuple[RowResult, str | None, str | None]  # (the row's result so far, text to label, given label)
 
 
 def text_of(
@@ -293,7 +297,7 @@ class Job:
             agg = combine_row(trusted, self.labels, self.kind, self.weights)
             agree = len({a.label for a in valid}) == 1
             sure = len(valid) >= 2 or valid[0].probs is not None
-            if agree and sure and (agg["confidence"] or 0) >= threshold:
+            if agree and sure and (agg.confidence or 0) >= threshold:
                 for rest in self.judges[n + 1 :]:
                     self.ledger.judges[rest.name].calls_saved += 1
                 break
@@ -323,51 +327,37 @@ class Job:
 
     # -- rows --------------------------------------------------------------------------------
     def start(self, i: int, row: dict[str, Any]) -> Started:
-        """A row's output record so far, its text to label (None: nothing to label) and its given label."""
+        """A row's result so far (its input columns and id), its text to label (None: nothing to label, the
+        result says why) and its given label."""
         task = self.cfg.task
         columns = tuple(row)
         names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
         if names is None:
             names = self._columns.put(columns, output_names(columns, task.id_column))
-        rec: dict[str, Any] = {"_i": i}
-        rec.update(zip(names, row.values()))
-        rec["id"] = row_id(row, task.id_column, i)
+        res = RowResult(row_id(row, task.id_column, i), self.kind, i, dict(zip(names, row.values())))
         text = text_of(row, i, task, self.cfg.prompts_dir, self.prompts)
         if text is None or blank(text):
-            rec.update(
-                label=None,
-                confidence=None,
-                probs=None,
-                candidates=[],
-                judges={},
-                error=f"{PERMANENT}: nothing to label in '{task.text_column}'",
-            )
-            return rec, None, None
+            error = f"{PERMANENT}: nothing to label in '{task.text_column}'"
+            return dataclasses.replace(res, asked=False, error=error), None, None
         given = None
         if self.opts.given_label_column:
             gv = row.get(self.opts.given_label_column)
             given = None if gv is None else str(gv)
-        return rec, text, given
+        return res, text, given
 
-    def outcome(self, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
-        """What a row's answers add to its record: the aggregate and each judge's answer."""
+    def result(self, start: RowResult, answers: dict[str, JudgeAnswer]) -> RowResult:
+        """The row's result from its judges' answers: the ensemble's decision, with the answers."""
         if self.taxonomy is not None:
-            return taxonomy_rows.outcome(self, self.taxonomy, answers)
+            return taxonomy_rows.result(self, self.taxonomy, start, answers)
         if self.kind == "multilabel":
-            agg = combine_sets(answers, self.labels, self.set_policy, self.weights)
-        else:
-            agg = combine_row(answers, self.labels, self.kind, self.weights)
-        return {
-            **agg,
-            "judges": {n: a.out() for n, a in answers.items()},
-        }
+            return start.decided(combine_sets(answers, self.labels, self.set_policy, self.weights), answers)
+        return start.decided(combine_row(answers, self.labels, self.kind, self.weights), answers)
 
-    def finish(self, rec: dict[str, Any], answers: dict[str, JudgeAnswer] | None) -> dict[str, Any]:
-        """Complete a row's record and count it done (the caller appends it)."""
-        if answers is not None:
-            rec.update(self.outcome(answers))
-        self._count(rec["error"])
-        return rec
+    def finish(self, start: RowResult, answers: dict[str, JudgeAnswer] | None) -> RowResult:
+        """Complete a row's result and count it done (the caller appends it)."""
+        res = start if answers is None else self.result(start, answers)
+        self._count(res.error)
+        return res
 
     def _count(self, error: str | None) -> None:
         self.ledger.rows_done += 1
@@ -375,8 +365,8 @@ class Job:
             self.ledger.rows_failed += 1
 
     async def process(self, started: Started, sink: Sink) -> None:
-        rec, text, given = started
-        sink.append(self.finish(rec, None if text is None else await self.ask_all(text, given)))
+        res, text, given = started
+        sink.append(to_record(self.finish(res, None if text is None else await self.ask_all(text, given))))
 
     # -- the bulk cache pass -----------------------------------------------------------------
     def from_cache(self, rows: list[tuple[int, dict[str, Any]]], sink: Sink) -> tuple[list[Started], int]:
@@ -450,9 +440,9 @@ class Job:
         plain = not self.p_cf and not any(j.logprobs for j in self.judges) and self.cfg.task.id_column not in OUTCOME
         memo = self._row_memo if plain else None
         for started, ks, cuts, kind in prepared:  # a row handed on counts its cuts when it is asked
-            rec, text, given = started
+            res = started[0]
             if ks is None:
-                lines.append(line(self.finish(rec, None)))
+                lines.append(line(to_record(self.finish(res, None))))
                 continue
             try:
                 got = [c.cached_answer(hits[k], kind) for c, k in zip(clients, ks)]
@@ -466,13 +456,13 @@ class Job:
             hit_rows += 1
             self.truncated += cuts
             if memo is None:
-                lines.append(line(self.finish(rec, self._answers(got))))  # type: ignore[arg-type]
+                lines.append(line(to_record(self.finish(res, self._answers(got)))))  # type: ignore[arg-type]
                 continue
             mkey = tuple(map(id, got))  # a judge's samples: their shared answers, so rows still repeat
             done = memo.get(mkey)
             if done is None:
-                out = self.outcome(self._answers(got))  # type: ignore[arg-type]
-                done = memo.put(mkey, (got, fields_json(out), out["error"]))
-            lines.append(line_with(rec, done[1]))
+                out = self.result(res, self._answers(got))  # type: ignore[arg-type]
+                done = memo.put(mkey, (got, fields_json(outcome_record(out)), out.error))
+            lines.append(line_with(head_record(res), done[1]))
             self._count(done[2])
         return rest, lines, hit_rows

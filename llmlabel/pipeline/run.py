@@ -21,6 +21,7 @@ from llmlabel.io.guard import check_output, config_reads, inputs
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
 from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
+from llmlabel.io.records import report_record, to_record
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.io.values import arrow_schema
 from llmlabel.pipeline.drive import drive, pending_rows
@@ -29,6 +30,7 @@ from llmlabel.pipeline.inflight import in_flight, leave_to_batches
 from llmlabel.pipeline.job import Job, output_names, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.shard_manifest import save_shard
+from llmlabel.results import AggregationReport
 
 
 @contextlib.contextmanager
@@ -224,22 +226,22 @@ def finalize(
     result.rows, quality = write_final(
         part, output_path, names, job.labels, job.cfg.aggregate, job.kind, gold, job.set_policy
     )
-    result.complete, result.quality = True, quality
-    if quality.get("rows_only_left_out"):
+    result.complete, result.quality = True, report_record(quality)
+    if quality.rows_only_left_out:
         result.warnings.append(
-            f"{quality['rows_only_left_out']} rows were answered only by judges left out as uninformative "
-            f"({', '.join(quality['left_out'])}): the cascade stopped on them. Put a stronger judge first or set "
+            f"{quality.rows_only_left_out} rows were answered only by judges left out as uninformative "
+            f"({', '.join(quality.left_out)}): the cascade stopped on them. Put a stronger judge first or set "
             "cascade: {enabled: false}, then rerun (answers already paid for are cached)"
         )
-    if one := quality.get("one_label"):
+    if one := quality.one_label:
         result.warnings.append(
-            f"the judge {one['judge']} answered {one['label']!r} on {one['share']:.0%} of rows "
-            f"({round(one['share'] * one['rows'])} of {one['rows']}, {len(job.labels)} labels): a small model stuck "
+            f"the judge {one.judge} answered {one.label!r} on {one.share:.0%} of rows "
+            f"({round(one.share * one.rows)} of {one.rows}, {len(job.labels)} labels): a small model stuck "
             "on one label looks like this, and its confidences are then not to be trusted. Check a few rows; "
             "describe each label, give 10+ gold rows, or use a stronger judge"
         )
     job.ledger.save(ledger_path(output_path))
-    _append_quality(ledger_path(output_path), quality)
+    _append_quality(ledger_path(output_path), result.quality)
     if job.opts.shard is not None:
         save_shard(output_path, part, job.opts.shard, job.opts.limit, names, job.labels, job.kind, job.cfg)
     else:
@@ -264,16 +266,20 @@ def write_final(
     kind: str,
     gold: dict[str, str] | None,
     policy: SetPolicy | None = None,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, AggregationReport]:
     """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
-    atomically to the output. Returns the row count and the aggregation's quality summary."""
+    atomically to the output. Returns the row count and the aggregation's report."""
     # Without gold the fit reads only each row's judges (part.judges_only parses each distinct answer set once).
-    rows = part.judges_only if not gold and kind != "multilabel" else part.ordered
+    rows = part.judges_only if not gold and kind != "multilabel" else lambda: part.results(kind)
     update, quality = refit(rows, names, labels, method, kind, gold, policy)
     try:
         if update is None and output_path.suffix.lower() in (".jsonl", ".ndjson"):
             return write_jsonl_lines(output_path, part.ordered_raw()), quality
-        return write_output(output_path, part.ordered(update), (part.meta() or {}).get("schema")), quality
+        if update is None:
+            records = part.ordered()
+        else:
+            records = (to_record(update(pos, r)) for pos, r in enumerate(part.results(kind)))
+        return write_output(output_path, records, (part.meta() or {}).get("schema")), quality
     except OSError as e:
         raise OutputError(
             f"cannot write {output_path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "

@@ -14,6 +14,7 @@ from fastapi import HTTPException
 
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
+from llmlabel.io.records import to_record
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.redaction import one_line, redact_obj
@@ -133,9 +134,10 @@ def _report_cache_error(job: Job) -> None:
 
 
 async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
-    """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome), with
+    """One item's outcome, computed as `llmlabel label` computes a row's (Job.start, then Job.result), with
     every known secret hidden (a judge may echo its API key inside an answer or an error)."""
-    rec, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
+    res, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
     if text_ is not None:
-        rec.update(job.outcome(await job.ask_all(text_, given_)))
+        res = job.result(res, await job.ask_all(text_, given_))
+    rec = to_record(res)
     return {k: redact_obj(rec[k]) for k in OUTCOME + ("labels",) if k in rec}
