@@ -313,15 +313,12 @@ class Job:
         self._probe.append(answers)
         if len(self._probe) < cascade.probe_rows:
             return
-        import numpy as np
-
         from llmlabel.ensemble.judges import uninformative
+        from llmlabel.ensemble.votes import VoteMatrix
 
-        index = {lab: k for k, lab in enumerate(self.labels)}
-        votes = np.array(
-            [[index.get(row[j.name].label or "", -1) for j in self.judges] for row in self._probe], dtype=np.int64
-        )
-        out = uninformative(votes, len(self.labels))
+        names = [j.name for j in self.judges]
+        votes = VoteMatrix.from_results((RowResult("", judges=row) for row in self._probe), names, self.labels)
+        out = uninformative(votes.codes, len(self.labels))
         self.distrusted = frozenset(j.name for j, bad in zip(self.judges, out) if bad)
         self._probe = None
 
