@@ -207,8 +207,7 @@ def _refit(
             cands = cs if labels[k] in cs else [labels[k]] + cs
         else:
             cands = [labels[i] for i in np.argsort(-p) if p[i] >= 0.01] or [labels[k]]
-        return replace(
-            r,
+        return r.evolve(
             label=labels[k],
             confidence=round(float(p[k]), 4),
             probs={labels[i]: round(float(p[i]), 4) for i in range(K)},
@@ -254,7 +253,7 @@ def _prior_answers(answers: Mapping[str, JudgeAnswer], prior: dict[str, float]) 
 
 def _with_prior(r: RowResult, prior: dict[str, float]) -> RowResult:
     """The row with its judges' answers through `_prior_answers`."""
-    return replace(r, judges=_prior_answers(r.judges, prior))
+    return r.evolve(judges=_prior_answers(r.judges, prior))
 
 
 def _one_label(rows: Rows, judge_names: list[str], labels: list[str]) -> OneLabel | None:
@@ -316,6 +315,6 @@ def refit(
         r = update(pos, r) if update else r
         if r.confidence is None:
             return r
-        return replace(r, confidence=round(cal(float(r.confidence)), 4))
+        return r.evolve(confidence=round(cal(float(r.confidence)), 4))
 
     return calibrated, report

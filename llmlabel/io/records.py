@@ -10,7 +10,7 @@ fields with `judges` before `error` and no `labels` or `path`. `from_record` rea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from llmlabel.results import MULTILABEL, TAXONOMY, AggregationReport, JudgeAnswer, RowResult
@@ -66,8 +66,14 @@ def head_record(r: RowResult) -> dict[str, Any]:
     return rec
 
 
-def outcome_record(r: RowResult) -> dict[str, Any]:
-    """The record's outcome fields, in the output's order (see the module docstring)."""
+def judges_record(r: RowResult) -> dict[str, Any]:
+    """The record's `judges` field."""
+    return {n: answer_record(a, r.kind) for n, a in r.judges.items()}
+
+
+def outcome_record(r: RowResult, judges: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record's outcome fields, in the output's order (see the module docstring); `judges`: the result's
+    judges_record when the caller has it already."""
     cands = list(r.candidates)
     probs = None if r.probs is None else dict(r.probs)
     if not r.asked:
@@ -86,7 +92,7 @@ def outcome_record(r: RowResult) -> dict[str, Any]:
             "confidence": r.confidence,
             "probs": probs,
             "candidates": cands,
-            "judges": {n: answer_record(a, TAXONOMY) for n, a in r.judges.items()},
+            "judges": judges_record(r) if judges is None else judges,
             "error": r.error,
             "path": path,
             "depth": len(path),
@@ -101,7 +107,7 @@ def outcome_record(r: RowResult) -> dict[str, Any]:
             probs=probs,
             candidates=cands,
             error=r.error,
-            judges={n: answer_record(a, r.kind) for n, a in r.judges.items()},
+            judges=judges_record(r) if judges is None else judges,
         )
     if r.label_source is not None:
         out["label_source"] = r.label_source
@@ -109,15 +115,28 @@ def outcome_record(r: RowResult) -> dict[str, Any]:
     return out
 
 
-def to_record(r: RowResult) -> dict[str, Any]:
-    """The row as an output record: input columns, `id`, then its outcome."""
+def to_record(r: RowResult, judges: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row as an output record: input columns, `id`, then its outcome (`judges`: as in outcome_record)."""
     rec = head_record(r)
-    rec.update(outcome_record(r))
+    rec.update(outcome_record(r, judges))
     return rec
 
 
+def to_records(results: Iterable[RowResult]) -> Iterator[dict[str, Any]]:
+    """to_record of each result. Results that share one `judges` mapping (PartFile.results gives rows that
+    repeat an answer combination the same one) share its serialised form, made once."""
+    memo: dict[int, tuple[Mapping[str, JudgeAnswer], dict[str, Any]]] = {}
+    for r in results:
+        hit = memo.get(id(r.judges))
+        if hit is None or hit[0] is not r.judges:  # (the memo holds each mapping: its id is not reused)
+            if len(memo) >= 4096:
+                memo.clear()
+            hit = memo[id(r.judges)] = (r.judges, judges_record(r))
+        yield to_record(r, hit[1])
+
+
 def _strings(value: Any) -> tuple[str, ...]:
-    return tuple(str(x) for x in value) if isinstance(value, list) else ()
+    return tuple(map(str, value)) if isinstance(value, list) else ()
 
 
 def _number(value: Any) -> float | None:
@@ -132,45 +151,55 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def from_record(rec: Mapping[str, Any], kind: str | None = None) -> RowResult:
+def from_record(
+    rec: Mapping[str, Any], kind: str | None = None, judges: Mapping[str, JudgeAnswer] | None = None
+) -> RowResult:
     """An output record read back as a result: every field llmlabel writes is typed; the fields before the
     first outcome field are its input columns, those after it that llmlabel does not write are kept in `extra`.
 
     `kind`: the job's kind when known (a row with nothing to label does not show it); else read from the record
-    (a `path`: a taxonomy row; `labels`: a multi-label row)."""
-    keys = list(rec)
-    first = next((n for n, k in enumerate(keys) if k in OUTCOME_FIELDS), len(keys))
-    inputs = {k: rec[k] for k in keys[:first] if k != POSITION}
-    if keys[first - 1 : first] == ["id"]:
-        del inputs["id"]  # the output's own id, after the inputs (an id column named `id` stays in place)
-    outcome = keys[first:]
-    extra = {k: rec[k] for k in outcome if k not in OUTCOME_FIELDS and k not in ("id", "label_source")}
+    (a `path`: a taxonomy row; `labels`: a multi-label row). `judges`: the record's `judges` already read (rows
+    that repeat an answer combination share one)."""
+    inputs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    last_input = None
+    outcome = False
+    for k, v in rec.items():  # one pass: the input columns, then the outcome and what a later tool added
+        if k in OUTCOME_FIELDS:
+            if not outcome:
+                outcome = True
+                if last_input == "id":
+                    del inputs["id"]  # the output's own id, after the inputs (an id column named `id` stays)
+        elif not outcome:
+            if k != POSITION:
+                inputs[k] = v
+                last_input = k
+        elif k not in ("id", "label_source"):
+            extra[k] = v
+    if not outcome and last_input == "id":
+        del inputs["id"]
     if kind is None:
         kind = TAXONOMY if "path" in rec else MULTILABEL if "labels" in rec else "label"
     # A row with nothing to label: `judges` (always empty) before `error`, and neither a set nor a path.
-    asked = not (
-        "path" not in rec
-        and "labels" not in rec
-        and "judges" in outcome
-        and "error" in outcome
-        and outcome.index("judges") < outcome.index("error")
-        and not rec["judges"]
-    )
+    asked = True
+    if "path" not in rec and "labels" not in rec and "judges" in rec and "error" in rec and not rec["judges"]:
+        order = [k for k in rec if k in ("judges", "error")]
+        asked = order[0] != "judges"
     probs = rec.get("probs")
     labels, path, levels = rec.get("labels"), rec.get("path"), rec.get("level_confidence")
     position = rec.get(POSITION)
     label, error, source = rec.get("label"), rec.get("error"), rec.get("label_source")
-    return RowResult(
-        id=str(rec.get("id", "")),
+    return RowResult.make(
+        str(rec.get("id", "")),
         kind=kind,
         position=position if type(position) is int else None,
         inputs=inputs,
         asked=asked,
         label=None if label is None else str(label),
         confidence=_number(rec.get("confidence")),
-        probs=dict(probs) if isinstance(probs, Mapping) else None,
+        probs=probs if isinstance(probs, dict) else dict(probs) if isinstance(probs, Mapping) else None,
         candidates=_strings(rec.get("candidates")),
-        judges=judges_from_record(rec.get("judges")),
+        judges=judges_from_record(rec.get("judges")) if judges is None else judges,
         error=None if error is None else str(error),
         labels=_strings(labels) if isinstance(labels, list) else None,
         path=_strings(path) if isinstance(path, list) else None,

@@ -7,7 +7,6 @@ the service's single-row endpoints (`start` then `ask_all` then `result`). A row
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any, Protocol
 
 from llmlabel.config import Config, Judge, Task, samples_error
@@ -331,11 +330,13 @@ class Job:
         names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
         if names is None:
             names = self._columns.put(columns, output_names(columns, task.id_column))
-        res = RowResult(row_id(row, task.id_column, i), self.kind, i, dict(zip(names, row.values())))
+        res = RowResult.make(
+            row_id(row, task.id_column, i), kind=self.kind, position=i, inputs=dict(zip(names, row.values()))
+        )
         text = text_of(row, i, task, self.cfg.prompts_dir, self.prompts)
         if text is None or blank(text):
             error = f"{PERMANENT}: nothing to label in '{task.text_column}'"
-            return dataclasses.replace(res, asked=False, error=error), None, None
+            return res.evolve(asked=False, error=error), None, None
         given = None
         if self.opts.given_label_column:
             gv = row.get(self.opts.given_label_column)

@@ -21,7 +21,7 @@ from llmlabel.io.guard import check_output, config_reads, inputs
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
 from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
-from llmlabel.io.records import report_record, to_record
+from llmlabel.io.records import report_record, to_records
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.io.values import arrow_schema
 from llmlabel.pipeline.drive import drive, pending_rows
@@ -278,7 +278,7 @@ def write_final(
         if update is None:
             records = part.ordered()
         else:
-            records = (to_record(update(pos, r)) for pos, r in enumerate(part.results(kind)))
+            records = to_records(update(pos, r) for pos, r in enumerate(part.results(kind)))
         return write_output(output_path, records, (part.meta() or {}).get("schema")), quality
     except OSError as e:
         raise OutputError(
