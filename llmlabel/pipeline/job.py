@@ -15,7 +15,7 @@ from llmlabel.ensemble.combine import combine_row, combine_samples
 from llmlabel.ensemble.multilabel import SetPolicy, combine_sets
 from llmlabel.errors import CacheError, ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
-from llmlabel.io.records import head_record, outcome_record, to_record
+from llmlabel.io.records import OUTCOME_FIELDS, POSITION, head_record, outcome_record, to_record
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import NO_FIT, JudgeAnswer
 from llmlabel.llm.cache import CacheBackend, open_cache
@@ -35,9 +35,9 @@ from llmlabel.taxonomy import Taxonomy
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
 OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
 # Input columns named like an output field keep their values under NAME_input: multi-label rows add `labels`
-# (the set) and taxonomy rows `path`, `depth` and `level_confidence`, so input columns of those names are kept so.
-RESERVED = frozenset(OUTPUT_FIELDS) | {"labels", "path", "depth", "level_confidence"}
-INTERNAL = ("_i",)  # a part-file record's own fields beside the output's (its input position, always first)
+# (the set) and taxonomy rows `path`, `depth` and `level_confidence` (io.records reads a record by these names).
+RESERVED = OUTCOME_FIELDS | {"id"}
+INTERNAL = (POSITION,)  # a part-file record's own fields beside the output's (its input position, always first)
 
 
 def output_names(columns: tuple[str, ...] | list[str], id_column: str) -> list[str]:
