@@ -21,11 +21,13 @@ from llmlabel.auditing.exports import export_csv, export_labelstudio
 from llmlabel.auditing.multilabel import given_sets, score_set_answers, set_gold_metrics, set_summary_lines
 from llmlabel.auditing.signals import Signals, auroc, choose_flags, flags_for, ranks, score_signals
 from llmlabel.config import Config
+from llmlabel.ensemble.votes import VoteMatrix
 from llmlabel.errors import InputError
 from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
 from llmlabel.io.guard import Read, config_reads, inputs
 from llmlabel.io.paths import audit_judges_path, audit_summary_path
+from llmlabel.io.records import from_record
 from llmlabel.io.rows import iter_rows, row_id
 
 if TYPE_CHECKING:
@@ -300,19 +302,13 @@ def score_answers(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The audit of rows labeled by the judges (rows[i]: row i's labeling record, with "judges" and "error"):
     records most suspicious first, and the summary. `llmlabel audit` and `llmlabel.audit()` both end here."""
-    index = {lab: k for k, lab in enumerate(labels)}
-    votes = np.full((len(ids), max(len(names), 1)), -1, dtype=np.int64)
     answers: list[dict[str, Any]] = []
     errors: list[str | None] = []
-    for i, rec in enumerate(rows):
+    for rec in rows:
         js = rec.get("judges") or {}
         answers.append({n: js.get(n) or {} for n in names})
         errors.append(rec.get("error"))
-        for j, n in enumerate(names):
-            lab = (js.get(n) or {}).get("label")
-            votes[i, j] = index.get(lab, -1) if isinstance(lab, str) else -1
-    if not names:
-        votes = votes[:, :0]
+    votes = VoteMatrix.from_results(map(from_record, rows), names, labels).codes
     sig = score_signals(
         votes,
         given,

@@ -325,9 +325,13 @@ def score_set_answers(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The multi-label audit of rows the judges labeled (rows[i]: row i's labeling record): records most
     suspicious first, and the summary. `llmlabel audit` and `llmlabel.audit()` both end here."""
-    from llmlabel.ensemble.multilabel import set_votes
+    from llmlabel.ensemble.votes import VoteMatrix
+    from llmlabel.io.records import from_record
 
-    votes = set_votes(rows, names, labels).reshape(len(ids), len(names), len(labels))
+    results = [from_record(rec, "multilabel") for rec in rows]
+    votes = VoteMatrix.from_results(results, names, labels, "multilabel").sets.reshape(
+        len(ids), len(names), len(labels)
+    )
     answers = [{n: (rec.get("judges") or {}).get(n) or {} for n in names} for rec in rows]
     errors = [rec.get("error") for rec in rows]
     sig = score_set_signals(

@@ -181,10 +181,10 @@ def _levels_only(rep: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_record(model: MultiLabelDistiller, p: np.ndarray, kept: np.ndarray) -> dict[str, Any]:
-    """A multi-label prediction's fields as `llmlabel label` writes them (ensemble.multilabel.record)."""
-    from llmlabel.ensemble.multilabel import record
+    """A multi-label prediction's fields as `llmlabel label` writes them (ensemble.multilabel.verdict)."""
+    from llmlabel.ensemble.multilabel import verdict
 
     probs = {str(c): float(v) for c, v in zip(model.classes_, p)}
     order = sorted(np.flatnonzero(kept).tolist(), key=lambda k: -p[k])
-    rec = record(probs, [str(model.classes_[k]) for k in order])
-    return {k: rec[k] for k in ("label", "labels", "confidence", "probs")}
+    v = verdict(probs, [str(model.classes_[k]) for k in order])
+    return {"label": v.label, "labels": list(v.labels or ()), "confidence": v.confidence, "probs": v.probs}

@@ -15,11 +15,11 @@ over whether each label applies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.results import AggregationReport, JudgeAnswer, JudgeFit, RowResult, Verdict
 
 SEP = "|"  # the joined `label` field of a multi-label row ("joy|surprise"), as in GoEmotions' own files
 
@@ -49,24 +49,26 @@ def split(value: Any) -> list[str]:
     return [x for x in str(value).split(SEP) if x]
 
 
-def record(probs: dict[str, float], kept: list[str]) -> dict[str, Any]:
-    """A row's aggregate fields from its per-label probabilities and the labels kept."""
+def verdict(probs: dict[str, float], kept: list[str]) -> Verdict:
+    """A row's decision from its per-label probabilities and the labels kept."""
     conf = 1.0
     for lab, p in probs.items():
         conf *= p if lab in kept else 1.0 - p
-    return {
-        "label": SEP.join(kept) if kept else None,
-        "labels": kept,
-        "confidence": round(conf, 4),
-        "probs": {lab: round(p, 4) for lab, p in probs.items()},
-        "candidates": [lab for lab in sorted(probs, key=lambda lab: -probs[lab]) if probs[lab] > 0],
-        "error": None,
-    }
+    return Verdict(
+        label=SEP.join(kept) if kept else None,
+        labels=tuple(kept),
+        confidence=round(conf, 4),
+        probs={lab: round(p, 4) for lab, p in probs.items()},
+        candidates=tuple(lab for lab in sorted(probs, key=lambda lab: -probs[lab]) if probs[lab] > 0),
+    )
 
 
 def combine_sets(
-    answers: dict[str, JudgeAnswer], labels: list[str], policy: SetPolicy, weights: dict[str, float] | None = None
-) -> dict[str, Any]:
+    answers: Mapping[str, JudgeAnswer],
+    labels: list[str],
+    policy: SetPolicy,
+    weights: Mapping[str, float] | None = None,
+) -> Verdict:
     """One row: each label's probability is the weighted share of the judges with a valid answer that name it."""
     mass = dict.fromkeys(labels, 0.0)
     total = 0.0
@@ -80,39 +82,9 @@ def combine_sets(
         total += w
     if total <= 0:
         errors = "; ".join(f"{n}: {a.error}" for n, a in answers.items() if a.error)
-        return {
-            "label": None,
-            "labels": None,
-            "confidence": None,
-            "probs": None,
-            "candidates": [],
-            "error": f"no judge gave a valid answer ({errors})" if errors else "no judge answered",
-        }
+        return Verdict(error=f"no judge gave a valid answer ({errors})" if errors else "no judge answered")
     probs = {lab: m / total for lab, m in mass.items()}
-    return record(probs, policy.decide(probs))
-
-
-def set_votes(records: Iterable[dict[str, Any]], judge_names: list[str], labels: list[str]) -> Any:
-    """(n, J, K) int8: 1 the judge named the label, 0 it did not, -1 no valid answer from that judge."""
-    import numpy as np
-
-    index = {lab: k for k, lab in enumerate(labels)}
-    rows = []
-    for rec in records:
-        js = rec.get("judges") or {}
-        row = np.full((len(judge_names), len(labels)), -1, dtype=np.int8)
-        for j, name in enumerate(judge_names):
-            a = js.get(name) or {}
-            if a.get("error") or a.get("labels") is None:
-                continue
-            row[j] = 0
-            for lab in a["labels"]:
-                if lab in index:
-                    row[j, index[lab]] = 1
-        rows.append(row)
-    if not rows:
-        return np.zeros((0, len(judge_names), len(labels)), dtype=np.int8)
-    return np.stack(rows)
+    return verdict(probs, policy.decide(probs))
 
 
 def best_thresholds(p: Any, truth: Any, labels: list[str], default: float, min_rows: int) -> dict[str, float]:
@@ -138,27 +110,28 @@ def best_thresholds(p: Any, truth: Any, labels: list[str], default: float, min_r
 
 
 def refit_sets(
-    records: Callable[[], Any],
+    rows: Callable[[], Iterable[RowResult]],
     judge_names: list[str],
     labels: list[str],
     method: str,
     policy: SetPolicy,
-    gold: dict[str, str] | None = None,
+    gold: Mapping[str, str] | None = None,
     min_gold: int = 20,
-) -> tuple[Callable[[int, dict[str, Any]], dict[str, Any]] | None, dict[str, Any]]:
-    """The whole job's per-label fit (see the module docstring) and a function that rewrites each row."""
+) -> tuple[Callable[[int, RowResult], RowResult] | None, AggregationReport]:
+    """The whole job's per-label fit (see the module docstring), a function that gives each row's new result,
+    and the report of the fit."""
     import numpy as np
 
     from llmlabel.ensemble import aggregate
+    from llmlabel.ensemble.votes import VoteMatrix
 
-    recs = list(records())
-    if not recs:
-        return None, {}
-    summary: dict[str, Any] = {"method": method, "multi_label": True}
-    votes = set_votes(recs, judge_names, labels)
+    vm = VoteMatrix.from_results(rows(), judge_names, labels, "multilabel", gold)
+    if not len(vm):
+        return None, AggregationReport()
+    votes = vm.sets
     n, J, K = votes.shape
-    gold_rows = {pos: split(gold[r["id"]]) for pos, r in enumerate(recs) if gold and r["id"] in gold}
-    summary["gold_rows"] = len(gold_rows)
+    gold_rows = vm.gold_sets
+    report = AggregationReport(method, multi_label=True, gold_rows=len(gold_rows))
     p = None
     if method == "weighted" and J > 1:
         p = np.zeros((n, K))
@@ -176,9 +149,10 @@ def refit_sets(
             res = aggregate.dawid_skene(v, 2, gold=g, diag_prior=2.0)
             p[:, k] = res.posteriors[:, 1]
             accs[:, k] = res.accuracies
-        summary["judges"] = {
-            name: {"mean_label_accuracy": round(float(accs[j].mean()), 4)} for j, name in enumerate(judge_names)
+        fits = {
+            name: JudgeFit(mean_label_accuracy=round(float(accs[j].mean()), 4)) for j, name in enumerate(judge_names)
         }
+        report = replace(report, judges=fits)
     answered = (votes >= 0).any(axis=2).any(axis=1)
     if p is None:  # majority: the per-row vote stands; only gold thresholds can change it
         p = np.zeros((n, K))
@@ -192,14 +166,14 @@ def refit_sets(
         truth = np.array([[lab in gold_rows[i] for lab in labels] for i in pos_list], dtype=bool)
         thresholds = best_thresholds(p[pos_list], truth, labels, policy.threshold, min_gold)
         if thresholds:
-            summary["thresholds"] = {lab: t for lab, t in thresholds.items() if t != policy.threshold}
+            report = replace(report, thresholds={lab: t for lab, t in thresholds.items() if t != policy.threshold})
     if method == "majority" and not thresholds:
-        return None, summary
+        return None, report
 
-    def update(pos: int, rec: dict[str, Any]) -> dict[str, Any]:
-        if not answered[pos] or rec.get("labels") is None:
-            return rec
+    def update(pos: int, r: RowResult) -> RowResult:
+        if not answered[pos] or r.labels is None:
+            return r
         probs = {lab: float(p[pos, k]) for k, lab in enumerate(labels)}
-        return {**rec, **record(probs, policy.decide(probs, thresholds))}
+        return r.decided(verdict(probs, policy.decide(probs, thresholds)))
 
-    return update, summary
+    return update, report

@@ -11,15 +11,11 @@ judges' own account, that the whole path is right)."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from llmlabel.ensemble.combine import combine_row
-from llmlabel.llm.answers import JudgeAnswer
 from llmlabel.llm.prompts import taxonomy_kind
+from llmlabel.results import JudgeAnswer, Verdict
 from llmlabel.taxonomy import Taxonomy
-
-# What a taxonomy row adds to its record besides the flat fields (label, confidence, probs, ...).
-TAXONOMY_FIELDS = ("path", "depth", "level_confidence")
 
 
 class Descent:
@@ -31,7 +27,7 @@ class Descent:
         self.path: tuple[str, ...] = ()
         self.confidence: list[float] = []  # each level reached or refused (the last may be below threshold)
         self.judges: dict[str, list[JudgeAnswer]] = {}  # each judge's answer at each level asked
-        self.chosen: dict[str, Any] | None = None  # the vote that chose the deepest node taken
+        self.chosen: Verdict | None = None  # the vote that chose the deepest node taken
         self.error: str | None = None
         self.done = False
         self._settle()
@@ -57,43 +53,41 @@ class Descent:
         for name, a in answers.items():
             self.judges.setdefault(name, []).append(a)
         agg = combine_row(answers, kids, "label", self.weights)
-        if agg["label"] is None:
+        if agg.label is None or agg.confidence is None:
             where = " > ".join(self.path) or "the top level"
-            self.error, self.done = f"at {where}: {agg['error']}", True
+            self.error, self.done = f"at {where}: {agg.error}", True
             return
-        self.confidence.append(agg["confidence"])
-        if self.path and agg["confidence"] < self.threshold:
+        self.confidence.append(agg.confidence)
+        if self.path and agg.confidence < self.threshold:
             self.done = True  # unsure: stop at the parent
             return
-        self.path += (agg["label"],)
+        self.path += (agg.label,)
         self.chosen = agg
         self._settle()
 
-    def record(self) -> dict[str, Any]:
-        """The row's outcome fields."""
+    def verdict(self) -> Verdict:
+        """The row's decision: the path taken, its deepest node as the label."""
         depth = len(self.path)
         kept = self.confidence[:depth]
         label = self.path[-1] if self.path else None
         conf = round(math.prod(kept), 4) if kept else None
-        probs = self.chosen["probs"] if self.chosen else ({label: 1.0} if label is not None else None)
-        cands = self.chosen["candidates"] if self.chosen else ([label] if label is not None else [])
-        judges = {}
-        for name, got in self.judges.items():
-            out: dict[str, Any] = {"label": got[-1].label, "path": [a.label for a in got]}
-            errs = [a.error for a in got if a.error]
-            if errs:
-                out["error"] = errs[0]
-            judges[name] = out
+        probs = self.chosen.probs if self.chosen else ({label: 1.0} if label is not None else None)
+        cands = self.chosen.candidates if self.chosen else ((label,) if label is not None else ())
+        return Verdict(
+            label=label,
+            confidence=conf,
+            probs=probs,
+            candidates=cands,
+            error=self.error,
+            path=self.path,
+            level_confidence=tuple(self.confidence),
+        )
+
+    def answers(self) -> dict[str, JudgeAnswer]:
+        """Each judge's answers for the row: its deepest level's label, its first error and every level's answer."""
         return {
-            "label": label,
-            "confidence": conf,
-            "probs": probs,
-            "candidates": cands,
-            "judges": judges,
-            "error": self.error,
-            "path": list(self.path),
-            "depth": depth,
-            "level_confidence": self.confidence,
+            name: JudgeAnswer(label=got[-1].label, error=next((a.error for a in got if a.error), None), levels=got)
+            for name, got in self.judges.items()
         }
 
 

@@ -3,12 +3,20 @@
 Rows repeat a few vote combinations (three judges on six labels give at most 343), so the end-of-job check
 that no judge is uninformative (ensemble.judges) can be answered from the counts in plain Python. On a warm
 5,000-row rerun with majority vote that check was the only use of numpy; its import alone cost ~0.1 s of a
-~0.55 s job. Plain Python here: this module must not import numpy."""
+~0.55 s job. Plain Python here: this module imports numpy only where an array is asked for.
+
+`VoteMatrix` is what the whole-job aggregation reads: the votes of every row, with candidate sets, label sets
+and taxonomy levels as arrays."""
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from llmlabel.llm.memo import Memo
+from llmlabel.results import JudgeAnswer, RowResult
 
 # The thresholds of ensemble.judges.uninformative (which takes them from here).
 MIN_KAPPA = 0.1
@@ -108,3 +116,122 @@ def _pair_kappa(table: list[tuple[tuple[int, ...], int]], j: int, k: int, K: int
     if (m * m - chance) * 1000 <= m * m:
         return None
     return (agree * m - chance) / (m * m - chance)
+
+
+@dataclass
+class VoteMatrix:
+    """The judges' answers over a job's rows as arrays: what the whole-job aggregation reads.
+
+    `table` holds each row's label codes (one per judge, -1: no label) as distinct combinations with counts
+    (plain Python, so that the quick judge check needs no numpy); `codes` is the same as an (n, J) int64 array.
+    A candidate job adds `candidates` (n, J, K) bool: label k in judge j's set; a multi-label job adds `sets`
+    (n, J, K) int8: 1 the judge named label k, 0 it did not, -1 no valid answer from it; a taxonomy job adds
+    `levels`: one (n, J) code matrix per level of the tree (-1: the judge did not answer that level). Codes index
+    `labels`. `gold` maps a row's position to its gold label's code, `gold_sets` to its gold label set."""
+
+    labels: tuple[str, ...]
+    judges: tuple[str, ...]
+    table: Votes
+    candidates: Any = None
+    sets: Any = None
+    levels: tuple[Any, ...] = ()
+    gold: dict[int, int] = field(default_factory=dict)
+    gold_sets: dict[int, frozenset[str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def codes(self) -> Any:
+        """(n, J) int64 numpy array of the label codes."""
+        return self.table.matrix()
+
+    @classmethod
+    def from_results(
+        cls,
+        rows: Iterable[RowResult],
+        judges: list[str] | tuple[str, ...],
+        labels: list[str] | tuple[str, ...],
+        mode: str = "label",
+        gold: Mapping[str, str] | None = None,
+    ) -> VoteMatrix:
+        """The votes of `rows` (each row's judges' answers), for a job of kind `mode` ("candidates" adds
+        candidate sets, "multilabel" label sets, "taxonomy" a matrix per level); `gold`: id -> gold label (a
+        multi-label gold label is its set joined by "|")."""
+        J, K = len(judges), len(labels)
+        index: dict[Any, int] = {lab: k for k, lab in enumerate(labels)}
+        table = Votes(J)
+        flat = array("b")  # candidate or label sets: a byte a label, so memory stays flat for million-row jobs
+        paths: list[list[list[int]]] = []
+        gold_pos: dict[int, int] = {}
+        gold_sets: dict[int, frozenset[str]] = {}
+        # Rows repeat one judges mapping per distinct answer set (PartFile.judges_only): coded once. The memo
+        # holds each mapping, so no other object can take its id while the entry lives.
+        seen: Memo[int, tuple[Any, tuple[int, ...], bytes]] = Memo(4096)
+        n = 0
+        for pos, r in enumerate(rows):
+            n += 1
+            js = r.judges
+            hit = seen.get(id(js))
+            if hit is None or hit[0] is not js:
+                answers = [js.get(name) for name in judges]
+                codes = tuple(-1 if a is None else index.get(a.label, -1) for a in answers)
+                hit = seen.put(id(js), (js, codes, _sets(answers, labels, mode)))
+            table.add(hit[1])
+            flat.frombytes(hit[2])
+            if mode == "taxonomy":
+                paths.append(
+                    [[index.get(x.label, -1) for x in (a.levels or [])] if a else [] for a in map(js.get, judges)]
+                )
+            if gold and r.id in gold:
+                g = gold[r.id]
+                if mode == "multilabel":
+                    # (a multi-label gold label: its set joined by "|", as ensemble.multilabel.split reads it)
+                    gold_sets[pos] = frozenset(
+                        map(str, g) if isinstance(g, list) else (x for x in str(g).split("|") if x)
+                    )
+                elif g in index:
+                    gold_pos[pos] = index[g]
+        out = cls(tuple(labels), tuple(judges), table, gold=gold_pos, gold_sets=gold_sets)
+        if mode in ("candidates", "multilabel"):
+            import numpy as np
+
+            arr = np.frombuffer(flat, dtype=np.int8).reshape(n, J, K)
+            if mode == "candidates":
+                out.candidates = arr.astype(bool)
+            else:
+                out.sets = arr.copy()
+        if mode == "taxonomy":
+            out.levels = _level_codes(paths, J)
+        return out
+
+
+def _sets(answers: list[JudgeAnswer | None], labels: list[str] | tuple[str, ...], mode: str) -> bytes:
+    """One row's candidate sets (1/0 a label) or multi-label sets (1/0, -1 for a judge without a valid set)."""
+    if mode == "candidates":
+        return bytes(1 if a is not None and lab in (a.candidates or ()) else 0 for a in answers for lab in labels)
+    if mode == "multilabel":
+        out = array("b")
+        for a in answers:
+            if a is None or a.error or a.labels is None:
+                out.extend([-1] * len(labels))
+            else:
+                named = set(a.labels)
+                out.extend(1 if lab in named else 0 for lab in labels)
+        return out.tobytes()
+    return b""
+
+
+def _level_codes(paths: list[list[list[int]]], J: int) -> tuple[Any, ...]:
+    import numpy as np
+
+    depth = max((len(p) for row in paths for p in row), default=0)
+    levels = []
+    for d in range(depth):
+        m = np.full((len(paths), J), -1, dtype=np.int64)
+        for i, row in enumerate(paths):
+            for j, p in enumerate(row):
+                if d < len(p):
+                    m[i, j] = p[d]
+        levels.append(m)
+    return tuple(levels)

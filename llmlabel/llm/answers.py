@@ -7,22 +7,8 @@ import math
 import re
 from typing import Any
 
-from pydantic import BaseModel
-
 from llmlabel.llm.prompts import NONE_OF_THESE, shortlist_choices, taxonomy_parent
-
-
-class JudgeAnswer(BaseModel):
-    label: str | None = None
-    candidates: list[str] | None = None
-    labels: list[str] | None = None  # a multi-label judge's set (may be empty; `label` is then None)
-    probs: dict[str, float] | None = None  # from logprobs, when the endpoint gives them
-    given_label_correct: bool | None = None
-    error: str | None = None
-    levels: list[JudgeAnswer] | None = None  # a taxonomy row: the judge's answer at each level asked
-
-    def out(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+from llmlabel.results import JudgeAnswer
 
 
 class InvalidAnswer(Exception):

@@ -1,9 +1,10 @@
 """One labeling job's row machinery: a row in, its judges' answers, its output record out.
 
 `Job` is shared by every way of running rows: files (`run_job`), memory (the Python API's `Labeler`) and
-the service's single-row endpoints (`start` then `ask_all` then `outcome`). It is given its response cache:
-whoever opens the cache closes it (pipeline.lifecycle.Run for a file run). Other modules change a job only
-through its methods (`fail`, `settle`, `count_truncated`, `use`): its run state is its own."""
+the service's single-row endpoints (`start` then `ask_all` then `result`). A row's result is a `RowResult`
+(llmlabel.results); io.records makes it an output record. It is given its response cache: whoever opens the
+cache closes it (pipeline.lifecycle.Run for a file run). Other modules change a job only through its methods
+(`fail`, `settle`, `count_truncated`, `use`): its run state is its own."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from llmlabel.ensemble.combine import combine_row, combine_samples
 from llmlabel.ensemble.multilabel import SetPolicy, combine_sets
 from llmlabel.errors import CacheError, ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
+from llmlabel.io.records import OUTCOME_FIELDS, POSITION, head_record, outcome_record, to_record
 from llmlabel.io.rows import row_id
 from llmlabel.llm.answers import NO_FIT, JudgeAnswer
 from llmlabel.llm.cache import CacheBackend
@@ -31,14 +33,15 @@ from llmlabel.llm.shortlist import Shortlister
 from llmlabel.pipeline import taxonomy as taxonomy_rows
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.pipeline.requests import Request, RequestPlan
+from llmlabel.results import RowResult
 from llmlabel.taxonomy import Taxonomy
 
 OUTPUT_FIELDS = ("id", "label", "confidence", "probs", "candidates", "judges", "error")
 OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
 # Input columns named like an output field keep their values under NAME_input: multi-label rows add `labels`
-# (the set) and taxonomy rows `path`, `depth` and `level_confidence`, so input columns of those names are kept so.
-RESERVED = frozenset(OUTPUT_FIELDS) | {"labels", "path", "depth", "level_confidence"}
-INTERNAL = ("_i",)  # a part-file record's own fields beside the output's (its input position, always first)
+# (the set) and taxonomy rows `path`, `depth` and `level_confidence` (io.records reads a record by these names).
+RESERVED = OUTCOME_FIELDS | {"id"}
+INTERNAL = (POSITION,)  # a part-file record's own fields beside the output's (its input position, always first)
 
 
 def output_names(columns: tuple[str, ...] | list[str], id_column: str) -> list[str]:
@@ -70,7 +73,7 @@ def blank(text: str) -> bool:
     return all(unicodedata.category(c)[0] in "CZ" for c in text)
 
 
-Started = tuple[dict[str, Any], str | None, str | None]  # (record so far, text to label, given label)
+Started = tuple[RowResult, str | None, str | None]  # (the row's result so far, text to label, given label)
 
 
 def text_of(
@@ -332,7 +335,7 @@ class Job:
             agg = combine_row(trusted, self.labels, self.kind, self.weights)
             agree = len({a.label for a in valid}) == 1
             sure = len(valid) >= 2 or valid[0].probs is not None
-            if agree and sure and (agg["confidence"] or 0) >= threshold:
+            if agree and sure and (agg.confidence or 0) >= threshold:
                 for rest in self.judges[n + 1 :]:
                     self.ledger.judges[rest.name].calls_saved += 1
                 break
@@ -348,65 +351,50 @@ class Job:
         self._probe.append(answers)
         if len(self._probe) < cascade.probe_rows:
             return
-        import numpy as np
-
         from llmlabel.ensemble.judges import uninformative
+        from llmlabel.ensemble.votes import VoteMatrix
 
-        index = {lab: k for k, lab in enumerate(self.labels)}
-        votes = np.array(
-            [[index.get(row[j.name].label or "", -1) for j in self.judges] for row in self._probe], dtype=np.int64
-        )
-        out = uninformative(votes, len(self.labels))
+        names = [j.name for j in self.judges]
+        votes = VoteMatrix.from_results((RowResult("", judges=row) for row in self._probe), names, self.labels)
+        out = uninformative(votes.codes, len(self.labels))
         self.distrusted = frozenset(j.name for j, bad in zip(self.judges, out) if bad)
         self._probe = None
 
     # -- rows --------------------------------------------------------------------------------
     def start(self, i: int, row: dict[str, Any]) -> Started:
-        """A row's output record so far, its text to label (None: nothing to label) and its given label."""
+        """A row's result so far (its input columns and id), its text to label (None: nothing to label, the
+        result says why) and its given label."""
         task = self.cfg.task
         columns = tuple(row)
         names = self._columns.get(columns)  # inputs repeat their columns: renamed once per header
         if names is None:
             names = self._columns.put(columns, output_names(columns, task.id_column))
-        rec: dict[str, Any] = {"_i": i}
-        rec.update(zip(names, row.values()))
-        rec["id"] = row_id(row, task.id_column, i)
+        res = RowResult.make(
+            row_id(row, task.id_column, i), kind=self.kind, position=i, inputs=dict(zip(names, row.values()))
+        )
         text = text_of(row, i, task, self.cfg.prompts_dir, self.prompts)
         if text is None or blank(text):
-            rec.update(
-                label=None,
-                confidence=None,
-                probs=None,
-                candidates=[],
-                judges={},
-                error=f"{PERMANENT}: nothing to label in '{task.text_column}'",
-            )
-            return rec, None, None
+            error = f"{PERMANENT}: nothing to label in '{task.text_column}'"
+            return res.evolve(asked=False, error=error), None, None
         given = None
         if self.opts.given_label_column:
             gv = row.get(self.opts.given_label_column)
             given = None if gv is None else str(gv)
-        return rec, text, given
+        return res, text, given
 
-    def outcome(self, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
-        """What a row's answers add to its record: the aggregate and each judge's answer."""
+    def result(self, start: RowResult, answers: dict[str, JudgeAnswer]) -> RowResult:
+        """The row's result from its judges' answers: the ensemble's decision, with the answers."""
         if self.taxonomy is not None:
-            return taxonomy_rows.outcome(self, self.taxonomy, answers)
+            return taxonomy_rows.result(self, self.taxonomy, start, answers)
         if self.kind == "multilabel":
-            agg = combine_sets(answers, self.labels, self.set_policy, self.weights)
-        else:
-            agg = combine_row(answers, self.labels, self.kind, self.weights)
-        return {
-            **agg,
-            "judges": {n: a.out() for n, a in answers.items()},
-        }
+            return start.decided(combine_sets(answers, self.labels, self.set_policy, self.weights), answers)
+        return start.decided(combine_row(answers, self.labels, self.kind, self.weights), answers)
 
-    def finish(self, rec: dict[str, Any], answers: dict[str, JudgeAnswer] | None) -> dict[str, Any]:
-        """Complete a row's record and count it done (the caller appends it)."""
-        if answers is not None:
-            rec.update(self.outcome(answers))
-        self._count(rec["error"])
-        return rec
+    def finish(self, start: RowResult, answers: dict[str, JudgeAnswer] | None) -> RowResult:
+        """Complete a row's result and count it done (the caller appends it)."""
+        res = start if answers is None else self.result(start, answers)
+        self._count(res.error)
+        return res
 
     def _count(self, error: str | None) -> None:
         self.ledger.rows_done += 1
@@ -414,8 +402,8 @@ class Job:
             self.ledger.rows_failed += 1
 
     async def process(self, started: Started, sink: Sink) -> None:
-        rec, text, given = started
-        sink.append(self.finish(rec, None if text is None else await self.ask_all(text, given)))
+        res, text, given = started
+        sink.append(to_record(self.finish(res, None if text is None else await self.ask_all(text, given))))
 
     # -- the bulk cache pass -----------------------------------------------------------------
     def from_cache(self, rows: list[tuple[int, dict[str, Any]]], sink: Sink) -> tuple[list[Started], int]:
@@ -489,9 +477,9 @@ class Job:
         plain = not self.p_cf and not any(j.logprobs for j in self.judges) and self.cfg.task.id_column not in OUTCOME
         memo = self._row_memo if plain else None
         for started, ks, cuts, kind in prepared:  # a row handed on counts its cuts when it is asked
-            rec, text, given = started
+            res = started[0]
             if ks is None:
-                lines.append(line(self.finish(rec, None)))
+                lines.append(line(to_record(self.finish(res, None))))
                 continue
             try:
                 got = [c.cached_answer(hits[k], kind) for c, k in zip(clients, ks)]
@@ -505,13 +493,13 @@ class Job:
             hit_rows += 1
             self._truncated += cuts
             if memo is None:
-                lines.append(line(self.finish(rec, self._answers(got))))  # type: ignore[arg-type]
+                lines.append(line(to_record(self.finish(res, self._answers(got)))))  # type: ignore[arg-type]
                 continue
             mkey = tuple(map(id, got))  # a judge's samples: their shared answers, so rows still repeat
             done = memo.get(mkey)
             if done is None:
-                out = self.outcome(self._answers(got))  # type: ignore[arg-type]
-                done = memo.put(mkey, (got, fields_json(out), out["error"]))
-            lines.append(line_with(rec, done[1]))
+                out = self.result(res, self._answers(got))  # type: ignore[arg-type]
+                done = memo.put(mkey, (got, fields_json(outcome_record(out)), out.error))
+            lines.append(line_with(head_record(res), done[1]))
             self._count(done[2])
         return rest, lines, hit_rows

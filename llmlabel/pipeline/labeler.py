@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from llmlabel.config import Config, Judge, load_config, parse_config
 from llmlabel.errors import InputError, LLMLabelError
 from llmlabel.io.frames import Table, as_table
+from llmlabel.io.records import from_record, to_record
 from llmlabel.pipeline.job import OUTPUT_FIELDS, Job
 from llmlabel.pipeline.options import Progress, RunOptions, RunResult
 
@@ -283,10 +284,13 @@ class Labeler:
             raise LLMLabelError(f"stopped: {stopped}")
         records = sink.ordered()
         names = [j.name for j in job.judges]
+        results = [from_record(r, job.kind) for r in records]
         update, _ = refit(
-            lambda: iter(records), names, job.labels, self.config.aggregate, job.kind, self._gold, job.set_policy
+            lambda: iter(results), names, job.labels, self.config.aggregate, job.kind, self._gold, job.set_policy
         )
-        return [LabelResult.from_record(update(pos, r) if update else r) for pos, r in enumerate(records)]
+        if update is None:
+            return [LabelResult.from_record(r) for r in records]
+        return [LabelResult.from_record(to_record(update(pos, r))) for pos, r in enumerate(results)]
 
     @overload
     def label(

@@ -31,6 +31,7 @@ from llmlabel.io.guard import Read, check_output, config_reads, inputs
 from llmlabel.io.lock import output_lock
 from llmlabel.io.output import PartFile, load_rows, save_rows, write_jsonl_lines, write_output
 from llmlabel.io.paths import errors_path, ledger_path, part_path, shard_path
+from llmlabel.io.records import report_record, to_records
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.io.values import arrow_schema
 from llmlabel.llm.cache import CacheBackend, open_cache
@@ -38,6 +39,7 @@ from llmlabel.pipeline.fingerprint import check_resumable
 from llmlabel.pipeline.job import Job, output_names, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.shard_manifest import save_shard
+from llmlabel.results import AggregationReport
 
 
 # -- judges --------------------------------------------------------------------------------------
@@ -168,16 +170,20 @@ class Output:
         kind: str,
         gold: dict[str, str] | None,
         policy: SetPolicy | None = None,
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, AggregationReport]:
         """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
-        atomically to the output. Returns the row count and the aggregation's quality summary."""
+        atomically to the output. Returns the row count and the aggregation's report."""
         # Without gold the fit reads only each row's judges (part.judges_only parses each distinct answer set once).
-        rows = part.judges_only if not gold and kind != "multilabel" else part.ordered
+        rows = part.judges_only if not gold and kind != "multilabel" else lambda: part.results(kind)
         update, quality = refit(rows, names, labels, method, kind, gold, policy)
         try:
             if update is None and self.path.suffix.lower() in (".jsonl", ".ndjson"):
                 return write_jsonl_lines(self.path, part.ordered_raw()), quality
-            return write_output(self.path, part.ordered(update), (part.meta() or {}).get("schema")), quality
+            if update is None:
+                records = part.ordered()
+            else:
+                records = to_records(update(pos, r) for pos, r in enumerate(part.results(kind)))
+            return write_output(self.path, records, (part.meta() or {}).get("schema")), quality
         except OSError as e:
             raise OutputError(
                 f"cannot write {self.path}: {e.strerror or e}; the finished rows are safe in {part.path}: free some "
@@ -299,22 +305,22 @@ class Run(Output):
         # Every row is in: final aggregation over the whole job, written atomically.
         names = [j.name for j in job.judges]
         result.rows, quality = self.write(part, names, job.labels, job.cfg.aggregate, job.kind, gold, job.set_policy)
-        result.complete, result.quality = True, quality
-        if quality.get("rows_only_left_out"):
+        result.complete, result.quality = True, report_record(quality)
+        if quality.rows_only_left_out:
             result.warnings.append(
-                f"{quality['rows_only_left_out']} rows were answered only by judges left out as uninformative "
-                f"({', '.join(quality['left_out'])}): the cascade stopped on them. Put a stronger judge first or "
+                f"{quality.rows_only_left_out} rows were answered only by judges left out as uninformative "
+                f"({', '.join(quality.left_out)}): the cascade stopped on them. Put a stronger judge first or "
                 "set cascade: {enabled: false}, then rerun (answers already paid for are cached)"
             )
-        if one := quality.get("one_label"):
+        if one := quality.one_label:
             result.warnings.append(
-                f"the judge {one['judge']} answered {one['label']!r} on {one['share']:.0%} of rows "
-                f"({round(one['share'] * one['rows'])} of {one['rows']}, {len(job.labels)} labels): a small model "
+                f"the judge {one.judge} answered {one.label!r} on {one.share:.0%} of rows "
+                f"({round(one.share * one.rows)} of {one.rows}, {len(job.labels)} labels): a small model "
                 "stuck on one label looks like this, and its confidences are then not to be trusted. Check a few "
                 "rows; describe each label, give 10+ gold rows, or use a stronger judge"
             )
         job.ledger.save(ledger_path(output_path))
-        _append_quality(ledger_path(output_path), quality)
+        _append_quality(ledger_path(output_path), result.quality)
         if job.opts.shard is not None:
             save_shard(output_path, part, job.opts.shard, job.opts.limit, names, job.labels, job.kind, job.cfg)
         else:

@@ -21,6 +21,7 @@ from llmlabel.io.guard import Read, inputs
 from llmlabel.io.ledger_file import read_ledger, totals
 from llmlabel.io.output import PartFile, line
 from llmlabel.io.paths import ERRORS, LEDGER, SHARD, ledger_path, shard_path, sidecar
+from llmlabel.io.records import report_record
 from llmlabel.io.rows import input_format, iter_rows
 from llmlabel.io.values import text_form
 from llmlabel.llm.ledger import COUNTERS, Ledger
@@ -194,7 +195,8 @@ def merge_shards(given: list[str], output: str | Path) -> MergeResult:
         finally:
             part.close()
         policy = SetPolicy(**m["set_policy"]) if m.get("set_policy") else None
-        rows, quality = out.write(part, m["judges"], m["labels"], m["aggregate"], m["mode"], gold, policy)
+        rows, report = out.write(part, m["judges"], m["labels"], m["aggregate"], m["mode"], gold, policy)
+        quality = report_record(report)
         summary = ledger.to_dict()
         summary.pop("started")
         summary.pop("wall_seconds")

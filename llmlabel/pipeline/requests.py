@@ -164,7 +164,7 @@ class RequestPlan:
         reqs = []
         for j in self.job.judges:
             msgs, cut = self.messages(j, text, given)  # type: ignore[arg-type]
-            reqs += [Request(j.name, self.job.kind, msgs, s, i, rec["id"], 0, cut) for s in range(j.samples)]
+            reqs += [Request(j.name, self.job.kind, msgs, s, i, rec.id, 0, cut) for s in range(j.samples)]
         return reqs, True
 
     def _shortlist_stage(self, st: tuple[int, Started], state: Any, got: dict[Request, JudgeAnswer]) -> tuple[Any, Any]:
@@ -185,7 +185,7 @@ class RequestPlan:
                 job.shortlister.shortlist(ranked, r) if r is not None and r < job.cfg.task.shortlist_rounds else []
             )
             if choices:
-                reqs.append(self.request(j, text, given, shortlist_kind(choices), 0, i, rec["id"], r))  # type: ignore[arg-type]
+                reqs.append(self.request(j, text, given, shortlist_kind(choices), 0, i, rec.id, r))  # type: ignore[arg-type]
         return reqs, state
 
     def _taxonomy_stage(self, st: tuple[int, Started], state: Any, got: dict[Request, JudgeAnswer]) -> tuple[Any, Any]:
@@ -201,4 +201,4 @@ class RequestPlan:
         if kind is None:
             return None, state
         level = len(next(iter(state.judges.values()), []))
-        return [self.request(j, text, given, kind, 0, i, rec["id"], level) for j in job.judges], state  # type: ignore[arg-type]
+        return [self.request(j, text, given, kind, 0, i, rec.id, level) for j in job.judges], state  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from llmlabel.ensemble.taxonomy import Descent, replay
 from llmlabel.io.output import line
-from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.io.records import to_record
+from llmlabel.results import JudgeAnswer, RowResult
 from llmlabel.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -20,14 +21,6 @@ if TYPE_CHECKING:
 
 def _descent(job: Job, tax: Taxonomy) -> Descent:
     return Descent(tax, job.cfg.task.taxonomy_threshold, job.weights)
-
-
-def answers_of(d: Descent) -> dict[str, JudgeAnswer]:
-    """Each judge's answers for the row, its levels kept (Job.outcome replays them)."""
-    return {
-        name: JudgeAnswer(label=got[-1].label, error=next((a.error for a in got if a.error), None), levels=got)
-        for name, got in d.judges.items()
-    }
 
 
 async def ask(job: Job, tax: Taxonomy, text: str, given: str | None) -> dict[str, JudgeAnswer]:
@@ -39,13 +32,14 @@ async def ask(job: Job, tax: Taxonomy, text: str, given: str | None) -> dict[str
         got = await asyncio.gather(*(job.ask(r) for r in reqs))
         d.take({j.name: a for j, a in zip(job.judges, got)})
         level += 1
-    return answers_of(d)
+    return d.answers()
 
 
-def outcome(job: Job, tax: Taxonomy, answers: dict[str, JudgeAnswer]) -> dict[str, Any]:
-    """The row's record fields: the walk its answers make."""
+def result(job: Job, tax: Taxonomy, start: RowResult, answers: dict[str, JudgeAnswer]) -> RowResult:
+    """The row's result: the walk its answers (each judge's, level by level: Descent.answers) make."""
     levels = {n: a.levels if a.levels is not None else [a] for n, a in answers.items()}
-    return replay(tax, job.cfg.task.taxonomy_threshold, job.weights, levels).record()
+    d = replay(tax, job.cfg.task.taxonomy_threshold, job.weights, levels)
+    return start.decided(d.verdict(), d.answers())
 
 
 def from_cache(
@@ -85,9 +79,9 @@ def from_cache(
             d.take({j.name: a for j, a in zip(job.judges, got) if a is not None})
     rest, lines = [], []
     for n, st in enumerate(started):
-        rec, text, _ = st
+        res, text, _ = st
         if text is None:
-            lines.append(line(job.finish(rec, None)))
+            lines.append(line(to_record(job.finish(res, None))))
         elif n in missed:
             rest.append(st)
         else:
@@ -95,6 +89,6 @@ def from_cache(
             job.count_truncated(cuts[n])
             for name, levels in d.judges.items():
                 job.ledger.judges[name].cache_hits += len(levels)
-            lines.append(line(job.finish(rec, answers_of(d))))
+            lines.append(line(to_record(job.finish(res, d.answers()))))
     sink.append_lines(lines)
     return rest, found

@@ -13,6 +13,7 @@ from llmlabel.ensemble.combine import refit
 from llmlabel.errors import InputError
 from llmlabel.evaluation.evaluate import _json_field
 from llmlabel.io.paths import audit_summary_path
+from llmlabel.io.records import from_record, report_record
 from llmlabel.io.rows import iter_rows
 
 __all__ = ["Dataset", "ModelView", "crossfit", "load_output", "model_view"]
@@ -133,26 +134,21 @@ def model_view(ds: Dataset, gold: dict[str, str] | None = None) -> ModelView:
             [r.get("probs") if isinstance(r.get("probs"), dict) else None for r in ds.records],
         )
     gold = {k: v for k, v in (gold or {}).items() if v in ds.labels}
+    results = [from_record(r, ds.mode) for r in ds.records]
     update: Any = None
     quality: dict[str, Any] = {}
     if ds.judge_names:
-        update, quality = refit(
-            lambda: (dict(r) for r in ds.records),  # refit's update writes into the dicts it is given
-            ds.judge_names,
-            ds.labels,
-            ds.method,
-            ds.mode,
-            gold or None,
-        )
+        update, report = refit(lambda: iter(results), ds.judge_names, ds.labels, ds.method, ds.mode, gold or None)
+        quality = report_record(report)
     labels: list[str | None] = []
     conf = np.zeros(n)
     probs: list[dict[str, float] | None] = []
-    for pos, rec in enumerate(ds.records):
-        r = update(pos, dict(rec)) if update else rec
-        lab = _label(r.get("label"))
+    for pos, r in enumerate(results):
+        r = update(pos, r) if update else r
+        lab = _label(r.label)
         labels.append(lab)
-        conf[pos] = _float(r.get("confidence")) if lab is not None else 0.0
-        probs.append(r.get("probs") if isinstance(r.get("probs"), dict) else None)
+        conf[pos] = (r.confidence or 0.0) if lab is not None else 0.0
+        probs.append(None if r.probs is None else dict(r.probs))
     return ModelView(labels, conf, probs, quality)
 
 

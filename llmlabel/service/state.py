@@ -15,11 +15,12 @@ from fastapi import HTTPException
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
-from llmlabel.ensemble.taxonomy import TAXONOMY_FIELDS
+from llmlabel.io.records import TAXONOMY_FIELDS, to_record
 from llmlabel.pipeline.job import OUTCOME, Job
 from llmlabel.pipeline.lifecycle import Jobs
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.redaction import one_line, redact_obj
+from llmlabel.results import RowResult
 from llmlabel.service.auth import AuthFailures
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.store import JobStore, StateLock
@@ -116,7 +117,7 @@ async def label_items(job: Job, items: list[tuple[str, str | None]]) -> list[dic
     the event loop, every other client, for their sum."""
     tasks = []
     for i, (text, given) in enumerate(items):
-        tasks.append(asyncio.ensure_future(_record(job, i, text, given)))
+        tasks.append(asyncio.ensure_future(_result(job, i, text, given)))
         await asyncio.sleep(0)  # lets the loop serve other sockets between two items' starts
     try:
         records = list(await asyncio.gather(*tasks))
@@ -138,17 +139,18 @@ def _report_cache_error(job: Job) -> None:
 async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
     """One item's outcome, on its own (Label Studio's /predict, task by task), with every known secret hidden
     (a judge may echo its API key inside an answer or an error)."""
-    return _outcome(await _record(job, i, text, given))
+    return _outcome(await _result(job, i, text, given))
 
 
-async def _record(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
-    """One item's record, computed as `llmlabel label` computes a row's (Job.start, then Job.outcome)."""
-    rec, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
+async def _result(job: Job, i: int, text: str, given: str | None) -> RowResult:
+    """One item's result, computed as `llmlabel label` computes a row's (Job.start, then Job.result)."""
+    res, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
     if text_ is not None:
-        rec.update(job.outcome(await job.ask_all(text_, given_)))
-    return rec
+        res = job.result(res, await job.ask_all(text_, given_))
+    return res
 
 
-def _outcome(rec: dict[str, Any]) -> dict[str, Any]:
+def _outcome(res: RowResult) -> dict[str, Any]:
     # A multi-label row's set and a taxonomy row's path, depth and per-level confidence, as `llmlabel label` writes
+    rec = to_record(res)
     return {k: redact_obj(rec[k]) for k in (*OUTCOME, "labels", *TAXONOMY_FIELDS) if k in rec}

@@ -9,6 +9,7 @@ from conftest import label_main, read_jsonl, write_config
 from fakeserver import FakeLLM
 
 from llmlabel.ensemble.combine import refit
+from llmlabel.io.records import from_record
 
 TOPICS = {"World": "world news", "Sports": "sport", "Business": "companies", "Sci/Tech": "science"}
 
@@ -45,12 +46,12 @@ def test_a_single_stuck_judge_is_named(tmp_path, capsys):
 def test_a_judge_that_spreads_its_answers_or_a_two_label_task_is_not_named():
     labels = list(TOPICS)
     spread = [{"id": str(i), "judges": {"j": {"label": labels[i % 4]}}} for i in range(40)]
-    assert "one_label" not in refit(lambda: iter(spread), ["j"], labels, "majority", "label")[1]
+    assert refit(lambda: map(from_record, spread), ["j"], labels, "majority", "label")[1].one_label is None
     # two labels: a good judge on imbalanced data (90% ham) answers that way
     ham = [{"id": str(i), "judges": {"j": {"label": "ham" if i % 10 else "spam"}}} for i in range(40)]
-    assert "one_label" not in refit(lambda: iter(ham), ["j"], ["ham", "spam"], "majority", "label")[1]
+    assert refit(lambda: map(from_record, ham), ["j"], ["ham", "spam"], "majority", "label")[1].one_label is None
     # a quarter of the rows on one of 40 intents is named
     intents = [f"intent_{k}" for k in range(40)]
     stuck = [{"id": str(i), "judges": {"j": {"label": intents[0 if i % 3 == 0 else i % 40]}}} for i in range(60)]
-    one = refit(lambda: iter(stuck), ["j"], intents, "majority", "label")[1]["one_label"]
-    assert one["label"] == "intent_0" and one["share"] >= 0.33 and one["rows"] == 60
+    one = refit(lambda: map(from_record, stuck), ["j"], intents, "majority", "label")[1].one_label
+    assert one is not None and one.label == "intent_0" and one.share >= 0.33 and one.rows == 60

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from llmlabel.ensemble.combine import combine_row
+from llmlabel.io.records import to_record
 from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.results import RowResult
 
 LABELS = ["a", "b", "c"]
 
@@ -43,12 +45,7 @@ def synth_output(
                     probs = {LABELS[k]: round(p if k == lab else rest, 4) for k in range(len(LABELS))}
                 answers[f"j{j}"] = JudgeAnswer(label=LABELS[lab], probs=probs)
             agg = combine_row(answers, LABELS, "label")
-            rec = {
-                "id": f"r{i}",
-                "text": f"row {i}",
-                **agg,
-                "judges": {k: v.out() for k, v in answers.items()},
-            }
+            rec = to_record(RowResult(f"r{i}", inputs={"text": f"row {i}"}).decided(agg, answers))
             fh.write(json.dumps(rec) + "\n")
             gold[f"r{i}"] = LABELS[t]
     return gold

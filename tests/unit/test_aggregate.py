@@ -12,7 +12,9 @@ from llmlabel.ensemble.aggregate import (
 from llmlabel.ensemble.candidates import aggregate_candidates, candidate_scores, dawid_skene_candidates
 from llmlabel.ensemble.combine import combine_row, refit
 from llmlabel.ensemble.judges import judge_kappas, uninformative
+from llmlabel.io.records import from_record, to_record
 from llmlabel.llm.answers import JudgeAnswer
+from llmlabel.results import RowResult
 
 K = 6
 ACCS = [0.85, 0.70, 0.60]
@@ -292,14 +294,12 @@ def test_refit_never_follows_a_constant_judge_below_the_best_one():
         answers = {n: JudgeAnswer(label=labels[v[j]]) for j, n in enumerate(names)}
         # "always" is sure of itself (probs 1.0): a plain soft vote of the three follows it on every tie.
         answers["always"] = JudgeAnswer(label="positive", probs={"negative": 0.0, "positive": 1.0})
-        recs.append(
-            {"id": str(i), **combine_row(answers, labels, "label"), "judges": {n: a.out() for n, a in answers.items()}}
-        )
+        recs.append(to_record(RowResult(str(i)).decided(combine_row(answers, labels, "label"), answers)))
     best = (votes[:, 0] == y).mean()
     for method in ("majority", "weighted", "dawid_skene"):
-        update, summary = refit(lambda: iter(recs), names, labels, method, "label")
-        assert update is not None and summary["left_out"] == ["always"], method
-        out = [update(i, dict(r)) for i, r in enumerate(recs)]
+        update, report = refit(lambda: map(from_record, recs), names, labels, method, "label")
+        assert update is not None and report.left_out == ("always",), method
+        out = [to_record(update(i, from_record(r))) for i, r in enumerate(recs)]
         acc = np.mean([r["label"] == labels[t] for r, t in zip(out, y)])
         assert acc >= best - 0.01, (method, acc, best)
 
@@ -319,7 +319,7 @@ def test_a_candidate_set_of_two_is_not_certainty():
     assert judge_distribution(JudgeAnswer(label="a", candidates=["a", "b"])) == pytest.approx({"a": 2 / 3, "b": 1 / 3})
     assert judge_distribution(JudgeAnswer(label="a", candidates=["a"])) == {"a": 1.0}
     out = combine_row({"j": JudgeAnswer(label="a", candidates=["b", "a"])}, ["a", "b", "c"], "candidates")
-    assert out["label"] == "a" and out["confidence"] == pytest.approx(0.6667, abs=1e-4)
+    assert out.label == "a" and out.confidence == pytest.approx(0.6667, abs=1e-4)
 
 
 def test_gold_rows_calibrate_confidence():
@@ -341,9 +341,9 @@ def test_gold_rows_calibrate_confidence():
         for i, s in enumerate(said)
     ]
     gold = {str(i): labels[y[i]] for i in range(100)}
-    update, summary = refit(lambda: iter([dict(r) for r in recs]), ["j"], labels, "majority", "label", gold)
-    assert update is not None and summary["confidence_calibrated_on"] == 100
-    confs = [update(i, dict(r))["confidence"] for i, r in enumerate(recs)]
+    update, report = refit(lambda: map(from_record, recs), ["j"], labels, "majority", "label", gold)
+    assert update is not None and report.confidence_calibrated_on == 100
+    confs = [update(i, from_record(r)).confidence for i, r in enumerate(recs)]
     assert abs(np.mean(confs) - (said == y)[:100].mean()) < 0.02
 
 
@@ -397,11 +397,11 @@ def test_refit_with_gold_puts_the_label_prior_back_into_calibrated_distributions
     ]
     recs[0]["judges"]["q"] = {"label": "spam", "probs": {"ham": 0.02, "spam": 0.98}}
     gold = {str(i): "ham" for i in range(1, 20)} | {"0": "spam"}
-    update, summary = refit(lambda: iter(recs), ["q"], labels, "majority", "label", gold=gold)
-    out = [update(i, dict(r)) for i, r in enumerate(recs)]
+    update, _ = refit(lambda: map(from_record, recs), ["q"], labels, "majority", "label", gold=gold)
+    out = [to_record(update(i, from_record(r))) for i, r in enumerate(recs)]
     assert [r["label"] for r in out[1:]] == ["ham"] * 39 and out[0]["label"] == "spam"
     assert out[5]["judges"]["q"]["label"] == "spam"  # the judge's own answer is kept as it was
-    assert refit(lambda: iter(recs), ["q"], labels, "majority", "label")[0] is None  # no gold: unchanged
+    assert refit(lambda: map(from_record, recs), ["q"], labels, "majority", "label")[0] is None  # no gold: unchanged
 
 
 def test_combine_row_ties_within_1e9_go_to_the_lead_judge_then_the_first_label():
@@ -412,7 +412,7 @@ def test_combine_row_ties_within_1e9_go_to_the_lead_judge_then_the_first_label()
             "first": JudgeAnswer(label=lead, probs={"a": pa, "b": pb, "c": 0.0}),
             "second": JudgeAnswer(label="c", probs={"a": 0.0, "b": 0.0, "c": 1.0}),
         }
-        return combine_row(answers, labels, "label", {"first": 1.0, "second": 0.0})["label"]
+        return combine_row(answers, labels, "label", {"first": 1.0, "second": 0.0}).label
 
     assert row(0.5, 0.5 + 4e-10, "a") == "a"  # a tie at 1e-9: the lead judge's label
     assert row(0.5 + 4e-10, 0.5, "b") == "b"
@@ -431,12 +431,10 @@ def test_rows_only_a_left_out_judge_answered_are_counted():
         answers = {"always": JudgeAnswer(label="positive", probs={"negative": 0.0, "positive": 1.0})}
         if i % 4:  # every fourth row: the cascade stopped after the first judge
             answers |= {n: JudgeAnswer(label=labels[v[j]]) for j, n in enumerate(names[:2])}
-        recs.append(
-            {"id": str(i), **combine_row(answers, labels, "label"), "judges": {n: a.out() for n, a in answers.items()}}
-        )
+        recs.append(to_record(RowResult(str(i)).decided(combine_row(answers, labels, "label"), answers)))
     for method in ("majority", "weighted", "dawid_skene"):
-        _, summary = refit(lambda: iter(recs), names, labels, method, "label")
-        assert summary["left_out"] == ["always"], method
-        assert summary["rows_only_left_out"] == len(recs[::4]), method
+        _, report = refit(lambda: map(from_record, recs), names, labels, method, "label")
+        assert report.left_out == ("always",), method
+        assert report.rows_only_left_out == len(recs[::4]), method
     full = [r for i, r in enumerate(recs) if i % 4]
-    assert "rows_only_left_out" not in refit(lambda: iter(full), names, labels, "majority", "label")[1]
+    assert not refit(lambda: map(from_record, full), names, labels, "majority", "label")[1].rows_only_left_out

@@ -1,6 +1,7 @@
 """The layout is the architecture: these tests keep its dependency rules from drifting.
 
-Layers, lowest first: foundations (config, errors, redaction, taxonomy) -> io -> llm -> ensemble -> pipeline (with local),
+Layers, lowest first: foundations (config, errors, redaction, results, taxonomy) -> io -> llm -> ensemble -> pipeline
+(with local),
 then the pipeline's clients (auditing, distill, evaluation, service) and, on top, the cli."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ALLOWED = {
     "review": {"io", "llm", "ensemble", "pipeline", "auditing", "evaluation"},
     "service": {"io", "llm", "ensemble", "pipeline", "auditing", "distill", "evaluation", "local", "review"},
 }
-FOUNDATIONS = {"config", "errors", "redaction", "taxonomy", ""}  # "": the package itself (`__version__`)
+FOUNDATIONS = {"config", "errors", "redaction", "results", "taxonomy", ""}  # "": the package itself (`__version__`)
 
 
 def _modules() -> dict[str, Path]:

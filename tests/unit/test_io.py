@@ -12,6 +12,7 @@ from llmlabel.errors import InputError
 from llmlabel.io import paths
 from llmlabel.io.files import atomic_path, atomic_write
 from llmlabel.io.gold import read_gold
+from llmlabel.io.records import judges_from_record
 from llmlabel.pipeline.options import Progress
 
 
@@ -110,4 +111,6 @@ def test_judges_only_equals_the_parsed_records(tmp_path: Path) -> None:
     path.write_bytes(b"".join(lines))
     part = PartFile(path)
     part.load()
-    assert [r["judges"] for r in part.judges_only()] == [r["judges"] for r in part.ordered()] == judges
+    assert [r.judges for r in part.judges_only()] == [r.judges for r in part.results()]
+    assert [judges_from_record(r["judges"]) for r in part.ordered()] == [judges_from_record(js) for js in judges]
+    assert [r.judges for r in part.judges_only()] == [judges_from_record(js) for js in judges]

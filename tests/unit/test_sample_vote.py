@@ -17,7 +17,7 @@ def test_majority_label_with_vote_shares_as_probs_and_failed_samples_left_out():
     assert got.label == "b" and got.error is None
     assert got.probs == {"a": 0.25, "b": 0.75, "c": 0.0}
     # Through the judges' combination, its confidence is the vote share.
-    assert combine_row({"j": got}, LABELS, "label")["confidence"] == 0.75
+    assert combine_row({"j": got}, LABELS, "label").confidence == 0.75
 
 
 def test_a_tie_goes_to_the_first_samples_label():
@@ -36,4 +36,4 @@ def test_only_when_every_sample_failed_is_the_answer_an_error():
     got = combine_samples([_a(error="request rejected: too long"), _a(error="invalid answer: y")], LABELS)
     assert got.label is None and got.probs is None
     assert got.error == "all 2 samples failed (request rejected: too long)"
-    assert combine_row({"j": got}, LABELS, "label")["error"].startswith("no judge gave a valid answer")
+    assert combine_row({"j": got}, LABELS, "label").error.startswith("no judge gave a valid answer")

@@ -68,11 +68,12 @@ def test_a_warm_majority_job_with_informative_judges_does_not_import_numpy() -> 
     code = """
 import sys
 from llmlabel.ensemble.combine import refit
+from llmlabel.io.records import from_record, report_record
 labels = ["a", "b", "c"]
 recs = [{"id": str(i), "judges": {n: {"label": labels[(i + (i % 7 == 0) * k) % 3]} for k, n in enumerate("xyz")}}
         for i in range(300)]
-update, summary = refit(lambda: iter(recs), list("xyz"), labels, "majority", "label")
-assert update is None and summary == {"method": "majority", "gold_rows": 0}, summary
+update, report = refit(lambda: map(from_record, recs), list("xyz"), labels, "majority", "label")
+assert update is None and report_record(report) == {"method": "majority", "gold_rows": 0}, report
 assert "numpy" not in sys.modules
 """
     subprocess.run([sys.executable, "-c", code], check=True)
