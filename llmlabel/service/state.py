@@ -138,4 +138,4 @@ async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str
     rec, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
     if text_ is not None:
         rec.update(job.outcome(await job.ask_all(text_, given_)))
-    return {k: redact_obj(rec[k]) for k in OUTCOME + ("labels",) if k in rec}
+    return {k: redact_obj(rec[k]) for k in OUTCOME + ("labels", "path") if k in rec}
