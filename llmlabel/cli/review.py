@@ -303,7 +303,7 @@ def _report(res: Any, s: dict[str, Any], new: int) -> list[str]:
             )
             lines.append(f"target {s['target_accuracy']} not met ({why}){extra}")
     if s.get("kind"):
-        lines.append(f"{s['kind']}: the accuracy is {s['accuracy_is'].split(';')[0]}")
+        lines.append(f"{s['kind']}: {s['accuracy_is'].split(';')[0]}")
         for lv in s.get("per_level", []):
             lines.append(
                 f"  level {lv['level']}: accuracy {_pct(lv['estimated_accuracy'])} ({lvl} interval "

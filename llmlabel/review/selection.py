@@ -75,7 +75,8 @@ def _rarity(ds: Dataset, view: ModelView) -> Callable[[str], tuple[float, str, f
 
 def _p_wrong(ds: Dataset, view: ModelView, i: int) -> tuple[float, str]:
     """The chance the row's answer is wrong, and what it is read from, in words. Multi-label: one minus the
-    chance every label's decision is right, from each label's probability (the labels nearest 0.5 named); a
+    chance every label's decision is right, from each label's probability (p when the set has it, else 1 - p;
+    the labels nearest 0.5 named); a
     taxonomy: one minus the confidence of the path at the depth it reached."""
     conf = float(view.confidence[i])
     k = ds.k
@@ -83,11 +84,12 @@ def _p_wrong(ds: Dataset, view: ModelView, i: int) -> tuple[float, str]:
         return 1.0 - conf, f"score {conf:.2f}"
     if k.name == "multilabel" and view.probs[i]:
         probs = view.probs[i] or {}
+        chosen = k.members(view.label[i])
         sure = 1.0
         unsure = []
         for lab in k.labels:
             p = float(probs.get(lab, 0.0))
-            sure *= max(p, 1.0 - p)
+            sure *= p if lab in chosen else 1.0 - p  # the chance this label's decision is right
             if 0.2 < p < 0.8:
                 unsure.append((abs(p - 0.5), lab, p))
         words = f"set confidence {sure:.2f}"

@@ -2,8 +2,11 @@
 events: annotations become gold rows, START_TRAINING refits), /train and /versions.
 
 The project's choices are the label set: each maps to a task label (same name ignoring case, or
-`llmlabel serve --ls-label CHOICE=LABEL`), and the judges choose among the mapped labels only. A config llmlabel
-cannot fill (span labels, multi-choice, no text, choices that map to no label) is refused at /setup.
+`llmlabel serve --ls-label CHOICE=LABEL`), and the judges choose among the mapped labels only. A taxonomy task
+is served through a <Taxonomy> control whose tree must be task.taxonomy's (its predictions are the path reached,
+its annotations gold paths); a multi-label task through <Choices choice="multiple">. A config llmlabel cannot
+fill (span labels, multi-choice for a single-label task, no text, choices that map to no label, another tree) is
+refused at /setup.
 
 Label Studio shows none of a backend's error text (only "403 Client Error: Forbidden for url"), so each refusal
 is also logged on the server's console in one line."""
