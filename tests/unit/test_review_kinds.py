@@ -115,3 +115,13 @@ def test_the_stated_interval_covers_the_true_accuracy(tmp_path: Path, kind: str)
     assert 0.9 <= covered / reps <= 1.0, covered
     if kind == "taxonomy":
         assert all(0.9 <= c / reps <= 1.0 for c in levels_covered), levels_covered  # each level's interval
+
+
+def test_label_studio_training_reads_sets_and_paths() -> None:
+    """The serve backend's refit counts a prediction right by its annotation: a set in any order, a path that
+    stopped at the annotated path's parent (what the path's score is the chance of)."""
+    from llmlabel.service.gold import _right
+
+    assert _right("Neutral|Positive", "positive|neutral") and not _right("Neutral", "Positive|Neutral")
+    assert _right("Travel > Flights > Book", "travel > flights") and not _right("Travel > Hotels", "travel > flights")
+    assert _right("positive", "Positive") and not _right("positive", "negative")
