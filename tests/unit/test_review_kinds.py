@@ -125,3 +125,14 @@ def test_label_studio_training_reads_sets_and_paths() -> None:
     assert _right("Neutral|Positive", "positive|neutral") and not _right("Neutral", "Positive|Neutral")
     assert _right("Travel > Flights > Book", "travel > flights") and not _right("Travel > Hotels", "travel > flights")
     assert _right("positive", "Positive") and not _right("positive", "negative")
+
+
+def test_activelab_is_refused_in_one_line_for_sets(tmp_path: Path) -> None:
+    from llmlabel.errors import InputError
+
+    out = tmp_path / "out.jsonl"
+    truth = _multi_output(out, 40, np.random.default_rng(0))
+    k = LabelKind("multilabel", LABELS)
+    ds = load_output(out, list(k.labels), kind=k)
+    with pytest.raises(InputError, match="activelab ranks rows with one label each; this is a multilabel task"):
+        simulate(ds, Settings.make(20, 10, strategy="activelab"), lambda it: truth[it.id])
