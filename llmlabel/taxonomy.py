@@ -94,3 +94,58 @@ class Taxonomy:
     @property
     def depth(self) -> int:
         return 1 + max(len(p) for p in self.children)
+
+    def paths(self) -> list[Path_]:
+        """Every node's path, depth first in the tree's order (a parent before its children)."""
+        out: list[Path_] = []
+
+        def walk(p: Path_) -> None:
+            for k in self.kids(p):
+                out.append(p + (k,))
+                walk(p + (k,))
+
+        walk(())
+        return out
+
+    def resolve(self, text: str) -> Path_ | None:
+        """A path a person wrote, as the tree's node (names matched ignoring case), or None when it names none:
+        a JSON list (["travel", "flights"]), names joined by " > " or "/", or one node's name when no other node
+        has it."""
+        text = text.strip()
+        tries: list[list[str]] = []
+        if text.startswith("["):
+            try:
+                got = json.loads(text)
+            except ValueError:
+                got = None
+            if isinstance(got, list) and all(isinstance(x, str) for x in got):
+                tries.append(got)
+        tries += [text.split(PATH_SEP.strip()), text.split("/"), [text]]
+        for names in tries:
+            found = self.node([n.strip() for n in names])
+            if found is not None:
+                return found
+        if text:  # one node's name, anywhere in the tree, when it is the only node so named
+            hits = [p for p in self.paths() if p[-1].casefold() == text.casefold()]
+            if len(hits) == 1:
+                return hits[0]
+        return None
+
+    def node(self, names: list[str]) -> Path_ | None:
+        """The node these names lead to from the top (matched ignoring case), or None."""
+        path: Path_ = ()
+        for n in names:
+            fold = {k.casefold(): k for k in self.kids(path)}
+            k = fold.get(n.casefold())
+            if k is None:
+                return None
+            path += (k,)
+        return path or None
+
+
+PATH_SEP = " > "  # a path written as one string ("travel > flights"), as the prompts show it
+
+
+def path_key(path: Any) -> str:
+    """A path as one string: its names joined by " > " (what a review sheet and the Label Studio gold show)."""
+    return PATH_SEP.join(str(x) for x in path)

@@ -140,6 +140,7 @@ def cmd_review(a: argparse.Namespace) -> int:
     from llmlabel.io.files import atomic_write
     from llmlabel.io.rows import input_format
     from llmlabel.review.dataset import load_output
+    from llmlabel.review.kinds import kind_for
     from llmlabel.review.loop import ReviewState, add_answers, merge_answers, new_state, plan_round
 
     out_in = Path(a.output)
@@ -166,7 +167,7 @@ def cmd_review(a: argparse.Namespace) -> int:
             f"`llmlabel review {out_in} -c {a.config} --budget N -o TO_REVIEW.csv` first"
         )
     settings = _settings(a, state, state_file)
-    ds = load_output(out_in, cfg.task.label_names, cfg.aggregate, cfg.mode)
+    ds = load_output(out_in, cfg.task.label_names, cfg.aggregate, cfg.mode, kind_for(cfg.task))
     if state is None:
         state = new_state(ds, settings)
     elif state.rows != len(ds):
@@ -257,8 +258,9 @@ def _send(a: argparse.Namespace, items: list[Any], ds: Any, state: Any, path: Pa
             ds.labels,
             project=project,
             text_key=a.text_key,
-            from_name=a.from_name,
+            from_name=a.from_name or ("taxonomy" if ds.k.name == "taxonomy" else "label"),
             to_name=a.to_name,
+            **({"kind": ds.kind} if ds.kind is not None else {}),
         )
         state.labelstudio = {"url": a.labelstudio, "project": int(pid)}
         if not quiet:
@@ -300,6 +302,16 @@ def _report(res: Any, s: dict[str, Any], new: int) -> list[str]:
                 else "; no confidence threshold meets it yet"
             )
             lines.append(f"target {s['target_accuracy']} not met ({why}){extra}")
+    if s.get("kind"):
+        lines.append(f"{s['kind']}: {s['accuracy_is'].split(';')[0]}")
+        for lv in s.get("per_level", []):
+            lines.append(
+                f"  level {lv['level']}: accuracy {_pct(lv['estimated_accuracy'])} ({lvl} interval "
+                f"{_pct(lv['ci_low'])}-{_pct(lv['ci_high'])})"
+            )
+        if s["kind"] == "multilabel":
+            lines.append("  per-label precision and recall (the model's, on the random rows) are in the summary")
+        lines.append(f"aggregation {s['refit']}")
     fp = s.get("flag_precision")
     if fp:
         own = fp["audit_estimate"]
@@ -347,6 +359,10 @@ def register(sub: Any) -> None:
     s.add_argument("--labelstudio", metavar="URL", help=f"a Label Studio server (token in ${TOKEN_ENV})")
     s.add_argument("--project", type=int, help="the Label Studio project id (created on the first push if omitted)")
     s.add_argument("--text-key", default="text", help="with --labelstudio: the task's text field (default text)")
-    s.add_argument("--from-name", default="label", help="with --labelstudio: the Choices control (default label)")
+    s.add_argument(
+        "--from-name",
+        default=None,
+        help="with --labelstudio: the Choices (or, for a taxonomy, Taxonomy) control (default label / taxonomy)",
+    )
     s.add_argument("--to-name", default="text", help="with --labelstudio: the Text object (default text)")
     s.set_defaults(func=cmd_review)

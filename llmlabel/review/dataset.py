@@ -15,6 +15,7 @@ from llmlabel.evaluation.evaluate import _json_field
 from llmlabel.io.paths import audit_summary_path
 from llmlabel.io.records import from_record, report_record
 from llmlabel.io.rows import iter_rows
+from llmlabel.review.kinds import LabelKind
 
 __all__ = ["Dataset", "ModelView", "crossfit", "load_output", "model_view"]
 
@@ -37,6 +38,11 @@ class Dataset:
     audit_precision: float | None = None  # the audit's own estimate of its flags' precision
     method: str = "majority"
     mode: str = "label"
+    kind: LabelKind | None = None  # multi-label or taxonomy (review.kinds); None: one label per row
+
+    @property
+    def k(self) -> LabelKind:
+        return self.kind or LabelKind("single", tuple(self.labels))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,9 +65,13 @@ def _label(v: Any) -> str | None:
     return None if v in (None, "") else str(v)
 
 
-def load_output(path: str | Path, labels: list[str], method: str = "majority", mode: str = "label") -> Dataset:
+def load_output(
+    path: str | Path, labels: list[str], method: str = "majority", mode: str = "label", kind: LabelKind | None = None
+) -> Dataset:
     """Read OUTPUT (a `llmlabel label` or `llmlabel audit` output; JSONL, CSV or Parquet). One-line errors for a
-    missing file, a file of neither kind, repeated ids and labels outside the task's label set."""
+    missing file, a file of neither kind, repeated ids and labels outside the task's label set. `kind`: a
+    multi-label or taxonomy task's (review.kinds), whose rows' keys are their sets or paths."""
+    kind = kind if kind is not None and not kind.single else None
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p} not found; pass the output file of `llmlabel label` or `llmlabel audit`")
@@ -77,6 +87,13 @@ def load_output(path: str | Path, labels: list[str], method: str = "majority", m
             audit = "given_label" in rec and "score" in rec
             if not audit and "label" not in rec:
                 raise InputError(f"{p} has no 'label' column; pass the output of `llmlabel label` or `llmlabel audit`")
+            if kind is not None and audit:
+                raise InputError(
+                    f"{p} is an audit output of a {kind.name} task: the review loop reviews labeled outputs of such "
+                    "tasks (llmlabel label), not audits of them yet"
+                )
+            if kind is not None and kind.name == "taxonomy" and "path" not in rec:
+                raise InputError(f"{p} has no 'path' column: pass the output of the taxonomy config it was made with")
         for k in ("judges", "probs", "candidates"):
             rec[k] = _json_field(rec.get(k))
         rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
@@ -84,8 +101,10 @@ def load_output(path: str | Path, labels: list[str], method: str = "majority", m
             raise InputError(f"{p}: id {rid!r} appears twice; review needs one row per id")
         seen.add(rid)
         rec["id"] = rid
+        if kind is not None:
+            _check_key(kind, rec, rid, p)
         lab = _label(rec.get("given_label" if audit else "label"))
-        if lab is not None and lab not in index:
+        if kind is None and lab is not None and lab not in index:
             raise InputError(
                 f"{p}: row {rid!r} has label {lab!r} outside task.labels ({', '.join(labels)}); pass the config the "
                 "output was made with"
@@ -97,7 +116,7 @@ def load_output(path: str | Path, labels: list[str], method: str = "majority", m
         texts.append("" if rec.get("text") is None else str(rec.get("text")))
     if not records:
         raise InputError(f"{p} has no rows")
-    ds = Dataset(p, list(labels), ids, texts, records, list(names), audit=audit, method=method, mode=mode)
+    ds = Dataset(p, list(labels), ids, texts, records, list(names), audit=audit, method=method, mode=mode, kind=kind)
     if audit:
         ds.suggested = [_label(r.get("suggested_label")) for r in records]
         ds.flagged = np.array([str(r.get("flagged")).lower() in ("true", "1") for r in records], dtype=bool)
@@ -110,6 +129,24 @@ def load_output(path: str | Path, labels: list[str], method: str = "majority", m
             except ValueError:
                 ds.audit_precision = None
     return ds
+
+
+def _check_key(kind: LabelKind, rec: dict[str, Any], rid: str, p: Path) -> None:
+    """A multi-label row's set within task.labels, a taxonomy row's path a node of task.taxonomy."""
+    key = kind.model_key(rec)
+    if key is None:
+        return
+    bad = (
+        [x for x in kind.members(key) if x not in kind.labels]
+        if kind.name == "multilabel"
+        else ([] if kind.parse(key) == key else [key])
+    )
+    if bad:
+        what = "task.labels" if kind.name == "multilabel" else "task.taxonomy"
+        raise InputError(
+            f"{p}: row {rid!r} has {kind.what} {key!r} with {bad[0]!r} outside {what}; pass the config the output "
+            "was made with"
+        )
 
 
 def _float(v: Any) -> float:
@@ -125,8 +162,16 @@ def model_view(ds: Dataset, gold: dict[str, str] | None = None) -> ModelView:
     rows, with the gold rows' label prior and, from 20 gold rows, confidences Platt-scaled on them
     (ensemble.combine.refit, the same fit `llmlabel label` runs with a config's `gold:` file).
 
-    An audit output's labels are its given labels: a human changes them, the judges do not."""
+    An audit output's labels are its given labels: a human changes them, the judges do not. A multi-label or
+    taxonomy output's answers are its own: their aggregation is not refit (docs/review.md says why)."""
     n = len(ds)
+    if ds.kind is not None:
+        return ModelView(
+            [ds.kind.model_key(r) for r in ds.records],
+            np.array([_float(r.get("confidence")) for r in ds.records]),
+            [r.get("probs") if isinstance(r.get("probs"), dict) else None for r in ds.records],
+            {"learned": False},
+        )
     if ds.audit:
         return ModelView(
             [_label(r.get("given_label")) for r in ds.records],
@@ -161,7 +206,7 @@ def crossfit(
     out: dict[str, tuple[str | None, float]] = {}
     if not rows:
         return out
-    if ds.audit:
+    if ds.audit or ds.kind is not None:  # nothing is learned from the answers: the labels are the model's own
         view = model_view(ds)
         idx = ds.index()
         return {rid: (view.label[idx[rid]], float(view.confidence[idx[rid]])) for rid in rows}

@@ -19,10 +19,14 @@ from llmlabel.io.labelstudio import (
     ROW_ID_KEY,
     choice_result,
     latest_per_row,
+    map_taxonomy,
     parse_config,
     review_config,
     task_answers,
+    taxonomy_config,
+    taxonomy_result,
 )
+from llmlabel.review.kinds import LabelKind
 from llmlabel.review.records import HumanAnswer, ReviewItem
 
 MODEL_VERSION = "llmlabel-review"
@@ -114,7 +118,17 @@ def _tasks(c: httpx.Client, project: int, fields: str = "all") -> Iterator[dict[
         page += 1
 
 
-def _task(item: ReviewItem, text_key: str, from_name: str, to_name: str) -> dict[str, Any]:
+def _result(kind: LabelKind, key: str, from_name: str, to_name: str, score: float | None) -> dict[str, Any] | None:
+    """A suggestion as its control's result: a choice, a set of choices, a taxonomy path (an empty set: none)."""
+    if kind.name == "multilabel":
+        got = sorted(kind.members(key), key=kind.labels.index)
+        return choice_result(got, from_name, to_name, score) if got else None
+    if kind.name == "taxonomy":
+        return taxonomy_result(kind.path(key), from_name, to_name, score)
+    return choice_result(key, from_name, to_name, score)
+
+
+def _task(item: ReviewItem, text_key: str, from_name: str, to_name: str, kind: LabelKind) -> dict[str, Any]:
     conf = "" if item.confidence is None else f"{item.confidence:.2f}"
     task: dict[str, Any] = {
         "data": {
@@ -127,14 +141,9 @@ def _task(item: ReviewItem, text_key: str, from_name: str, to_name: str) -> dict
             "pick": item.pick,
         }
     }
-    if item.label is not None:
-        task["predictions"] = [
-            {
-                "model_version": MODEL_VERSION,
-                "score": item.confidence,
-                "result": [choice_result(item.label, from_name, to_name, item.confidence)],
-            }
-        ]
+    res = _result(kind, item.label, from_name, to_name, item.confidence) if item.label is not None else None
+    if res is not None:
+        task["predictions"] = [{"model_version": MODEL_VERSION, "score": item.confidence, "result": [res]}]
     return task
 
 
@@ -150,20 +159,28 @@ def push(
     to_name: str = "text",
     *,
     transport: httpx.BaseTransport | None = None,
+    kind: LabelKind | None = None,
 ) -> int:
     """Create (project None) or update a review project and import the items not already in it (by row id:
     pushing again adds no duplicates); returns the project's id. Its labeling config shows the text, the given
     label, the model's suggestion with its confidence, and why the row was picked; each choice is a label."""
+    kind = kind or LabelKind("single", tuple(labels))
     if len(set(labels)) < 2:
         raise InputError(f"a review needs at least two labels, not {labels}")
     for it in items:
         for what, lab in (("label", it.label), ("given_label", it.given_label)):
-            if lab is not None and lab not in labels:
+            if lab is not None and kind.parse(lab) != lab:
                 raise InputError(
-                    f"row {it.id}: its {what} {lab!r} is not one of the labels ({', '.join(labels)}); "
+                    f"row {it.id}: its {what} {lab!r} is not "
+                    + (f"one of the labels ({', '.join(labels)})" if kind.single else kind.example())
+                    + "; "
                     "review with the config the output was labeled with"
                 )
-    config = review_config(labels, text_key, from_name, to_name)
+    if kind.name == "taxonomy":
+        assert kind.tree is not None
+        config = taxonomy_config(kind.tree, text_key, from_name, to_name, review=True)
+    else:
+        config = review_config(labels, text_key, from_name, to_name, multiple=kind.name == "multilabel")
     with _client(url, token, transport) as c:
         if project is None:
             r = _send(c, "POST", "/api/projects", json={"title": title, "label_config": config})
@@ -172,7 +189,7 @@ def push(
         else:
             current = _send(c, "GET", f"/api/projects/{project}").json()
             if current.get("label_config") != config:
-                _check_choices(current.get("label_config"), labels, project)
+                _check_choices(current.get("label_config"), labels, project, kind)
                 _send(c, "PATCH", f"/api/projects/{project}", json={"label_config": config})
             known = {
                 str((t.get("data") or {}).get(ROW_ID_KEY))
@@ -183,14 +200,23 @@ def push(
         for it in items:
             if it.id not in seen:
                 seen.add(it.id)
-                new.append(_task(it, text_key, from_name, to_name))
+                new.append(_task(it, text_key, from_name, to_name, kind))
         for at in range(0, len(new), IMPORT_BATCH):
             _send(c, "POST", f"/api/projects/{project}/import", json=new[at : at + IMPORT_BATCH])
     return project
 
 
-def _check_choices(xml: str | None, labels: Sequence[str], project: int) -> None:
-    """A project whose choices are not the labels (another task's project) is refused, not rewritten."""
+def _check_choices(xml: str | None, labels: Sequence[str], project: int, kind: LabelKind) -> None:
+    """A project whose choices (or taxonomy) are not the labels (another task's project) is refused, not
+    rewritten."""
+    if kind.name == "taxonomy" and xml and "<Taxonomy" in xml:
+        assert kind.tree is not None
+        try:
+            ctl = parse_config(xml, taxonomy=True)
+        except InputError:
+            return
+        map_taxonomy(ctl.taxonomy, kind.tree, f"Label Studio project {project}")
+        return
     if not xml or "<Choices" not in xml:
         return
     try:

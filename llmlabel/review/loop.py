@@ -20,6 +20,7 @@ from llmlabel.ensemble.calibration import calibrate_confidence
 from llmlabel.errors import InputError
 from llmlabel.evaluation.metrics import expected_calibration_error
 from llmlabel.review.dataset import Dataset, ModelView, crossfit, model_view
+from llmlabel.review.kinds import LabelKind
 from llmlabel.review.records import HumanAnswer, ReviewItem
 from llmlabel.review.selection import Strategy, activelab_priority, item, priorities, random_pick, ranked_pick
 from llmlabel.review.stats import (
@@ -176,6 +177,9 @@ class ReviewResult:
     audit_precision: float | None = None  # the audit's own estimate, beside it
     validation_unanswered: int = 0
     quality: dict[str, Any] = field(default_factory=dict)
+    kind: str = "single"
+    per_level: list[Interval] = field(default_factory=list)  # a taxonomy's accuracy at each level
+    label_scores: dict[str, LabelScores] = field(default_factory=dict)  # a multi-label task's, per label
 
     def summary(self, state: ReviewState) -> dict[str, Any]:
         """FINAL.summary.json."""
@@ -245,7 +249,51 @@ class ReviewResult:
             }
         if self.quality:
             out["aggregation"] = {k: v for k, v in self.quality.items() if k not in ("judges",)}
+        if self.kind != "single":
+            out["kind"] = self.kind
+            out["accuracy_is"] = ACCURACY_IS[self.kind]
+            out["refit"] = NO_REFIT[self.kind]
+        if self.per_level:
+            out["per_level"] = [
+                {
+                    "level": i + 1,
+                    "estimated_accuracy": r(a.estimate),
+                    "ci_low": r(a.low),
+                    "ci_high": r(a.high),
+                    "validation_rows": a.sample,
+                }
+                for i, a in enumerate(self.per_level)
+            ]
+        if self.label_scores:
+            out["per_label"] = {
+                lab: {
+                    "model_rows": v.model_rows,
+                    "precision": r(v.precision.estimate),
+                    "precision_ci": [r(v.precision.low), r(v.precision.high)],
+                    "precision_rows": v.precision.sample,
+                    "recall": r(v.recall.estimate),
+                    "recall_ci": [r(v.recall.low), r(v.recall.high)],
+                    "recall_rows": v.recall.sample,
+                }
+                for lab, v in self.label_scores.items()
+            }
         return out
+
+
+# What the stated accuracy means for each kind of task (FINAL.summary.json says it; docs/review.md explains).
+ACCURACY_IS = {
+    "multilabel": "subset accuracy: a row is right when its whole label set is right",
+    "taxonomy": "a row is right when the path it reached is right (it may stop at a right parent); per_level gives "
+    "each level's accuracy (a row that stopped above a level its true path has counts wrong there)",
+}
+# Why the aggregation is not refit on the answers for these kinds (the CLI says it in one line).
+NO_REFIT = {
+    "multilabel": "not refit: a multi-label task's labels are decided one by one from the judges' sets; human sets "
+    "override rows, the other rows keep the model's sets (fit per-label thresholds with `gold:` and relabel "
+    "from the cache)",
+    "taxonomy": "not refit: a taxonomy's path is decided level by level as it is asked, so a refit could not change "
+    "it without asking again; human paths override rows, the other rows keep the model's paths",
+}
 
 
 # -- planning a round --------------------------------------------------------------------------------------------
@@ -354,16 +402,15 @@ def add_answers(ds: Dataset, state: ReviewState, answers: Iterable[HumanAnswer],
     """Check and keep the answers; returns how many are new. One-line errors for an id not in OUTPUT, a label
     outside the task's set, two different answers for a row (a human label is never replaced silently)."""
     ids = set(ds.ids)
-    labels = set(ds.labels)
+    k = ds.k
     new: dict[str, HumanAnswer] = {}
     for a in answers:
         if a.id not in ids:
             raise InputError(f"{source}: id {a.id!r} is not a row of {ds.path}; answer only the rows sent for review")
-        if a.label not in labels:
-            raise InputError(
-                f"{source}: row {a.id!r} has human_label {a.label!r}, not one of task.labels "
-                f"({', '.join(ds.labels)}); fix it and rerun"
-            )
+        key = k.parse(a.label)
+        if key is None:
+            raise InputError(f"{source}: row {a.id!r} has human_label {a.label!r}, not {k.example()}; fix it and rerun")
+        a = HumanAnswer(a.id, key, a.annotator, a.source)  # a set or path as its key (review.kinds)
         before = state.answers.get(a.id) or new.get(a.id)
         if before is not None and before.label != a.label:
             raise InputError(
@@ -374,15 +421,19 @@ def add_answers(ds: Dataset, state: ReviewState, answers: Iterable[HumanAnswer],
         if before is None:
             new[a.id] = a
     round_no = max(state.rounds, 1)
-    for k, a in new.items():
-        state.answers[k] = a
-        state.answer_round[k] = round_no
+    for rid, a in new.items():
+        state.answers[rid] = a
+        state.answer_round[rid] = round_no
     return len(new)
 
 
-def judge_confidence(ans: Any) -> tuple[str | None, float | None]:
+def judge_confidence(ans: Any, kind: LabelKind | None = None) -> tuple[str | None, float | None]:
     """A judge's label and its own confidence in it: its probability for the label when it gave logprobs, else
-    1.0 (a judge without logprobs says nothing less than sure)."""
+    1.0 (a judge without logprobs says nothing less than sure). A multi-label or taxonomy judge's answer is its
+    set or path (review.kinds), at 1.0."""
+    if kind is not None and not kind.single:
+        key = kind.judge_key(ans)
+        return key, None if key is None else 1.0
     if not isinstance(ans, dict) or not ans.get("label"):
         return None, None
     lab = str(ans["label"])
@@ -402,10 +453,10 @@ def judge_calibrators(
     for name in ds.judge_names:
         conf, ok = [], []
         for rid, lab in gold.items():
-            jl, c = judge_confidence((ds.records[idx[rid]].get("judges") or {}).get(name))
+            jl, c = judge_confidence((ds.records[idx[rid]].get("judges") or {}).get(name), ds.k)
             if jl is not None and c is not None:
                 conf.append(c)
-                ok.append(jl == lab)
+                ok.append(ds.k.right(jl, lab))
         out[name] = (calibrate_confidence(conf, ok, min_rows=min_rows), len(conf))
     return out
 
@@ -430,8 +481,8 @@ def merge_answers(ds: Dataset, state: ReviewState) -> ReviewResult:
     # The model's label on each human-labeled frame row, learned without that row's answer.
     reviewed_frame = [ds.ids[i] for i in np.flatnonzero(human & in_frame)]
     cf = crossfit(ds, gold, reviewed_frame, folds=3, seed=s.seed)
-    learned = True
-    if gold and not ds.audit:
+    learned = ds.kind is None
+    if gold and not ds.audit and ds.kind is None:
         # Learning is kept only where it helps: the refit on answers is checked against the judges' own labels on
         # the answered rows (out of fold). A few skewed answers (hard rows only, a label prior far from the
         # data's) can make the refit leave good judges out; then the judges' labels stay.
@@ -444,15 +495,16 @@ def merge_answers(ds: Dataset, state: ReviewState) -> ReviewResult:
             cf = {r: (base.label[idx[r]], float(base.confidence[idx[r]])) for r in reviewed_frame}
     m_label: list[str | None] = list(view.label)
     m_conf = view.confidence.copy()
-    correct = np.zeros(n, dtype=bool)
+    k = ds.k
+    right = np.zeros(n, dtype=bool)
     for rid, (lab, c) in cf.items():
         i = idx[rid]
         m_label[i], m_conf[i] = lab, c
-        correct[i] = lab == gold[rid]
+        right[i] = k.right(lab, gold[rid])
     other = human & in_frame & ~val
     unrev = ~human
 
-    def part(mask: np.ndarray, human_mask: np.ndarray | None = None) -> Part:
+    def part(mask: np.ndarray, human_mask: np.ndarray | None = None, correct: np.ndarray = right) -> Part:
         hm = human if human_mask is None else human_mask
         return Part(
             human=int(hm.sum()),
@@ -466,14 +518,30 @@ def merge_answers(ds: Dataset, state: ReviewState) -> ReviewResult:
     # The strata: the frame cut by the round-1 confidence (the judges' own, before any answer), fixed before the
     # validation sample was drawn.
     base_conf = model_view(ds).confidence
-    acc = stratified_accuracy(int(human.sum()), _strata(base_conf, in_frame, val, part, unrev), s.level)
+
+    def accuracy(correct: np.ndarray) -> Interval:
+        strata = _strata(base_conf, in_frame, val, lambda m: part(m, correct=correct), unrev)
+        return stratified_accuracy(int(human.sum()), strata, s.level)
+
+    acc = accuracy(right)
     per_label: dict[str, LabelAccuracy] = {}
     lab_arr = np.array([x if x is not None else "\x00" for x in m_label], dtype=object)
     final_lab = np.array([gold[ds.ids[i]] if human[i] else (m_label[i] or "\x00") for i in range(n)], dtype=object)
-    for lab in ds.labels:
+    # Per label: one label per row, or a taxonomy's paths (each path reached is a label); a multi-label task's
+    # labels are read one at a time instead (precision and recall, below).
+    keys = ds.labels if k.single else ([] if k.name == "multilabel" else sorted(set(lab_arr) - {"\x00"}))
+    for lab in keys:
         hm = human & (final_lab == lab)
         p = part(lab_arr == lab, hm)
         per_label[lab] = LabelAccuracy(p.rows, int(hm.sum()), dataset_accuracy(p, s.level))
+    per_level: list[Interval] = []
+    if k.name == "taxonomy":
+        for level in range(1, k.depth + 1):
+            at = np.zeros(n, dtype=bool)
+            for rid in gold:
+                at[idx[rid]] = k.right_at(m_label[idx[rid]], gold[rid], level)
+            per_level.append(accuracy(at))
+    set_scores = _label_scores(k, m_label, gold, idx, val, in_frame, s.level) if k.name == "multilabel" else {}
     threshold: Threshold | None = None
     target_met: bool | None = None
     accepted = n
@@ -509,7 +577,44 @@ def merge_answers(ds: Dataset, state: ReviewState) -> ReviewResult:
         audit_precision=ds.audit_precision,
         validation_unanswered=len(state.validation_ids) - len(val_ids),
         quality={**view.quality, "learned_from_answers": learned},
+        kind=k.name,
+        per_level=per_level,
+        label_scores=set_scores,
     )
+
+
+@dataclass(frozen=True)
+class LabelScores:
+    """A multi-label task's label, read alone on the random validation rows: the model's precision (of the rows
+    it gave the label, how many a human gave it too) and recall (of the rows a human gave it, how many the model
+    did), each with its Wilson interval. These describe the model's labels on the rows nobody reviewed."""
+
+    model_rows: int  # frame rows the model gave the label (the population precision is read over)
+    precision: Interval
+    recall: Interval
+
+
+def _label_scores(
+    k: LabelKind,
+    m_label: list[str | None],
+    gold: dict[str, str],
+    idx: dict[str, int],
+    val: np.ndarray,
+    in_frame: np.ndarray,
+    level: float,
+) -> dict[str, LabelScores]:
+    out: dict[str, LabelScores] = {}
+    sample = [(k.members(m_label[idx[rid]]), k.members(g)) for rid, g in gold.items() if val[idx[rid]]]
+    frame_sets = [k.members(m_label[i]) for i in np.flatnonzero(in_frame)]
+    for lab in k.labels:
+        tp = sum(1 for m, g in sample if lab in m and lab in g)
+        fp = sum(1 for m, g in sample if lab in m and lab not in g)
+        fn = sum(1 for m, g in sample if lab not in m and lab in g)
+        pop = sum(1 for m in frame_sets if lab in m)
+        out[lab] = LabelScores(
+            pop, proportion(tp, tp + fp, max(pop, tp + fp), level), proportion(tp, tp + fn, None, level)
+        )
+    return out
 
 
 # Two strata of 40+ validation rows each: measured on synthetic reviews (tests/unit/test_review_stats.py), four
@@ -564,10 +669,10 @@ def _judge_report(
             i = idx[rid]
             if not val[i]:
                 continue
-            jl, c = judge_confidence((ds.records[i].get("judges") or {}).get(name))
+            jl, c = judge_confidence((ds.records[i].get("judges") or {}).get(name), ds.k)
             if jl is not None and c is not None:
                 conf.append(c)
-                ok.append(jl == lab)
+                ok.append(ds.k.right(jl, lab))
         f, rows = cals[name]
         out[name] = (
             JudgeCalibration(
@@ -593,7 +698,13 @@ def _final_records(
         rid = ds.ids[i]
         a = state.answers.get(rid)
         r = dict(rec)
-        if ds.audit:
+        if ds.kind is not None:  # a set or a path: the model's row as it was, a human's answer written over it
+            r["model_label"] = view.label[i]
+            if a:
+                ds.kind.write(r, a.label)
+                r["confidence"] = 1.0
+            r["label_source"] = "human" if a else "model"
+        elif ds.audit:
             r["label"] = a.label if a else view.label[i]
             r["label_source"] = "human" if a else "given"
         else:

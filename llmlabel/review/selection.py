@@ -8,7 +8,7 @@ offered as its own strategy."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Literal
 
 import numpy as np
@@ -23,11 +23,89 @@ Strategy = Literal["targeted", "random", "activelab"]
 
 
 def _disagreement(ds: Dataset, view: ModelView, i: int) -> tuple[int, int]:
-    """(judges whose label differs from the row's label, judges that answered)."""
+    """(judges whose answer differs from the row's, judges that answered). A taxonomy judge disagrees when its
+    path does not start with the path the row reached."""
     lab = view.label[i]
     js = ds.records[i].get("judges") or {}
-    answered = [a.get("label") for a in js.values() if isinstance(a, dict) and a.get("label")]
+    k = ds.k
+    answered = [x for a in js.values() if (x := k.judge_key(a)) is not None]
+    if k.name == "taxonomy":
+        return sum(1 for a in answered if not k.right(lab, a)), len(answered)
     return sum(1 for a in answered if a != lab), len(answered)
+
+
+def _rarity(ds: Dataset, view: ModelView) -> Callable[[str], tuple[float, str, float]]:
+    """A row's rarity from its answer: (rarity, the rare label, its share of rows). One label per row: the
+    label's share against uniform (1/K). Multi-label: the rarest label of the set, its share of rows against
+    the mean share of a label. Taxonomy: the path's top-level node against uniform over the top level."""
+    k = ds.k
+    keys = [lab for lab in view.label if lab is not None]
+    total = max(len(keys), 1)
+    if k.name == "multilabel":
+        per = Counter(x for lab in keys for x in k.members(lab))
+        base = max(sum(per.values()) / total / max(len(k.labels), 1), 1e-9)
+
+        def multi(lab: str) -> tuple[float, str, float]:
+            got = [(per[x] / total, x) for x in k.members(lab)]
+            if not got:
+                return 0.0, "", 0.0
+            share, x = min(got)
+            return max(0.0, 1.0 - share / base), x, share
+
+        return multi
+    if k.name == "taxonomy":
+        tops = Counter(k.path(lab)[0] for lab in keys)
+        n_top = len(k.tree.roots) if k.tree is not None else max(len(tops), 1)
+
+        def top(lab: str) -> tuple[float, str, float]:
+            x = k.path(lab)[0]
+            share = tops[x] / total
+            return max(0.0, 1.0 - share * n_top), x, share
+
+        return top
+    shares = Counter(keys)
+    K = max(len(ds.labels), 1)
+
+    def flat(lab: str) -> tuple[float, str, float]:
+        share = shares[lab] / total
+        return max(0.0, 1.0 - share * K), lab, share
+
+    return flat
+
+
+def _p_wrong(ds: Dataset, view: ModelView, i: int) -> tuple[float, str]:
+    """The chance the row's answer is wrong, and what it is read from, in words. Multi-label: one minus the
+    chance every label's decision is right, from each label's probability (p when the set has it, else 1 - p;
+    the labels nearest 0.5 named); a
+    taxonomy: one minus the confidence of the path at the depth it reached."""
+    conf = float(view.confidence[i])
+    k = ds.k
+    if ds.audit:
+        return 1.0 - conf, f"score {conf:.2f}"
+    if k.name == "multilabel" and view.probs[i]:
+        probs = view.probs[i] or {}
+        chosen = k.members(view.label[i])
+        sure = 1.0
+        unsure = []
+        for lab in k.labels:
+            p = float(probs.get(lab, 0.0))
+            sure *= p if lab in chosen else 1.0 - p  # the chance this label's decision is right
+            if 0.2 < p < 0.8:
+                unsure.append((abs(p - 0.5), lab, p))
+        words = f"set confidence {sure:.2f}"
+        if unsure:
+            words += "; unsure of " + ", ".join(f"{lab} ({p:.2f})" for _, lab, p in sorted(unsure)[:3])
+        return 1.0 - sure, words
+    if k.name == "multilabel":  # no per-label probabilities kept (a CSV without them): the set's confidence
+        return 1.0 - conf, f"set confidence {conf:.2f}"
+    if k.name == "taxonomy":
+        d = len(k.path(view.label[i]))
+        words = f"path confidence {conf:.2f} at depth {d}"
+        lc = ds.records[i].get("level_confidence")
+        if isinstance(lc, list) and len(lc) > d:
+            words += f" (stopped: level {d + 1} at {float(lc[d]):.2f})"
+        return 1.0 - conf, words
+    return 1.0 - conf, f"confidence {conf:.2f}"
 
 
 def priorities(ds: Dataset, view: ModelView) -> tuple[np.ndarray, list[str]]:
@@ -35,10 +113,10 @@ def priorities(ds: Dataset, view: ModelView) -> tuple[np.ndarray, list[str]]:
 
     value = (P(wrong) + half the share of judges that disagree with it) x (1 + rarity), where P(wrong) is one
     minus the (calibrated) confidence, or an audit's 1 - score, and rarity = 1 - share x K for labels rarer than
-    uniform (0 otherwise). A row without a label is worth the most."""
-    n, K = len(ds), max(len(ds.labels), 1)
-    shares = Counter(lab for lab in view.label if lab is not None)
-    total = max(sum(shares.values()), 1)
+    uniform (0 otherwise). A row without a label is worth the most. Multi-label and taxonomy rows read P(wrong)
+    and rarity as `_p_wrong` and `_rarity` say."""
+    n = len(ds)
+    rarity = _rarity(ds, view)
     value = np.zeros(n)
     why: list[str] = []
     for i in range(n):
@@ -47,16 +125,15 @@ def priorities(ds: Dataset, view: ModelView) -> tuple[np.ndarray, list[str]]:
             value[i] = 3.0
             why.append("no label: the judges gave no valid answer")
             continue
-        p_wrong = 1.0 - float(view.confidence[i])
-        parts = [f"{'score' if ds.audit else 'confidence'} {view.confidence[i]:.2f}"]
+        p_wrong, words = _p_wrong(ds, view, i)
+        parts = [words]
         d, m = _disagreement(ds, view, i)
         dis = d / m if m else 0.0
         if d:
             parts.append(f"{d} of {m} judges disagree")
-        share = shares[lab] / total
-        rare = max(0.0, 1.0 - share * K)
+        rare, rare_lab, share = rarity(lab)
         if rare > 0.25:
-            parts.append(f"rare label {lab} ({share:.0%} of rows)")
+            parts.append(f"rare label {rare_lab} ({share:.0%} of rows)")
         v = (p_wrong + 0.5 * dis) * (1.0 + rare)
         if ds.audit and ds.flagged[i]:
             parts.insert(0, "flagged by the audit")
@@ -71,6 +148,10 @@ def activelab_priority(ds: Dataset, view: ModelView) -> np.ndarray:
     annotators and the model's distribution as the classifier: higher = re-label first."""
     from cleanlab.multiannotator import get_active_learning_scores
 
+    if not ds.k.single:
+        raise InputError(
+            f"--strategy activelab ranks rows with one label each; this is a {ds.k.name} task: use --strategy targeted"
+        )
     K = len(ds.labels)
     index = {lab: k for k, lab in enumerate(ds.labels)}
     J = max(len(ds.judge_names), 1)

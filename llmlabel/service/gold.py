@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.io.labelstudio import LSAnswer
+from llmlabel.taxonomy import PATH_SEP
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (project INTEGER PRIMARY KEY, label_config TEXT, connected REAL NOT NULL);
@@ -47,6 +48,20 @@ class Refit:
             "confidence_calibrated": self.calibrated,
             "message": self.message,
         }
+
+
+def _right(gold: str, predicted: str) -> bool:
+    """Whether a stored prediction is right by its annotation: the same choice (ignoring case); for a set
+    (choices joined by "|"), the same set in any order; for a taxonomy path (joined by " > "), the path the
+    prediction reached is the start of the annotation's (its score is the chance that the path reached is
+    right, and a prediction that stopped at the right parent is right as far as it goes)."""
+    g, p = gold.casefold(), predicted.casefold()
+    if g == p:
+        return True
+    if "|" in g or "|" in p:
+        return sorted(g.split("|")) == sorted(p.split("|"))
+    sep = PATH_SEP.casefold()
+    return (sep in g or sep in p) and (g + sep).startswith(p + sep)
 
 
 def project_id(value: object) -> int | None:
@@ -135,7 +150,7 @@ class GoldStore:
     # -- refit -----------------------------------------------------------------------------------------------
     def refit(self, project: int) -> Refit:
         """Platt scaling of the project's prediction scores on its gold rows (those /predict answered); a
-        prediction is right when its choice is the annotation's (both in the project's spelling)."""
+        prediction is right when its choice is the annotation's (both in the project's spelling; see `_right`)."""
         from llmlabel.ensemble.calibration import calibrate_confidence
 
         rows = self.db.execute(
@@ -143,11 +158,7 @@ class GoldStore:
             "ON p.project=g.project AND p.task=g.task WHERE g.project=?",
             (project,),
         ).fetchall()
-        pairs = [
-            (float(conf), gl.casefold() == pl.casefold())
-            for gl, pl, conf in rows
-            if pl is not None and conf is not None
-        ]
+        pairs = [(float(conf), _right(gl, pl)) for gl, pl, conf in rows if pl is not None and conf is not None]
         cal = calibrate_confidence([c for c, _ in pairs], [ok for _, ok in pairs], min_rows=MIN_GOLD)
         if cal is None:
             self.calibration.pop(project, None)

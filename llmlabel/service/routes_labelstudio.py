@@ -2,8 +2,11 @@
 events: annotations become gold rows, START_TRAINING refits), /train and /versions.
 
 The project's choices are the label set: each maps to a task label (same name ignoring case, or
-`llmlabel serve --ls-label CHOICE=LABEL`), and the judges choose among the mapped labels only. A config llmlabel
-cannot fill (span labels, multi-choice, no text, choices that map to no label) is refused at /setup.
+`llmlabel serve --ls-label CHOICE=LABEL`), and the judges choose among the mapped labels only. A taxonomy task
+is served through a <Taxonomy> control whose tree must be task.taxonomy's (its predictions are the path reached,
+its annotations gold paths); a multi-label task through <Choices choice="multiple">. A config llmlabel cannot
+fill (span labels, multi-choice for a single-label task, no text, choices that map to no label, another tree) is
+refused at /setup.
 
 Label Studio shows none of a backend's error text (only "403 Client Error: Forbidden for url"), so each refusal
 is also logged on the server's console in one line."""
@@ -21,12 +24,22 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict
 
 from llmlabel.errors import InputError, LLMLabelError
-from llmlabel.io.labelstudio import LSAnswer, LSControl, choice_result, map_choices, parse_config, task_answers
+from llmlabel.io.labelstudio import (
+    LSAnswer,
+    LSControl,
+    choice_result,
+    map_choices,
+    map_taxonomy,
+    parse_config,
+    task_answers,
+    taxonomy_result,
+)
 from llmlabel.redaction import one_line
 from llmlabel.service.error_handlers import DETAIL
 from llmlabel.service.gold import project_id
 from llmlabel.service.schemas import LSSetup, LSTask, errors
 from llmlabel.service.state import ServerState, label_item
+from llmlabel.taxonomy import Taxonomy, path_key
 
 log = logging.getLogger("llmlabel.service.labelstudio")
 
@@ -48,10 +61,12 @@ WEBHOOK_BURST, WEBHOOK_PER_SECOND = 600, 10.0  # unauthenticated webhook request
 
 @dataclass(frozen=True)
 class Served:
-    """How a project's config is served: its control, each choice's task label, and the labels asked."""
+    """How a project's config is served: its control, each choice's task label, and the labels asked; for a
+    <Taxonomy> control, each of its node paths' task.taxonomy node (the judges then walk the whole tree)."""
 
     control: LSControl
     to_label: dict[str, str]  # choice -> task label
+    to_node: dict[tuple[str, ...], tuple[str, ...]] | None = None  # <Taxonomy> path -> task.taxonomy path
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -60,11 +75,24 @@ class Served:
     def choice(self, label: str) -> str:
         return next(c for c, lab in self.to_label.items() if lab == label)
 
+    def node(self, path: list[str]) -> list[str]:
+        """A task.taxonomy path as the project's <Taxonomy> spells it."""
+        assert self.to_node is not None
+        return list(next(p for p, n in self.to_node.items() if list(n) == path))
+
 
 def served(st: ServerState, label_config: str | None) -> Served:
     """The project's control and label mapping, or InputError saying what to change in its config."""
     labels = st.cfg.task.label_names
-    ctl = parse_config(label_config, labels, st.ls_label_map, st.cfg.task.multi_label)
+    if st.cfg.task.taxonomy is not None:
+        tax = Taxonomy.parse(st.cfg.task.taxonomy)
+        if not label_config or not label_config.strip():  # no config sent: the task's own tree
+            nodes = tuple(tax.paths())
+            ctl = LSControl("taxonomy", "text", None, taxonomy=nodes)
+        else:
+            ctl = parse_config(label_config, labels, st.ls_label_map, taxonomy=True)
+        return Served(ctl, {lab: lab for lab in labels}, map_taxonomy(ctl.taxonomy, tax))
+    ctl = parse_config(label_config, labels, st.ls_label_map, st.cfg.task.multi_label, taxonomy=False)
     if not label_config or not label_config.strip():
         return Served(ctl, {lab: lab for lab in labels})
     return Served(ctl, map_choices(ctl.choices, labels, st.ls_label_map))
@@ -139,7 +167,8 @@ def router(st: ServerState) -> APIRouter:
         refit (a new one after each: Label Studio asks again, from the cache, for the new scores)."""
         v = st.model_version
         if how is not None and how.control != LSControl():
-            what = json.dumps([how.control.from_name, how.control.to_name, how.control.text_key, how.to_label])
+            c = how.control
+            what = json.dumps([c.from_name, c.to_name, c.text_key, how.to_label] + ([c.taxonomy] if c.taxonomy else []))
             v += "-" + hashlib.sha256(what.encode()).hexdigest()[:6]
         if project is not None and st.gold is not None and project in st.gold.calibration:
             v += f"-cal{st.gold.calibrated_on.get(project, 0)}"
@@ -245,13 +274,21 @@ def router(st: ServerState) -> APIRouter:
                 out.append({"model_version": ver, "error": "still labeling: retrieve predictions again"})
                 continue
             multi = how.control.multiple and r.get("labels") is not None  # a set, possibly empty
-            if r.get("label") is None and not multi:
+            path = r.get("path") if how.to_node is not None else None
+            if r.get("label") is None and not multi or (how.to_node is not None and not path):
                 failed += 1
                 out.append({"model_version": ver, "error": r.get("error") or "no judge gave a valid label"})
                 continue
-            choice: str | list[str] = [how.choice(x) for x in r["labels"]] if multi else how.choice(r["label"])
             conf = r.get("confidence")
             score = st.gold.score(project, conf) if st.gold is not None else conf
+            if path:  # a taxonomy: the path reached (a row that stopped early ends at an inner node)
+                node = how.node(list(path))
+                res = taxonomy_result(node, how.control.from_name, how.control.to_name, score)
+                out.append({"result": [res], "score": score, "model_version": ver})
+                if project is not None and isinstance(t.id, int):
+                    saved.append((t.id, path_key(node), conf))
+                continue
+            choice: str | list[str] = [how.choice(x) for x in r["labels"]] if multi else how.choice(r["label"])
             res = choice_result(choice, how.control.from_name, how.control.to_name, score)
             # an empty set is a prediction with no result (Label Studio refuses a choices result without choices)
             out.append({"result": [res] if choice else [], "score": score, "model_version": ver})

@@ -291,3 +291,132 @@ def test_a_multi_label_task_fills_a_multiple_choice_control(tmp_path, fake):
         res = predict(c, [{"id": 1, "data": {"body": "both"}}, {"id": 2, "data": {"body": "none"}}], multi)
         assert res[0]["result"][0]["value"]["choices"] == ["Positive", "Neutral"]
         assert res[1]["result"] == [] and "score" in res[1]  # an empty set is a prediction, not a failure
+
+
+TREE = {"Animals": {"Mammals": ["Dog", "Cat"], "Birds": ["Eagle", "Owl"]}, "Vehicles": ["Car", "Bike"]}
+
+
+def taxonomy_config(tree: dict, name: str = "topic", to: str = "review", key: str = "body") -> str:
+    def choices(node) -> str:
+        items = node.items() if isinstance(node, dict) else ((k, None) for k in node)
+        return "".join(
+            f'<Choice value="{k}">{choices(v)}</Choice>' if v else f'<Choice value="{k}"/>' for k, v in items
+        )
+
+    return (
+        f'<View><Text name="{to}" value="${key}"/><Taxonomy name="{name}" toName="{to}">{choices(tree)}</Taxonomy>'
+        "</View>"
+    )
+
+
+@pytest.fixture
+def tax_client(tmp_path):
+    # Two judges that agree on the dog's whole path and part of the bike's; the bird's leaf is a coin toss.
+    paths = [
+        {
+            "a dog barks": ["animals", "mammals", "dog"],
+            "a bike": ["vehicles", "bike"],
+            "a bird": ["animals", "birds", "eagle"],
+        },
+        {
+            "a dog barks": ["animals", "mammals", "dog"],
+            "a bike": ["vehicles", "bike"],
+            "a bird": ["animals", "birds", "owl"],
+        },
+    ]
+    from fakeserver import FakeLLM
+
+    servers = [FakeLLM(paths=p).start() for p in paths]
+    judges = [
+        {"name": n, "model": "m", "base_url": s.base_url, "timeout": 5, "max_attempts": 2}
+        for n, s in zip("ab", servers)
+    ]
+    tree = {"animals": {"mammals": ["dog", "cat"], "birds": ["eagle", "owl"]}, "vehicles": ["car", "bike"]}
+    task = {"name": "things", "instructions": "What is it about?", "taxonomy": tree, "taxonomy_threshold": 0.6}
+    cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=judges, task=task))
+    with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "state")) as c:
+        yield c
+    for s in servers:
+        s.stop()
+
+
+def test_a_taxonomy_task_fills_a_taxonomy_control(tax_client):
+    c = tax_client
+    config = taxonomy_config(TREE)  # the task's tree, spelled with capitals: the same nodes
+    # Configs that do not fit the task's tree are refused in one line naming the difference.
+    cases = [
+        (ls_config(["Animals", "Vehicles"]), "no <Taxonomy> control"),
+        (taxonomy_config({**TREE, "Plants": ["Tree"]}), "the node 'Plants', which task.taxonomy has not"),
+        (taxonomy_config({**TREE, "Vehicles": ["Car"]}), "task.taxonomy has the node 'vehicles > bike'"),
+        (config.replace("<Taxonomy ", '<Taxonomy apiUrl="http://x/t.json" '), "apiUrl"),
+    ]
+    for bad, msg in cases:
+        r = setup(c, bad)
+        assert r.status_code == 422 and msg in r.json()["detail"] and "\n" not in r.json()["detail"], (msg, r.text)
+    first = setup(c, config)
+    assert first.status_code == 200, first.text
+    tasks = [{"id": i, "data": {"body": t}} for i, t in enumerate(["a dog barks", "a bike", "a bird"])]
+    dog, bike, bird = predict(c, tasks, config)
+    # Label Studio's taxonomy result: one path, top first, in the project's spelling, scored by the path's confidence.
+    assert dog["result"] == [
+        {
+            "from_name": "topic",
+            "to_name": "review",
+            "type": "taxonomy",
+            "value": {"taxonomy": [["Animals", "Mammals", "Dog"]]},
+            "score": 1.0,
+        }
+    ]
+    assert bike["result"][0]["value"] == {"taxonomy": [["Vehicles", "Bike"]]} and bike["score"] == 1.0
+    # The judges split on the bird's leaf (0.5 < 0.6): the path stops at its parent, and says so.
+    assert bird["result"][0]["value"] == {"taxonomy": [["Animals", "Birds"]]}
+    # Another tree is another model version: Label Studio asks again.
+    other = taxonomy_config(TREE, name="kind")
+    assert setup(c, other).json()["model_version"] != first.json()["model_version"]
+
+
+def test_taxonomy_and_multiple_choice_annotations_become_gold(tax_client, tmp_path, fake):
+    c = tax_client
+    config = taxonomy_config(TREE)
+    assert setup(c, config).status_code == 200
+    tasks = [{"id": i, "data": {"body": t}} for i, t in enumerate(["a dog barks", "a bike", "a bird"])]
+    predict(c, tasks, config)
+
+    def tax_annotation(task_id: int, path: list[str], ann_id: int) -> dict:
+        a = annotation(task_id, "x", ann_id)
+        a["result"] = [{"from_name": "topic", "to_name": "review", "type": "taxonomy", "value": {"taxonomy": [path]}}]
+        return a
+
+    for i, path in enumerate([["Animals", "Mammals", "Dog"], ["Vehicles", "Car"], ["Animals", "Birds", "Owl"]]):
+        r = c.post(
+            "/webhook",
+            json=event("ANNOTATION_CREATED", config, annotation=tax_annotation(i, path, 10 + i), task=tasks[i]),
+        )
+        assert r.status_code == 200 and r.json()["gold_rows_stored"] == 1, r.text
+    gold = c.get("/labelstudio/projects/5/gold", headers=H).json()
+    assert [g["label"] for g in gold["rows"]] == ["Animals > Mammals > Dog", "Vehicles > Car", "Animals > Birds > Owl"]
+
+    # A multi-label project: a multiple-choice annotation is a gold set.
+    judges = [{"name": "a", "model": "fake-a", "base_url": fake.base_url, "timeout": 5, "max_attempts": 2}]
+    task = {"name": "tags", "instructions": "Tags?", "labels": LABELS, "multi_label": True}
+    cfg = load_config(write_config(tmp_path / "m.yaml", None, judges=judges, task=task))
+    multi = ls_config(["Positive", "Negative", "Neutral"]).replace('choice="single"', 'choice="multiple"')
+    with TestClient(create_app(cfg, token=TOKEN, state_dir=tmp_path / "mstate")) as m:
+        assert setup(m, multi).status_code == 200
+        a = annotation(1, "x", 7)
+        a["result"][0]["value"]["choices"] = ["Neutral", "Positive"]
+        r = m.post(
+            "/webhook", json=event("ANNOTATION_CREATED", multi, annotation=a, task={"id": 1, "data": {"body": "t"}})
+        )
+        assert r.status_code == 200 and r.json()["gold_rows_stored"] == 1
+        (row,) = m.get("/labelstudio/projects/5/gold", headers=H).json()["rows"]
+        assert row["label"] == "Neutral|Positive"
+
+
+def test_a_flat_task_refuses_a_taxonomy_control(make):
+    with make() as c:
+        r = setup(c, taxonomy_config({"positive": None, "negative": None}))
+        assert (
+            r.status_code == 422
+            and "<Taxonomy name='topic'> control and the task has no task.taxonomy" in r.json()["detail"]
+        )

@@ -203,3 +203,80 @@ def test_a_personal_access_token_is_exchanged_and_renewed(ls):
     ls.expire_on_get = True  # mid-push, the access token expires: a 401, and the client renews it once
     assert push(URL, JWT, items(4), LABELS, project=pid) == pid and len(ls.tasks) == 4
     assert ls.refreshes == 3  # a new client exchanges once, then once more after the 401
+
+
+def test_a_taxonomy_or_multi_label_review_project(ls, tmp_path):
+    from llmlabel.review.kinds import LabelKind
+    from llmlabel.taxonomy import Taxonomy
+
+    tree = Taxonomy.parse({"animals": {"mammals": ["dog", "cat"]}, "vehicles": ["car", "bike"]})
+    kind = LabelKind("taxonomy", tuple(tree.names()), tree)
+    rows = [
+        ReviewItem("r0", "a dog", "animals > mammals > dog", 0.5, "validation", "random sample"),
+        ReviewItem("r1", "wheels", "vehicles", 0.9, "targeted", "path confidence 0.90 at depth 1"),
+    ]
+    pid = push(URL, TOKEN, rows, kind.labels, from_name="taxonomy", kind=kind)
+    config = ls.projects[pid]["label_config"]
+    ctl = parse_config(config, taxonomy=True)
+    assert ctl.from_name == "taxonomy" and ("animals", "mammals", "dog") in ctl.taxonomy and "$why" in config
+    pred = ls.tasks[0]["predictions"][0]["result"][0]
+    assert pred["type"] == "taxonomy" and pred["value"] == {"taxonomy": [["animals", "mammals", "dog"]]}
+    assert ls.tasks[1]["predictions"][0]["result"][0]["value"] == {"taxonomy": [["vehicles"]]}
+    # A reviewer's path comes back as the path (one path per task; two chosen in one task are no one answer).
+    ls.tasks[0]["annotations"].append(
+        {
+            "id": 1,
+            "completed_by": 1,
+            "updated_at": "2026-01-01T00:00:00Z",
+            "result": [
+                {
+                    "from_name": "taxonomy",
+                    "to_name": "text",
+                    "type": "taxonomy",
+                    "value": {"taxonomy": [["animals", "mammals", "cat"]]},
+                }
+            ],
+        }
+    )
+    ls.tasks[1]["annotations"].append(
+        {
+            "id": 2,
+            "completed_by": 1,
+            "updated_at": "2026-01-01T00:00:00Z",
+            "result": [
+                {
+                    "from_name": "taxonomy",
+                    "to_name": "text",
+                    "type": "taxonomy",
+                    "value": {"taxonomy": [["vehicles", "car"], ["vehicles", "bike"]]},
+                }
+            ],
+        }
+    )
+    assert pull(URL, TOKEN, pid) == [HumanAnswer("r0", "animals > mammals > cat", "ann@example.com", "labelstudio")]
+    # Pushing into a project of another tree is refused, not rewritten.
+    other = Taxonomy.parse({"plants": ["tree", "bush"], "vehicles": ["car", "bike"]})
+    with pytest.raises(InputError, match="has the node 'animals', which task.taxonomy has not"):
+        push(
+            URL,
+            TOKEN,
+            [ReviewItem("r9", "a car", "vehicles > car", 0.5, "targeted", "")],
+            tuple(other.names()),
+            project=pid,
+            from_name="taxonomy",
+            kind=LabelKind("taxonomy", tuple(other.names()), other),
+        )
+
+    # Multi-label: a multiple-choice project; the suggestion is the set, a reviewer's set comes back joined.
+    mk = LabelKind("multilabel", ("joy", "anger", "fear"))
+    mrows = [ReviewItem("m0", "yay", "joy|fear", 0.4, "targeted", "unsure of fear (0.50)")]
+    mid = push(URL, TOKEN, mrows, mk.labels, kind=mk)
+    assert parse_config(ls.projects[mid]["label_config"]).multiple
+    task = next(t for t in ls.tasks if t["project"] == mid)
+    assert task["predictions"][0]["result"][0]["value"] == {"choices": ["joy", "fear"]}
+    annotate(task, "anger", 3, 2, "2026-01-01T00:00:00Z")
+    task["annotations"][-1]["result"][0]["value"]["choices"] = ["fear", "anger"]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([task]))
+    (got,) = read_export(export)
+    assert got.label == "fear|anger" and mk.parse(got.label) == "anger|fear"  # the review reads it as the set
