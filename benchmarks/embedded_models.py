@@ -9,9 +9,10 @@ from the answers benchmarks/embedded_quality.py saved (it asks nothing).
 
 Levers, per model: `decoded` (its JSON answer), `cc` (content-free calibration: the shipped default),
 `perm` / `perm+cc` (permutation debiasing: the mean of the label distributions read with the labels in the
-config's order and reversed, raw or each calibrated on its own order's content-free answers). `cascade@t`:
-the 0.5B's calibrated answer where its confidence is >= t, else the 1.5B's (the share of rows sent on is
-given). s/row: the seconds a row's requests took when first asked (perm: both orders; cascade: the 0.5B on
+config's order and reversed, raw or each calibrated on its own order's content-free answers). `both`: the two
+models' calibrated distributions averaged (llmlabel's soft vote of two judges). `cascade@t`: what llmlabel's
+cascade does past its probe rows: the 0.5B's calibrated answer where its confidence is >= t, else the soft
+vote of both (the share of rows sent on is given). s/row: the seconds a row's requests took when first asked (perm: both orders; cascade: the 0.5B on
 every row plus the 1.5B on the rows sent on), under the load the answers files were measured at.
 Writes benchmarks/results/embedded_models.md.
 """
@@ -33,6 +34,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from embedded_quality import TASKS, normalize, score  # noqa: E402
 
 from llmlabel.ensemble.calibration import average_content_free, contextual_calibrate  # noqa: E402
+from llmlabel.ensemble.combine import combine_row  # noqa: E402
+from llmlabel.llm.answers import JudgeAnswer  # noqa: E402
 
 KINDS = {
     "sst2": "sentiment",
@@ -115,7 +118,27 @@ def main() -> None:
         per = {m: model_levers(got, ids, labels) for m, got in models.items()}
         rows = [(m, lev, v) for m, levs in per.items() for lev, v in levs.items()]
         if len(per) == 2:
-            (p_s, c_s, s_s), (p_l, c_l, s_l) = per["0.5b"]["cc"], per["1.5b"]["cc"]
+            # What llmlabel's cascade does (pipeline.job._ask_cascade): the 0.5B's calibrated answer ends the
+            # row when its confidence is >= t; else the 1.5B is asked too and the row is the soft vote of both
+            # (ensemble.combine.combine_row). The probe rows (the first cascade.probe_rows) ask both.
+            cc_s = dists(models["0.5b"]["default"], labels, True)
+            cc_l = dists(models["1.5b"]["default"], labels, True)
+            both = [
+                combine_row(
+                    {
+                        "small": JudgeAnswer(label=max(cc_s[i], key=cc_s[i].__getitem__), probs=cc_s[i]),
+                        "large": JudgeAnswer(label=max(cc_l[i], key=cc_l[i].__getitem__), probs=cc_l[i]),
+                    },
+                    labels,
+                    "label",
+                )
+                for i in ids
+            ]
+            (p_s, c_s, s_s), (_, _, s_l) = per["0.5b"]["cc"], per["1.5b"]["cc"]
+            sum_s = [x + y for x, y in zip(s_s, s_l)]
+            rows.append(
+                ("0.5b + 1.5b", "both, soft vote", ([b["label"] for b in both], [b["confidence"] for b in both], sum_s))
+            )
             for t in (float(x) for x in a.thresholds.split(",")):
                 up = [c < t for c in c_s]
                 rows.append(
@@ -123,8 +146,8 @@ def main() -> None:
                         "0.5b -> 1.5b",
                         f"cascade@{t:g} ({sum(up) / len(up):.0%} sent on)",
                         (
-                            [pl if u else ps for u, ps, pl in zip(up, p_s, p_l)],
-                            [cl if u else cs for u, cs, cl in zip(up, c_s, c_l)],
+                            [b["label"] if u else ps for u, ps, b in zip(up, p_s, both)],
+                            [b["confidence"] if u else cs for u, cs, b in zip(up, c_s, both)],
                             [ss + (sl if u else 0.0) for u, ss, sl in zip(up, s_s, s_l)],
                         ),
                     )
