@@ -442,7 +442,7 @@ def main() -> None:
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--base-url", help="an embedded server already running, e.g. http://127.0.0.1:8000/v1")
     ap.add_argument("--model", default=DEFAULT_MODEL, help="the embedded model's alias (llmlabel/local/models.py)")
-    ap.add_argument("--dc-inputs", type=int, default=DC_INPUTS, help="domain-context inputs asked (0: none)")
+    ap.add_argument("--dc-inputs", type=int, default=5, help="domain-context inputs asked (0: none)")
     ap.add_argument("--cached-only", action="store_true", help="score cached answers only; ask nothing")
     args = ap.parse_args()
     global CACHED_ONLY, DC_INPUTS

@@ -101,6 +101,18 @@ def test_ensemble_starts_and_stops_its_own(fake: Path) -> None:
     assert all(_gone(p) for p in pids)
 
 
+def test_local_threads_env(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMLABEL_LOCAL_THREADS", "1")
+    ens = local.LocalEnsemble(fake)
+    with ens:
+        cfgs = [json.loads(Path(s.config).read_text()) for s in ens.state.servers]  # type: ignore[union-attr]
+    assert [(m["n_threads"], m["n_threads_batch"]) for c in cfgs for m in c["models"]] == [(1, 1), (1, 1)]
+    monkeypatch.setenv("LLMLABEL_LOCAL_THREADS", "two")
+    with pytest.raises(LocalError) as e:
+        local.LocalEnsemble(fake).start()
+    assert str(e.value) == "LLMLABEL_LOCAL_THREADS must be a whole number of threads >= 1, not 'two'"
+
+
 def test_stale_pid_state(fake: Path) -> None:
     fake.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
