@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from embedded_quality import TASKS, normalize, score  # noqa: E402
+from embedded_quality import TASKS, batch_calibrate, normalize, score  # noqa: E402
 
 from llmlabel.ensemble.calibration import average_content_free, contextual_calibrate  # noqa: E402
 from llmlabel.ensemble.combine import combine_row  # noqa: E402
@@ -69,6 +69,8 @@ def model_levers(got: dict[str, Any], ids: list[str], labels: list[str]) -> dict
         "decoded": (dec, [raw[i].get(lab, 0.0) for i, lab in zip(ids, dec)], secs),
         "cc": ([max(cc[i], key=cc[i].__getitem__) for i in ids], [max(cc[i].values()) for i in ids], secs),
     }
+    bc = dict(zip(ids, batch_calibrate([cc[i] for i in ids], labels)))  # cc, then Batch Calibration
+    res["cc+bc"] = ([max(bc[i], key=bc[i].__getitem__) for i in ids], [max(bc[i].values()) for i in ids], secs)
     rev = got.get("reversed", {})
     rev_ids = {r["id"]: r for r in rev.get("rows", [])}
     if rev_ids and all(i in rev_ids for i in ids):
