@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -89,16 +91,21 @@ def main() -> None:
     ap.add_argument("--tasks", default="sst2,sms,clinc_domain,wos,trec,clinc_intent")
     ap.add_argument("--thresholds", default="0.6,0.8", help="cascade thresholds on the 0.5B's calibrated confidence")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embedded_models.md"))
-    ap.add_argument("--note", default="", help="the machine and its load during the measurement, for the header")
+    ap.add_argument("--load", default="", help="the load average while the answers were asked (default: now)")
+    ap.add_argument("--note", default="", help="how the answers were asked (threads, load), for the header")
     a = ap.parse_args()
+    load = a.load or f"{os.getloadavg()[0]:.1f}"
     lines = [
         "## The embedded 0.5B default against the 1.5B, permutation debiasing and a 0.5B -> 1.5B cascade",
         "",
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Scored from the answers of "
-        "`benchmarks/embedded_quality.py` (Qwen2.5-Coder-0.5B-Instruct and -1.5B-Instruct, Q4_K_M, each behind "
-        f"llmlabel's llama.cpp server config); same seeded rows for every lever of a task. {a.note}",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores ({platform.machine()}) "
+        f"shared with other jobs (load {load}). Command: `python benchmarks/embedded_models.py "
+        + " ".join(sys.argv[1:])
+        + "`",
         "",
-        "Command: `python benchmarks/embedded_models.py " + " ".join(sys.argv[1:]) + "`",
+        "Scored from the answers of `benchmarks/embedded_quality.py` (Qwen2.5-Coder-0.5B-Instruct and "
+        "-1.5B-Instruct, Q4_K_M, each behind llmlabel's llama.cpp server config); the same seeded rows for every "
+        f"lever of a task. {a.note}",
         "",
         "| kind | task | model | lever | n | accuracy | 95% interval | macro-F1 | ECE | s/row | most frequent answer |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
