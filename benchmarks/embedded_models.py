@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -100,7 +101,7 @@ def main() -> None:
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores ({platform.machine()}) "
         f"shared with other jobs (load {load}). Command: `python benchmarks/embedded_models.py "
-        + " ".join(sys.argv[1:])
+        + shlex.join(sys.argv[1:])
         + "`",
         "",
         "Scored from the answers of `benchmarks/embedded_quality.py` (Qwen2.5-Coder-0.5B-Instruct and "
