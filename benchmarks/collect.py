@@ -209,6 +209,15 @@ def _lever(r: Result, task: str, base: str, lever: str) -> str:
     return f"{acc(b['accuracy'], int(b['rows']))} -> {acc(v['accuracy'], int(v['rows']))}"
 
 
+def _model_lever(r: Result, task: str, model: str, lever: str) -> str:
+    """embedded_models: one (task, model, lever) row's accuracy with its interval and n."""
+    t = r.table(column="lever")
+    row = next(
+        dict(zip(t.columns, x)) for x in t.rows if (clean(x[1]), clean(x[2]), clean(x[3])) == (task, model, lever)
+    )
+    return acc(row["accuracy"], int(row["n"]))
+
+
 def _audit(r: Result) -> str:
     p = r.table(column="flagged").row("pooled")
     return f"{p['flagged']} flags, estimated precision {p['est. precision']}, true {p['true precision']}, recall {p['recall']}"
@@ -393,6 +402,19 @@ HEADLINES: list[Area] = [
                 ),
             ),
             Headline("ECE without / with 30 gold rows (SST-2, SMS, TREC; 100-120 rows each)", "confidence_real", _ece),
+            Headline(
+                "Per task kind, 60 rows each: the 0.5B default (calibrated) vs the optional 1.5B, and the "
+                "1.5B with Batch Calibration (not in the pipeline): CLINC domains; TREC; SST-2",
+                "embedded_models",
+                lambda r: "; ".join(
+                    "{} / {} / {}".format(
+                        _model_lever(r, t, "0.5b", "cc"),
+                        _model_lever(r, t, "1.5b", "cc"),
+                        _model_lever(r, t, "1.5b", "cc+bc"),
+                    )
+                    for t in ("clinc_domain", "trec", "sst2")
+                ),
+            ),
         ],
         [
             (
