@@ -18,6 +18,8 @@ from fakeserver import FakeLLM
 from llmlabel.distill.labelsets import MultiLabelDistiller, TaxonomyDistiller
 from llmlabel.distill.training import load_model, train_from_labeled
 
+pytestmark = pytest.mark.slow  # each test takes over a second (conftest.py's rule)
+
 LABELS = ["joy", "anger", "fear", "sadness"]
 WORDS = {lab: [f"{lab[:3]}{k}" for k in range(6)] for lab in LABELS}
 TREE = {"animals": {"mammals": ["dog", "cat"], "birds": ["eagle", "owl"]}, "vehicles": ["car", "bike"]}

@@ -137,6 +137,7 @@ def _opts() -> RunOptions:
     return RunOptions(progress=False)
 
 
+@pytest.mark.slow
 def test_local_batch_and_shards_give_the_same_labels(case):
     kind, inp, config, servers = case
     out = inp.parent

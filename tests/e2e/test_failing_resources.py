@@ -40,6 +40,7 @@ def small_cache_disk(monkeypatch):
     monkeypatch.setattr(cache, "_connect", connect)
 
 
+@pytest.mark.slow
 def test_cache_disk_full_keeps_the_paid_answers_in_the_rows(tmp_path, fake, capsys, monkeypatch, small_cache_disk):
     n = 400
     inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"

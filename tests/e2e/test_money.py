@@ -27,6 +27,7 @@ def _start_when_busy(args, fake, requests):
     return p
 
 
+@pytest.mark.slow
 def test_max_cost_is_a_hard_limit_at_high_concurrency(tmp_path):
     # Each request costs ~$0.03 at these prices; 32 in flight at once used to overshoot the cap by ~$1.
     fake = FakeLLM(latency=0.05).start()

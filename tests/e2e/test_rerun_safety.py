@@ -135,6 +135,7 @@ def test_invalid_answers_are_not_paid_again_unless_asked(tmp_path, capsys):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_second_writer_on_one_output_is_refused(tmp_path, capsys):
     import subprocess
     import sys

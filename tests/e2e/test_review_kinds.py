@@ -14,6 +14,8 @@ import yaml
 from conftest import label_main, one_line_error, read_jsonl, run_main
 from fakeserver import FakeLLM
 
+pytestmark = pytest.mark.slow  # each test takes over a second (conftest.py's rule)
+
 LABELS = ["joy", "anger", "fear", "sadness", "surprise"]
 TREE = {
     "animals": {"mammals": ["dog", "cat"], "birds": ["eagle", "sparrow", "owl"]},

@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient as _TestClient  # noqa: E402
 from llmlabel.config import Config  # noqa: E402
 from llmlabel.service.app import create_app  # noqa: E402
 
+pytestmark = pytest.mark.slow  # each test takes over a second (conftest.py's rule)
+
 TestClient = functools.partial(_TestClient, base_url="http://127.0.0.1:8000")
 LABELS = ["joy", "anger", "fear"]
 TREE = {"animals": {"mammals": ["dog", "cat"], "birds": ["owl"]}, "vehicles": ["car", "bike"]}

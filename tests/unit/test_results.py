@@ -15,6 +15,7 @@ from llmlabel.ensemble.combine import refit
 from llmlabel.ensemble.votes import VoteMatrix
 from llmlabel.io.output import line
 from llmlabel.io.records import from_record, report_record, to_record
+from llmlabel.llm.cache import open_cache
 from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.results import AggregationReport, JudgeAnswer, JudgeFit, OneLabel, RowResult
@@ -27,7 +28,7 @@ def _job(tmp_path: Any, **task: Any) -> Job:
     judges = [{"name": n, "model": n, "base_url": "http://127.0.0.1:9/v1"} for n in ("a", "b", "c")]
     given = task if "taxonomy" in task else {"labels": LABELS, **task}
     cfg = parse_config({"task": {"name": "t", **given}, "judges": judges, "cache_dir": str(tmp_path / "cache")})
-    return Job(cfg, cfg.judges, RunOptions())
+    return Job(cfg, cfg.judges, RunOptions(), open_cache(cfg.cache_dir))
 
 
 def _round_trip(rec: dict[str, Any], kind: str | None = None) -> RowResult:
