@@ -19,7 +19,7 @@ import numpy as np
 
 from llmlabel.auditing.exports import export_csv, export_labelstudio
 from llmlabel.auditing.multilabel import given_sets, score_set_answers, set_gold_metrics, set_summary_lines
-from llmlabel.auditing.signals import Signals, auroc, choose_flags, flags_for, ranks, score_signals
+from llmlabel.auditing.signals import Signals, auroc, choose_flags, flags_for, ranks, score_signals, signal_columns
 from llmlabel.config import Config
 from llmlabel.ensemble.votes import VoteMatrix
 from llmlabel.errors import InputError
@@ -269,17 +269,9 @@ def gold_metrics(records: list[dict[str, Any]], gold: dict[str, str]) -> dict[st
             "recall": round(float(tp / wrong.sum()), 4) if wrong.any() else None,
         }
 
-    sigs = {
-        "combined": ("score", "flagged"),
-        "judges": ("judge_score", "judge_flagged"),
-        "cleanlab": ("cleanlab_score", "cleanlab_issue"),
-    }
-    for name, (sk, fk) in sigs.items():
-        if rows[0].get(sk) is None:
-            continue
-        s = np.array([r[sk] for r in rows], dtype=float)
+    for name, s, f in signal_columns(rows):
         a = auroc(-s, wrong)  # nan when the gold rows hold no label error, or nothing else: None, said so
-        out[name] = {"auroc": None if a != a else round(a, 4), **pr(np.array([bool(r[fk]) for r in rows]))}
+        out[name] = {"auroc": None if a != a else round(a, 4), **pr(f)}
     out["corrected_ok"] = int(
         sum(1 for r, w in zip(rows, wrong) if r["flagged"] and w and r["suggested_label"] == gold[r["id"]])
     )

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmlabel.auditing.signals import PROB_FLOOR, auroc, flags_for, out_of_fold, ranks, temper
+from llmlabel.auditing.signals import PROB_FLOOR, auroc, flags_for, out_of_fold, ranks, signal_columns, temper
 from llmlabel.errors import InputError
 
 if TYPE_CHECKING:
@@ -376,17 +376,8 @@ def set_gold_metrics(records: list[dict[str, Any]], gold: dict[str, str], labels
             labs = r.get("cleanlab_suspects") or []
         return {(r["id"], lab) for lab in labs}
 
-    sigs = {
-        "combined": ("score", "flagged"),
-        "judges": ("judge_score", "judge_flagged"),
-        "cleanlab": ("cleanlab_score", "cleanlab_issue"),
-    }
-    for name, (sk, fk) in sigs.items():
-        if rows[0].get(sk) is None:
-            continue
-        s = np.array([r[sk] for r in rows], dtype=float)
+    for name, s, f in signal_columns(rows):
         a = auroc(-s, wrong)
-        f = np.array([bool(r[fk]) for r in rows])
         flagged_pairs = set().union(*(pairs_of(r, name) for r in rows))
         out[name] = {
             "auroc": None if a != a else round(a, 4),

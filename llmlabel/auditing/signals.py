@@ -25,7 +25,7 @@ wrong than right.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,3 +271,19 @@ def auroc(score_of_positive: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     r = rankdata(score_of_positive)
     return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+# Each signal's score and flag fields in an audit record (the summary's gold section reads them).
+SIGNAL_FIELDS = {
+    "combined": ("score", "flagged"),
+    "judges": ("judge_score", "judge_flagged"),
+    "cleanlab": ("cleanlab_score", "cleanlab_issue"),
+}
+
+
+def signal_columns(rows: list[dict[str, Any]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(signal, scores, flags) of each signal the audit records carry."""
+    for name, (sk, fk) in SIGNAL_FIELDS.items():
+        if rows[0].get(sk) is None:
+            continue
+        yield name, np.array([r[sk] for r in rows], dtype=float), np.array([bool(r[fk]) for r in rows])
