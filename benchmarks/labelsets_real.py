@@ -5,16 +5,19 @@ taxonomy_bench.py (which use simulated judges).
 
 1. GoEmotions test, multi-label (28 emotions): micro-F1, macro-F1 (llmlabel.evaluation.multilabel), mean set size.
 2. CLINC150 test (151 labels): every label listed vs `shortlist: 10` (9 nearest + `oos` pinned, the train split
-   as demonstrations): accuracy, prompt tokens a row (shortlist_bench's counter), and the shortlister's recall@k.
-3. CLINC150 as a taxonomy (10 domains + oos -> 150 intents): accuracy per level, and level-2 precision with the
-   default back-off (taxonomy_threshold 0.5) vs none (0). The threshold-0 run asks every row both levels; the
-   0.5 run reads the same cache (the threshold decides from the answers, it does not change the prompts).
+   as demonstrations): accuracy, prompt tokens a row (the server's counts, from the run's ledger), and the
+   shortlister's recall@k (shortlist_bench.recall).
+3. CLINC150 as a taxonomy (10 domains + oos -> 150 intents), node names only and with the domains described,
+   and Web of Science (7 domains -> 132 areas): accuracy per level, and level-2 precision with the default
+   back-off (taxonomy_threshold 0.5) vs none (0). The threshold-0 run asks every row both levels; the 0.5 run
+   reads the same cache (the threshold decides from the answers, it does not change the prompts).
 
 Each part is one `llmlabel label` process (common.label: no key, so the embedded model). Outputs and caches
 stay in --work, so a rerun only scores. `--parts` picks parts (to label them in parallel processes);
 `--score` writes the results file from whatever is labeled.
 
     LLMLABEL_LOCAL_THREADS=1 nice python benchmarks/labelsets_real.py --work /tmp/labelsets-real --parts clinc_all
+    LLMLABEL_LOCAL_THREADS=1 nice python benchmarks/labelsets_real.py --work /tmp/labelsets-real --parts tax,goemo
     LLMLABEL_LOCAL_THREADS=1 nice python benchmarks/labelsets_real.py --work /tmp/labelsets-real --score
 """
 
@@ -33,6 +36,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import DATA, ROOT, loadavg  # noqa: E402
+from embedded_quality import CLINC_DOMAINS  # noqa: E402
 
 CLINC_TASK = {
     "name": "clinc150",
@@ -56,8 +60,11 @@ WOS_TAX = {
     "taxonomy": str(DATA / "wos1k_taxonomy.json"),
     "labels": json.loads((DATA / "wos1k_l1_descriptions.json").read_text()),
 }
-ROWS = {"goemo": 40, "clinc_all": 30, "clinc_sl": 30, "tax": 30, "wos": 15}
-PARTS = ("clinc_all", "tax", "clinc_sl", "goemo", "wos")
+# the same tree with the domains described (embedded_quality.py's descriptions): names like `meta` or `utility`
+# say little to a 0.5B model
+CLINC_TAX_DESC = {**CLINC_TAX, "labels": {**CLINC_DOMAINS, "oos": "out of scope: none of the other domains"}}
+ROWS = {"goemo": 40, "clinc_all": 30, "clinc_sl": 30, "tax": 30, "taxd": 30, "wos": 15}
+PARTS = ("clinc_all", "tax", "clinc_sl", "goemo", "taxd", "wos")
 
 
 def sample(fname: str, n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -66,10 +73,11 @@ def sample(fname: str, n: int, seed: int = 0) -> list[dict[str, str]]:
 
 def setups(rows: dict[str, int]) -> dict[str, list[tuple[str, dict, list[dict[str, str]]]]]:
     """part -> [(run name, task, rows)]; the CLINC parts share one sample of ids (the hier file has the same)."""
-    clinc = sample("clinc150_test.csv", max(rows["clinc_all"], rows["clinc_sl"], rows["tax"]))
+    clinc = sample("clinc150_test.csv", max(rows[k] for k in ("clinc_all", "clinc_sl", "tax", "taxd")))
     by_id = {r["id"]: r for r in common.read_csv(DATA / "clinc150_hier_test.csv")}
     sl = {"shortlist": 10, "shortlist_pinned": ["oos"], "examples_file": str(DATA / "clinc150_train.csv")}
     tax_rows = [by_id[r["id"]] for r in clinc[: rows["tax"]]]
+    taxd_rows = [by_id[r["id"]] for r in clinc[: rows["taxd"]]]
     wos_rows = sample("wos1k_test.csv", rows["wos"])
     return {
         "goemo": [("goemo", GOEMO_TASK, sample("goemotions_test.csv", rows["goemo"]))],
@@ -79,6 +87,10 @@ def setups(rows: dict[str, int]) -> dict[str, list[tuple[str, dict, list[dict[st
         "tax": [
             ("tax_t0", {**CLINC_TAX, "taxonomy_threshold": 0.0}, tax_rows),
             ("tax_t05", {**CLINC_TAX, "taxonomy_threshold": 0.5}, tax_rows),
+        ],
+        "taxd": [
+            ("taxd_t0", {**CLINC_TAX_DESC, "taxonomy_threshold": 0.0}, taxd_rows),
+            ("taxd_t05", {**CLINC_TAX_DESC, "taxonomy_threshold": 0.5}, taxd_rows),
         ],
         "wos": [
             ("wos_t0", {**WOS_TAX, "taxonomy_threshold": 0.0}, wos_rows),
@@ -311,6 +323,14 @@ def score(work: Path, plan: dict, out: Path | None) -> None:
         ),
         *score_tax(
             work,
+            plan["taxd"][0][2],
+            "taxd",
+            "CLINC150 as a taxonomy, the domains described",
+            "the same tree, with `task.labels` describing the 10 domains and `oos` (embedded_quality.py's "
+            "descriptions); the intents by name",
+        ),
+        *score_tax(
+            work,
             plan["wos"][0][2],
             "wos",
             "Web of Science (WOS-1k) as a taxonomy (7 domains -> 132 areas)",
@@ -320,14 +340,15 @@ def score(work: Path, plan: dict, out: Path | None) -> None:
     ]
     loads = [
         timing(work, n)
-        for n in ("goemo", "clinc_all", "clinc_sl", "tax_t0", "wos_t0")
+        for n in ("goemo", "clinc_all", "clinc_sl", "tax_t0", "taxd_t0", "wos_t0")
         if (work / f"{n}.timing.json").exists()
     ]
     notes = [
         "labels: the no-key default, Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) behind llmlabel's llama.cpp server, "
         "one judge, `LLMLABEL_LOCAL_THREADS=1`, under `nice`",
-        "labeled by two `--parts` processes at once (clinc_all; tax,clinc_sl,goemo), each its own server, "
-        "beside other engineers' jobs (the CI suite among them), then scored with `--score` from the outputs",
+        "labeled by `--parts` processes, two or three at once (clinc_all; tax,clinc_sl,goemo; taxd; then wos), "
+        "each with its own server, beside other engineers' jobs (the CI suite among them); then scored with "
+        "`--score` from the outputs. s/row: a part's wall time over its rows, server start included",
         "load average (1 min) while labeling: "
         + ", ".join(f"{t['load_start']:.1f}-{t['load_end']:.1f}" for t in loads),
         "rows: seeded samples (seed 0) of the test splits; n in each table",
