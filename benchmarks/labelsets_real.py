@@ -279,7 +279,7 @@ def score_tax(work: Path, rows: list[dict[str, str]], part: str, title: str, wha
                 f"{len(deep)} ({len(deep) / len(ids):.0%})",
                 acc_cell(l2, len(deep)),
                 acc_cell(l2, len(ids)),
-                f"{answered} requests, {toks / len(ids):.0f} prompt tokens a row" if answered else "0 (the cache)",
+                f"{answered} requests, {toks / len(ids):,.0f} prompt tokens a row" if answered else "0 (the cache)",
                 speed(work, name),
             ]
         )
@@ -296,8 +296,8 @@ def score_tax(work: Path, rows: list[dict[str, str]], part: str, title: str, wha
                 "taxonomy_threshold",
                 "n",
                 "level-1 (domain) accuracy",
-                "rows given an intent",
-                "level-2 precision (of the rows given an intent)",
+                "rows given a level-2 node",
+                "level-2 precision (of those rows)",
                 "level-2 accuracy (of all rows)",
                 "requests",
                 "speed",
@@ -338,11 +338,8 @@ def score(work: Path, plan: dict, out: Path | None) -> None:
             "areas by name; abstracts ~1,400 characters",
         ),
     ]
-    loads = [
-        timing(work, n)
-        for n in ("goemo", "clinc_all", "clinc_sl", "tax_t0", "taxd_t0", "wos_t0")
-        if (work / f"{n}.timing.json").exists()
-    ]
+    names = ("goemo", "clinc_all", "clinc_sl", "tax_t0", "taxd_t0", "wos_t0")
+    loads = {n: timing(work, n) for n in names if (work / f"{n}.timing.json").exists()}
     notes = [
         "labels: the no-key default, Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) behind llmlabel's llama.cpp server, "
         "one judge, `LLMLABEL_LOCAL_THREADS=1`, under `nice`",
@@ -350,7 +347,7 @@ def score(work: Path, plan: dict, out: Path | None) -> None:
         "each with its own server, beside other engineers' jobs (the CI suite among them); then scored with "
         "`--score` from the outputs. s/row: a part's wall time over its rows, server start included",
         "load average (1 min) while labeling: "
-        + ", ".join(f"{t['load_start']:.1f}-{t['load_end']:.1f}" for t in loads),
+        + ", ".join(f"{n} {t['load_start']:.1f} -> {t['load_end']:.1f}" for n, t in loads.items()),
         "rows: seeded samples (seed 0) of the test splits; n in each table",
     ]
     text = common.header("Label sets with the embedded real model", f"{loadavg():.2f}", started, notes)
