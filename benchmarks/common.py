@@ -297,7 +297,12 @@ def byte_compile() -> None:
 
 
 def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMLABEL_"))}
+    # LLMLABEL_LOCAL_THREADS is a machine setting (the embedded model's threads), not a key or an option
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "LLMLABEL_")) or k == "LLMLABEL_LOCAL_THREADS"
+    }
     return env
 
 
