@@ -403,6 +403,18 @@ HEADLINES: list[Area] = [
             ),
             Headline("ECE without / with 30 gold rows (SST-2, SMS, TREC; 100-120 rows each)", "confidence_real", _ece),
             Headline(
+                "Label sets with the embedded 0.5B: GoEmotions micro-F1 (40 rows); CLINC150 shortlist of 10 vs all "
+                "151 labels, accuracy and prompt tokens a row (30 rows)",
+                "labelsets_real",
+                lambda r: "{}; {} at {} tokens vs {} at {}".format(
+                    r.cell("40", "micro-F1"),
+                    r.cell("shortlist 10", "accuracy (95% interval)").split(" ")[0],
+                    r.cell("shortlist 10", "prompt tokens a row").split(" ")[0],
+                    r.cell("all 151", "accuracy (95% interval)").split(" ")[0],
+                    r.cell("all 151", "prompt tokens a row").split(" ")[0],
+                ),
+            ),
+            Headline(
                 "Per task kind, 60 rows each: the 0.5B default (calibrated) vs the optional 1.5B, and the "
                 "1.5B with Batch Calibration (not in the pipeline): CLINC domains; TREC; SST-2",
                 "embedded_models",
