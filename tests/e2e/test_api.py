@@ -222,6 +222,7 @@ def test_calibration_is_measured_once_per_labeler(tmp_path, fake):
         assert labeler._jobs["label"].p_cf["a"] == p_cf
 
 
+@pytest.mark.slow
 def test_a_cascade_probe_spans_a_labelers_calls(tmp_path, fake):
     # Two judges that agree end each row after the probe, so the third is asked on the probe's rows only,
     # even when no single call holds that many rows (a probe per call would ask it on every row).

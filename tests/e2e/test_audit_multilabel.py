@@ -148,6 +148,7 @@ def test_multilabel_audit_finds_missing_and_extra_labels(setup, capsys):
     assert "missing labels" in page and "false adds" in page
 
 
+@pytest.mark.slow
 def test_multilabel_audit_in_python_reads_lists(setup):
     """`llmlabel.audit()` on a DataFrame whose given sets are lists: the same flags, set columns added."""
     import pandas as pd

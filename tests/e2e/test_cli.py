@@ -161,6 +161,7 @@ def test_partly_cached_rerun_asks_only_what_is_missing(tmp_path, fake):
     assert ledger["a"]["cache_hits"] == 250 and ledger["b"]["cache_hits"] == 200
 
 
+@pytest.mark.slow
 def test_warm_rerun_is_answered_by_the_bulk_cache_pass(tmp_path, fake, monkeypatch):
     from llmlabel.config import load_config
     from llmlabel.llm.judge import JudgeClient

@@ -148,6 +148,7 @@ def test_eval_errors(tmp_path, capsys, case, message):
     assert err.startswith("llmlabel: error:") and message in err and "\n" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_cascade_stops_trusting_stuck_judges_after_its_probe(tmp_path, capsys):
     """Two cheap judges that say "positive" to everything agree on every row, so a plain cascade would end
     every row on them and never ask the good judge. Its first rows (the probe) ask every judge; after them

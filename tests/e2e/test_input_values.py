@@ -184,6 +184,7 @@ def _three_judges(n_rows):
     return servers, judges
 
 
+@pytest.mark.slow
 def test_parquet_shards_merge_with_structures_and_dawid_skene(tmp_path, capsys):
     servers, judges = _three_judges(N)
     try:
@@ -215,6 +216,7 @@ def test_parquet_shards_merge_with_structures_and_dawid_skene(tmp_path, capsys):
             s.stop()
 
 
+@pytest.mark.slow
 def test_a_reordered_shard_is_refused(tmp_path, capsys):
     servers, judges = _three_judges(20)
     try:

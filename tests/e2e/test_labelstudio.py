@@ -122,6 +122,7 @@ def test_predict_uses_the_projects_choices(make, fake):
         assert res[0]["result"][0]["from_name"] == "sentiment"
 
 
+@pytest.mark.slow
 def test_predict_300_tasks_each_failing_alone(make, fake):
     fake.answers = {"bad one": "not-a-label"}  # that task's judge answers out of the label set, every time
     tasks = [{"id": i, "data": {"text": f"text {i}"}} for i in range(300)]

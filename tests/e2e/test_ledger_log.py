@@ -22,6 +22,7 @@ from llmlabel.io.paths import ledger_log_path, ledger_path
 pytestmark = pytest.mark.usefixtures("quiet_fake_server")
 
 
+@pytest.mark.slow
 def test_a_failed_final_write_keeps_the_runs_spend(tmp_path, fake, capsys, monkeypatch):
     """A full disk at the final write: the run's summary is never written, its log says what it paid; the next
     run's ledger lists it as interrupted, and the total is what the server was paid."""

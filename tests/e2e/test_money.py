@@ -47,6 +47,7 @@ def test_max_cost_is_a_hard_limit_at_high_concurrency(tmp_path):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_identical_texts_in_flight_cost_one_request(tmp_path):
     fake = FakeLLM(latency=0.3).start()
     try:
@@ -161,6 +162,7 @@ def test_endpoint_going_down_stops_the_run_with_one_line(tmp_path):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_a_second_signal_stops_at_once(tmp_path):
     fake = FakeLLM().start()
     held = fake.hold(1)  # no request is answered until the end of the test

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 from conftest import label_main, read_jsonl, write_config
 from fakeserver import FakeLLM
 
@@ -23,6 +24,7 @@ def _corpus(path, n):
     return rows
 
 
+@pytest.mark.slow
 def test_a_single_stuck_judge_is_named(tmp_path, capsys):
     rows = _corpus(tmp_path / "in.csv", 40)
     labels = list(TOPICS)

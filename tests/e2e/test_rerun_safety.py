@@ -260,6 +260,7 @@ def test_disk_full_on_the_output(tmp_path, fake, capsys, monkeypatch):
     assert rc == 0 and len(read_jsonl(out)) == 10 and fake.requests == paid, err
 
 
+@pytest.mark.slow
 def test_kept_errors_survive_an_interrupted_rerun(tmp_path, capsys):
     from fakeserver import FakeLLM
 

@@ -45,6 +45,7 @@ def _judge(url: str, **extra: Any) -> dict[str, Any]:
     return {"name": "a", "model": "m", "base_url": url, "temperature": 0.7, "seed": 1, **extra}
 
 
+@pytest.mark.slow
 def test_k_requests_a_row_then_a_rerun_is_free(tmp_path, fake, capsys, quiet_fake_server):
     write_corpus(tmp_path / "in.csv", 10)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url, judges=[_judge(fake.base_url, samples=3)])

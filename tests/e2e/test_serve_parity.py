@@ -57,6 +57,7 @@ def _cli_and_served(tmp_path, cfg, texts: list[str]) -> tuple[list[dict], list[d
     return cli, r.json()["items"]
 
 
+@pytest.mark.slow
 def test_sync_label_rows_equal_the_cli_rows(tmp_path, fake):
     cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=judges(fake.base_url)))
     texts = [f"item {i}: {'great' if i % 3 else 'awful'} value" for i in range(8)] + ["   "]
@@ -66,6 +67,7 @@ def test_sync_label_rows_equal_the_cli_rows(tmp_path, fake):
         assert {k: item[k] for k in OUTCOME} == {k: row[k] for k in OUTCOME}
 
 
+@pytest.mark.slow
 def test_sync_label_aggregates_over_the_request_as_a_file_run_does(tmp_path):
     """Dawid-Skene over a request's items (and a judge that answers one label to everything left out), as over a
     file's rows: per-item votes would give other probabilities and keep the stuck judge's vote."""
@@ -87,6 +89,7 @@ def test_sync_label_aggregates_over_the_request_as_a_file_run_does(tmp_path):
             s.stop()
 
 
+@pytest.mark.slow
 def test_audit_job_scores_and_flags_equal_the_cli_audit(tmp_path, fake):
     # Judge b disagrees with judge a on every fifth text; a third of the given labels are wrong: Dawid-Skene
     # and the classifier both have something to weigh.

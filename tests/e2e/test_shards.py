@@ -56,6 +56,7 @@ def test_shard_hash_is_stable_and_partitions():
     assert Shard.parse(" 1 / 3 ") == Shard(1, 3) and str(Shard(1, 3)) == "1/3"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ext", ["jsonl", "csv"])
 def test_two_shards_merged_equal_one_run(tmp_path, noisy, capsys, ext):
     judges, servers = noisy
@@ -98,6 +99,7 @@ def test_two_shards_merged_equal_one_run(tmp_path, noisy, capsys, ext):
     assert len(ledger["runs"]) == 2 and not (tmp_path / f"merged.{ext}.part").exists()
 
 
+@pytest.mark.slow
 def test_wrong_shards_are_refused(tmp_path, noisy, capsys):
     judges, _ = noisy
     inp = tmp_path / "in.csv"

@@ -48,6 +48,7 @@ def _cfg(tmp_path, server, **task_extra):
     return tmp_path / "in.csv", tmp_path / "c.yaml"
 
 
+@pytest.mark.slow
 def test_shortlist_asks_few_labels_and_moves_on_when_none_fits(tmp_path, capsys, server):
     inp, cfg = _cfg(tmp_path, server, shortlist=6, shortlist_rounds=8)
     out = tmp_path / "out.jsonl"
@@ -74,6 +75,7 @@ def test_shortlist_asks_few_labels_and_moves_on_when_none_fits(tmp_path, capsys,
     assert [r["label"] for r in read_jsonl(tmp_path / "again.jsonl")] == [got[rid]["label"] for rid, _, _ in _rows()]
 
 
+@pytest.mark.slow
 def test_shortlist_with_label_codes(tmp_path, capsys, server):
     """A logprob judge is asked one code among its list's (and "none of these"), its distribution over them."""
     inp, cfg = _cfg(tmp_path, server, shortlist=6)
@@ -89,6 +91,7 @@ def test_shortlist_with_label_codes(tmp_path, capsys, server):
     assert body["max_tokens"] == 1 and "G = none of these" in body["messages"][-1]["content"]
 
 
+@pytest.mark.slow
 def test_shortlist_rounds_run_out(tmp_path, capsys, server):
     """Every list shown said "none of these": the row has no label and says why (a rerun asks nothing new)."""
     inp, cfg = _cfg(tmp_path, server, shortlist=6, shortlist_rounds=1)
@@ -100,6 +103,7 @@ def test_shortlist_rounds_run_out(tmp_path, capsys, server):
     assert got["odd"]["label"] is None and "none of the shortlisted labels fits" in got["odd"]["error"]
 
 
+@pytest.mark.slow
 def test_pinned_labels_are_on_every_shortlist(tmp_path, capsys, server):
     """A catch-all label pinned to every list: the odd row finds it on its first list (one round), and each
     list shows five ranked labels, the pinned one and the escape."""
