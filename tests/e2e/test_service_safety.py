@@ -313,11 +313,11 @@ def test_metrics_fold_made_up_methods_and_paths(tmp_path, fake):
 
 
 def test_a_huge_text_is_refused_before_it_holds_the_loop(tmp_path, fake, monkeypatch):
-    import llmlabel.pipeline.job as job_module
+    import llmlabel.pipeline.requests as requests_module  # (where a text is cut to max_text_tokens)
 
     tokenized: list[int] = []  # the length of each text cut to a judge's max_text_tokens (seconds for megabytes)
-    cut = job_module.truncate
-    monkeypatch.setattr(job_module, "truncate", lambda text, n: (tokenized.append(len(text)), cut(text, n))[1])
+    cut = requests_module.truncate
+    monkeypatch.setattr(requests_module, "truncate", lambda text, n: (tokenized.append(len(text)), cut(text, n))[1])
     with TestClient(make_app(tmp_path, fake.base_url), base_url="http://127.0.0.1:8000") as c:
         huge = "word " * 1_800_000  # 9 MB: under the body limit, far over a judge's max_text_tokens
         for path, body in (
