@@ -128,7 +128,7 @@ def main() -> None:
         per = {m: model_levers(got, ids, labels) for m, got in models.items()}
         rows = [(m, lev, v) for m, levs in per.items() for lev, v in levs.items()]
         if len(per) == 2:
-            # What llmlabel's cascade does (pipeline.job._ask_cascade): the 0.5B's calibrated answer ends the
+            # What llmlabel's cascade does (pipeline.row_labeler._ask_cascade): the 0.5B's calibrated answer ends the
             # row when its confidence is >= t; else the 1.5B is asked too and the row is the soft vote of both
             # (ensemble.combine.combine_row). The probe rows (the first cascade.probe_rows) ask both.
             cc_s = dists(models["0.5b"]["default"], labels, True)

@@ -54,14 +54,15 @@ def prompt_tokens(cfg_path: Path, rows: list[dict]) -> float:
     from llmlabel.config import load_config
     from llmlabel.llm.cache import open_cache
     from llmlabel.llm.tokens import count_message_tokens
-    from llmlabel.pipeline.job import Job
     from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.row_labeler import RowLabeler
 
     cfg = load_config(cfg_path)
-    job = Job(cfg, cfg.judges[:1], RunOptions(), open_cache(cfg.cache_dir))
+    labeler = RowLabeler(cfg, cfg.judges[:1], RunOptions(), open_cache(cfg.cache_dir))
     j = cfg.judges[0]
     sizes = [
-        count_message_tokens(job.plan.messages(j, r["text"], None, job.plan.first_kind(r["text"]))[0]) for r in rows
+        count_message_tokens(labeler.plan.messages(j, r["text"], None, labeler.plan.first_kind(r["text"]))[0])
+        for r in rows
     ]
     return sum(sizes) / len(sizes)
 

@@ -2,7 +2,7 @@
 """The cost of checking every value's type (issue 25, items 6-7): warm reruns of the same job, this tree
 against a baseline tree (default /work/main), interleaved, in CPU seconds of the whole `llmlabel` process.
 
-A warm rerun relabels every row from the cache, so it is all row handling: reading, Job.start (column
+A warm rerun relabels every row from the cache, so it is all row handling: reading, RowLabeler.start (column
 names, blank-text check), serialising the part-file lines (io.values.dumps), the final write. Also a
 typed Parquet input (timestamps, decimals, lists, ...) to a Parquet output, which the baseline cannot do.
 

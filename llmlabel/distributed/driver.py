@@ -5,7 +5,7 @@ Ray Data reads the input (files, a folder, a glob or an object-store URI); a poo
 their rows stream back here, into the same part file a local run writes; then the same `finalize` aggregates
 over every row. So a Ray run and a local run of one file resume each other, and their outputs are identical.
 
-Job-wide limits: each judge's `concurrency` is split among the actors, its rate limits are one gate's (an
+RowLabeler-wide limits: each judge's `concurrency` is split among the actors, its rate limits are one gate's (an
 actor), a 429 rests every actor. A --max-cost / --max-requests budget is split evenly among the actors (each
 stops at its share: the job never spends more). Rows come back in input order (Ray Data's preserve_order), so
 the driver numbers them. An actor that dies is restarted by Ray Data and its batch redone: answers it was
@@ -38,10 +38,10 @@ from llmlabel.llm.cache import REMOTE
 from llmlabel.pipeline.executors import Executor, RowSource
 from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.inflight import first_held, in_flight
-from llmlabel.pipeline.job import Job, Sink
 from llmlabel.pipeline.lifecycle import Checked, Run, check_writes
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.progress import Reporter
+from llmlabel.pipeline.row_labeler import RowLabeler, Sink
 from llmlabel.redaction import one_line
 
 from .worker import NOT_RUN, POSITIONAL, SKIPPED, Gate, LabelWorker, add_note, unpack_error
@@ -201,15 +201,15 @@ def run_job_ray(
     src, fmt = sources(str(input_spec))
     checked = _check(cfg, src, input_spec, output_path, opts)
     with Run(cfg, checked, opts) as run, connected() as ray:
-        job = run.job
-        _check_in_flight(job, src, checked.output)
-        fp = fingerprint(job, src)
+        labeler = run.labeler
+        _check_in_flight(labeler, src, checked.output)
+        fp = fingerprint(labeler, src)
         if isinstance(src, list) and len(src) == 1:
             fp = run.typed(fp, src[0])  # a Parquet input's column types, for a Parquet output
         part = run.open_part(fp, str(input_spec))  # (the actors' reports logged in its ledger as they arrive)
-        source = RowSource(lambda: _local_rows(src, job.opts.limit), checked.total, len(part.done), (src, fmt))
+        source = RowSource(lambda: _local_rows(src, labeler.opts.limit), checked.total, len(part.done), (src, fmt))
         try:
-            stopped = asyncio.run(RayExecutor(ray, actors).execute(job, source, part))
+            stopped = asyncio.run(RayExecutor(ray, actors).execute(labeler, source, part))
         finally:
             part.close()
         return run.finish(part, stopped)
@@ -228,14 +228,14 @@ def _check(cfg: Config, src: list[Path] | str, spec: str | Path, output: str | P
     return Checked(Path(spec) if isinstance(src, list) else Path(str(spec)), output, total, gold)
 
 
-def _check_in_flight(job: Job, src: list[Path] | str, output_path: Path) -> None:
+def _check_in_flight(labeler: RowLabeler, src: list[Path] | str, output_path: Path) -> None:
     """Requests of this job bought in a Batch API batch not yet collected: the actors cannot leave their rows
     out (a local run does), so the run is refused before any paid call rather than paying twice."""
-    flight = in_flight(job.cfg.cache_dir, output_path)
+    flight = in_flight(labeler.cfg.cache_dir, output_path)
     if not flight:
         return
     if isinstance(src, list):
-        held = first_held(job, _local_rows(src, job.opts.limit), flight)
+        held = first_held(labeler, _local_rows(src, labeler.opts.limit), flight)
     else:  # an object store's files are not read here: any batch of this output's own counts
         held = next((h for h in flight.keys.values() if h.output == str(output_path.resolve())), None)
     if held is not None:
@@ -264,35 +264,35 @@ class RayExecutor(Executor):
     def __init__(self, ray: Any, actors: int) -> None:
         self.ray, self.actors = ray, actors
 
-    async def execute(self, job: Job, source: RowSource, sink: Sink) -> str | None:
+    async def execute(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
         assert isinstance(sink, PartFile)  # (the actors skip the ids it holds)
         # Content-free calibration once, here: the actors then find its answers in the cache.
-        await _calibrate(job)
-        progress = Reporter(job.opts, job.ledger, source.total, source.done_before)
-        stop = _Stop(job.opts.cancel)
+        await _calibrate(labeler)
+        progress = Reporter(labeler.opts, labeler.ledger, source.total, source.done_before)
+        stop = _Stop(labeler.opts.cancel)
         try:
             with stop.on_signals():
-                labeled = _labeled(self.ray, job, _read(self.ray, *source.spec), sink, self.actors)
-                _stream(job, labeled, sink, progress, stop)  # (blocking: this loop runs nothing else meanwhile)
+                labeled = _labeled(self.ray, labeler, _read(self.ray, *source.spec), sink, self.actors)
+                _stream(labeler, labeled, sink, progress, stop)  # (blocking: this loop runs nothing else meanwhile)
         except errors.LLMLabelError:
             raise
         except Exception as e:  # noqa: BLE001 - Ray's errors (a read that fails, a cluster lost) end in one line
-            job.fail(InputError(f"the Ray job failed: {_cause(e)}; fix the input or the cluster"))
+            labeler.fail(InputError(f"the Ray job failed: {_cause(e)}; fix the input or the cluster"))
         finally:
-            progress.close(finished=job.fatal is None and not stop.why)
+            progress.close(finished=labeler.fatal is None and not stop.why)
         return stop.why
 
 
-def _labeled(ray: Any, job: Job, ds: Any, part: PartFile, actors: int) -> Any:
+def _labeled(ray: Any, labeler: RowLabeler, ds: Any, part: PartFile, actors: int) -> Any:
     """The dataset of labeled rows: the input through a pool of LabelWorker actors and one Gate."""
-    if job.opts.limit is not None:
-        ds = ds.limit(job.opts.limit)
+    if labeler.opts.limit is not None:
+        ds = ds.limit(labeler.opts.limit)
     gate = (
         ray.remote(Gate)
         .options(num_cpus=0)
-        .remote({j.name: (j.requests_per_minute, j.tokens_per_minute) for j in job.judges})
+        .remote({j.name: (j.requests_per_minute, j.tokens_per_minute) for j in labeler.judges})
     )
-    cfg, judges, share = _for_actors(job.cfg, job.judges, job.opts, actors)
+    cfg, judges, share = _for_actors(labeler.cfg, labeler.judges, labeler.opts, actors)
     return ds.map_batches(
         LabelWorker,
         fn_constructor_kwargs={
@@ -301,7 +301,7 @@ def _labeled(ray: Any, job: Job, ds: Any, part: PartFile, actors: int) -> Any:
             "opts": share,
             "done": frozenset(part.done),
             "gate": gate,
-            "ledger_log": job.ledger.log_target,  # (a path on this machine: actors elsewhere report instead)
+            "ledger_log": labeler.ledger.log_target,  # (a path on this machine: actors elsewhere report instead)
         },
         batch_size=BATCH,
         batch_format="pyarrow",
@@ -323,13 +323,13 @@ def _cause(e: BaseException) -> str:
     return one_line(f"{type(e).__name__}: {text[-1] if text else ''}", 300)
 
 
-async def _calibrate(job: Job) -> None:
-    """The job's content-free calibration (Job.ensure_calibrated), its clients closed after: they belong to this
+async def _calibrate(labeler: RowLabeler) -> None:
+    """The job's content-free calibration (RowLabeler.ensure_calibrated), its clients closed after: they belong to this
     event loop, which ends before the actors run."""
     try:
-        await job.ensure_calibrated()
+        await labeler.ensure_calibrated()
     finally:
-        await job.aclose()
+        await labeler.aclose()
 
 
 class _Stop:
@@ -366,20 +366,20 @@ class _Stop:
                 signal.signal(sig, handler)
 
 
-def _stream(job: Job, labeled: Any, part: PartFile, progress: Reporter, stop: _Stop) -> None:
+def _stream(labeler: RowLabeler, labeled: Any, part: PartFile, progress: Reporter, stop: _Stop) -> None:
     gi, last = 0, time.monotonic()  # gi: the next row's position in the input
     for batch in labeled.iter_batches(batch_size=None, batch_format="pyarrow"):
         out = []
         for raw, state, note in zip(*(batch.column(c).to_pylist() for c in ("line", "state", "note"))):
             if note:
-                _noted(job, json.loads(note))
+                _noted(labeler, json.loads(note))
             if state == SKIPPED:
-                job.ledger.rows_skipped += 1
+                labeler.ledger.rows_skipped += 1
             elif state == POSITIONAL:
                 rec = json.loads(raw)
                 rec["_i"], rec["id"] = gi, str(gi)
                 if rec["id"] in part.done:
-                    job.ledger.rows_skipped += 1
+                    labeler.ledger.rows_skipped += 1
                 else:
                     out.append(line(rec))
             elif state != NOT_RUN:
@@ -390,21 +390,21 @@ def _stream(job: Job, labeled: Any, part: PartFile, progress: Reporter, stop: _S
         if progress.timed and time.monotonic() - last >= progress.every:
             progress.emit()
             last = time.monotonic()
-        if job.fatal is not None or stop.check():
+        if labeler.fatal is not None or stop.check():
             return
 
 
-def _noted(job: Job, note: dict[str, Any]) -> None:
-    job.count_truncated(add_note(job.ledger, note))
+def _noted(labeler: RowLabeler, note: dict[str, Any]) -> None:
+    labeler.count_truncated(add_note(labeler.ledger, note))
     packed = note.get("fatal")
-    if packed and job.fatal is None:
+    if packed and labeler.fatal is None:
         fatal = unpack_error(packed)  # the actor's error, its type and fields as raised there
         if isinstance(fatal, errors.BudgetExhausted):  # an actor's share: say what the user set
-            o = job.opts
+            o = labeler.opts
             msg = (
                 f"--max-cost ${o.max_cost:g} reached"
                 if o.max_cost is not None
                 else f"--max-requests {o.max_requests} reached"
             )
             fatal = errors.BudgetExhausted(msg + " (split evenly among the Ray actors: one actor spent its share)")
-        job.fail(fatal)
+        labeler.fail(fatal)

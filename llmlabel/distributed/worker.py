@@ -20,8 +20,8 @@ from llmlabel.llm.cache import open_cache
 from llmlabel.llm.ledger import COUNTERS, Ledger
 from llmlabel.llm.limits import Limits
 from llmlabel.pipeline.executors import LocalExecutor, RowSource
-from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.pipeline.row_labeler import RowLabeler
 
 # A row's state in a worker's answer (the `state` column), one output row per input row, in input order.
 WRITTEN, SKIPPED, POSITIONAL, NOT_RUN = 0, 1, 2, 3  # POSITIONAL: written, its id is its position (no id column)
@@ -95,7 +95,7 @@ class _Batch:
 
 
 class LabelWorker:
-    """A Ray Data actor: labels batches of rows with one Job (clients, cache and calibration reused across
+    """A Ray Data actor: labels batches of rows with one RowLabeler (clients, cache and calibration reused across
     batches). Answers one row per input row: its part-file line (its `_i` is its place in the batch; the
     driver renumbers it), its state, and on the first row a note with the ledger counts since the last note
     and, if the job must stop, why."""
@@ -110,22 +110,22 @@ class LabelWorker:
         ledger_log: tuple[str, str, str] | None = None,
     ) -> None:
         # The actor's own cache connection, for the actor's life (Ray ends the actor with the job).
-        self.job = Job(cfg, judges, opts, open_cache(cfg.cache_dir))
+        self.labeler = RowLabeler(cfg, judges, opts, open_cache(cfg.cache_dir))
         if ledger_log is not None:  # what this actor pays goes into the driver's run log as it happens
-            self.job.ledger.attach(ledger_log)
-        for c in self.job.clients.values():
+            self.labeler.ledger.attach(ledger_log)
+        for c in self.labeler.clients.values():
             c.limits = SharedLimits(c.judge, c, gate)
         self.done: frozenset[str] = done
         self.gate = gate
         self.id_column = cfg.task.id_column
-        self._reported: dict[str, dict[str, int]] = {n: dict.fromkeys(COUNTERS, 0) for n in self.job.clients}
+        self._reported: dict[str, dict[str, int]] = {n: dict.fromkeys(COUNTERS, 0) for n in self.labeler.clients}
         self._rows = [0, 0, 0]  # rows_done, rows_failed, truncated, as last reported
         self._watch: asyncio.Task[None] | None = None
 
     async def _watch_gate(self) -> None:
         while True:
             for name, seconds in (await self.gate.pauses.remote()).items():
-                limits = self.job.clients[name].limits
+                limits = self.labeler.clients[name].limits
                 if isinstance(limits, SharedLimits):
                     limits.rest(seconds)
             await asyncio.sleep(POLL)
@@ -145,12 +145,12 @@ class LabelWorker:
                 continue
             todo.append((k, row))
         sink = _Batch(len(rows))
-        job = self.job
-        if job.fatal is None and todo:
+        labeler = self.labeler
+        if labeler.fatal is None and todo:
             try:
-                await LocalExecutor().execute(job, RowSource(lambda: todo, len(todo)), sink)
+                await LocalExecutor().execute(labeler, RowSource(lambda: todo, len(todo)), sink)
             except Exception as e:  # noqa: BLE001 - the job's end, told to the driver (Ray would retry it)
-                job.fail(e)
+                labeler.fail(e)
         for k in range(len(rows)):
             if not sink.lines[k] and states[k] != SKIPPED:
                 states[k] = NOT_RUN
@@ -159,17 +159,17 @@ class LabelWorker:
 
     def _note(self) -> str:
         """The ledger counts since the last note (so the driver's sum is the job's), and a fatal error."""
-        job, delta = self.job, {}
-        for name, jl in job.ledger.judges.items():
+        labeler, delta = self.labeler, {}
+        for name, jl in labeler.ledger.judges.items():
             now = jl.counts()
             delta[name] = {f: now[f] - self._reported[name][f] for f in COUNTERS}
             self._reported[name] = now
-        rows = [job.ledger.rows_done, job.ledger.rows_failed, job.truncated]
+        rows = [labeler.ledger.rows_done, labeler.ledger.rows_failed, labeler.truncated]
         note: dict[str, Any] = {"judges": delta, "rows": [a - b for a, b in zip(rows, self._rows)]}
-        note["logged"] = job.ledger.attached_ok  # the driver logs these counts only if the actor could not
+        note["logged"] = labeler.ledger.attached_ok  # the driver logs these counts only if the actor could not
         self._rows = rows
-        if job.fatal is not None:
-            note["fatal"] = pack_error(job.fatal)
+        if labeler.fatal is not None:
+            note["fatal"] = pack_error(labeler.fatal)
         return json.dumps(note)
 
 

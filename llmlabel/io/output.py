@@ -125,7 +125,7 @@ class PartFile:
         out = []
         for raw in self._lines():
             if raw.endswith(b'"error":null}\n'):
-                continue  # quick: `error` is always a record's last field (Job.finish)
+                continue  # quick: `error` is always a record's last field (RowLabeler.finish)
             rec = json.loads(raw)
             err = rec.get("error")
             if err is not None and not err.startswith(PERMANENT):

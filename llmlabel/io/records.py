@@ -19,7 +19,7 @@ POSITION = "_i"  # a part-file record's input position (always its first field)
 # What a taxonomy row adds to its record besides the flat fields (label, confidence, probs, ...).
 TAXONOMY_FIELDS = ("path", "depth", "level_confidence")
 # Every field a record's outcome may hold: the fields after the input columns (input columns named like one are
-# renamed NAME_input, see pipeline.job.output_names).
+# renamed NAME_input, see pipeline.row_labeler.output_names).
 OUTCOME_FIELDS = frozenset(
     ("label", "labels", "confidence", "probs", "candidates", "judges", "error", *TAXONOMY_FIELDS)
 )

@@ -283,7 +283,7 @@ def _template_line(e: BaseException, tmpl: Any) -> str:
 
 
 class Prompts:
-    """One task's prompt rendering, and what it compiles, owned by whoever renders many rows (a Job): the
+    """One task's prompt rendering, and what it compiles, owned by whoever renders many rows (a RowLabeler): the
     template environment, the text_column template, and each prompt's fixed part (system message, examples,
     the user block around the text), rendered once."""
 

@@ -36,13 +36,13 @@ from llmlabel.llm.answers import read_completion
 from llmlabel.llm.batch_api import TERMINAL, BatchAPI, batch_prices
 from llmlabel.llm.judge import JudgeClient
 from llmlabel.pipeline import inflight
-from llmlabel.pipeline.batch_journal import api_for, apply_status, job_tag, load_journal, save_journal
+from llmlabel.pipeline.batch_journal import api_for, apply_status, load_journal, run_tag, save_journal
 from llmlabel.pipeline.executors import Executor, Rows, RowSource
 from llmlabel.pipeline.fingerprint import fingerprint
-from llmlabel.pipeline.job import Job, Sink
 from llmlabel.pipeline.lifecycle import Run, check_run
 from llmlabel.pipeline.options import RunOptions, RunResult
 from llmlabel.pipeline.requests import Request
+from llmlabel.pipeline.row_labeler import RowLabeler, Sink
 from llmlabel.pipeline.run import run_job
 
 MAX_LINES = 50_000  # the OpenAI Batch API's limits per input file
@@ -72,16 +72,16 @@ class BatchResult:
 
 
 # -- requests --------------------------------------------------------------------------------
-def missing_requests(job: Job, rows: Rows) -> list[Request]:
+def missing_requests(labeler: RowLabeler, rows: Rows) -> list[Request]:
     """The requests (encoded, one per cache key) a run of the job would pay for next: the calibration prompts
     and each row's first question not answered in the cache (RequestPlan.pending: a shortlist's next round, a
     taxonomy's next level; every judge of a cascade)."""
     wanted: dict[str, Request] = {}
-    if job.calibrates():
-        calibration = [job.plan.encode(r) for r in job.plan.calibration()]
-        hits = job.cache.get_many([r.key for r in calibration])
+    if labeler.calibrates():
+        calibration = [labeler.plan.encode(r) for r in labeler.plan.calibration()]
+        hits = labeler.cache.get_many([r.key for r in calibration])
         wanted.update((r.key, r) for r in calibration if r.key not in hits)
-    for r in job.plan.pending(rows):
+    for r in labeler.plan.pending(rows):
         wanted.setdefault(r.key, r)
     return list(wanted.values())
 
@@ -113,7 +113,7 @@ class BatchExecutor(Executor):
     up; no row goes into the sink: `run_batch` then writes the output with a local run over the warm cache."""
 
     name = "batch"
-    job: Job
+    labeler: RowLabeler
 
     def __init__(self, output: Path, tag: str, bopts: BatchOptions, echo: Callable[[str], None]) -> None:
         self.output, self.tag, self.bopts, self.echo = output, tag, bopts, echo
@@ -129,10 +129,10 @@ class BatchExecutor(Executor):
         self.logged = False
         self.warned = False  # said once: requests left to another output's batches
 
-    async def execute(self, job: Job, source: RowSource, sink: Sink) -> str | None:
+    async def execute(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
         """Submit, poll and collect until no batch runs. Returns why it stopped early: batches still running
         (no wait)."""
-        self.job = job
+        self.labeler = labeler
         self.reattach()
         delay = self.bopts.poll
         while True:
@@ -176,7 +176,7 @@ class BatchExecutor(Executor):
             if not e.get("batch_id"):
                 found = by_local.get(e["local"])
                 if found is None:
-                    inflight.forget(self.job.cfg.cache_dir, e["local"])
+                    inflight.forget(self.labeler.cfg.cache_dir, e["local"])
                     continue  # never created: its requests are still missing and go into a new batch
                 e["batch_id"] = found["id"]
                 apply_status(e, found)
@@ -187,7 +187,7 @@ class BatchExecutor(Executor):
 
     def submit(self, judge_name: str, stage: int, reqs: dict[str, Request]) -> None:
         """Batches of one judge's requests of one stage (a round of a shortlist, a level of a taxonomy)."""
-        client: JudgeClient = self.job.clients[judge_name]
+        client: JudgeClient = self.labeler.clients[judge_name]
         j = client.judge
         lines = self.bopts.max_lines or j.batch_max_requests
         lines = min(lines, self.split.get(judge_name, lines))
@@ -206,9 +206,9 @@ class BatchExecutor(Executor):
                 "stage": stage,
                 # the prompt kind of each request not of the job's kind (a shortlist's, a taxonomy level's):
                 # its answer is validated against that kind's labels when collected
-                "kinds": {k: reqs[k].kind for k in keys if reqs[k].kind != self.job.kind},
+                "kinds": {k: reqs[k].kind for k in keys if reqs[k].kind != self.labeler.kind},
             }
-            inflight.record(self.job.cfg.cache_dir, local, self.output, judge_name, keys)  # (for other outputs)
+            inflight.record(self.labeler.cfg.cache_dir, local, self.output, judge_name, keys)  # (for other outputs)
             self.journal["batches"].append(entry)
             self.save()  # before the batch exists: a kill now leaves a line the batch list resolves
             api = self._api(entry)
@@ -220,7 +220,7 @@ class BatchExecutor(Executor):
                 api.close()
             entry.update(batch_id=b["id"], status=b.get("status", "validating"))
             self.save()
-            inflight.created(self.job.cfg.cache_dir, local, b["id"])
+            inflight.created(self.labeler.cfg.cache_dir, local, b["id"])
             self.result.submitted += 1
             self.echo(f"llmlabel: batch {b['id']} submitted for judge '{judge_name}': {len(keys):,} requests")
 
@@ -266,7 +266,7 @@ class BatchExecutor(Executor):
             e.pop("keys", None)
             e.pop("kinds", None)  # answered keys are in the cache; missing ones are found again from the input
             self.save()
-            inflight.forget(self.job.cfg.cache_dir, e["local"])
+            inflight.forget(self.labeler.cfg.cache_dir, e["local"])
 
     def _split(self, e: dict[str, Any]) -> None:
         """A batch that failed as a whole (too large, over the queued-token limit): its lines go again in
@@ -279,7 +279,7 @@ class BatchExecutor(Executor):
         self.echo(f"llmlabel: batch {e['batch_id']} failed ({why}): resubmitting its lines in batches of {half:,}")
 
     async def _store(self, e: dict[str, Any], lines: list[dict[str, Any]]) -> None:
-        client = self.job.clients[e["judge"]]
+        client = self.labeler.clients[e["judge"]]
         wanted, kinds = set(e["keys"]), e.get("kinds") or {}
         good: list[tuple[str, dict[str, Any]]] = []
         paid = [0, 0, 0]  # this batch's answered lines and tokens
@@ -292,7 +292,7 @@ class BatchExecutor(Executor):
             paid[0] += 1
             paid[1] += payload["usage"].get("prompt_tokens", 0)
             paid[2] += payload["usage"].get("completion_tokens", 0)
-            if client.cached_answer(payload, kinds.get(key, self.job.kind)) is None:
+            if client.cached_answer(payload, kinds.get(key, self.labeler.kind)) is None:
                 self.result.invalid += 1  # asked again online, with the re-ask, by the run that writes the output
                 continue
             good.append((key, payload))
@@ -300,7 +300,7 @@ class BatchExecutor(Executor):
         for i in range(3):
             tally[i] += paid[i]
         self._log_spend(e["judge"], e["batch_id"], paid)
-        await _store_all(self.job, good)
+        await _store_all(self.labeler, good)
         self.result.collected += len(good)
 
     def _log_spend(self, judge: str, batch_id: str, paid: list[int]) -> None:
@@ -310,7 +310,7 @@ class BatchExecutor(Executor):
         if not self.logged:
             self.log.write({"start": {"started": now(), "kind": "batch"}})
             self.logged = True
-        pin, pout = batch_prices(self.job.clients[judge].judge)
+        pin, pout = batch_prices(self.labeler.clients[judge].judge)
         lines, tin, tout = paid
         spend = {"lines": lines, "input_tokens": tin, "output_tokens": tout}
         price = {"price_batch_input": pin, "price_batch_output": pout}
@@ -335,7 +335,7 @@ class BatchExecutor(Executor):
     def cost(self) -> float:
         total = 0.0
         for name, (_, tin, tout) in self.tokens.items():
-            pin, pout = batch_prices(self.job.clients[name].judge)
+            pin, pout = batch_prices(self.labeler.clients[name].judge)
             total += (tin * pin + tout * pout) / 1e6
         return total
 
@@ -348,9 +348,9 @@ def _done(e: dict[str, Any]) -> bool:
     return bool(e.get("collected"))
 
 
-async def _store_all(job: Job, items: list[tuple[str, dict[str, Any]]]) -> None:
+async def _store_all(labeler: RowLabeler, items: list[tuple[str, dict[str, Any]]]) -> None:
     # One writer thread commits what has queued up in one transaction (not one commit per answer).
-    await asyncio.gather(*(job.cache.aset(k, v) for k, v in items))
+    await asyncio.gather(*(labeler.cache.aset(k, v) for k, v in items))
 
 
 def run_batch(
@@ -366,11 +366,11 @@ def run_batch(
     echo = opts.echo or (_stderr if opts.progress else lambda s: None)
     checked = check_run(cfg, input_path, output_path, opts)
     with Run(cfg, checked, opts) as run:
-        job = run.job
-        flow = BatchExecutor(checked.output, job_tag(fingerprint(job, checked.input), checked.output), bopts, echo)
+        labeler = run.labeler
+        flow = BatchExecutor(checked.output, run_tag(fingerprint(labeler, checked.input), checked.output), bopts, echo)
         rows = RowSource(lambda: itertools.islice(enumerate(iter_rows(checked.input)), opts.limit), spec=checked.input)
         try:
-            if asyncio.run(flow.execute(job, rows, _NoRows())) is not None:
+            if asyncio.run(flow.execute(labeler, rows, _NoRows())) is not None:
                 return flow.result
         finally:
             flow.end()
@@ -391,7 +391,7 @@ class _NoRows:
 def _submit_missing(flow: BatchExecutor, source: RowSource, running: list[dict[str, Any]]) -> bool:
     """New batches for what is neither cached nor in a running batch (a retry only with fallback "batch",
     at most MAX_ROUNDS batches per judge, stage and run). Whether any was submitted."""
-    with inflight.registry_lock(flow.job.cfg.cache_dir):  # until what is submitted here is recorded
+    with inflight.registry_lock(flow.labeler.cfg.cache_dir):  # until what is submitted here is recorded
         return _submit_unheld(flow, source, running)
 
 
@@ -399,10 +399,10 @@ def _submit_unheld(flow: BatchExecutor, source: RowSource, running: list[dict[st
     busy = {k for e in running for k in e.get("keys", ())}
     # Batches of other outputs (other jobs) in flight with the same requests: left to them, said once.
     mine = {e.get("local") for e in flow.journal["batches"]}
-    others = inflight.in_flight(flow.job.cfg.cache_dir, flow.output, skip=mine)
+    others = inflight.in_flight(flow.labeler.cfg.cache_dir, flow.output, skip=mine)
     sent = False
     stages: dict[tuple[str, int], dict[str, Request]] = {}
-    for r in missing_requests(flow.job, source.read()):
+    for r in missing_requests(flow.labeler, source.read()):
         stages.setdefault((r.judge, r.stage), {})[r.key] = r
     for (name, stage), reqs in stages.items():
         held = [others.keys[k] for k in reqs if k in others.keys]

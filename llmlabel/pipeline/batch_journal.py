@@ -54,8 +54,8 @@ def request_counts(b: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def job_tag(fp: dict[str, Any], output: Path) -> str:
-    """The job's name in its batches' metadata: its input, answer settings and output."""
+def run_tag(fp: dict[str, Any], output: Path) -> str:
+    """The run's name in its batches' metadata (its input, answer settings and output): which batches are its own."""
     raw = json.dumps({"fp": fp, "output": str(output.resolve())}, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 

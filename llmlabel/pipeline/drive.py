@@ -13,15 +13,15 @@ from typing import Any
 
 from llmlabel.errors import BudgetExhausted, LLMLabelError, OutputError
 from llmlabel.io.rows import iter_rows, row_id
-from llmlabel.pipeline.job import Job, Sink, Started
 from llmlabel.pipeline.progress import Reporter
+from llmlabel.pipeline.row_labeler import RowLabeler, Sink, Started
 
 Rows = Iterable[tuple[int, dict[str, Any]]]
 
 
-def pending_rows(job: Job, input_path: Path, done: set[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def pending_rows(labeler: RowLabeler, input_path: Path, done: set[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """The input's rows (up to the limit) whose ids are not done yet; skipped ones are counted."""
-    limit, id_column, shard = job.opts.limit, job.cfg.task.id_column, job.opts.shard
+    limit, id_column, shard = labeler.opts.limit, labeler.cfg.task.id_column, labeler.opts.shard
     for i, row in enumerate(iter_rows(input_path)):
         if limit is not None and i >= limit:
             return
@@ -29,31 +29,31 @@ def pending_rows(job: Job, input_path: Path, done: set[str]) -> Iterator[tuple[i
         if shard is not None and not shard.has(rid):
             continue  # another shard's row
         if rid in done:
-            job.ledger.rows_skipped += 1
+            labeler.ledger.rows_skipped += 1
             continue
         yield i, row
 
 
 class _Drive:
-    def __init__(self, job: Job, sink: Sink, progress: Reporter) -> None:
-        self.job, self.sink, self.progress = job, sink, progress
-        self.window = asyncio.Semaphore(max(64, 2 * sum(j.concurrency for j in job.judges)))
+    def __init__(self, labeler: RowLabeler, sink: Sink, progress: Reporter) -> None:
+        self.labeler, self.sink, self.progress = labeler, sink, progress
+        self.window = asyncio.Semaphore(max(64, 2 * sum(j.concurrency for j in labeler.judges)))
         self.stop = asyncio.Event()
         self.stopped_by: list[str] = []
         self.graceful = False  # a cancel: let requests in flight finish, as a budget stop does
         self.tasks: set[asyncio.Task[None]] = set()
         self.calibrating: list[asyncio.Future[None]] = []
-        self.cancel = job.opts.cancel
+        self.cancel = labeler.opts.cancel
         # Rows are first looked up in the cache in bulk (chunks growing while they hit); the rest are asked.
         # A cold run stops looking ahead after its first chunk misses. A cascade asks row by row.
-        cascade = job.cfg.cascade is not None and job.cfg.cascade.enabled and len(job.judges) > 1
+        cascade = labeler.cfg.cascade is not None and labeler.cfg.cascade.enabled and len(labeler.judges) > 1
         self.size = 0 if cascade else 64
 
     def halt(self, why: str, graceful: bool = False) -> None:
         if graceful:
             # No new paid request from here (rows waiting for a connection raise BudgetExhausted, as at a
             # budget stop); requests already sent finish and their rows are kept.
-            self.job.budget.halt()
+            self.labeler.budget.halt()
         if not self.stopped_by:
             self.graceful = graceful
         elif not graceful:
@@ -70,7 +70,7 @@ class _Drive:
         cache also stops the launches, while the rows in flight finish: their answers are kept in the sink."""
         if self.cancel is not None and self.cancel.is_set() and not self.stopped_by:
             self.halt("cancelled", graceful=True)
-        return self.stop.is_set() or self.job.cache_error is not None
+        return self.stop.is_set() or self.labeler.cache_error is not None
 
     def finished(self, t: asyncio.Task[None]) -> None:
         self.tasks.discard(t)
@@ -79,30 +79,30 @@ class _Drive:
             return
         exc = t.exception()
         if exc is not None:
-            if self.job.fail(exc):
+            if self.labeler.fail(exc):
                 if isinstance(exc, OutputError):
                     # The part file is full: nothing new is sent, and answers already on their way are
                     # received and cached (drain waits for them, as at a budget stop), not paid again later.
-                    self.job.budget.halt()
+                    self.labeler.budget.halt()
             self.stop.set()
         else:
             self.progress.row_done()
 
     async def launch(self, rows: list[tuple[int, dict[str, Any]]]) -> bool:
-        job = self.job
+        labeler = self.labeler
         started: list[Started]
         if self.size:
-            started, found = job.from_cache(rows, self.sink)
+            started, found = labeler.from_cache(rows, self.sink)
             self.progress.rows_done(len(rows) - len(started))
-            self.size = 0 if found < len(rows) * len(job.judges) // 2 else min(2 * self.size, 1024)
+            self.size = 0 if found < len(rows) * len(labeler.judges) // 2 else min(2 * self.size, 1024)
         else:
-            started = [job.start(i, row) for i, row in rows]
+            started = [labeler.start(i, row) for i, row in rows]
         for st in started:
             await self.window.acquire()
             if self.stopping():
                 self.window.release()
                 return False
-            t = asyncio.ensure_future(job.process(st, self.sink))
+            t = asyncio.ensure_future(labeler.process(st, self.sink))
             self.tasks.add(t)
             t.add_done_callback(self.finished)
         return True
@@ -129,9 +129,9 @@ class _Drive:
             waiter.cancel()
         if self.stop.is_set() and tasks:
             # Budget stops and cancels let paid requests in flight finish; a dead judge or a signal cancels them.
-            budget = isinstance(self.job.fatal, (BudgetExhausted, OutputError)) and not self.stopped_by
+            budget = isinstance(self.labeler.fatal, (BudgetExhausted, OutputError)) and not self.stopped_by
             if budget or self.graceful:
-                await asyncio.wait(set(tasks), timeout=min(30.0, max(j.timeout for j in self.job.judges)))
+                await asyncio.wait(set(tasks), timeout=min(30.0, max(j.timeout for j in self.labeler.judges)))
             for t in list(tasks):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -152,7 +152,7 @@ def _signals(d: _Drive) -> Iterator[None]:
     def on_signal(name: str) -> None:
         first = not d.stopped_by
         d.halt(name, graceful=first)
-        if first and d.tasks and d.job.opts.progress:
+        if first and d.tasks and d.labeler.opts.progress:
             print(
                 f"llmlabel: {name}: waiting up to 30 s for the requests in flight (their answers are paid for); "
                 "press Ctrl-C again to stop at once",
@@ -171,20 +171,20 @@ def _signals(d: _Drive) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int = 0) -> str | None:
+async def drive(labeler: RowLabeler, rows: Rows, sink: Sink, total: int, done_before: int = 0) -> str | None:
     """Label `rows` into `sink`. Returns why it stopped early (a signal, a cancel), or None; a dead judge or a
     budget leaves its LLMLabelError in job.fatal; any other error is raised. (Called through
     executors.LocalExecutor.)"""
-    progress = Reporter(job.opts, job.ledger, total, done_before)
-    d = _Drive(job, sink, progress)
+    progress = Reporter(labeler.opts, labeler.ledger, total, done_before)
+    d = _Drive(labeler, sink, progress)
     helpers = []
     if progress.timed:
         helpers.append(asyncio.ensure_future(progress.tick()))
-    if job.opts.cancel is not None:
+    if labeler.opts.cancel is not None:
         helpers.append(asyncio.ensure_future(d.watch()))
     try:
         with _signals(d):
-            d.calibrating.append(asyncio.ensure_future(job.ensure_calibrated()))
+            d.calibrating.append(asyncio.ensure_future(labeler.ensure_calibrated()))
             try:
                 await d.calibrating[0]
             except (asyncio.CancelledError, BudgetExhausted):
@@ -195,8 +195,8 @@ async def drive(job: Job, rows: Rows, sink: Sink, total: int, done_before: int =
     finally:
         for h in helpers:
             h.cancel()
-        progress.close(finished=job.fatal is None and not d.stopped_by)
-    job.settle(cancelled=d.graceful)
-    if job.fatal is not None and not isinstance(job.fatal, LLMLabelError):
-        raise job.fatal
+        progress.close(finished=labeler.fatal is None and not d.stopped_by)
+    labeler.settle(cancelled=d.graceful)
+    if labeler.fatal is not None and not isinstance(labeler.fatal, LLMLabelError):
+        raise labeler.fatal
     return d.stopped_by[0] if d.stopped_by else None

@@ -4,7 +4,7 @@ backend (the shape of curator's request processors):
 - `LocalExecutor` (here): the asyncio driver of pipeline.drive: a bulk cache pass, then a window of rows in
   flight, the budget, and a clean stop (halt, drain) on a budget, a dead judge, a signal or a cancel. Files
   (`run_job`), memory (`Labeler`) and each Ray actor run it. (The service's /v1/label and /v1/verify still ask
-  their items with Job.ask_all, without the window: a cache failure there must not stop the answers, and
+  their items with RowLabeler.ask_all, without the window: a cache failure there must not stop the answers, and
   each item starts in a loop turn of its own; they aggregate the items as a file run does.)
 - `BatchExecutor` (pipeline.batch): the Batch API: each stage of the plan's pending requests (every row's
   first question, then a shortlist's next round, a taxonomy's next level) bought in batch files; the answers go
@@ -12,7 +12,7 @@ backend (the shape of curator's request processors):
 - `RayExecutor` (distributed.driver): the rows spread over Ray actors, each running the local executor; their
   finished rows stream back into the sink.
 
-Each reads the same plan (`Job.plan`: the same messages, kinds and cache keys) and the same `Job` turns
+Each reads the same plan (`RowLabeler.plan`: the same messages, kinds and cache keys) and the same `RowLabeler` turns
 answers into records, so the same rows through any of them give the same labels
 (tests/e2e/test_executor_parity.py)."""
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from llmlabel.pipeline.drive import drive
-from llmlabel.pipeline.job import Job, Sink
+from llmlabel.pipeline.row_labeler import RowLabeler, Sink
 
 Rows = Iterable[tuple[int, dict[str, Any]]]
 
@@ -45,7 +45,7 @@ class Executor(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    async def execute(self, job: Job, source: RowSource, sink: Sink) -> str | None:
+    async def execute(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
         """Send the requests of `source`'s rows and put the finished rows into `sink`. Returns why it stopped
         early (a signal, a cancel, batches still running), or None; a budget or a dead judge leaves its error in
         `job.fatal`."""
@@ -57,5 +57,5 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    async def execute(self, job: Job, source: RowSource, sink: Sink) -> str | None:
-        return await drive(job, source.read(), sink, source.total, source.done_before)
+    async def execute(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
+        return await drive(labeler, source.read(), sink, source.total, source.done_before)

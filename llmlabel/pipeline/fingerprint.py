@@ -14,7 +14,7 @@ from typing import Any
 
 from llmlabel.errors import InputError
 from llmlabel.io.hfdata import is_dataset_source, source_files
-from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.row_labeler import RowLabeler
 
 VERSION = 1
 BLOCK = 1 << 20  # the input's first and last MiB are hashed, with its size and modification time
@@ -81,33 +81,33 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def answers_fingerprint(job: Job) -> dict[str, str]:
+def answers_fingerprint(labeler: RowLabeler) -> dict[str, str]:
     """One short hash per setting that changes answers, named as the user knows it (to say what changed)."""
-    cfg, task = job.cfg, job.cfg.task
+    cfg, task = labeler.cfg, labeler.cfg.task
     # Fields added since part files were first fingerprinted count only when set, so that unfinished runs of
     # earlier versions still resume (a multi-label task's rows are asked another prompt: they never would).
     dumped = task.model_dump(exclude={"examples": {"__all__": {"labels"}}} if not task.multi_label else None)
     fp = {f"task.{k}": _digest(v) for k, v in dumped.items() if _ADDED_TASK_FIELDS.get(k, _SET) != v}
     if task.examples_file:  # its rows become the prompts' demonstrations: hashed by content, as templates are
         fp["task.examples_file content"] = _file_digest(Path(task.examples_file))
-    fp["mode"] = _digest(job.kind)
+    fp["mode"] = _digest(labeler.kind)
     fp["prompts_dir templates"] = _digest(_templates(cfg.prompts_dir))
     fp["cascade"] = _digest(cfg.cascade.model_dump() if cfg.cascade else None)
-    fp["label column"] = _digest(job.opts.given_label_column)
-    fp["judges"] = _digest([j.name for j in job.judges])
-    for j in job.judges:
+    fp["label column"] = _digest(labeler.opts.given_label_column)
+    fp["judges"] = _digest([j.name for j in labeler.judges])
+    for j in labeler.judges:
         d = j.model_dump(exclude=_NOT_ANSWERS)
         if j.cache_as:
             d.pop("base_url")  # local servers change port from run to run: cache_as names the endpoint
         if j.samples == 1:
             del d["samples"]  # as before the field existed: unfinished runs of earlier versions still resume
         fp[f"judge '{j.name}'"] = _digest(d)
-    if job.opts.shard is not None:  # only when sharded: unsharded part files of older versions stay valid
-        fp["shard"] = str(job.opts.shard)
+    if labeler.opts.shard is not None:  # only when sharded: unsharded part files of older versions stay valid
+        fp["shard"] = str(labeler.opts.shard)
     return fp
 
 
-def fingerprint(job: Job, source: Path | list[Path] | str) -> dict[str, Any]:
+def fingerprint(labeler: RowLabeler, source: Path | list[Path] | str) -> dict[str, Any]:
     """`source`: the input file; or the files a Ray run reads (one file: the same fingerprint as a local run
     of it, so either engine continues the other's run); or an object-store URI, known by its name only."""
     if isinstance(source, Path) and is_dataset_source(source):  # a dataset folder: its files
@@ -118,7 +118,7 @@ def fingerprint(job: Job, source: Path | list[Path] | str) -> dict[str, Any]:
         inp = input_fingerprint(source if isinstance(source, Path) else source[0])
     else:
         inp = {"files": {str(p): input_fingerprint(p) for p in source}}
-    return {"version": VERSION, "input": inp, "answers": answers_fingerprint(job)}
+    return {"version": VERSION, "input": inp, "answers": answers_fingerprint(labeler)}
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any], input_path: Path | str) -> list[str]:

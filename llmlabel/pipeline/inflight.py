@@ -23,7 +23,7 @@ from llmlabel.io.files import atomic_write
 from llmlabel.io.lock import FileLock
 from llmlabel.llm.cache import REMOTE
 from llmlabel.pipeline.batch_journal import load_journal
-from llmlabel.pipeline.job import Job
+from llmlabel.pipeline.row_labeler import RowLabeler
 
 
 def registry_dir(cache_dir: str) -> Path | None:
@@ -136,10 +136,14 @@ def in_flight(cache_dir: str, output: Path, skip: Iterable[str] = ()) -> InFligh
 
 
 def leave_to_batches(
-    job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight
+    labeler: RowLabeler, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight
 ) -> Iterable[tuple[int, dict[str, Any]]]:
     """The rows none of whose requests is in flight; the others are counted (and said once) and left out."""
-    return _leave(job, rows, flight, job.opts.echo or (_stderr if job.opts.progress else _quiet)) if flight else rows
+    return (
+        _leave(labeler, rows, flight, labeler.opts.echo or (_stderr if labeler.opts.progress else _quiet))
+        if flight
+        else rows
+    )
 
 
 def _stderr(line: str) -> None:
@@ -151,11 +155,11 @@ def _quiet(line: str) -> None:
 
 
 def _leave(
-    job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight, echo: Any
+    labeler: RowLabeler, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight, echo: Any
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     for i, row in rows:
         # (the row's next requests, those not answered in the cache: a taxonomy's next level, say)
-        held = [r.key for r in job.plan.pending([(i, row)]) if r.key in flight.keys]
+        held = [r.key for r in labeler.plan.pending([(i, row)]) if r.key in flight.keys]
         if not held:
             yield i, row
             continue
@@ -169,10 +173,10 @@ def _leave(
         flight.holders.setdefault(holder.record, holder)
 
 
-def first_held(job: Job, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight) -> Holder | None:
+def first_held(labeler: RowLabeler, rows: Iterable[tuple[int, dict[str, Any]]], flight: InFlight) -> Holder | None:
     """The holder of the first request of `rows` in flight, if any (for an engine that cannot leave rows out)."""
     for i, row in rows:
-        held = [r.key for r in job.plan.pending([(i, row)]) if r.key in flight.keys]
+        held = [r.key for r in labeler.plan.pending([(i, row)]) if r.key in flight.keys]
         if held:
             return flight.keys[held[0]]
     return None

@@ -22,8 +22,8 @@ from llmlabel.config import Config, Judge, load_config, parse_config
 from llmlabel.errors import InputError, LLMLabelError
 from llmlabel.io.frames import Table, as_table
 from llmlabel.io.records import from_record, to_record
-from llmlabel.pipeline.job import OUTPUT_FIELDS, Job
 from llmlabel.pipeline.options import Progress, RunOptions, RunResult
+from llmlabel.pipeline.row_labeler import OUTPUT_FIELDS, RowLabeler
 
 if TYPE_CHECKING:  # optional extras and heavy modules: for the type checker only
     import datasets
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # optional extras and heavy modules: for the type checker onl
     import pandas
 
     from llmlabel.llm.ledger import Ledger
-    from llmlabel.pipeline.lifecycle import Jobs
+    from llmlabel.pipeline.lifecycle import RowLabelers
 
 T = TypeVar("T")
 Row = str | Mapping[str, Any]
@@ -122,12 +122,14 @@ class Labeler:
         self._stack = contextlib.ExitStack()
         self._state = threading.Lock()  # guards the lazy start below and close()
         self._judges: list[Judge] | None = None
-        self._jobs: Jobs | None = None  # one Job per prompt kind, over one cache (pipeline.lifecycle.Jobs)
+        self._row_labelers: RowLabelers | None = (
+            None  # one RowLabeler per prompt kind, over one cache (pipeline.lifecycle.RowLabelers)
+        )
         self._gold: dict[str, str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._serial: asyncio.Lock | None = None
-        self._last: Job | None = None
+        self._last: RowLabeler | None = None
         self._closed = False
 
     @classmethod
@@ -155,16 +157,16 @@ class Labeler:
                 return
             self._closed = True
             loop, thread = self._loop, self._thread
-            jobs = self._jobs
+            row_labelers = self._row_labelers
             if loop is not None and thread is not None:
-                if jobs is not None:
+                if row_labelers is not None:
                     with contextlib.suppress(Exception):
-                        asyncio.run_coroutine_threadsafe(jobs.aclose(), loop).result(timeout=30)
+                        asyncio.run_coroutine_threadsafe(row_labelers.aclose(), loop).result(timeout=30)
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=30)
                 loop.close()
-            if jobs is not None:
-                jobs.close()
+            if row_labelers is not None:
+                row_labelers.close()
             self._stack.close()
 
     def __del__(self) -> None:
@@ -186,35 +188,37 @@ class Labeler:
             if self._loop is not None:
                 return
             from llmlabel.io.gold import read_gold
-            from llmlabel.pipeline.lifecycle import Jobs, judges_for
+            from llmlabel.pipeline.lifecycle import RowLabelers, judges_for
             from llmlabel.pipeline.run import loop_factory
 
             cfg = self.config
             self._gold = read_gold(cfg.gold, cfg.task.id_column) if cfg.gold else None
             self._judges = self._stack.enter_context(judges_for(cfg, self._given_judges))
-            self._jobs = Jobs(cfg.cache_dir)
+            self._row_labelers = RowLabelers(cfg.cache_dir)
             factory = loop_factory()
             loop = factory() if factory else asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="llmlabel-labeler", daemon=True)
             thread.start()
             self._loop, self._thread = loop, thread
 
-    def _job(self, kind: str) -> Job:
-        assert self._jobs is not None and self._judges is not None
-        return self._jobs.get(kind, self.config, self._judges, dataclasses.replace(self._opts, kind=kind))
+    def _row_labeler(self, kind: str) -> RowLabeler:
+        assert self._row_labelers is not None and self._judges is not None
+        return self._row_labelers.get(kind, self.config, self._judges, dataclasses.replace(self._opts, kind=kind))
 
-    async def _one_at_a_time(self, job: Job, opts: RunOptions, coro: Coroutine[Any, Any, T]) -> T:
+    async def _one_at_a_time(self, row_labeler: RowLabeler, opts: RunOptions, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` as the only call on this Labeler, with `opts` and a fresh ledger for `job`."""
         if self._serial is None:
             self._serial = asyncio.Lock()
         async with self._serial:
-            job.use(opts)
-            self._last = job
+            row_labeler.use(opts)
+            self._last = row_labeler
             return await coro
 
-    def _submit(self, job: Job, opts: RunOptions, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    def _submit(
+        self, row_labeler: RowLabeler, opts: RunOptions, coro: Coroutine[Any, Any, T]
+    ) -> concurrent.futures.Future[T]:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(self._one_at_a_time(job, opts, coro), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._one_at_a_time(row_labeler, opts, coro), self._loop)
 
     @staticmethod
     def _wait(fut: concurrent.futures.Future[T], cancel: threading.Event | None = None) -> T:
@@ -248,7 +252,7 @@ class Labeler:
         given_labels: Iterable[Any] | None,
         text_column: str | None = None,
         id_column: str | None = None,
-    ) -> tuple[Job, RunOptions, list[tuple[int, dict[str, Any]]]]:
+    ) -> tuple[RowLabeler, RunOptions, list[tuple[int, dict[str, Any]]]]:
         self._start()
         col = self.config.task.text_column
         items: list[tuple[int, dict[str, Any]]] = []
@@ -270,23 +274,29 @@ class Labeler:
             for (_, row), g in zip(items, given):
                 row[GIVEN] = g
             opts.given_label_column = GIVEN
-        return self._job(kind), opts, items
+        return self._row_labeler(kind), opts, items
 
-    async def _label(self, job: Job, items: list[tuple[int, dict[str, Any]]]) -> list[LabelResult]:
+    async def _label(self, row_labeler: RowLabeler, items: list[tuple[int, dict[str, Any]]]) -> list[LabelResult]:
         from llmlabel.ensemble.combine import refit
         from llmlabel.pipeline.executors import LocalExecutor, RowSource
 
         sink = _Memory()
-        stopped = await LocalExecutor().execute(job, RowSource(lambda: items, len(items)), sink)
-        if job.fatal is not None:
-            raise job.fatal
+        stopped = await LocalExecutor().execute(row_labeler, RowSource(lambda: items, len(items)), sink)
+        if row_labeler.fatal is not None:
+            raise row_labeler.fatal
         if stopped:
             raise LLMLabelError(f"stopped: {stopped}")
         records = sink.ordered()
-        names = [j.name for j in job.judges]
-        results = [from_record(r, job.kind) for r in records]
+        names = [j.name for j in row_labeler.judges]
+        results = [from_record(r, row_labeler.kind) for r in records]
         update, _ = refit(
-            lambda: iter(results), names, job.labels, self.config.aggregate, job.kind, self._gold, job.set_policy
+            lambda: iter(results),
+            names,
+            row_labeler.labels,
+            self.config.aggregate,
+            row_labeler.kind,
+            self._gold,
+            row_labeler.set_policy,
         )
         if update is None:
             return [LabelResult.from_record(r) for r in records]
@@ -345,9 +355,9 @@ class Labeler:
         (default: the config's mode); given_labels: one per row, shown by the verify prompt. Works inside a
         running event loop too (it blocks that loop's thread until done: prefer `await alabel(...)` there)."""
         table = as_table(rows)
-        job, opts, items = self._prepare(table or rows, prompt, given_labels, text_column, id_column)
-        results = self._wait(self._submit(job, opts, self._label(job, items)))
-        return results if table is None else table.with_columns(table_fields(results, job.labels))
+        row_labeler, opts, items = self._prepare(table or rows, prompt, given_labels, text_column, id_column)
+        results = self._wait(self._submit(row_labeler, opts, self._label(row_labeler, items)))
+        return results if table is None else table.with_columns(table_fields(results, row_labeler.labels))
 
     @overload
     async def alabel(
@@ -393,11 +403,11 @@ class Labeler:
     ) -> Any:
         """`label`, awaitable: the caller's event loop stays free while the rows are labeled."""
         table = as_table(rows)
-        job, opts, items = await asyncio.to_thread(
+        row_labeler, opts, items = await asyncio.to_thread(
             self._prepare, table or rows, prompt, given_labels, text_column, id_column
         )
-        results = await asyncio.wrap_future(self._submit(job, opts, self._label(job, items)))
-        return results if table is None else table.with_columns(table_fields(results, job.labels))
+        results = await asyncio.wrap_future(self._submit(row_labeler, opts, self._label(row_labeler, items)))
+        return results if table is None else table.with_columns(table_fields(results, row_labeler.labels))
 
     # -- files -------------------------------------------------------------------------------
     def label_file(
@@ -429,9 +439,10 @@ class Labeler:
         )
         checked = check_run(self.config, input_path, output_path, opts)
         self._start()
-        job = self._job(self.config.kind)  # this Labeler's: its judges and cache serve its later calls too
-        with Run(self.config, checked, opts, job=job) as run:
-            return self._wait(self._submit(job, opts, run_file(run)), opts.cancel)
+        # this Labeler's: its judges and cache serve its later calls too
+        row_labeler = self._row_labeler(self.config.kind)
+        with Run(self.config, checked, opts, labeler=row_labeler) as run:
+            return self._wait(self._submit(row_labeler, opts, run_file(run)), opts.cancel)
 
 
 def _renamed(row: Mapping[str, Any], cfg: Config, text_column: str | None, id_column: str | None) -> dict[str, Any]:

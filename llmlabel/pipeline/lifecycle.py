@@ -8,7 +8,7 @@ Every entry that labels a file goes through here: `llmlabel label` (pipeline.run
   task.examples_file, a prompt template): one check, one wording. `check_run` adds the input's rows.
 - `Output`: the output's lock, its part file and the final write (what `merge` needs: no judges).
 - `Run`: an `Output` plus the judges, the response cache (opened here and closed here, on every path out,
-  also when making the job fails), the `Job`, resuming its part file, calibration and `finish` (the
+  also when making the job fails), the `RowLabeler`, resuming its part file, calibration and `finish` (the
   whole-job aggregation and the ledger). A stopped run's error carries what its caller needs to tell the
   user (errors.KeptRows): the CLI and the service each word their own advice from it."""
 
@@ -36,8 +36,8 @@ from llmlabel.io.rows import iter_rows, scan
 from llmlabel.io.values import arrow_schema
 from llmlabel.llm.cache import CacheBackend, open_cache
 from llmlabel.pipeline.fingerprint import check_resumable
-from llmlabel.pipeline.job import Job, output_names, text_of
 from llmlabel.pipeline.options import RunOptions, RunResult
+from llmlabel.pipeline.row_labeler import RowLabeler, output_names, text_of
 from llmlabel.pipeline.shard_manifest import save_shard
 from llmlabel.results import AggregationReport
 
@@ -193,20 +193,20 @@ class Output:
 
 class Run(Output):
     """One labeling job's life (a context manager): the output's lock, the judges (local model servers started
-    and stopped), the response cache (opened and closed here), the `Job`; then `open_part`, the rows (the
+    and stopped), the response cache (opened and closed here), the `RowLabeler`; then `open_part`, the rows (the
     caller's engine drives them), and `finish`. A `job` given is its owner's (a Labeler's: its judges and cache
     live across calls) and is left open."""
 
-    def __init__(self, cfg: Config, checked: Checked, opts: RunOptions, job: Job | None = None) -> None:
+    def __init__(self, cfg: Config, checked: Checked, opts: RunOptions, labeler: RowLabeler | None = None) -> None:
         super().__init__(checked.output)
         self.cfg, self.checked, self.opts = cfg, checked, opts
-        self._given = job
-        self._job: Job | None = job
+        self._given = labeler
+        self._labeler: RowLabeler | None = labeler
 
     @property
-    def job(self) -> Job:
-        assert self._job is not None, "a Run's job exists inside its `with` block"
-        return self._job
+    def labeler(self) -> RowLabeler:
+        assert self._labeler is not None, "a Run's job exists inside its `with` block"
+        return self._labeler
 
     def __enter__(self) -> Run:
         super().__enter__()
@@ -216,7 +216,7 @@ class Run(Output):
             judges = self._stack.enter_context(judges_for(self.cfg, self.opts.judges))
             cache = open_cache(self.cfg.cache_dir)
             self._stack.callback(cache.close)
-            self._job = Job(self.cfg, judges, self.opts, cache)
+            self._labeler = RowLabeler(self.cfg, judges, self.opts, cache)
         except BaseException:
             self._stack.close()
             raise
@@ -224,15 +224,15 @@ class Run(Output):
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self._job is not None:
+            if self._labeler is not None:
                 # A no-op once finish saved the run; else its log shows it as interrupted.
-                self._job.ledger.close_log()
+                self._labeler.ledger.close_log()
         finally:
             super().__exit__(*exc)
 
     async def calibrate(self) -> None:
         """Contextual calibration, once for the job, before its rows (every engine starts it here)."""
-        await self.job.ensure_calibrated()
+        await self.labeler.ensure_calibrated()
 
     # -- the part file ---------------------------------------------------------------------------
     def typed(self, fp: dict[str, Any], input_path: Path) -> dict[str, Any]:
@@ -245,18 +245,18 @@ class Run(Output):
         """The output's part file, opened for appending: an unfinished run's rows kept (if it belongs to the same
         input and settings `fp`), or a fresh one; and the job's ledger, logged as it goes. Its `done` ids are
         the rows not to label again."""
-        job = self.job
-        part = PartFile(part_path(self.path), job.opts.limit)
-        if job.opts.restart:
+        labeler = self.labeler
+        part = PartFile(part_path(self.path), labeler.opts.limit)
+        if labeler.opts.restart:
             part.discard()
         elif part.exists():
             check_resumable(part.meta(), fp, input_name, part.path)
-        kept = self._keep_errors(part, fp, job.opts.retry_errors)
+        kept = self._keep_errors(part, fp, labeler.opts.retry_errors)
         part.load()
         kept &= part.errored  # the failed rows of the last finished run on file: asked again only with retry_errors
         part.done |= kept  # (still in errored: a later line of the row, if any, is the one output)
         part.open(fp)
-        job.ledger.record(ledger_path(self.path))
+        labeler.ledger.record(ledger_path(self.path))
         return part
 
     def _keep_errors(self, part: PartFile, fp: dict[str, Any], retry: bool) -> set[str]:
@@ -274,12 +274,12 @@ class Run(Output):
         """After the rows: a stopped run keeps its part file (raising a budget or judge error with the ledger and
         where the rows are attached); a finished one gets the whole-job aggregation, written atomically, and
         its ledger."""
-        job, output_path, gold = self.job, self.path, self.checked.gold
-        fatal = job.fatal
-        result = RunResult(output_path, 0, False, job.ledger)
-        if job.truncated:
-            result.warnings.append(f"{job.truncated} long texts were cut to the judges' max_text_tokens")
-        odd = {n: j.odd_usage for n, j in job.ledger.judges.items() if j.odd_usage}
+        labeler, output_path, gold = self.labeler, self.path, self.checked.gold
+        fatal = labeler.fatal
+        result = RunResult(output_path, 0, False, labeler.ledger)
+        if labeler.truncated:
+            result.warnings.append(f"{labeler.truncated} long texts were cut to the judges' max_text_tokens")
+        odd = {n: j.odd_usage for n, j in labeler.ledger.judges.items() if j.odd_usage}
         if odd:
             result.warnings.append(
                 "the server sent token counts that are not numbers, negative or impossibly large ("
@@ -290,21 +290,23 @@ class Run(Output):
         if stopped or fatal is not None:
             result.stopped_by = stopped or str(fatal)
             try:
-                job.ledger.save(ledger_path(output_path), "stopped")
+                labeler.ledger.save(ledger_path(output_path), "stopped")
             except OSError:
                 if fatal is None:
                     raise
                 # The same full disk that stopped the run: its own line (where the rows are) matters more (the
                 # spend is in the ledger's log, written as the run went).
             if isinstance(fatal, LLMLabelError):
-                fatal.ledger = job.ledger
+                fatal.ledger = labeler.ledger
                 if not isinstance(fatal, OutputError):  # whose line already says where the finished rows are
-                    fatal.kept = KeptRows(part.path, job.ledger.rows_done)
+                    fatal.kept = KeptRows(part.path, labeler.ledger.rows_done)
                 raise fatal
             return result
         # Every row is in: final aggregation over the whole job, written atomically.
-        names = [j.name for j in job.judges]
-        result.rows, quality = self.write(part, names, job.labels, job.cfg.aggregate, job.kind, gold, job.set_policy)
+        names = [j.name for j in labeler.judges]
+        result.rows, quality = self.write(
+            part, names, labeler.labels, labeler.cfg.aggregate, labeler.kind, gold, labeler.set_policy
+        )
         result.complete, result.quality = True, report_record(quality)
         if quality.rows_only_left_out:
             result.warnings.append(
@@ -315,17 +317,26 @@ class Run(Output):
         if one := quality.one_label:
             result.warnings.append(
                 f"the judge {one.judge} answered {one.label!r} on {one.share:.0%} of rows "
-                f"({round(one.share * one.rows)} of {one.rows}, {len(job.labels)} labels): a small model "
+                f"({round(one.share * one.rows)} of {one.rows}, {len(labeler.labels)} labels): a small model "
                 "stuck on one label looks like this, and its confidences are then not to be trusted. Check a few "
                 "rows; describe each label, give 10+ gold rows, or use a stronger judge"
             )
-        job.ledger.save(ledger_path(output_path))
+        labeler.ledger.save(ledger_path(output_path))
         _append_quality(ledger_path(output_path), result.quality)
-        if job.opts.shard is not None:
-            save_shard(output_path, part, job.opts.shard, job.opts.limit, names, job.labels, job.kind, job.cfg)
+        if labeler.opts.shard is not None:
+            save_shard(
+                output_path,
+                part,
+                labeler.opts.shard,
+                labeler.opts.limit,
+                names,
+                labeler.labels,
+                labeler.kind,
+                labeler.cfg,
+            )
         else:
             shard_path(output_path).unlink(missing_ok=True)  # the output is no longer a shard's
-        failed = part.error_lines() if job.ledger.rows_failed or job.ledger.rows_skipped else []
+        failed = part.error_lines() if labeler.ledger.rows_failed or labeler.ledger.rows_skipped else []
         save_rows(errors_path(output_path), part.meta() or {}, failed)
         if failed:
             result.warnings.append(
@@ -336,39 +347,39 @@ class Run(Output):
         return result
 
 
-class Jobs:
-    """Long-lived jobs that write no file (a Labeler's in-memory calls, the server's `/v1/label` items): one `Job`
+class RowLabelers:
+    """Long-lived jobs that write no file (a Labeler's in-memory calls, the server's `/v1/label` items): one `RowLabeler`
     per key (a prompt kind, a label subset), all over one response cache, opened with the first job and closed
     by `close` (after `aclose`, on their event loop, closed their connections)."""
 
     def __init__(self, cache_dir: str) -> None:
         self._cache_dir = cache_dir
         self._cache: CacheBackend | None = None
-        self._jobs: dict[str, Job] = {}
+        self._labelers: dict[str, RowLabeler] = {}
 
-    def get(self, key: str, cfg: Config, judges: list[Judge], opts: RunOptions) -> Job:
+    def get(self, key: str, cfg: Config, judges: list[Judge], opts: RunOptions) -> RowLabeler:
         """The job of `key`, made on first use (later calls get it as it is: its calibration, its probe)."""
-        job = self._jobs.get(key)
-        if job is None:
+        labeler = self._labelers.get(key)
+        if labeler is None:
             if self._cache is None:
                 self._cache = open_cache(self._cache_dir)
-            job = self._jobs[key] = Job(cfg, judges, opts, self._cache)
-        return job
+            labeler = self._labelers[key] = RowLabeler(cfg, judges, opts, self._cache)
+        return labeler
 
-    def __getitem__(self, key: str) -> Job:
-        return self._jobs[key]
+    def __getitem__(self, key: str) -> RowLabeler:
+        return self._labelers[key]
 
-    def values(self) -> list[Job]:
-        return list(self._jobs.values())
+    def values(self) -> list[RowLabeler]:
+        return list(self._labelers.values())
 
     async def aclose(self) -> None:
         """Close the jobs' connections to their judges (on the loop they ran on)."""
-        for job in self._jobs.values():
-            await job.aclose()
+        for labeler in self._labelers.values():
+            await labeler.aclose()
 
     def close(self) -> None:
         """Close the cache; the jobs are gone (a later `get` makes new ones over a new cache)."""
-        self._jobs.clear()
+        self._labelers.clear()
         if self._cache is not None:
             self._cache.close()
             self._cache = None
@@ -382,4 +393,4 @@ def _append_quality(path: Path, quality: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2))
 
 
-__all__ = ["Checked", "Jobs", "Output", "Run", "check_run", "check_writes", "judges_for"]
+__all__ = ["Checked", "RowLabelers", "Output", "Run", "check_run", "check_writes", "judges_for"]

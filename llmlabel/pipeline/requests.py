@@ -2,7 +2,7 @@
 text cut to the judge's max_text_tokens, the nearest demonstrations), chooses the prompt kind of each question
 (the job's, a shortlist's round, a taxonomy's level) and encodes the request (body and cache key).
 
-Every executor reads this plan: the local asyncio driver (`Job.ask_all`, `Job.from_cache`, through
+Every executor reads this plan: the local asyncio driver (`RowLabeler.ask_all`, `RowLabeler.from_cache`, through
 pipeline.drive), the Batch API (pipeline.batch buys `pending` requests round after round), the Ray actors
 (which run the local driver) and the check for requests bought in batches still in flight (pipeline.inflight).
 
@@ -26,7 +26,7 @@ from llmlabel.llm.tokens import truncate
 
 if TYPE_CHECKING:
     from llmlabel.config import Judge
-    from llmlabel.pipeline.job import Job, Started
+    from llmlabel.pipeline.row_labeler import RowLabeler, Started
 
 CHUNK = 1024  # rows walked through the cache at a time by `pending` (one bulk lookup per stage and chunk)
 
@@ -51,19 +51,19 @@ class Request:
 
 
 class RequestPlan:
-    """The requests of one job (`Job.plan`)."""
+    """The requests of one job (`RowLabeler.plan`)."""
 
-    def __init__(self, job: Job) -> None:
-        self.job = job
+    def __init__(self, labeler: RowLabeler) -> None:
+        self.labeler = labeler
 
     # -- one request -------------------------------------------------------------------------
     def messages(self, judge: Judge, text: str, given: str | None, kind: str | None = None) -> tuple[Messages, bool]:
         """The messages (of `kind`, else the job's), and whether the text had to be cut to max_text_tokens."""
-        job = self.job
+        labeler = self.labeler
         text, cut = truncate(text, judge.max_text_tokens)
-        demos = job.demos.nearest(text) if job.demos is not None else None
-        codes = job.clients[judge.name].codes is not None
-        return job.prompts.messages(judge, kind or job.kind, text, given, codes, demos), cut
+        demos = labeler.demos.nearest(text) if labeler.demos is not None else None
+        codes = labeler.clients[judge.name].codes is not None
+        return labeler.prompts.messages(judge, kind or labeler.kind, text, given, codes, demos), cut
 
     def request(
         self,
@@ -77,27 +77,27 @@ class RequestPlan:
         stage: int = 0,
     ) -> Request:
         msgs, cut = self.messages(judge, text, given, kind)
-        return Request(judge.name, kind or self.job.kind, msgs, sample, row, row_id, stage, cut)
+        return Request(judge.name, kind or self.labeler.kind, msgs, sample, row, row_id, stage, cut)
 
     def encode(self, req: Request) -> Request:
         """The request with its body (canonical JSON, as sent) and its cache key."""
-        _, body, key = self.job.clients[req.judge].encode(req.messages, req.kind, req.sample)
+        _, body, key = self.labeler.clients[req.judge].encode(req.messages, req.kind, req.sample)
         return replace(req, key=key, body=body)
 
     def first_kind(self, text: str) -> str:
         """The kind a row is asked first: the job's, its first shortlist (task.shortlist) or a taxonomy's top level."""
-        job = self.job
-        if job.taxonomy is not None:
-            kind = Descent(job.taxonomy, 1.0).kind
-            return kind if kind is not None else job.kind
-        if job.shortlister is None:
-            return job.kind
-        return shortlist_kind(job.shortlister.shortlist(job.shortlister.ranked(text), 0))
+        labeler = self.labeler
+        if labeler.taxonomy is not None:
+            kind = Descent(labeler.taxonomy, 1.0).kind
+            return kind if kind is not None else labeler.kind
+        if labeler.shortlister is None:
+            return labeler.kind
+        return shortlist_kind(labeler.shortlister.shortlist(labeler.shortlister.ranked(text), 0))
 
     def calibration(self, judge: Judge | None = None) -> Iterator[Request]:
-        """The content-free calibration prompts of logprob judges (`judge`'s only, when given): Job.calibrate
+        """The content-free calibration prompts of logprob judges (`judge`'s only, when given): RowLabeler.calibrate
         asks them."""
-        for j in self.job.judges if judge is None else [judge]:
+        for j in self.labeler.judges if judge is None else [judge]:
             if j.logprobs:
                 for t in CONTENT_FREE:
                     yield self.request(j, t, None)
@@ -117,12 +117,12 @@ class RequestPlan:
             yield from self._pending(chunk)
 
     def _pending(self, rows: list[tuple[int, dict[str, Any]]]) -> list[Request]:
-        job = self.job
-        started = [(i, job.start(i, row)) for i, row in rows]
+        labeler = self.labeler
+        started = [(i, labeler.start(i, row)) for i, row in rows]
         asked = [(i, st) for i, st in started if st[1] is not None]
-        if job.taxonomy is not None:
+        if labeler.taxonomy is not None:
             return self._walk(asked, self._taxonomy_stage)
-        if job.shortlister is not None:
+        if labeler.shortlister is not None:
             return self._walk(asked, self._shortlist_stage)
         return self._walk(asked, self._plain_stage)
 
@@ -130,7 +130,7 @@ class RequestPlan:
         """Walk every row stage by stage while its answers are cached (one bulk lookup a stage); returns the
         requests of each row's first stage with an answer missing. `stage(state, got)` gives a row's next
         requests (None: the row is done) from its walk state and the answers of the stage before."""
-        job = self.job
+        labeler = self.labeler
         out: list[Request] = []
         states: dict[int, Any] = {n: None for n in range(len(asked))}
         got: dict[int, dict[Request, JudgeAnswer]] = {n: {} for n in states}
@@ -142,12 +142,12 @@ class RequestPlan:
                     del states[n]
                     continue
                 wanted[n] = [self.encode(r) for r in reqs]
-            hits = job.cache.get_many([r.key for reqs in wanted.values() for r in reqs]) if wanted else {}
+            hits = labeler.cache.get_many([r.key for reqs in wanted.values() for r in reqs]) if wanted else {}
             for n, reqs in wanted.items():
                 got[n] = {}
                 for r in reqs:
                     payload = hits.get(r.key)
-                    ans = None if payload is None else job.clients[r.judge].cached_answer(payload, r.kind)
+                    ans = None if payload is None else labeler.clients[r.judge].cached_answer(payload, r.kind)
                     if ans is not None:
                         got[n][r] = ans
                 missing = [r for r in reqs if r not in got[n]]
@@ -162,27 +162,29 @@ class RequestPlan:
             return None, state
         i, (rec, text, given) = st
         reqs = []
-        for j in self.job.judges:
+        for j in self.labeler.judges:
             msgs, cut = self.messages(j, text, given)  # type: ignore[arg-type]
-            reqs += [Request(j.name, self.job.kind, msgs, s, i, rec.id, 0, cut) for s in range(j.samples)]
+            reqs += [Request(j.name, self.labeler.kind, msgs, s, i, rec.id, 0, cut) for s in range(j.samples)]
         return reqs, True
 
     def _shortlist_stage(self, st: tuple[int, Started], state: Any, got: dict[Request, JudgeAnswer]) -> tuple[Any, Any]:
         """Each judge's shortlist rounds, the next one for a judge whose last answer was "none of these"."""
-        job = self.job
-        assert job.shortlister is not None
+        labeler = self.labeler
+        assert labeler.shortlister is not None
         i, (rec, text, given) = st
         if state is None:
-            state = (job.shortlister.ranked(text), dict.fromkeys((j.name for j in job.judges), 0))  # type: ignore[arg-type]
+            state = (labeler.shortlister.ranked(text), dict.fromkeys((j.name for j in labeler.judges), 0))  # type: ignore[arg-type]
         else:
             for r, a in got.items():
                 state[1][r.judge] = r.stage + 1 if a.error == NO_FIT else None  # None: answered
         ranked, rounds = state
         reqs = []
-        for j in job.judges:
+        for j in labeler.judges:
             r = rounds[j.name]
             choices = (
-                job.shortlister.shortlist(ranked, r) if r is not None and r < job.cfg.task.shortlist_rounds else []
+                labeler.shortlister.shortlist(ranked, r)
+                if r is not None and r < labeler.cfg.task.shortlist_rounds
+                else []
             )
             if choices:
                 reqs.append(self.request(j, text, given, shortlist_kind(choices), 0, i, rec.id, r))  # type: ignore[arg-type]
@@ -190,15 +192,15 @@ class RequestPlan:
 
     def _taxonomy_stage(self, st: tuple[int, Started], state: Any, got: dict[Request, JudgeAnswer]) -> tuple[Any, Any]:
         """The level the row's walk down the tree has reached, every judge."""
-        job = self.job
-        assert job.taxonomy is not None
+        labeler = self.labeler
+        assert labeler.taxonomy is not None
         i, (rec, text, given) = st
         if state is None:
-            state = Descent(job.taxonomy, job.cfg.task.taxonomy_threshold, job.weights)
+            state = Descent(labeler.taxonomy, labeler.cfg.task.taxonomy_threshold, labeler.weights)
         elif got:
             state.take({r.judge: a for r, a in got.items()})
         kind = state.kind
         if kind is None:
             return None, state
         level = len(next(iter(state.judges.values()), []))
-        return [self.request(j, text, given, kind, 0, i, rec.id, level) for j in job.judges], state  # type: ignore[arg-type]
+        return [self.request(j, text, given, kind, 0, i, rec.id, level) for j in labeler.judges], state  # type: ignore[arg-type]

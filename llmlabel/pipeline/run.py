@@ -41,21 +41,21 @@ async def _closing(run: Run, coro: Coroutine[Any, Any, Any]) -> Any:
     try:
         return await coro
     finally:
-        await run.job.aclose()
+        await run.labeler.aclose()
 
 
 async def run_file(run: Run) -> RunResult:
     """The rows of the run's input not yet in its part file, on the job's event loop, then `Run.finish`."""
-    job, checked = run.job, run.checked
-    part = run.open_part(run.typed(fingerprint(job, checked.input), checked.input), checked.input)
-    flight = in_flight(job.cfg.cache_dir, checked.output)  # rows whose requests a batch holds are left to it
+    labeler, checked = run.labeler, run.checked
+    part = run.open_part(run.typed(fingerprint(labeler, checked.input), checked.input), checked.input)
+    flight = in_flight(labeler.cfg.cache_dir, checked.output)  # rows whose requests a batch holds are left to it
     source = RowSource(
-        lambda: leave_to_batches(job, pending_rows(job, checked.input, part.done), flight),
+        lambda: leave_to_batches(labeler, pending_rows(labeler, checked.input, part.done), flight),
         checked.total,
         len(part.done),
     )
     try:
-        stopped = await LocalExecutor().execute(job, source, part)
+        stopped = await LocalExecutor().execute(labeler, source, part)
     finally:
         part.close()
     return run.finish(part, stopped or flight.stop_reason(checked.output))

@@ -16,39 +16,39 @@ from llmlabel.results import JudgeAnswer, RowResult
 from llmlabel.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
-    from llmlabel.pipeline.job import Job, Sink, Started
+    from llmlabel.pipeline.row_labeler import RowLabeler, Sink, Started
 
 
-def _descent(job: Job, tax: Taxonomy) -> Descent:
-    return Descent(tax, job.cfg.task.taxonomy_threshold, job.weights)
+def _descent(labeler: RowLabeler, tax: Taxonomy) -> Descent:
+    return Descent(tax, labeler.cfg.task.taxonomy_threshold, labeler.weights)
 
 
-async def ask(job: Job, tax: Taxonomy, text: str, given: str | None) -> dict[str, JudgeAnswer]:
+async def ask(labeler: RowLabeler, tax: Taxonomy, text: str, given: str | None) -> dict[str, JudgeAnswer]:
     """Every judge's answers for one text, level by level down the tree."""
-    d = _descent(job, tax)
+    d = _descent(labeler, tax)
     level = 0
     while (kind := d.kind) is not None:
-        reqs = [job.plan.request(j, text, given, kind, stage=level) for j in job.judges]
-        got = await asyncio.gather(*(job.ask(r) for r in reqs))
-        d.take({j.name: a for j, a in zip(job.judges, got)})
+        reqs = [labeler.plan.request(j, text, given, kind, stage=level) for j in labeler.judges]
+        got = await asyncio.gather(*(labeler.ask(r) for r in reqs))
+        d.take({j.name: a for j, a in zip(labeler.judges, got)})
         level += 1
     return d.answers()
 
 
-def result(job: Job, tax: Taxonomy, start: RowResult, answers: dict[str, JudgeAnswer]) -> RowResult:
+def result(labeler: RowLabeler, tax: Taxonomy, start: RowResult, answers: dict[str, JudgeAnswer]) -> RowResult:
     """The row's result: the walk its answers (each judge's, level by level: Descent.answers) make."""
     levels = {n: a.levels if a.levels is not None else [a] for n, a in answers.items()}
-    d = replay(tax, job.cfg.task.taxonomy_threshold, job.weights, levels)
+    d = replay(tax, labeler.cfg.task.taxonomy_threshold, labeler.weights, levels)
     return start.decided(d.verdict(), d.answers())
 
 
 def from_cache(
-    job: Job, tax: Taxonomy, rows: list[tuple[int, dict[str, Any]]], sink: Sink
+    labeler: RowLabeler, tax: Taxonomy, rows: list[tuple[int, dict[str, Any]]], sink: Sink
 ) -> tuple[list[Started], int]:
-    """Job.from_cache for a taxonomy: every row of the chunk walked down the tree while its answers are all
+    """RowLabeler.from_cache for a taxonomy: every row of the chunk walked down the tree while its answers are all
     cached (one bulk lookup a level); the rows it could not finish are returned, started, to be asked."""
-    started = [job.start(i, row) for i, row in rows]
-    walks = {n: _descent(job, tax) for n, s in enumerate(started) if s[1] is not None}
+    started = [labeler.start(i, row) for i, row in rows]
+    walks = {n: _descent(labeler, tax) for n, s in enumerate(started) if s[1] is not None}
     cuts = dict.fromkeys(walks, 0)
     missed: set[int] = set()
     found = 0
@@ -60,35 +60,36 @@ def from_cache(
                 continue
             _, text, given = started[n]
             ks = []
-            for j in job.judges:
-                msgs, cut = job.plan.messages(j, text, given, kind)  # type: ignore[arg-type]
+            for j in labeler.judges:
+                msgs, cut = labeler.plan.messages(j, text, given, kind)  # type: ignore[arg-type]
                 cuts[n] += cut
-                ks.append(job.clients[j.name].key_for(msgs, kind))
+                ks.append(labeler.clients[j.name].key_for(msgs, kind))
             keyed.append((n, d, kind, ks))
         if not keyed:
             break
-        hits = job.cache.get_many([k for *_, ks in keyed for k in ks])
+        hits = labeler.cache.get_many([k for *_, ks in keyed for k in ks])
         found += len(hits)
         for n, d, kind, ks in keyed:
             got = [
-                job.clients[j.name].cached_answer(hits[k], kind) if k in hits else None for j, k in zip(job.judges, ks)
+                labeler.clients[j.name].cached_answer(hits[k], kind) if k in hits else None
+                for j, k in zip(labeler.judges, ks)
             ]
             if any(a is None for a in got):
                 missed.add(n)  # asked on the per-row path (its cached levels are found there again, free)
                 continue
-            d.take({j.name: a for j, a in zip(job.judges, got) if a is not None})
+            d.take({j.name: a for j, a in zip(labeler.judges, got) if a is not None})
     rest, lines = [], []
     for n, st in enumerate(started):
         res, text, _ = st
         if text is None:
-            lines.append(line(to_record(job.finish(res, None))))
+            lines.append(line(to_record(labeler.finish(res, None))))
         elif n in missed:
             rest.append(st)
         else:
             d = walks[n]
-            job.count_truncated(cuts[n])
+            labeler.count_truncated(cuts[n])
             for name, levels in d.judges.items():
-                job.ledger.judges[name].cache_hits += len(levels)
-            lines.append(line(to_record(job.finish(res, d.answers()))))
+                labeler.ledger.judges[name].cache_hits += len(levels)
+            lines.append(line(to_record(labeler.finish(res, d.answers()))))
     sink.append_lines(lines)
     return rest, found

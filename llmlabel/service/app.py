@@ -134,8 +134,8 @@ async def _lifespan(st: ServerState, judges: list[Judge] | None) -> AsyncIterato
                     fut.cancel()
             stopped = await asyncio.to_thread(st.worker.close)
             st.gold.close()
-            await st.jobs.aclose()
-            st.jobs.close()
+            await st.labelers.aclose()
+            st.labelers.close()
             if stopped:  # a job still winding down keeps its database (and the dir's lock) until the process ends
                 st.store.close()
                 st.lock.release()

@@ -27,7 +27,7 @@ def router(st: ServerState) -> APIRouter:
 
 def render_metrics(st: ServerState) -> str:
     judges: dict[str, dict[str, Any]] = {}
-    for source, ledgers in (("sync", [j.ledger for j in st.jobs.values()]), ("jobs", None)):
+    for source, ledgers in (("sync", [j.ledger for j in st.labelers.values()]), ("jobs", None)):
         if ledgers is None:
             per = st.worker.judge_totals() if st.worker else {}
             for name, t in per.items():

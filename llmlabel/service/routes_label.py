@@ -69,8 +69,8 @@ def router(st: ServerState) -> APIRouter:
         """Label a small batch now (at most --max-items, each text at most --max-text-chars; use /v1/jobs for
         files)."""
         check_text_sizes([it.text for it in body.items], st.max_text_chars)
-        job = await st.job(st.cfg.kind)
-        recs = await label_items(job, [(it.text, None) for it in body.items])
+        labeler = await st.labeler(st.cfg.kind)
+        recs = await label_items(labeler, [(it.text, None) for it in body.items])
         st.items["label"] = st.items.get("label", 0) + len(recs)
         return {
             "model_version": st.model_version,
@@ -86,12 +86,12 @@ def router(st: ServerState) -> APIRouter:
         Single-label tasks only (422 for a multi-label or taxonomy task)."""
         verify_applies(task_kind(st))
         check_text_sizes([it.text for it in body.items], st.max_text_chars)
-        job = await st.job("label")  # the label prompt: answers are shared with /v1/label and audit jobs
-        recs = await label_items(job, [(it.text, it.label) for it in body.items])
+        labeler = await st.labeler("label")  # the label prompt: answers are shared with /v1/label and audit jobs
+        recs = await label_items(labeler, [(it.text, it.label) for it in body.items])
         st.items["verify"] = st.items.get("verify", 0) + len(recs)
         out = []
         for i, (it, r) in enumerate(zip(body.items, recs)):
-            r.update(dispute(it.label, r["label"], r["probs"], job.labels, st.dispute_threshold))
+            r.update(dispute(it.label, r["label"], r["probs"], labeler.labels, st.dispute_threshold))
             out.append({"id": it.id if it.id is not None else i, **r})
         return {"model_version": st.model_version, "threshold": st.dispute_threshold, "items": out}
 

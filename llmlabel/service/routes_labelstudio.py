@@ -215,7 +215,7 @@ def router(st: ServerState) -> APIRouter:
             raise refused("/predict", e) from None
         project = project_id(body.project)
         await ensure_refit(project)
-        job = await st.job(st.cfg.kind, how.labels)
+        labeler = await st.labeler(st.cfg.kind, how.labels)
         ver = version(project, how)
         key = how.control.text_key or (st.cfg.task.text_column if body.label_config is None else "text")
         if body.label_config is None and not any(key in t.data for t in body.tasks):
@@ -226,7 +226,7 @@ def router(st: ServerState) -> APIRouter:
 
         async def one(i: int, text: str) -> None:
             try:
-                r = await label_item(job, i, text, None)
+                r = await label_item(labeler, i, text, None)
             except LLMLabelError as e:
                 done[i] = {"error": one_line(e, DETAIL)}
                 return

@@ -16,9 +16,9 @@ from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
 from llmlabel.io.records import TAXONOMY_FIELDS, to_record
-from llmlabel.pipeline.job import OUTCOME, Job
-from llmlabel.pipeline.lifecycle import Jobs
+from llmlabel.pipeline.lifecycle import RowLabelers
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.pipeline.row_labeler import OUTCOME, RowLabeler
 from llmlabel.redaction import one_line, redact_obj
 from llmlabel.results import RowResult
 from llmlabel.service.auth import AuthFailures
@@ -43,7 +43,7 @@ class ServerState:
     allowed_origins: frozenset[tuple[str, str, int]] = frozenset()  # auth.origin_key of each allowed origin
     judges: list[Judge] = field(default_factory=list)
     model_version: str = ""
-    jobs: Jobs = field(init=False)  # the items' jobs by prompt kind, made in the server's loop
+    labelers: RowLabelers = field(init=False)  # the items' row labelers by prompt kind, made in the server's loop
     store: JobStore | None = None
     lock: StateLock | None = None
     worker: JobWorker | None = None
@@ -59,21 +59,22 @@ class ServerState:
     auth_failures: AuthFailures = field(default_factory=AuthFailures)  # per-client backoff after wrong tokens
 
     def __post_init__(self) -> None:
-        self.jobs = Jobs(self.cfg.cache_dir)  # the items' jobs and their cache, closed by the lifespan (app.py)
+        # the items' row labelers and their cache, closed by the lifespan (app.py)
+        self.labelers = RowLabelers(self.cfg.cache_dir)
 
     def http_count(self, method: str, route: str, status: int, seconds: float) -> None:
         c = self.http.setdefault((method, route, status), [0, 0.0])
         c[0] += 1
         c[1] += seconds
 
-    async def job(self, kind: str, labels: tuple[str, ...] | None = None) -> Job:
+    async def labeler(self, kind: str, labels: tuple[str, ...] | None = None) -> RowLabeler:
         """The job of a prompt kind; with `labels` (a Label Studio project's choices, mapped to the task's
         labels), one whose judges choose among those labels only."""
         key = kind if labels is None or list(labels) == self.cfg.task.label_names else f"{kind}:{json.dumps(labels)}"
         opts = RunOptions(progress=False, kind=kind, given_label_column="label", transport=self.transport)
-        job = self.jobs.get(key, item_config(self.cfg, labels), self.judges, opts)
-        await job.ensure_calibrated()  # as a file run's (content-free prompts, cached after the first start)
-        return job
+        labeler = self.labelers.get(key, item_config(self.cfg, labels), self.judges, opts)
+        await labeler.ensure_calibrated()  # as a file run's (content-free prompts, cached after the first start)
+        return labeler
 
 
 def check_text_sizes(texts: list[str], limit: int) -> None:
@@ -108,7 +109,7 @@ def item_config(cfg: Config, labels: tuple[str, ...] | None = None) -> Config:
     return cfg.model_copy(update={"task": task})
 
 
-async def label_items(job: Job, items: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
+async def label_items(labeler: RowLabeler, items: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
     """The outcomes of a request's items (text, given label), asked concurrently, then aggregated over the
     request's items as a file run aggregates over its rows (ensemble.combine.refit: uninformative judges left
     out, weighted and Dawid-Skene fitted on every item): a request's items get the labels `llmlabel label` gives
@@ -117,36 +118,38 @@ async def label_items(job: Job, items: list[tuple[str, str | None]]) -> list[dic
     the event loop, every other client, for their sum."""
     tasks = []
     for i, (text, given) in enumerate(items):
-        tasks.append(asyncio.ensure_future(_result(job, i, text, given)))
+        tasks.append(asyncio.ensure_future(_result(labeler, i, text, given)))
         await asyncio.sleep(0)  # lets the loop serve other sockets between two items' starts
     try:
         records = list(await asyncio.gather(*tasks))
     finally:
-        _report_cache_error(job)
-    names = [j.name for j in job.judges]
-    update, _ = refit(lambda: iter(records), names, job.labels, job.cfg.aggregate, job.kind, None, job.set_policy)
+        _report_cache_error(labeler)
+    names = [j.name for j in labeler.judges]
+    update, _ = refit(
+        lambda: iter(records), names, labeler.labels, labeler.cfg.aggregate, labeler.kind, None, labeler.set_policy
+    )
     return [_outcome(update(pos, r) if update else r) for pos, r in enumerate(records)]
 
 
-def _report_cache_error(job: Job) -> None:
+def _report_cache_error(labeler: RowLabeler) -> None:
     """A cache that failed (full disk, Redis gone) while answering: the answers are returned but not stored,
     so they would be paid for again: the operator's log says so (each time, until the cache works again)."""
-    err = job.take_cache_error()
+    err = labeler.take_cache_error()
     if err is not None:
         log.warning("answers are not being cached, so repeated items are paid again: %s", one_line(str(err)))
 
 
-async def label_item(job: Job, i: int, text: str, given: str | None) -> dict[str, Any]:
+async def label_item(labeler: RowLabeler, i: int, text: str, given: str | None) -> dict[str, Any]:
     """One item's outcome, on its own (Label Studio's /predict, task by task), with every known secret hidden
     (a judge may echo its API key inside an answer or an error)."""
-    return _outcome(await _result(job, i, text, given))
+    return _outcome(await _result(labeler, i, text, given))
 
 
-async def _result(job: Job, i: int, text: str, given: str | None) -> RowResult:
-    """One item's result, computed as `llmlabel label` computes a row's (Job.start, then Job.result)."""
-    res, text_, given_ = job.start(i, {"text": text} if given is None else {"text": text, "label": given})
+async def _result(labeler: RowLabeler, i: int, text: str, given: str | None) -> RowResult:
+    """One item's result, computed as `llmlabel label` computes a row's (RowLabeler.start, then RowLabeler.result)."""
+    res, text_, given_ = labeler.start(i, {"text": text} if given is None else {"text": text, "label": given})
     if text_ is not None:
-        res = job.result(res, await job.ask_all(text_, given_))
+        res = labeler.result(res, await labeler.ask_all(text_, given_))
     return res
 
 

@@ -39,11 +39,11 @@ def test_label_in_memory_typed_results_and_reuse(tmp_path, fake):
         assert out[2].label is None and out[2].error.startswith("empty text")
         assert fake.requests == 2 and labeler.ledger.judges["a"].requests == 2
         # The second call is served from the cache, by the same clients, with its own ledger.
-        clients = dict(labeler._jobs["label"].clients)
+        clients = dict(labeler._row_labelers["label"].clients)
         again = labeler.label(["great stuff", "awful stuff"])
         assert fake.requests == 2 and [a.label for a in again] == [out[0].label, out[1].label]
         assert labeler.ledger.judges["a"].requests == 0 and labeler.ledger.judges["a"].cache_hits == 2
-        assert labeler._jobs["label"].clients == clients
+        assert labeler._row_labelers["label"].clients == clients
     with pytest.raises(llmlabel.errors.LLMLabelError, match="closed"):
         labeler.label(["x"])
 
@@ -214,12 +214,12 @@ def test_calibration_is_measured_once_per_labeler(tmp_path, fake):
     with llmlabel.Labeler(cfg) as labeler:
         first = labeler.label(["good", "bad"])
         assert fake.requests == 3 + 2  # three content-free prompts, then the rows
-        p_cf = labeler._jobs["label"].p_cf["a"]
+        p_cf = labeler._row_labelers["label"].p_cf["a"]
         assert set(p_cf) == {"positive", "negative"} and first[0].probs is not None
         labeler.label(["good again", "bad again"])
         # The second call asks only its rows: not even a cache lookup for the content-free prompts.
         assert fake.requests == 5 + 2 and labeler.ledger.judges["a"].cache_hits == 0
-        assert labeler._jobs["label"].p_cf["a"] == p_cf
+        assert labeler._row_labelers["label"].p_cf["a"] == p_cf
 
 
 @pytest.mark.slow

@@ -407,13 +407,13 @@ def test_two_outputs_submitting_the_same_requests_at_once_buy_them_once(tmp_path
     real = batch.missing_requests
     first_reading, second_reading = threading.Event(), threading.Event()
 
-    def reading(job, input_path):
+    def reading(labeler, input_path):
         if not first_reading.is_set():
             first_reading.set()
             second_reading.wait(2)  # the second run reaches this only once the first has recorded (with the lock)
         else:
             second_reading.set()
-        return real(job, input_path)
+        return real(labeler, input_path)
 
     monkeypatch.setattr(batch, "missing_requests", reading)
     results = {}

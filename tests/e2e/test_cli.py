@@ -193,8 +193,8 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     other judges' hits on that row are then counted once, by that path."""
     from llmlabel.config import load_config
     from llmlabel.llm.cache import ResponseCache, open_cache
-    from llmlabel.pipeline.job import Job
     from llmlabel.pipeline.options import RunOptions
+    from llmlabel.pipeline.row_labeler import RowLabeler
     from llmlabel.pipeline.run import run_job
 
     write_corpus(tmp_path / "in.csv", 20)
@@ -204,10 +204,10 @@ def test_a_row_with_one_unusable_cached_answer_is_asked_and_counted_once(tmp_pat
     ]
     cfg = load_config(write_config(tmp_path / "c.yaml", fake.base_url, judges=judges))
     run_job(cfg, tmp_path / "in.csv", tmp_path / "cold.jsonl", RunOptions(progress=False))
-    job = Job(cfg, cfg.judges, RunOptions(progress=False), open_cache(cfg.cache_dir))
-    rec, text, given = job.start(3, {"id": "r3", "text": read_jsonl(tmp_path / "cold.jsonl")[3]["text"]})
-    key = job.plan.encode(job.plan.request(cfg.judges[1], text, given)).key
-    job.cache.close()
+    labeler = RowLabeler(cfg, cfg.judges, RunOptions(progress=False), open_cache(cfg.cache_dir))
+    rec, text, given = labeler.start(3, {"id": "r3", "text": read_jsonl(tmp_path / "cold.jsonl")[3]["text"]})
+    key = labeler.plan.encode(labeler.plan.request(cfg.judges[1], text, given)).key
+    labeler.cache.close()
     cache = ResponseCache(cfg.cache_dir)
     assert cache.get(key) is not None
     cache.set(key, {"content": "not an answer", "finish_reason": "stop", "usage": {}, "top_logprobs": None})

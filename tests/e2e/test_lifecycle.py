@@ -108,7 +108,7 @@ def opened(monkeypatch):
 @pytest.mark.parametrize("command", ["label", "batch", "audit", "Labeler"])
 def test_the_cache_is_closed_when_making_the_job_fails(files, fake, capsys, opened, command):
     """An examples_file row with a label outside task.labels fails when the job is made, after its cache was
-    opened: that cache is closed all the same (Job opened it and nobody closed it before the Run owned it)."""
+    opened: that cache is closed all the same (RowLabeler opened it and nobody closed it before the Run owned it)."""
     tmp_path, cfg = files
     (tmp_path / "examples.csv").write_text("text,label\ngreat stuff,superb\n")
     out = tmp_path / "o.jsonl"
@@ -154,7 +154,7 @@ def test_a_ray_actors_error_reaches_the_driver_as_its_own_type(tmp_path, fake, m
     from llmlabel.distributed import driver, worker
     from llmlabel.llm.cache import open_cache
     from llmlabel.local.models import LocalError
-    from llmlabel.pipeline.job import Job
+    from llmlabel.pipeline.row_labeler import RowLabeler
 
     class FailingExecutor:
         async def execute(self, *a, **k):
@@ -176,11 +176,11 @@ def test_a_ray_actors_error_reaches_the_driver_as_its_own_type(tmp_path, fake, m
         return out
 
     out = asyncio.run(one_batch())
-    job = Job(cfg, cfg.judges, RunOptions(progress=False), open_cache(cfg.cache_dir))
+    labeler = RowLabeler(cfg, cfg.judges, RunOptions(progress=False), open_cache(cfg.cache_dir))
     try:
-        driver._noted(job, json.loads(out["note"][0]))
-        assert type(job.fatal) is LocalError
-        assert str(job.fatal) == "llama-server exited: install llama-cpp-python"
+        driver._noted(labeler, json.loads(out["note"][0]))
+        assert type(labeler.fatal) is LocalError
+        assert str(labeler.fatal) == "llama-server exited: install llama-cpp-python"
     finally:
-        job.cache.close()
-        actor.job.cache.close()
+        labeler.cache.close()
+        actor.labeler.cache.close()

@@ -15,8 +15,8 @@ from llmlabel.config import load_config, parse_config
 from llmlabel.errors import ConfigError
 from llmlabel.io.rows import iter_rows
 from llmlabel.llm.cache import open_cache
-from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.pipeline.row_labeler import RowLabeler
 
 
 class SeededFake(FakeLLM):
@@ -69,12 +69,12 @@ def test_k_requests_a_row_then_a_rerun_is_free(tmp_path, fake, capsys, quiet_fak
     assert run["judges"]["a"]["requests"] == 0 and run["judges"]["a"]["cache_hits"] == 30
     # ... all of them in the synchronous bulk lookup: no row is handed on to be asked.
     cfg_ = load_config(cfg)
-    job = Job(cfg_, cfg_.judges, RunOptions(progress=False), open_cache(cfg_.cache_dir))
+    labeler = RowLabeler(cfg_, cfg_.judges, RunOptions(progress=False), open_cache(cfg_.cache_dir))
     lines: list[bytes] = []
     sink = SimpleNamespace(append=lambda rec: lines.append(b""), append_lines=lines.extend)
-    rest, found = job.from_cache(list(enumerate(iter_rows(tmp_path / "in.csv"))), sink)
+    rest, found = labeler.from_cache(list(enumerate(iter_rows(tmp_path / "in.csv"))), sink)
     assert rest == [] and found == 30 and len(lines) == 10
-    job.cache.close()
+    labeler.cache.close()
 
 
 @pytest.mark.slow
@@ -190,9 +190,9 @@ def test_unfinished_runs_resume_only_with_the_same_samples(tmp_path):
     fps = []
     for k in (1, 3):
         cfg = load_config(write_config(tmp_path / "c.yaml", None, judges=[_judge("http://x.test/v1", samples=k)]))
-        job = Job(cfg, cfg.judges, RunOptions(progress=False), open_cache(cfg.cache_dir))
-        fps.append(answers_fingerprint(job)["judge 'a'"])
+        labeler = RowLabeler(cfg, cfg.judges, RunOptions(progress=False), open_cache(cfg.cache_dir))
+        fps.append(answers_fingerprint(labeler)["judge 'a'"])
         if k == 1:  # samples: 1 leaves the fingerprint as it was before the field existed
             assert fps[0] == _digest(cfg.judges[0].model_dump(exclude=_NOT_ANSWERS | {"samples"}))
-        job.cache.close()
+        labeler.cache.close()
     assert fps[0] != fps[1]

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient as _TestClient  # noqa: E402
 
 from llmlabel.auditing.audit import AuditOptions, run_audit  # noqa: E402
 from llmlabel.config import load_config  # noqa: E402
-from llmlabel.pipeline.job import OUTCOME  # noqa: E402
 from llmlabel.pipeline.options import RunOptions  # noqa: E402
+from llmlabel.pipeline.row_labeler import OUTCOME  # noqa: E402
 from llmlabel.pipeline.run import run_job  # noqa: E402
 from llmlabel.service.app import create_app  # noqa: E402
 

@@ -1,5 +1,5 @@
 """The one calibration and logprob path: codes in the prompt, logprobs -> label distribution, contextual
-calibration. These are the functions the pipeline runs (Job.calibrate / Job._calibrated, JudgeClient)."""
+calibration. These are the functions the pipeline runs (RowLabeler.calibrate / RowLabeler._calibrated, JudgeClient)."""
 
 import math
 import random

@@ -1,4 +1,4 @@
-"""The typed data model (llmlabel.results): results built by the pipeline's Job, records only through io.records,
+"""The typed data model (llmlabel.results): results built by the pipeline's RowLabeler, records only through io.records,
 the vote matrix aggregation reads, and a refit that returns new results."""
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from llmlabel.ensemble.votes import VoteMatrix
 from llmlabel.io.output import line
 from llmlabel.io.records import from_record, report_record, to_record
 from llmlabel.llm.cache import open_cache
-from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.pipeline.row_labeler import RowLabeler
 from llmlabel.results import AggregationReport, JudgeAnswer, JudgeFit, OneLabel, RowResult
 
 LABELS = ["pos", "neg", "mixed"]
 TREE = {"animal": ["cat", "dog"], "plant": ["tree", "flower"]}
 
 
-def _job(tmp_path: Any, **task: Any) -> Job:
+def _labeler(tmp_path: Any, **task: Any) -> RowLabeler:
     judges = [{"name": n, "model": n, "base_url": "http://127.0.0.1:9/v1"} for n in ("a", "b", "c")]
     given = task if "taxonomy" in task else {"labels": LABELS, **task}
     cfg = parse_config({"task": {"name": "t", **given}, "judges": judges, "cache_dir": str(tmp_path / "cache")})
-    return Job(cfg, cfg.judges, RunOptions(), open_cache(cfg.cache_dir))
+    return RowLabeler(cfg, cfg.judges, RunOptions(), open_cache(cfg.cache_dir))
 
 
 def _round_trip(rec: dict[str, Any], kind: str | None = None) -> RowResult:
@@ -40,8 +40,8 @@ def _round_trip(rec: dict[str, Any], kind: str | None = None) -> RowResult:
 
 
 def test_a_single_label_row_is_built_typed_and_round_trips(tmp_path):
-    job = _job(tmp_path)
-    start, text, _ = job.start(4, {"id": "r1", "text": "great", "label": "old", "meta": {"k": [1, 2]}})
+    labeler = _labeler(tmp_path)
+    start, text, _ = labeler.start(4, {"id": "r1", "text": "great", "label": "old", "meta": {"k": [1, 2]}})
     assert (
         text == "great"
         and start.position == 4
@@ -52,7 +52,7 @@ def test_a_single_label_row_is_built_typed_and_round_trips(tmp_path):
         "b": JudgeAnswer(label="pos"),
         "c": JudgeAnswer(error="invalid answer: 'x'"),
     }
-    res = job.result(start, answers)
+    res = labeler.result(start, answers)
     assert (res.label, res.error, res.kind) == ("pos", None, "label") and res.judges["c"].error
     assert res.label_set == frozenset({"pos"}) and res.depth is None
     rec = to_record(res)
@@ -78,10 +78,10 @@ def test_a_single_label_row_is_built_typed_and_round_trips(tmp_path):
 
 
 def test_a_row_with_nothing_to_label_and_an_id_column_named_id(tmp_path):
-    job = _job(tmp_path)
-    start, text, _ = job.start(0, {"text": "  ", "id": 7, "x": 1})
+    labeler = _labeler(tmp_path)
+    start, text, _ = labeler.start(0, {"text": "  ", "id": 7, "x": 1})
     assert text is None and not start.asked and start.error.startswith("empty text")
-    rec = to_record(job.finish(start, None))
+    rec = to_record(labeler.finish(start, None))
     assert list(rec) == ["_i", "text", "id", "x", "label", "confidence", "probs", "candidates", "judges", "error"]
     assert rec["id"] == "7"
     back = _round_trip(rec, "multilabel")  # a blank row of any kind has the same layout
@@ -89,38 +89,38 @@ def test_a_row_with_nothing_to_label_and_an_id_column_named_id(tmp_path):
 
 
 def test_candidate_sets_round_trip(tmp_path):
-    job = _job(tmp_path)
-    start, _, _ = job.start(1, {"id": "r2", "text": "meh"})
+    labeler = _labeler(tmp_path)
+    start, _, _ = labeler.start(1, {"id": "r2", "text": "meh"})
     answers = {n: JudgeAnswer(label="mixed", candidates=["mixed", "neg"]) for n in "abc"}
-    res = dataclasses.replace(job.result(start, answers), kind="candidates")
+    res = dataclasses.replace(labeler.result(start, answers), kind="candidates")
     assert _round_trip(to_record(res)).candidates == res.candidates
 
 
 def test_a_multi_label_row_carries_its_set_and_per_label_probs(tmp_path):
-    job = _job(tmp_path, multi_label=True)
-    start, _, _ = job.start(2, {"id": "r3", "text": "happy and sad"})
+    labeler = _labeler(tmp_path, multi_label=True)
+    start, _, _ = labeler.start(2, {"id": "r3", "text": "happy and sad"})
     answers = {"a": JudgeAnswer(labels=["pos", "neg"]), "b": JudgeAnswer(labels=["pos"]), "c": JudgeAnswer(labels=[])}
-    res = job.result(start, answers)
+    res = labeler.result(start, answers)
     assert res.kind == "multilabel" and res.labels == ("pos",) and res.label == "pos"
     assert res.probs == {"pos": pytest.approx(2 / 3, abs=1e-4), "neg": pytest.approx(1 / 3, abs=1e-4), "mixed": 0.0}
     rec = to_record(res)
     assert list(rec)[3:5] == ["label", "labels"] and rec["labels"] == ["pos"]
     assert _round_trip(rec) == res
-    failed = job.result(start, {n: JudgeAnswer(error="timeout") for n in "abc"})
+    failed = labeler.result(start, {n: JudgeAnswer(error="timeout") for n in "abc"})
     assert failed.labels is None and to_record(failed)["labels"] is None
     assert _round_trip(to_record(failed), "multilabel").error == failed.error
 
 
 def test_a_taxonomy_row_carries_its_path_depth_and_level_confidences(tmp_path):
-    job = _job(tmp_path, taxonomy=TREE, taxonomy_threshold=0.6)
-    start, _, _ = job.start(3, {"id": "r4", "text": "a small cat"})
+    labeler = _labeler(tmp_path, taxonomy=TREE, taxonomy_threshold=0.6)
+    start, _, _ = labeler.start(3, {"id": "r4", "text": "a small cat"})
     levels = [JudgeAnswer(label="animal"), JudgeAnswer(label="cat")]
     answers = {
         "a": JudgeAnswer(label="cat", levels=levels),
         "b": JudgeAnswer(label="cat", levels=levels),
         "c": JudgeAnswer(label="dog", levels=[JudgeAnswer(label="animal"), JudgeAnswer(label="dog")]),
     }
-    res = job.result(start, answers)
+    res = labeler.result(start, answers)
     assert res.path == ("animal", "cat") and res.depth == 2 and res.label == "cat"
     assert res.level_confidence == (1.0, pytest.approx(0.6667, abs=1e-4))
     rec = to_record(res)

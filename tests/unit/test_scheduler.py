@@ -20,8 +20,8 @@ from fakejudges import FakeJudges
 from llmlabel.config import parse_config
 from llmlabel.errors import BudgetExhausted, JudgeError
 from llmlabel.pipeline.drive import drive
-from llmlabel.pipeline.job import Job
 from llmlabel.pipeline.options import RunOptions
+from llmlabel.pipeline.row_labeler import RowLabeler
 
 LABELS = ["pos", "neg"]
 TIMEOUT = 7.0  # the judges' timeout: a graceful stop waits at most this long (< 30 s) for answers in flight
@@ -91,9 +91,9 @@ class Input:
             yield i, {"id": f"{self.prefix}{i}", "text": f"{self.prefix} {i}"}
 
 
-def make_job(
+def make_labeler(
     fake: FakeJudges, judges: int = 1, concurrency: int = 4, logprobs: bool = False, **extra: Any
-) -> tuple[Job, RunOptions]:
+) -> tuple[RowLabeler, RunOptions]:
     opts_keys = {"max_cost", "max_requests", "cancel"}
     opts = RunOptions(progress=False, transport=fake, **{k: v for k, v in extra.items() if k in opts_keys})
     cfg = parse_config(
@@ -116,11 +116,11 @@ def make_job(
             **{k: v for k, v in extra.items() if k not in opts_keys},
         }
     )
-    return Job(cfg, cfg.judges, opts, cache=MemoryCache()), opts
+    return RowLabeler(cfg, cfg.judges, opts, cache=MemoryCache()), opts
 
 
-def start(job: Job, rows: Input, sink: Sink) -> asyncio.Task[str | None]:
-    return asyncio.ensure_future(drive(job, rows, sink, rows.n))
+def start(labeler: RowLabeler, rows: Input, sink: Sink) -> asyncio.Task[str | None]:
+    return asyncio.ensure_future(drive(labeler, rows, sink, rows.n))
 
 
 async def answer_all(fake: FakeJudges, run: asyncio.Task[Any]) -> None:
@@ -136,11 +136,11 @@ def test_window_bounds_the_rows_in_flight():
     """Rows waiting for their judges hold the window: the scheduler takes no more input than it bounds (64
     rows here), however long the judges take, and takes more as rows finish."""
     fake = FakeJudges(LABELS)
-    job, _ = make_job(fake, concurrency=2)
+    labeler, _ = make_labeler(fake, concurrency=2)
     rows, sink = Input(300), Sink()
 
     async def main() -> None:
-        run = start(job, rows, sink)
+        run = start(labeler, rows, sink)
         await until(lambda: len(fake.asks) == 2)
         await asyncio.sleep(60)  # a minute of the loop's time: nothing more may start
         assert len(fake.waiting) == 2  # the judge's concurrency
@@ -163,11 +163,11 @@ def test_window_bounds_the_rows_in_flight():
 def test_drain_waits_for_every_row_in_flight():
     """Once the input is all started, the run ends when its last row is answered: after any time, in any order."""
     fake = FakeJudges(LABELS)
-    job, _ = make_job(fake, concurrency=10)
+    labeler, _ = make_labeler(fake, concurrency=10)
     rows, sink = Input(10), Sink()
 
     async def main() -> None:
-        run = start(job, rows, sink)
+        run = start(labeler, rows, sink)
         await until(lambda: len(fake.asks) == 10)
         for k, a in enumerate(reversed(fake.asks)):
             await asyncio.sleep(100)  # longer than any timeout of the scheduler
@@ -177,21 +177,21 @@ def test_drain_waits_for_every_row_in_flight():
 
     run(main())
     assert sink.texts() == sorted(f"text {i}" for i in range(10))
-    assert job.fatal is None and job.ledger.rows_done == 10
+    assert labeler.fatal is None and labeler.ledger.rows_done == 10
 
 
 # -- halts --------------------------------------------------------------------------------------------------
 def test_cancel_sends_nothing_new_and_keeps_the_answers_in_flight():
     cancel = threading.Event()
     fake = FakeJudges(LABELS)
-    job, _ = make_job(fake, concurrency=3, cancel=cancel)
+    labeler, _ = make_labeler(fake, concurrency=3, cancel=cancel)
     rows, sink = Input(20), Sink()
 
     async def main() -> None:
-        run = start(job, rows, sink)
+        run = start(labeler, rows, sink)
         await until(lambda: len(fake.asks) == 3)
         cancel.set()  # the service's cancel button (from any thread)
-        await until(lambda: job.budget.max_requests == 0)  # the run saw it: the budget is halted
+        await until(lambda: labeler.budget.max_requests == 0)  # the run saw it: the budget is halted
         await asyncio.sleep(1)
         for a in fake.asks:
             a.answer()
@@ -200,8 +200,8 @@ def test_cancel_sends_nothing_new_and_keeps_the_answers_in_flight():
     run(main())
     assert len(fake.asks) == 3  # nothing sent after the cancel
     assert len(sink.rows) == 3 and all(r["label"] in LABELS and r["error"] is None for r in sink.rows)
-    assert job.fatal is None  # a cancel's halted budget is not the user's
-    assert job.ledger.requests == job.ledger.judges["a"].responses == 3
+    assert labeler.fatal is None  # a cancel's halted budget is not the user's
+    assert labeler.ledger.requests == labeler.ledger.judges["a"].responses == 3
 
 
 def test_graceful_stop_waits_for_answers_in_flight_at_most_the_judges_timeout():
@@ -209,15 +209,15 @@ def test_graceful_stop_waits_for_answers_in_flight_at_most_the_judges_timeout():
     s): an answer that never comes leaves its row for the next run."""
     cancel = threading.Event()
     fake = FakeJudges(LABELS)
-    job, _ = make_job(fake, concurrency=3, cancel=cancel)
+    labeler, _ = make_labeler(fake, concurrency=3, cancel=cancel)
     rows, sink = Input(20), Sink()
 
     async def main() -> float:
-        run = start(job, rows, sink)
+        run = start(labeler, rows, sink)
         await until(lambda: len(fake.asks) == 3)
         cancelled = now()
         cancel.set()
-        await until(lambda: job.budget.max_requests == 0)
+        await until(lambda: labeler.budget.max_requests == 0)
         fake.asks[1].answer()
         assert await run == "cancelled"
         return now() - cancelled
@@ -237,16 +237,16 @@ def _ctrl_c() -> None:
 def test_ctrl_c_stops_sending_and_keeps_what_was_answered():
     """The first Ctrl-C is graceful: nothing new is sent, the answers in flight arrive and their rows are kept."""
     fake = FakeJudges(LABELS)
-    job, _ = make_job(fake, concurrency=4)
+    labeler, _ = make_labeler(fake, concurrency=4)
     rows, sink = Input(50), Sink()
 
     async def main() -> None:
-        run = start(job, rows, sink)
+        run = start(labeler, rows, sink)
         await until(lambda: len(fake.asks) == 4)
         fake.asks[0].answer()
         await until(lambda: len(fake.asks) == 5)  # its row finished: the next one was sent
         _ctrl_c()
-        await until(lambda: job.budget.max_requests == 0)
+        await until(lambda: labeler.budget.max_requests == 0)
         await asyncio.sleep(1)
         for a in fake.waiting:
             a.answer()
@@ -254,20 +254,20 @@ def test_ctrl_c_stops_sending_and_keeps_what_was_answered():
 
     run(main())
     assert len(fake.asks) == 5 and len(sink.rows) == 5
-    assert all(r["label"] in LABELS for r in sink.rows) and job.fatal is None
+    assert all(r["label"] in LABELS for r in sink.rows) and labeler.fatal is None
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_a_second_ctrl_c_stops_at_once():
     fake = FakeJudges(LABELS)
-    job, _ = make_job(fake, concurrency=4)
+    labeler, _ = make_labeler(fake, concurrency=4)
     rows, sink = Input(50), Sink()
 
     async def main() -> float:
-        run = start(job, rows, sink)
+        run = start(labeler, rows, sink)
         await until(lambda: len(fake.asks) == 4)
         _ctrl_c()
-        await until(lambda: job.budget.max_requests == 0)
+        await until(lambda: labeler.budget.max_requests == 0)
         fake.asks[2].answer()
         await until(lambda: len(sink.rows) == 1)
         second = now()
@@ -282,11 +282,11 @@ def test_a_second_ctrl_c_stops_at_once():
 
 def test_a_dead_judge_stops_the_run_at_once_keeping_the_rows_answered():
     fake = FakeJudges(LABELS)
-    job, _ = make_job(fake, concurrency=3)
+    labeler, _ = make_labeler(fake, concurrency=3)
     rows, sink = Input(20), Sink()
 
     async def main() -> float:
-        run = start(job, rows, sink)
+        run = start(labeler, rows, sink)
         await until(lambda: len(fake.asks) == 3)
         fake.asks[0].answer()
         await until(lambda: len(fake.asks) == 4)
@@ -296,7 +296,7 @@ def test_a_dead_judge_stops_the_run_at_once_keeping_the_rows_answered():
         return now() - failed
 
     assert run(main()) < 1
-    assert isinstance(job.fatal, JudgeError)
+    assert isinstance(labeler.fatal, JudgeError)
     assert sink.texts() == [fake.asks[0].text]
     # The request that took the failed one's connection slot goes out in the same tick as the failure, before
     # the run sees it; nothing after that.
@@ -306,11 +306,11 @@ def test_a_dead_judge_stops_the_run_at_once_keeping_the_rows_answered():
 # -- the budget ---------------------------------------------------------------------------------------------
 def test_max_requests_stops_at_the_limit_and_keeps_the_rows_in_flight():
     fake = FakeJudges(LABELS)
-    job, _ = make_job(fake, concurrency=3, max_requests=5)
+    labeler, _ = make_labeler(fake, concurrency=3, max_requests=5)
     rows, sink = Input(20), Sink()
 
     async def main() -> None:
-        run = start(job, rows, sink)
+        run = start(labeler, rows, sink)
         await until(lambda: len(fake.asks) == 3)
         for a in fake.asks[:3]:
             a.answer()
@@ -322,9 +322,9 @@ def test_max_requests_stops_at_the_limit_and_keeps_the_rows_in_flight():
         assert await run is None
 
     run(main())
-    assert isinstance(job.fatal, BudgetExhausted)
+    assert isinstance(labeler.fatal, BudgetExhausted)
     assert len(fake.asks) == 5 and len(sink.rows) == 5 and all(r["label"] in LABELS for r in sink.rows)
-    assert job.ledger.requests == job.ledger.judges["a"].responses == 5
+    assert labeler.ledger.requests == labeler.ledger.judges["a"].responses == 5
 
 
 @pytest.mark.parametrize("concurrency", [1, 8])
@@ -332,15 +332,15 @@ def test_max_cost_never_pays_past_the_limit(concurrency):
     """Every answer is paid and kept, and what they cost together stays within --max-cost at any concurrency."""
     fake = FakeJudges(LABELS, auto=True)
     limit = 0.002  # a few dozen requests at $1/$2 per million tokens
-    job, _ = make_job(fake, concurrency=concurrency, max_cost=limit)
+    labeler, _ = make_labeler(fake, concurrency=concurrency, max_cost=limit)
     rows, sink = Input(500), Sink()
-    assert run(drive(job, rows, sink, rows.n)) is None
-    assert isinstance(job.fatal, BudgetExhausted)
-    assert 0 < len(sink.rows) == len(fake.asks) == job.ledger.judges["a"].responses < 500
-    assert job.ledger.cost <= limit
+    assert run(drive(labeler, rows, sink, rows.n)) is None
+    assert isinstance(labeler.fatal, BudgetExhausted)
+    assert 0 < len(sink.rows) == len(fake.asks) == labeler.ledger.judges["a"].responses < 500
+    assert labeler.ledger.cost <= limit
     # the next request could have overshot it: the run stopped because it might, not after it did
     worst = max(len(json.dumps(a.body)) for a in fake.asks) * 1e-6 + 64 * 2e-6
-    assert job.ledger.cost + worst > limit
+    assert labeler.ledger.cost + worst > limit
 
 
 # -- the cascade's probe ------------------------------------------------------------------------------------
@@ -350,9 +350,11 @@ def truth(text: str) -> str:
     return LABELS[int(last) % 2] if last.isdigit() else "pos"
 
 
-def cascade_job(fake: FakeJudges) -> Job:
-    job, _ = make_job(fake, judges=2, concurrency=4, logprobs=True, cascade={"threshold": 0.8, "probe_rows": 20})
-    return job
+def cascade_labeler(fake: FakeJudges) -> RowLabeler:
+    labeler, _ = make_labeler(
+        fake, judges=2, concurrency=4, logprobs=True, cascade={"threshold": 0.8, "probe_rows": 20}
+    )
+    return labeler
 
 
 def row(text: str) -> bool:
@@ -376,21 +378,21 @@ async def answer_cascade(fake: FakeJudges, run: asyncio.Task[Any], a_says: Any) 
 
 def test_cascade_probe_asks_every_judge_then_escalates_only_the_unsure_rows():
     fake = FakeJudges(LABELS)
-    job = cascade_job(fake)
+    labeler = cascade_labeler(fake)
 
     async def main() -> None:
         probe, sink = Input(20, "probe"), Sink()
-        run = start(job, probe, sink)
+        run = start(labeler, probe, sink)
         await answer_cascade(fake, run, lambda t: (truth(t), 0.95))
         await run
         probed = [t for t in fake.asked("b") if row(t)]
         assert len(probed) == 20 and probed == [t for t in fake.asked("a") if row(t)]  # every judge on the probe
-        assert job.distrusted == frozenset()
+        assert labeler.distrusted == frozenset()
         # Later rows: judge a alone where it is sure (0.95 >= 0.8); b too where it is not (0.6).
         before = len(fake.asks)
         rows = Input(30, "later")
         unsure = {f"later {i}" for i in range(30) if i % 3 == 0}
-        run = start(job, rows, Sink())
+        run = start(labeler, rows, Sink())
         await answer_cascade(fake, run, lambda t: (truth(t), 0.6 if t in unsure else 0.95))
         await run
         later = fake.asks[before:]
@@ -398,21 +400,21 @@ def test_cascade_probe_asks_every_judge_then_escalates_only_the_unsure_rows():
         assert {a.text for a in later if a.model == "b"} == unsure
 
     run(main())
-    assert job.ledger.judges["b"].calls_saved == 20
+    assert labeler.ledger.judges["b"].calls_saved == 20
 
 
 def test_cascade_probe_leaves_out_a_judge_that_says_one_label_to_everything():
     """A sure, stuck first judge found on the probe no longer ends rows: every later row asks the next judge."""
     fake = FakeJudges(LABELS)
-    job = cascade_job(fake)
+    labeler = cascade_labeler(fake)
 
     async def main() -> None:
-        run = start(job, Input(20, "probe"), Sink())
+        run = start(labeler, Input(20, "probe"), Sink())
         await answer_cascade(fake, run, lambda t: ("pos", 0.99))
         await run
-        assert job.distrusted == frozenset({"a"})
+        assert labeler.distrusted == frozenset({"a"})
         before = len(fake.asks)
-        run = start(job, Input(30, "later"), Sink())
+        run = start(labeler, Input(30, "later"), Sink())
         await answer_cascade(fake, run, lambda t: ("pos", 0.99))
         await run
         assert len([a for a in fake.asks[before:] if a.model == "b"]) == 30

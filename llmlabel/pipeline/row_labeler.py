@@ -1,6 +1,6 @@
 """One labeling job's row machinery: a row in, its judges' answers, its output record out.
 
-`Job` is shared by every way of running rows: files (`run_job`), memory (the Python API's `Labeler`) and
+`RowLabeler` is shared by every way of running rows: files (`run_job`), memory (the Python API's `Labeler`) and
 the service's single-row endpoints (`start` then `ask_all` then `result`). A row's result is a `RowResult`
 (llmlabel.results); io.records makes it an output record. It is given its response cache: whoever opens the
 cache closes it (pipeline.lifecycle.Run for a file run). Other modules change a job only through its methods
@@ -101,7 +101,7 @@ class Sink(Protocol):
         """Rows already serialised (io.output.line / line_with), in one write."""
 
 
-class Job:
+class RowLabeler:
     def __init__(self, cfg: Config, judges: list[Judge], opts: RunOptions, cache: CacheBackend) -> None:
         self.cfg, self.judges, self.opts = cfg, judges, opts
         self.labels = cfg.task.label_names
