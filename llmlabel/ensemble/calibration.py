@@ -85,7 +85,8 @@ def calibrate_answer(ans: JudgeAnswer, p_cf: Mapping[str, float] | None) -> Judg
 
 def batch_calibrate(dists: Any) -> Any:
     """Batch Calibration of an (n, K) array of label distributions (one row per row of the job, columns in
-    label order): each row divided by the rows' mean distribution, renormalized (a row with no mass: uniform).
+    label order): each row divided by the rows' mean distribution, renormalized (a row with no mass counts as
+    uniform, as `_normalize` has it).
 
     A label no row gives any mass is divided by a thousandth of the smallest mean share instead of 0, so it
     stays at 0. Rows are normalized first (stored answers are rounded to 4 digits). numpy in, numpy out."""

@@ -286,7 +286,14 @@ class Labeler:
         names = [j.name for j in job.judges]
         results = [from_record(r, job.kind) for r in records]
         update, _ = refit(
-            lambda: iter(results), names, job.labels, self.config.aggregate, job.kind, self._gold, job.set_policy
+            lambda: iter(results),
+            names,
+            job.labels,
+            self.config.aggregate,
+            job.kind,
+            self._gold,
+            job.set_policy,
+            job.batch_calibrated(),
         )
         if update is None:
             return [LabelResult.from_record(r) for r in records]

@@ -124,7 +124,16 @@ async def label_items(job: Job, items: list[tuple[str, str | None]]) -> list[dic
     finally:
         _report_cache_error(job)
     names = [j.name for j in job.judges]
-    update, _ = refit(lambda: iter(records), names, job.labels, job.cfg.aggregate, job.kind, None, job.set_policy)
+    update, _ = refit(
+        lambda: iter(records),
+        names,
+        job.labels,
+        job.cfg.aggregate,
+        job.kind,
+        None,
+        job.set_policy,
+        job.batch_calibrated(),
+    )
     return [_outcome(update(pos, r) if update else r) for pos, r in enumerate(records)]
 
 
