@@ -8,6 +8,7 @@ included)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -189,15 +190,21 @@ class BatchFit:
 
     def answers(self, pos: int, answers: Mapping[str, JudgeAnswer]) -> Mapping[str, JudgeAnswer]:
         """Row `pos`'s answers with the applied judges' batch-calibrated distributions and labels."""
+        codes, probs = self._lists
         out: dict[str, JudgeAnswer] | None = None
         for b, name in enumerate(self.judges):
-            k = int(self.label_codes[pos, b])
+            k = codes[pos][b]
             if k < 0:
                 continue
             out = dict(answers) if out is None else out
-            probs = dict(zip(self.labels, self.probs[pos, b].tolist()))
-            out[name] = answers[name].model_copy(update={"probs": probs, "label": self.labels[k]})
+            p = dict(zip(self.labels, probs[pos][b]))
+            out[name] = answers[name].model_copy(update={"probs": p, "label": self.labels[k]})
         return answers if out is None else out
+
+    @functools.cached_property
+    def _lists(self) -> tuple[list[list[int]], list[list[list[float]]]]:
+        # Python lists in one call each: indexing numpy row by row costs more than the whole conversion.
+        return self.label_codes.tolist(), self.probs.tolist()
 
     def single_revote(self) -> Revote | None:
         """A single judge's rows (majority, no gold): each row's result is its batch-calibrated answer, as
@@ -207,16 +214,27 @@ class BatchFit:
 
         if not self.judges:
             return None
-        labels, codes, probs = self.labels, self.label_codes[:, 0], self.probs[:, 0, :]
-        order = np.argsort(-probs, axis=1, kind="stable")
+        labels = self.labels
+        codes, probs = self.label_codes[:, 0].tolist(), self.probs[:, 0, :].tolist()
+        order = np.argsort(-self.probs[:, 0, :], axis=1, kind="stable").tolist()
 
         def revote(pos: int, r: RowResult) -> RowResult:
-            k = int(codes[pos])
+            k = codes[pos]
             if r.label is None or k < 0:
                 return r
-            p = probs[pos].tolist()
-            cands = tuple(labels[i] for i in order[pos].tolist() if p[i] > 0)
-            return r.decided(Verdict(labels[k], p[k], dict(zip(labels, p)), cands))
+            p = probs[pos]
+            cands = tuple([labels[i] for i in order[pos] if p[i] > 0])
+            # r.decided(Verdict(...)) without building the Verdict
+            return r.evolve(
+                label=labels[k],
+                confidence=p[k],
+                probs=dict(zip(labels, p)),
+                candidates=cands,
+                error=None,
+                labels=None,
+                path=None,
+                level_confidence=None,
+            )
 
         return revote
 
