@@ -3,6 +3,8 @@ judge's distributions divided by their mean over the job's rows, then the rows r
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -185,3 +187,20 @@ def test_the_config_option_needs_logprobs_and_one_label_a_text():
             parse_config({**_cfg(logprobs=True, batch_calibration=True), **extra})
     with pytest.raises(ConfigError, match="batch_calibration works in mode: label"):
         parse_config({**_cfg(logprobs=True, batch_calibration=True), "mode": "candidates"})
+
+
+def test_the_review_refits_an_output_as_the_run_did(tmp_path):
+    """`llmlabel review` refits the output's rows (with the reviewed rows as gold): the judges the run
+    batch-calibrated, named in the output's ledger, are calibrated there too."""
+    from llmlabel.io.paths import ledger_path
+    from llmlabel.review.dataset import load_output, model_view
+
+    rows, truth = _biased(40)
+    update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch=["j"])
+    out = tmp_path / "o.jsonl"
+    out.write_text("".join(json.dumps(to_record(update(p, r))) + "\n" for p, r in enumerate(rows)))
+    gold = {f"r{i}": truth[i] for i in range(12)}  # reviewed rows: gold, so the review refits every row
+    assert model_view(load_output(out, LABELS), gold).label == ["positive"] * 40  # no ledger: not known
+    ledger_path(out).write_text(json.dumps({"runs": [{"quality": report_record(report)}]}))
+    ds = load_output(out, LABELS)
+    assert ds.batch == ["j"] and model_view(ds, gold).label == truth
