@@ -135,3 +135,22 @@ def test_local_shards_and_batch_give_the_same_labels(tmp_path):
         assert read_jsonl(tmp_path / "batch.jsonl") == read_jsonl(local)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_labeler_call_is_calibrated_over_its_rows_and_a_small_one_is_not(tmp_path):
+    """The Python API (and the service, per request: the same refit) calibrates over the call's rows; a call
+    of 3 texts is below the minimum, so its answers stand as asked instead of going flat."""
+    import llmlabel
+
+    dists, truth = _corpus(tmp_path / "in.jsonl", 40)
+    server = BiasedLLM(dists).start()
+    try:
+        cfg = load_config(_config(tmp_path, server.base_url, True))
+        with llmlabel.Labeler(cfg) as labeler:
+            assert [r.label for r in labeler.label(list(dists))] == truth
+            small = labeler.label(list(dists)[:3])
+    finally:
+        server.stop()
+    assert [r.label for r in small] == ["positive"] * 3
+    assert small[1].probs == pytest.approx(NEG, abs=1e-3)
