@@ -204,3 +204,33 @@ def test_the_review_refits_an_output_as_the_run_did(tmp_path):
     ledger_path(out).write_text(json.dumps({"runs": [{"quality": report_record(report)}]}))
     ds = load_output(out, LABELS)
     assert ds.batch == ["j"] and model_view(ds, gold).label == truth
+
+
+@pytest.mark.parametrize(
+    "task,want",
+    [
+        ({}, ["a"]),
+        ({"multi_label": True}, []),
+        ({"shortlist": 2}, []),
+        ({"taxonomy": {"x": ["p", "q"], "y": ["r", "s"]}}, []),
+    ],
+)
+def test_judges_given_with_the_option_are_calibrated_in_single_label_jobs_only(tmp_path, task, want):
+    """Judges that do not come from the config (the embedded ones, `local_judges`) are not checked by it: a
+    job of another kind leaves their option off instead of refusing to run."""
+    from llmlabel.config import Judge
+    from llmlabel.llm.cache import open_cache
+    from llmlabel.pipeline.job import Job
+    from llmlabel.pipeline.options import RunOptions
+
+    given = task if "taxonomy" in task else {"labels": LABELS, **task}
+    cfg = parse_config({"task": {"name": "t", **given}, "cache_dir": str(tmp_path / "cache")})
+    judges = [
+        Judge(name="a", model="m", base_url="http://127.0.0.1:9/v1", logprobs=True, batch_calibration=True),
+        Judge(name="b", model="m", base_url="http://127.0.0.1:9/v1", logprobs=True),
+    ]
+    cache = open_cache(cfg.cache_dir)
+    try:
+        assert Job(cfg, judges, RunOptions(), cache).batch_calibrated() == want
+    finally:
+        cache.close()
