@@ -8,7 +8,6 @@ included)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -148,7 +147,8 @@ class BatchFit:
     `judges`: those it was applied to; `too_few`: those left as they were, with the number of rows that had a
     distribution from them (under calibration.BATCH_MIN_ROWS). `codes` (n, J): every judge's label codes with
     the applied judges' new labels; `label_codes` (n, B) and `probs` (n, B, K, rounded to 4 digits) the applied
-    judges' new labels (-1: the row had no distribution from that judge, its answer stands) and distributions."""
+    judges' new labels (-1: the row had no distribution from that judge, its answer stands) and distributions.
+    Memory: float64 arrays, 8 bytes a label a row a judge, a few of them while the fit runs."""
 
     labels: tuple[str, ...]
     judges: tuple[str, ...]
@@ -168,7 +168,9 @@ class BatchFit:
         if not n:
             return None
         codes = vm.codes.copy()
-        applied, too_few, new_codes, new_probs = [], {}, [], []
+        applied, too_few, kept = [], {}, []
+        probs = np.zeros((n, len(batch), K))
+        label_codes = np.full((n, len(batch)), -1, dtype=np.int64)
         for b, name in enumerate(batch):
             d = vm.dists[:, b, :]
             have = ~np.isnan(d[:, 0])
@@ -176,35 +178,29 @@ class BatchFit:
             if m < BATCH_MIN_ROWS:
                 too_few[name] = m
                 continue
-            q = np.zeros((n, K))
-            q[have] = np.round(batch_calibrate(d[have]), 4)
-            k = np.where(have, np.argmax(q, axis=1), -1)  # the first of tied labels, as calibrate_answer picks
-            j = judge_names.index(name)
-            codes[have, j] = k[have]
+            q = np.round(batch_calibrate(d[have]), 4)
+            probs[have, b] = q
+            k = np.argmax(q, axis=1)  # the first of tied labels, as calibrate_answer picks
+            label_codes[have, b] = k
+            codes[have, judge_names.index(name)] = k
             applied.append(name)
-            new_codes.append(k)
-            new_probs.append(q)
-        label_codes = np.stack(new_codes, axis=1) if applied else np.full((n, 0), -1)
-        probs = np.stack(new_probs, axis=1) if applied else np.zeros((n, 0, K))
+            kept.append(b)
+        if len(kept) < len(batch):
+            probs, label_codes = probs[:, kept], label_codes[:, kept]
         return cls(tuple(labels), tuple(applied), too_few, codes, label_codes, probs)
 
     def answers(self, pos: int, answers: Mapping[str, JudgeAnswer]) -> Mapping[str, JudgeAnswer]:
         """Row `pos`'s answers with the applied judges' batch-calibrated distributions and labels."""
-        codes, probs = self._lists
         out: dict[str, JudgeAnswer] | None = None
+        codes = self.label_codes[pos].tolist()
         for b, name in enumerate(self.judges):
-            k = codes[pos][b]
+            k = codes[b]
             if k < 0:
                 continue
             out = dict(answers) if out is None else out
-            p = dict(zip(self.labels, probs[pos][b]))
+            p = dict(zip(self.labels, self.probs[pos, b].tolist()))
             out[name] = answers[name].model_copy(update={"probs": p, "label": self.labels[k]})
         return answers if out is None else out
-
-    @functools.cached_property
-    def _lists(self) -> tuple[list[list[int]], list[list[list[float]]]]:
-        # Python lists in one call each: indexing numpy row by row costs more than the whole conversion.
-        return self.label_codes.tolist(), self.probs.tolist()
 
     def single_revote(self) -> Revote | None:
         """A single judge's rows (majority, no gold): each row's result is its batch-calibrated answer, as
@@ -215,15 +211,17 @@ class BatchFit:
         if not self.judges:
             return None
         labels = self.labels
-        codes, probs = self.label_codes[:, 0].tolist(), self.probs[:, 0, :].tolist()
-        order = np.argsort(-self.probs[:, 0, :], axis=1, kind="stable").tolist()
+        codes, probs = self.label_codes[:, 0].tolist(), self.probs[:, 0, :]
+        order = np.argsort(-probs, axis=1, kind="stable")
 
         def revote(pos: int, r: RowResult) -> RowResult:
             k = codes[pos]
             if r.label is None or k < 0:
                 return r
-            p = probs[pos]
-            cands = tuple([labels[i] for i in order[pos] if p[i] > 0])
+            # (a row's values as Python floats when it is written: the whole job's at once would take ~30 bytes
+            # a label a row more than the arrays)
+            p = probs[pos].tolist()
+            cands = tuple([labels[i] for i in order[pos].tolist() if p[i] > 0])
             # r.decided(Verdict(...)) without building the Verdict
             return r.evolve(
                 label=labels[k],

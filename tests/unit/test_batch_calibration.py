@@ -234,3 +234,21 @@ def test_judges_given_with_the_option_are_calibrated_in_single_label_jobs_only(t
         assert Job(cfg, judges, RunOptions(), cache).batch_calibrated() == want
     finally:
         cache.close()
+
+
+def test_a_judge_with_too_few_distributions_is_left_out_of_the_calibration_alone():
+    rows = _random_rows(60, 3, seed=4)
+    # judge b answered without logprobs on all but 10 rows
+    rows = [
+        r if i < 10 else r.evolve(judges={**r.judges, "b": JudgeAnswer(label=r.judges["b"].label)})
+        for i, r in enumerate(rows)
+    ]
+    bc = BatchFit.over(lambda: iter(rows), list("abc"), LABELS, ["b", "a"])
+    assert bc is not None and bc.judges == ("a",) and bc.too_few == {"b": 10}
+    assert bc.probs.shape == (60, 1, 3) and bc.label_codes.shape == (60, 1)
+    assert bc.answers(3, rows[3].judges)["b"] is rows[3].judges["b"]
+    update, report = refit(lambda: iter(rows), list("abc"), LABELS, "majority", "label", batch=["a", "b"])
+    assert report.batch_calibrated == ("a",) and report.batch_too_few == {"b": 10}
+    assert update is not None
+    want = [r.decided(combine_row(bc.answers(p, r.judges), LABELS, "label")).label for p, r in enumerate(rows)]
+    assert [update(p, r).label for p, r in enumerate(rows)] == want
