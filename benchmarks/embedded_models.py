@@ -34,9 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from embedded_quality import TASKS, batch_calibrate, normalize, score  # noqa: E402
+from embedded_quality import TASKS, normalize, score  # noqa: E402
 
 from llmlabel.ensemble.calibration import average_content_free, contextual_calibrate  # noqa: E402
+from llmlabel.ensemble.calibration import batch_calibrate_rows as batch_calibrate  # noqa: E402
 from llmlabel.ensemble.combine import combine_row  # noqa: E402
 from llmlabel.llm.answers import JudgeAnswer  # noqa: E402
 
@@ -147,7 +148,7 @@ def main() -> None:
             (p_s, c_s, s_s), (_, _, s_l) = per["0.5b"]["cc"], per["1.5b"]["cc"]
             sum_s = [x + y for x, y in zip(s_s, s_l)]
             rows.append(
-                ("0.5b + 1.5b", "both, soft vote", ([b["label"] for b in both], [b["confidence"] for b in both], sum_s))
+                ("0.5b + 1.5b", "both, soft vote", ([b.label for b in both], [b.confidence for b in both], sum_s))
             )
             for t in (float(x) for x in a.thresholds.split(",")):
                 up = [c < t for c in c_s]
@@ -156,8 +157,8 @@ def main() -> None:
                         "0.5b -> 1.5b",
                         f"cascade@{t:g} ({sum(up) / len(up):.0%} sent on)",
                         (
-                            [b["label"] if u else ps for u, ps, b in zip(up, p_s, both)],
-                            [b["confidence"] if u else cs for u, cs, b in zip(up, c_s, both)],
+                            [b.label if u else ps for u, ps, b in zip(up, p_s, both)],
+                            [b.confidence if u else cs for u, cs, b in zip(up, c_s, both)],
                             [ss + (sl if u else 0.0) for u, ss, sl in zip(up, s_s, s_l)],
                         ),
                     )

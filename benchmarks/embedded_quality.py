@@ -48,7 +48,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import TREC_LABELS  # noqa: E402
 
 from llmlabel.config import Judge, Task  # noqa: E402
-from llmlabel.ensemble.calibration import CONTENT_FREE, average_content_free, contextual_calibrate  # noqa: E402
+from llmlabel.ensemble.calibration import (  # noqa: E402
+    CONTENT_FREE,
+    average_content_free,
+    contextual_calibrate,
+)
+from llmlabel.ensemble.calibration import batch_calibrate_rows as batch_calibrate  # noqa: E402
 from llmlabel.evaluation import metrics  # noqa: E402
 from llmlabel.llm.cache import ResponseCache  # noqa: E402
 from llmlabel.llm.judge import Budget, JudgeClient  # noqa: E402
@@ -220,14 +225,6 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def normalize(p: dict[str, float], labels: list[str]) -> dict[str, float]:
     s = sum(max(p.get(lab, 0.0), 0.0) for lab in labels)
     return {lab: max(p.get(lab, 0.0), 0.0) / s for lab in labels} if s > 0 else {lab: 1 / len(labels) for lab in labels}
-
-
-def batch_calibrate(dists: list[dict[str, float]], labels: list[str]) -> list[dict[str, float]]:
-    """Batch Calibration: divide each row's distribution by the batch's mean distribution (the bias the
-    model shows across these very inputs), renormalized. No gold, no content-free prompt."""
-    mean = {lab: sum(d[lab] for d in dists) / len(dists) for lab in labels}
-    floor = min([v for v in mean.values() if v > 0] or [1.0])
-    return [normalize({lab: d[lab] / max(mean[lab], floor * 1e-3) for lab in labels}, labels) for d in dists]
 
 
 def score(name: str, preds: list[str], conf: list[float], gold: list[str], labels: list[str]) -> dict[str, Any]:

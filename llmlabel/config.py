@@ -160,6 +160,9 @@ class Judge(_Strict):
     price_per_million: Price = Price()
     response_format: ResponseFormat = "auto"
     logprobs: bool = False
+    # Batch Calibration (Zhou et al. 2024): at the whole-job refit, the judge's (content-free calibrated)
+    # label distributions are divided by their mean over the job's rows. Needs logprobs; one label a text.
+    batch_calibration: bool = False
     max_text_tokens: int = Field(3000, ge=16)
     # `label --batch`: the provider's limits per batch input file (OpenAI: 50,000 requests, 200 MB).
     batch_max_requests: int = Field(50_000, ge=1)
@@ -192,6 +195,15 @@ class Judge(_Strict):
             raise ValueError(
                 f"samples: {self.samples} with temperature 0 asks the same greedy answer {self.samples} times; "
                 "set a temperature > 0 (e.g. 0.7) or samples: 1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_calibration_needs_logprobs(self) -> "Judge":
+        if self.batch_calibration and not self.logprobs:
+            raise ValueError(
+                f"judge '{self.name}': batch_calibration divides label distributions, which come from logprobs; "
+                "set logprobs: true or remove batch_calibration"
             )
         return self
 
@@ -281,6 +293,14 @@ class Config(_Strict):
             raise ValueError("samples > 1 (self-consistency) votes on one label; set samples: 1 for a multi-label task")
         if self.task.taxonomy is not None:
             _taxonomy_fits(self)
+        batch = [j.name for j in self.judges if j.batch_calibration]
+        if batch and (self.task.multi_label or self.task.taxonomy is not None or self.task.shortlist is not None):
+            raise ValueError(
+                f"judge '{batch[0]}': batch_calibration works on one label a text over the whole label set, not "
+                "with task.multi_label, task.taxonomy or task.shortlist; remove batch_calibration"
+            )
+        if batch and self.mode != "label":
+            raise ValueError(f"judge '{batch[0]}': batch_calibration works in mode: label; remove it for {self.mode}")
         return self
 
     @model_validator(mode="after")

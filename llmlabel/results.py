@@ -171,3 +171,5 @@ class AggregationReport:
     thresholds: Mapping[str, float] | None = None  # multi-label: per-label thresholds fitted on gold rows
     one_label: OneLabel | None = None
     confidence_calibrated_on: int | None = None  # gold rows the confidences were recalibrated on
+    batch_calibrated: tuple[str, ...] = ()  # judges whose distributions were divided by their mean over the job
+    batch_too_few: Mapping[str, int] | None = None  # judges with batch_calibration left as they were: their rows

@@ -1,4 +1,4 @@
-"""The Ray engine's workers: async actors that run the labeling core (pipeline.job through the local executor,
+"""The Ray engine's workers: async actors that run the labeling core (pipeline.row_labeler through the local executor,
 as a local run does) over batches of rows, and the gate that makes each judge's rate limits job-wide.
 
 Imported only inside Ray processes and by the driver (llmlabel.distributed.driver); it never imports `ray`

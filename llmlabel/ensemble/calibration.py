@@ -7,6 +7,11 @@ dividing by p_cf and renormalizing (W = diag(p_cf)^-1, b = 0) removes it.
 Distributions are dicts label -> probability, as judges' answers carry them (`JudgeAnswer.probs`, read from
 logprobs by `llmlabel.llm.answers.probs_from_logprobs`): one row's K labels, so plain Python, no arrays.
 
+Batch Calibration ("Batch Calibration: Rethinking Calibration for In-Context Learning and Prompt
+Engineering", Zhou et al., ICLR 2024) measures the bias on the job's own unlabeled rows instead: each row's
+distribution is divided by the mean distribution over the rows (`batch_calibrate`). It needs the whole job,
+so ensemble.combine applies it at the whole-job refit, after content-free calibration, over numpy arrays.
+
 Confidence calibration on gold rows (Platt scaling, `calibrate_confidence`) lives here too: every calibration
 llmlabel does is in this module.
 """
@@ -14,15 +19,27 @@ llmlabel does is in this module.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from llmlabel.llm.answers import JudgeAnswer
 
-__all__ = ["CONTENT_FREE", "average_content_free", "calibrate_answer", "contextual_calibrate"]
+__all__ = [
+    "BATCH_MIN_ROWS",
+    "CONTENT_FREE",
+    "average_content_free",
+    "batch_calibrate",
+    "batch_calibrate_rows",
+    "calibrate_answer",
+    "contextual_calibrate",
+]
 
 # The content-free inputs the bias is measured on.
 CONTENT_FREE = ["N/A", "", "[MASK]"]
 # Keeps a label the model never emits on content-free input from blowing up to inf.
 _EPS = 1e-6
+# Batch Calibration's mean needs this many rows with a distribution from the judge: on a handful of rows (a
+# service request of 3 items) the mean is the rows themselves, and dividing by it flattens every row.
+BATCH_MIN_ROWS = 20
 
 
 def _normalize(p: Mapping[str, float], labels: Sequence[str]) -> dict[str, float]:
@@ -64,6 +81,38 @@ def calibrate_answer(ans: JudgeAnswer, p_cf: Mapping[str, float] | None) -> Judg
         return ans
     probs = {lab: round(v, 4) for lab, v in contextual_calibrate(ans.probs, p_cf).items()}
     return ans.model_copy(update={"probs": probs, "label": max(probs, key=probs.__getitem__)})
+
+
+def batch_calibrate(dists: Any) -> Any:
+    """Batch Calibration of an (n, K) array of label distributions (one row per row of the job, columns in
+    label order): each row divided by the rows' mean distribution, renormalized (a row with no mass counts as
+    uniform, as `_normalize` has it).
+
+    A label no row gives any mass is divided by a thousandth of the smallest mean share instead of 0, so it
+    stays at 0. Rows are normalized first (stored answers are rounded to 4 digits). numpy in, numpy out."""
+    import numpy as np
+
+    p = np.clip(np.asarray(dists, dtype=np.float64), 0.0, None)
+    p = _rows_normalized(p)
+    mean = p.mean(axis=0)
+    shown = mean[mean > 0]
+    floor = float(shown.min()) if shown.size else 1.0
+    return _rows_normalized(p / np.maximum(mean, floor * 1e-3))
+
+
+def _rows_normalized(p: Any) -> Any:
+    import numpy as np
+
+    s = p.sum(axis=1, keepdims=True)
+    return np.where(s > 0, p / np.where(s > 0, s, 1.0), 1.0 / p.shape[1])
+
+
+def batch_calibrate_rows(dists: Sequence[Mapping[str, float]], labels: Sequence[str]) -> list[dict[str, float]]:
+    """`batch_calibrate` over distributions as dicts label -> probability (the benchmarks' form)."""
+    if not dists:
+        return []
+    out = batch_calibrate([[float(d.get(lab, 0.0)) for lab in labels] for d in dists])
+    return [dict(zip(labels, row.tolist())) for row in out]
 
 
 def calibrate_confidence(conf: list[float], correct: list[bool], min_rows: int = 20) -> Callable[[float], float] | None:

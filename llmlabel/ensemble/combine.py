@@ -8,13 +8,13 @@ included)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from llmlabel.ensemble.calibration import calibrate_confidence
+from llmlabel.ensemble.calibration import BATCH_MIN_ROWS, batch_calibrate, calibrate_confidence
 from llmlabel.ensemble.multilabel import SetPolicy, refit_sets
-from llmlabel.ensemble.votes import VoteMatrix, none_uninformative
+from llmlabel.ensemble.votes import VoteMatrix, Votes, none_uninformative
 from llmlabel.results import AggregationReport, JudgeAnswer, JudgeFit, OneLabel, RowResult, Verdict
 
 
@@ -139,6 +139,104 @@ def _fit(
     )
 
 
+@dataclass(frozen=True)
+class BatchFit:
+    """Batch Calibration over a job's rows (calibration.batch_calibrate, Zhou et al. 2024): each judge with
+    the option gets its (content-free calibrated) distributions divided by their mean over the job's rows.
+
+    `judges`: those it was applied to; `too_few`: those left as they were, with the number of rows that had a
+    distribution from them (under calibration.BATCH_MIN_ROWS). `codes` (n, J): every judge's label codes with
+    the applied judges' new labels; `label_codes` (n, B) and `probs` (n, B, K, rounded to 4 digits) the applied
+    judges' new labels (-1: the row had no distribution from that judge, its answer stands) and distributions.
+    Memory: float64 arrays, 8 bytes a label a row a judge, a few of them while the fit runs."""
+
+    labels: tuple[str, ...]
+    judges: tuple[str, ...]
+    too_few: Mapping[str, int]
+    codes: Any
+    label_codes: Any
+    probs: Any
+
+    @classmethod
+    def over(cls, rows: Rows, judge_names: list[str], labels: list[str], batch: Sequence[str]) -> BatchFit | None:
+        """The fit over `rows` for the judges `batch` (None: no row). One pass over the rows, then numpy."""
+        import numpy as np
+
+        batch = [name for name in judge_names if name in set(batch)]
+        vm = VoteMatrix.from_results(rows(), judge_names, labels, dists=batch)
+        n, K = len(vm), len(labels)
+        if not n:
+            return None
+        codes = vm.codes.copy()
+        applied, too_few, kept = [], {}, []
+        probs = np.zeros((n, len(batch), K))
+        label_codes = np.full((n, len(batch)), -1, dtype=np.int64)
+        for b, name in enumerate(batch):
+            d = vm.dists[:, b, :]
+            have = ~np.isnan(d[:, 0])
+            m = int(have.sum())
+            if m < BATCH_MIN_ROWS:
+                too_few[name] = m
+                continue
+            q = np.round(batch_calibrate(d[have]), 4)
+            probs[have, b] = q
+            k = np.argmax(q, axis=1)  # the first of tied labels, as calibrate_answer picks
+            label_codes[have, b] = k
+            codes[have, judge_names.index(name)] = k
+            applied.append(name)
+            kept.append(b)
+        if len(kept) < len(batch):
+            probs, label_codes = probs[:, kept], label_codes[:, kept]
+        return cls(tuple(labels), tuple(applied), too_few, codes, label_codes, probs)
+
+    def answers(self, pos: int, answers: Mapping[str, JudgeAnswer]) -> Mapping[str, JudgeAnswer]:
+        """Row `pos`'s answers with the applied judges' batch-calibrated distributions and labels."""
+        out: dict[str, JudgeAnswer] | None = None
+        codes = self.label_codes[pos].tolist()
+        for b, name in enumerate(self.judges):
+            k = codes[b]
+            if k < 0:
+                continue
+            out = dict(answers) if out is None else out
+            p = dict(zip(self.labels, self.probs[pos, b].tolist()))
+            out[name] = answers[name].model_copy(update={"probs": p, "label": self.labels[k]})
+        return answers if out is None else out
+
+    def single_revote(self) -> Revote | None:
+        """A single judge's rows (majority, no gold): each row's result is its batch-calibrated answer, as
+        combine_row decides a one-judge row (label: the first highest share; candidates: the labels with mass,
+        highest first), read from the arrays instead of per-row dicts. None: it was not applied."""
+        import numpy as np
+
+        if not self.judges:
+            return None
+        labels = self.labels
+        codes, probs = self.label_codes[:, 0].tolist(), self.probs[:, 0, :]
+        order = np.argsort(-probs, axis=1, kind="stable")
+
+        def revote(pos: int, r: RowResult) -> RowResult:
+            k = codes[pos]
+            if r.label is None or k < 0:
+                return r
+            # (a row's values as Python floats when it is written: the whole job's at once would take ~30 bytes
+            # a label a row more than the arrays)
+            p = probs[pos].tolist()
+            cands = tuple([labels[i] for i in order[pos].tolist() if p[i] > 0])
+            # r.decided(Verdict(...)) without building the Verdict
+            return r.evolve(
+                label=labels[k],
+                confidence=p[k],
+                probs=dict(zip(labels, p)),
+                candidates=cands,
+                error=None,
+                labels=None,
+                path=None,
+                level_confidence=None,
+            )
+
+        return revote
+
+
 Rows = Callable[[], Iterable[RowResult]]  # a job's results, read again on each call (a part file, a list)
 Revote = Callable[[int, RowResult], RowResult]  # a row's result (at its position) -> its result after the refit
 
@@ -150,20 +248,37 @@ def _refit(
     method: str,
     mode: str,
     gold: Mapping[str, str] | None = None,
+    bc: BatchFit | None = None,
 ) -> tuple[Revote | None, AggregationReport]:
-    """refit without the gold confidence calibration."""
-    if method == "majority" and len(judge_names) < 2 and not gold:
+    """refit without the gold confidence calibration; `bc`: the Batch Calibration fitted over the job, whose
+    answers replace the stored ones of its judges (before the gold prior, which it would otherwise divide out)."""
+    single = method == "majority" and len(judge_names) < 2 and not gold
+    if single and bc is None:
         return None, AggregationReport(method)  # one judge: its answers are the labels, nothing to weigh
+    if single and bc is not None:
+        return bc.single_revote(), AggregationReport(method)
     prior = _gold_prior(gold, labels)
-    if prior:
-        raw = rows
-        rows = lambda: (_with_prior(r, prior) for r in raw())  # noqa: E731
-    vm = VoteMatrix.from_results(rows(), judge_names, labels, mode, gold)
+
+    def adjusted(pos: int, answers: Mapping[str, JudgeAnswer]) -> Mapping[str, JudgeAnswer]:
+        """A row's answers as the fit sees them: batch-calibrated, then times the gold prior."""
+        if bc is not None:
+            answers = bc.answers(pos, answers)
+        return _prior_answers(answers, prior) if prior else answers
+
+    if bc is not None and not gold:  # the batch-calibrated votes are at hand: no second pass over the rows
+        vm = VoteMatrix(tuple(labels), tuple(judge_names), Votes.from_matrix(bc.codes))
+    elif prior or bc is not None:
+        vm = VoteMatrix.from_results(
+            (r.evolve(judges=adjusted(p, r.judges)) for p, r in enumerate(rows())), judge_names, labels, mode, gold
+        )
+    else:
+        vm = VoteMatrix.from_results(rows(), judge_names, labels, mode, gold)
     n, K, gold_pos = len(vm), len(labels), vm.gold
     if not n:
         return None, AggregationReport()
     report = AggregationReport(method, gold_rows=len(gold_pos))
-    if method == "majority" and not gold_pos and none_uninformative(vm.table, K):
+    final = not gold_pos and bc is None  # the per-row soft vote stands unless a judge is left out
+    if method == "majority" and final and none_uninformative(vm.table, K):
         return None, report  # no judge to leave out: the per-row soft vote is final, and numpy is not needed
     import numpy as np
 
@@ -177,7 +292,7 @@ def _refit(
         left_out = tuple(name for name, k in zip(judge_names, keep) if not k)
         report = replace(report, left_out=left_out, rows_only_left_out=alone)
     if method == "majority" or (keep.sum() < 2 and not gold_pos):  # one judge left: nothing to weigh
-        if keep.all() and not gold_pos:
+        if keep.all() and final:
             return None, report  # the per-row soft vote is already final
         w = aggregate.gold_weights(votes, K, gold_pos) if gold_pos else np.ones(len(judge_names))
         weights = {name: float(w[j]) if keep[j] else 0.0 for j, name in enumerate(judge_names)}
@@ -186,9 +301,9 @@ def _refit(
         def revote(pos: int, r: RowResult) -> RowResult:
             if r.label is None:
                 return r
-            # The judges' own answers stay as they were in the output; only the combined label uses the prior.
-            answers = _prior_answers(r.judges, prior) if prior else r.judges
-            return r.decided(combine_row(answers, labels, mode, weights))
+            # The judges' own answers stay as they were in the output (a merge refits from them); only the
+            # combined label uses the batch calibration and the prior.
+            return r.decided(combine_row(adjusted(pos, r.judges), labels, mode, weights))
 
         return revote, report
     post, fitted = _fit(method, vm, keep, judge_names, labels)
@@ -251,20 +366,14 @@ def _prior_answers(answers: Mapping[str, JudgeAnswer], prior: dict[str, float]) 
     return out
 
 
-def _with_prior(r: RowResult, prior: dict[str, float]) -> RowResult:
-    """The row with its judges' answers through `_prior_answers`."""
-    return r.evolve(judges=_prior_answers(r.judges, prior))
-
-
-def _one_label(rows: Rows, judge_names: list[str], labels: list[str]) -> OneLabel | None:
-    """The only judge, when it answered one label to most rows (judges.one_label); else None. An ensemble leaves
-    such a judge out; a single judge can only be named."""
+def _one_label(rows: Rows, judge_names: list[str], labels: list[str], bc: BatchFit | None) -> OneLabel | None:
+    """The only judge, when it answered one label to most rows (judges.one_label; after Batch Calibration when
+    it was applied); else None. An ensemble leaves such a judge out; a single judge can only be named."""
     from llmlabel.ensemble import judges
 
-    vm = VoteMatrix.from_results(rows(), judge_names, labels)
-    if not len(vm):
+    votes = bc.codes if bc is not None else VoteMatrix.from_results(rows(), judge_names, labels).codes
+    if not len(votes):
         return None
-    votes = vm.codes
     hits = judges.one_label(votes, len(labels))
     if not hits:
         return None
@@ -280,6 +389,7 @@ def refit(
     mode: str,
     gold: Mapping[str, str] | None = None,
     policy: SetPolicy | None = None,
+    batch: Sequence[str] = (),
 ) -> tuple[Revote | None, AggregationReport]:
     """Fit over every row; return a function that gives each row's new result (None: every row stays as it
     is) and the report of the fit. The results passed in are never changed.
@@ -290,14 +400,22 @@ def refit(
     without the left-out judges (and weighted by gold accuracy when gold rows are given). With 20+ gold
     rows, confidences are then recalibrated on them (see calibrate_confidence). A multi-label job (mode
     "multilabel") is fitted label by label instead (ensemble/multilabel.py, with `policy`).
+
+    `batch`: judges whose distributions are batch-calibrated first (BatchFit; label mode only, each judge
+    with at least calibration.BATCH_MIN_ROWS rows with a distribution). It works from the judges' stored
+    answers, which the new results keep as they were, so refitting a refit job's rows (a merge of shards, a
+    resumed run) calibrates once, over every row.
     """
     if mode == "taxonomy":  # each level was combined as it was asked; the next levels followed from it
         return None, AggregationReport("majority", per_level=True)
     if mode == "multilabel":
         return refit_sets(rows, judge_names, labels, method, policy or SetPolicy(), gold)
-    update, report = _refit(rows, judge_names, labels, method, mode, gold)
+    bc = BatchFit.over(rows, judge_names, labels, batch) if batch and mode == "label" else None
+    update, report = _refit(rows, judge_names, labels, method, mode, gold, bc if bc and bc.judges else None)
+    if bc is not None and report.method is not None:
+        report = replace(report, batch_calibrated=bc.judges, batch_too_few=dict(bc.too_few) or None)
     if len(judge_names) == 1 and len(labels) >= 3:
-        report = replace(report, one_label=_one_label(rows, judge_names, labels))
+        report = replace(report, one_label=_one_label(rows, judge_names, labels, bc if bc and bc.judges else None))
     if not gold:
         return update, report
     pairs = []

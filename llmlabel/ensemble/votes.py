@@ -11,7 +11,7 @@ and taxonomy levels as arrays."""
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ ONE_LABEL = 0.5  # judges.one_label: a single judge that gives one label to half
 # Statistics this close to a threshold are left to the full computation (plain Python sums in another order
 # than numpy's, so the last bits may differ; never by this much).
 _EPS = 1e-9
+_NAN = float("nan")
 
 
 class Votes:
@@ -49,6 +50,27 @@ class Votes:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @classmethod
+    def from_matrix(cls, codes: Any) -> Votes:
+        """The votes of an (n, J) code array (numpy: no row-by-row add)."""
+        import numpy as np
+
+        n, J = codes.shape
+        out = cls(J)
+        if not n:
+            return out
+        table, first, inverse, counts = np.unique(
+            codes, axis=0, return_index=True, return_inverse=True, return_counts=True
+        )
+        # Combinations in the order rows first show them, as `add` numbers them.
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        out.index = {tuple(int(x) for x in table[k]): i for i, k in enumerate(order.tolist())}
+        out.counts = counts[order].tolist()
+        out.rows = array("i", rank[inverse.reshape(-1)].astype(np.int32).tobytes())
+        return out
 
     def matrix(self) -> Any:
         """(n, J) int64 numpy array of the votes."""
@@ -126,8 +148,9 @@ class VoteMatrix:
     (plain Python, so that the quick judge check needs no numpy); `codes` is the same as an (n, J) int64 array.
     A candidate job adds `candidates` (n, J, K) bool: label k in judge j's set; a multi-label job adds `sets`
     (n, J, K) int8: 1 the judge named label k, 0 it did not, -1 no valid answer from it; a taxonomy job adds
-    `levels`: one (n, J) code matrix per level of the tree (-1: the judge did not answer that level). Codes index
-    `labels`. `gold` maps a row's position to its gold label's code, `gold_sets` to its gold label set."""
+    `levels`: one (n, J) code matrix per level of the tree (-1: the judge did not answer that level). `dists`, when
+    asked for some judges (Batch Calibration), is (n, B, K) float64: each of those judges' label distribution
+    in label order (NaN: no distribution from it on that row). Codes index `labels`. `gold` maps a row's position to its gold label's code, `gold_sets` to its gold label set."""
 
     labels: tuple[str, ...]
     judges: tuple[str, ...]
@@ -135,6 +158,7 @@ class VoteMatrix:
     candidates: Any = None
     sets: Any = None
     levels: tuple[Any, ...] = ()
+    dists: Any = None
     gold: dict[int, int] = field(default_factory=dict)
     gold_sets: dict[int, frozenset[str]] = field(default_factory=dict)
 
@@ -154,20 +178,23 @@ class VoteMatrix:
         labels: list[str] | tuple[str, ...],
         mode: str = "label",
         gold: Mapping[str, str] | None = None,
+        dists: Sequence[str] = (),
     ) -> VoteMatrix:
         """The votes of `rows` (each row's judges' answers), for a job of kind `mode` ("candidates" adds
         candidate sets, "multilabel" label sets, "taxonomy" a matrix per level); `gold`: id -> gold label (a
-        multi-label gold label is its set joined by "|")."""
+        multi-label gold label is its set joined by "|"); `dists`: the judges whose label distributions to
+        keep (VoteMatrix.dists)."""
         J, K = len(judges), len(labels)
         index: dict[Any, int] = {lab: k for k, lab in enumerate(labels)}
         table = Votes(J)
         flat = array("b")  # candidate or label sets: a byte a label, so memory stays flat for million-row jobs
+        probs = array("d")  # the `dists` judges' distributions, K floats a judge a row
         paths: list[list[list[int]]] = []
         gold_pos: dict[int, int] = {}
         gold_sets: dict[int, frozenset[str]] = {}
         # Rows repeat one judges mapping per distinct answer set (PartFile.judges_only): coded once. The memo
         # holds each mapping, so no other object can take its id while the entry lives.
-        seen: Memo[int, tuple[Any, tuple[int, ...], bytes]] = Memo(4096)
+        seen: Memo[int, tuple[Any, tuple[int, ...], bytes, bytes]] = Memo(4096)
         n = 0
         for pos, r in enumerate(rows):
             n += 1
@@ -176,9 +203,10 @@ class VoteMatrix:
             if hit is None or hit[0] is not js:
                 answers = [js.get(name) for name in judges]
                 codes = tuple(-1 if a is None else index.get(a.label, -1) for a in answers)
-                hit = seen.put(id(js), (js, codes, _sets(answers, labels, mode)))
+                hit = seen.put(id(js), (js, codes, _sets(answers, labels, mode), _dists(js, dists, labels)))
             table.add(hit[1])
             flat.frombytes(hit[2])
+            probs.frombytes(hit[3])
             if mode == "taxonomy":
                 paths.append(
                     [[index.get(x.label, -1) for x in (a.levels or [])] if a else [] for a in map(js.get, judges)]
@@ -203,7 +231,23 @@ class VoteMatrix:
                 out.sets = arr.copy()
         if mode == "taxonomy":
             out.levels = _level_codes(paths, J)
+        if dists:
+            import numpy as np
+
+            out.dists = np.frombuffer(probs, dtype=np.float64).reshape(n, len(dists), K)
         return out
+
+
+def _dists(js: Mapping[str, JudgeAnswer], names: Sequence[str], labels: Sequence[str]) -> bytes:
+    """One row's label distributions of the judges `names` (NaN for a judge without a labeled distribution)."""
+    if not names:
+        return b""
+    out = array("d")
+    for name in names:
+        a = js.get(name)
+        p = a.probs if a is not None and a.label is not None else None
+        out.extend([p.get(lab, 0.0) for lab in labels] if p else [_NAN] * len(labels))
+    return out.tobytes()
 
 
 def _sets(answers: list[JudgeAnswer | None], labels: list[str] | tuple[str, ...], mode: str) -> bytes:

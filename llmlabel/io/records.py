@@ -248,4 +248,9 @@ def report_record(r: AggregationReport) -> dict[str, Any]:
         out["one_label"] = {"judge": o.judge, "label": o.label, "share": o.share, "rows": o.rows}
     if r.confidence_calibrated_on is not None:
         out["confidence_calibrated_on"] = r.confidence_calibrated_on
+    if r.batch_calibrated or r.batch_too_few:
+        out["batch_calibration"] = {
+            "judges": list(r.batch_calibrated),
+            "too_few_rows": dict(r.batch_too_few or {}),  # left as they were (ensemble.calibration.BATCH_MIN_ROWS)
+        }
     return out

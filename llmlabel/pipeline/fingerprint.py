@@ -2,7 +2,7 @@
 
 A part file records this (io.output.PartFile's meta); a rerun whose fingerprint differs would merge rows of
 another input or label set, so it refuses (or starts over with --restart). Settings that only re-aggregate
-(aggregate, gold) or pace and price the calls (concurrency, timeouts, prices) are left out: their rows stay valid."""
+(aggregate, gold, batch_calibration) or pace and price the calls (concurrency, timeouts, prices) are left out: their rows stay valid."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ _NOT_ANSWERS = {
     "api_key_env",
     "batch_max_requests",
     "batch_max_bytes",
+    "batch_calibration",  # applied at the whole-job refit, from the stored answers
 }
 
 

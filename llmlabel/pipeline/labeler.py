@@ -297,6 +297,7 @@ class Labeler:
             row_labeler.kind,
             self._gold,
             row_labeler.set_policy,
+            row_labeler.batch_calibrated(),
         )
         if update is None:
             return [LabelResult.from_record(r) for r in records]

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Config, Judge
+from llmlabel.ensemble.calibration import BATCH_MIN_ROWS
 from llmlabel.ensemble.combine import refit
 from llmlabel.ensemble.multilabel import SetPolicy
 from llmlabel.errors import ConfigError, KeptRows, LLMLabelError, MissingColumn, OutputError
@@ -79,12 +80,15 @@ def local_judges(dicts: list[dict[str, Any]]) -> list[Judge]:
     # Their ports change from run to run; the cache knows them by model instead.
     # logprobs: llama.cpp returns them, so each answer also carries a label distribution (calibrated on
     # content-free inputs), which counters these tiny models' bias toward one label.
+    # batch_calibration: True would also divide by the mean over the job's rows at its end (Batch Calibration,
+    # docs/embedded-quality.md); single-label jobs only, others leave it off (RowLabeler.batch_calibrated).
     return [
         Judge(
             **{
                 "response_format": "json_object_schema",
                 "cache_as": f"llmlabel-local/{d['model']}",
                 "logprobs": True,
+                "batch_calibration": False,
                 **{k: v for k, v in d.items() if k != "api_key"},
             }
         )
@@ -170,12 +174,13 @@ class Output:
         kind: str,
         gold: dict[str, str] | None,
         policy: SetPolicy | None = None,
+        batch: list[str] | None = None,
     ) -> tuple[int, AggregationReport]:
         """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
         atomically to the output. Returns the row count and the aggregation's report."""
         # Without gold the fit reads only each row's judges (part.judges_only parses each distinct answer set once).
         rows = part.judges_only if not gold and kind != "multilabel" else lambda: part.results(kind)
-        update, quality = refit(rows, names, labels, method, kind, gold, policy)
+        update, quality = refit(rows, names, labels, method, kind, gold, policy, batch or ())
         try:
             if update is None and self.path.suffix.lower() in (".jsonl", ".ndjson"):
                 return write_jsonl_lines(self.path, part.ordered_raw()), quality
@@ -304,8 +309,9 @@ class Run(Output):
             return result
         # Every row is in: final aggregation over the whole job, written atomically.
         names = [j.name for j in labeler.judges]
+        batch = labeler.batch_calibrated()
         result.rows, quality = self.write(
-            part, names, labeler.labels, labeler.cfg.aggregate, labeler.kind, gold, labeler.set_policy
+            part, names, labeler.labels, labeler.cfg.aggregate, labeler.kind, gold, labeler.set_policy, batch
         )
         result.complete, result.quality = True, report_record(quality)
         if quality.rows_only_left_out:
@@ -321,6 +327,8 @@ class Run(Output):
                 "stuck on one label looks like this, and its confidences are then not to be trusted. Check a few "
                 "rows; describe each label, give 10+ gold rows, or use a stronger judge"
             )
+        if quality.batch_too_few:
+            result.warnings.append(_batch_too_few(quality.batch_too_few))
         labeler.ledger.save(ledger_path(output_path))
         _append_quality(ledger_path(output_path), result.quality)
         if labeler.opts.shard is not None:
@@ -333,6 +341,7 @@ class Run(Output):
                 labeler.labels,
                 labeler.kind,
                 labeler.cfg,
+                batch,
             )
         else:
             shard_path(output_path).unlink(missing_ok=True)  # the output is no longer a shard's
@@ -383,6 +392,14 @@ class RowLabelers:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def _batch_too_few(too_few: Mapping[str, int]) -> str:
+    some = ", ".join(f"{name} ({n} rows with a distribution)" for name, n in too_few.items())
+    return (
+        f"batch calibration was not applied to {some}: it needs {BATCH_MIN_ROWS} rows with a distribution from "
+        "the judge, so their answers stand as asked"
+    )
 
 
 def _append_quality(path: Path, quality: dict[str, Any]) -> None:

@@ -195,7 +195,8 @@ def merge_shards(given: list[str], output: str | Path) -> MergeResult:
         finally:
             part.close()
         policy = SetPolicy(**m["set_policy"]) if m.get("set_policy") else None
-        rows, report = out.write(part, m["judges"], m["labels"], m["aggregate"], m["mode"], gold, policy)
+        batch = m.get("batch_calibrated") or []
+        rows, report = out.write(part, m["judges"], m["labels"], m["aggregate"], m["mode"], gold, policy, batch)
         quality = report_record(report)
         summary = ledger.to_dict()
         summary.pop("started")

@@ -50,6 +50,7 @@ def save_shard(
     labels: list[str],
     kind: str,
     cfg: Config,
+    batch_calibrated: list[str] | None = None,
 ) -> None:
     """Record a finished shard (called before its part file goes)."""
     positions = list(part.positions())
@@ -64,6 +65,7 @@ def save_shard(
         "labels": labels,
         "mode": kind,
         "aggregate": cfg.aggregate,
+        "batch_calibrated": batch_calibrated or [],  # judges the merge batch-calibrates over every shard's rows
         "set_policy": {"threshold": cfg.task.label_threshold, "allow_empty": cfg.task.allow_empty},
         "gold": str(Path(cfg.gold).resolve()) if cfg.gold else None,
         "id_column": cfg.task.id_column,

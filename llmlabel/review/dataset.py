@@ -12,7 +12,7 @@ import numpy as np
 from llmlabel.ensemble.combine import refit
 from llmlabel.errors import InputError
 from llmlabel.evaluation.evaluate import _json_field
-from llmlabel.io.paths import audit_summary_path
+from llmlabel.io.paths import audit_summary_path, ledger_path
 from llmlabel.io.records import from_record, report_record
 from llmlabel.io.rows import iter_rows
 from llmlabel.review.kinds import LabelKind
@@ -39,6 +39,7 @@ class Dataset:
     method: str = "majority"
     mode: str = "label"
     kind: LabelKind | None = None  # multi-label or taxonomy (review.kinds); None: one label per row
+    batch: list[str] = field(default_factory=list)  # judges the run batch-calibrated (its ledger says)
 
     @property
     def k(self) -> LabelKind:
@@ -63,6 +64,20 @@ class ModelView:
 
 def _label(v: Any) -> str | None:
     return None if v in (None, "") else str(v)
+
+
+def _batch_calibrated(output: Path) -> list[str]:
+    """The judges the run that wrote `output` batch-calibrated, from its ledger's quality block (a run's last,
+    or a merge's), so that the review's refit labels rows as the run did; none when it cannot be read."""
+    import json
+
+    try:
+        data = json.loads(ledger_path(output).read_text(encoding="utf-8"))
+        quality = (data.get("merged") or data["runs"][-1]).get("quality") or {}
+        judges = (quality.get("batch_calibration") or {}).get("judges") or []
+        return [str(j) for j in judges]
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return []
 
 
 def load_output(
@@ -117,6 +132,7 @@ def load_output(
     if not records:
         raise InputError(f"{p} has no rows")
     ds = Dataset(p, list(labels), ids, texts, records, list(names), audit=audit, method=method, mode=mode, kind=kind)
+    ds.batch = _batch_calibrated(p) if not audit else []
     if audit:
         ds.suggested = [_label(r.get("suggested_label")) for r in records]
         ds.flagged = np.array([str(r.get("flagged")).lower() in ("true", "1") for r in records], dtype=bool)
@@ -183,7 +199,9 @@ def model_view(ds: Dataset, gold: dict[str, str] | None = None) -> ModelView:
     update: Any = None
     quality: dict[str, Any] = {}
     if ds.judge_names:
-        update, report = refit(lambda: iter(results), ds.judge_names, ds.labels, ds.method, ds.mode, gold or None)
+        update, report = refit(
+            lambda: iter(results), ds.judge_names, ds.labels, ds.method, ds.mode, gold or None, batch=ds.batch
+        )
         quality = report_record(report)
     labels: list[str | None] = []
     conf = np.zeros(n)

@@ -126,7 +126,14 @@ async def label_items(labeler: RowLabeler, items: list[tuple[str, str | None]]) 
         _report_cache_error(labeler)
     names = [j.name for j in labeler.judges]
     update, _ = refit(
-        lambda: iter(records), names, labeler.labels, labeler.cfg.aggregate, labeler.kind, None, labeler.set_policy
+        lambda: iter(records),
+        names,
+        labeler.labels,
+        labeler.cfg.aggregate,
+        labeler.kind,
+        None,
+        labeler.set_policy,
+        labeler.batch_calibrated(),
     )
     return [_outcome(update(pos, r) if update else r) for pos, r in enumerate(records)]
 
