@@ -78,7 +78,7 @@ class QuietTimer:
             self._child_ended(pid, options)
             return waitpid(pid, options)
 
-        threading.Thread.run = thread_run  # type: ignore[method-assign]
+        threading.Thread.run = thread_run  # type: ignore[method-assign,assignment]
         os.waitpid = wait
 
     def _child_ended(self, pid: int, options: int) -> None:
