@@ -132,9 +132,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 # Slow tests are marked where they are written, by measured duration, so that the quick loop
 # `python -m pytest -q -m "not slow"` stays under 2 minutes: a test taking more than ~1 s on an idle machine
 # (`python -m pytest -q --durations=0 -p no:randomly`) gets `@pytest.mark.slow`, or its module
-# `pytestmark = pytest.mark.slow` when all of its tests do. (At 2 s the other tests summed to ~144 s.) On a
-# loaded machine count a test's own time: its CPU seconds (the test process and its subprocesses) plus the
-# time it waits for anything but a CPU (wall time beyond ~10x its CPU time, with this machine's 2 cores shared).
+# `pytestmark = pytest.mark.slow` when all of its tests do. On a loaded machine,
+# `nice -n 10 python benchmarks/quick_loop.py` estimates the idle machine's time (wall minus the time the test's
+# threads and subprocesses waited for a CPU) and lists the tests over 1 s (quick loop: ~59 s estimated, Dec 2026).
+# A test that pays the session's first import of a heavy library (scikit-learn, openai) only looks slow: marking
+# it moves that cost to the next test.
 # Tests of the embedded llama.cpp server (`@pytest.mark.llama`) are slow too.
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
