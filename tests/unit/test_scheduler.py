@@ -204,6 +204,30 @@ def test_cancel_sends_nothing_new_and_keeps_the_answers_in_flight():
     assert labeler.ledger.requests == labeler.ledger.judges["a"].responses == 3
 
 
+def test_a_cancel_not_yet_seen_by_the_run_sends_nothing_more():
+    """The cancel flag is set from another thread (the service's cancel, a Labeler's Ctrl-C) and the run looks
+    at it every 0.1 s; an answer arriving meanwhile frees a slot, and the ask taking it reads the flag before
+    it sends: nothing is sent after the cancel."""
+    cancel = threading.Event()
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, concurrency=3, cancel=cancel)
+    rows, sink = Input(20), Sink()
+
+    async def main() -> None:
+        run = start(labeler, rows, sink)
+        await until(lambda: len(fake.asks) == 3)
+        cancel.set()
+        fake.asks[0].answer()  # before the run's next look at the flag
+        await until(lambda: labeler.budget.max_requests == 0)
+        for a in fake.waiting:
+            a.answer()
+        assert await run == "cancelled"
+
+    run(main())
+    assert len(fake.asks) == 3  # nothing sent after the cancel
+    assert len(sink.rows) == 3 and all(r["label"] in LABELS for r in sink.rows) and labeler.fatal is None
+
+
 def test_graceful_stop_waits_for_answers_in_flight_at_most_the_judges_timeout():
     """A cancel keeps the answers in flight, but waits for them no longer than the judges' timeout (under 30
     s): an answer that never comes leaves its row for the next run."""
@@ -298,9 +322,68 @@ def test_a_dead_judge_stops_the_run_at_once_keeping_the_rows_answered():
     assert run(main()) < 1
     assert isinstance(labeler.fatal, JudgeError)
     assert sink.texts() == [fake.asks[0].text]
-    # The request that took the failed one's connection slot goes out in the same tick as the failure, before
-    # the run sees it; nothing after that.
-    assert len(fake.asks) <= 5 and all(a.reply.cancelled() for a in fake.asks[2:])
+    assert len(fake.asks) == 4 and all(a.reply.cancelled() for a in fake.asks[2:])
+
+
+FATAL = {  # an answer no retry can fix (the run stops), and on which attempt of the request it comes
+    "401": (lambda a: a.fail(401, "invalid api key"), 1),
+    "403": (lambda a: a.fail(403, "no access to this model"), 1),
+    "404": (lambda a: a.fail(404, "no such model"), 1),
+    "dead server": (lambda a: a.refuse(), 2),  # every attempt refused (max_attempts 2)
+}
+
+
+@pytest.mark.parametrize("fatal", FATAL)
+def test_a_dead_judge_sends_nothing_after_its_fatal_answer(fatal):
+    """The ask waiting for the connection slot that the fatal answer frees is not sent: the run is ending, so
+    its answer would be paid for and thrown away (its row is cancelled)."""
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, concurrency=3)
+    rows, sink = Input(20), Sink()
+    fail, attempts = FATAL[fatal]
+
+    async def main() -> int:
+        run = start(labeler, rows, sink)
+        await until(lambda: len(fake.asks) == 3)
+        first = fake.asks[0].text
+        sent = 0
+        for n in range(attempts):  # (a retry goes out after its backoff, in another request's slot meanwhile)
+            await until(lambda: len([a for a in fake.asks if a.text == first]) > n)
+            sent = len(fake.asks)
+            fail([a for a in fake.asks if a.text == first][n])
+        assert await run is None
+        return sent
+
+    sent = run(main())
+    assert isinstance(labeler.fatal, JudgeError)
+    assert len(fake.asks) == sent  # nothing reached the judge after the fatal answer
+    assert sink.rows == [] and all(a.reply.cancelled() for a in fake.asks if a.text != fake.asks[0].text)
+
+
+def test_one_judge_of_two_dies_and_neither_judge_sends_after_it():
+    """With two judges the run still stops at the first fatal answer (a row needs every judge's), and from that
+    moment neither judge sends: not the dead judge's next ask, nor the one taking the slot of the other
+    judge's answer that arrives in the same moment. The other judge's answers already in are cached; its
+    requests still in flight are cancelled with their rows, as the dead judge's are (left for the next run)."""
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, judges=2, concurrency=2)
+    rows, sink = Input(20), Sink()
+
+    async def main() -> int:
+        run = start(labeler, rows, sink)
+        await until(lambda: len(fake.asks) == 4)  # rows 0 and 1, each to judges a and b
+        a0 = next(x for x in fake.asks if x.model == "a")
+        b0 = next(x for x in fake.asks if x.model == "b")
+        sent = len(fake.asks)
+        b0.fail(401, "invalid api key")
+        a0.answer()  # in the same moment: judge a's slot frees too
+        assert await run is None
+        return sent
+
+    sent = run(main())
+    assert isinstance(labeler.fatal, JudgeError) and "judge 'b'" in str(labeler.fatal)
+    assert len(fake.asks) == sent and sink.rows == []
+    assert len(labeler.cache) == 1  # judge a's answer, paid for: the next run finds it
 
 
 # -- the budget ---------------------------------------------------------------------------------------------
