@@ -423,6 +423,34 @@ def test_max_cost_never_pays_past_the_limit(concurrency):
     assert labeler.ledger.cost + worst > limit
 
 
+def test_max_cost_sends_nothing_after_the_request_it_refuses():
+    """The budget refuses a long row's request (its worst case does not fit, nothing is in flight to settle):
+    the run stops there, and the shorter row waiting for that connection slot, whose worst case would fit, is
+    not sent either (the run would keep its answer, but it stopped at the budget: nothing goes out after)."""
+    texts = ["short one", "long " * 60, "short two"]
+    rows = [(i, {"id": str(i), "text": t}) for i, t in enumerate(texts)]
+
+    def worst(labeler: RowLabeler, text: str) -> float:
+        client = labeler.clients["a"]
+        req = labeler.plan.request(labeler.judges[0], text, None)
+        body, data, _ = client.encode(req.messages, req.kind)
+        return client._worst(body, data)
+
+    dry, _ = make_labeler(FakeJudges(LABELS, auto=True))
+    run(drive(dry, rows[:1], Sink(), 1))
+    w = [worst(dry, t) for t in texts]
+    limit = (
+        dry.ledger.cost + (w[1] + w[2]) / 2
+    )  # after the first answer: the long row does not fit, the short one would
+    assert w[0] <= limit and w[2] < w[1]
+    fake = FakeJudges(LABELS, auto=True)
+    labeler, _ = make_labeler(fake, concurrency=1, max_cost=limit)
+    sink = Sink()
+    assert run(drive(labeler, rows, sink, 3)) is None
+    assert isinstance(labeler.fatal, BudgetExhausted)
+    assert [a.text for a in fake.asks] == ["short one"] and sink.texts() == ["short one"]
+
+
 # -- the cascade's probe ------------------------------------------------------------------------------------
 def truth(text: str) -> str:
     """Rows' labels by their number (the calibration's content-free texts: "pos")."""
