@@ -194,6 +194,7 @@ async def drive(labeler: RowLabeler, rows: Rows, sink: Sink, total: int, done_be
             try:
                 await d.calibrating[0]
             except (asyncio.CancelledError, BudgetExhausted):
+                d.stopping()  # a cancel that a request saw before the run's poll did: the stop is the cancel's
                 if not d.stopped_by:
                     raise
             labeler.budget.on_error = d.died

@@ -228,6 +228,54 @@ def test_a_cancel_not_yet_seen_by_the_run_sends_nothing_more():
     assert len(sink.rows) == 3 and all(r["label"] in LABELS for r in sink.rows) and labeler.fatal is None
 
 
+def test_a_cancel_during_calibration_stops_the_run_as_cancelled():
+    """The calibration's next request reads the cancel before the run's poll does: nothing more is sent, and
+    the run stops as cancelled (not with the halted budget's BudgetExhausted)."""
+    cancel = threading.Event()
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, logprobs=True, cancel=cancel)
+    rows, sink = Input(5), Sink()
+
+    async def main() -> None:
+        run = start(labeler, rows, sink)
+        await until(lambda: len(fake.asks) == 1)  # the first content-free prompt
+        cancel.set()
+        while not run.done():
+            for a in fake.waiting:
+                a.answer("pos", 0.5)
+            await asyncio.sleep(0.01)
+        assert await run == "cancelled"
+
+    run(main())
+    assert len(fake.asks) == 1 and sink.rows == [] and labeler.fatal is None
+
+
+def test_a_cancel_during_the_ray_drivers_calibration_stops_it_as_cancelled(tmp_path):
+    """The Ray engine calibrates in its driver (no scheduler there): a cancel read by the calibration's next
+    request stops it as cancelled, before any actor starts (without Ray: it is not reached)."""
+    from llmlabel.distributed.driver import RayExecutor
+    from llmlabel.io.output import PartFile
+    from llmlabel.pipeline.executors import RowSource
+
+    cancel = threading.Event()
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, logprobs=True, cancel=cancel)
+
+    async def main() -> None:
+        source = RowSource(lambda: iter(()), 5, spec=("unused",))
+        run = asyncio.ensure_future(RayExecutor(None, 2).execute(labeler, source, PartFile(tmp_path / "out.part")))
+        await until(lambda: len(fake.asks) == 1)  # the first content-free prompt
+        cancel.set()
+        while not run.done():
+            for a in fake.waiting:
+                a.answer("pos", 0.5)
+            await asyncio.sleep(0.01)
+        assert await run == "cancelled"
+
+    run(main())
+    assert len(fake.asks) == 1 and labeler.fatal is None
+
+
 def test_graceful_stop_waits_for_answers_in_flight_at_most_the_judges_timeout():
     """A cancel keeps the answers in flight, but waits for them no longer than the judges' timeout (under 30
     s): an answer that never comes leaves its row for the next run."""
