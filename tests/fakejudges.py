@@ -45,6 +45,10 @@ class Ask:
     def fail(self, status: int, message: str = "no") -> None:
         self.reply.set_result(httpx.Response(status, json={"error": {"message": message}}))
 
+    def refuse(self) -> None:
+        """No answer: the connection is refused (a dead server)."""
+        self.reply.set_exception(httpx.ConnectError("connection refused"))
+
     @property
     def done(self) -> bool:
         return self.reply.done()

@@ -266,10 +266,15 @@ class RayExecutor(Executor):
 
     async def execute(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
         assert isinstance(sink, PartFile)  # (the actors skip the ids it holds)
-        # Content-free calibration once, here: the actors then find its answers in the cache.
-        await _calibrate(labeler)
-        progress = Reporter(labeler.opts, labeler.ledger, source.total, source.done_before)
         stop = _Stop(labeler.opts.cancel)
+        # Content-free calibration once, here: the actors then find its answers in the cache.
+        try:
+            await _calibrate(labeler)
+        except errors.BudgetExhausted:
+            if not stop.check():
+                raise
+            return stop.why  # cancelled meanwhile (a request saw the flag before it was sent)
+        progress = Reporter(labeler.opts, labeler.ledger, source.total, source.done_before)
         try:
             with stop.on_signals():
                 labeled = _labeled(self.ray, labeler, _read(self.ray, *source.spec), sink, self.actors)

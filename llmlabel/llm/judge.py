@@ -303,46 +303,53 @@ class JudgeClient:
     async def ask(self, messages: Messages, kind: str, sample: int = 0) -> JudgeAnswer:
         """One judge's answer for one prompt (its `sample`-th, for self-consistency). Paid at most once:
         answers are cached as soon as they are valid."""
-        msgs, first_key, corrupt = messages, None, 0
-        while True:
-            sent = self.formats.current
-            try:
-                key, payload, cached = await self._cached_complete(msgs, kind, sample)
-            except RowFailed as e:  # its attempts ran out while the endpoint otherwise answers
-                self.ledger.failed_rows += 1
-                return JudgeAnswer(error=str(e))
-            except StatusError as e:
-                if e.status not in (400, 422) and not format_rejected(e):
-                    raise
-                if self.formats.step_down(e, sent):
-                    msgs, first_key, corrupt = messages, None, 0
-                    continue
-                return self._rejected(e)
-            first_key = first_key or key
-            if cached:
-                self.ledger.cache_hits += 1
-            try:
-                ans = self._parse(payload, kind)
-            except InvalidAnswer as bad:
-                self._inflight.pop(key, None)  # asked again below: that one is sent, not shared
-                corrupt += 1
-                self.ledger.reasks += 1
-                # Broken or cut-off output is usually a glitch: ask again (bounded). A wrong label is the
-                # model's choice: one re-ask with the error, then the row records the failure.
-                if corrupt >= (self.judge.max_attempts if bad.transient else 2):
-                    self.ledger.failed_rows += 1
-                    return JudgeAnswer(error=f"invalid answer: {bad.reason}")
-                if msgs is messages:
-                    msgs = self._reask(messages, payload.get("content"), bad)
-                continue
-            if not cached:
+        try:
+            msgs, first_key, corrupt = messages, None, 0
+            while True:
+                sent = self.formats.current
                 try:
-                    await self._store(key, payload)
-                finally:
-                    self._inflight.pop(key, None)  # cached now: later asks find it there
-            if key != first_key:
-                await self._store(first_key, payload)  # the original question now has a valid answer
-            return ans
+                    key, payload, cached = await self._cached_complete(msgs, kind, sample)
+                except RowFailed as e:  # its attempts ran out while the endpoint otherwise answers
+                    self.ledger.failed_rows += 1
+                    return JudgeAnswer(error=str(e))
+                except StatusError as e:
+                    if e.status not in (400, 422) and not format_rejected(e):
+                        raise
+                    if self.formats.step_down(e, sent):
+                        msgs, first_key, corrupt = messages, None, 0
+                        continue
+                    return self._rejected(e)
+                first_key = first_key or key
+                if cached:
+                    self.ledger.cache_hits += 1
+                try:
+                    ans = self._parse(payload, kind)
+                except InvalidAnswer as bad:
+                    self._inflight.pop(key, None)  # asked again below: that one is sent, not shared
+                    corrupt += 1
+                    self.ledger.reasks += 1
+                    # Broken or cut-off output is usually a glitch: ask again (bounded). A wrong label is the
+                    # model's choice: one re-ask with the error, then the row records the failure.
+                    if corrupt >= (self.judge.max_attempts if bad.transient else 2):
+                        self.ledger.failed_rows += 1
+                        return JudgeAnswer(error=f"invalid answer: {bad.reason}")
+                    if msgs is messages:
+                        msgs = self._reask(messages, payload.get("content"), bad)
+                    continue
+                if not cached:
+                    try:
+                        await self._store(key, payload)
+                    finally:
+                        self._inflight.pop(key, None)  # cached now: later asks find it there
+                if key != first_key:
+                    await self._store(first_key, payload)  # the original question now has a valid answer
+                return ans
+        except Exception as e:
+            # Said as it leaves the client, in the same loop turn as the failure: the run halts before the ask
+            # that took the connection slot it freed can send (pipeline.drive).
+            if self.budget.on_error is not None:
+                self.budget.on_error(e)
+            raise
 
     async def _store(self, key: str, payload: dict[str, Any]) -> None:
         """Cache a paid answer. When the cache fails (a full disk, a read-only directory, Redis gone) the answer

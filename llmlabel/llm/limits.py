@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +32,21 @@ class Budget:
     max_cost: float | None = None
     max_requests: int | None = None
     ledgers: tuple[JudgeLedger, ...] = ()
+    # The run's cancel flag (RunOptions.cancel, set from any thread): read before every request, so that none is
+    # sent after it, even before the run's own look at it (pipeline.drive polls it).
+    cancel: threading.Event | None = None
+    # Told of every error that ends an ask, by its judge client as the error leaves it (before any other ask
+    # runs): a run that stops at its first error (pipeline.drive) halts here, so the ask taking the connection
+    # slot the failed request freed is not sent and then thrown away.
+    on_error: Callable[[BaseException], None] | None = field(default=None, repr=False)
     reserved: float = 0.0  # worst cases of requests in flight, and of those sent and never answered
     in_flight: int = 0  # requests holding a reservation
     _settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _halted: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def check(self, worst: float = 0.0) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            self.halt()
         if self.max_requests is None and self.max_cost is None:
             return
         if self.max_requests is not None and sum(j.requests for j in self.ledgers) >= self.max_requests:

@@ -72,6 +72,17 @@ class _Drive:
             self.halt("cancelled", graceful=True)
         return self.stop.is_set() or self.labeler.cache_error is not None
 
+    def died(self, exc: BaseException) -> None:
+        """The run's error (a dead judge, a rejected request, the budget; a full part file): nothing more is
+        sent from here. A judge client says it as the error leaves it (Budget.on_error), before any other ask
+        runs: the ask that takes the connection slot the failed request freed is refused, not sent and then
+        thrown away with its row. Requests in flight are waited for after a budget or a full part file (their
+        answers are kept), cancelled after any other error (`drain`)."""
+        self.stopping()  # a cancel raised meanwhile is why the run stops (a refused ask's BudgetExhausted is not)
+        if self.labeler.fail(exc):
+            self.labeler.budget.halt()
+        self.stop.set()
+
     def finished(self, t: asyncio.Task[None]) -> None:
         self.tasks.discard(t)
         self.window.release()
@@ -79,12 +90,7 @@ class _Drive:
             return
         exc = t.exception()
         if exc is not None:
-            if self.labeler.fail(exc):
-                if isinstance(exc, OutputError):
-                    # The part file is full: nothing new is sent, and answers already on their way are
-                    # received and cached (drain waits for them, as at a budget stop), not paid again later.
-                    self.labeler.budget.halt()
-            self.stop.set()
+            self.died(exc)  # (already said by the judge client when the error is its)
         else:
             self.progress.row_done()
 
@@ -188,11 +194,14 @@ async def drive(labeler: RowLabeler, rows: Rows, sink: Sink, total: int, done_be
             try:
                 await d.calibrating[0]
             except (asyncio.CancelledError, BudgetExhausted):
+                d.stopping()  # a cancel that a request saw before the run's poll did: the stop is the cancel's
                 if not d.stopped_by:
                     raise
+            labeler.budget.on_error = d.died
             await d.feed(rows)
             await d.drain()
     finally:
+        labeler.budget.on_error = None
         for h in helpers:
             h.cancel()
         progress.close(finished=labeler.fatal is None and not d.stopped_by)

@@ -158,7 +158,7 @@ class RowLabeler:
             self.ledger.add_judge(j.name, j.model, j.price_per_million.input, j.price_per_million.output)
             for j in self.judges
         )
-        self.budget = Budget(self.opts.max_cost, self.opts.max_requests, ledgers)
+        self.budget = Budget(self.opts.max_cost, self.opts.max_requests, ledgers, self.opts.cancel)
         for name, client in self.clients.items():  # none yet when called from __init__
             client.ledger, client.budget = self.ledger.judges[name], self.budget
         self._truncated = 0

@@ -92,7 +92,7 @@ class Input:
 
 
 def make_labeler(
-    fake: FakeJudges, judges: int = 1, concurrency: int = 4, logprobs: bool = False, **extra: Any
+    fake: FakeJudges, judges: int = 1, concurrency: int = 4, logprobs: bool = False, attempts: int = 2, **extra: Any
 ) -> tuple[RowLabeler, RunOptions]:
     opts_keys = {"max_cost", "max_requests", "cancel"}
     opts = RunOptions(progress=False, transport=fake, **{k: v for k, v in extra.items() if k in opts_keys})
@@ -107,7 +107,7 @@ def make_labeler(
                     "concurrency": concurrency,
                     "timeout": TIMEOUT,
                     "logprobs": logprobs,
-                    "max_attempts": 2,
+                    "max_attempts": attempts,
                     "price_per_million": {"input": 1.0, "output": 2.0},
                 }
                 for name in "abc"[:judges]
@@ -204,6 +204,78 @@ def test_cancel_sends_nothing_new_and_keeps_the_answers_in_flight():
     assert labeler.ledger.requests == labeler.ledger.judges["a"].responses == 3
 
 
+def test_a_cancel_not_yet_seen_by_the_run_sends_nothing_more():
+    """The cancel flag is set from another thread (the service's cancel, a Labeler's Ctrl-C) and the run looks
+    at it every 0.1 s; an answer arriving meanwhile frees a slot, and the ask taking it reads the flag before
+    it sends: nothing is sent after the cancel."""
+    cancel = threading.Event()
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, concurrency=3, cancel=cancel)
+    rows, sink = Input(20), Sink()
+
+    async def main() -> None:
+        run = start(labeler, rows, sink)
+        await until(lambda: len(fake.asks) == 3)
+        cancel.set()
+        fake.asks[0].answer()  # before the run's next look at the flag
+        await until(lambda: labeler.budget.max_requests == 0)
+        for a in fake.waiting:
+            a.answer()
+        assert await run == "cancelled"
+
+    run(main())
+    assert len(fake.asks) == 3  # nothing sent after the cancel
+    assert len(sink.rows) == 3 and all(r["label"] in LABELS for r in sink.rows) and labeler.fatal is None
+
+
+def test_a_cancel_during_calibration_stops_the_run_as_cancelled():
+    """The calibration's next request reads the cancel before the run's poll does: nothing more is sent, and
+    the run stops as cancelled (not with the halted budget's BudgetExhausted)."""
+    cancel = threading.Event()
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, logprobs=True, cancel=cancel)
+    rows, sink = Input(5), Sink()
+
+    async def main() -> None:
+        run = start(labeler, rows, sink)
+        await until(lambda: len(fake.asks) == 1)  # the first content-free prompt
+        cancel.set()
+        while not run.done():
+            for a in fake.waiting:
+                a.answer("pos", 0.5)
+            await asyncio.sleep(0.01)
+        assert await run == "cancelled"
+
+    run(main())
+    assert len(fake.asks) == 1 and sink.rows == [] and labeler.fatal is None
+
+
+def test_a_cancel_during_the_ray_drivers_calibration_stops_it_as_cancelled(tmp_path):
+    """The Ray engine calibrates in its driver (no scheduler there): a cancel read by the calibration's next
+    request stops it as cancelled, before any actor starts (without Ray: it is not reached)."""
+    from llmlabel.distributed.driver import RayExecutor
+    from llmlabel.io.output import PartFile
+    from llmlabel.pipeline.executors import RowSource
+
+    cancel = threading.Event()
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, logprobs=True, cancel=cancel)
+
+    async def main() -> None:
+        source = RowSource(lambda: iter(()), 5, spec=("unused",))
+        run = asyncio.ensure_future(RayExecutor(None, 2).execute(labeler, source, PartFile(tmp_path / "out.part")))
+        await until(lambda: len(fake.asks) == 1)  # the first content-free prompt
+        cancel.set()
+        while not run.done():
+            for a in fake.waiting:
+                a.answer("pos", 0.5)
+            await asyncio.sleep(0.01)
+        assert await run == "cancelled"
+
+    run(main())
+    assert len(fake.asks) == 1 and labeler.fatal is None
+
+
 def test_graceful_stop_waits_for_answers_in_flight_at_most_the_judges_timeout():
     """A cancel keeps the answers in flight, but waits for them no longer than the judges' timeout (under 30
     s): an answer that never comes leaves its row for the next run."""
@@ -298,9 +370,65 @@ def test_a_dead_judge_stops_the_run_at_once_keeping_the_rows_answered():
     assert run(main()) < 1
     assert isinstance(labeler.fatal, JudgeError)
     assert sink.texts() == [fake.asks[0].text]
-    # The request that took the failed one's connection slot goes out in the same tick as the failure, before
-    # the run sees it; nothing after that.
-    assert len(fake.asks) <= 5 and all(a.reply.cancelled() for a in fake.asks[2:])
+    assert len(fake.asks) == 4 and all(a.reply.cancelled() for a in fake.asks[2:])
+
+
+FATAL = {  # an answer no retry can fix (the run stops at once)
+    "401": lambda a: a.fail(401, "invalid api key"),
+    "403": lambda a: a.fail(403, "no access to this model"),
+    "404": lambda a: a.fail(404, "no such model"),
+    # a server that never answered refuses the connection on the request's last attempt (max_attempts 1 here:
+    # the retry loop's give-up path, without a backoff that would let other rows take the slots meanwhile)
+    "dead server": lambda a: a.refuse(),
+}
+
+
+@pytest.mark.parametrize("fatal", FATAL)
+def test_a_dead_judge_sends_nothing_after_its_fatal_answer(fatal):
+    """The ask waiting for the connection slot that the fatal answer frees is not sent: the run is ending, so
+    its answer would be paid for and thrown away (its row is cancelled)."""
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, concurrency=3, attempts=1)
+    rows, sink = Input(20), Sink()
+
+    async def main() -> int:
+        run = start(labeler, rows, sink)
+        await until(lambda: len(fake.asks) == 3)
+        sent = len(fake.asks)
+        FATAL[fatal](fake.asks[0])
+        assert await run is None
+        return sent
+
+    sent = run(main())
+    assert isinstance(labeler.fatal, JudgeError)
+    assert len(fake.asks) == sent  # nothing reached the judge after the fatal answer
+    assert sink.rows == [] and all(a.reply.cancelled() for a in fake.asks[1:])
+
+
+def test_one_judge_of_two_dies_and_neither_judge_sends_after_it():
+    """With two judges the run still stops at the first fatal answer (a row needs every judge's), and from that
+    moment neither judge sends: not the dead judge's next ask, nor the one taking the slot of the other
+    judge's answer that arrives in the same moment. The other judge's answers already in are cached; its
+    requests still in flight are cancelled with their rows, as the dead judge's are (left for the next run)."""
+    fake = FakeJudges(LABELS)
+    labeler, _ = make_labeler(fake, judges=2, concurrency=2)
+    rows, sink = Input(20), Sink()
+
+    async def main() -> int:
+        run = start(labeler, rows, sink)
+        await until(lambda: len(fake.asks) == 4)  # rows 0 and 1, each to judges a and b
+        a0 = next(x for x in fake.asks if x.model == "a")
+        b0 = next(x for x in fake.asks if x.model == "b")
+        sent = len(fake.asks)
+        b0.fail(401, "invalid api key")
+        a0.answer()  # in the same moment: judge a's slot frees too
+        assert await run is None
+        return sent
+
+    sent = run(main())
+    assert isinstance(labeler.fatal, JudgeError) and "judge 'b'" in str(labeler.fatal)
+    assert len(fake.asks) == sent and sink.rows == []
+    assert len(labeler.cache) == 1  # judge a's answer, paid for: the next run finds it
 
 
 # -- the budget ---------------------------------------------------------------------------------------------
@@ -341,6 +469,34 @@ def test_max_cost_never_pays_past_the_limit(concurrency):
     # the next request could have overshot it: the run stopped because it might, not after it did
     worst = max(len(json.dumps(a.body)) for a in fake.asks) * 1e-6 + 64 * 2e-6
     assert labeler.ledger.cost + worst > limit
+
+
+def test_max_cost_sends_nothing_after_the_request_it_refuses():
+    """The budget refuses a long row's request (its worst case does not fit, nothing is in flight to settle):
+    the run stops there, and the shorter row waiting for that connection slot, whose worst case would fit, is
+    not sent either (the run would keep its answer, but it stopped at the budget: nothing goes out after)."""
+    texts = ["short one", "long " * 60, "short two"]
+    rows = [(i, {"id": str(i), "text": t}) for i, t in enumerate(texts)]
+
+    def worst(labeler: RowLabeler, text: str) -> float:
+        client = labeler.clients["a"]
+        req = labeler.plan.request(labeler.judges[0], text, None)
+        body, data, _ = client.encode(req.messages, req.kind)
+        return client._worst(body, data)
+
+    dry, _ = make_labeler(FakeJudges(LABELS, auto=True))
+    run(drive(dry, rows[:1], Sink(), 1))
+    w = [worst(dry, t) for t in texts]
+    limit = (
+        dry.ledger.cost + (w[1] + w[2]) / 2
+    )  # after the first answer: the long row does not fit, the short one would
+    assert w[0] <= limit and w[2] < w[1]
+    fake = FakeJudges(LABELS, auto=True)
+    labeler, _ = make_labeler(fake, concurrency=1, max_cost=limit)
+    sink = Sink()
+    assert run(drive(labeler, rows, sink, 3)) is None
+    assert isinstance(labeler.fatal, BudgetExhausted)
+    assert [a.text for a in fake.asks] == ["short one"] and sink.texts() == ["short one"]
 
 
 # -- the cascade's probe ------------------------------------------------------------------------------------
