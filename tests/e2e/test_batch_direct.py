@@ -147,3 +147,22 @@ def test_no_wait_adds_no_ledger_run_and_the_rerun_writes_the_rows_once(tmp_path)
         assert len(fb.batches) == 1 and fb.online == 0
     finally:
         fb.stop()
+
+
+def test_rows_the_part_file_keeps_are_not_bought(tmp_path):
+    """A rerun with --batch of a finished job whose two rows failed: those rows are kept as they are (only
+    --retry-errors asks again), so no batch buys their requests; the other rows are written from the cache."""
+    fb, config = _case(tmp_path, "label")
+    rows = read_jsonl(tmp_path / "in.jsonl")
+    fb.llm.answers = {rows[3]["text"]: "maybe", rows[7]["text"]: "maybe"}  # not a label, re-ask or not
+    try:
+        out = tmp_path / "out.jsonl"
+        first = run_job(config("c"), tmp_path / "in.jsonl", out, RunOptions(progress=False))
+        assert first.complete and [r["id"] for r in read_jsonl(out) if r["error"]] == ["r3", "r7"]
+        asked = fb.online
+        res = run_batch(config("c"), tmp_path / "in.jsonl", out, RunOptions(progress=False), BatchOptions(poll=0.01))
+        assert res.submitted == 0 and not fb.batches and fb.online == asked
+        assert res.run is not None and res.run.complete and res.run.ledger.rows_skipped == 2
+        assert [r["id"] for r in read_jsonl(out) if r["error"]] == ["r3", "r7"] and len(read_jsonl(out)) == 24
+    finally:
+        fb.stop()
