@@ -149,6 +149,7 @@ def test_no_wait_adds_no_ledger_run_and_the_rerun_writes_the_rows_once(tmp_path)
         fb.stop()
 
 
+@pytest.mark.slow
 def test_rows_the_part_file_keeps_are_not_bought(tmp_path):
     """A rerun with --batch of a finished job whose two rows failed: those rows are kept as they are (only
     --retry-errors asks again), so no batch buys their requests; the other rows are written from the cache."""
