@@ -9,11 +9,12 @@ written atomically) records each batch before it is created and again once it ex
 carries metadata naming this job: a rerun re-attaches to its batches (also to one created just before a kill
 that left no journal line, found through the batch list) instead of paying for them again.
 
-Collected answers are validated like online answers and stored in the same cache under the same keys, so
-the output is then written by an ordinary run (`run_job`) over a warm cache. What no batch answered (an
-invalid answer, a failed line, a line of an expired or cancelled batch) is asked again in a smaller batch
-(`fallback="batch"`, at most `MAX_ROUNDS` batches per judge, stage and run) and then online by that run, where an
-invalid answer also gets the online re-ask."""
+Collected answers are validated like online answers and stored in the same cache under the same keys; once no
+batch runs, the executor writes the rows from them into the run's part file itself, as a local run writes a
+warm cache's rows (the bulk cache pass), inside the same `Run` (one lock, one part file, one finish). What no
+batch answered (an invalid answer, a failed line, a line of an expired or cancelled batch) is asked again in a
+smaller batch (`fallback="batch"`, at most `MAX_ROUNDS` batches per judge, stage and run) and then online, those
+rows only, by the local executor in the same run, where an invalid answer also gets the online re-ask."""
 
 from __future__ import annotations
 
@@ -31,19 +32,20 @@ from typing import Any
 from llmlabel.config import Config
 from llmlabel.io.ledger_file import LedgerLog, now
 from llmlabel.io.paths import ledger_path
-from llmlabel.io.rows import iter_rows
 from llmlabel.llm.answers import read_completion
 from llmlabel.llm.batch_api import TERMINAL, BatchAPI, batch_prices
 from llmlabel.llm.judge import JudgeClient
 from llmlabel.pipeline import inflight
 from llmlabel.pipeline.batch_journal import api_for, apply_status, load_journal, run_tag, save_journal
-from llmlabel.pipeline.executors import Executor, Rows, RowSource
+from llmlabel.pipeline.drive import pending_rows, row_by_row
+from llmlabel.pipeline.executors import Executor, LocalExecutor, Rows, RowSource
 from llmlabel.pipeline.fingerprint import fingerprint
 from llmlabel.pipeline.lifecycle import Run, check_run
 from llmlabel.pipeline.options import RunOptions, RunResult
-from llmlabel.pipeline.requests import Request
-from llmlabel.pipeline.row_labeler import RowLabeler, Sink
-from llmlabel.pipeline.run import run_job
+from llmlabel.pipeline.progress import Reporter
+from llmlabel.pipeline.requests import CHUNK, Request
+from llmlabel.pipeline.row_labeler import RowLabeler, Sink, Started
+from llmlabel.pipeline.run import closing_judges, loop_factory
 
 MAX_LINES = 50_000  # the OpenAI Batch API's limits per input file
 MAX_BYTES = 200 * 1024 * 1024
@@ -110,7 +112,7 @@ class BatchExecutor(Executor):
     """The Batch API as an executor: the pending requests of the rows (RequestPlan.pending) bought in batch files,
     stage after stage (a shortlist's next round, a taxonomy's next level, once the stage before is collected),
     until none is missing or running. Answers go into the response cache under the keys an online run looks
-    up; no row goes into the sink: `run_batch` then writes the output with a local run over the warm cache."""
+    up, and from there the rows go into the sink (`write`): no second run."""
 
     name = "batch"
     labeler: RowLabeler
@@ -130,8 +132,9 @@ class BatchExecutor(Executor):
         self.warned = False  # said once: requests left to another output's batches
 
     async def execute(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
-        """Submit, poll and collect until no batch runs. Returns why it stopped early: batches still running
-        (no wait)."""
+        """Submit, poll and collect until no batch runs, then write the rows into `sink`. Returns why it stopped
+        early: batches still running (no wait; no row written), rows left to other outputs' batches, or the
+        local executor's reason for the rows asked online."""
         self.labeler = labeler
         self.reattach()
         delay = self.bopts.poll
@@ -141,7 +144,7 @@ class BatchExecutor(Executor):
             if _submit_missing(self, source, running):
                 continue  # the new batches' status first
             if not running:
-                return None
+                return await self.write(labeler, source, sink)
             self.progress()
             if not self.bopts.wait:
                 self.result.pending = len(running)
@@ -149,6 +152,62 @@ class BatchExecutor(Executor):
                 return f"{len(running)} batches running"
             await asyncio.sleep(delay)
             delay = min(60.0, delay * 1.5)
+
+    async def write(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
+        """The rows into `sink` once no batch runs, from the answers the batches put in the cache: the bulk cache
+        pass of a local run (RowLabeler.from_cache, chunk by chunk), and a row whose later stages are cached too
+        (a shortlist's round after "none of these"; every row of a cascade) on its own path, also from the cache.
+        The rows with an answer still missing (lines no batch answered after the last retry, `fallback="online"`,
+        invalid answers) are asked online by the local executor, those rows only, in this same run; the rows other
+        outputs' batches hold are left to them (the run ends unfinished, as an online run does)."""
+        if labeler.ledger.log_target is None:  # (a run_batch run's ledger is logged from its first row: one
+            labeler.ledger.record(ledger_path(self.output))  # that only submits batches adds no run to it)
+        await labeler.ensure_calibrated()  # (its content-free answers were bought with the first stage)
+        flight = inflight.in_flight(labeler.cfg.cache_dir, self.output)  # other outputs' batches still running
+        rows = iter(inflight.leave_to_batches(labeler, source.read(), flight))
+        progress = Reporter(labeler.opts, labeler.ledger, source.total, source.done_before)
+        online: set[int] = set()  # positions of the rows to ask online
+        try:
+            while chunk := list(itertools.islice(rows, CHUNK)):
+                if row_by_row(labeler):
+                    rest = [labeler.start(i, row) for i, row in chunk]
+                else:
+                    rest, _ = labeler.from_cache(chunk, sink)
+                    progress.rows_done(len(chunk) - len(rest))
+                if labeler.cache_error is not None:
+                    break  # the run stops with the cache's line (settle); its rows so far are kept
+                await self._from_cache_by_row(labeler, chunk, rest, sink, progress, online)
+        finally:
+            progress.close(finished=not online and labeler.cache_error is None)
+        if not online or labeler.cache_error is not None:
+            labeler.settle(cancelled=False)
+            return flight.stop_reason(self.output)
+        self.echo(f"llmlabel: {len(online):,} rows have answers no batch gave: asking them online")
+        todo = RowSource(lambda: (r for r in source.read() if r[0] in online), source.total, source.done_before)
+        stopped = await LocalExecutor().execute(labeler, todo, sink)
+        return stopped or flight.stop_reason(self.output)
+
+    async def _from_cache_by_row(
+        self,
+        labeler: RowLabeler,
+        chunk: list[tuple[int, dict[str, Any]]],
+        rest: list[Started],
+        sink: Sink,
+        progress: Reporter,
+        online: set[int],
+    ) -> None:
+        """The rows of `chunk` the bulk pass left (`rest`): those with every stage answered in the cache on the
+        per-row path (which then reads only the cache); the others' positions into `online`."""
+        if not rest:
+            return
+        left = {st[0].position for st in rest}
+        need = {r.row for r in labeler.plan.pending(item for item in chunk if item[0] in left)}
+        for st in rest:
+            if st[0].position in need:
+                online.add(st[0].position)  # type: ignore[arg-type]
+                continue
+            await labeler.process(st, sink)  # (every answer it reads is cached: nothing is sent)
+            progress.row_done()
 
     def _api(self, entry: dict[str, Any]) -> BatchAPI:
         return api_for(entry, self.bopts.transport)
@@ -360,32 +419,36 @@ def run_batch(
     opts: RunOptions | None = None,
     bopts: BatchOptions | None = None,
 ) -> BatchResult:
-    """Buy the job's missing answers in batches, then (once none is running) write the output with `run_job`
-    over the warm cache. With `bopts.wait=False` it returns after submitting (a rerun collects)."""
+    """Buy the job's missing answers in batches and (once none is running) write the output from them, in one
+    run: one lock, one part file, one finish. With `bopts.wait=False` it returns after submitting (a rerun
+    collects); the part file then waits, with no row and no ledger run of its own, for that rerun."""
     opts, bopts = opts or RunOptions(), bopts or BatchOptions()
     echo = opts.echo or (_stderr if opts.progress else lambda s: None)
     checked = check_run(cfg, input_path, output_path, opts)
     with Run(cfg, checked, opts) as run:
         labeler = run.labeler
-        flow = BatchExecutor(checked.output, run_tag(fingerprint(labeler, checked.input), checked.output), bopts, echo)
-        rows = RowSource(lambda: itertools.islice(enumerate(iter_rows(checked.input)), opts.limit), spec=checked.input)
+        fp = fingerprint(labeler, checked.input)
+        part = run.open_part(run.typed(fp, checked.input), checked.input, record=False)  # (recorded by `write`)
+        flow = BatchExecutor(checked.output, run_tag(fp, checked.output), bopts, echo)
+        reads = itertools.count()
+        # The rows not in the part file yet; those that are count as skipped once (the source is read once per
+        # stage, and once more to write the rows).
+        source = RowSource(
+            lambda: pending_rows(labeler, checked.input, part.done, count=next(reads) == 0),
+            checked.total,
+            len(part.done),
+            checked.input,
+        )
         try:
-            if asyncio.run(flow.execute(labeler, rows, _NoRows())) is not None:
-                return flow.result
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                stopped = runner.run(closing_judges(run, flow.execute(labeler, source, part)))
         finally:
-            flow.end()
-    flow.result.run = run_job(cfg, checked.input, checked.output, opts)  # (its ledger entry follows the batch run's)
+            part.close()
+            flow.end()  # (the batch spend's ledger run ends before the run that wrote the rows is saved)
+        if flow.result.pending:
+            return flow.result
+        flow.result.run = run.finish(part, stopped)
     return flow.result
-
-
-class _NoRows:
-    """The batch executor's sink: its answers go into the cache, never a row (run_job writes them)."""
-
-    def append(self, rec: dict[str, Any]) -> None:
-        raise AssertionError("the batch executor writes no row")
-
-    def append_lines(self, lines: list[bytes]) -> None:
-        raise AssertionError("the batch executor writes no row")
 
 
 def _submit_missing(flow: BatchExecutor, source: RowSource, running: list[dict[str, Any]]) -> bool:

@@ -19,8 +19,11 @@ from llmlabel.pipeline.row_labeler import RowLabeler, Sink, Started
 Rows = Iterable[tuple[int, dict[str, Any]]]
 
 
-def pending_rows(labeler: RowLabeler, input_path: Path, done: set[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The input's rows (up to the limit) whose ids are not done yet; skipped ones are counted."""
+def pending_rows(
+    labeler: RowLabeler, input_path: Path, done: set[str], count: bool = True
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The input's rows (up to the limit) whose ids are not done yet; skipped ones are counted (`count`: a source
+    read more than once, as the Batch API's stage after stage, counts them on one read)."""
     limit, id_column, shard = labeler.opts.limit, labeler.cfg.task.id_column, labeler.opts.shard
     for i, row in enumerate(iter_rows(input_path)):
         if limit is not None and i >= limit:
@@ -29,9 +32,17 @@ def pending_rows(labeler: RowLabeler, input_path: Path, done: set[str]) -> Itera
         if shard is not None and not shard.has(rid):
             continue  # another shard's row
         if rid in done:
-            labeler.ledger.rows_skipped += 1
+            if count:
+                labeler.ledger.rows_skipped += 1
             continue
         yield i, row
+
+
+def row_by_row(labeler: RowLabeler) -> bool:
+    """Whether the job's rows skip the bulk cache pass: a cascade asks its judges in turn and stops early, so a row's
+    record holds the judges asked, not every cached answer."""
+    cascade = labeler.cfg.cascade
+    return cascade is not None and cascade.enabled and len(labeler.judges) > 1
 
 
 class _Drive:
@@ -46,8 +57,7 @@ class _Drive:
         self.cancel = labeler.opts.cancel
         # Rows are first looked up in the cache in bulk (chunks growing while they hit); the rest are asked.
         # A cold run stops looking ahead after its first chunk misses. A cascade asks row by row.
-        cascade = labeler.cfg.cascade is not None and labeler.cfg.cascade.enabled and len(labeler.judges) > 1
-        self.size = 0 if cascade else 64
+        self.size = 0 if row_by_row(labeler) else 64
 
     def halt(self, why: str, graceful: bool = False) -> None:
         if graceful:

@@ -8,7 +8,8 @@ backend (the shape of curator's request processors):
   each item starts in a loop turn of its own; they aggregate the items as a file run does.)
 - `BatchExecutor` (pipeline.batch): the Batch API: each stage of the plan's pending requests (every row's
   first question, then a shortlist's next round, a taxonomy's next level) bought in batch files; the answers go
-  into the response cache, from which a local run then writes the rows for nothing.
+  into the response cache, and from there the executor writes the rows into the sink itself (the rows no
+  batch answered are handed to the local executor, online).
 - `RayExecutor` (distributed.driver): the rows spread over Ray actors, each running the local executor; their
   finished rows stream back into the sink.
 

@@ -246,10 +246,11 @@ class Run(Output):
         schema = arrow_schema(input_path, lambda cols: output_names(cols, self.cfg.task.id_column))
         return {**fp, "schema": schema} if schema else fp
 
-    def open_part(self, fp: dict[str, Any], input_name: Path | str) -> PartFile:
+    def open_part(self, fp: dict[str, Any], input_name: Path | str, record: bool = True) -> PartFile:
         """The output's part file, opened for appending: an unfinished run's rows kept (if it belongs to the same
-        input and settings `fp`), or a fresh one; and the job's ledger, logged as it goes. Its `done` ids are
-        the rows not to label again."""
+        input and settings `fp`), or a fresh one; and the job's ledger, logged as it goes (`record=False`: from
+        when the engine starts writing rows, as the Batch API does once no batch runs). Its `done` ids are the
+        rows not to label again."""
         labeler = self.labeler
         part = PartFile(part_path(self.path), labeler.opts.limit)
         if labeler.opts.restart:
@@ -261,7 +262,8 @@ class Run(Output):
         kept &= part.errored  # the failed rows of the last finished run on file: asked again only with retry_errors
         part.done |= kept  # (still in errored: a later line of the row, if any, is the one output)
         part.open(fp)
-        labeler.ledger.record(ledger_path(self.path))
+        if record:
+            labeler.ledger.record(ledger_path(self.path))
         return part
 
     def _keep_errors(self, part: PartFile, fp: dict[str, Any], retry: bool) -> set[str]:

@@ -34,10 +34,11 @@ def run_job(cfg: Config, input_path: str | Path, output_path: str | Path, opts: 
     opts = opts or RunOptions()
     with Run(cfg, check_run(cfg, input_path, output_path, opts), opts) as run:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(_closing(run, run_file(run)))
+            return runner.run(closing_judges(run, run_file(run)))
 
 
-async def _closing(run: Run, coro: Coroutine[Any, Any, Any]) -> Any:
+async def closing_judges(run: Run, coro: Coroutine[Any, Any, Any]) -> Any:
+    """`coro`, then the run's judge connections closed on the loop that opened them."""
     try:
         return await coro
     finally:
