@@ -54,8 +54,11 @@ def _corpus(path: Path, n: int) -> tuple[dict[str, dict[str, float]], list[str]]
     ]
 
 
-def _config(tmp_path: Path, base_url: str, batch: bool, name: str = "c.yaml", cache: str = "cache") -> Path:
+def _config(
+    tmp_path: Path, base_url: str, batch: bool, name: str = "c.yaml", cache: str = "cache", **more: Any
+) -> Path:
     judge = {"name": "a", "model": "m", "base_url": base_url, "logprobs": True, "concurrency": 4, "timeout": 5}
+    judge.update(more)
     if batch:
         judge["batch_calibration"] = True
     task = {"name": "sentiment", "instructions": "How does the review feel?", "labels": LABELS}
@@ -108,6 +111,26 @@ def test_too_few_rows_are_left_as_asked_and_the_run_says_so(tmp_path, capsys):
     assert [r["label"] for r in read_jsonl(out)] == ["positive"] * 8
     assert _quality(out)["batch_calibration"] == {"judges": [], "too_few_rows": {"a": 8}}
     assert "batch calibration was not applied to a (8 rows with a distribution): it needs 20" in err
+
+
+@pytest.mark.slow
+def test_an_embedded_judges_small_job_is_left_as_asked_without_a_warning(tmp_path, capsys):
+    """The embedded judges calibrate by default (pipeline.lifecycle.local_judges): a job under 20 rows, like
+    the README's 12 reviews, keeps its answers, says so in the ledger, and prints no warning about it."""
+    from llmlabel.pipeline.lifecycle import EMBEDDED, local_judges
+
+    assert local_judges([{"name": "qwen", "model": "q", "base_url": "http://127.0.0.1:9/v1"}])[0].batch_calibration
+    dists, _ = _corpus(tmp_path / "in.jsonl", 8)
+    server = BiasedLLM(dists).start()
+    try:
+        out = tmp_path / "o.jsonl"
+        cfg = _config(tmp_path, server.base_url, True, cache_as=f"{EMBEDDED}m")
+        rc, err = label_main(capsys, str(tmp_path / "in.jsonl"), "-c", str(cfg), "-o", str(out))
+    finally:
+        server.stop()
+    assert rc == 0, err
+    assert _quality(out)["batch_calibration"] == {"judges": [], "too_few_rows": {"a": 8}}
+    assert "batch calibration" not in err
 
 
 @pytest.mark.slow
