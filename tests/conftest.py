@@ -149,8 +149,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_server():
+def start_redis() -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server of its own on a free local port, answering: (its process, its port). Skips the test where
+    none can run (fails it with LLMLABEL_REQUIRE_REDIS=1)."""
     binary = shutil.which("redis-server")
     required = os.environ.get("LLMLABEL_REQUIRE_REDIS") == "1"
     if binary is None:
@@ -171,17 +172,24 @@ def redis_server():
     )
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
+    try:
+        while True:
+            try:
+                client.ping()
+                return proc, port
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    pytest.fail(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    proc, port = start_redis()
     yield port
-    client.close()
     proc.terminate()
     proc.wait(10)
 

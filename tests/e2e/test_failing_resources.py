@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import free_port, label_main, one_line_error, read_jsonl, write_config, write_corpus
+from conftest import label_main, one_line_error, read_jsonl, run_cli, start_redis, write_config, write_corpus
 from fakeserver import FakeLLM
 
 pytestmark = pytest.mark.usefixtures("quiet_fake_server")
@@ -231,30 +227,7 @@ def test_atomic_write_failure_names_the_file(tmp_path, monkeypatch):
 @pytest.fixture
 def own_redis():
     """A redis-server of this test's own (it is stopped mid-run), and how to stop it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("LLMLABEL_REQUIRE_REDIS") == "1":
-            pytest.fail("LLMLABEL_REQUIRE_REDIS=1 but no redis-server on PATH")
-        pytest.skip("no redis-server on PATH")
-    redis = pytest.importorskip("redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    client.close()
+    proc, port = start_redis()
 
     def stop() -> None:
         proc.kill()
@@ -275,11 +248,7 @@ def test_redis_stopped_mid_run_is_one_line_and_keeps_the_answers(tmp_path, own_r
         inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
         write_corpus(inp, n)
         cfg = write_config(tmp_path / "c.yaml", fake.base_url, cache_dir=url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-        r = subprocess.run(
-            [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
+        r = run_cli("label", str(inp), "-c", str(cfg), "-o", str(out), "-q")
         one_line_error(r.returncode, r.stderr, f"the Redis cache {url} failed", "start the server again",
                        "kept in o.jsonl.part")  # fmt: skip
         assert "ConnectionError" not in r.stderr and "Exception in thread" not in r.stderr, r.stderr
@@ -288,10 +257,7 @@ def test_redis_stopped_mid_run_is_one_line_and_keeps_the_answers(tmp_path, own_r
         # Rerun on a fresh local cache (the Redis server lost its answers): only the missing rows are paid.
         cfg = write_config(tmp_path / "c.yaml", fake.base_url)
         paid = fake.requests
-        r = subprocess.run(
-            [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
+        r = run_cli("label", str(inp), "-c", str(cfg), "-o", str(out), "-q")
         assert r.returncode == 0, r.stderr
         assert sorted(_ids(out)) == sorted(f"r{i}" for i in range(n))
         assert fake.requests - paid == n - len(kept)
