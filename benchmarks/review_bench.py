@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import yaml
@@ -84,6 +85,7 @@ TASKS = {
     ),
 }
 GRID = [0, 50, 100, 200, 300, 400]
+T = TypeVar("T")
 ECE_OF = {  # the rows of table (c)
     "logprob (simulated)": "logprob judge (simulated in-process, 0.85)",
     "strong": "judge without logprobs (fakellm, 0.85)",
@@ -257,6 +259,11 @@ def plot(curves: dict[str, dict[str, list[float]]], path: Path) -> bool:
     return True
 
 
+def by_set(headers: list[str], results: dict[str, dict[str, T]], cells: Callable[[T], list[Any]]) -> str:
+    """A results table with a row for each set and each of its entries (a strategy, a judge): set, entry, cells."""
+    return table(headers, [[name, key, *cells(v)] for name, d in results.items() for key, v in d.items()])
+
+
 def needed(ys: list[float]) -> str:
     return next((str(b) for b, y in zip(GRID, ys) if y >= 0.95), f"> {GRID[-1]}")
 
@@ -313,9 +320,10 @@ def main() -> None:
         "",
         "One round: 50 random rows (B < 50: B) for the estimate, the rest chosen (targeted) or random.",
         "",
-        table(
+        by_set(
             ["set", "strategy", *(f"B={b}" for b in GRID), "B to reach 0.95"],
-            [[name, s, *(f"{y:.3f}" for y in ys), needed(ys)] for name, c in curves.items() for s, ys in c.items()],
+            curves,
+            lambda ys: [*(f"{y:.3f}" for y in ys), needed(ys)],
         ),
     ]
     if plotted:
@@ -325,7 +333,7 @@ def main() -> None:
         "The loop with `--target-accuracy 0.95`: 100 random rows, then rounds of 50 until the interval's lower "
         "bound reaches 0.95 (budget: half the rows).",
         "",
-        table(
+        by_set(
             [
                 "set",
                 "strategy",
@@ -335,18 +343,13 @@ def main() -> None:
                 "stated accuracy [95% interval]",
                 "true accuracy",
             ],
-            [
-                [
-                    name,
-                    s,
-                    r["human"],
-                    r["rounds"],
-                    r["met"],
-                    f"{r['est']:.3f} [{r['low']:.3f}, {r['high']:.3f}]",
-                    f"{r['true']:.3f}",
-                ]
-                for name, d in targets.items()
-                for s, r in d.items()
+            targets,
+            lambda r: [
+                r["human"],
+                r["rounds"],
+                r["met"],
+                f"{r['est']:.3f} [{r['low']:.3f}, {r['high']:.3f}]",
+                f"{r['true']:.3f}",
             ],
         ),
     ]
@@ -357,18 +360,13 @@ def main() -> None:
         "targeted: 150 human labels (100 random, 50 targeted); random: 100 random rows only. The true accuracy "
         "is the final dataset's (human labels plus the refit model labels) against gold.",
         "",
-        table(
+        by_set(
             ["set", "review", "coverage", "mean width", "mean true accuracy"],
-            [
-                [
-                    name,
-                    st,
-                    f"{c['coverage']:.2f} ({round(c['coverage'] * c['reps'])}/{c['reps']})",
-                    f"{c['width']:.3f}",
-                    f"{c['true']:.3f}",
-                ]
-                for name, cs in covs.items()
-                for st, c in cs.items()
+            covs,
+            lambda c: [
+                f"{c['coverage']:.2f} ({round(c['coverage'] * c['reps'])}/{c['reps']})",
+                f"{c['width']:.3f}",
+                f"{c['true']:.3f}",
             ],
         ),
     ]
@@ -376,13 +374,10 @@ def main() -> None:
         "",
         "## (c) ECE after 0 / 30 / 100 gold rows (Platt scaling; mean of 20 draws, on the rows not drawn)",
         "",
-        table(
+        by_set(
             ["set", "confidence of", "0", "30", "100"],
-            [
-                [name, ECE_OF.get(j, j), f"{d[0]:.3f}", f"{d[30]:.3f}", f"{d[100]:.3f}"]
-                for name, e in eces.items()
-                for j, d in e.items()
-            ],
+            {name: {ECE_OF.get(j, j): d for j, d in e.items()} for name, e in eces.items()},
+            lambda d: [f"{d[0]:.3f}", f"{d[30]:.3f}", f"{d[100]:.3f}"],
         ),
     ]
     write_result("review_sim.md", "\n".join(L))
