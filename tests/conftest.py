@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -127,6 +128,43 @@ def quiet_fake_server(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+# -- a full disk ----------------------------------------------------------------------------------------
+def disk_full(*args: Any, **kwargs: Any) -> NoReturn:
+    """A write to a full disk, failing as the OS says it (ENOSPC, no file name): set it over a writer."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class NearlyFull:
+    """A file on a disk with `room` bytes left: a write takes what fits and says so (as write(2) does), the
+    next one fails with ENOSPC."""
+
+    def __init__(self, fh: Any, room: int = 0) -> None:
+        self.fh, self.room = fh, room
+
+    def write(self, data: bytes) -> int:
+        if self.room <= 0:
+            disk_full()
+        part = bytes(data[: self.room])
+        self.room -= len(part)
+        return self.fh.write(part)
+
+    def __getattr__(self, name: str) -> Any:  # tell, truncate, close: the real file's
+        return getattr(self.fh, name)
+
+
+def part_file_on_a_full_disk(monkeypatch: pytest.MonkeyPatch, room: int = 0) -> None:
+    """Each part file opened from now on is on a disk with `room` bytes left (monkeypatch.undo() frees it)."""
+    from llmlabel.io.output import PartFile
+
+    real_open = PartFile.open
+
+    def nearly_full_open(self: PartFile, *args: Any) -> None:
+        real_open(self, *args)
+        self._fh = NearlyFull(self._fh, room)
+
+    monkeypatch.setattr(PartFile, "open", nearly_full_open)
 
 
 # Slow tests are marked where they are written, by measured duration, so that the quick loop

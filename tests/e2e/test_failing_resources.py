@@ -4,12 +4,22 @@ are kept (in the part file, when the cache cannot take them) and a rerun pays fo
 
 from __future__ import annotations
 
-import errno
 import os
 import sqlite3
 
 import pytest
-from conftest import label_main, one_line_error, read_jsonl, run_cli, start_redis, write_config, write_corpus
+from conftest import (
+    NearlyFull,
+    disk_full,
+    label_main,
+    one_line_error,
+    part_file_on_a_full_disk,
+    read_jsonl,
+    run_cli,
+    start_redis,
+    write_config,
+    write_corpus,
+)
 from fakeserver import FakeLLM
 
 pytestmark = pytest.mark.usefixtures("quiet_fake_server")
@@ -138,24 +148,6 @@ def test_cache_writer_that_cannot_connect_fails_every_waiter(tmp_path):
 
 
 # -- the output's disk -----------------------------------------------------------------------------------
-class _NearlyFull:
-    """A file on a disk with `room` bytes left: a write takes what fits and says so (as write(2) does), the
-    next one fails with ENOSPC."""
-
-    def __init__(self, fh, room):
-        self.fh, self.room = fh, room
-
-    def write(self, data):
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        part = bytes(data[: self.room])
-        self.room -= len(part)
-        return self.fh.write(part)
-
-    def __getattr__(self, name):
-        return getattr(self.fh, name)
-
-
 def test_part_file_on_a_nearly_full_disk_keeps_whole_rows(tmp_path):
     from llmlabel.errors import OutputError
     from llmlabel.io.output import PartFile, line
@@ -164,7 +156,7 @@ def test_part_file_on_a_nearly_full_disk_keeps_whole_rows(tmp_path):
     part.open({"fp": 1})
     rows = [line({"_i": i, "id": f"r{i}", "label": "x", "error": None}) for i in range(4)]
     part.append_lines(rows[:2])
-    part._fh = _NearlyFull(part._fh, room=len(rows[2]) // 2)  # half of the next row fits
+    part._fh = NearlyFull(part._fh, room=len(rows[2]) // 2)  # half of the next row fits
     with pytest.raises(OutputError, match="o.jsonl.part: No space left on device; the rows finished before are safe"):
         part.append_lines([rows[2]])
     part._fh.room = 10**6  # some space again: a later row must not follow the cut one
@@ -180,23 +172,13 @@ def test_part_file_on_a_nearly_full_disk_keeps_whole_rows(tmp_path):
 @pytest.mark.slow
 def test_disk_full_on_the_part_file_and_the_ledger_keeps_the_part_file_line(tmp_path, fake, capsys, monkeypatch):
     """The same full disk fails the ledger written at the stop: the line still names the part file."""
-    from llmlabel.io.output import PartFile
     from llmlabel.llm.ledger import Ledger
 
     inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
     write_corpus(inp, 30)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
-    real_open = PartFile.open
-
-    def nearly_full_open(self, *args):
-        real_open(self, *args)
-        self._fh = _NearlyFull(self._fh, room=2000)
-
-    def full(self, path, state="finished"):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(PartFile, "open", nearly_full_open)
-    monkeypatch.setattr(Ledger, "save", full)
+    part_file_on_a_full_disk(monkeypatch, room=2000)
+    monkeypatch.setattr(Ledger, "save", disk_full)
     rc, err = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     one_line_error(rc, err, f"cannot write {tmp_path / 'o.jsonl.part'}", "No space left", "safe", "rerun")
     kept = len(read_jsonl(tmp_path / "o.jsonl.part"))
@@ -213,10 +195,7 @@ def test_atomic_write_failure_names_the_file(tmp_path, monkeypatch):
 
     from llmlabel.io.files import atomic_write
 
-    def full(self, data, *a, **k):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() raises it: no file name
-
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(Path, "write_text", disk_full)  # as write() raises it: no file name
     with pytest.raises(OSError) as e:
         atomic_write(tmp_path / "o.jsonl.part.json", "{}")
     assert e.value.filename == str(tmp_path / "o.jsonl.part.json")
