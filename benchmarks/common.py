@@ -477,6 +477,17 @@ def sample_parser(rows: int = 1000) -> argparse.ArgumentParser:
     return ap
 
 
+def timing_options(ap: argparse.ArgumentParser, results: str) -> None:
+    """The options of a timed benchmark: how quiet the machine must be for a timed run, and how long to wait
+    for it; --quick (tiny sizes, results in /tmp) and --out (the results file)."""
+    ap.add_argument(
+        "--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run"
+    )
+    ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes; writes to /tmp unless --out")
+    ap.add_argument("--out", help=f"results file (default benchmarks/results/{results})")
+
+
 # -- results --------------------------------------------------------------------------------------------
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
