@@ -128,7 +128,7 @@ def write_csv(path: Path, columns: list[str], rows: Iterable[Sequence[Any]]) -> 
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def trec_pool() -> list[tuple[str, str]]:
@@ -180,17 +180,12 @@ class FakeLLM:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def listen(self) -> list[str]:
+        """The server's options for its address and latency."""
+        return ["--host", "127.0.0.1", "--port", str(self.port), "--latency", str(self.latency)]
+
     def command(self) -> list[str]:
-        cmd = [
-            sys.executable,
-            str(FAKELLM),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--latency",
-            str(self.latency),
-        ]
+        cmd = [sys.executable, str(FAKELLM), *self.listen()]
         for d in self.data:
             cmd += ["--data", str(d)]
         return cmd + self.extra
@@ -249,16 +244,7 @@ class LeanServer(FakeLLM):
         super().__init__([], latency, log_dir=log_dir)
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            str(ROOT / "benchmarks" / "lean_server.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--latency",
-            str(self.latency),
-        ]
+        return [sys.executable, str(ROOT / "benchmarks" / "lean_server.py"), *self.listen()]
 
 
 def accuracy_args(accuracies: dict[str, float]) -> list[str]:
