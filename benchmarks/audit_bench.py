@@ -18,7 +18,6 @@ nothing is tuned on this evaluation set.
 from __future__ import annotations
 
 import argparse
-import csv
 import html
 import json
 import random
@@ -34,16 +33,14 @@ import numpy as np  # noqa: E402
 from common import (  # noqa: E402
     DATA,
     TREC_TASK,
-    FakeLLM,
     header,
-    judge,
     loadavg,
     now,
     read_csv,
-    run_cli,
+    simulated_audit,
     table,
     tempdir,
-    write_config,
+    write_csv,
     write_result,
 )
 
@@ -62,17 +59,12 @@ def make_dataset(d: Path, n: int) -> tuple[Path, Path, dict[str, bool], dict[str
         rng.shuffle(perm)
     mapping = dict(zip(labels, perm))
     flipped_pos = set(rng.sample(range(n), round(FLIP_RATE * n)))
-    inp, gold = d / "trec_noisy.csv", d / "gold.csv"
-    flips: dict[str, bool] = {}
-    with open(inp, "w", newline="", encoding="utf-8") as f1, open(gold, "w", newline="", encoding="utf-8") as f2:
-        w1, w2 = csv.writer(f1), csv.writer(f2)
-        w1.writerow(["id", "text", "label"])
-        w2.writerow(["id", "label"])
-        for k, i in enumerate(idx):
-            r = rows[i]
-            flips[r["id"]] = k in flipped_pos
-            w1.writerow([r["id"], r["text"], mapping[r["label"]] if k in flipped_pos else r["label"]])
-            w2.writerow([r["id"], r["label"]])
+    flips = {rows[i]["id"]: k in flipped_pos for k, i in enumerate(idx)}
+    given = [mapping[rows[i]["label"]] if k in flipped_pos else rows[i]["label"] for k, i in enumerate(idx)]
+    inp = write_csv(
+        d / "trec_noisy.csv", ["id", "text", "label"], ([rows[i]["id"], rows[i]["text"], g] for i, g in zip(idx, given))
+    )
+    gold = write_csv(d / "gold.csv", ["id", "label"], ([rows[i]["id"], rows[i]["label"]] for i in idx))
     return inp, gold, flips, mapping
 
 
@@ -86,44 +78,16 @@ def best_precision_at_recall(score: np.ndarray, y: np.ndarray, recall: float = 0
 
 def scenario(d: Path, n: int, accs: list[float], extra_args: list[str]) -> dict[str, Any]:
     inp, gold, flips, mapping = make_dataset(d, n)
-    models = [f"sim-judge-{round(a * 100)}" for a in accs]
-    fake_args: list[str] = []
-    for m, a in zip(models, accs):
-        fake_args += ["--accuracy", f"{m}={a}"]
-    with FakeLLM([DATA / "trec_train.csv"], extra=fake_args, log_dir=d) as fake:
-        cfg = write_config(
-            d / "audit.yaml",
-            [judge(f"j{round(a * 100)}", m, fake.base_url, 32) for m, a in zip(models, accs)],
-            d / "cache",
-        )
-        out, rep = d / "audit.jsonl", d / "audit.html"
-        args = [
-            "audit",
-            str(inp),
-            "-c",
-            str(cfg),
-            "-o",
-            str(out),
-            "--html",
-            str(rep),
-            "--gold",
-            str(gold),
-            "--export-labelstudio",
-            str(d / "review.json"),
-            "--export-csv",
-            str(d / "review.csv"),
-            "-q",
-            *extra_args,
-        ]
-        run = run_cli(args)
-        requests = fake.requests()
-    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    rep = d / "audit.html"
+    exports = ["--export-labelstudio", str(d / "review.json"), "--export-csv", str(d / "review.csv")]
+    args = ["--html", str(rep), "--gold", str(gold), *exports, *extra_args]
+    audit = simulated_audit(d, inp, DATA / "trec_train.csv", accs, "sim-judge", args)
+    recs = audit.records
     y = np.array([flips[r["id"]] for r in recs])
-    summary = json.loads((d / "audit.jsonl.summary.json").read_text())
     res: dict[str, Any] = {
-        "run": run,
-        "requests": requests,
-        "summary": summary,
+        "run": audit.run,
+        "requests": audit.requests,
+        "summary": audit.summary,
         "mapping": mapping,
         "n": len(recs),
         "flips": int(y.sum()),

@@ -18,8 +18,6 @@ find_multilabel_issues_per_class per pair), the combined flags, and both signals
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import random
 import sys
 import time
@@ -30,20 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-from common import (  # noqa: E402
-    DATA,
-    FakeLLM,
-    header,
-    judge,
-    loadavg,
-    now,
-    read_csv,
-    run_cli,
-    table,
-    tempdir,
-    write_config,
-    write_result,
-)
+from common import DATA, header, loadavg, now, read_csv, simulated_audit, table, tempdir, write_csv, write_result  # noqa: E402
 
 from llmlabel.auditing.signals import auroc  # noqa: E402
 
@@ -61,26 +46,23 @@ def make_dataset(d: Path, n: int, labels: list[str]) -> tuple[Path, Path, dict[s
     rng = random.Random(ERROR_SEED)
     picked = rng.sample(range(n), 3 * round(RATE * n))
     kind = {i: k for k, part in zip(("dropped", "added", "swapped"), np.array_split(picked, 3)) for i in part}
-    inp, gold = d / "goemotions_noisy.csv", d / "gold.csv"
     truth: dict[str, set[str]] = {}
     kinds: dict[str, str] = {}
-    with open(inp, "w", newline="", encoding="utf-8") as f1, open(gold, "w", newline="", encoding="utf-8") as f2:
-        w1, w2 = csv.writer(f1), csv.writer(f2)
-        w1.writerow(["id", "text", "labels"])
-        w2.writerow(["id", "label"])
-        for i, r in enumerate(rows):
-            orig = [x for x in r["labels"].split("|") if x]
-            given = list(orig)
-            k = kind.get(i, "")
-            if k == "dropped":
-                given.pop(rng.randrange(len(given)))
-            elif k == "added":
-                given.append(rng.choice([x for x in labels if x not in given]))
-            elif k == "swapped":
-                given[rng.randrange(len(given))] = rng.choice([x for x in labels if x not in given])
-            truth[r["id"]], kinds[r["id"]] = set(orig), k
-            w1.writerow([r["id"], r["text"], "|".join(given)])
-            w2.writerow([r["id"], r["labels"]])
+    noisy = []
+    for i, r in enumerate(rows):
+        orig = [x for x in r["labels"].split("|") if x]
+        given = list(orig)
+        k = kind.get(i, "")
+        if k == "dropped":
+            given.pop(rng.randrange(len(given)))
+        elif k == "added":
+            given.append(rng.choice([x for x in labels if x not in given]))
+        elif k == "swapped":
+            given[rng.randrange(len(given))] = rng.choice([x for x in labels if x not in given])
+        truth[r["id"]], kinds[r["id"]] = set(orig), k
+        noisy.append([r["id"], r["text"], "|".join(given)])
+    inp = write_csv(d / "goemotions_noisy.csv", ["id", "text", "labels"], noisy)
+    gold = write_csv(d / "gold.csv", ["id", "label"], ([r["id"], r["labels"]] for r in rows))
     return inp, gold, truth, kinds
 
 
@@ -95,23 +77,17 @@ def _pr(flagged: set[Any], wrong: set[Any]) -> dict[str, Any]:
 
 def scenario(d: Path, n: int, accs: list[float], labels: list[str]) -> dict[str, Any]:
     inp, gold, truth, kinds = make_dataset(d, n, labels)
-    models = [f"sim-ml-{round(a * 100)}" for a in accs]
-    fake_args = [x for m, a in zip(models, accs) for x in ("--accuracy", f"{m}={a}")]
     task = {
         "name": "goemotions",
         "instructions": "Which emotions does this Reddit comment express?",
         "labels": labels,
         "multi_label": True,
     }
-    with FakeLLM([DATA / "goemotions_test.csv"], extra=fake_args, log_dir=d) as fake:
-        judges = [judge(f"j{round(a * 100)}", m, fake.base_url, 32) for m, a in zip(models, accs)]
-        cfg = write_config(d / "audit.yaml", judges, d / "cache", task=task)
-        out = d / "audit.jsonl"
-        args = ["audit", str(inp), "-c", str(cfg), "-o", str(out), "--label-column", "labels", "--gold", str(gold)]
-        run = run_cli([*args, "--html", str(d / "audit.html"), "--export-labelstudio", str(d / "ls.json"), "-q"])
-        requests = fake.requests()
-    recs = [json.loads(line) for line in out.read_text().splitlines()]
-    summary = json.loads((d / "audit.jsonl.summary.json").read_text())
+    args = ["--label-column", "labels", "--gold", str(gold), "--html", str(d / "audit.html")]
+    audit = simulated_audit(
+        d, inp, DATA / "goemotions_test.csv", accs, "sim-ml", [*args, "--export-labelstudio", str(d / "ls.json")], task
+    )
+    recs, summary = audit.records, audit.summary
     wrong_rows = {r["id"] for r in recs if set(r["given_labels"]) != truth[r["id"]]}
     wrong_pairs = {(r["id"], lab) for r in recs for lab in set(r["given_labels"]) ^ truth[r["id"]]}
     y = np.array([r["id"] in wrong_rows for r in recs])
@@ -142,8 +118,8 @@ def scenario(d: Path, n: int, accs: list[float], labels: list[str]) -> dict[str,
     missing_ok = sum(1 for r in recs for lab in r["missing"] if lab in truth[r["id"]])
     extra_ok = sum(1 for r in recs for lab in r["extra"] if lab not in truth[r["id"]])
     return {
-        "run": run,
-        "requests": requests,
+        "run": audit.run,
+        "requests": audit.requests,
         "summary": summary,
         "n": len(recs),
         "wrong_rows": len(wrong_rows),

@@ -27,6 +27,7 @@ from common import (  # noqa: E402
     now,
     table,
     tempdir,
+    timing_options,
     wait_for_quiet,
     write_config,
     write_result,
@@ -43,12 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--concurrency", type=int, default=32, help="per judge")
     ap.add_argument("--warm-runs", type=int, default=5, help="warm reruns (the median is the figure)")
-    ap.add_argument(
-        "--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run"
-    )
-    ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out")
+    timing_options(ap, "cache.md")
     a = ap.parse_args(argv)
     if a.quick:
         a.rows, a.warm_runs = 300, 1

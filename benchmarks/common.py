@@ -6,6 +6,7 @@ reaped with os.wait4, which gives that one process's own user/sys CPU seconds an
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as dt
 import json
@@ -24,11 +25,13 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = ROOT.parent / "shared"
+if not (SHARED / "tools" / "fakellm.py").is_file():  # a git worktree elsewhere: LLMLABEL_SHARED names the folder
+    SHARED = Path(os.environ.get("LLMLABEL_SHARED", "/work/shared"))
 FAKELLM = SHARED / "tools" / "fakellm.py"
 DATA = SHARED / "data"
 BIN = Path(sys.executable).parent
@@ -116,6 +119,18 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def write_csv(path: Path, columns: list[str], rows: Iterable[Sequence[Any]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        w.writerows(rows)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def trec_pool() -> list[tuple[str, str]]:
     return [(" ".join(r["text"].split()), r["label"]) for r in read_csv(DATA / "trec_train.csv")]
 
@@ -165,17 +180,12 @@ class FakeLLM:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def listen(self) -> list[str]:
+        """The server's options for its address and latency."""
+        return ["--host", "127.0.0.1", "--port", str(self.port), "--latency", str(self.latency)]
+
     def command(self) -> list[str]:
-        cmd = [
-            sys.executable,
-            str(FAKELLM),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--latency",
-            str(self.latency),
-        ]
+        cmd = [sys.executable, str(FAKELLM), *self.listen()]
         for d in self.data:
             cmd += ["--data", str(d)]
         return cmd + self.extra
@@ -234,16 +244,12 @@ class LeanServer(FakeLLM):
         super().__init__([], latency, log_dir=log_dir)
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            str(ROOT / "benchmarks" / "lean_server.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--latency",
-            str(self.latency),
-        ]
+        return [sys.executable, str(ROOT / "benchmarks" / "lean_server.py"), *self.listen()]
+
+
+def accuracy_args(accuracies: dict[str, float]) -> list[str]:
+    """fakellm's options giving each simulated model its accuracy."""
+    return [x for m, acc in accuracies.items() for x in ("--accuracy", f"{m}={acc}")]
 
 
 # -- configs --------------------------------------------------------------------------------------------
@@ -272,6 +278,7 @@ class Run:
     maxrss_mb: float  # ru_maxrss of this process (kB on Linux) in MiB
     stderr: str
     samples: list[tuple[float, float, float, float]] = field(default_factory=list)  # (s, RSS, anon, file MiB)
+    stdout: str = ""  # with run_cli(stdout=True) only
 
     @property
     def cpu(self) -> float:
@@ -327,14 +334,17 @@ def run_cli(
     sample_every: float | None = None,
     check: bool = True,
     timeout: float | None = None,
+    stdout: bool = False,
 ) -> Run:
     """Run `llmlabel ARGS` as its own process; wall time from spawn to exit (start-up included), and that
-    process's CPU and peak RSS from os.wait4. With sample_every, VmRSS is also polled from /proc."""
+    process's CPU and peak RSS from os.wait4. With sample_every, VmRSS is also polled from /proc; with stdout,
+    what the command printed is kept (Run.stdout)."""
     argv = [LLMLABEL, *args]
     byte_compile()
     err = tempfile.TemporaryFile()
+    out = tempfile.TemporaryFile() if stdout else None
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+    p = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=out or subprocess.DEVNULL, stderr=err)
     CHILDREN.add(p)
     samples: list[tuple[float, float, float, float]] = []
     done = threading.Event()
@@ -364,6 +374,10 @@ def run_cli(
     stderr = err.read().decode("utf-8", "replace")
     err.close()
     run = Run(argv, p.returncode, wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024, stderr, samples)
+    if out:
+        out.seek(0)
+        run.stdout = out.read().decode("utf-8", "replace")
+        out.close()
     if check and run.rc != 0:
         raise RuntimeError(f"{shlex.join(argv)} exited {run.rc}:\n{stderr[-3000:]}")
     return run
@@ -371,6 +385,50 @@ def run_cli(
 
 def label(input_csv: Path, config: Path, output: Path, **kw: Any) -> Run:
     return run_cli(["label", str(input_csv), "-c", str(config), "-o", str(output), "-q"], **kw)
+
+
+def label_and_eval(inp: Path, config: Path, gold: Path, work: Path, fake: FakeLLM) -> tuple[Run, int, dict[str, Any]]:
+    """`llmlabel label` into work/out.jsonl, then `llmlabel eval` of it against `gold`: the label run, the requests
+    it paid fakellm (0 where the cache answered) and eval's report."""
+    out, report = work / "out.jsonl", work / "eval.json"
+    before = fake.requests()
+    run = label(inp, config, out)
+    paid = fake.requests() - before
+    run_cli(["eval", str(out), "--gold", str(gold), "-o", str(report)])
+    return run, paid, json.loads(report.read_text())
+
+
+@dataclass
+class SimulatedAudit:
+    """One `llmlabel audit` process over simulated judges, and what it wrote."""
+
+    run: Run
+    requests: int  # answered by fakellm
+    records: list[dict[str, Any]]  # the audit's output rows
+    summary: dict[str, Any]  # its .summary.json
+
+
+def simulated_audit(
+    work: Path,
+    inp: Path,
+    known: Path,
+    accuracies: list[float],
+    model_prefix: str,
+    args: list[str],
+    task: dict[str, Any] | None = None,
+) -> SimulatedAudit:
+    """`llmlabel audit INP ARGS` into work/audit.jsonl, with one simulated judge an accuracy: fakellm, given the
+    file `known` (the original labels, so it knows the truth), serves model `{model_prefix}-85` at 0.85 as judge
+    `j85` (32 requests at once)."""
+    models = {f"{model_prefix}-{round(a * 100)}": a for a in accuracies}
+    with FakeLLM([known], extra=accuracy_args(models), log_dir=work) as fake:
+        judges = [judge(f"j{round(a * 100)}", m, fake.base_url, 32) for m, a in models.items()]
+        cfg = write_config(work / "audit.yaml", judges, work / "cache", task=task)
+        out = work / "audit.jsonl"
+        run = run_cli(["audit", str(inp), "-c", str(cfg), "-o", str(out), *args, "-q"])
+        requests = fake.requests()
+    summary = json.loads((work / "audit.jsonl.summary.json").read_text())
+    return SimulatedAudit(run, requests, read_jsonl(out), summary)
 
 
 def count_lines(path: Path) -> int:
@@ -394,6 +452,26 @@ def tempdir(prefix: str, keep: str | None = None) -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def sample_parser(rows: int = 1000) -> argparse.ArgumentParser:
+    """The options of a benchmark over a seeded sample of a data set: its size, its seed, the results file."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=rows)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    return ap
+
+
+def timing_options(ap: argparse.ArgumentParser, results: str) -> None:
+    """The options of a timed benchmark: how quiet the machine must be for a timed run, and how long to wait
+    for it; --quick (tiny sizes, results in /tmp) and --out (the results file)."""
+    ap.add_argument(
+        "--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run"
+    )
+    ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes; writes to /tmp unless --out")
+    ap.add_argument("--out", help=f"results file (default benchmarks/results/{results})")
 
 
 # -- results --------------------------------------------------------------------------------------------

@@ -105,9 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                     mode=kind,
                 )
                 args = ["plan", str(Path(a.data_dir) / fname), "-c", str(cfg), "--sample", str(a.limit or 100000)]
-                out = run_cli(args)
-                p = run_cli_stdout(args)
-                m = re.search(r"\((\d+)/(?:row|request)\)", p)  # `plan` says "(N/request)"
+                out = run_cli(args, stdout=True)
+                m = re.search(r"\((\d+)/(?:row|request)\)", out.stdout)  # `plan` says "(N/request)"
                 plan_rows.append(
                     [
                         title,
@@ -155,14 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_result("cost.md", text, Path(a.out) if a.out else None)
     return 0
-
-
-def run_cli_stdout(args: list[str]) -> str:
-    import subprocess
-
-    from common import LLMLABEL, clean_env
-
-    return subprocess.run([LLMLABEL, *args], env=clean_env(), capture_output=True, text=True, check=True).stdout
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ shown too. Metrics: evaluation.multilabel.evaluate_sets (micro/macro-F1) and eva
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import sys
@@ -29,15 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATA,
     FakeLLM,
+    accuracy_args,
     header,
     judge,
     label,
     loadavg,
     now,
+    read_csv,
+    read_jsonl,
     run_cli,
     table,
     tempdir,
     write_config,
+    write_csv,
     write_result,
 )
 
@@ -49,25 +52,12 @@ ACCURACIES = {"judge-a": 0.85, "judge-b": 0.75, "judge-c": 0.6}
 
 
 def _sample(path: Path, n: int, seed: int) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(path)
     return random.Random(seed).sample(rows, min(n, len(rows)))
-
-
-def _write(path: Path, header_: list[str], rows: list[list[str]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header_)
-        w.writerows(rows)
-    return path
 
 
 def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
 def _teach_and_distill(tmp: Path, fake: FakeLLM, task: dict, train: list[dict], test: list[dict]) -> dict:
@@ -76,7 +66,7 @@ def _teach_and_distill(tmp: Path, fake: FakeLLM, task: dict, train: list[dict], 
     cfg = write_config(tmp / "c.yaml", judges, tmp / "cache", task=task)
     files = {}
     for name, rows in (("train", train), ("test", test)):
-        inp = _write(tmp / f"{name}.csv", ["id", "text"], [[r["id"], r["text"]] for r in rows])
+        inp = write_csv(tmp / f"{name}.csv", ["id", "text"], [[r["id"], r["text"]] for r in rows])
         files[name] = tmp / f"teacher_{name}.jsonl"
         label(inp, cfg, files[name])
     model = tmp / "student.skops"
@@ -99,10 +89,10 @@ def multilabel(n_train: int, n_test: int, seed: int) -> tuple[list[list], list[s
         "multi_label": True,
     }
     srcs = [DATA / "goemotions_train.csv", DATA / "goemotions_test.csv"]
-    extra = [x for m, acc in ACCURACIES.items() for x in ("--accuracy", f"{m}={acc}")]
+    extra = accuracy_args(ACCURACIES)
     with tempdir("llmlabel-dls-") as tmp, FakeLLM(srcs, extra=extra) as fake:
         got = _teach_and_distill(tmp, fake, task, train, test)
-        teacher, student = _read_jsonl(got["teacher"]), _read_jsonl(got["student"])
+        teacher, student = read_jsonl(got["teacher"]), read_jsonl(got["student"])
     gold = {r["id"]: r["labels"] for r in test}
     taught = {r["id"]: "|".join(r["labels"] or []) for r in teacher if not r.get("error")}
 
@@ -131,16 +121,16 @@ def multilabel(n_train: int, n_test: int, seed: int) -> tuple[list[list], list[s
 def taxonomy(name: str, files: tuple[Path, Path], tree: Path, extra_task: dict, n: tuple[int, int], seed: int):
     train, test = _sample(files[0], n[0], seed), _sample(files[1], n[1], seed)
     task = {"name": name, "taxonomy": str(tree), "taxonomy_threshold": 0.5, **extra_task}
-    extra = [x for m, acc in ACCURACIES.items() for x in ("--accuracy", f"{m}={acc}")]
+    extra = accuracy_args(ACCURACIES)
     with tempdir("llmlabel-dlt-") as tmp, FakeLLM(list(files), extra=extra) as fake:
         got = _teach_and_distill(tmp, fake, task, train, test)
-        gold = _write(
+        gold = write_csv(
             tmp / "gold.csv", ["id", "label_l1", "label_l2"], [[r["id"], r["label_l1"], r["label_l2"]] for r in test]
         )
-        taught = _write(
+        taught = write_csv(
             tmp / "taught.csv",
             ["id", "path"],
-            [[r["id"], json.dumps(r["path"])] for r in _read_jsonl(got["teacher"]) if not r.get("error")],
+            [[r["id"], json.dumps(r["path"])] for r in read_jsonl(got["teacher"]) if not r.get("error")],
         )
         vs_teacher = evaluate_paths(got["student"], taught, "id", "label")
         vs_gold = evaluate_paths(got["student"], gold, "id", "label")

@@ -13,16 +13,28 @@ Dawid-Skene per label), and Dawid-Skene with per-label thresholds fitted on 200 
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, FakeLLM, header, judge, label, now, run_cli, table, tempdir, write_config, write_result  # noqa: E402
+from common import (  # noqa: E402
+    DATA,
+    FakeLLM,
+    accuracy_args,
+    header,
+    judge,
+    label_and_eval,
+    now,
+    read_csv,
+    sample_parser,
+    table,
+    tempdir,
+    write_config,
+    write_csv,
+    write_result,
+)
 
 ACCURACIES = {"judge-a": 0.85, "judge-b": 0.75, "judge-c": 0.6}
 
@@ -32,34 +44,24 @@ def _r(rep: dict) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = sample_parser()
     ap.add_argument("--gold-rows", type=int, default=200)
-    ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     started = now()
     src = DATA / "goemotions_test.csv"
     labels = (DATA / "goemotions_labels.txt").read_text().split()
-    with open(src, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    rows = random.Random(a.seed).sample(rows, a.rows)
+    rows = random.Random(a.seed).sample(read_csv(src), a.rows)
     results = []
     with (
         tempdir("llmlabel-ml-") as tmp,
-        FakeLLM([src], extra=[x for m, acc in ACCURACIES.items() for x in ("--accuracy", f"{m}={acc}")]) as fake,
+        FakeLLM([src], extra=accuracy_args(ACCURACIES)) as fake,
     ):
-        inp, gold, gold_part = tmp / "in.csv", tmp / "gold.csv", tmp / "gold_part.csv"
-        with open(inp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "text"])
-            w.writerows([[r["id"], r["text"]] for r in rows])
+        inp = write_csv(tmp / "in.csv", ["id", "text"], ([r["id"], r["text"]] for r in rows))
         # Every setup is scored on the rows after the first gold_rows (the gold setup's anchors are never scored).
-        for path, part in ((gold, rows[a.gold_rows :]), (gold_part, rows[: a.gold_rows])):
-            with open(path, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["id", "label"])
-                w.writerows([[r["id"], r["labels"]] for r in part])
+        gold = write_csv(tmp / "gold.csv", ["id", "label"], ([r["id"], r["labels"]] for r in rows[a.gold_rows :]))
+        gold_part = write_csv(
+            tmp / "gold_part.csv", ["id", "label"], ([r["id"], r["labels"]] for r in rows[: a.gold_rows])
+        )
         task = {
             "name": "goemotions",
             "instructions": "Which emotions does this Reddit comment express?",
@@ -79,10 +81,7 @@ def main() -> None:
         judge_rows = None
         for name, extra in setups:
             cfg = write_config(tmp / "c.yaml", judges, tmp / "cache", task=task, **extra)
-            out = tmp / "out.jsonl"
-            run = label(inp, cfg, out)
-            run_cli(["eval", str(out), "--gold", str(gold), "-o", str(tmp / "eval.json")])
-            rep = json.loads((tmp / "eval.json").read_text())
+            run, _, rep = label_and_eval(inp, cfg, gold, tmp, fake)
             if judge_rows is None:
                 judge_rows = [
                     [f"{n} alone (simulated accuracy {ACCURACIES['judge-' + n]})", *_r(j), "", ""]

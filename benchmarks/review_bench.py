@@ -23,24 +23,31 @@ Writes benchmarks/results/review_sim.md (and review_sim_*.png when matplotlib is
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from common import RESULTS, ROOT, FakeLLM, command_line, machine, now  # noqa: E402
-
-if not common.FAKELLM.is_file():  # a git worktree beside the checkout: the shared folder is set by LLMLABEL_SHARED
-    common.SHARED = Path(os.environ.get("LLMLABEL_SHARED", "/work/shared"))
-    common.FAKELLM, common.DATA = common.SHARED / "tools" / "fakellm.py", common.SHARED / "data"
-DATA = common.DATA
+from common import (  # noqa: E402
+    DATA,
+    RESULTS,
+    ROOT,
+    FakeLLM,
+    accuracy_args,
+    command_line,
+    machine,
+    now,
+    read_csv,
+    table,
+    write_csv,
+    write_result,
+)
 
 from llmlabel.ensemble.calibration import calibrate_confidence  # noqa: E402
 from llmlabel.evaluation.metrics import expected_calibration_error  # noqa: E402
@@ -78,18 +85,21 @@ TASKS = {
     ),
 }
 GRID = [0, 50, 100, 200, 300, 400]
+T = TypeVar("T")
+ECE_OF = {  # the rows of table (c)
+    "logprob (simulated)": "logprob judge (simulated in-process, 0.85)",
+    "strong": "judge without logprobs (fakellm, 0.85)",
+    "medium": "judge without logprobs (fakellm, 0.75)",
+    "weak": "judge without logprobs (fakellm, 0.65)",
+    "ensemble": "the ensemble (3 fakellm judges, refit)",
+}
 
 
 def prepare(work: Path, name: str) -> tuple[Path, Path, dict[str, str], list[str]]:
     fname, limit, instr, labels = TASKS[name]
-    with open(DATA / fname, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(DATA / fname)
     rows = rows[:limit] if limit else rows
-    inp = work / f"{name}.csv"
-    with open(inp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["id", "text"])
-        w.writeheader()
-        w.writerows({"id": r["id"], "text": r["text"]} for r in rows)
+    inp = write_csv(work / f"{name}.csv", ["id", "text"], ([r["id"], r["text"]] for r in rows))
     gold = {r["id"]: r["label"] for r in rows}
     return inp, work / f"{name}.cfg.yaml", gold, list(labels)
 
@@ -249,6 +259,11 @@ def plot(curves: dict[str, dict[str, list[float]]], path: Path) -> bool:
     return True
 
 
+def by_set(headers: list[str], results: dict[str, dict[str, T]], cells: Callable[[T], list[Any]]) -> str:
+    """A results table with a row for each set and each of its entries (a strategy, a judge): set, entry, cells."""
+    return table(headers, [[name, key, *cells(v)] for name, d in results.items() for key, v in d.items()])
+
+
 def needed(ys: list[float]) -> str:
     return next((str(b) for b, y in zip(GRID, ys) if y >= 0.95), f"> {GRID[-1]}")
 
@@ -263,7 +278,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     server = FakeLLM(
-        [DATA / TASKS[t][0] for t in TASKS], extra=[f"--accuracy={m}={acc}" for _, m, acc, _ in JUDGES], log_dir=work
+        [DATA / TASKS[t][0] for t in TASKS], extra=accuracy_args({m: acc for _, m, acc, _ in JUDGES}), log_dir=work
     ).start()
     curves, targets, covs, eces, sizes = {}, {}, {}, {}, {}
     try:
@@ -305,12 +320,12 @@ def main() -> None:
         "",
         "One round: 50 random rows (B < 50: B) for the estimate, the rest chosen (targeted) or random.",
         "",
-        "| set | strategy | " + " | ".join(f"B={b}" for b in GRID) + " | B to reach 0.95 |",
-        "|---|---|" + "---|" * len(GRID) + "---|",
+        by_set(
+            ["set", "strategy", *(f"B={b}" for b in GRID), "B to reach 0.95"],
+            curves,
+            lambda ys: [*(f"{y:.3f}" for y in ys), needed(ys)],
+        ),
     ]
-    for name, c in curves.items():
-        for s, ys in c.items():
-            L.append(f"| {name} | {s} | " + " | ".join(f"{y:.3f}" for y in ys) + f" | {needed(ys)} |")
     if plotted:
         L += ["", f"![accuracy vs human labels]({png.name})"]
     L += [
@@ -318,15 +333,26 @@ def main() -> None:
         "The loop with `--target-accuracy 0.95`: 100 random rows, then rounds of 50 until the interval's lower "
         "bound reaches 0.95 (budget: half the rows).",
         "",
-        "| set | strategy | human labels | rounds | target met | stated accuracy [95% interval] | true accuracy |",
-        "|---|---|---|---|---|---|---|",
+        by_set(
+            [
+                "set",
+                "strategy",
+                "human labels",
+                "rounds",
+                "target met",
+                "stated accuracy [95% interval]",
+                "true accuracy",
+            ],
+            targets,
+            lambda r: [
+                r["human"],
+                r["rounds"],
+                r["met"],
+                f"{r['est']:.3f} [{r['low']:.3f}, {r['high']:.3f}]",
+                f"{r['true']:.3f}",
+            ],
+        ),
     ]
-    for name, d in targets.items():
-        for s, r in d.items():
-            L.append(
-                f"| {name} | {s} | {r['human']} | {r['rounds']} | {r['met']} | {r['est']:.3f} "
-                f"[{r['low']:.3f}, {r['high']:.3f}] | {r['true']:.3f} |"
-            )
     L += [
         "",
         f"## (b) Coverage of the stated 95% interval over {a.reps} seeded reviews",
@@ -334,34 +360,27 @@ def main() -> None:
         "targeted: 150 human labels (100 random, 50 targeted); random: 100 random rows only. The true accuracy "
         "is the final dataset's (human labels plus the refit model labels) against gold.",
         "",
-        "| set | review | coverage | mean width | mean true accuracy |",
-        "|---|---|---|---|---|",
+        by_set(
+            ["set", "review", "coverage", "mean width", "mean true accuracy"],
+            covs,
+            lambda c: [
+                f"{c['coverage']:.2f} ({round(c['coverage'] * c['reps'])}/{c['reps']})",
+                f"{c['width']:.3f}",
+                f"{c['true']:.3f}",
+            ],
+        ),
     ]
-    for name, cs in covs.items():
-        for st, c in cs.items():
-            L.append(
-                f"| {name} | {st} | {c['coverage']:.2f} ({round(c['coverage'] * c['reps'])}/{c['reps']}) | "
-                f"{c['width']:.3f} | {c['true']:.3f} |"
-            )
     L += [
         "",
         "## (c) ECE after 0 / 30 / 100 gold rows (Platt scaling; mean of 20 draws, on the rows not drawn)",
         "",
-        "| set | confidence of | 0 | 30 | 100 |",
-        "|---|---|---|---|---|",
+        by_set(
+            ["set", "confidence of", "0", "30", "100"],
+            {name: {ECE_OF.get(j, j): d for j, d in e.items()} for name, e in eces.items()},
+            lambda d: [f"{d[0]:.3f}", f"{d[30]:.3f}", f"{d[100]:.3f}"],
+        ),
     ]
-    for name, e in eces.items():
-        for j, d in e.items():
-            kind = {
-                "logprob (simulated)": "logprob judge (simulated in-process, 0.85)",
-                "strong": "judge without logprobs (fakellm, 0.85)",
-                "medium": "judge without logprobs (fakellm, 0.75)",
-                "weak": "judge without logprobs (fakellm, 0.65)",
-                "ensemble": "the ensemble (3 fakellm judges, refit)",
-            }.get(j, j)
-            L.append(f"| {name} | {kind} | {d[0]:.3f} | {d[30]:.3f} | {d[100]:.3f} |")
-    (RESULTS / "review_sim.md").write_text("\n".join(L) + "\n")
-    print("\n".join(L))
+    write_result("review_sim.md", "\n".join(L))
 
 
 if __name__ == "__main__":

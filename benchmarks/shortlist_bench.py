@@ -19,16 +19,28 @@ answer ("none of these" included): so the simulated shortlist accuracy is about 
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, FakeLLM, header, judge, label, now, run_cli, table, tempdir, write_config, write_result  # noqa: E402
+from common import (  # noqa: E402
+    DATA,
+    FakeLLM,
+    accuracy_args,
+    header,
+    judge,
+    label_and_eval,
+    now,
+    read_csv,
+    sample_parser,
+    table,
+    tempdir,
+    write_config,
+    write_csv,
+    write_result,
+)
 
 ACCURACIES = {"judge-a": 0.85, "judge-b": 0.75, "judge-c": 0.65}
 KS = (5, 10, 20)
@@ -68,18 +80,12 @@ def prompt_tokens(cfg_path: Path, rows: list[dict]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args()
+    a = sample_parser().parse_args()
     started = now()
     src, train = DATA / "clinc150_test.csv", DATA / "clinc150_train.csv"
     labels = (DATA / "clinc150_labels.txt").read_text().split()
-    with open(src, newline="", encoding="utf-8") as fh:
-        rows = random.Random(a.seed).sample(list(csv.DictReader(fh)), a.rows)
-    with open(train, newline="", encoding="utf-8") as fh:
-        pool = [(r["text"], r["label"]) for r in csv.DictReader(fh)]
+    rows = random.Random(a.seed).sample(read_csv(src), a.rows)
+    pool = [(r["text"], r["label"]) for r in read_csv(train)]
     task = {
         "name": "clinc150",
         "instructions": "Which intent does this request to a virtual assistant express? oos: none of the intents.",
@@ -97,17 +103,10 @@ def main() -> None:
     results = []
     with (
         tempdir("llmlabel-sl-") as tmp,
-        FakeLLM([src], extra=[x for m, acc in ACCURACIES.items() for x in ("--accuracy", f"{m}={acc}")]) as fake,
+        FakeLLM([src], extra=accuracy_args(ACCURACIES)) as fake,
     ):
-        inp, gold = tmp / "in.csv", tmp / "gold.csv"
-        with open(inp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "text"])
-            w.writerows([[r["id"], r["text"]] for r in rows])
-        with open(gold, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "label"])
-            w.writerows([[r["id"], r["label"]] for r in rows])
+        inp = write_csv(tmp / "in.csv", ["id", "text"], ([r["id"], r["text"]] for r in rows))
+        gold = write_csv(tmp / "gold.csv", ["id", "label"], ([r["id"], r["label"]] for r in rows))
         judges = [judge(m.replace("judge-", ""), m, fake.base_url, 32) for m in ACCURACIES]
         setups = [
             ("all 151 labels listed", {}),
@@ -121,12 +120,7 @@ def main() -> None:
         ]
         for name, extra in setups:
             cfg = write_config(tmp / "c.yaml", judges, tmp / "cache", task={**task, **extra})
-            out = tmp / "out.jsonl"
-            before = fake.requests()
-            run = label(inp, cfg, out)
-            asked = fake.requests() - before
-            run_cli(["eval", str(out), "--gold", str(gold), "-o", str(tmp / "eval.json")])
-            rep = json.loads((tmp / "eval.json").read_text())
+            run, asked, rep = label_and_eval(inp, cfg, gold, tmp, fake)
             per_judge = {n: j.get("accuracy") for n, j in (rep.get("judges") or {}).items()}
             toks = prompt_tokens(cfg, rows)
             results.append(

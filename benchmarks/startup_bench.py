@@ -29,6 +29,7 @@ from common import (  # noqa: E402
     run_cli,
     table,
     tempdir,
+    timing_options,
     wait_for_quiet,
     write_config,
     write_result,
@@ -69,12 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--rows", type=int, default=10)
-    ap.add_argument(
-        "--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run"
-    )
-    ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out")
+    timing_options(ap, "startup.md")
     a = ap.parse_args(argv)
     if a.quick:
         a.repeat = 2

@@ -14,8 +14,6 @@ level and hierarchical F1: what stopping at the parent buys in precision, and wh
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import random
 import sys
@@ -23,17 +21,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, FakeLLM, header, judge, label, now, run_cli, table, tempdir, write_config, write_result  # noqa: E402
+from common import (  # noqa: E402
+    DATA,
+    FakeLLM,
+    accuracy_args,
+    header,
+    judge,
+    label_and_eval,
+    now,
+    read_csv,
+    sample_parser,
+    table,
+    tempdir,
+    write_config,
+    write_csv,
+    write_result,
+)
 
 ACCURACIES = {"judge-a": 0.85, "judge-b": 0.75, "judge-c": 0.65}
 THRESHOLDS = (0.0, 0.5, 0.7)  # three one-vote judges: a level's confidence is 1/3, 2/3 or 1
 
 
 def _rows(files: list[Path], n: int, seed: int) -> list[dict]:
-    rows = []
-    for f in files:
-        with open(f, newline="", encoding="utf-8") as fh:
-            rows += list(csv.DictReader(fh))
+    rows = [r for f in files for r in read_csv(f)]
     return random.Random(seed).sample(rows, min(n, len(rows)))
 
 
@@ -68,27 +78,16 @@ def bench(name: str, files: list[Path], tree: Path, task_extra: dict, n: int, se
     out_rows = []
     with (
         tempdir("llmlabel-tax-") as tmp,
-        FakeLLM(files, extra=[x for m, acc in ACCURACIES.items() for x in ("--accuracy", f"{m}={acc}")]) as fake,
+        FakeLLM(files, extra=accuracy_args(ACCURACIES)) as fake,
     ):
-        inp, gold = tmp / "in.csv", tmp / "gold.csv"
-        with open(inp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "text"])
-            w.writerows([[r["id"], r["text"]] for r in rows])
-        with open(gold, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "label_l1", "label_l2"])
-            w.writerows([[r["id"], r["label_l1"], r["label_l2"]] for r in rows])
+        inp = write_csv(tmp / "in.csv", ["id", "text"], ([r["id"], r["text"]] for r in rows))
+        gold_rows = ([r["id"], r["label_l1"], r["label_l2"]] for r in rows)
+        gold = write_csv(tmp / "gold.csv", ["id", "label_l1", "label_l2"], gold_rows)
         judges = [judge(m.replace("judge-", ""), m, fake.base_url, 32) for m in ACCURACIES]
         for th in THRESHOLDS:
             task = {"name": name, "taxonomy": str(tree), "taxonomy_threshold": th, **task_extra}
             cfg = write_config(tmp / "c.yaml", judges, tmp / "cache", task=task)
-            out = tmp / "out.jsonl"
-            before = fake.requests()
-            run = label(inp, cfg, out)
-            paid = fake.requests() - before
-            run_cli(["eval", str(out), "--gold", str(gold), "-o", str(tmp / "eval.json")])
-            rep = json.loads((tmp / "eval.json").read_text())
+            run, paid, rep = label_and_eval(inp, cfg, gold, tmp, fake)
             lv = {x["level"]: x for x in rep["levels"]}
             h = rep["hierarchical"]
             out_rows.append(
@@ -115,11 +114,7 @@ def bench(name: str, files: list[Path], tree: Path, task_extra: dict, n: int, se
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args()
+    a = sample_parser().parse_args()
     started = now()
     results, notes = [], []
     clinc = "Which request to a virtual assistant is this? oos: out of scope (none of the domains)."

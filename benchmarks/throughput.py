@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     now,
     table,
     tempdir,
+    timing_options,
     wait_for_quiet,
     write_config,
     write_result,
@@ -57,12 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead-rows", type=int, default=20000, help="rows for the zero-latency runs")
     ap.add_argument("--backends", default="aiohttp,sdk")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: sweep,lean,backends,accept,overhead")
-    ap.add_argument(
-        "--load-max", type=float, default=0.7, help="wait for a 1-min load below this before each timed run"
-    )
-    ap.add_argument("--max-wait", type=float, default=600, help="seconds of waiting for the load, in all")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes; writes to /tmp unless --out")
-    ap.add_argument("--out", help="results file (default benchmarks/results/throughput.md)")
+    timing_options(ap, "throughput.md")
     a = ap.parse_args(argv)
     if a.quick:
         a.concurrency, a.ideal_s, a.accept_rows, a.overhead_rows = "1,16,64", 2.0, 300, 1000

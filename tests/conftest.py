@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -129,6 +130,43 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
+# -- a full disk ----------------------------------------------------------------------------------------
+def disk_full(*args: Any, **kwargs: Any) -> NoReturn:
+    """A write to a full disk, failing as the OS says it (ENOSPC, no file name): set it over a writer."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class NearlyFull:
+    """A file on a disk with `room` bytes left: a write takes what fits and says so (as write(2) does), the
+    next one fails with ENOSPC."""
+
+    def __init__(self, fh: Any, room: int = 0) -> None:
+        self.fh, self.room = fh, room
+
+    def write(self, data: bytes) -> int:
+        if self.room <= 0:
+            disk_full()
+        part = bytes(data[: self.room])
+        self.room -= len(part)
+        return self.fh.write(part)
+
+    def __getattr__(self, name: str) -> Any:  # tell, truncate, close: the real file's
+        return getattr(self.fh, name)
+
+
+def part_file_on_a_full_disk(monkeypatch: pytest.MonkeyPatch, room: int = 0) -> None:
+    """Each part file opened from now on is on a disk with `room` bytes left (monkeypatch.undo() frees it)."""
+    from llmlabel.io.output import PartFile
+
+    real_open = PartFile.open
+
+    def nearly_full_open(self: PartFile, *args: Any) -> None:
+        real_open(self, *args)
+        self._fh = NearlyFull(self._fh, room)
+
+    monkeypatch.setattr(PartFile, "open", nearly_full_open)
+
+
 # Slow tests are marked where they are written, by measured duration, so that the quick loop
 # `python -m pytest -q -m "not slow"` stays under 2 minutes: a test taking more than ~1 s on an idle machine
 # (`python -m pytest -q --durations=0 -p no:randomly`) gets `@pytest.mark.slow`, or its module
@@ -151,8 +189,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_server():
+def start_redis() -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server of its own on a free local port, answering: (its process, its port). Skips the test where
+    none can run (fails it with LLMLABEL_REQUIRE_REDIS=1)."""
     binary = shutil.which("redis-server")
     required = os.environ.get("LLMLABEL_REQUIRE_REDIS") == "1"
     if binary is None:
@@ -173,17 +212,24 @@ def redis_server():
     )
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
+    try:
+        while True:
+            try:
+                client.ping()
+                return proc, port
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    pytest.fail(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    proc, port = start_redis()
     yield port
-    client.close()
     proc.terminate()
     proc.wait(10)
 

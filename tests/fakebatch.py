@@ -12,16 +12,16 @@ import json
 import threading
 from email.parser import BytesParser
 from email.policy import default as email_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlparse
 
-from fakeserver import FakeLLM
+from fakeserver import FakeLLM, LocalServer
 
 _STEPS = ["validating", "in_progress", "finalizing", "completed"]
 
 
-class FakeBatch:
+class FakeBatch(LocalServer):
     def __init__(
         self, llm: FakeLLM | None = None, expire_fraction: float = 0.0, fail_every: int = 0, max_requests: int = 0
     ) -> None:
@@ -38,12 +38,6 @@ class FakeBatch:
         self.lines = 0  # batch lines answered
         self.line_keys: list[str] = []  # every custom_id submitted, in order
         self.answered: list[str] = []  # every custom_id answered (paid for)
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def start(self) -> FakeBatch:
         fake = self
@@ -69,16 +63,8 @@ class FakeBatch:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 self._send(*fake.post(urlparse(self.path).path, raw, dict(self.headers)))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        # A short poll: stop() (`shutdown`) waits for the serving loop to look, 0.5 s by default, once per test.
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
 
     # -- endpoints -------------------------------------------------------------------------------
     def post(self, path: str, raw: bytes, headers: dict[str, str]) -> tuple[int, Any]:

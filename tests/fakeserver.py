@@ -24,7 +24,29 @@ def pick(text: str, labels: list[str]) -> str:
     return labels[h % len(labels)]
 
 
-class FakeLLM:
+class LocalServer:
+    """An HTTP server on a free 127.0.0.1 port, answering from a daemon thread (FakeLLM, FakeBatch)."""
+
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        # A short poll: stop() (`shutdown`) waits for the serving loop to look, 0.5 s by default, once per test.
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class FakeLLM(LocalServer):
     def __init__(
         self,
         answers: dict[str, str] | None = None,
@@ -58,7 +80,6 @@ class FakeLLM:
         self.bodies: list[dict[str, Any]] = []
         self.times: list[float] = []  # time.monotonic() of each request's arrival
         self.headers: list[dict[str, str]] = []
-        self.server: ThreadingHTTPServer | None = None
         # Called with each request's number (1-based) as it arrives, before it is answered (outside the lock):
         # tests act on an event of the run (cancel after the 3rd request, a cache server stopped after the
         # 20th) instead of racing a clock.
@@ -70,11 +91,6 @@ class FakeLLM:
         held = Hold(first)
         self.on_request = held
         return held
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def start(self) -> "FakeLLM":
         fake = self
@@ -107,16 +123,8 @@ class FakeLLM:
                     return
                 self._send(status, payload, headers)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        # A short poll: stop() (`shutdown`) waits for the serving loop to look, 0.5 s by default, once per test.
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
 
     def handle(self, req: dict[str, Any], headers: dict[str, str]) -> tuple[int | None, Any, dict[str, str]]:
         with self.lock:

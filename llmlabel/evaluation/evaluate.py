@@ -3,7 +3,6 @@ calibration and cost per correct label."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,20 +16,11 @@ from llmlabel.io.gold import read_gold
 from llmlabel.io.ledger_file import read_ledger
 from llmlabel.io.paths import eval_path, ledger_path
 from llmlabel.io.rows import iter_rows
+from llmlabel.io.values import json_field
 
 __all__ = ["eval_path", "evaluate", "format_report"]
 
 NONE = "\x00none"  # prediction code for rows without a label: counts as wrong, never as a real class
-
-
-def _json_field(v: Any) -> Any:
-    # CSV and Parquet outputs store judges/probs/candidates as JSON strings.
-    if isinstance(v, str) and v[:1] in "[{":
-        try:
-            return json.loads(v)
-        except ValueError:
-            return None
-    return v
 
 
 def _none_if_nan(x: float | None) -> float | None:
@@ -92,7 +82,7 @@ def _read(out: Path, gold: dict[str, str]) -> _Rows:
             raise InputError(f"{out} has no 'label' column; pass the output file of `llmlabel label`")
         rows.n_output += 1
         rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
-        probs = _json_field(rec.get("probs"))
+        probs = json_field(rec.get("probs"))
         if not rows.label_order and isinstance(probs, dict):
             rows.label_order = [str(k) for k in probs]  # the config's label order
         if rid not in gold:
@@ -102,9 +92,9 @@ def _read(out: Path, gold: dict[str, str]) -> _Rows:
         lab = rec.get("label")
         rows.y_pred.append(NONE if lab in (None, "") else str(lab))
         rows.conf.append(_confidence(rec.get("confidence"), out, i))
-        cs = _json_field(rec.get("candidates"))
+        cs = json_field(rec.get("candidates"))
         rows.cands.append([str(x) for x in cs] if isinstance(cs, list) else [])
-        rows.add_judges(_json_field(rec.get("judges")))
+        rows.add_judges(json_field(rec.get("judges")))
     return rows
 
 
@@ -214,7 +204,7 @@ def _evaluate_sets(
 ) -> dict[str, Any]:
     """A multi-label output's report (evaluation/multilabel.py)."""
     rows = multilabel.read_rows(out)
-    probs = _json_field(first.get("probs"))
+    probs = json_field(first.get("probs"))
     order = [str(k) for k in probs] if isinstance(probs, dict) else []
     rep = {"output": str(out), "gold": str(gold_path), "label_column": label_column, "rows_output": len(rows)}
     rep["rows_gold"] = len(gold)

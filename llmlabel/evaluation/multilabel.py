@@ -8,7 +8,6 @@ label; and the same set metrics for each judge's own answers."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,13 @@ import numpy as np
 
 from llmlabel.ensemble.multilabel import split
 from llmlabel.evaluation import metrics
-
-
-def _field(v: Any) -> Any:
-    if isinstance(v, str) and v[:1] in "[{":
-        try:
-            return json.loads(v)
-        except ValueError:
-            return None
-    return v
+from llmlabel.io.values import json_field
 
 
 def label_set(value: Any) -> list[str]:
     """A label set as every multi-label reader takes it: a list (JSONL, Parquet, a DataFrame cell), a JSON list
     in a text cell (a CSV output's `labels`), or labels joined by "|" (a `label` column, a gold file)."""
-    v = _field(value)
+    v = json_field(value)
     if isinstance(v, tuple) or (not isinstance(v, (str, list)) and hasattr(v, "tolist")):
         v = list(v.tolist() if hasattr(v, "tolist") else v)  # a numpy array from pandas or Parquet
     return split(v)
@@ -38,7 +29,7 @@ def label_set(value: Any) -> list[str]:
 
 def is_multilabel(rec: dict[str, Any]) -> bool:
     """Whether an output row is a multi-label job's (its `labels` field is a list)."""
-    return isinstance(_field(rec.get("labels")), list)
+    return isinstance(json_field(rec.get("labels")), list)
 
 
 def set_scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -63,9 +54,9 @@ def evaluate_sets(rows: list[dict[str, Any]], gold: dict[str, str], labels: list
         ids.append(rid)
         truth_sets.append(set(label_set(gold[rid])))
         pred_sets.append(set(label_set(rec.get("labels"))))
-        p = _field(rec.get("probs"))
+        p = json_field(rec.get("probs"))
         probs.append(p if isinstance(p, dict) else {})
-        js = _field(rec.get("judges"))
+        js = json_field(rec.get("judges"))
         judges.append(js if isinstance(js, dict) else {})
     seen = set(labels)
     labels = labels + sorted({lab for s in truth_sets + pred_sets for lab in s} - seen)

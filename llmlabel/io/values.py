@@ -84,6 +84,17 @@ def text_form(v: Any) -> str:
     return "" if p is None else str(p)
 
 
+def json_field(v: Any) -> Any:
+    """An output's field as read back: CSV and Parquet outputs store judges, probs, candidates and label sets
+    as JSON text, decoded here (None where that text is not JSON); other values as they are."""
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return None
+    return v
+
+
 # -- Parquet inputs: their Arrow types, kept for a Parquet output ------------------------------------------------
 
 

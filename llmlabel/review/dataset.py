@@ -11,10 +11,10 @@ import numpy as np
 
 from llmlabel.ensemble.combine import refit
 from llmlabel.errors import InputError
-from llmlabel.evaluation.evaluate import _json_field
 from llmlabel.io.paths import audit_summary_path, ledger_path
 from llmlabel.io.records import from_record, report_record
 from llmlabel.io.rows import iter_rows
+from llmlabel.io.values import json_field
 from llmlabel.review.kinds import LabelKind
 
 __all__ = ["Dataset", "ModelView", "crossfit", "load_output", "model_view"]
@@ -110,7 +110,7 @@ def load_output(
             if kind is not None and kind.name == "taxonomy" and "path" not in rec:
                 raise InputError(f"{p} has no 'path' column: pass the output of the taxonomy config it was made with")
         for k in ("judges", "probs", "candidates"):
-            rec[k] = _json_field(rec.get(k))
+            rec[k] = json_field(rec.get(k))
         rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
         if rid in seen:
             raise InputError(f"{p}: id {rid!r} appears twice; review needs one row per id")

@@ -4,16 +4,22 @@ are kept (in the part file, when the cache cannot take them) and a rerun pays fo
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import free_port, label_main, one_line_error, read_jsonl, write_config, write_corpus
+from conftest import (
+    NearlyFull,
+    disk_full,
+    label_main,
+    one_line_error,
+    part_file_on_a_full_disk,
+    read_jsonl,
+    run_cli,
+    start_redis,
+    write_config,
+    write_corpus,
+)
 from fakeserver import FakeLLM
 
 pytestmark = pytest.mark.usefixtures("quiet_fake_server")
@@ -142,24 +148,6 @@ def test_cache_writer_that_cannot_connect_fails_every_waiter(tmp_path):
 
 
 # -- the output's disk -----------------------------------------------------------------------------------
-class _NearlyFull:
-    """A file on a disk with `room` bytes left: a write takes what fits and says so (as write(2) does), the
-    next one fails with ENOSPC."""
-
-    def __init__(self, fh, room):
-        self.fh, self.room = fh, room
-
-    def write(self, data):
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        part = bytes(data[: self.room])
-        self.room -= len(part)
-        return self.fh.write(part)
-
-    def __getattr__(self, name):
-        return getattr(self.fh, name)
-
-
 def test_part_file_on_a_nearly_full_disk_keeps_whole_rows(tmp_path):
     from llmlabel.errors import OutputError
     from llmlabel.io.output import PartFile, line
@@ -168,7 +156,7 @@ def test_part_file_on_a_nearly_full_disk_keeps_whole_rows(tmp_path):
     part.open({"fp": 1})
     rows = [line({"_i": i, "id": f"r{i}", "label": "x", "error": None}) for i in range(4)]
     part.append_lines(rows[:2])
-    part._fh = _NearlyFull(part._fh, room=len(rows[2]) // 2)  # half of the next row fits
+    part._fh = NearlyFull(part._fh, room=len(rows[2]) // 2)  # half of the next row fits
     with pytest.raises(OutputError, match="o.jsonl.part: No space left on device; the rows finished before are safe"):
         part.append_lines([rows[2]])
     part._fh.room = 10**6  # some space again: a later row must not follow the cut one
@@ -184,23 +172,13 @@ def test_part_file_on_a_nearly_full_disk_keeps_whole_rows(tmp_path):
 @pytest.mark.slow
 def test_disk_full_on_the_part_file_and_the_ledger_keeps_the_part_file_line(tmp_path, fake, capsys, monkeypatch):
     """The same full disk fails the ledger written at the stop: the line still names the part file."""
-    from llmlabel.io.output import PartFile
     from llmlabel.llm.ledger import Ledger
 
     inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
     write_corpus(inp, 30)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
-    real_open = PartFile.open
-
-    def nearly_full_open(self, *args):
-        real_open(self, *args)
-        self._fh = _NearlyFull(self._fh, room=2000)
-
-    def full(self, path, state="finished"):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(PartFile, "open", nearly_full_open)
-    monkeypatch.setattr(Ledger, "save", full)
+    part_file_on_a_full_disk(monkeypatch, room=2000)
+    monkeypatch.setattr(Ledger, "save", disk_full)
     rc, err = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     one_line_error(rc, err, f"cannot write {tmp_path / 'o.jsonl.part'}", "No space left", "safe", "rerun")
     kept = len(read_jsonl(tmp_path / "o.jsonl.part"))
@@ -217,10 +195,7 @@ def test_atomic_write_failure_names_the_file(tmp_path, monkeypatch):
 
     from llmlabel.io.files import atomic_write
 
-    def full(self, data, *a, **k):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() raises it: no file name
-
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(Path, "write_text", disk_full)  # as write() raises it: no file name
     with pytest.raises(OSError) as e:
         atomic_write(tmp_path / "o.jsonl.part.json", "{}")
     assert e.value.filename == str(tmp_path / "o.jsonl.part.json")
@@ -231,30 +206,7 @@ def test_atomic_write_failure_names_the_file(tmp_path, monkeypatch):
 @pytest.fixture
 def own_redis():
     """A redis-server of this test's own (it is stopped mid-run), and how to stop it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("LLMLABEL_REQUIRE_REDIS") == "1":
-            pytest.fail("LLMLABEL_REQUIRE_REDIS=1 but no redis-server on PATH")
-        pytest.skip("no redis-server on PATH")
-    redis = pytest.importorskip("redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    client.close()
+    proc, port = start_redis()
 
     def stop() -> None:
         proc.kill()
@@ -275,11 +227,7 @@ def test_redis_stopped_mid_run_is_one_line_and_keeps_the_answers(tmp_path, own_r
         inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
         write_corpus(inp, n)
         cfg = write_config(tmp_path / "c.yaml", fake.base_url, cache_dir=url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-        r = subprocess.run(
-            [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
+        r = run_cli("label", str(inp), "-c", str(cfg), "-o", str(out), "-q")
         one_line_error(r.returncode, r.stderr, f"the Redis cache {url} failed", "start the server again",
                        "kept in o.jsonl.part")  # fmt: skip
         assert "ConnectionError" not in r.stderr and "Exception in thread" not in r.stderr, r.stderr
@@ -288,10 +236,7 @@ def test_redis_stopped_mid_run_is_one_line_and_keeps_the_answers(tmp_path, own_r
         # Rerun on a fresh local cache (the Redis server lost its answers): only the missing rows are paid.
         cfg = write_config(tmp_path / "c.yaml", fake.base_url)
         paid = fake.requests
-        r = subprocess.run(
-            [sys.executable, "-m", "llmlabel", "label", str(inp), "-c", str(cfg), "-o", str(out), "-q"],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
+        r = run_cli("label", str(inp), "-c", str(cfg), "-o", str(out), "-q")
         assert r.returncode == 0, r.stderr
         assert sorted(_ids(out)) == sorted(f"r{i}" for i in range(n))
         assert fake.requests - paid == n - len(kept)

@@ -4,7 +4,6 @@ killed run as "interrupted". Checked against the fake server's own request count
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import label_main, read_jsonl, run_cli, write_config, write_corpus
+from conftest import disk_full, label_main, read_jsonl, run_cli, write_config, write_corpus
 from fakeserver import FakeLLM
 
 from llmlabel.io.ledger_file import read_ledger
@@ -32,10 +31,7 @@ def test_a_failed_final_write_keeps_the_runs_spend(tmp_path, fake, capsys, monke
     write_corpus(inp, 30)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
 
-    def full(path, lines):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(lifecycle, "write_jsonl_lines", full)
+    monkeypatch.setattr(lifecycle, "write_jsonl_lines", disk_full)
     rc, _ = label_main(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     assert rc != 0 and fake.requests == 30
     seen = read_ledger(ledger_path(out))

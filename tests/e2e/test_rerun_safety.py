@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import disk_full, one_line_error, part_file_on_a_full_disk, read_jsonl, write_config, write_corpus
 from conftest import label_main as label
-from conftest import one_line_error, read_jsonl, write_config, write_corpus
 
 pytestmark = pytest.mark.usefixtures("quiet_fake_server")
 
@@ -202,36 +202,11 @@ def test_text_column_template_error_is_one_line(tmp_path, fake, capsys):
     assert fake.requests == 0
 
 
-class _FullDisk:
-    def __init__(self, fh):
-        self.fh = fh
-
-    def __getattr__(self, name):  # tell, truncate: the real file's
-        return getattr(self.fh, name)
-
-    def write(self, data):
-        import errno
-        import os
-
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def close(self):
-        self.fh.close()
-
-
 def test_disk_full_on_the_part_file(tmp_path, fake, capsys, monkeypatch):
-    from llmlabel.io.output import PartFile
-
     inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
     write_corpus(inp, 10)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
-    real_open = PartFile.open
-
-    def full_open(self, *args):
-        real_open(self, *args)
-        self._fh = _FullDisk(self._fh)
-
-    monkeypatch.setattr(PartFile, "open", full_open)
+    part_file_on_a_full_disk(monkeypatch)
     rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     one_line_error(rc, err, f"cannot write {tmp_path / 'o.jsonl.part'}", "No space left", "safe")
     monkeypatch.undo()
@@ -240,18 +215,12 @@ def test_disk_full_on_the_part_file(tmp_path, fake, capsys, monkeypatch):
 
 
 def test_disk_full_on_the_output(tmp_path, fake, capsys, monkeypatch):
-    import errno
-
     from llmlabel.pipeline import lifecycle
 
     inp, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
     write_corpus(inp, 10)
     cfg = write_config(tmp_path / "c.yaml", fake.base_url)
-
-    def full(path, lines):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(lifecycle, "write_jsonl_lines", full)
+    monkeypatch.setattr(lifecycle, "write_jsonl_lines", disk_full)
     rc, err = label(capsys, str(inp), "-c", str(cfg), "-o", str(out))
     one_line_error(rc, err, f"cannot write {out}", "No space left", "finished rows are safe in")
     monkeypatch.undo()
