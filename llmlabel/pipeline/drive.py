@@ -44,6 +44,11 @@ def pending_rows(labeler: RowLabeler, input_path: Path, done: set[str]) -> Itera
 SERVED_CHUNK = 64  # the bulk cache pass's largest chunk inside a server: what one loop turn holds at most
 
 
+async def yield_to_loop() -> None:
+    """A served drive's turn given to the server's other clients (a test holds it here to serve one)."""
+    await asyncio.sleep(0)
+
+
 class _Drive:
     def __init__(self, labeler: RowLabeler, run: RunState, sink: Sink, progress: Reporter, serving: bool) -> None:
         self.labeler, self.run, self.sink, self.progress, self.serving = labeler, run, sink, progress, serving
@@ -108,7 +113,7 @@ class _Drive:
             largest = SERVED_CHUNK if self.serving else 1024
             self.size = 0 if found < len(rows) * len(labeler.judges) // 2 else min(2 * self.size, largest)
             if self.serving:
-                await asyncio.sleep(0)  # the other clients' turn after each chunk's synchronous lookups
+                await yield_to_loop()  # the other clients' turn after each chunk's synchronous lookups
         else:
             started = [labeler.start(i, row) for i, row in rows]
         for st in started:
@@ -120,7 +125,7 @@ class _Drive:
             self.tasks.add(t)
             t.add_done_callback(self.finished)
             if self.serving:
-                await asyncio.sleep(0)  # each row's start (rendering, cutting, hashing) in a loop turn of its own
+                await yield_to_loop()  # each row's start (rendering, cutting, hashing) in a loop turn of its own
         return True
 
     async def feed(self, rows: Rows) -> None:
