@@ -135,3 +135,28 @@ def test_a_large_cached_request_lets_other_clients_in_while_it_is_answered(tmp_p
     assert len(fake.asks) == 10  # every item of the large request came from the cache
     # The cache pass gave the loop away after each chunk of at most SERVED_CHUNK rows.
     assert turns >= n // drive.SERVED_CHUNK
+
+
+def test_long_cached_texts_are_looked_up_a_few_at_a_time(tmp_path, monkeypatch):
+    from llmlabel.pipeline.row_labeler import RowLabeler
+
+    fake = FakeJudges(LABELS, auto=True)
+    app = make_app(tmp_path, fake)
+    long = [f"{i} " + "word " * 8_000 for i in range(6)]  # 40,000 characters each
+    chunks: list[int] = []
+
+    async def body(c: httpx.AsyncClient) -> None:
+        assert (await c.post("/v1/label", json=items(*long, "short"), headers=H)).status_code == 200
+        real = RowLabeler.from_cache
+
+        def counted(self, rows, sink, run=None):  # noqa: ANN001, ANN202
+            chunks.append(len(rows))
+            return real(self, rows, sink, run)
+
+        monkeypatch.setattr(RowLabeler, "from_cache", counted)
+        r = await c.post("/v1/label", json=items(*long, "short"), headers=H)
+        assert r.status_code == 200 and len(fake.asks) == 7, r.text  # all from the cache
+
+    served(app, body)
+    # A loop turn of the cache pass ends once its texts reach SERVED_CHARS characters (here: two texts).
+    assert chunks == [2, 2, 2, 1], chunks
