@@ -59,8 +59,8 @@ class SharedLimits(Limits):
     limits through the gate (one call to it per request, only for judges that have a rate limit), and rest
     after a 429 seen by any worker."""
 
-    def __init__(self, judge: Judge, client: Any, gate: Any) -> None:
-        super().__init__(judge, lambda: client.budget.wait())
+    def __init__(self, judge: Judge, gate: Any) -> None:
+        super().__init__(judge)
         self._gate, self._name = gate, judge.name
         self._rated = judge.requests_per_minute is not None or judge.tokens_per_minute is not None
         self.resume_at = 0.0  # time.monotonic() before which nothing is sent
@@ -114,7 +114,7 @@ class LabelWorker:
         if ledger_log is not None:  # what this actor pays goes into the driver's run log as it happens
             self.labeler.ledger.attach(ledger_log)
         for c in self.labeler.clients.values():
-            c.limits = SharedLimits(c.judge, c, gate)
+            c.limits = SharedLimits(c.judge, gate)
         self.done: frozenset[str] = done
         self.gate = gate
         self.id_column = cfg.task.id_column

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from llmlabel.config import Judge
@@ -23,11 +24,23 @@ from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retry_after, retryab
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
 from llmlabel.redaction import one_line, redact, register
 
-__all__ = ["Budget", "JudgeClient", "NO_KEY"]
+__all__ = ["Budget", "JudgeClient", "NO_KEY", "Tally"]
 
 NO_KEY = "sk-no-key-required"
 # A 400 with one of these words is about the prompt's size: the row records it, the run goes on.
 _TOO_LONG = ("context", "too long", "maximum")
+
+
+@dataclass(eq=False)
+class Tally:
+    """One run's share of a judge client: that judge's ledger in the run, the run's budget, and a cache failure
+    the run's calls met. A long-lived client answers several runs at once (the server's concurrent requests):
+    each call counts into the tally it is given (pipeline.run_state.RunState makes one per judge)."""
+
+    ledger: JudgeLedger
+    budget: Budget
+    # The cache failed (disk full, its server gone): answers still reach their rows, the run starts no new row.
+    cache_error: CacheError | None = None
 
 
 class JudgeClient:
@@ -42,7 +55,8 @@ class JudgeClient:
         transport: Any = None,
         multi_label: bool = False,
     ) -> None:
-        self.judge, self.cache, self.ledger, self.budget, self.labels = judge, cache, ledger, budget, labels
+        self.judge, self.cache, self.labels = judge, cache, labels
+        self.tally = Tally(ledger, budget)  # the calls' tally when `ask` is given none
         self.endpoint = judge.base_url or "https://api.openai.com/v1"
         key = api_key or judge.api_key()
         if not key:
@@ -54,7 +68,7 @@ class JudgeClient:
         self._key = key
         self._http_transport = transport  # an httpx transport (tests): forces the SDK path
         self._transport: AioHttpTransport | SDKTransport | None = None
-        self.limits = Limits(judge, lambda: self.budget.wait())
+        self.limits = Limits(judge)
         # logprobs with response_format auto/text: one 1-token call answering a label code (A, B, ...);
         # with an explicit JSON format: the JSON answer, and the distribution read where the label starts.
         # A multi-label answer is a set: no one-token code, and a first token's distribution says nothing of it.
@@ -69,8 +83,18 @@ class JudgeClient:
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._fails = 0  # requests failed in a row, across rows (the circuit breaker's count)
         self._answered = False  # whether the endpoint has answered once
-        # The cache failed (disk full, its server gone): answers still reach their rows, the run starts no new row.
-        self.cache_error: CacheError | None = None
+
+    @property
+    def ledger(self) -> JudgeLedger:
+        return self.tally.ledger
+
+    @property
+    def budget(self) -> Budget:
+        return self.tally.budget
+
+    @property
+    def cache_error(self) -> CacheError | None:
+        return self.tally.cache_error
 
     @property
     def fmt(self) -> str:
@@ -127,20 +151,19 @@ class JudgeClient:
         """`key_for` of each of a batch of requests (see RequestEncoder.keys_for)."""
         return self.encoder.keys_for(batch, kind, self.formats.current, tails, sample)
 
-    def _worst(self, req: dict[str, Any], data: bytes) -> float:
+    def _worst(self, req: dict[str, Any], data: bytes, led: JudgeLedger) -> float:
         """A request's worst-case cost, reserved from a --max-cost budget before it is sent: every byte of its
         body as an input token (no tokenizer makes a token of less than a byte, and the body's JSON framing
         outweighs any chat template's tokens) plus max_tokens out, at the judge's prices."""
-        led = self.ledger
         return (len(data) * led.price_input + req.get("max_tokens", 0) * led.price_output) / 1e6
 
-    async def _send(self, req: dict[str, Any], data: bytes) -> dict[str, Any]:
+    async def _send(self, req: dict[str, Any], data: bytes, tally: Tally) -> dict[str, Any]:
         """One attempt: the payload of the server's answer, counted in the ledger. The budget check (which
         reserves the worst case and counts the request) runs last before sending: nothing awaits between them.
-        (Ledger and budget may be swapped between runs of one client: this request keeps the ones it began with.)"""
-        budget, ledger = self.budget, self.ledger
+        (The ledger and budget are the run's, `tally`: runs of one client may overlap.)"""
+        budget, ledger = tally.budget, tally.ledger
         capped = budget.max_cost is not None
-        worst = self._worst(req, data) if capped else 0.0
+        worst = self._worst(req, data, ledger) if capped else 0.0
         admitted = False
 
         def admit() -> None:
@@ -150,7 +173,7 @@ class JudgeClient:
             admitted = True
 
         try:
-            body = await self.limits.send(req, lambda: self._post(req, data), admit)
+            body = await self.limits.send(req, lambda: self._post(req, data), admit, budget.wait)
         except StatusError as e:
             if capped:
                 budget.settle(worst, answered=True)  # an error status is not billed
@@ -177,13 +200,13 @@ class JudgeClient:
         self._fails, self._answered = 0, True
         return payload
 
-    async def _complete(self, req: dict[str, Any], data: bytes) -> dict[str, Any]:
+    async def _complete(self, req: dict[str, Any], data: bytes, tally: Tally) -> dict[str, Any]:
         def count_retry() -> None:
-            self.ledger.retries += 1
+            tally.ledger.retries += 1
 
         try:
-            send = lambda: self._send(req, data)  # noqa: E731
-            return await with_retries(send, self.judge.max_attempts, count_retry, self.budget.sleep)
+            send = lambda: self._send(req, data, tally)  # noqa: E731
+            return await with_retries(send, self.judge.max_attempts, count_retry, tally.budget.sleep)
         except Exception as e:  # noqa: BLE001 - give_up returns anything it does not word itself
             if retryable(e) and not self._down():
                 raise RowFailed(row_failure(self.judge, e)) from None  # one unlucky row: its error, not the run's
@@ -239,7 +262,7 @@ class JudgeClient:
         return ans
 
     async def _cached_complete(
-        self, messages: Messages, kind: str, sample: int = 0
+        self, messages: Messages, kind: str, sample: int, tally: Tally
     ) -> tuple[str, dict[str, Any], bool]:
         """The payload for `messages`: from the cache, from an identical request already in flight (awaited,
         not sent again), or sent. Returns (key, payload, whether someone else paid for it). A key sent here
@@ -248,7 +271,7 @@ class JudgeClient:
         try:
             hit = self.cache.get(key)
         except CacheError as e:  # a row already started: asked (and kept in its row); no new row starts
-            hit, self.cache_error = None, self.cache_error or e
+            hit, tally.cache_error = None, tally.cache_error or e
         if hit is not None:
             return key, hit, True
         while (shared := self._inflight.get(key)) is not None:
@@ -259,14 +282,14 @@ class JudgeClient:
                     raise  # this ask was cancelled, not the one it waited for (then: ask again)
         fut = self._inflight[key] = asyncio.get_running_loop().create_future()
         try:
-            if self.cache.shared and self.cache_error is None:  # other processes ask through this cache: one
+            if self.cache.shared and tally.cache_error is None:  # other processes ask through this cache: one
                 try:  # of them pays, the others wait
-                    payload, elsewhere = await self.cache.leased(key, lambda: self._complete(req, data))
+                    payload, elsewhere = await self.cache.leased(key, lambda: self._complete(req, data, tally))
                 except CacheError as e:  # raised before this process paid: asked without the lease
-                    self.cache_error = self.cache_error or e
-                    payload, elsewhere = await self._complete(req, data), False
+                    tally.cache_error = tally.cache_error or e
+                    payload, elsewhere = await self._complete(req, data, tally), False
             else:
-                payload, elsewhere = await self._complete(req, data), False
+                payload, elsewhere = await self._complete(req, data, tally), False
         except BaseException as e:
             del self._inflight[key]
             if isinstance(e, asyncio.CancelledError):
@@ -300,17 +323,19 @@ class JudgeClient:
             },
         ]
 
-    async def ask(self, messages: Messages, kind: str, sample: int = 0) -> JudgeAnswer:
-        """One judge's answer for one prompt (its `sample`-th, for self-consistency). Paid at most once:
-        answers are cached as soon as they are valid."""
+    async def ask(self, messages: Messages, kind: str, sample: int = 0, tally: Tally | None = None) -> JudgeAnswer:
+        """One judge's answer for one prompt (its `sample`-th, for self-consistency), counted in `tally` (the
+        run's; the client's own when None). Paid at most once: answers are cached as soon as they are valid."""
+        tally = tally or self.tally
+        ledger = tally.ledger
         try:
             msgs, first_key, corrupt = messages, None, 0
             while True:
                 sent = self.formats.current
                 try:
-                    key, payload, cached = await self._cached_complete(msgs, kind, sample)
+                    key, payload, cached = await self._cached_complete(msgs, kind, sample, tally)
                 except RowFailed as e:  # its attempts ran out while the endpoint otherwise answers
-                    self.ledger.failed_rows += 1
+                    ledger.failed_rows += 1
                     return JudgeAnswer(error=str(e))
                 except StatusError as e:
                     if e.status not in (400, 422) and not format_rejected(e):
@@ -321,41 +346,41 @@ class JudgeClient:
                     return self._rejected(e)
                 first_key = first_key or key
                 if cached:
-                    self.ledger.cache_hits += 1
+                    ledger.cache_hits += 1
                 try:
                     ans = self._parse(payload, kind)
                 except InvalidAnswer as bad:
                     self._inflight.pop(key, None)  # asked again below: that one is sent, not shared
                     corrupt += 1
-                    self.ledger.reasks += 1
+                    ledger.reasks += 1
                     # Broken or cut-off output is usually a glitch: ask again (bounded). A wrong label is the
                     # model's choice: one re-ask with the error, then the row records the failure.
                     if corrupt >= (self.judge.max_attempts if bad.transient else 2):
-                        self.ledger.failed_rows += 1
+                        ledger.failed_rows += 1
                         return JudgeAnswer(error=f"invalid answer: {bad.reason}")
                     if msgs is messages:
                         msgs = self._reask(messages, payload.get("content"), bad)
                     continue
                 if not cached:
                     try:
-                        await self._store(key, payload)
+                        await self._store(key, payload, tally)
                     finally:
                         self._inflight.pop(key, None)  # cached now: later asks find it there
                 if key != first_key:
-                    await self._store(first_key, payload)  # the original question now has a valid answer
+                    await self._store(first_key, payload, tally)  # the original question now has a valid answer
                 return ans
         except Exception as e:
             # Said as it leaves the client, in the same loop turn as the failure: the run halts before the ask
             # that took the connection slot it freed can send (pipeline.drive).
-            if self.budget.on_error is not None:
-                self.budget.on_error(e)
+            if tally.budget.on_error is not None:
+                tally.budget.on_error(e)
             raise
 
-    async def _store(self, key: str, payload: dict[str, Any]) -> None:
+    async def _store(self, key: str, payload: dict[str, Any], tally: Tally) -> None:
         """Cache a paid answer. When the cache fails (a full disk, a read-only directory, Redis gone) the answer
         is still returned, so its row keeps it in the part file: a rerun skips the row instead of paying again.
-        The run notices `cache_error`, starts no new row and stops with its line."""
+        The run notices the tally's `cache_error`: a file run starts no new row and stops with its line."""
         try:
             await self.cache.aset(key, payload)
         except CacheError as e:
-            self.cache_error = self.cache_error or e
+            tally.cache_error = tally.cache_error or e

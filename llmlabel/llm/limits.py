@@ -92,16 +92,22 @@ class Budget:
 class Limits:
     """One judge's concurrency, requests-per-minute and tokens-per-minute limits."""
 
-    def __init__(self, judge: Judge, budget_wait: Callable[[], Awaitable[None]]) -> None:
-        self._budget_wait = budget_wait
+    def __init__(self, judge: Judge) -> None:
         self._sem = asyncio.Semaphore(judge.concurrency)
         self._rpm = AsyncLimiter(judge.requests_per_minute, 60) if judge.requests_per_minute else None
         self._tpm_max = judge.tokens_per_minute
         self._tpm = AsyncLimiter(judge.tokens_per_minute, 60) if judge.tokens_per_minute else None
 
-    async def send(self, req: dict[str, Any], post: Callable[[], Awaitable[bytes]], admit: Callable[[], None]) -> bytes:
+    async def send(
+        self,
+        req: dict[str, Any],
+        post: Callable[[], Awaitable[bytes]],
+        admit: Callable[[], None],
+        budget_wait: Callable[[], Awaitable[None]],
+    ) -> bytes:
         """`post()` (which sends `req`) within a concurrency slot and its share of the rate limits. `admit()`
-        (the budget check, which counts the request) runs last: nothing awaits between it and the request."""
+        (the budget check, which counts the request) runs last: nothing awaits between it and the request;
+        while the budget has no room yet, `budget_wait()` (the run's budget) waits for a request to settle."""
         async with self._sem:
             await self.pace(req)
             while True:
@@ -109,7 +115,7 @@ class Limits:
                     admit()
                     break
                 except BudgetWait:
-                    await self._budget_wait()
+                    await budget_wait()
             return await post()
 
     async def pace(self, req: dict[str, Any]) -> None:

@@ -206,7 +206,7 @@ class BatchExecutor(Executor):
             if st[0].position in need:
                 online.add(st[0].position)  # type: ignore[arg-type]
                 continue
-            await labeler.process(st, sink)  # (every answer it reads is cached: nothing is sent)
+            await labeler.process(st, sink, labeler.run)  # (every answer it reads is cached: nothing is sent)
             progress.row_done()
 
     def _api(self, entry: dict[str, Any]) -> BatchAPI:

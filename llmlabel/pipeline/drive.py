@@ -1,5 +1,11 @@
 """Driving a job's rows concurrently: a bulk cache pass first, then bounded per-row tasks, stopping cleanly on
-a budget, a dead judge, a signal or a cancel flag. Input is any iterable of (index, row); output any Sink."""
+a budget, a dead judge, a signal or a cancel flag. Input is any iterable of (index, row); output any Sink; what
+the run counts and why it stops go into its RunState (pipeline.run_state), never into the shared RowLabeler.
+
+Inside a server (`serving`), a drive shares the event loop with every other client: it installs no signal
+handler (the server owns them), a failed cache neither stops it nor its run (the answers are returned, and the
+server warns that they are not cached), and it yields to the loop between chunks of the bulk cache pass (kept
+small) and between rows, so a large request does not hold the other clients."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from llmlabel.errors import BudgetExhausted, LLMLabelError, OutputError
 from llmlabel.io.rows import iter_rows, row_id
 from llmlabel.pipeline.progress import Reporter
 from llmlabel.pipeline.row_labeler import RowLabeler, Sink, Started
+from llmlabel.pipeline.run_state import RunState
 
 Rows = Iterable[tuple[int, dict[str, Any]]]
 
@@ -38,6 +45,22 @@ def pending_rows(
         yield i, row
 
 
+# Inside a server, what one loop turn of the bulk cache pass holds: 64 rows at most, fewer once their texts
+# reach 64k characters (a row's start cuts its text to max_text_tokens: ~0.7 ms per 1,000 characters measured
+# on a loaded 2-core machine, so 64 texts of 200,000 characters would hold the loop for seconds).
+SERVED_CHUNK = 64
+SERVED_CHARS = 1 << 16
+
+
+def _chars(row: dict[str, Any]) -> int:
+    return sum(len(v) for v in row.values() if isinstance(v, str))
+
+
+async def yield_to_loop() -> None:
+    """A served drive's turn given to the server's other clients (a test holds it here to serve one)."""
+    await asyncio.sleep(0)
+
+
 def row_by_row(labeler: RowLabeler) -> bool:
     """Whether the job's rows skip the bulk cache pass: a cascade asks its judges in turn and stops early, so a row's
     record holds the judges asked, not every cached answer."""
@@ -46,8 +69,8 @@ def row_by_row(labeler: RowLabeler) -> bool:
 
 
 class _Drive:
-    def __init__(self, labeler: RowLabeler, sink: Sink, progress: Reporter) -> None:
-        self.labeler, self.sink, self.progress = labeler, sink, progress
+    def __init__(self, labeler: RowLabeler, run: RunState, sink: Sink, progress: Reporter, serving: bool) -> None:
+        self.labeler, self.run, self.sink, self.progress, self.serving = labeler, run, sink, progress, serving
         self.window = asyncio.Semaphore(max(64, 2 * sum(j.concurrency for j in labeler.judges)))
         self.stop = asyncio.Event()
         self.stopped_by: list[str] = []
@@ -63,7 +86,7 @@ class _Drive:
         if graceful:
             # No new paid request from here (rows waiting for a connection raise BudgetExhausted, as at a
             # budget stop); requests already sent finish and their rows are kept.
-            self.labeler.budget.halt()
+            self.run.budget.halt()
         if not self.stopped_by:
             self.graceful = graceful
         elif not graceful:
@@ -77,10 +100,11 @@ class _Drive:
 
     def stopping(self) -> bool:
         """Whether to launch no more rows (a cancel flag is also polled by `watch`, for rows in flight). A failed
-        cache also stops the launches, while the rows in flight finish: their answers are kept in the sink."""
+        cache also stops a file run's launches, while the rows in flight finish: their answers are kept in the
+        sink (a server's drive goes on: its answers are returned)."""
         if self.cancel is not None and self.cancel.is_set() and not self.stopped_by:
             self.halt("cancelled", graceful=True)
-        return self.stop.is_set() or self.labeler.cache_error is not None
+        return self.stop.is_set() or (not self.serving and self.run.cache_error is not None)
 
     def died(self, exc: BaseException) -> None:
         """The run's error (a dead judge, a rejected request, the budget; a full part file): nothing more is
@@ -89,8 +113,8 @@ class _Drive:
         thrown away with its row. Requests in flight are waited for after a budget or a full part file (their
         answers are kept), cancelled after any other error (`drain`)."""
         self.stopping()  # a cancel raised meanwhile is why the run stops (a refused ask's BudgetExhausted is not)
-        if self.labeler.fail(exc):
-            self.labeler.budget.halt()
+        if self.run.fail(exc):
+            self.run.budget.halt()
         self.stop.set()
 
     def finished(self, t: asyncio.Task[None]) -> None:
@@ -105,12 +129,15 @@ class _Drive:
             self.progress.row_done()
 
     async def launch(self, rows: list[tuple[int, dict[str, Any]]]) -> bool:
-        labeler = self.labeler
+        labeler, run = self.labeler, self.run
         started: list[Started]
         if self.size:
-            started, found = labeler.from_cache(rows, self.sink)
+            started, found = labeler.from_cache(rows, self.sink, run)
             self.progress.rows_done(len(rows) - len(started))
-            self.size = 0 if found < len(rows) * len(labeler.judges) // 2 else min(2 * self.size, 1024)
+            largest = SERVED_CHUNK if self.serving else 1024
+            self.size = 0 if found < len(rows) * len(labeler.judges) // 2 else min(2 * self.size, largest)
+            if self.serving:
+                await yield_to_loop()  # the other clients' turn after each chunk's synchronous lookups
         else:
             started = [labeler.start(i, row) for i, row in rows]
         for st in started:
@@ -118,19 +145,24 @@ class _Drive:
             if self.stopping():
                 self.window.release()
                 return False
-            t = asyncio.ensure_future(labeler.process(st, self.sink))
+            t = asyncio.ensure_future(labeler.process(st, self.sink, run))
             self.tasks.add(t)
             t.add_done_callback(self.finished)
+            if self.serving:
+                await yield_to_loop()  # each row's start (rendering, cutting, hashing) in a loop turn of its own
         return True
 
     async def feed(self, rows: Rows) -> None:
         chunk: list[tuple[int, dict[str, Any]]] = []
+        chars = 0
         for item in rows:
             if self.stopping():
                 return
             chunk.append(item)
-            if len(chunk) >= max(self.size, 1):
-                batch, chunk = chunk, []
+            if self.serving:
+                chars += _chars(item[1])
+            if len(chunk) >= max(self.size, 1) or chars >= SERVED_CHARS:
+                batch, chunk, chars = chunk, [], 0
                 if not await self.launch(batch):
                     return
         if chunk and not self.stopping():
@@ -145,7 +177,7 @@ class _Drive:
             waiter.cancel()
         if self.stop.is_set() and tasks:
             # Budget stops and cancels let paid requests in flight finish; a dead judge or a signal cancels them.
-            budget = isinstance(self.labeler.fatal, (BudgetExhausted, OutputError)) and not self.stopped_by
+            budget = isinstance(self.run.fatal, (BudgetExhausted, OutputError)) and not self.stopped_by
             if budget or self.graceful:
                 await asyncio.wait(set(tasks), timeout=min(30.0, max(j.timeout for j in self.labeler.judges)))
             for t in list(tasks):
@@ -187,35 +219,46 @@ def _signals(d: _Drive) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def drive(labeler: RowLabeler, rows: Rows, sink: Sink, total: int, done_before: int = 0) -> str | None:
-    """Label `rows` into `sink`. Returns why it stopped early (a signal, a cancel), or None; a dead judge or a
-    budget leaves its LLMLabelError in job.fatal; any other error is raised. (Called through
+async def drive(
+    labeler: RowLabeler,
+    rows: Rows,
+    sink: Sink,
+    total: int,
+    done_before: int = 0,
+    run: RunState | None = None,
+    serving: bool = False,
+) -> str | None:
+    """Label `rows` into `sink`, counted in `run` (the labeler's current run by default). Returns why it stopped
+    early (a signal, a cancel), or None; a dead judge or a budget leaves its LLMLabelError in `run.fatal`; any
+    other error is raised. `serving`: inside a server (see the module's doc). (Called through
     executors.LocalExecutor.)"""
-    progress = Reporter(labeler.opts, labeler.ledger, total, done_before)
-    d = _Drive(labeler, sink, progress)
+    run = run or labeler.run
+    progress = Reporter(labeler.opts, run.ledger, total, done_before)
+    d = _Drive(labeler, run, sink, progress, serving)
     helpers = []
     if progress.timed:
         helpers.append(asyncio.ensure_future(progress.tick()))
     if labeler.opts.cancel is not None:
         helpers.append(asyncio.ensure_future(d.watch()))
     try:
-        with _signals(d):
-            d.calibrating.append(asyncio.ensure_future(labeler.ensure_calibrated()))
+        with contextlib.nullcontext() if serving else _signals(d):
+            d.calibrating.append(asyncio.ensure_future(labeler.ensure_calibrated(run)))
             try:
                 await d.calibrating[0]
             except (asyncio.CancelledError, BudgetExhausted):
                 d.stopping()  # a cancel that a request saw before the run's poll did: the stop is the cancel's
                 if not d.stopped_by:
                     raise
-            labeler.budget.on_error = d.died
+            run.budget.on_error = d.died
             await d.feed(rows)
             await d.drain()
     finally:
-        labeler.budget.on_error = None
+        run.budget.on_error = None
         for h in helpers:
             h.cancel()
-        progress.close(finished=labeler.fatal is None and not d.stopped_by)
-    labeler.settle(cancelled=d.graceful)
-    if labeler.fatal is not None and not isinstance(labeler.fatal, LLMLabelError):
-        raise labeler.fatal
-    return d.stopped_by[0] if d.stopped_by else None
+        progress.close(finished=run.fatal is None and not d.stopped_by)
+    run.settle(cancelled=d.graceful, cache_stops=not serving)
+    run.stopped_by = d.stopped_by[0] if d.stopped_by else None
+    if run.fatal is not None and not isinstance(run.fatal, LLMLabelError):
+        raise run.fatal
+    return run.stopped_by

@@ -3,9 +3,8 @@ backend (the shape of curator's request processors):
 
 - `LocalExecutor` (here): the asyncio driver of pipeline.drive: a bulk cache pass, then a window of rows in
   flight, the budget, and a clean stop (halt, drain) on a budget, a dead judge, a signal or a cancel. Files
-  (`run_job`), memory (`Labeler`) and each Ray actor run it. (The service's /v1/label and /v1/verify still ask
-  their items with RowLabeler.ask_all, without the window: a cache failure there must not stop the answers, and
-  each item starts in a loop turn of its own; they aggregate the items as a file run does.)
+  (`run_job`), memory (`Labeler`), each Ray actor and the service's items (/v1/label, /v1/verify, Label
+  Studio's /predict: `LocalExecutor(serving=True)`, each request with a RunState of its own) run it.
 - `BatchExecutor` (pipeline.batch): the Batch API: each stage of the plan's pending requests (every row's
   first question, then a shortlist's next round, a taxonomy's next level) bought in batch files; the answers go
   into the response cache, and from there the executor writes the rows into the sink itself (the rows no
@@ -26,6 +25,7 @@ from typing import Any, ClassVar
 
 from llmlabel.pipeline.drive import drive
 from llmlabel.pipeline.row_labeler import RowLabeler, Sink
+from llmlabel.pipeline.run_state import RunState
 
 Rows = Iterable[tuple[int, dict[str, Any]]]
 
@@ -49,14 +49,18 @@ class Executor(ABC):
     async def execute(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
         """Send the requests of `source`'s rows and put the finished rows into `sink`. Returns why it stopped
         early (a signal, a cancel, batches still running), or None; a budget or a dead judge leaves its error in
-        `job.fatal`."""
+        the run's state (`labeler.fatal`)."""
 
 
 class LocalExecutor(Executor):
     """The rows asked from this process's event loop (pipeline.drive; Ctrl-C and SIGTERM stop it cleanly when it
-    runs on the main thread)."""
+    runs on the main thread). `run`: the run's own state (the labeler's current run by default; the server gives
+    each request its own). `serving`: driven inside a server (see pipeline.drive)."""
 
     name = "local"
 
+    def __init__(self, run: RunState | None = None, serving: bool = False) -> None:
+        self.run, self.serving = run, serving
+
     async def execute(self, labeler: RowLabeler, source: RowSource, sink: Sink) -> str | None:
-        return await drive(labeler, source.read(), sink, source.total, source.done_before)
+        return await drive(labeler, source.read(), sink, source.total, source.done_before, self.run, self.serving)

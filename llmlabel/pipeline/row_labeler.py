@@ -1,10 +1,13 @@
 """One labeling job's row machinery: a row in, its judges' answers, its output record out.
 
-`RowLabeler` is shared by every way of running rows: files (`run_job`), memory (the Python API's `Labeler`) and
-the service's single-row endpoints (`start` then `ask_all` then `result`). A row's result is a `RowResult`
+`RowLabeler` is shared by every way of running rows: files (`run_job`), memory (the Python API's `Labeler`), Ray
+actors and the service's items, all through the local executor. A row's result is a `RowResult`
 (llmlabel.results); io.records makes it an output record. It is given its response cache: whoever opens the
-cache closes it (pipeline.lifecycle.Run for a file run). Other modules change a job only through its methods
-(`fail`, `settle`, `count_truncated`, `use`): its run state is its own."""
+cache closes it (pipeline.lifecycle.Run for a file run). What belongs to one run (its ledger, budget, cut
+texts, the error that stops it, a cache failure) is a `RunState` (pipeline.run_state), passed to every method
+that asks or finishes rows: a file run, a Labeler call or a Ray actor uses the labeler's current one
+(`run`, made anew by `use`), the server one per request (`new_run`), so concurrent requests never share one.
+Other modules change the current run only through its methods (`fail`, `settle`, `count_truncated`, `use`)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from llmlabel.llm.shortlist import Shortlister
 from llmlabel.pipeline import taxonomy as taxonomy_rows
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.pipeline.requests import Request, RequestPlan
+from llmlabel.pipeline.run_state import RunState
 from llmlabel.results import RowResult
 from llmlabel.taxonomy import Taxonomy
 
@@ -112,13 +116,12 @@ class RowLabeler:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.cache = cache
-        self.clients: dict[str, JudgeClient] = {}
-        self.new_ledger()
+        self.run = self.new_run()
         self.clients = {
             j.name: JudgeClient(
                 j,
                 self.cache,
-                self.ledger.judges[j.name],
+                self.run.tallies[j.name].ledger,
                 self.budget,
                 self.labels,
                 transport=opts.transport,
@@ -126,6 +129,8 @@ class RowLabeler:
             )
             for j in judges
         }
+        for name, client in self.clients.items():  # a client asked without a tally counts in the current run
+            client.tally = self.run.tallies[name]
         self.weights = {j.name: j.weight for j in judges if j.weight is not None} or None
         self.p_cf: dict[str, dict[str, float]] = {}
         self.prompts = Prompts(cfg.task, cfg.prompts_dir)
@@ -151,71 +156,56 @@ class RowLabeler:
         self._calibration_done = False
         self._calibrating: asyncio.Lock | None = None
 
-    def new_ledger(self) -> Ledger:
-        """Start counting a new run: a fresh ledger and budget (the options' max_cost / max_requests)."""
-        self.ledger = Ledger()
-        ledgers = tuple(
-            self.ledger.add_judge(j.name, j.model, j.price_per_million.input, j.price_per_million.output)
-            for j in self.judges
-        )
-        self.budget = Budget(self.opts.max_cost, self.opts.max_requests, ledgers, self.opts.cancel)
-        for name, client in self.clients.items():  # none yet when called from __init__
-            client.ledger, client.budget = self.ledger.judges[name], self.budget
-        self._truncated = 0
-        self._fatal: LLMLabelError | BaseException | None = None
-        self._cache_error: CacheError | None = None
-        for c in self.clients.values():
-            c.cache_error = None
-        return self.ledger
+    # -- runs --------------------------------------------------------------------------------
+    def new_run(self, opts: RunOptions | None = None) -> RunState:
+        """A run's own state (a fresh ledger, and a budget from `opts`' max_cost / max_requests, the labeler's
+        options by default), not made the current run: the server gives each request one."""
+        return RunState(self.judges, opts or self.opts)
 
     def use(self, opts: RunOptions) -> Ledger:
-        """Start a run of this (long-lived: a Labeler's) job with other options: its kind and judges stay."""
+        """Start a new current run of this (long-lived: a Labeler's) labeler with other options: its kind and
+        judges stay."""
         self.opts = opts
-        return self.new_ledger()
+        self.run = self.new_run()
+        for name, client in self.clients.items():  # a client asked without a tally counts in the current run
+            client.tally = self.run.tallies[name]
+        return self.run.ledger
+
+    # The current run's state, read here by the engines that run one at a time (a file run, a Labeler, Ray).
+    @property
+    def ledger(self) -> Ledger:
+        return self.run.ledger
+
+    @property
+    def budget(self) -> Budget:
+        return self.run.budget
 
     @property
     def fatal(self) -> LLMLabelError | BaseException | None:
-        """The error that stops this run (a dead judge, the budget, a full disk), or None."""
-        return self._fatal
+        """The error that stops the current run (a dead judge, the budget, a full disk), or None."""
+        return self.run.fatal
 
     def fail(self, exc: BaseException) -> bool:
-        """Stop the run with `exc`, unless an earlier error already stops it. Whether `exc` is the one."""
-        if self._fatal is not None:
-            return False
-        self._fatal = exc
-        return True
+        """Stop the current run with `exc`, unless an earlier error already stops it. Whether `exc` is the one."""
+        return self.run.fail(exc)
 
     def settle(self, cancelled: bool) -> None:
-        """The run's error once its rows stopped: a cancel's own zero budget is none (the user set no budget);
-        a cache that failed is one (the rows in flight are in, the run stops with the cache's line)."""
-        from llmlabel.errors import BudgetExhausted
-
-        if cancelled and isinstance(self._fatal, BudgetExhausted):
-            self._fatal = None
-        if self._fatal is None and self.cache_error is not None:
-            self._fatal = self.cache_error
+        """The current run's error once its rows stopped (RunState.settle)."""
+        self.run.settle(cancelled)
 
     @property
     def truncated(self) -> int:
-        """Texts cut to a judge's max_text_tokens this run."""
-        return self._truncated
+        """Texts cut to a judge's max_text_tokens in the current run."""
+        return self.run.truncated
 
     def count_truncated(self, n: int) -> None:
-        """Texts cut elsewhere for this job (a Ray actor's, a taxonomy level's)."""
-        self._truncated += n
+        """Texts cut elsewhere for the current run (a Ray actor's)."""
+        self.run.count_truncated(n)
 
     @property
     def cache_error(self) -> CacheError | None:
-        """Why the response cache failed this run (its answers stay in their rows; no new row starts), or None."""
-        return self._cache_error or next((c.cache_error for c in self.clients.values() if c.cache_error), None)
-
-    def take_cache_error(self) -> CacheError | None:
-        """`cache_error`, forgotten once returned: a long-lived job (the service's) reports each failure."""
-        err = self.cache_error
-        self._cache_error = None
-        for c in self.clients.values():
-            c.cache_error = None
-        return err
+        """Why the response cache failed in the current run, or None."""
+        return self.run.cache_error
 
     async def aclose(self) -> None:
         """Close the judges' connections (they reopen on the next request)."""
@@ -223,13 +213,15 @@ class RowLabeler:
             await c.aclose()
 
     # -- prompts and answers -----------------------------------------------------------------
-    def ask(self, req: Request) -> Coroutine[Any, Any, JudgeAnswer]:
-        """Send one planned request (the local executor's one way out): its judge's answer, uncalibrated. (The
-        client's coroutine itself, not one more around it: this is once per request.)"""
-        self._truncated += req.cut
-        return self.clients[req.judge].ask(req.messages, req.kind, req.sample)
+    def ask(self, req: Request, run: RunState | None = None) -> Coroutine[Any, Any, JudgeAnswer]:
+        """Send one planned request (the local executor's one way out), counted in `run` (the current run by
+        default): its judge's answer, uncalibrated. (The client's coroutine itself, not one more around it:
+        this is once per request.)"""
+        run = run or self.run
+        run.truncated += req.cut
+        return self.clients[req.judge].ask(req.messages, req.kind, req.sample, run.tallies[req.judge])
 
-    async def _ask_shortlisted(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
+    async def _ask_shortlisted(self, j: Judge, text: str, given: str | None, run: RunState) -> JudgeAnswer:
         """One label among the text's nearest labels; on "none of these", among the next ones."""
         assert self.shortlister is not None
         ranked = self.shortlister.ranked(text)
@@ -238,25 +230,26 @@ class RowLabeler:
             choices = self.shortlister.shortlist(ranked, r)
             if not choices:
                 break
-            ans = await self.ask(self.plan.request(j, text, given, shortlist_kind(choices), stage=r))
+            ans = await self.ask(self.plan.request(j, text, given, shortlist_kind(choices), stage=r), run)
             if ans.error != NO_FIT:
                 return ans
         return ans
 
-    async def calibrate(self) -> None:
-        """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs."""
+    async def calibrate(self, run: RunState | None = None) -> None:
+        """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs (its
+        calls counted in `run`, the current run by default)."""
         for j in self.judges:
             if not j.logprobs:
                 continue
             dists = []
             for req in self.plan.calibration(j):
-                ans = await self.ask(req)
+                ans = await self.ask(req, run)
                 if ans.probs:
                     dists.append(ans.probs)
             if dists:
                 self.p_cf[j.name] = average_content_free(dists, self.labels)
 
-    async def ensure_calibrated(self) -> None:
+    async def ensure_calibrated(self, run: RunState | None = None) -> None:
         """Calibrate once per job (the content-free answers are cached, so later jobs pay nothing): every way
         of running rows starts calibration here (the local executor, the Ray executor before its actors, the
         service's items; concurrent callers wait for one calibration)."""
@@ -266,7 +259,7 @@ class RowLabeler:
             self._calibrating = asyncio.Lock()
         async with self._calibrating:
             if not self._calibration_done:
-                await self.calibrate()
+                await self.calibrate(run)
                 self._calibration_done = True
 
     def calibrates(self) -> bool:
@@ -290,16 +283,16 @@ class RowLabeler:
     def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
         return calibrate_answer(ans, self.p_cf.get(name))
 
-    async def _ask(self, j: Judge, text: str, given: str | None) -> JudgeAnswer:
+    async def _ask(self, j: Judge, text: str, given: str | None, run: RunState) -> JudgeAnswer:
         """The judge's (calibrated) answer; with `samples` > 1, its samples asked together and combined."""
         if self.shortlister is not None:
-            return await self._ask_shortlisted(j, text, given)
+            return await self._ask_shortlisted(j, text, given, run)
         req = self.plan.request(j, text, given)
         if j.samples == 1:
-            return self._calibrated(j.name, await self.ask(req))
-        self._truncated += req.cut  # (once a judge, as the cache pass counts it)
+            return self._calibrated(j.name, await self.ask(req, run))
+        run.truncated += req.cut  # (once a judge, as the cache pass counts it)
         reqs = [replace(req, sample=s, cut=False) for s in range(j.samples)]
-        got = await asyncio.gather(*(self.ask(r) for r in reqs))
+        got = await asyncio.gather(*(self.ask(r, run) for r in reqs))
         return self._voted(j, got)
 
     def _voted(self, j: Judge, samples: list[JudgeAnswer]) -> JudgeAnswer:
@@ -314,26 +307,30 @@ class RowLabeler:
             out[j.name] = self._calibrated(j.name, part[0]) if j.samples == 1 else self._voted(j, part)
         return out
 
-    async def ask_all(self, text: str, given: str | None) -> dict[str, JudgeAnswer]:
-        """Every judge's (calibrated) answer for one text: together, or in turn for a cascade."""
+    async def ask_all(self, text: str, given: str | None, run: RunState | None = None) -> dict[str, JudgeAnswer]:
+        """Every judge's (calibrated) answer for one text: together, or in turn for a cascade (counted in `run`,
+        the current run by default)."""
+        run = run or self.run
         if self.taxonomy is not None:
-            return await taxonomy_rows.ask(self, self.taxonomy, text, given)
+            return await taxonomy_rows.ask(self, self.taxonomy, text, given, run)
         if len(self.judges) == 1:
             j = self.judges[0]
-            return {j.name: await self._ask(j, text, given)}
+            return {j.name: await self._ask(j, text, given, run)}
         cascade = self.cfg.cascade
         if not (cascade and cascade.enabled):
-            res = await asyncio.gather(*(self._ask(j, text, given) for j in self.judges))
+            res = await asyncio.gather(*(self._ask(j, text, given, run) for j in self.judges))
             return {j.name: a for j, a in zip(self.judges, res)}
-        return await self._ask_cascade(text, given, cascade.threshold)
+        return await self._ask_cascade(text, given, cascade.threshold, run)
 
-    async def _ask_cascade(self, text: str, given: str | None, threshold: float) -> dict[str, JudgeAnswer]:
+    async def _ask_cascade(
+        self, text: str, given: str | None, threshold: float, run: RunState
+    ) -> dict[str, JudgeAnswer]:
         """Judges in order, stopping once the trusted answers so far agree confidently enough (every judge
         while the probe runs)."""
         answers: dict[str, JudgeAnswer] = {}
         probing = self._probe is not None
         for n, j in enumerate(self.judges):
-            answers[j.name] = await self._ask(j, text, given)
+            answers[j.name] = await self._ask(j, text, given, run)
             if probing or n == len(self.judges) - 1:
                 continue
             trusted = {k: a for k, a in answers.items() if k not in self.distrusted}
@@ -345,7 +342,7 @@ class RowLabeler:
             sure = len(valid) >= 2 or valid[0].probs is not None
             if agree and sure and (agg.confidence or 0) >= threshold:
                 for rest in self.judges[n + 1 :]:
-                    self.ledger.judges[rest.name].calls_saved += 1
+                    run.ledger.judges[rest.name].calls_saved += 1
                 break
         if probing:
             self._probed(answers)
@@ -398,38 +395,45 @@ class RowLabeler:
             return start.decided(combine_sets(answers, self.labels, self.set_policy, self.weights), answers)
         return start.decided(combine_row(answers, self.labels, self.kind, self.weights), answers)
 
-    def finish(self, start: RowResult, answers: dict[str, JudgeAnswer] | None) -> RowResult:
-        """Complete a row's result and count it done (the caller appends it)."""
+    def finish(
+        self, start: RowResult, answers: dict[str, JudgeAnswer] | None, run: RunState | None = None
+    ) -> RowResult:
+        """Complete a row's result and count it done in `run` (the current run by default; the caller appends it)."""
         res = start if answers is None else self.result(start, answers)
-        self._count(res.error)
+        self._count(res.error, run or self.run)
         return res
 
-    def _count(self, error: str | None) -> None:
-        self.ledger.rows_done += 1
+    @staticmethod
+    def _count(error: str | None, run: RunState) -> None:
+        run.ledger.rows_done += 1
         if error and not error.startswith(PERMANENT):
-            self.ledger.rows_failed += 1
+            run.ledger.rows_failed += 1
 
-    async def process(self, started: Started, sink: Sink) -> None:
+    async def process(self, started: Started, sink: Sink, run: RunState) -> None:
         res, text, given = started
-        sink.append(to_record(self.finish(res, None if text is None else await self.ask_all(text, given))))
+        answers = None if text is None else await self.ask_all(text, given, run)
+        sink.append(to_record(self.finish(res, answers, run)))
 
     # -- the bulk cache pass -----------------------------------------------------------------
-    def from_cache(self, rows: list[tuple[int, dict[str, Any]]], sink: Sink) -> tuple[list[Started], int]:
+    def from_cache(
+        self, rows: list[tuple[int, dict[str, Any]]], sink: Sink, run: RunState | None = None
+    ) -> tuple[list[Started], int]:
         """Finish, synchronously, the rows whose every judge answer is already cached: one bulk lookup for
-        the chunk, no tasks, no awaits (a warm rerun is all lookups). Returns the other rows, started, and
-        how many keys were found."""
+        the chunk, no tasks, no awaits (a warm rerun is all lookups), counted in `run` (the current run by
+        default). Returns the other rows, started, and how many keys were found."""
+        run = run or self.run
         if self.taxonomy is not None:
-            return taxonomy_rows.from_cache(self, self.taxonomy, rows, sink)
+            return taxonomy_rows.from_cache(self, self.taxonomy, rows, sink, run)
         prepared, keys = self._cache_keys(rows)
         try:
             hits = self.cache.get_many(keys) if keys else {}
-        except CacheError as e:  # handed back unasked: the drive starts no row once the cache failed
-            self._cache_error = self._cache_error or e
+        except CacheError as e:  # handed back unasked (a file run's drive starts no row once the cache failed)
+            run.cache_failed(e)
             return [p[0] for p in prepared], 0
-        rest, lines, hit_rows = self._finish_cached(prepared, hits)
+        rest, lines, hit_rows = self._finish_cached(prepared, hits, run)
         sink.append_lines(lines)
         for j in self.judges:
-            self.ledger.judges[j.name].cache_hits += hit_rows * j.samples
+            run.ledger.judges[j.name].cache_hits += hit_rows * j.samples
         return rest, len(hits)
 
     def _cache_keys(self, rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[Any], list[str]]:
@@ -475,7 +479,9 @@ class RowLabeler:
             prepared.append((st, ks, cut, kind))
         return prepared, keys
 
-    def _finish_cached(self, prepared: list[Any], hits: dict[str, Any]) -> tuple[list[Started], list[bytes], int]:
+    def _finish_cached(
+        self, prepared: list[Any], hits: dict[str, Any], run: RunState
+    ) -> tuple[list[Started], list[bytes], int]:
         """Lines of the rows answered by `hits`, the rows that are not, and how many rows hit."""
         rest, lines, hit_rows = [], [], 0
         clients = [self.clients[j.name] for j in self.judges for _ in range(j.samples)]  # one per answer asked
@@ -487,7 +493,7 @@ class RowLabeler:
         for started, ks, cuts, kind in prepared:  # a row handed on counts its cuts when it is asked
             res = started[0]
             if ks is None:
-                lines.append(line(to_record(self.finish(res, None))))
+                lines.append(line(to_record(self.finish(res, None, run))))
                 continue
             try:
                 got = [c.cached_answer(hits[k], kind) for c, k in zip(clients, ks)]
@@ -499,9 +505,9 @@ class RowLabeler:
                 rest.append(started)
                 continue
             hit_rows += 1
-            self._truncated += cuts
+            run.truncated += cuts
             if memo is None:
-                lines.append(line(to_record(self.finish(res, self._answers(got)))))  # type: ignore[arg-type]
+                lines.append(line(to_record(self.finish(res, self._answers(got), run))))  # type: ignore[arg-type]
                 continue
             mkey = tuple(map(id, got))  # a judge's samples: their shared answers, so rows still repeat
             done = memo.get(mkey)
@@ -509,5 +515,5 @@ class RowLabeler:
                 out = self.result(res, self._answers(got))  # type: ignore[arg-type]
                 done = memo.put(mkey, (got, fields_json(outcome_record(out)), out.error))
             lines.append(line_with(head_record(res), done[1]))
-            self._count(done[2])
+            self._count(done[2], run)
         return rest, lines, hit_rows

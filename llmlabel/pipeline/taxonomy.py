@@ -10,6 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from llmlabel.ensemble.taxonomy import Descent, replay
+from llmlabel.errors import CacheError
 from llmlabel.io.output import line
 from llmlabel.io.records import to_record
 from llmlabel.results import JudgeAnswer, RowResult
@@ -17,19 +18,22 @@ from llmlabel.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
     from llmlabel.pipeline.row_labeler import RowLabeler, Sink, Started
+    from llmlabel.pipeline.run_state import RunState
 
 
 def _descent(labeler: RowLabeler, tax: Taxonomy) -> Descent:
     return Descent(tax, labeler.cfg.task.taxonomy_threshold, labeler.weights)
 
 
-async def ask(labeler: RowLabeler, tax: Taxonomy, text: str, given: str | None) -> dict[str, JudgeAnswer]:
+async def ask(
+    labeler: RowLabeler, tax: Taxonomy, text: str, given: str | None, run: RunState
+) -> dict[str, JudgeAnswer]:
     """Every judge's answers for one text, level by level down the tree."""
     d = _descent(labeler, tax)
     level = 0
     while (kind := d.kind) is not None:
         reqs = [labeler.plan.request(j, text, given, kind, stage=level) for j in labeler.judges]
-        got = await asyncio.gather(*(labeler.ask(r) for r in reqs))
+        got = await asyncio.gather(*(labeler.ask(r, run) for r in reqs))
         d.take({j.name: a for j, a in zip(labeler.judges, got)})
         level += 1
     return d.answers()
@@ -43,7 +47,7 @@ def result(labeler: RowLabeler, tax: Taxonomy, start: RowResult, answers: dict[s
 
 
 def from_cache(
-    labeler: RowLabeler, tax: Taxonomy, rows: list[tuple[int, dict[str, Any]]], sink: Sink
+    labeler: RowLabeler, tax: Taxonomy, rows: list[tuple[int, dict[str, Any]]], sink: Sink, run: RunState
 ) -> tuple[list[Started], int]:
     """RowLabeler.from_cache for a taxonomy: every row of the chunk walked down the tree while its answers are all
     cached (one bulk lookup a level); the rows it could not finish are returned, started, to be asked."""
@@ -67,7 +71,12 @@ def from_cache(
             keyed.append((n, d, kind, ks))
         if not keyed:
             break
-        hits = labeler.cache.get_many([k for *_, ks in keyed for k in ks])
+        try:
+            hits = labeler.cache.get_many([k for *_, ks in keyed for k in ks])
+        except CacheError as e:  # the rows not finished yet are handed back, as RowLabeler.from_cache does
+            run.cache_failed(e)
+            missed.update(n for n, *_ in keyed)
+            break
         found += len(hits)
         for n, d, kind, ks in keyed:
             got = [
@@ -82,14 +91,14 @@ def from_cache(
     for n, st in enumerate(started):
         res, text, _ = st
         if text is None:
-            lines.append(line(to_record(labeler.finish(res, None))))
+            lines.append(line(to_record(labeler.finish(res, None, run))))
         elif n in missed:
             rest.append(st)
         else:
             d = walks[n]
-            labeler.count_truncated(cuts[n])
+            run.count_truncated(cuts[n])
             for name, levels in d.judges.items():
-                labeler.ledger.judges[name].cache_hits += len(levels)
-            lines.append(line(to_record(labeler.finish(res, d.answers()))))
+                run.ledger.judges[name].cache_hits += len(levels)
+            lines.append(line(to_record(labeler.finish(res, d.answers(), run))))
     sink.append_lines(lines)
     return rest, found

@@ -38,7 +38,7 @@ from llmlabel.redaction import one_line
 from llmlabel.service.error_handlers import DETAIL
 from llmlabel.service.gold import project_id
 from llmlabel.service.schemas import LSSetup, LSTask, errors
-from llmlabel.service.state import ServerState, label_item
+from llmlabel.service.state import ItemSink, ServerState, item_row, run_items
 from llmlabel.taxonomy import Taxonomy, path_key
 
 log = logging.getLogger("llmlabel.service.labelstudio")
@@ -223,33 +223,35 @@ def router(st: ServerState) -> APIRouter:
         n = len(body.tasks)
         done: list[dict[str, Any] | None] = [None] * n
         cut = 0
-
-        async def one(i: int, text: str) -> None:
+        rows = []
+        for i in range(n):
             try:
-                r = await label_item(labeler, i, text, None)
-            except LLMLabelError as e:
-                done[i] = {"error": one_line(e, DETAIL)}
-                return
-            except Exception as e:  # this task's alone: the others' predictions are still answered
-                log.error("/predict: task %d failed: %s", i, one_line(f"{type(e).__name__}: {e}", DETAIL))
-                done[i] = {"error": "internal error; see the llmlabel server's log"}
-                return
-            done[i] = r
+                text, was_cut = task_text(body.tasks[i].data, key, st.max_text_chars)
+            except TaskFailed as e:
+                done[i] = {"error": str(e)}
+                continue
+            cut += was_cut
+            rows.append((i, item_row(text, None)))
 
         async def run_all() -> None:
-            nonlocal cut
-            for start in range(0, n, st.max_items):  # chunks: each task starts in a loop turn of its own
-                futs = []
-                for i in range(start, min(n, start + st.max_items)):
-                    try:
-                        text, was_cut = task_text(body.tasks[i].data, key, st.max_text_chars)
-                    except TaskFailed as e:
-                        done[i] = {"error": str(e)}
-                        continue
-                    cut += was_cut
-                    futs.append(asyncio.ensure_future(one(i, text)))
-                    await asyncio.sleep(0)
-                await asyncio.gather(*futs)
+            # Every task as a row of one run (the local executor: the window, the clean stop); each finished
+            # task is in `done` at once, so a deadline answers what is done. No whole-request refit: a task's
+            # prediction does not depend on which other tasks came with it.
+            def finished(i: int, outcome: dict[str, Any]) -> None:
+                done[i] = outcome
+
+            try:
+                await run_items(labeler, rows, ItemSink(n, finished))
+            except LLMLabelError as e:  # a judge that stops the run: the tasks not labeled say why
+                failure = {"error": one_line(e, DETAIL)}
+            except Exception as e:
+                log.error("/predict: the tasks failed: %s", one_line(f"{type(e).__name__}: {e}", DETAIL))
+                failure = {"error": "internal error; see the llmlabel server's log"}
+            else:
+                return
+            for i, _ in rows:
+                if done[i] is None:
+                    done[i] = failure
 
         runner = asyncio.ensure_future(run_all())
         # Held until done, past the deadline or a client that gave up: it finishes into the cache, and the next

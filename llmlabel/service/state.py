@@ -1,10 +1,11 @@
-"""The server's state: settings, the judges, the synchronous jobs, the batch queue, request counters; and how
-a synchronous item is labeled (as a row of `llmlabel label`)."""
+"""The server's state: settings, the judges, the synchronous row labelers, the batch queue, request counters;
+and how synchronous items are labeled (as the rows of `llmlabel label`, through the local executor)."""
 
 import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,15 @@ from fastapi import HTTPException
 from llmlabel import __version__
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.combine import refit
-from llmlabel.io.records import TAXONOMY_FIELDS, to_record
+from llmlabel.errors import LLMLabelError
+from llmlabel.io.records import POSITION, TAXONOMY_FIELDS, from_record, to_record
+from llmlabel.llm.ledger import Ledger
+from llmlabel.pipeline.executors import LocalExecutor, RowSource
 from llmlabel.pipeline.lifecycle import RowLabelers
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.pipeline.row_labeler import OUTCOME, RowLabeler
+from llmlabel.pipeline.run_state import RunState
 from llmlabel.redaction import one_line, redact_obj
-from llmlabel.results import RowResult
 from llmlabel.service.auth import AuthFailures
 from llmlabel.service.jobs import JobWorker
 from llmlabel.service.store import JobStore, StateLock
@@ -109,24 +113,59 @@ def item_config(cfg: Config, labels: tuple[str, ...] | None = None) -> Config:
     return cfg.model_copy(update={"task": task})
 
 
-async def label_items(labeler: RowLabeler, items: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
-    """The outcomes of a request's items (text, given label), asked concurrently, then aggregated over the
-    request's items as a file run aggregates over its rows (ensemble.combine.refit: uninformative judges left
-    out, weighted and Dawid-Skene fitted on every item): a request's items get the labels `llmlabel label` gives
-    the same rows. Each item starts in a loop turn of its own: its synchronous start (cleaning, cutting to
-    max_text_tokens, hashing) can take milliseconds for a long text, and started all at once they would hold
-    the event loop, every other client, for their sum."""
-    tasks = []
-    for i, (text, given) in enumerate(items):
-        tasks.append(asyncio.ensure_future(_result(labeler, i, text, given)))
-        await asyncio.sleep(0)  # lets the loop serve other sockets between two items' starts
+class ItemSink:
+    """Where a request's finished items go (a Sink): each record at its item's place, and `on_row(i, outcome)`
+    told of each as it finishes (Label Studio's /predict answers what is done by its deadline)."""
+
+    def __init__(self, n: int, on_row: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+        self.records: list[dict[str, Any] | None] = [None] * n
+        self._on_row = on_row
+
+    def append(self, rec: dict[str, Any]) -> None:
+        i = rec[POSITION]
+        self.records[i] = rec
+        if self._on_row is not None:
+            self._on_row(i, outcome(rec))
+
+    def append_lines(self, lines: list[bytes]) -> None:
+        for b in lines:  # the bulk cache pass hands over serialised rows
+            self.append(json.loads(b))
+
+
+async def run_items(labeler: RowLabeler, rows: list[tuple[int, dict[str, Any]]], sink: ItemSink) -> None:
+    """Label a request's rows (item position, {"text", and "label" when given}) as `llmlabel label` labels a
+    file's: through the local executor (the bulk cache pass, the window of rows in flight, the clean stop), with
+    a run state of the request's own, so a judge that fails one request stops no other. Its error (a dead
+    judge, a rejected request) is raised once the drive has stopped; a failed cache is only logged: the answers
+    are returned."""
+    run = labeler.new_run()
     try:
-        records = list(await asyncio.gather(*tasks))
+        await LocalExecutor(run, serving=True).execute(labeler, RowSource(lambda: rows, len(rows)), sink)
     finally:
-        _report_cache_error(labeler)
+        _report_cache_error(run)
+        _add_counts(labeler.ledger, run.ledger)
+    if run.fatal is not None:
+        raise run.fatal
+    if run.stopped_by is not None:  # (a served drive has no signal or cancel of its own: not expected)
+        raise LLMLabelError(f"stopped: {run.stopped_by}")
+
+
+def item_row(text: str, given: str | None) -> dict[str, Any]:
+    """An item as an input row (the columns item_config reads)."""
+    return {"text": text} if given is None else {"text": text, "label": given}
+
+
+async def label_items(labeler: RowLabeler, items: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """The outcomes of a request's items (text, given label), labeled as a file's rows (run_items), then
+    aggregated over the request's items as a file run aggregates over its rows (ensemble.combine.refit:
+    uninformative judges left out, weighted and Dawid-Skene fitted on every item): a request's items get the
+    labels `llmlabel label` gives the same rows."""
+    sink = ItemSink(len(items))
+    await run_items(labeler, [(i, item_row(text, given)) for i, (text, given) in enumerate(items)], sink)
+    results = [from_record(rec, labeler.kind) for rec in sink.records if rec is not None]
     names = [j.name for j in labeler.judges]
     update, _ = refit(
-        lambda: iter(records),
+        lambda: iter(results),
         names,
         labeler.labels,
         labeler.cfg.aggregate,
@@ -135,32 +174,27 @@ async def label_items(labeler: RowLabeler, items: list[tuple[str, str | None]]) 
         labeler.set_policy,
         labeler.batch_calibrated(),
     )
-    return [_outcome(update(pos, r) if update else r) for pos, r in enumerate(records)]
+    return [outcome(to_record(update(pos, r) if update else r)) for pos, r in enumerate(results)]
 
 
-def _report_cache_error(labeler: RowLabeler) -> None:
+def _report_cache_error(run: RunState) -> None:
     """A cache that failed (full disk, Redis gone) while answering: the answers are returned but not stored,
-    so they would be paid for again: the operator's log says so (each time, until the cache works again)."""
-    err = labeler.take_cache_error()
+    so they would be paid for again: the operator's log says so (each request that met it)."""
+    err = run.cache_error
     if err is not None:
         log.warning("answers are not being cached, so repeated items are paid again: %s", one_line(str(err)))
 
 
-async def label_item(labeler: RowLabeler, i: int, text: str, given: str | None) -> dict[str, Any]:
-    """One item's outcome, on its own (Label Studio's /predict, task by task), with every known secret hidden
-    (a judge may echo its API key inside an answer or an error)."""
-    return _outcome(await _result(labeler, i, text, given))
+def _add_counts(total: Ledger, run: Ledger) -> None:
+    """A request's counts into the server's running totals for its row labeler (/metrics)."""
+    for name, jl in run.judges.items():
+        total.judges[name].add(jl.counts())
+    total.rows_done += run.rows_done
+    total.rows_failed += run.rows_failed
 
 
-async def _result(labeler: RowLabeler, i: int, text: str, given: str | None) -> RowResult:
-    """One item's result, computed as `llmlabel label` computes a row's (RowLabeler.start, then RowLabeler.result)."""
-    res, text_, given_ = labeler.start(i, {"text": text} if given is None else {"text": text, "label": given})
-    if text_ is not None:
-        res = labeler.result(res, await labeler.ask_all(text_, given_))
-    return res
-
-
-def _outcome(res: RowResult) -> dict[str, Any]:
-    # A multi-label row's set and a taxonomy row's path, depth and per-level confidence, as `llmlabel label` writes
-    rec = to_record(res)
+def outcome(rec: dict[str, Any]) -> dict[str, Any]:
+    """An item's answer from its record, with every known secret hidden (a judge may echo its API key inside an
+    answer or an error): a multi-label row's set and a taxonomy row's path, depth and per-level confidence, as
+    `llmlabel label` writes them."""
     return {k: redact_obj(rec[k]) for k in (*OUTCOME, "labels", *TAXONOMY_FIELDS) if k in rec}

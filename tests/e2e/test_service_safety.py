@@ -288,7 +288,7 @@ def test_verify_prompt_cache_is_bounded(tmp_path, fake):
             items = [{"text": "a fine day", "label": f"made-up label {batch}-{i}"} for i in range(200)]
             r = c.post("/v1/verify", json={"items": items}, headers=H)
             assert r.status_code == 200 and all(it["disputed"] for it in r.json()["items"])
-        labeler = app.state.llmlabel.jobs["label"]
+        labeler = app.state.llmlabel.labelers["label"]
         assert 0 < len(labeler.prompts.prefixes) <= 256, len(labeler.prompts.prefixes)
         r = c.post("/v1/verify", json={"items": [{"text": "a fine day", "label": "positive"}]}, headers=H)
         assert r.status_code == 200 and r.json()["items"][0]["given_label"] == "positive"
