@@ -482,7 +482,7 @@ def test_max_cost_sends_nothing_after_the_request_it_refuses():
         client = labeler.clients["a"]
         req = labeler.plan.request(labeler.judges[0], text, None)
         body, data, _ = client.encode(req.messages, req.kind)
-        return client._worst(body, data)
+        return client._worst(body, data, client.tally.ledger)
 
     dry, _ = make_labeler(FakeJudges(LABELS, auto=True))
     run(drive(dry, rows[:1], Sink(), 1))
