@@ -73,7 +73,7 @@ def combine_row(
             cands.insert(0, label)
     else:
         cands = sorted((lab for lab in labels if mass[lab] > 0), key=lambda lab: -mass[lab])
-    return Verdict(label, probs[label], probs, tuple(cands))
+    return Verdict.of(label, probs[label], probs, tuple(cands))
 
 
 def combine_samples(samples: list[JudgeAnswer], labels: list[str]) -> JudgeAnswer:
