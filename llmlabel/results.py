@@ -56,7 +56,7 @@ class Verdict:
     @staticmethod
     def of(label: str, confidence: float, probs: Mapping[str, float], candidates: tuple[str, ...]) -> Verdict:
         """Verdict(label, confidence, probs, candidates) without the frozen __init__ (a guarded setattr a field):
-        combine_row makes one a row, and that __init__ was ~60 of a request's ~9,500 bytecodes (hotpath.md)."""
+        combine_row makes one a row, and that __init__ was ~60 of a request's ~9,500 bytecodes (results_model.md)."""
         v = object.__new__(Verdict)
         v.__dict__.update(_NO_VERDICT, label=label, confidence=confidence, probs=probs, candidates=candidates)
         return v
@@ -115,7 +115,7 @@ class RowResult:
     def decided(self, verdict: Verdict, judges: Mapping[str, JudgeAnswer] | None = None) -> RowResult:
         """This row with the ensemble's decision (and, when given, the judges' answers it came from)."""
         # Once a row: copied in place, without evolve's keyword dict and field check (a Verdict's fields are
-        # RowResult's, checked at import): 4.2 -> 1.4 us a row (benchmarks/results/hotpath.md).
+        # RowResult's, checked at import): 4.2 -> 1.4 us a row (benchmarks/results/results_model.md).
         new = object.__new__(RowResult)
         d = new.__dict__
         d.update(self.__dict__)

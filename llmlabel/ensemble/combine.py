@@ -198,7 +198,8 @@ def _refit(
     cand_sets = candidates.aggregate_candidates(vm.candidates[:, keep]) if vm.candidates is not None else None
     # Rows repeat a few vote combinations, so their posteriors repeat: each distinct posterior (with its
     # candidate sets) becomes fields once, and a combination's "no vote at all" is looked up, not recomputed
-    # (warm 5,000-row rewrite, weighted: 264 -> 150 ms in-process, benchmarks/results/hotpath.md).
+    # (with io.records.from_record's cached layout, a warm 5,000-row rewrite in-process: weighted 502 -> 326 ms,
+    # Dawid-Skene 494 -> 281 ms; benchmarks/results/results_model.md).
     combos, rows_combo = list(vm.table.index), vm.table.rows
     unvoted = [all(c < 0 for c in codes) for codes in combos]
     decided: dict[bytes, dict[str, Any]] = {}

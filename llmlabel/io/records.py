@@ -158,7 +158,7 @@ def _number(value: Any) -> float | None:
 def _layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A record's input columns and the fields a later tool added, from its field names (see `from_record`).
     Cached: a file's records share their names, and walking them took a third of a weighted job's rewrite
-    (warm 5,000 rows: from_record 313 -> 120 bytecodes a row, benchmarks/results/hotpath.md)."""
+    (warm 5,000 rows: from_record 313 -> 185 bytecodes a row, benchmarks/results/results_model.md)."""
     inputs: list[str] = []
     extra: list[str] = []
     outcome = False
