@@ -217,6 +217,8 @@ def _refit(
                 cands = cs if labels[k] in cs else [labels[k]] + cs
             else:
                 cands = [labels[i] for i in np.argsort(-p) if p[i] >= 0.01] or [labels[k]]
+            if len(decided) >= 4096:  # many judges can make every row's posterior its own: memory stays flat
+                decided.clear()
             fields = decided[key] = {
                 "label": labels[k],
                 "confidence": round(float(p[k]), 4),
