@@ -53,6 +53,14 @@ class Verdict:
     path: tuple[str, ...] | None = None  # a taxonomy row's nodes, top level first
     level_confidence: tuple[float, ...] | None = None  # each level reached or refused (the last may be refused)
 
+    @staticmethod
+    def of(label: str, confidence: float, probs: Mapping[str, float], candidates: tuple[str, ...]) -> Verdict:
+        """Verdict(label, confidence, probs, candidates) without the frozen __init__ (a guarded setattr a field):
+        combine_row makes one a row, and that __init__ was ~60 of a request's ~9,500 bytecodes (results_model.md)."""
+        v = object.__new__(Verdict)
+        v.__dict__.update(_NO_VERDICT, label=label, confidence=confidence, probs=probs, candidates=candidates)
+        return v
+
 
 @dataclass(frozen=True)
 class RowResult:
@@ -106,10 +114,15 @@ class RowResult:
 
     def decided(self, verdict: Verdict, judges: Mapping[str, JudgeAnswer] | None = None) -> RowResult:
         """This row with the ensemble's decision (and, when given, the judges' answers it came from)."""
-        changes = verdict.__dict__.copy()
+        # Once a row: copied in place, without evolve's keyword dict and field check (a Verdict's fields are
+        # RowResult's, checked at import): 4.2 -> 1.4 us a row (benchmarks/results/results_model.md).
+        new = object.__new__(RowResult)
+        d = new.__dict__
+        d.update(self.__dict__)
+        d.update(verdict.__dict__)
         if judges is not None:
-            changes["judges"] = judges
-        return self.evolve(**changes)
+            d["judges"] = judges
+        return new
 
     @staticmethod
     def make(id: str, **fields: Any) -> RowResult:
@@ -128,8 +141,11 @@ class RowResult:
         return new
 
 
+_NO_VERDICT = Verdict().__dict__
 _FIELDS = frozenset(f.name for f in dataclasses.fields(RowResult))
 _BLANK = RowResult("")
+if not _FIELDS.issuperset(f.name for f in dataclasses.fields(Verdict)):  # `decided` copies them as RowResult's
+    raise TypeError("every Verdict field must be a RowResult field")
 
 
 @dataclass(frozen=True)
