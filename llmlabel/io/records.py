@@ -10,9 +10,13 @@ fields with `judges` before `error` and no `labels` or `path`. `from_record` rea
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
+from llmlabel.errors import InputError
 from llmlabel.results import MULTILABEL, TAXONOMY, AggregationReport, JudgeAnswer, RowResult
 
 POSITION = "_i"  # a part-file record's input position (always its first field)
@@ -211,6 +215,109 @@ def from_record(
         label_source=None if source is None else str(source),
         extra=extra,
     )
+
+
+# Outcome fields a CSV or Parquet output keeps as JSON text (lists and mappings), and what each must be.
+_JSON_FIELDS = {
+    "probs": "a mapping of labels to probabilities",
+    "candidates": "a list of labels",
+    "judges": "a mapping of judges to their answers",
+    "labels": "a list of labels",
+    "path": "a list of taxonomy nodes",
+    "level_confidence": "a list of numbers",
+}
+OUTPUT_ADVICE = "pass the output file of `llmlabel label`"
+
+
+def read_results(path: str | Path, kind: str | None = None, advice: str = OUTPUT_ADVICE) -> Iterator[RowResult]:
+    """An output file's rows (JSONL, CSV or Parquet, read by io.rows as any file is) as results, in file order:
+    the one reader of an output for the tools that read one (eval, distill, review).
+
+    Parsed here, typed after: a CSV or Parquet cell's JSON text decoded, an empty cell read as no value, a row
+    without an id given its position (from 0) as its id. A field that is not what `llmlabel label` writes (probs
+    that are no mapping of numbers, a confidence that is no number from 0 to 1, candidates that are no list, ...)
+    is one line naming the file and the row (InputError), never an error deep inside the tool; so is a first
+    row with no `label` field (no output at all: `advice` says what to pass). Rows that repeat an answer
+    combination share one parsed `judges` mapping (as PartFile.results)."""
+    from llmlabel.io.rows import iter_rows
+
+    memo: dict[Any, tuple[Any, dict[str, JudgeAnswer]]] = {}
+    for i, rec in enumerate(iter_rows(path)):
+        if i == 0 and "label" not in rec:
+            raise InputError(f"{path} has no 'label' column; {advice}")
+        _check(rec, path, i + 1, advice)
+        rid = rec.get("id")
+        if rid is None or rid == "" or rid != rid:  # none, empty or NaN: numbered (as io.rows.row_id)
+            rec["id"] = str(i)
+        raw = rec.get("judges")
+        judges: dict[str, JudgeAnswer] | None = None
+        if isinstance(raw, Mapping):
+            key: Any = tuple((n, a.get("label") if isinstance(a, dict) else None) for n, a in raw.items())
+            try:
+                hit = memo.get(key)
+            except TypeError:  # a label that is no string (a hand-edited file): not kept
+                key = hit = None
+            if hit is not None and hit[0] == raw:  # (a C-level compare: the key holds only the labels)
+                judges = hit[1]
+            else:
+                judges = judges_from_record(raw)
+                if key is not None:
+                    if len(memo) >= 4096:
+                        memo.clear()
+                    memo[key] = (raw, judges)
+        yield from_record(rec, kind, judges if judges is not None else {})
+
+
+def column(r: RowResult, name: str) -> Any:
+    """A column of the row beside its outcome: an input column (as the output names it) or one a later tool
+    added; None when the row has none."""
+    v = r.inputs.get(name)
+    return r.extra.get(name) if v is None else v
+
+
+def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str) -> None:
+    """`rec`'s outcome fields decoded and checked in place (see read_results)."""
+    for k in ("label", "error", "confidence"):
+        if rec.get(k) == "":
+            rec[k] = None
+    label = rec.get("label")
+    if isinstance(label, (Mapping, list)):
+        raise _bad(path, n, "label", label, "a label", advice)
+    c = rec.get("confidence")
+    if c is not None:
+        try:
+            x = float(c) if not isinstance(c, bool) else math.nan
+        except (TypeError, ValueError):
+            x = -1.0
+        if isinstance(c, bool) or not (x != x or 0.0 <= x <= 1.0):
+            raise InputError(f"{path}: row {n} has confidence {c!r}, not a number from 0 to 1; {advice}")
+        rec["confidence"] = None if x != x else x  # NaN: a table's missing value
+    for k, what in _JSON_FIELDS.items():
+        v = rec.get(k)
+        if v is None:
+            continue
+        if isinstance(v, str):
+            if v == "":
+                rec[k] = None
+                continue
+            try:
+                v = rec[k] = json.loads(v)
+            except ValueError:
+                raise _bad(path, n, k, v, what, advice) from None
+        if k in ("probs", "judges"):
+            ok = isinstance(v, Mapping) and (
+                k == "judges" or all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in v.values())
+            )
+        else:
+            ok = isinstance(v, list) and (
+                k != "level_confidence" or all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in v)
+            )
+        if not ok:
+            raise _bad(path, n, k, v, what, advice)
+
+
+def _bad(path: str | Path, n: int, name: str, value: Any, what: str, advice: str) -> InputError:
+    return InputError(f"{path}: row {n}: {name} {value!r:.60} is not {what}; {advice}")
 
 
 def report_record(r: AggregationReport) -> dict[str, Any]:
