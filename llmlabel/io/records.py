@@ -195,14 +195,17 @@ def from_record(
     labels, path, levels = rec.get("labels"), rec.get("path"), rec.get("level_confidence")
     position = rec.get(POSITION)
     label, error, source = rec.get("label"), rec.get("error"), rec.get("label_source")
-    return RowResult.make(
-        str(rec.get("id", "")),
+    conf, rid = rec.get("confidence"), rec.get("id", "")
+    # Every field given: the dict filled as RowResult.evolve fills it, without its check (a reader's hot path).
+    r = object.__new__(RowResult)
+    r.__dict__.update(
+        id=rid if type(rid) is str else str(rid),
         kind=kind,
         position=position if type(position) is int else None,
         inputs=inputs,
         asked=asked,
-        label=None if label is None else str(label),
-        confidence=_number(rec.get("confidence")),
+        label=label if type(label) is str or label is None else str(label),
+        confidence=conf if type(conf) is float else _number(conf),
         probs=probs if isinstance(probs, dict) else dict(probs) if isinstance(probs, Mapping) else None,
         candidates=_strings(rec.get("candidates")),
         judges=judges_from_record(rec.get("judges")) if judges is None else judges,
@@ -215,16 +218,18 @@ def from_record(
         label_source=None if source is None else str(source),
         extra=extra,
     )
+    return r
 
 
-# Outcome fields a CSV or Parquet output keeps as JSON text (lists and mappings), and what each must be.
+# Outcome fields a CSV or Parquet output keeps as JSON text (lists and mappings): what each must be, in words
+# and as the type JSON gives it.
 _JSON_FIELDS = {
-    "probs": "a mapping of labels to probabilities",
-    "candidates": "a list of labels",
-    "judges": "a mapping of judges to their answers",
-    "labels": "a list of labels",
-    "path": "a list of taxonomy nodes",
-    "level_confidence": "a list of numbers",
+    "probs": ("a mapping of labels to probabilities", dict),
+    "candidates": ("a list of labels", list),
+    "judges": ("a mapping of judges to their answers", dict),
+    "labels": ("a list of labels", list),
+    "path": ("a list of taxonomy nodes", list),
+    "level_confidence": ("a list of numbers", list),
 }
 OUTPUT_ADVICE = "pass the output file of `llmlabel label`"
 
@@ -239,25 +244,42 @@ def read_results(path: str | Path, kind: str | None = None, advice: str = OUTPUT
     is one line naming the file and the row (InputError), never an error deep inside the tool; so is a first
     row with no `label` field (no output at all: `advice` says what to pass). Rows that repeat an answer
     combination share one parsed `judges` mapping (as PartFile.results)."""
+    for _, r in _read(path, kind, advice, True, False):
+        yield r
+
+
+def read_output(
+    path: str | Path, kind: str | None = None, advice: str = OUTPUT_ADVICE
+) -> Iterator[tuple[dict[str, Any], RowResult]]:
+    """read_results, each row beside its record as the file holds it (a tool that writes the rows back, as the
+    review loop does, copies what it does not change), and without the `label` check (an audit output has
+    none: the caller checks the first record)."""
+    return _read(path, kind, advice, False, True)
+
+
+def _read(
+    path: str | Path, kind: str | None, advice: str, need_label: bool, keep: bool
+) -> Iterator[tuple[dict[str, Any], RowResult]]:
     from llmlabel.io.rows import iter_rows
 
     memo: dict[Any, tuple[Any, dict[str, JudgeAnswer]]] = {}
-    for i, rec in enumerate(iter_rows(path)):
-        if i == 0 and "label" not in rec:
+    for i, read in enumerate(iter_rows(path)):
+        if i == 0 and need_label and "label" not in read:
             raise InputError(f"{path} has no 'label' column; {advice}")
+        rec = dict(read) if keep else read
         _check(rec, path, i + 1, advice)
         rid = rec.get("id")
         if rid is None or rid == "" or rid != rid:  # none, empty or NaN: numbered (as io.rows.row_id)
             rec["id"] = str(i)
         raw = rec.get("judges")
         judges: dict[str, JudgeAnswer] | None = None
-        if isinstance(raw, Mapping):
-            key: Any = tuple((n, a.get("label") if isinstance(a, dict) else None) for n, a in raw.items())
-            try:
+        if raw:
+            try:  # the answers' labels as a cheap key; the compare below makes a hit exact
+                key: Any = tuple([a.get("label") for a in raw.values()])
                 hit = memo.get(key)
-            except TypeError:  # a label that is no string (a hand-edited file): not kept
+            except (AttributeError, TypeError):  # an answer that is no mapping, a label no string: not kept
                 key = hit = None
-            if hit is not None and hit[0] == raw:  # (a C-level compare: the key holds only the labels)
+            if hit is not None and hit[0] == raw:
                 judges = hit[1]
             else:
                 judges = judges_from_record(raw)
@@ -265,7 +287,7 @@ def read_results(path: str | Path, kind: str | None = None, advice: str = OUTPUT
                     if len(memo) >= 4096:
                         memo.clear()
                     memo[key] = (raw, judges)
-        yield from_record(rec, kind, judges if judges is not None else {})
+        yield read, from_record(rec, kind, judges if judges is not None else {})
 
 
 def column(r: RowResult, name: str) -> Any:
@@ -275,28 +297,38 @@ def column(r: RowResult, name: str) -> Any:
     return r.extra.get(name) if v is None else v
 
 
+def _numbers(values: Iterable[Any]) -> bool:
+    """Whether every value is a number (bool is none); the types gathered at C speed."""
+    return all(t is float or t is int for t in set(map(type, values)))
+
+
 def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str) -> None:
     """`rec`'s outcome fields decoded and checked in place (see read_results)."""
-    for k in ("label", "error", "confidence"):
-        if rec.get(k) == "":
-            rec[k] = None
-    label = rec.get("label")
-    if isinstance(label, (Mapping, list)):
+    get = rec.get
+    label = get("label")
+    if label == "":
+        rec["label"] = None
+    elif isinstance(label, (Mapping, list)):
         raise _bad(path, n, "label", label, "a label", advice)
-    c = rec.get("confidence")
-    if c is not None:
-        try:
-            x = float(c) if not isinstance(c, bool) else math.nan
-        except (TypeError, ValueError):
-            x = -1.0
-        if isinstance(c, bool) or not (x != x or 0.0 <= x <= 1.0):
-            raise InputError(f"{path}: row {n} has confidence {c!r}, not a number from 0 to 1; {advice}")
-        rec["confidence"] = None if x != x else x  # NaN: a table's missing value
-    for k, what in _JSON_FIELDS.items():
-        v = rec.get(k)
+    if get("error") == "":
+        rec["error"] = None
+    c = get("confidence")
+    if c is not None and not (type(c) is float and 0.0 <= c <= 1.0):
+        if c == "":
+            x: float | None = None
+        else:
+            try:
+                x = math.nan if isinstance(c, bool) else float(c)
+            except (TypeError, ValueError):
+                x = -1.0
+            if isinstance(c, bool) or not (x != x or 0.0 <= x <= 1.0):
+                raise InputError(f"{path}: row {n} has confidence {c!r}, not a number from 0 to 1; {advice}")
+        rec["confidence"] = None if x is None or x != x else x  # NaN: a table's missing value
+    for k, (what, kind) in _JSON_FIELDS.items():
+        v = get(k)
         if v is None:
             continue
-        if isinstance(v, str):
+        if type(v) is str:
             if v == "":
                 rec[k] = None
                 continue
@@ -304,14 +336,10 @@ def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str) -> None:
                 v = rec[k] = json.loads(v)
             except ValueError:
                 raise _bad(path, n, k, v, what, advice) from None
-        if k in ("probs", "judges"):
-            ok = isinstance(v, Mapping) and (
-                k == "judges" or all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in v.values())
-            )
+        if kind is dict:
+            ok = isinstance(v, Mapping) and (k == "judges" or _numbers(v.values()))
         else:
-            ok = isinstance(v, list) and (
-                k != "level_confidence" or all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in v)
-            )
+            ok = isinstance(v, list) and (k != "level_confidence" or _numbers(v))
         if not ok:
             raise _bad(path, n, k, v, what, advice)
 
