@@ -299,7 +299,10 @@ def column(r: RowResult, name: str) -> Any:
 
 def _numbers(values: Iterable[Any]) -> bool:
     """Whether every value is a number (bool is none); the types gathered at C speed."""
-    return all(t is float or t is int for t in set(map(type, values)))
+    return set(map(type, values)) <= _NUMBER_TYPES
+
+
+_NUMBER_TYPES = frozenset((float, int))
 
 
 def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str) -> None:
@@ -324,24 +327,37 @@ def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str) -> None:
             if isinstance(c, bool) or not (x != x or 0.0 <= x <= 1.0):
                 raise InputError(f"{path}: row {n} has confidence {c!r}, not a number from 0 to 1; {advice}")
         rec["confidence"] = None if x is None or x != x else x  # NaN: a table's missing value
-    for k, (what, kind) in _JSON_FIELDS.items():
+    # The fast path (a JSONL row as llmlabel writes it) with one test a field; anything else: _decode.
+    v = get("probs")
+    if v is not None and not (type(v) is dict and _numbers(v.values())):
+        _decode(rec, "probs", path, n, advice)
+    for k in ("candidates", "judges", "labels", "path"):
         v = get(k)
-        if v is None:
-            continue
-        if type(v) is str:
-            if v == "":
-                rec[k] = None
-                continue
-            try:
-                v = rec[k] = json.loads(v)
-            except ValueError:
-                raise _bad(path, n, k, v, what, advice) from None
-        if kind is dict:
-            ok = isinstance(v, Mapping) and (k == "judges" or _numbers(v.values()))
-        else:
-            ok = isinstance(v, list) and (k != "level_confidence" or _numbers(v))
-        if not ok:
-            raise _bad(path, n, k, v, what, advice)
+        if v is not None and type(v) is not _JSON_FIELDS[k][1]:
+            _decode(rec, k, path, n, advice)
+    v = get("level_confidence")
+    if v is not None and not (type(v) is list and _numbers(v)):
+        _decode(rec, "level_confidence", path, n, advice)
+
+
+def _decode(rec: dict[str, Any], k: str, path: str | Path, n: int, advice: str) -> None:
+    """A field's JSON text (a CSV's or Parquet's cell) decoded and checked in place; an empty cell: none."""
+    what, kind = _JSON_FIELDS[k]
+    v = rec[k]
+    if isinstance(v, str):
+        if v == "":
+            rec[k] = None
+            return
+        try:
+            v = rec[k] = json.loads(v)
+        except ValueError:
+            raise _bad(path, n, k, v, what, advice) from None
+    if kind is dict:
+        ok = isinstance(v, Mapping) and (k == "judges" or _numbers(v.values()))
+    else:
+        ok = isinstance(v, list) and (k != "level_confidence" or _numbers(v))
+    if not ok:
+        raise _bad(path, n, k, v, what, advice)
 
 
 def _bad(path: str | Path, n: int, name: str, value: Any, what: str, advice: str) -> InputError:
