@@ -262,18 +262,22 @@ def _read(
 ) -> Iterator[tuple[dict[str, Any], RowResult]]:
     from llmlabel.io.rows import iter_rows
 
-    memo: dict[Any, tuple[Any, dict[str, JudgeAnswer]]] = {}
+    memo: dict[Any, tuple[Any, dict[str, JudgeAnswer]]] = {}  # by the answers' labels (rows read as JSON)
+    texts: dict[str, tuple[Any, dict[str, JudgeAnswer]]] = {}  # by the cell's JSON text (CSV, Parquet)
     for i, read in enumerate(iter_rows(path)):
         if i == 0 and need_label and "label" not in read:
             raise InputError(f"{path} has no 'label' column; {advice}")
         rec = dict(read) if keep else read
+        judges: dict[str, JudgeAnswer] | None = None
+        text = rec.get("judges")
+        if type(text) is str and (seen := texts.get(text)) is not None:  # a CSV's or Parquet's repeated cell
+            rec["judges"], judges = seen
         _check(rec, path, i + 1, advice)
         rid = rec.get("id")
         if rid is None or rid == "" or rid != rid:  # none, empty or NaN: numbered (as io.rows.row_id)
             rec["id"] = str(i)
         raw = rec.get("judges")
-        judges: dict[str, JudgeAnswer] | None = None
-        if raw:
+        if judges is None and raw:
             try:  # the answers' labels as a cheap key; the compare below makes a hit exact
                 key: Any = tuple([a.get("label") for a in raw.values()])
                 hit = memo.get(key)
@@ -287,6 +291,10 @@ def _read(
                     if len(memo) >= 4096:
                         memo.clear()
                     memo[key] = (raw, judges)
+            if type(text) is str:
+                if len(texts) >= 4096:
+                    texts.clear()
+                texts[text] = (raw, judges)
         yield read, from_record(rec, kind, judges if judges is not None else {})
 
 
