@@ -6,7 +6,11 @@ columns, `id`, then the outcome. A one-label or multi-label row's outcome is `la
 `probs`, `candidates`, `error`, `judges`; a taxonomy row's is `label`, `confidence`, `probs`, `candidates`,
 `judges`, `error`, `path`, `depth`, `level_confidence`; a row with nothing to label has the first layout's
 fields with `judges` before `error` and no `labels` or `path`. `from_record` reads the layout back, so that
-`to_record(from_record(rec)) == rec` with the same order for every record llmlabel writes."""
+`to_record(from_record(rec)) == rec` with the same order for every record llmlabel writes.
+
+`read_results` is the one reader of an output file for the tools that read one (eval, distill, review): it
+parses each row at the boundary (JSON text decoded, fields checked, one line naming the file and the row for a
+field that is not what llmlabel writes) and hands them typed results."""
 
 from __future__ import annotations
 
