@@ -161,6 +161,40 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def _layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], str, bool]:
+    """What a record's field names say (see from_record): its input columns, the fields a later tool added after
+    the outcome, its kind, and whether it may be a row with nothing to label (then its `judges` is empty)."""
+    inputs: list[str] = []
+    extra: list[str] = []
+    outcome = False
+    for k in keys:  # the input columns, then the outcome and what a later tool added
+        if k in OUTCOME_FIELDS:
+            if not outcome:
+                outcome = True
+                if inputs and inputs[-1] == "id":
+                    inputs.pop()  # the output's own id, after the inputs (an id column named `id` stays)
+        elif not outcome:
+            if k != POSITION:
+                inputs.append(k)
+        elif k not in ("id", "label_source"):
+            extra.append(k)
+    if not outcome and inputs and inputs[-1] == "id":
+        inputs.pop()
+    kind = TAXONOMY if "path" in keys else MULTILABEL if "labels" in keys else "label"
+    # A row with nothing to label: `judges` (always empty) before `error`, and neither a set nor a path.
+    unasked = (
+        "path" not in keys
+        and "labels" not in keys
+        and "judges" in keys
+        and "error" in keys
+        and keys.index("judges") < keys.index("error")
+    )
+    return tuple(inputs), tuple(extra), kind, unasked
+
+
+_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...], str, bool]] = {}
+
+
 def from_record(
     rec: Mapping[str, Any], kind: str | None = None, judges: Mapping[str, JudgeAnswer] | None = None
 ) -> RowResult:
@@ -170,31 +204,18 @@ def from_record(
     `kind`: the job's kind when known (a row with nothing to label does not show it); else read from the record
     (a `path`: a taxonomy row; `labels`: a multi-label row). `judges`: the record's `judges` already read (rows
     that repeat an answer combination share one)."""
-    inputs: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    last_input = None
-    outcome = False
-    for k, v in rec.items():  # one pass: the input columns, then the outcome and what a later tool added
-        if k in OUTCOME_FIELDS:
-            if not outcome:
-                outcome = True
-                if last_input == "id":
-                    del inputs["id"]  # the output's own id, after the inputs (an id column named `id` stays)
-        elif not outcome:
-            if k != POSITION:
-                inputs[k] = v
-                last_input = k
-        elif k not in ("id", "label_source"):
-            extra[k] = v
-    if not outcome and last_input == "id":
-        del inputs["id"]
+    keys = tuple(rec)
+    layout = _LAYOUTS.get(keys)
+    if layout is None:  # (the rows of one file share a few layouts: each is worked out once)
+        if len(_LAYOUTS) >= 256:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[keys] = _layout(keys)
+    input_keys, extra_keys, auto_kind, maybe_unasked = layout
+    inputs = {k: rec[k] for k in input_keys}
+    extra = {k: rec[k] for k in extra_keys} if extra_keys else {}
     if kind is None:
-        kind = TAXONOMY if "path" in rec else MULTILABEL if "labels" in rec else "label"
-    # A row with nothing to label: `judges` (always empty) before `error`, and neither a set nor a path.
-    asked = True
-    if "path" not in rec and "labels" not in rec and "judges" in rec and "error" in rec and not rec["judges"]:
-        order = [k for k in rec if k in ("judges", "error")]
-        asked = order[0] != "judges"
+        kind = auto_kind
+    asked = not (maybe_unasked and not rec["judges"])
     probs = rec.get("probs")
     labels, path, levels = rec.get("labels"), rec.get("path"), rec.get("level_confidence")
     position = rec.get(POSITION)
