@@ -36,10 +36,10 @@ Student = CandidateDistiller | MultiLabelDistiller | TaxonomyDistiller
 def read_labeled(path: str, text_column: str = "text") -> list[RowResult]:
     """Rows of ``llmlabel label`` output (JSONL, CSV, Parquet) as results (io.records.read_results: CSV's text
     forms of lists and numbers decoded, a field that is not what `llmlabel label` writes one line naming the
-    row)."""
+    row), without their judges' answers (no student reads them)."""
     from llmlabel.io.records import read_results
 
-    rows = list(read_results(path, advice="pass the output of `llmlabel label`"))
+    rows = list(read_results(path, advice="pass the output of `llmlabel label`", judges=False))
     if rows and text_column not in rows[0].inputs and text_column not in rows[0].extra:
         names = [*rows[0].inputs, "id", *rows[0].extra]
         raise KeyError(f"{path}: no text column {text_column!r} (columns: {', '.join(map(str, names))})")

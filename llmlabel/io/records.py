@@ -259,7 +259,9 @@ _JSON_FIELDS = {
 OUTPUT_ADVICE = "pass the output file of `llmlabel label`"
 
 
-def read_results(path: str | Path, kind: str | None = None, advice: str = OUTPUT_ADVICE) -> Iterator[RowResult]:
+def read_results(
+    path: str | Path, kind: str | None = None, advice: str = OUTPUT_ADVICE, judges: bool = True
+) -> Iterator[RowResult]:
     """An output file's rows (JSONL, CSV or Parquet, read by io.rows as any file is) as results, in file order:
     the one reader of an output for the tools that read one (eval, distill, review).
 
@@ -268,8 +270,9 @@ def read_results(path: str | Path, kind: str | None = None, advice: str = OUTPUT
     that are no mapping of numbers, a confidence that is no number from 0 to 1, candidates that are no list, ...)
     is one line naming the file and the row (InputError), never an error deep inside the tool; so is a first
     row with no `label` field (no output at all: `advice` says what to pass). Rows that repeat an answer
-    combination share one parsed `judges` mapping (as PartFile.results)."""
-    for _, r in _read(path, kind, advice, True, False):
+    combination share one parsed `judges` mapping (as PartFile.results). `judges=False`: for a tool that
+    reads no judge's answer (distill), the results hold none and the field is neither parsed nor checked."""
+    for _, r in _read(path, kind, advice, True, False, judges):
         yield r
 
 
@@ -279,11 +282,11 @@ def read_output(
     """read_results, each row beside its record as the file holds it (a tool that writes the rows back, as the
     review loop does, copies what it does not change), and without the `label` check (an audit output has
     none: the caller checks the first record)."""
-    return _read(path, kind, advice, False, True)
+    return _read(path, kind, advice, False, True, True)
 
 
 def _read(
-    path: str | Path, kind: str | None, advice: str, need_label: bool, keep: bool
+    path: str | Path, kind: str | None, advice: str, need_label: bool, keep: bool, with_judges: bool
 ) -> Iterator[tuple[dict[str, Any], RowResult]]:
     from llmlabel.io.rows import iter_rows
 
@@ -295,9 +298,11 @@ def _read(
         rec = dict(read) if keep else read
         judges: dict[str, JudgeAnswer] | None = None
         text = rec.get("judges")
-        if type(text) is str and (seen := texts.get(text)) is not None:  # a CSV's or Parquet's repeated cell
+        if not with_judges:
+            judges = {}
+        elif type(text) is str and (seen := texts.get(text)) is not None:  # a CSV's or Parquet's repeated cell
             rec["judges"], judges = seen
-        _check(rec, path, i + 1, advice)
+        _check(rec, path, i + 1, advice, with_judges)
         rid = rec.get("id")
         if rid is None or rid == "" or rid != rid:  # none, empty or NaN: numbered (as io.rows.row_id)
             rec["id"] = str(i)
@@ -336,9 +341,10 @@ def _numbers(values: Iterable[Any]) -> bool:
 
 
 _NUMBER_TYPES = frozenset((float, int))
+_LIST_FIELDS = ("candidates", "judges", "labels", "path")  # (and mappings: judges)
 
 
-def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str) -> None:
+def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str, judges: bool = True) -> None:
     """`rec`'s outcome fields decoded and checked in place (see read_results)."""
     get = rec.get
     label = get("label")
@@ -364,7 +370,7 @@ def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str) -> None:
     v = get("probs")
     if v is not None and not (type(v) is dict and _numbers(v.values())):
         _decode(rec, "probs", path, n, advice)
-    for k in ("candidates", "judges", "labels", "path"):
+    for k in _LIST_FIELDS if judges else _LIST_FIELDS[:1] + _LIST_FIELDS[2:]:
         v = get(k)
         if v is not None and type(v) is not _JSON_FIELDS[k][1]:
             _decode(rec, k, path, n, advice)

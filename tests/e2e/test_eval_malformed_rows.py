@@ -68,10 +68,10 @@ def test_eval_refuses_a_csv_cell_that_is_no_json(tmp_path: Path, capsys) -> None
 
 def test_distill_names_the_file_and_row_of_a_malformed_output_row(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.jsonl"
-    write_rows(out, GOOD, {"judges": ["a"]})
+    write_rows(out, GOOD, {"candidates": {"positive": 1}})
     model = tmp_path / "m.skops"
     rc, _, err = run_main(capsys, "distill", str(out), "-o", str(model))
-    one_line_error(rc, err, f"{out}: row 2: judges ['a'] is not a mapping")
+    one_line_error(rc, err, f"{out}: row 2: candidates {{'positive': 1}} is not a list of labels")
     assert not model.exists()
 
 
