@@ -18,6 +18,7 @@ from sklearn.base import clone
 
 from llmlabel.distill.labelsets import MultiLabelDistiller, TaxonomyDistiller
 from llmlabel.distill.student import CandidateDistiller
+from llmlabel.results import RowResult
 
 __all__ = [
     "train_from_labeled",
@@ -32,59 +33,43 @@ Mode = Literal["candidates", "single"]
 Student = CandidateDistiller | MultiLabelDistiller | TaxonomyDistiller
 
 
-def read_labeled(path: str, text_column: str = "text") -> list[dict[str, Any]]:
-    """Rows of ``llmlabel label`` output (JSONL, CSV, Parquet), read by io.rows as any input is (its clear errors,
-    its Parquet bounds); CSV's text forms of lists and numbers decoded. A field that is not what `llmlabel label`
-    writes is one line naming the row (InputError)."""
-    from llmlabel.errors import InputError
-    from llmlabel.io.rows import iter_rows
+def read_labeled(path: str, text_column: str = "text") -> list[RowResult]:
+    """Rows of ``llmlabel label`` output (JSONL, CSV, Parquet) as results (io.records.read_results: CSV's text
+    forms of lists and numbers decoded, a field that is not what `llmlabel label` writes one line naming the
+    row), without their judges' answers (no student reads them)."""
+    from llmlabel.io.records import read_results
 
-    rows = []
-    for n, r in enumerate(iter_rows(path), 1):
-        for k in ("label", "error", "confidence", "candidates"):
-            if r.get(k) == "":
-                r[k] = None
-        cands = r.get("candidates")
-        if isinstance(cands, str):
-            try:
-                cands = r["candidates"] = json.loads(cands)
-            except ValueError:
-                cands = None
-            if not isinstance(cands, list):
-                raise InputError(f"{path}: row {n}: candidates {r['candidates']!r:.60} is not a list of labels")
-        conf = r.get("confidence")
-        if isinstance(conf, str):
-            try:
-                r["confidence"] = float(conf)
-            except ValueError:
-                raise InputError(f"{path}: row {n}: confidence {conf!r:.40} is not a number") from None
-        rows.append(r)
-    if rows and text_column not in rows[0]:
-        raise KeyError(f"{path}: no text column {text_column!r} (columns: {', '.join(map(str, rows[0]))})")
+    rows = list(read_results(path, advice="pass the output of `llmlabel label`", judges=False))
+    if rows and text_column not in rows[0].inputs and text_column not in rows[0].extra:
+        names = [*rows[0].inputs, "id", *rows[0].extra]
+        raise KeyError(f"{path}: no text column {text_column!r} (columns: {', '.join(map(str, names))})")
     return rows
 
 
 def _usable(
-    rows: Iterable[dict[str, Any]], mode: Mode, text_column: str
+    rows: Iterable[RowResult], mode: Mode, text_column: str
 ) -> tuple[list[str], list[list[str]], list[str | None], np.ndarray]:
+    from llmlabel.io.records import column
+
     texts: list[str] = []
     cands: list[list[str]] = []
     labels: list[str | None] = []
     conf: list[float] = []
     for r in rows:
-        if r.get("error") or not isinstance(r.get(text_column), str):
+        text = column(r, text_column)
+        if r.error or not isinstance(text, str):
             continue
-        label = r.get("label")
-        c = [x for x in (r.get("candidates") or []) if isinstance(x, str)]
+        label = r.label
+        c = list(r.candidates)
         if label is not None and label not in c:
             c.append(label)
         if (mode == "single" and label is None) or not c:
             continue
-        texts.append(r[text_column])
+        texts.append(text)
         cands.append(c)
         labels.append(label)
-        cf = r.get("confidence")
-        conf.append(float(cf) if isinstance(cf, (int, float)) and math.isfinite(cf) else math.nan)
+        cf = r.confidence
+        conf.append(cf if cf is not None and math.isfinite(cf) else math.nan)
     cw = np.asarray(conf, dtype=np.float64)
     cw = np.where(np.isnan(cw), np.nanmean(cw) if np.isfinite(cw).any() else 1.0, cw)
     return texts, cands, labels, cw
@@ -134,12 +119,11 @@ def train_from_labeled(
     """Train a student on ``llmlabel label`` output; returns (model, model card). A multi-label output gets a
     MultiLabelDistiller and a taxonomy output a TaxonomyDistiller (`mode` is for single-label outputs: learn
     from candidate sets, the default, or from the single label)."""
-    from llmlabel.distill.training_sets import decode, output_kind, train_sets
+    from llmlabel.distill.training_sets import output_kind, train_sets
 
     if mode not in (None, "candidates", "single"):
         raise ValueError("mode must be 'candidates' or 'single'")
     rows = read_labeled(path, text_column)
-    decode(rows)
     kind = output_kind(rows, path)
     if kind != "label":
         if mode is not None:

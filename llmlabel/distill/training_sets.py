@@ -5,7 +5,6 @@ rows score them against the teacher: micro/macro-F1 (evaluation.multilabel.set_s
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import numpy as np
@@ -13,35 +12,21 @@ from sklearn.base import clone
 
 from llmlabel.distill.labelsets import MultiLabelDistiller, TaxonomyDistiller
 from llmlabel.errors import InputError
-from llmlabel.evaluation.multilabel import is_multilabel, set_scores
-from llmlabel.evaluation.taxonomy import is_taxonomy, score_paths
+from llmlabel.evaluation.multilabel import set_scores
+from llmlabel.evaluation.taxonomy import score_paths
+from llmlabel.io.records import column
+from llmlabel.results import RowResult
 
 Kind = Literal["label", "multi_label", "taxonomy"]
-# Fields a multi-label or taxonomy row holds as lists or mappings: JSON text in a CSV output.
-JSON_FIELDS = ("labels", "probs", "path", "level_confidence")
 
 
-def decode(rows: list[dict[str, Any]]) -> None:
-    """A CSV output's JSON text of the label-set fields, decoded in place."""
-    for r in rows:
-        for k in JSON_FIELDS:
-            v = r.get(k)
-            if isinstance(v, str) and v[:1] in "[{":
-                try:
-                    r[k] = json.loads(v)
-                except ValueError:
-                    pass
-            elif v == "":
-                r[k] = None
-
-
-def output_kind(rows: list[dict[str, Any]], path: str) -> Kind:
+def output_kind(rows: list[RowResult], path: str) -> Kind:
     """Which kind of labeling wrote the rows; one line naming a row of another kind when they are mixed."""
     kinds: dict[Kind, int] = {}
     for n, r in enumerate(rows, 1):
-        if r.get("error"):
+        if r.error:
             continue
-        k: Kind = "taxonomy" if is_taxonomy(r) else "multi_label" if is_multilabel(r) else "label"
+        k: Kind = "taxonomy" if r.path is not None else "multi_label" if r.labels is not None else "label"
         kinds.setdefault(k, n)
     if len(kinds) > 1:
         (a, na), (b, nb) = sorted(kinds.items(), key=lambda kv: kv[1])[:2]
@@ -53,7 +38,7 @@ def output_kind(rows: list[dict[str, Any]], path: str) -> Kind:
 
 
 def train_sets(
-    rows: list[dict[str, Any]],
+    rows: list[RowResult],
     kind: Kind,
     features: str,
     weight_by_confidence: bool,
@@ -66,14 +51,15 @@ def train_sets(
     targets: list[list[str]] = []
     soft: list[Any] = []
     for r in rows:
-        if r.get("error") or not isinstance(r.get(text_column), str):
+        text = column(r, text_column)
+        if r.error or not isinstance(text, str):
             continue
-        got = r.get("labels" if kind == "multi_label" else "path")
-        if not isinstance(got, list) or (kind == "taxonomy" and not got):
+        got = r.labels if kind == "multi_label" else r.path
+        if got is None or (kind == "taxonomy" and not got):
             continue
-        texts.append(r[text_column])
-        targets.append([str(x) for x in got])
-        soft.append(r.get("probs" if kind == "multi_label" else "level_confidence"))
+        texts.append(text)
+        targets.append(list(got))
+        soft.append(r.probs if kind == "multi_label" else r.level_confidence)
     if not texts:
         raise ValueError("no usable rows (all have errors or no label set / path)")
     card: dict[str, Any] = {"rows_used": len(texts), "rows_skipped": len(rows) - len(texts)}

@@ -4,6 +4,7 @@ calibration and cost per correct label."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ from llmlabel.evaluation import metrics, multilabel, taxonomy
 from llmlabel.io.gold import read_gold
 from llmlabel.io.ledger_file import read_ledger
 from llmlabel.io.paths import eval_path, ledger_path
-from llmlabel.io.rows import iter_rows
-from llmlabel.io.values import json_field
+from llmlabel.io.records import read_results
+from llmlabel.results import MULTILABEL, TAXONOMY, JudgeAnswer, RowResult
 
 __all__ = ["eval_path", "evaluate", "format_report"]
 
@@ -59,60 +60,35 @@ class _Rows:
     judge_cands: dict[str, list[list[str] | None]] = field(default_factory=dict)
     label_order: list[str] = field(default_factory=list)
 
-    def add_judges(self, judges: Any) -> None:
+    def add_judges(self, judges: Mapping[str, JudgeAnswer]) -> None:
         row = len(self.ids) - 1
-        for name, ans in (judges if isinstance(judges, dict) else {}).items():
+        for name, ans in judges.items():
             if name not in self.judge_votes:  # a judge first seen late: earlier rows had no answer from it
                 self.judge_votes[name] = [None] * row
                 self.judge_cands[name] = [None] * row
-            ans = ans if isinstance(ans, dict) else {}
-            self.judge_votes[name].append(ans.get("label"))
-            jc = ans.get("candidates")
-            self.judge_cands[name].append([str(x) for x in jc] if isinstance(jc, list) else None)
+            self.judge_votes[name].append(ans.label)
+            self.judge_cands[name].append(ans.candidates)
         for name in self.judge_votes:  # judges absent from this row (a cascade stopped early)
             if len(self.judge_votes[name]) <= row:
                 self.judge_votes[name].append(None)
                 self.judge_cands[name].append(None)
 
 
-def _read(out: Path, gold: dict[str, str]) -> _Rows:
+def _read(results: Iterable[RowResult], gold: dict[str, str]) -> _Rows:
     rows = _Rows()
-    for i, rec in enumerate(iter_rows(out)):
-        if i == 0 and "label" not in rec:
-            raise InputError(f"{out} has no 'label' column; pass the output file of `llmlabel label`")
+    for r in results:
         rows.n_output += 1
-        rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
-        probs = json_field(rec.get("probs"))
-        if not rows.label_order and isinstance(probs, dict):
-            rows.label_order = [str(k) for k in probs]  # the config's label order
-        if rid not in gold:
+        if not rows.label_order and r.probs is not None:
+            rows.label_order = list(r.probs)  # the config's label order
+        if r.id not in gold:
             continue
-        rows.ids.append(rid)
-        rows.y_true.append(gold[rid])
-        lab = rec.get("label")
-        rows.y_pred.append(NONE if lab in (None, "") else str(lab))
-        rows.conf.append(_confidence(rec.get("confidence"), out, i))
-        cs = json_field(rec.get("candidates"))
-        rows.cands.append([str(x) for x in cs] if isinstance(cs, list) else [])
-        rows.add_judges(json_field(rec.get("judges")))
+        rows.ids.append(r.id)
+        rows.y_true.append(gold[r.id])
+        rows.y_pred.append(NONE if r.label is None else r.label)
+        rows.conf.append(r.confidence)
+        rows.cands.append(list(r.candidates))
+        rows.add_judges(r.judges)
     return rows
-
-
-def _confidence(c: Any, out: Path, i: int) -> float | None:
-    """A row's confidence as the output has it (CSV: text); NaN (a table's missing value) is none."""
-    if c is None or c == "":
-        return None
-    try:
-        x = float(c)
-    except (TypeError, ValueError):
-        x = -1.0
-    if x != x:
-        return None
-    if not 0.0 <= x <= 1.0:
-        raise InputError(
-            f"{out}: row {i + 1} has confidence {c!r}, not a number from 0 to 1; pass the output of `llmlabel label`"
-        )
-    return x
 
 
 def _dict(v: Any) -> dict[str, Any]:
@@ -133,16 +109,19 @@ def evaluate(
     out = Path(output)
     if not out.is_file():
         raise InputError(f"output file {out} not found; pass the file written by `llmlabel label`")
-    first = next(iter(iter_rows(out)), None)
-    if first is not None and taxonomy.is_taxonomy(first):  # gold paths: label_l1, label_l2, ... or a path
-        return taxonomy.evaluate_paths(out, gold_path, id_column, label_column)
+    results = read_results(out)
+    first = next(results, None)
+    if (
+        first is not None and first.kind == TAXONOMY and first.path is not None
+    ):  # gold paths: label_l1, label_l2, ... or a path
+        return taxonomy.evaluate_paths(out, gold_path, id_column, label_column, _chain(first, results))
     gold = read_gold(gold_path, id_column, label_column)
     numbered = gold.numbered
     if not gold:
         raise InputError(f"gold file {gold_path} has no non-empty '{label_column}' values; pass --label-column")
-    if first is not None and multilabel.is_multilabel(first):
-        return _evaluate_sets(out, gold, gold_path, label_column, first)
-    rows = _read(out, gold)
+    if first is not None and first.kind == MULTILABEL and first.labels is not None:
+        return _evaluate_sets(out, gold, gold_path, label_column, first, _chain(first, results))
+    rows = _read(() if first is None else _chain(first, results), gold)
     n = len(rows.ids)
     if n == 0:
         hint = (
@@ -199,13 +178,22 @@ def _candidate_sets(rows: _Rows) -> list[list[str]] | None:
     return [sorted({str(v[r]) for v in votes if v[r] is not None}) for r in range(len(rows.ids))]
 
 
+def _chain(first: RowResult, rest: Iterator[RowResult]) -> Iterator[RowResult]:
+    yield first
+    yield from rest
+
+
 def _evaluate_sets(
-    out: Path, gold: dict[str, str], gold_path: str | Path, label_column: str, first: dict[str, Any]
+    out: Path,
+    gold: dict[str, str],
+    gold_path: str | Path,
+    label_column: str,
+    first: RowResult,
+    results: Iterable[RowResult],
 ) -> dict[str, Any]:
     """A multi-label output's report (evaluation/multilabel.py)."""
-    rows = multilabel.read_rows(out)
-    probs = json_field(first.get("probs"))
-    order = [str(k) for k in probs] if isinstance(probs, dict) else []
+    rows = list(results)
+    order = list(first.probs or ())
     rep = {"output": str(out), "gold": str(gold_path), "label_column": label_column, "rows_output": len(rows)}
     rep["rows_gold"] = len(gold)
     rep.update(multilabel.evaluate_sets(rows, gold, order))

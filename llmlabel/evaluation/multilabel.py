@@ -8,7 +8,6 @@ label; and the same set metrics for each judge's own answers."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from llmlabel.ensemble.multilabel import split
 from llmlabel.evaluation import metrics
 from llmlabel.io.values import json_field
+from llmlabel.results import RowResult
 
 
 def label_set(value: Any) -> list[str]:
@@ -25,11 +25,6 @@ def label_set(value: Any) -> list[str]:
     if isinstance(v, tuple) or (not isinstance(v, (str, list)) and hasattr(v, "tolist")):
         v = list(v.tolist() if hasattr(v, "tolist") else v)  # a numpy array from pandas or Parquet
     return split(v)
-
-
-def is_multilabel(rec: dict[str, Any]) -> bool:
-    """Whether an output row is a multi-label job's (its `labels` field is a list)."""
-    return isinstance(json_field(rec.get("labels")), list)
 
 
 def set_scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -44,20 +39,17 @@ def set_scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def evaluate_sets(rows: list[dict[str, Any]], gold: dict[str, str], labels: list[str]) -> dict[str, Any]:
-    """The multi-label report for output `rows` (already read) against `gold` (id -> "a|b")."""
+def evaluate_sets(rows: list[RowResult], gold: dict[str, str], labels: list[str]) -> dict[str, Any]:
+    """The multi-label report for output `rows` (read by io.records.read_results) against `gold` (id -> "a|b")."""
     ids, truth_sets, pred_sets, probs, judges = [], [], [], [], []
-    for i, rec in enumerate(rows):
-        rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
-        if rid not in gold:
+    for r in rows:
+        if r.id not in gold:
             continue
-        ids.append(rid)
-        truth_sets.append(set(label_set(gold[rid])))
-        pred_sets.append(set(label_set(rec.get("labels"))))
-        p = json_field(rec.get("probs"))
-        probs.append(p if isinstance(p, dict) else {})
-        js = json_field(rec.get("judges"))
-        judges.append(js if isinstance(js, dict) else {})
+        ids.append(r.id)
+        truth_sets.append(set(label_set(gold[r.id])))
+        pred_sets.append(set(split(list(r.labels or ()))))
+        probs.append(r.probs or {})
+        judges.append(r.judges)
     seen = set(labels)
     labels = labels + sorted({lab for s in truth_sets + pred_sets for lab in s} - seen)
     K, n = len(labels), len(ids)
@@ -98,14 +90,11 @@ def evaluate_sets(rows: list[dict[str, Any]], gold: dict[str, str], labels: list
     names = sorted({name for js in judges for name in js})
     per_judge = {}
     for name in names:
-        keep = [
-            i
-            for i, js in enumerate(judges)
-            if isinstance(js.get(name), dict) and isinstance(js[name].get("labels"), list)
-        ]
+        sets = [None if (a := js.get(name)) is None else a.labels for js in judges]
+        keep = [i for i, s in enumerate(sets) if s is not None]
         if not keep:
             continue
-        jp = np.array([[lab in judges[i][name]["labels"] for lab in labels] for i in keep], dtype=bool)
+        jp = np.array([[lab in (sets[i] or ()) for lab in labels] for i in keep], dtype=bool)
         per_judge[name] = {"rows": len(keep), **set_scores(truth[keep], jp)}
     if per_judge:
         report["judges"] = per_judge
@@ -129,9 +118,3 @@ def format_sets(rep: dict[str, Any]) -> list[str]:
     for name, j in (rep.get("judges") or {}).items():
         out.append(f"judge {name}: micro-F1 {j['micro_f1']:.4f}  macro-F1 {j['macro_f1']:.4f}  ({j['rows']} rows)")
     return out
-
-
-def read_rows(out: Path) -> list[dict[str, Any]]:
-    from llmlabel.io.rows import iter_rows
-
-    return list(iter_rows(out))

@@ -12,11 +12,13 @@ al. 2005): each path as the set of its prefixes, precision and recall over all r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
 from llmlabel.io.rows import iter_rows
+from llmlabel.results import RowResult
 
 
 def _field(v: Any) -> Any:
@@ -26,11 +28,6 @@ def _field(v: Any) -> Any:
         except ValueError:
             return None
     return v
-
-
-def is_taxonomy(rec: dict[str, Any]) -> bool:
-    """Whether an output row is a taxonomy job's (a `path` list and a `depth`)."""
-    return isinstance(_field(rec.get("path")), list) and "depth" in rec
 
 
 def _as_path(v: Any) -> list[str]:
@@ -67,19 +64,21 @@ def read_gold_paths(gold_path: str | Path, id_column: str, label_column: str) ->
     return out
 
 
-def evaluate_paths(out: Path, gold_path: str | Path, id_column: str, label_column: str) -> dict[str, Any]:
+def evaluate_paths(
+    out: Path, gold_path: str | Path, id_column: str, label_column: str, results: Iterable[RowResult]
+) -> dict[str, Any]:
+    """A taxonomy output's report; `results`: its rows (io.records.read_results)."""
     gold = read_gold_paths(gold_path, id_column, label_column)
     if not gold:
         raise InputError(f"gold file {gold_path} has no gold paths; check --label-column")
     pairs: list[tuple[list[str], list[str]]] = []
     n_output = errors = 0
-    for i, rec in enumerate(iter_rows(out)):
+    for r in results:
         n_output += 1
-        rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
-        if rid not in gold:
+        if r.id not in gold:
             continue
-        errors += bool(rec.get("error"))
-        pairs.append((_as_path(rec.get("path")), gold[rid]))
+        errors += bool(r.error)
+        pairs.append(([x for x in r.path or () if x], gold[r.id]))
     if not pairs:
         raise InputError(f"no ids in common between {out} and {gold_path}; check --id-column")
     return {

@@ -6,14 +6,21 @@ columns, `id`, then the outcome. A one-label or multi-label row's outcome is `la
 `probs`, `candidates`, `error`, `judges`; a taxonomy row's is `label`, `confidence`, `probs`, `candidates`,
 `judges`, `error`, `path`, `depth`, `level_confidence`; a row with nothing to label has the first layout's
 fields with `judges` before `error` and no `labels` or `path`. `from_record` reads the layout back, so that
-`to_record(from_record(rec)) == rec` with the same order for every record llmlabel writes."""
+`to_record(from_record(rec)) == rec` with the same order for every record llmlabel writes.
+
+`read_results` is the one reader of an output file for the tools that read one (eval, distill, review): it
+parses each row at the boundary (JSON text decoded, fields checked, one line naming the file and the row for a
+field that is not what llmlabel writes) and hands them typed results."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
-from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from llmlabel.errors import InputError
 from llmlabel.results import MULTILABEL, TAXONOMY, AggregationReport, JudgeAnswer, RowResult
 
 POSITION = "_i"  # a part-file record's input position (always its first field)
@@ -154,15 +161,13 @@ def _number(value: Any) -> float | None:
         return None
 
 
-@lru_cache(maxsize=256)
-def _layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A record's input columns and the fields a later tool added, from its field names (see `from_record`).
-    Cached: a file's records share their names, and walking them took a third of a weighted job's rewrite
-    (warm 5,000 rows: from_record 313 -> 185 bytecodes a row, benchmarks/results/results_model.md)."""
+def _layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], str, bool]:
+    """What a record's field names say (see from_record): its input columns, the fields a later tool added after
+    the outcome, its kind, and whether it may be a row with nothing to label (then its `judges` is empty)."""
     inputs: list[str] = []
     extra: list[str] = []
     outcome = False
-    for k in keys:  # one pass: the input columns, then the outcome and what a later tool added
+    for k in keys:  # the input columns, then the outcome and what a later tool added
         if k in OUTCOME_FIELDS:
             if not outcome:
                 outcome = True
@@ -175,7 +180,19 @@ def _layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
             extra.append(k)
     if not outcome and inputs and inputs[-1] == "id":
         inputs.pop()
-    return tuple(inputs), tuple(extra)
+    kind = TAXONOMY if "path" in keys else MULTILABEL if "labels" in keys else "label"
+    # A row with nothing to label: `judges` (always empty) before `error`, and neither a set nor a path.
+    unasked = (
+        "path" not in keys
+        and "labels" not in keys
+        and "judges" in keys
+        and "error" in keys
+        and keys.index("judges") < keys.index("error")
+    )
+    return tuple(inputs), tuple(extra), kind, unasked
+
+
+_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...], str, bool]] = {}
 
 
 def from_record(
@@ -187,28 +204,33 @@ def from_record(
     `kind`: the job's kind when known (a row with nothing to label does not show it); else read from the record
     (a `path`: a taxonomy row; `labels`: a multi-label row). `judges`: the record's `judges` already read (rows
     that repeat an answer combination share one)."""
-    input_keys, extra_keys = _layout(tuple(rec))
+    keys = tuple(rec)
+    layout = _LAYOUTS.get(keys)
+    if layout is None:  # (the rows of one file share a few layouts: each is worked out once)
+        if len(_LAYOUTS) >= 256:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[keys] = _layout(keys)
+    input_keys, extra_keys, auto_kind, maybe_unasked = layout
     inputs = {k: rec[k] for k in input_keys}
     extra = {k: rec[k] for k in extra_keys} if extra_keys else {}
     if kind is None:
-        kind = TAXONOMY if "path" in rec else MULTILABEL if "labels" in rec else "label"
-    # A row with nothing to label: `judges` (always empty) before `error`, and neither a set nor a path.
-    asked = True
-    if "path" not in rec and "labels" not in rec and "judges" in rec and "error" in rec and not rec["judges"]:
-        order = [k for k in rec if k in ("judges", "error")]
-        asked = order[0] != "judges"
+        kind = auto_kind
+    asked = not (maybe_unasked and not rec["judges"])
     probs = rec.get("probs")
     labels, path, levels = rec.get("labels"), rec.get("path"), rec.get("level_confidence")
     position = rec.get(POSITION)
     label, error, source = rec.get("label"), rec.get("error"), rec.get("label_source")
-    return RowResult.make(
-        str(rec.get("id", "")),
+    conf, rid = rec.get("confidence"), rec.get("id", "")
+    # Every field given: the dict filled as RowResult.evolve fills it, without its check (a reader's hot path).
+    r = object.__new__(RowResult)
+    r.__dict__.update(
+        id=rid if type(rid) is str else str(rid),
         kind=kind,
         position=position if type(position) is int else None,
         inputs=inputs,
         asked=asked,
-        label=None if label is None else str(label),
-        confidence=_number(rec.get("confidence")),
+        label=label if type(label) is str or label is None else str(label),
+        confidence=conf if type(conf) is float else _number(conf),
         probs=probs if isinstance(probs, dict) else dict(probs) if isinstance(probs, Mapping) else None,
         candidates=_strings(rec.get("candidates")),
         judges=judges_from_record(rec.get("judges")) if judges is None else judges,
@@ -221,6 +243,164 @@ def from_record(
         label_source=None if source is None else str(source),
         extra=extra,
     )
+    return r
+
+
+# Outcome fields a CSV or Parquet output keeps as JSON text (lists and mappings): what each must be, in words
+# and as the type JSON gives it.
+_JSON_FIELDS = {
+    "probs": ("a mapping of labels to probabilities", dict),
+    "candidates": ("a list of labels", list),
+    "judges": ("a mapping of judges to their answers", dict),
+    "labels": ("a list of labels", list),
+    "path": ("a list of taxonomy nodes", list),
+    "level_confidence": ("a list of numbers", list),
+}
+OUTPUT_ADVICE = "pass the output file of `llmlabel label`"
+
+
+def read_results(
+    path: str | Path, kind: str | None = None, advice: str = OUTPUT_ADVICE, judges: bool = True
+) -> Iterator[RowResult]:
+    """An output file's rows (JSONL, CSV or Parquet, read by io.rows as any file is) as results, in file order:
+    the one reader of an output for the tools that read one (eval, distill, review).
+
+    Parsed here, typed after: a CSV or Parquet cell's JSON text decoded, an empty cell read as no value, a row
+    without an id given its position (from 0) as its id. A field that is not what `llmlabel label` writes (probs
+    that are no mapping of numbers, a confidence that is no number from 0 to 1, candidates that are no list, ...)
+    is one line naming the file and the row (InputError), never an error deep inside the tool; so is a first
+    row with no `label` field (no output at all: `advice` says what to pass). Rows that repeat an answer
+    combination share one parsed `judges` mapping (as PartFile.results). `judges=False`: for a tool that
+    reads no judge's answer (distill), the results hold none and the field is neither parsed nor checked."""
+    for _, r in _read(path, kind, advice, True, False, judges):
+        yield r
+
+
+def read_output(
+    path: str | Path, kind: str | None = None, advice: str = OUTPUT_ADVICE
+) -> Iterator[tuple[dict[str, Any], RowResult]]:
+    """read_results, each row beside its record as the file holds it (a tool that writes the rows back, as the
+    review loop does, copies what it does not change), and without the `label` check (an audit output has
+    none: the caller checks the first record)."""
+    return _read(path, kind, advice, False, True, True)
+
+
+def _read(
+    path: str | Path, kind: str | None, advice: str, need_label: bool, keep: bool, with_judges: bool
+) -> Iterator[tuple[dict[str, Any], RowResult]]:
+    from llmlabel.io.rows import iter_rows
+
+    memo: dict[Any, tuple[Any, dict[str, JudgeAnswer]]] = {}  # by the answers' labels (rows read as JSON)
+    texts: dict[str, tuple[Any, dict[str, JudgeAnswer]]] = {}  # by the cell's JSON text (CSV, Parquet)
+    for i, read in enumerate(iter_rows(path)):
+        if i == 0 and need_label and "label" not in read:
+            raise InputError(f"{path} has no 'label' column; {advice}")
+        rec = dict(read) if keep else read
+        judges: dict[str, JudgeAnswer] | None = None
+        text = rec.get("judges")
+        if not with_judges:
+            judges = {}
+        elif type(text) is str and (seen := texts.get(text)) is not None:  # a CSV's or Parquet's repeated cell
+            rec["judges"], judges = seen
+        _check(rec, path, i + 1, advice, with_judges)
+        rid = rec.get("id")
+        if rid is None or rid == "" or rid != rid:  # none, empty or NaN: numbered (as io.rows.row_id)
+            rec["id"] = str(i)
+        raw = rec.get("judges")
+        if judges is None and raw:
+            try:  # the answers' labels as a cheap key; the compare below makes a hit exact
+                key: Any = tuple([a.get("label") for a in raw.values()])
+                hit = memo.get(key)
+            except (AttributeError, TypeError):  # an answer that is no mapping, a label no string: not kept
+                key = hit = None
+            if hit is not None and hit[0] == raw:
+                judges = hit[1]
+            else:
+                judges = judges_from_record(raw)
+                if key is not None:
+                    if len(memo) >= 4096:
+                        memo.clear()
+                    memo[key] = (raw, judges)
+            if type(text) is str:
+                if len(texts) >= 4096:
+                    texts.clear()
+                texts[text] = (raw, judges)
+        yield read, from_record(rec, kind, judges if judges is not None else {})
+
+
+def column(r: RowResult, name: str) -> Any:
+    """A column of the row beside its outcome: an input column (as the output names it) or one a later tool
+    added; None when the row has none."""
+    v = r.inputs.get(name)
+    return r.extra.get(name) if v is None else v
+
+
+def _numbers(values: Iterable[Any]) -> bool:
+    """Whether every value is a number (bool is none); the types gathered at C speed."""
+    return set(map(type, values)) <= _NUMBER_TYPES
+
+
+_NUMBER_TYPES = frozenset((float, int))
+_LIST_FIELDS = ("candidates", "judges", "labels", "path")  # (and mappings: judges)
+
+
+def _check(rec: dict[str, Any], path: str | Path, n: int, advice: str, judges: bool = True) -> None:
+    """`rec`'s outcome fields decoded and checked in place (see read_results)."""
+    get = rec.get
+    label = get("label")
+    if label == "":
+        rec["label"] = None
+    elif isinstance(label, (Mapping, list)):
+        raise _bad(path, n, "label", label, "a label", advice)
+    if get("error") == "":
+        rec["error"] = None
+    c = get("confidence")
+    if c is not None and not (type(c) is float and 0.0 <= c <= 1.0):
+        if c == "":
+            x: float | None = None
+        else:
+            try:
+                x = math.nan if isinstance(c, bool) else float(c)
+            except (TypeError, ValueError):
+                x = -1.0
+            if isinstance(c, bool) or not (x != x or 0.0 <= x <= 1.0):
+                raise InputError(f"{path}: row {n} has confidence {c!r}, not a number from 0 to 1; {advice}")
+        rec["confidence"] = None if x is None or x != x else x  # NaN: a table's missing value
+    # The fast path (a JSONL row as llmlabel writes it) with one test a field; anything else: _decode.
+    v = get("probs")
+    if v is not None and not (type(v) is dict and _numbers(v.values())):
+        _decode(rec, "probs", path, n, advice)
+    for k in _LIST_FIELDS if judges else _LIST_FIELDS[:1] + _LIST_FIELDS[2:]:
+        v = get(k)
+        if v is not None and type(v) is not _JSON_FIELDS[k][1]:
+            _decode(rec, k, path, n, advice)
+    v = get("level_confidence")
+    if v is not None and not (type(v) is list and _numbers(v)):
+        _decode(rec, "level_confidence", path, n, advice)
+
+
+def _decode(rec: dict[str, Any], k: str, path: str | Path, n: int, advice: str) -> None:
+    """A field's JSON text (a CSV's or Parquet's cell) decoded and checked in place; an empty cell: none."""
+    what, kind = _JSON_FIELDS[k]
+    v = rec[k]
+    if isinstance(v, str):
+        if v == "":
+            rec[k] = None
+            return
+        try:
+            v = rec[k] = json.loads(v)
+        except ValueError:
+            raise _bad(path, n, k, v, what, advice) from None
+    if kind is dict:
+        ok = isinstance(v, Mapping) and (k == "judges" or _numbers(v.values()))
+    else:
+        ok = isinstance(v, list) and (k != "level_confidence" or _numbers(v))
+    if not ok:
+        raise _bad(path, n, k, v, what, advice)
+
+
+def _bad(path: str | Path, n: int, name: str, value: Any, what: str, advice: str) -> InputError:
+    return InputError(f"{path}: row {n}: {name} {value!r:.60} is not {what}; {advice}")
 
 
 def report_record(r: AggregationReport) -> dict[str, Any]:

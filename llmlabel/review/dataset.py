@@ -3,6 +3,7 @@ judges' answers; and the model's view of it after learning from human answers (`
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,9 @@ import numpy as np
 from llmlabel.ensemble.combine import refit
 from llmlabel.errors import InputError
 from llmlabel.io.paths import audit_summary_path, ledger_path
-from llmlabel.io.records import from_record, report_record
-from llmlabel.io.rows import iter_rows
+from llmlabel.io.records import column, read_output, report_record
 from llmlabel.io.values import json_field
+from llmlabel.results import RowResult
 from llmlabel.review.kinds import LabelKind
 
 __all__ = ["Dataset", "ModelView", "crossfit", "load_output", "model_view"]
@@ -30,7 +31,7 @@ class Dataset:
     labels: list[str]
     ids: list[str]
     texts: list[str]
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # the rows as the file holds them (FINAL copies what a human did not change)
     judge_names: list[str]
     audit: bool = False
     suggested: list[str | None] = field(default_factory=list)
@@ -40,6 +41,7 @@ class Dataset:
     mode: str = "label"
     kind: LabelKind | None = None  # multi-label or taxonomy (review.kinds); None: one label per row
     batch: list[str] = field(default_factory=list)  # judges the run batch-calibrated (its ledger says)
+    results: list[RowResult] = field(default_factory=list)  # the same rows, read (io.records.read_output)
 
     @property
     def k(self) -> LabelKind:
@@ -91,17 +93,19 @@ def load_output(
     if not p.is_file():
         raise InputError(f"{p} not found; pass the output file of `llmlabel label` or `llmlabel audit`")
     records: list[dict[str, Any]] = []
+    results: list[RowResult] = []
     ids: list[str] = []
     texts: list[str] = []
     names: dict[str, None] = {}
     audit = False
     index = set(labels)
     seen: set[str] = set()
-    for i, rec in enumerate(iter_rows(p)):
+    advice = "pass the output of `llmlabel label` or `llmlabel audit`"
+    for i, (rec, r) in enumerate(read_output(p, mode if kind is None else None, advice)):
         if i == 0:
             audit = "given_label" in rec and "score" in rec
             if not audit and "label" not in rec:
-                raise InputError(f"{p} has no 'label' column; pass the output of `llmlabel label` or `llmlabel audit`")
+                raise InputError(f"{p} has no 'label' column; {advice}")
             if kind is not None and audit:
                 raise InputError(
                     f"{p} is an audit output of a {kind.name} task: the review loop reviews labeled outputs of such "
@@ -110,36 +114,37 @@ def load_output(
             if kind is not None and kind.name == "taxonomy" and "path" not in rec:
                 raise InputError(f"{p} has no 'path' column: pass the output of the taxonomy config it was made with")
         for k in ("judges", "probs", "candidates"):
-            rec[k] = json_field(rec.get(k))
-        rid = str(rec.get("id")) if rec.get("id") not in (None, "") else str(i)
+            rec[k] = json_field(rec.get(k))  # (read_output checked them)
+        rid = r.id
         if rid in seen:
             raise InputError(f"{p}: id {rid!r} appears twice; review needs one row per id")
         seen.add(rid)
         rec["id"] = rid
         if kind is not None:
-            _check_key(kind, rec, rid, p)
-        lab = _label(rec.get("given_label" if audit else "label"))
+            _check_key(kind, r, p)
+        lab = _label(rec.get("given_label")) if audit else r.label
         if kind is None and lab is not None and lab not in index:
             raise InputError(
                 f"{p}: row {rid!r} has label {lab!r} outside task.labels ({', '.join(labels)}); pass the config the "
                 "output was made with"
             )
-        for n in rec.get("judges") or {}:
+        for n in r.judges:
             names.setdefault(n, None)
         records.append(rec)
+        results.append(r)
         ids.append(rid)
-        texts.append("" if rec.get("text") is None else str(rec.get("text")))
+        text = column(r, "text")
+        texts.append("" if text is None else str(text))
     if not records:
         raise InputError(f"{p} has no rows")
     ds = Dataset(p, list(labels), ids, texts, records, list(names), audit=audit, method=method, mode=mode, kind=kind)
     ds.batch = _batch_calibrated(p) if not audit else []
+    ds.results = results
     if audit:
         ds.suggested = [_label(r.get("suggested_label")) for r in records]
         ds.flagged = np.array([str(r.get("flagged")).lower() in ("true", "1") for r in records], dtype=bool)
         summary = audit_summary_path(p)
         if summary.is_file():
-            import json
-
             try:
                 ds.audit_precision = json.loads(summary.read_text()).get("est_precision")
             except ValueError:
@@ -147,9 +152,10 @@ def load_output(
     return ds
 
 
-def _check_key(kind: LabelKind, rec: dict[str, Any], rid: str, p: Path) -> None:
+def _check_key(kind: LabelKind, r: RowResult, p: Path) -> None:
     """A multi-label row's set within task.labels, a taxonomy row's path a node of task.taxonomy."""
-    key = kind.model_key(rec)
+    rid = r.id
+    key = kind.result_key(r)
     if key is None:
         return
     bad = (
@@ -183,19 +189,19 @@ def model_view(ds: Dataset, gold: dict[str, str] | None = None) -> ModelView:
     n = len(ds)
     if ds.kind is not None:
         return ModelView(
-            [ds.kind.model_key(r) for r in ds.records],
-            np.array([_float(r.get("confidence")) for r in ds.records]),
-            [r.get("probs") if isinstance(r.get("probs"), dict) else None for r in ds.records],
+            [ds.kind.result_key(r) for r in ds.results],
+            np.array([r.confidence or 0.0 for r in ds.results]),
+            [None if r.probs is None else dict(r.probs) for r in ds.results],
             {"learned": False},
         )
     if ds.audit:
         return ModelView(
             [_label(r.get("given_label")) for r in ds.records],
             np.array([_float(r.get("score")) for r in ds.records]),
-            [r.get("probs") if isinstance(r.get("probs"), dict) else None for r in ds.records],
+            [None if r.probs is None else dict(r.probs) for r in ds.results],
         )
     gold = {k: v for k, v in (gold or {}).items() if v in ds.labels}
-    results = [from_record(r, ds.mode) for r in ds.records]
+    results = ds.results
     update: Any = None
     quality: dict[str, Any] = {}
     if ds.judge_names:

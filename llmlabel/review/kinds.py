@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llmlabel.io.records import from_record
+from llmlabel.results import JudgeAnswer, RowResult
 from llmlabel.taxonomy import Taxonomy, path_key
 
 __all__ = ["EMPTY_SET", "LabelKind", "kind_for"]
@@ -69,33 +71,33 @@ class LabelKind:
         return [] if not key else str(key).split(" > ")
 
     def model_key(self, rec: dict[str, Any]) -> str | None:
-        """The model's answer in an output row (None: no answer)."""
-        if self.name == "multilabel":
-            got = _listish(rec.get("labels"))
-            if got is None:  # a CSV without the list column: the joined `label`
-                lab = rec.get("label")
-                if lab in (None, ""):
-                    return None if rec.get("error") else EMPTY_SET
-                got = str(lab).split("|")
-            return self.set_key(got)
-        if self.name == "taxonomy":
-            p = _listish(rec.get("path"))
-            return path_key(p) if p else None
-        lab = rec.get("label")
-        return None if lab in (None, "") else str(lab)
+        """The model's answer in a written output row (a CSV's lists as JSON text too; None: no answer)."""
+        lists = {k: _listish(rec.get(k)) for k in ("labels", "path")}
+        return self.result_key(from_record({**rec, **lists}))
 
-    def judge_key(self, ans: Any) -> str | None:
+    def result_key(self, r: RowResult) -> str | None:
+        """The model's answer in an output row (io.records.read_results; None: no answer)."""
+        if self.name == "multilabel":
+            got = r.labels
+            if got is None:  # a CSV without the list column: the joined `label`
+                if r.label is None or r.label == "":
+                    return None if r.error else EMPTY_SET
+                got = tuple(r.label.split("|"))
+            return self.set_key(list(got))
+        if self.name == "taxonomy":
+            return path_key(list(r.path)) if r.path else None
+        return r.label or None
+
+    def judge_key(self, ans: JudgeAnswer | None) -> str | None:
         """A judge's own answer (its `judges` entry) as a key."""
-        if not isinstance(ans, dict):
+        if ans is None:
             return None
         if self.name == "multilabel":
-            got = _listish(ans.get("labels"))
-            return None if got is None else self.set_key(got)
+            return None if ans.labels is None else self.set_key(ans.labels)
         if self.name == "taxonomy":
-            p = _listish(ans.get("path"))
-            return path_key(p) if p else None
-        lab = ans.get("label")
-        return str(lab) if lab else None
+            p = [x.label for x in ans.levels or ()]
+            return path_key([x for x in p if x is not None]) if p and None not in p else None
+        return ans.label or None
 
     def parse(self, text: str) -> str | None:
         """A human's answer as a key, or None when it is not one of this task's."""

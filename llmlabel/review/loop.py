@@ -19,6 +19,7 @@ import numpy as np
 from llmlabel.ensemble.calibration import calibrate_confidence
 from llmlabel.errors import InputError
 from llmlabel.evaluation.metrics import expected_calibration_error
+from llmlabel.results import JudgeAnswer
 from llmlabel.review.dataset import Dataset, ModelView, crossfit, model_view
 from llmlabel.review.kinds import LabelKind
 from llmlabel.review.records import HumanAnswer, ReviewItem
@@ -427,18 +428,18 @@ def add_answers(ds: Dataset, state: ReviewState, answers: Iterable[HumanAnswer],
     return len(new)
 
 
-def judge_confidence(ans: Any, kind: LabelKind | None = None) -> tuple[str | None, float | None]:
+def judge_confidence(ans: JudgeAnswer | None, kind: LabelKind | None = None) -> tuple[str | None, float | None]:
     """A judge's label and its own confidence in it: its probability for the label when it gave logprobs, else
     1.0 (a judge without logprobs says nothing less than sure). A multi-label or taxonomy judge's answer is its
     set or path (review.kinds), at 1.0."""
     if kind is not None and not kind.single:
         key = kind.judge_key(ans)
         return key, None if key is None else 1.0
-    if not isinstance(ans, dict) or not ans.get("label"):
+    if ans is None or not ans.label:
         return None, None
-    lab = str(ans["label"])
-    p = ans.get("probs")
-    if isinstance(p, dict) and lab in p:
+    lab = ans.label
+    p = ans.probs
+    if p is not None and lab in p:
         return lab, float(p[lab])
     return lab, 1.0
 
@@ -453,7 +454,7 @@ def judge_calibrators(
     for name in ds.judge_names:
         conf, ok = [], []
         for rid, lab in gold.items():
-            jl, c = judge_confidence((ds.records[idx[rid]].get("judges") or {}).get(name), ds.k)
+            jl, c = judge_confidence(ds.results[idx[rid]].judges.get(name), ds.k)
             if jl is not None and c is not None:
                 conf.append(c)
                 ok.append(ds.k.right(jl, lab))
@@ -669,7 +670,7 @@ def _judge_report(
             i = idx[rid]
             if not val[i]:
                 continue
-            jl, c = judge_confidence((ds.records[i].get("judges") or {}).get(name), ds.k)
+            jl, c = judge_confidence(ds.results[i].judges.get(name), ds.k)
             if jl is not None and c is not None:
                 conf.append(c)
                 ok.append(ds.k.right(jl, lab))
@@ -717,9 +718,10 @@ def _final_records(
             js = r.get("judges")
             if isinstance(js, dict):
                 new = {}
+                answers = ds.results[i].judges
                 for name, ans in js.items():
                     f = judges.get(name, (None, None))[1]
-                    _, c = judge_confidence(ans)
+                    _, c = judge_confidence(answers.get(name))
                     new[name] = {**ans, "confidence_calibrated": round(f(c), 4)} if f and c is not None else ans
                 r["judges"] = new
         if a:

@@ -26,9 +26,8 @@ def _disagreement(ds: Dataset, view: ModelView, i: int) -> tuple[int, int]:
     """(judges whose answer differs from the row's, judges that answered). A taxonomy judge disagrees when its
     path does not start with the path the row reached."""
     lab = view.label[i]
-    js = ds.records[i].get("judges") or {}
     k = ds.k
-    answered = [x for a in js.values() if (x := k.judge_key(a)) is not None]
+    answered = [x for a in ds.results[i].judges.values() if (x := k.judge_key(a)) is not None]
     if k.name == "taxonomy":
         return sum(1 for a in answered if not k.right(lab, a)), len(answered)
     return sum(1 for a in answered if a != lab), len(answered)
@@ -101,8 +100,8 @@ def _p_wrong(ds: Dataset, view: ModelView, i: int) -> tuple[float, str]:
     if k.name == "taxonomy":
         d = len(k.path(view.label[i]))
         words = f"path confidence {conf:.2f} at depth {d}"
-        lc = ds.records[i].get("level_confidence")
-        if isinstance(lc, list) and len(lc) > d:
+        lc = ds.results[i].level_confidence
+        if lc is not None and len(lc) > d:
             words += f" (stopped: level {d + 1} at {float(lc[d]):.2f})"
         return 1.0 - conf, words
     return 1.0 - conf, f"confidence {conf:.2f}"
@@ -156,10 +155,9 @@ def activelab_priority(ds: Dataset, view: ModelView) -> np.ndarray:
     index = {lab: k for k, lab in enumerate(ds.labels)}
     J = max(len(ds.judge_names), 1)
     votes = np.full((len(ds), J), np.nan)
-    for i, rec in enumerate(ds.records):
-        js = rec.get("judges") or {}
+    for i, res in enumerate(ds.results):
         for j, name in enumerate(ds.judge_names):
-            lab = (js.get(name) or {}).get("label") if isinstance(js.get(name), dict) else None
+            lab = None if (a := res.judges.get(name)) is None else a.label
             if lab in index:
                 votes[i, j] = index[lab]
     # Rows no judge answered get the model's label (or the first) as one annotation: ActiveLab needs one a row.
