@@ -1,4 +1,5 @@
-"""The typed data model of a labeling job: a judge's answer, a row's result and the whole-job aggregation's report.
+"""The typed data model of a labeling job: a judge's answer, a row's result and the whole-job aggregation's report
+(and an audit's row, `Suspect`).
 
 A foundation (no llmlabel import), so that every layer can hold these types: the pipeline builds a `RowResult`
 for each row, the ensemble decides its label (`Verdict`) and refits it over the whole job (returning new
