@@ -1,4 +1,5 @@
-"""The typed data model of a labeling job: a judge's answer, a row's result and the whole-job aggregation's report.
+"""The typed data model of a labeling job: a judge's answer, a row's result and the whole-job aggregation's report
+(and an audit's row, `Suspect`).
 
 A foundation (no llmlabel import), so that every layer can hold these types: the pipeline builds a `RowResult`
 for each row, the ensemble decides its label (`Verdict`) and refits it over the whole job (returning new
@@ -189,3 +190,37 @@ class AggregationReport:
     confidence_calibrated_on: int | None = None  # gold rows the confidences were recalibrated on
     batch_calibrated: tuple[str, ...] = ()  # judges whose distributions were divided by their mean over the job
     batch_too_few: Mapping[str, int] | None = None  # judges with batch_calibration left as they were: their rows
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """One row of an audit's result, as `llmlabel audit` scored it (io.records.suspect_record makes it an output
+    record). score: P(the given label, or set, is right); the ranks count from 1, most suspicious first; the
+    cleanlab fields are None when the classifier did not run. A multi-label audit also fills the sets: the
+    given and suggested labels, and, per flagged (row, label) pair, P(the given set is wrong about it)."""
+
+    id: str
+    text: str
+    given_label: str  # a multi-label audit: the set joined by "|", as `llmlabel label` writes a set's `label`
+    suggested_label: str
+    score: float
+    flagged: bool
+    judge_score: float
+    judge_rank: int
+    judge_flagged: bool
+    cleanlab_score: float | None
+    cleanlab_rank: int | None
+    cleanlab_issue: bool | None
+    probs: dict[str, float]
+    judges: dict[str, Any]  # each judge's answer record, by judge name
+    error: str | None = None
+    given_labels: list[str] | None = None  # the multi-label fields: None in a single-label audit
+    suggested_labels: list[str] | None = None
+    missing: dict[str, float] | None = None  # labels that apply though the given set lacks them
+    extra: dict[str, float] | None = None  # labels the given set has though they do not apply
+    judge_suspects: list[str] | None = None
+    cleanlab_suspects: list[str] | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.given_labels is not None

@@ -18,6 +18,8 @@ from llmlabel.auditing.multilabel import given_sets, score_set_answers
 from llmlabel.config import Config
 from llmlabel.errors import InputError
 from llmlabel.io.frames import Table, as_table
+from llmlabel.io.records import suspect_record
+from llmlabel.results import Suspect
 
 if TYPE_CHECKING:
     import datasets
@@ -42,23 +44,28 @@ _CLI_ONLY = {"label_column", "gold", "max_cost", "max_requests", "progress", "ru
 
 @dataclass(frozen=True)
 class AuditReport:
-    """records: one per row, most suspicious first (id, text, given_label, suggested_label, score = P(given
-    label is right), flagged, judge_score, cleanlab_score, probs, judges); summary: as OUTPUT.summary.json;
-    ids: the rows' ids in input order."""
+    """suspects: one per row, most suspicious first (a `Suspect`: id, text, given_label, suggested_label,
+    score = P(given label is right), flagged, judge_score, cleanlab_score, probs, judges); summary: as
+    OUTPUT.summary.json; ids: the rows' ids in input order."""
 
-    records: list[dict[str, Any]]
+    suspects: list[Suspect]
     summary: dict[str, Any]
     ids: list[str] = field(default_factory=list)
 
     @property
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as the dicts `llmlabel audit` writes as JSON lines, most suspicious first."""
+        return [suspect_record(s) for s in self.suspects]
+
+    @property
     def flagged(self) -> list[dict[str, Any]]:
-        """The rows to review, most suspicious first."""
-        return [r for r in self.records if r["flagged"]]
+        """The rows to review (as records), most suspicious first."""
+        return [suspect_record(s) for s in self.suspects if s.flagged]
 
     @property
     def scores(self) -> dict[str, float]:
         """Each row's score by id."""
-        return {r["id"]: r["score"] for r in self.records}
+        return {s.id: s.score for s in self.suspects}
 
     def in_input_order(self) -> list[dict[str, Any]]:
         """The records in the order the rows were given."""

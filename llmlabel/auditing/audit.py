@@ -27,8 +27,9 @@ from llmlabel.io.files import atomic_write
 from llmlabel.io.gold import read_gold
 from llmlabel.io.guard import Read, config_reads, inputs
 from llmlabel.io.paths import audit_judges_path, audit_summary_path
-from llmlabel.io.records import from_record
+from llmlabel.io.records import from_record, suspect_record
 from llmlabel.io.rows import iter_rows, row_id
+from llmlabel.results import Suspect
 
 if TYPE_CHECKING:
     from llmlabel.pipeline.options import RunOptions
@@ -73,7 +74,7 @@ class AuditOptions:
 @dataclass
 class AuditResult:
     output: Path
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Suspect] = field(default_factory=list)  # most suspicious first (io.records.suspect_record)
     summary: dict[str, Any] = field(default_factory=dict)
     complete: bool = False
     stopped_by: str | None = None
@@ -167,8 +168,8 @@ def audit_records(
     min_precision: float,
     judges: list[dict[str, Any]] | None = None,
     errors: list[str | None] | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Output records, most suspicious first, and the summary."""
+) -> tuple[list[Suspect], dict[str, Any]]:
+    """The rows' results, most suspicious first, and the summary."""
     n, K = len(ids), len(labels)
     flag, m, est_prec = flags_for(sig.score, min_precision)
     jflag, _, _ = flags_for(sig.judge_score, min_precision)
@@ -177,27 +178,27 @@ def audit_records(
     suggested = sig.post.argmax(axis=1)
     p_wrong = 1.0 - sig.score
     order = np.argsort(sig.score, kind="stable")
-    recs: list[dict[str, Any]] = []
+    recs: list[Suspect] = []
     for i in order:
-        rec: dict[str, Any] = {
-            "id": ids[i],
-            "text": texts[i],
-            "given_label": labels[given[i]],
-            "suggested_label": labels[suggested[i]],
-            "score": round(float(sig.score[i]), 6),
-            "flagged": bool(flag[i]),
-            "judge_score": round(float(sig.judge_score[i]), 6),
-            "judge_rank": int(jrank[i]),
-            "judge_flagged": bool(jflag[i]),
-            "cleanlab_score": None if sig.cleanlab_score is None else round(float(sig.cleanlab_score[i]), 6),
-            "cleanlab_rank": None if crank is None else int(crank[i]),
-            "cleanlab_issue": None if sig.cleanlab_issue is None else bool(sig.cleanlab_issue[i]),
-            "probs": {labels[k]: round(float(sig.post[i, k]), 4) for k in range(K)},
-            "judges": (judges[i] if judges else {}),
-        }
-        if errors and errors[i]:
-            rec["error"] = errors[i]
-        recs.append(rec)
+        recs.append(
+            Suspect(
+                id=ids[i],
+                text=texts[i],
+                given_label=labels[given[i]],
+                suggested_label=labels[suggested[i]],
+                score=round(float(sig.score[i]), 6),
+                flagged=bool(flag[i]),
+                judge_score=round(float(sig.judge_score[i]), 6),
+                judge_rank=int(jrank[i]),
+                judge_flagged=bool(jflag[i]),
+                cleanlab_score=None if sig.cleanlab_score is None else round(float(sig.cleanlab_score[i]), 6),
+                cleanlab_rank=None if crank is None else int(crank[i]),
+                cleanlab_issue=None if sig.cleanlab_issue is None else bool(sig.cleanlab_issue[i]),
+                probs={labels[k]: round(float(sig.post[i, k]), 4) for k in range(K)},
+                judges=(judges[i] if judges else {}),
+                error=errors[i] if errors else None,
+            )
+        )
     per_class = {}
     for k, lab in enumerate(labels):
         rows_k = given == k
@@ -252,13 +253,13 @@ def _matrix(given: np.ndarray, suggested: np.ndarray, labels: list[str]) -> dict
 # -- gold corrections ---------------------------------------------------------------------------------------------
 
 
-def gold_metrics(records: list[dict[str, Any]], gold: dict[str, str]) -> dict[str, Any] | None:
+def gold_metrics(records: list[Suspect], gold: dict[str, str]) -> dict[str, Any] | None:
     """With true labels for some rows: AUROC of each signal, precision/recall of the flags, and precision
     against the number reviewed (records in output order, only rows with a gold label)."""
-    rows = [r for r in records if r["id"] in gold]
+    rows = [r for r in records if r.id in gold]
     if not rows:
         return None
-    wrong = np.array([gold[r["id"]] != r["given_label"] for r in rows])
+    wrong = np.array([gold[r.id] != r.given_label for r in rows])
     out: dict[str, Any] = {"rows": len(rows), "label_errors": int(wrong.sum())}
 
     def pr(mask: np.ndarray) -> dict[str, float | int | None]:
@@ -273,7 +274,7 @@ def gold_metrics(records: list[dict[str, Any]], gold: dict[str, str]) -> dict[st
         a = auroc(-s, wrong)  # nan when the gold rows hold no label error, or nothing else: None, said so
         out[name] = {"auroc": None if a != a else round(a, 4), **pr(f)}
     out["corrected_ok"] = int(
-        sum(1 for r, w in zip(rows, wrong) if r["flagged"] and w and r["suggested_label"] == gold[r["id"]])
+        sum(1 for r, w in zip(rows, wrong) if r.flagged and w and r.suggested_label == gold[r.id])
     )
     hits = np.cumsum(wrong)
     out["precision_at"] = [round(float(h / (k + 1)), 4) for k, h in enumerate(hits)]
@@ -291,7 +292,7 @@ def score_answers(
     names: list[str],
     rows: list[dict[str, Any]],
     opts: AuditOptions,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[Suspect], dict[str, Any]]:
     """The audit of rows labeled by the judges (rows[i]: row i's labeling record, with "judges" and "error"):
     records most suspicious first, and the summary. `llmlabel audit` and `llmlabel.audit()` both end here."""
     answers: list[dict[str, Any]] = []
@@ -391,7 +392,7 @@ def run_audit(
     summary["input"] = str(input_path)
     if gold is not None:
         summary["gold"] = set_gold_metrics(records, gold, labels) if multi else gold_metrics(records, gold)
-    write_output(output_path, records)
+    write_output(output_path, [suspect_record(r) for r in records])
     atomic_write(audit_summary_path(output_path), json.dumps(summary, indent=2, ensure_ascii=False))
     result.records, result.summary, result.complete = records, summary, True
     return result

@@ -32,6 +32,7 @@ import numpy as np
 
 from llmlabel.auditing.signals import PROB_FLOOR, auroc, flags_for, out_of_fold, ranks, signal_columns, temper
 from llmlabel.errors import InputError
+from llmlabel.results import Suspect
 
 if TYPE_CHECKING:
     from llmlabel.auditing.audit import AuditOptions
@@ -200,8 +201,8 @@ def set_records(
     allow_empty: bool,
     judges: list[dict[str, Any]] | None = None,
     errors: list[str | None] | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Output records, most suspicious first, and the summary (see the module docstring)."""
+) -> tuple[list[Suspect], dict[str, Any]]:
+    """The rows' results, most suspicious first, and the summary (see the module docstring)."""
     from llmlabel.ensemble.multilabel import SEP, SetPolicy
 
     n, K = given.shape
@@ -215,41 +216,41 @@ def set_records(
     policy = SetPolicy(0.5, allow_empty)
     p_wrong = 1.0 - sig.score
     order = np.argsort(row_score, kind="stable")
-    recs: list[dict[str, Any]] = []
+    recs: list[Suspect] = []
     suggested_sets: list[list[str]] = [[] for _ in range(n)]
     for i in order:
         given_i = [labels[k] for k in np.flatnonzero(given[i])]
         sugg = policy.decide({labels[k]: float(sig.post[i, k]) for k in range(K)})
         suggested_sets[i] = sugg
-        rec: dict[str, Any] = {
-            "id": ids[i],
-            "text": texts[i],
-            # Joined as `llmlabel label` joins a set's `label` field: readable in CSV, comparable as text.
-            "given_label": SEP.join(given_i),
-            "suggested_label": SEP.join(sugg),
-            "given_labels": given_i,
-            "suggested_labels": sugg,
-            "score": round(float(row_score[i]), 6),
-            "flagged": bool(flag[i]),
-            # P(the given set is wrong about the label), for each flagged pair
-            "missing": {labels[k]: round(float(p_wrong[i, k]), 4) for k in np.flatnonzero(pflag[i] & ~given[i])},
-            "extra": {labels[k]: round(float(p_wrong[i, k]), 4) for k in np.flatnonzero(pflag[i] & given[i])},
-            "judge_score": round(float(jrow[i]), 6),
-            "judge_rank": int(jrank[i]),
-            "judge_flagged": bool(jflag[i]),
-            "judge_suspects": [labels[k] for k in np.flatnonzero(jpflag[i])],
-            "cleanlab_score": None if sig.cleanlab_score is None else round(float(sig.cleanlab_score[i]), 6),
-            "cleanlab_rank": None if crank is None else int(crank[i]),
-            "cleanlab_issue": None if sig.cleanlab_issue is None else bool(sig.cleanlab_issue[i]),
-            "cleanlab_suspects": None
-            if sig.cleanlab_pairs is None
-            else [labels[k] for k in np.flatnonzero(sig.cleanlab_pairs[i])],
-            "probs": {labels[k]: round(float(sig.post[i, k]), 4) for k in range(K)},
-            "judges": (judges[i] if judges else {}),
-        }
-        if errors and errors[i]:
-            rec["error"] = errors[i]
-        recs.append(rec)
+        recs.append(
+            Suspect(
+                id=ids[i],
+                text=texts[i],
+                # Joined as `llmlabel label` joins a set's `label` field: readable in CSV, comparable as text.
+                given_label=SEP.join(given_i),
+                suggested_label=SEP.join(sugg),
+                given_labels=given_i,
+                suggested_labels=sugg,
+                score=round(float(row_score[i]), 6),
+                flagged=bool(flag[i]),
+                # P(the given set is wrong about the label), for each flagged pair
+                missing={labels[k]: round(float(p_wrong[i, k]), 4) for k in np.flatnonzero(pflag[i] & ~given[i])},
+                extra={labels[k]: round(float(p_wrong[i, k]), 4) for k in np.flatnonzero(pflag[i] & given[i])},
+                judge_score=round(float(jrow[i]), 6),
+                judge_rank=int(jrank[i]),
+                judge_flagged=bool(jflag[i]),
+                judge_suspects=[labels[k] for k in np.flatnonzero(jpflag[i])],
+                cleanlab_score=None if sig.cleanlab_score is None else round(float(sig.cleanlab_score[i]), 6),
+                cleanlab_rank=None if crank is None else int(crank[i]),
+                cleanlab_issue=None if sig.cleanlab_issue is None else bool(sig.cleanlab_issue[i]),
+                cleanlab_suspects=None
+                if sig.cleanlab_pairs is None
+                else [labels[k] for k in np.flatnonzero(sig.cleanlab_pairs[i])],
+                probs={labels[k]: round(float(sig.post[i, k]), 4) for k in range(K)},
+                judges=(judges[i] if judges else {}),
+                error=errors[i] if errors else None,
+            )
+        )
     per_class = {}
     for k, lab in enumerate(labels):
         has, lacks = given[:, k], ~given[:, k]
@@ -322,7 +323,7 @@ def score_set_answers(
     rows: list[dict[str, Any]],
     opts: AuditOptions,
     allow_empty: bool,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[Suspect], dict[str, Any]]:
     """The multi-label audit of rows the judges labeled (rows[i]: row i's labeling record): records most
     suspicious first, and the summary. `llmlabel audit` and `llmlabel.audit()` both end here."""
     from llmlabel.ensemble.votes import VoteMatrix
@@ -349,18 +350,18 @@ def score_set_answers(
     return records, summary
 
 
-def set_gold_metrics(records: list[dict[str, Any]], gold: dict[str, str], labels: list[str]) -> dict[str, Any] | None:
+def set_gold_metrics(records: list[Suspect], gold: dict[str, str], labels: list[str]) -> dict[str, Any] | None:
     """With true label sets for some rows: per signal, AUROC of the row score against "the given set is wrong",
     precision/recall of its row flags, and of its (row, label) flags against the wrong pairs."""
     from llmlabel.evaluation.multilabel import label_set
 
-    rows = [r for r in records if r["id"] in gold]
+    rows = [r for r in records if r.id in gold]
     if not rows:
         return None
-    truth = [set(label_set(gold[r["id"]])) for r in rows]
-    given = [set(r["given_labels"]) for r in rows]
+    truth = [set(label_set(gold[r.id])) for r in rows]
+    given = [set(r.given_labels or []) for r in rows]
     wrong = np.array([t != g for t, g in zip(truth, given)])
-    wrong_pairs = {(r["id"], lab) for r, t, g in zip(rows, truth, given) for lab in t ^ g}
+    wrong_pairs = {(r.id, lab) for r, t, g in zip(rows, truth, given) for lab in t ^ g}
     out: dict[str, Any] = {"rows": len(rows), "label_errors": int(wrong.sum()), "wrong_pairs": len(wrong_pairs)}
 
     def pr(hits: int, flagged: int, total: int) -> dict[str, float | int | None]:
@@ -370,11 +371,11 @@ def set_gold_metrics(records: list[dict[str, Any]], gold: dict[str, str], labels
             "recall": round(hits / total, 4) if total else None,
         }
 
-    def pairs_of(r: dict[str, Any], name: str) -> set[tuple[str, str]]:
-        labs = {"combined": [*r["missing"], *r["extra"]], "judges": r["judge_suspects"]}.get(name)
+    def pairs_of(r: Suspect, name: str) -> set[tuple[str, str]]:
+        labs = {"combined": [*(r.missing or {}), *(r.extra or {})], "judges": r.judge_suspects}.get(name)
         if labs is None:
-            labs = r.get("cleanlab_suspects") or []
-        return {(r["id"], lab) for lab in labs}
+            labs = r.cleanlab_suspects or []
+        return {(r.id, lab) for lab in labs}
 
     for name, s, f in signal_columns(rows):
         a = auroc(-s, wrong)
@@ -385,7 +386,7 @@ def set_gold_metrics(records: list[dict[str, Any]], gold: dict[str, str], labels
             "pairs": pr(len(flagged_pairs & wrong_pairs), len(flagged_pairs), len(wrong_pairs)),
         }
     out["corrected_ok"] = int(
-        sum(1 for r, t, w in zip(rows, truth, wrong) if r["flagged"] and w and set(r["suggested_labels"]) == t)
+        sum(1 for r, t, w in zip(rows, truth, wrong) if r.flagged and w and set(r.suggested_labels or []) == t)
     )
     out["precision_at"] = [round(float(h / (k + 1)), 4) for k, h in enumerate(np.cumsum(wrong))]
     return out

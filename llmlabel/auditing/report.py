@@ -6,6 +6,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from llmlabel.results import Suspect
+
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d1d1f;max-width:1400px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -140,23 +142,23 @@ def _pairs(d: dict[str, float]) -> str:
     return "<br>".join(f"{escape(lab)} ({p:.2f})" for lab, p in d.items())
 
 
-def _flagged_table(records: list[dict[str, Any]]) -> str:
-    sets = bool(records) and "missing" in records[0]  # a multi-label audit: its suspect labels too
+def _flagged_table(records: list[Suspect]) -> str:
+    sets = bool(records) and records[0].multi_label  # its suspect labels too
     extra_head = "<th>missing (P wrong)</th><th>extra (P wrong)</th>" if sets else ""
     head = (
         f"<tr><th>#</th><th>id</th><th>text</th><th>given</th><th>suggested</th>{extra_head}<th>score</th>"
         "<th>judge score</th><th>cleanlab score</th><th>votes</th></tr>"
     )
     body = []
-    for k, r in enumerate((r for r in records if r["flagged"]), 1):
-        pairs = f"<td>{_pairs(r['missing'])}</td><td>{_pairs(r['extra'])}</td>" if sets else ""
+    for k, r in enumerate((r for r in records if r.flagged), 1):
+        pairs = f"<td>{_pairs(r.missing or {})}</td><td>{_pairs(r.extra or {})}</td>" if sets else ""
         body.append(
-            f"<tr><td class=num>{k}</td><td>{escape(str(r['id']))}</td><td class=text>{escape(str(r['text']))}</td>"
-            f"<td>{escape(r['given_label'])}</td><td>{escape(r['suggested_label'])}</td>{pairs}"
-            f'<td class=num data-v="{r["score"]}">{r["score"]:.4f}</td>'
-            f'<td class=num data-v="{r["judge_score"]}">{r["judge_score"]:.4f}</td>'
-            f'<td class=num data-v="{"" if r["cleanlab_score"] is None else r["cleanlab_score"]}">{_fmt(r["cleanlab_score"], 4)}</td>'
-            f"<td>{_votes(r.get('judges') or {})}</td></tr>"
+            f"<tr><td class=num>{k}</td><td>{escape(str(r.id))}</td><td class=text>{escape(str(r.text))}</td>"
+            f"<td>{escape(r.given_label)}</td><td>{escape(r.suggested_label)}</td>{pairs}"
+            f'<td class=num data-v="{r.score}">{r.score:.4f}</td>'
+            f'<td class=num data-v="{r.judge_score}">{r.judge_score:.4f}</td>'
+            f'<td class=num data-v="{"" if r.cleanlab_score is None else r.cleanlab_score}">{_fmt(r.cleanlab_score, 4)}</td>'
+            f"<td>{_votes(r.judges)}</td></tr>"
         )
     if not body:
         return "<p class=muted>No row was flagged at this precision target.</p>"
@@ -237,7 +239,7 @@ def _gold_section(gold: dict[str, Any] | None, flagged: int) -> str:
     )
 
 
-def render_report(records: list[dict[str, Any]], summary: dict[str, Any], title: str = "llmlabel audit") -> str:
+def render_report(records: list[Suspect], summary: dict[str, Any], title: str = "llmlabel audit") -> str:
     s = summary
     sig = s.get("signals", {})
     parts = [
@@ -286,7 +288,7 @@ def render_report(records: list[dict[str, Any]], summary: dict[str, Any], title:
     return "\n".join(parts)
 
 
-def write_report(path: str | Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+def write_report(path: str | Path, records: list[Suspect], summary: dict[str, Any]) -> None:
     from llmlabel.io.files import atomic_write
 
     atomic_write(path, render_report(records, summary, f"llmlabel audit: {Path(str(summary.get('input', ''))).name}"))

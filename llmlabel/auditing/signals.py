@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from llmlabel.results import Suspect
+
 PROB_FLOOR = 1e-4  # the classifier alone can never rule a class out: it is trained on noisy labels
 
 
@@ -273,7 +275,7 @@ def auroc(score_of_positive: np.ndarray, positive: np.ndarray) -> float:
     return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
-# Each signal's score and flag fields in an audit record (the summary's gold section reads them).
+# Each signal's score and flag fields in an audit's row (a Suspect) (the summary's gold section reads them).
 SIGNAL_FIELDS = {
     "combined": ("score", "flagged"),
     "judges": ("judge_score", "judge_flagged"),
@@ -281,9 +283,13 @@ SIGNAL_FIELDS = {
 }
 
 
-def signal_columns(rows: list[dict[str, Any]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(signal, scores, flags) of each signal the audit records carry."""
+def signal_columns(rows: Sequence[Suspect]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(signal, scores, flags) of each signal the audit's rows carry."""
     for name, (sk, fk) in SIGNAL_FIELDS.items():
-        if rows[0].get(sk) is None:
+        if getattr(rows[0], sk) is None:
             continue
-        yield name, np.array([r[sk] for r in rows], dtype=float), np.array([bool(r[fk]) for r in rows])
+        yield (
+            name,
+            np.array([getattr(r, sk) for r in rows], dtype=float),
+            np.array([bool(getattr(r, fk)) for r in rows]),
+        )

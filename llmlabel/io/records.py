@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.errors import InputError
-from llmlabel.results import MULTILABEL, TAXONOMY, AggregationReport, JudgeAnswer, RowResult
+from llmlabel.results import MULTILABEL, TAXONOMY, AggregationReport, JudgeAnswer, RowResult, Suspect
 
 POSITION = "_i"  # a part-file record's input position (always its first field)
 # What a taxonomy row adds to its record besides the flat fields (label, confidence, probs, ...).
@@ -444,3 +444,28 @@ def report_record(r: AggregationReport) -> dict[str, Any]:
             "too_few_rows": dict(r.batch_too_few or {}),  # left as they were (ensemble.calibration.BATCH_MIN_ROWS)
         }
     return out
+
+
+def suspect_record(s: Suspect) -> dict[str, Any]:
+    """An audit's output record of a row (the JSON line `llmlabel audit` writes, `AuditReport.records`)."""
+    rec: dict[str, Any] = {
+        "id": s.id,
+        "text": s.text,
+        "given_label": s.given_label,
+        "suggested_label": s.suggested_label,
+    }
+    if s.multi_label:
+        rec |= {"given_labels": s.given_labels, "suggested_labels": s.suggested_labels}
+    rec |= {"score": s.score, "flagged": s.flagged}
+    if s.multi_label:
+        rec |= {"missing": s.missing, "extra": s.extra}
+    rec |= {"judge_score": s.judge_score, "judge_rank": s.judge_rank, "judge_flagged": s.judge_flagged}
+    if s.multi_label:
+        rec["judge_suspects"] = s.judge_suspects
+    rec |= {"cleanlab_score": s.cleanlab_score, "cleanlab_rank": s.cleanlab_rank, "cleanlab_issue": s.cleanlab_issue}
+    if s.multi_label:
+        rec["cleanlab_suspects"] = s.cleanlab_suspects
+    rec |= {"probs": s.probs, "judges": s.judges}
+    if s.error:
+        rec["error"] = s.error
+    return rec

@@ -57,9 +57,9 @@ def test_cleanlab_multilabel_signal_finds_injected_errors_without_judges():
     assert (flagged_rows & wrong_rows).sum() / flagged_rows.sum() >= 0.7
     recs, summary = set_records([str(i) for i in range(n)], texts, given, LABELS, sig, 0.8, False)
     assert summary["signals"]["cleanlab_pairs"] == int(sig.cleanlab_pairs.sum())
-    by_id = {r["id"]: r for r in recs}
+    by_id = {r.id: r for r in recs}
     i, k = np.argwhere(sig.cleanlab_pairs)[0]
-    assert LABELS[k] in by_id[str(i)]["cleanlab_suspects"] and by_id[str(i)]["cleanlab_issue"] is not None
+    assert LABELS[k] in (by_id[str(i)].cleanlab_suspects or []) and by_id[str(i)].cleanlab_issue is not None
 
 
 def test_judges_signal_alone_flags_missing_and_extra():
@@ -72,8 +72,8 @@ def test_judges_signal_alone_flags_missing_and_extra():
     sig = score_set_signals(votes, given, ["a", "b", "c"], None)
     assert sig.cleanlab_score is None and sig.classifier_note == "disabled"
     recs, summary = set_records([str(i) for i in range(n)], [""] * n, given, LABELS, sig, 0.8, False)
-    missing = {(int(r["id"]), LABELS.index(lab)) for r in recs for lab in r["missing"]}
-    extra = {(int(r["id"]), LABELS.index(lab)) for r in recs for lab in r["extra"]}
+    missing = {(int(r.id), LABELS.index(lab)) for r in recs for lab in r.missing or {}}
+    extra = {(int(r.id), LABELS.index(lab)) for r in recs for lab in r.extra or {}}
     assert all(not given[p] for p in missing) and all(given[p] for p in extra)
     # Most flagged missing labels apply, most flagged extra ones do not, and most injected errors are found.
     right = sum(truth[p] for p in missing) + sum(not truth[p] for p in extra)
@@ -83,4 +83,4 @@ def test_judges_signal_alone_flags_missing_and_extra():
     assert all(abs(summary["judges"][j]["recall"] - 0.85) < 0.05 for j in "abc")
     assert all(abs(summary["judges"][j]["false_add_rate"] - 0.03) < 0.015 for j in "abc")
     assert abs(summary["given_labels"]["recall"] - (given & truth).sum() / truth.sum()) < 0.02
-    assert summary["flagged"] == sum(r["flagged"] for r in recs) == len({p[0] for p in missing | extra})
+    assert summary["flagged"] == sum(r.flagged for r in recs) == len({p[0] for p in missing | extra})

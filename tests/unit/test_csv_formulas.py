@@ -59,11 +59,13 @@ def test_other_formats_are_untouched(tmp_path, fmt, monkeypatch):
 def test_the_audit_review_sheet_is_escaped(tmp_path, monkeypatch):
     monkeypatch.delenv("LLMLABEL_CSV_FORMULAS", raising=False)
     from llmlabel.auditing.exports import export_csv
+    from llmlabel.results import Suspect
 
     recs = [
-        {"id": "=1+1", "text": HOSTILE[0], "given_label": "pos", "suggested_label": "neg", "score": 0.9,
-         "flagged": True, "judges": {"a": {"label": "neg"}}},
-    ]  # fmt: skip
+        Suspect(
+            "=1+1", HOSTILE[0], "pos", "neg", 0.9, True, 0.9, 1, True, None, None, None, {}, {"a": {"label": "neg"}}
+        )
+    ]
     export_csv(tmp_path / "review.csv", recs)
     (row,) = _read(tmp_path / "review.csv")
     assert row["id"] == "'=1+1" and row["text"] == "'" + HOSTILE[0] and row["score"] == "0.9"

@@ -7,6 +7,7 @@ from conftest import one_line_error, run_main, write_config
 
 from llmlabel.auditing.exports import LSTarget, export_labelstudio, labelstudio_config
 from llmlabel.io.labelstudio import parse_config
+from llmlabel.results import Suspect
 
 LABELS = ["positive", "negative"]
 CONFIG = """<View>
@@ -14,23 +15,17 @@ CONFIG = """<View>
   <Choices name="topic" toName="review"><Choice value="news"/><Choice value="sport"/></Choices>
   <Choices name="sentiment" toName="review" choice="single"><Choice value="Positive"/><Choice value="Negative"/></Choices>
 </View>"""
+
+
+def _suspect(rid: str, text: str, given: str, suggested: str, score: float, flagged: bool) -> Suspect:
+    return Suspect(
+        rid, text, given, suggested, score, flagged, score, 1, flagged, None, None, None, {}, {}
+    )  # fmt: skip
+
+
 RECORDS = [
-    {
-        "id": "a",
-        "text": "good",
-        "given_label": "negative",
-        "suggested_label": "positive",
-        "score": 0.1,
-        "flagged": True,
-    },
-    {
-        "id": "b",
-        "text": "bad",
-        "given_label": "negative",
-        "suggested_label": "negative",
-        "score": 0.9,
-        "flagged": False,
-    },
+    _suspect("a", "good", "negative", "positive", 0.1, True),
+    _suspect("b", "bad", "negative", "negative", 0.9, False),
 ]
 
 
