@@ -194,8 +194,9 @@ class Output:
             elif isinstance(update, PosteriorRevote):
                 # A weighted / Dawid-Skene refit changes only the outcome fields, so they are put into each stored
                 # record in place (its key order kept) instead of a typed round trip a row (from_record ->
-                # RowResult -> to_record): a warm 5,000-row job's rewrite, ~420 bytecodes a row fewer
-                # (benchmarks/results/results_model.md). The stored records are to_record's, so the bytes match.
+                # RowResult -> to_record): ~465 bytecodes a row fewer, a warm 5,000-row rewrite 164 -> 126 ms
+                # (weighted), 166 -> 114 ms (Dawid-Skene; benchmarks/results/results_model.md). The stored records
+                # are to_record's, so the bytes match.
                 records = _revoted(part.ordered(), update)
             else:
                 records = to_records(update(pos, r) for pos, r in enumerate(part.results(kind)))
