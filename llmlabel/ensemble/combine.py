@@ -319,9 +319,9 @@ def _refit(
     unvoted = [all(c < 0 for c in codes) for codes in combos]
     decided: dict[bytes, dict[str, Any]] = {}
 
-    def update(pos: int, r: RowResult) -> RowResult:
-        if r.label is None or unvoted[rows_combo[pos]]:
-            return r
+    def fields_at(pos: int) -> dict[str, Any] | None:
+        if unvoted[rows_combo[pos]]:
+            return None
         p = post[pos]
         key = p.tobytes() if cand_sets is None else p.tobytes() + cand_sets[pos].tobytes()
         fields = decided.get(key)
@@ -340,9 +340,24 @@ def _refit(
                 "probs": {labels[i]: round(float(p[i]), 4) for i in range(K)},  # shared: results are read-only
                 "candidates": tuple(cands),
             }
-        return r.evolve(**fields)
+        return fields
 
-    return update, report
+    return PosteriorRevote(fields_at), report
+
+
+class PosteriorRevote:
+    """The Revote of a weighted or Dawid-Skene refit: a row that has a label takes the fields of its posterior
+    (`fields(pos)`: label, confidence, probs, candidates; None: the row stays as it is). An output writer may
+    put these fields into a row's stored record directly (pipeline.lifecycle.Output.write)."""
+
+    def __init__(self, fields: Callable[[int], dict[str, Any] | None]) -> None:
+        self.fields = fields
+
+    def __call__(self, pos: int, r: RowResult) -> RowResult:
+        if r.label is None:
+            return r
+        fields = self.fields(pos)
+        return r if fields is None else r.evolve(**fields)
 
 
 def _gold_prior(gold: Mapping[str, str] | None, labels: list[str], min_rows: int = 10) -> dict[str, float] | None:

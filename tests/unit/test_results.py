@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from llmlabel.config import parse_config
-from llmlabel.ensemble.combine import refit
+from llmlabel.ensemble.combine import PosteriorRevote, refit
 from llmlabel.ensemble.votes import VoteMatrix
-from llmlabel.io.output import line
-from llmlabel.io.records import from_record, report_record, to_record
+from llmlabel.io.output import PartFile, line, write_output
+from llmlabel.io.records import from_record, report_record, to_record, to_records
 from llmlabel.llm.cache import open_cache
+from llmlabel.pipeline.lifecycle import Output
 from llmlabel.pipeline.options import RunOptions
 from llmlabel.pipeline.row_labeler import RowLabeler
 from llmlabel.results import AggregationReport, JudgeAnswer, JudgeFit, OneLabel, RowResult
@@ -198,6 +199,38 @@ def test_refit_returns_new_results_and_a_typed_report():
     assert rows == before  # the results passed in are not changed
     assert all(n is not r for n, r in zip(new, rows) if n.label is not None)
     assert all(set(n.probs or {}) == set(LABELS) for n in new)
+
+
+@pytest.mark.parametrize("method", ["weighted", "dawid_skene"])
+def test_the_refit_output_splices_the_posterior_as_the_typed_round_trip_would(tmp_path, method):
+    """Output.write puts a weighted / Dawid-Skene refit's fields into the stored records (no typed round trip):
+    the same bytes as to_record(update(pos, from_record(rec))), for every kind of row a part file holds."""
+    rng = np.random.default_rng(2)
+    lines = []
+    for i in range(80):
+        t = int(rng.integers(0, 3))
+        codes: list[int | None] = [t if rng.random() < p else (t + 1) % 3 for p in (0.9, 0.8, 0.7)]
+        if i % 17 == 3:
+            codes = [None, None, None]  # no judge answered: no vote
+        r = RowResult.make(f"r{i}", inputs={"text": f"t{i}", "n": i}, judges=_answers(codes), position=i)
+        if i % 11 == 5:
+            r = r.evolve(error="timeout")  # a failed row: no label
+        elif i % 17 != 3:
+            r = r.evolve(label=LABELS[codes[0] or 0], confidence=0.5, candidates=("pos",))
+        lines.append(line(to_record(r)))
+    lines.reverse()  # a part file holds rows in the order they finished
+    part_path = tmp_path / "o.jsonl.part.jsonl"
+    part_path.write_bytes(b"".join(lines))
+    part = PartFile(part_path)
+    part.load()
+    out = tmp_path / "o.jsonl"
+    Output(out).write(part, list("abc"), LABELS, method, "label", None)
+    update, _ = refit(part.judges_only, list("abc"), LABELS, method, "label")
+    assert isinstance(update, PosteriorRevote)  # the spliced path was taken
+    typed = tmp_path / "typed.jsonl"
+    write_output(typed, to_records(update(pos, r) for pos, r in enumerate(part.results("label"))))
+    assert out.read_bytes() == typed.read_bytes()
+    assert sum(json.loads(x)["label"] is None for x in out.read_text().splitlines()) == 5 + 6
 
 
 def test_the_report_as_a_record_keeps_the_ledgers_field_order():
