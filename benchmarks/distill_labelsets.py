@@ -47,6 +47,8 @@ from common import (  # noqa: E402
 from llmlabel.distill.training import load_model  # noqa: E402
 from llmlabel.evaluation.multilabel import evaluate_sets  # noqa: E402
 from llmlabel.evaluation.taxonomy import evaluate_paths  # noqa: E402
+from llmlabel.io.records import read_results  # noqa: E402
+from llmlabel.results import RowResult  # noqa: E402
 
 ACCURACIES = {"judge-a": 0.85, "judge-b": 0.75, "judge-c": 0.6}
 
@@ -92,11 +94,11 @@ def multilabel(n_train: int, n_test: int, seed: int) -> tuple[list[list], list[s
     extra = accuracy_args(ACCURACIES)
     with tempdir("llmlabel-dls-") as tmp, FakeLLM(srcs, extra=extra) as fake:
         got = _teach_and_distill(tmp, fake, task, train, test)
-        teacher, student = read_jsonl(got["teacher"]), read_jsonl(got["student"])
+        teacher, student = list(read_results(got["teacher"])), list(read_results(got["student"]))
     gold = {r["id"]: r["labels"] for r in test}
-    taught = {r["id"]: "|".join(r["labels"] or []) for r in teacher if not r.get("error")}
+    taught = {r.id: "|".join(r.labels or ()) for r in teacher if not r.error}
 
-    def scores(rows: list[dict], truth: dict[str, str]) -> str:
+    def scores(rows: list[RowResult], truth: dict[str, str]) -> str:
         rep = evaluate_sets(rows, truth, labels)
         return f"{rep['micro_f1']:.3f} / {rep['macro_f1']:.3f}"
 
@@ -118,6 +120,11 @@ def multilabel(n_train: int, n_test: int, seed: int) -> tuple[list[list], list[s
     return out, notes
 
 
+def _paths(out: Path, gold: Path) -> dict:
+    """`llmlabel eval`'s per-level report of a taxonomy output against a gold file (id, label columns)."""
+    return evaluate_paths(out, gold, "id", "label", read_results(out))
+
+
 def taxonomy(name: str, files: tuple[Path, Path], tree: Path, extra_task: dict, n: tuple[int, int], seed: int):
     train, test = _sample(files[0], n[0], seed), _sample(files[1], n[1], seed)
     task = {"name": name, "taxonomy": str(tree), "taxonomy_threshold": 0.5, **extra_task}
@@ -132,17 +139,17 @@ def taxonomy(name: str, files: tuple[Path, Path], tree: Path, extra_task: dict, 
             ["id", "path"],
             [[r["id"], json.dumps(r["path"])] for r in read_jsonl(got["teacher"]) if not r.get("error")],
         )
-        vs_teacher = evaluate_paths(got["student"], taught, "id", "label")
-        vs_gold = evaluate_paths(got["student"], gold, "id", "label")
-        teacher_gold = evaluate_paths(got["teacher"], gold, "id", "label")
+        vs_teacher = _paths(got["student"], taught)
+        vs_gold = _paths(got["student"], gold)
+        teacher_gold = _paths(got["teacher"], gold)
         # The same student never stopping at the parent (threshold 0): what its back-off buys in precision.
         student = load_model(str(tmp / "student.skops"))
         student.set_params(threshold=0.0)
         always = tmp / "student_t0.jsonl"
         recs = student.predict_paths([r["text"] for r in test])
         always.write_text("".join(json.dumps({"id": r["id"], **x}) + "\n" for r, x in zip(test, recs)))
-        t0_teacher = evaluate_paths(always, taught, "id", "label")
-        t0_gold = evaluate_paths(always, gold, "id", "label")
+        t0_teacher = _paths(always, taught)
+        t0_gold = _paths(always, gold)
 
     def acc(rep: dict) -> str:
         return " / ".join(f"{lv['accuracy']:.3f}" for lv in rep["levels"][:2])

@@ -30,6 +30,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -146,11 +147,12 @@ def acc_cell(k: int, n: int) -> str:
     return f"{k / n:.3f} ({iv.low:.2f}-{iv.high:.2f})" if n else "-"
 
 
-def outputs(work: Path, name: str) -> dict[str, dict] | None:
-    from llmlabel.evaluation.multilabel import read_rows
+def outputs(work: Path, name: str) -> dict[str, Any] | None:
+    """An output's rows by id, read by the one output reader (io.records.read_results) as `llmlabel eval` reads them."""
+    from llmlabel.io.records import read_results
 
     out = work / f"{name}.out.jsonl"
-    return {str(r["id"]): r for r in read_rows(out)} if out.exists() else None
+    return {r.id: r for r in read_results(out)} if out.exists() else None
 
 
 def speed(work: Path, name: str) -> str:
@@ -211,10 +213,10 @@ def score_clinc(work: Path, rows: list[dict[str, str]]) -> list[str]:
         if out is None:
             table_rows.append([what, "not labeled", "", "", "", ""])
             continue
-        right = sum(out[i].get("label") == g for i, g in gold.items() if i in out)
+        right = sum(out[i].label == g for i, g in gold.items() if i in out)
         n = sum(i in out for i in gold)
         n_in = sum(i in out and g != "oos" for i, g in gold.items())
-        right_in = sum(out[i].get("label") == g for i, g in gold.items() if i in out and g != "oos")
+        right_in = sum(out[i].label == g for i, g in gold.items() if i in out and g != "oos")
         answered, toks = ledger(work, name)
         table_rows.append(
             [
@@ -266,7 +268,7 @@ def score_tax(work: Path, rows: list[dict[str, str]], part: str, title: str, wha
         if out is None:
             continue
         ids = [i for i in gold if i in out]
-        paths = {i: list(out[i].get("path") or []) for i in ids}
+        paths = {i: list(out[i].path or ()) for i in ids}
         l1 = sum(bool(paths[i]) and paths[i][0] == gold[i][0] for i in ids)
         deep = [i for i in ids if len(paths[i]) >= 2]
         l2 = sum(paths[i][1] == gold[i][1] for i in deep)
