@@ -220,7 +220,7 @@ def ece_table(ds, gold, draws: int = 20) -> dict[str, dict[int, float]]:
                 conf, ok = [], []
                 f = cals.get(name, (None, 0))[0]
                 for i in rest:
-                    lab, c = judge_confidence((ds.records[i].get("judges") or {}).get(name))
+                    lab, c = judge_confidence(ds.results[i].judges.get(name))
                     if lab is None or c is None:
                         continue
                     conf.append(f(c) if f else c)
