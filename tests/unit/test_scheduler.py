@@ -228,6 +228,18 @@ def test_a_cancel_not_yet_seen_by_the_run_sends_nothing_more():
     assert len(sink.rows) == 3 and all(r["label"] in LABELS for r in sink.rows) and labeler.fatal is None
 
 
+async def _cancel_at_the_first_prompt(fake: FakeJudges, cancel: threading.Event, run: asyncio.Future) -> object:
+    """Cancel once the first content-free prompt is asked, answer whatever else is asked until `run` ends, and
+    return what it returned."""
+    await until(lambda: len(fake.asks) == 1)
+    cancel.set()
+    while not run.done():
+        for a in fake.waiting:
+            a.answer("pos", 0.5)
+        await asyncio.sleep(0.01)
+    return await run
+
+
 def test_a_cancel_during_calibration_stops_the_run_as_cancelled():
     """The calibration's next request reads the cancel before the run's poll does: nothing more is sent, and
     the run stops as cancelled (not with the halted budget's BudgetExhausted)."""
@@ -238,13 +250,7 @@ def test_a_cancel_during_calibration_stops_the_run_as_cancelled():
 
     async def main() -> None:
         run = start(labeler, rows, sink)
-        await until(lambda: len(fake.asks) == 1)  # the first content-free prompt
-        cancel.set()
-        while not run.done():
-            for a in fake.waiting:
-                a.answer("pos", 0.5)
-            await asyncio.sleep(0.01)
-        assert await run == "cancelled"
+        assert await _cancel_at_the_first_prompt(fake, cancel, run) == "cancelled"
 
     run(main())
     assert len(fake.asks) == 1 and sink.rows == [] and labeler.fatal is None
@@ -264,13 +270,7 @@ def test_a_cancel_during_the_ray_drivers_calibration_stops_it_as_cancelled(tmp_p
     async def main() -> None:
         source = RowSource(lambda: iter(()), 5, spec=("unused",))
         run = asyncio.ensure_future(RayExecutor(None, 2).execute(labeler, source, PartFile(tmp_path / "out.part")))
-        await until(lambda: len(fake.asks) == 1)  # the first content-free prompt
-        cancel.set()
-        while not run.done():
-            for a in fake.waiting:
-                a.answer("pos", 0.5)
-            await asyncio.sleep(0.01)
-        assert await run == "cancelled"
+        assert await _cancel_at_the_first_prompt(fake, cancel, run) == "cancelled"
 
     run(main())
     assert len(fake.asks) == 1 and labeler.fatal is None
