@@ -348,11 +348,11 @@ HEADLINES: list[Area] = [
     ),
     Area(
         "Quality of the real embedded models",
-        "Real llama.cpp servers with Qwen2.5-Coder-0.5B (the default judge), SmolLM2-135M and Gemma 3 270M, on seeded"
-        " samples; intervals are 95% Wilson intervals.",
+        "Real llama.cpp servers with Qwen2.5-Coder-1.5B (the default judge since issue 29), Qwen2.5-Coder-0.5B (the"
+        " default before it), SmolLM2-135M and Gemma 3 270M, on seeded samples; intervals are 95% Wilson intervals.",
         [
             Headline(
-                "Embedded default (Qwen 0.5B, calibrated logprobs) on SST-2 dev",
+                "Embedded Qwen 0.5B (the default before the 1.5B, calibrated logprobs) on SST-2 dev",
                 "local_quality",
                 lambda r: (
                     acc(r.cell("qwen", "accuracy"), int(r.find(r"(\d+) reviews scored").group(1)))
@@ -415,8 +415,8 @@ HEADLINES: list[Area] = [
                 ),
             ),
             Headline(
-                "Per task kind: the 0.5B with content-free calibration / the 0.5B default (content-free + Batch "
-                "Calibration) / the optional 1.5B with both: CLINC domains; TREC; SST-2",
+                "Per task kind: the 0.5B with content-free calibration / the 0.5B with content-free + Batch "
+                "Calibration / the 1.5B default with both: CLINC domains; TREC; SST-2",
                 "embedded_models",
                 lambda r: "; ".join(
                     "{} / {} / {}".format(

@@ -1,5 +1,6 @@
-"""The embedded default (Qwen2.5-Coder-0.5B behind llmlabel's own llama.cpp server) beyond sentiment: why it
-fails on topic and question-type tasks, and which gold-free lever fixes what (issue 29).
+"""The embedded models (behind llmlabel's own llama.cpp server) beyond sentiment: why they fail on topic and
+question-type tasks, and which gold-free lever fixes what (issue 29). The script's own default is the 0.5B
+(its result files keep their names); `--model qwen2.5-coder-1.5b` is llmlabel's default judge since issue 29.
 
     nice python benchmarks/embedded_quality.py [--tasks wos,clinc_domain,trec,sst2] [--rows 60]
         [--variants default,reversed,nodesc,codes] [--cache-dir /tmp/llmlabel-embedded-cache]
@@ -61,7 +62,7 @@ from llmlabel.llm.ledger import JudgeLedger  # noqa: E402
 from llmlabel.llm.prompts import Prompts  # noqa: E402
 from llmlabel.llm.tokens import truncate  # noqa: E402
 
-DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"  # this script's: unsuffixed result files (llmlabel's default is the 1.5B)
 MODEL_NAMES = {
     "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
     "qwen2.5-coder-1.5b": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",

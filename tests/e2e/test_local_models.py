@@ -1,4 +1,4 @@
-"""The embedded default: a real llama.cpp server with the real Qwen2.5-Coder-0.5B model, started by llmlabel itself."""
+"""The embedded default: a real llama.cpp server with the real Qwen2.5-Coder-1.5B model, started by llmlabel itself."""
 
 import json
 import os
@@ -48,12 +48,12 @@ def test_label_with_no_key_uses_the_embedded_qwen_model_and_caches(tmp_path):
     assert [row["label"] for row in rows] == ["positive", "negative", "positive", "negative"]
     for row in rows:
         assert row["error"] is None
-        assert set(row["judges"]) == {"qwen"}
+        assert set(row["judges"]) == {"qwen1.5b"}
         for ans in row["judges"].values():
             assert ans["label"] in ("positive", "negative")  # schema-constrained: always a valid label
         assert row["label"] in ("positive", "negative")
     ledger = json.loads((tmp_path / "out.jsonl.ledger.json").read_text())["runs"][-1]
-    assert {j["model"] for j in ledger["judges"].values()} == {"qwen2.5-coder-0.5b"}
+    assert {j["model"] for j in ledger["judges"].values()} == {"qwen2.5-coder-1.5b"}
     # 4 rows, plus 3 content-free calibration prompts (the judge's logprobs are calibrated on them).
     assert ledger["requests"] == 7
     assert all(
@@ -79,7 +79,7 @@ def test_local_start_status_stop(tmp_path):
         assert "serving" in r.stdout
         r = run_cli("local", "status", "--json", env=env)
         info = json.loads(r.stdout)
-        assert info["running"] and [m for s in info["servers"] for m in s["models"]] == ["qwen2.5-coder-0.5b"]
+        assert info["running"] and [m for s in info["servers"] for m in s["models"]] == ["qwen2.5-coder-1.5b"]
     finally:
         r = run_cli("local", "stop", env=env)
     assert r.returncode == 0 and "stopped" in r.stdout
