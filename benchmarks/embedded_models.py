@@ -1,5 +1,5 @@
-"""The embedded 0.5B default against the 1.5B model, permutation debiasing and a 0.5B -> 1.5B cascade, scored
-from the answers benchmarks/embedded_quality.py saved (it asks nothing).
+"""The embedded models (the 1.5B, the default since issue 29, and the 0.5B), permutation debiasing and a
+0.5B -> 1.5B cascade, scored from the answers benchmarks/embedded_quality.py saved (it asks nothing).
 
     python benchmarks/embedded_models.py --small /tmp/embedded/cache05 --large /tmp/llmlabel-embedded-cache \\
         [--tasks clinc_domain,wos,trec,sst2,sms,clinc_intent] [--thresholds 0.6,0.8]
@@ -98,7 +98,7 @@ def main() -> None:
     a = ap.parse_args()
     load = a.load or f"{os.getloadavg()[0]:.1f}"
     lines = [
-        "## The embedded 0.5B default against the 1.5B, permutation debiasing and a 0.5B -> 1.5B cascade",
+        "## The embedded models: the 1.5B (the default since issue 29) against the 0.5B, and a 0.5B -> 1.5B cascade",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores ({platform.machine()}) "
         f"shared with other jobs (load {load}). Command: `python benchmarks/embedded_models.py "
