@@ -236,14 +236,21 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-@pytest.mark.slow  # eight `llmlabel` processes (label, distill, predict)
-def test_distill_labelsets_scores_a_tiny_run(
+@pytest.fixture
+def distill_labelsets(
     bench: Callable[[str], ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_env: None
-) -> None:
+) -> ModuleType:
+    """benchmarks/distill_labelsets.py, its judges served by tests/fakeserver.py, its DATA tmp_path/data."""
     dl = bench("distill_labelsets")
     monkeypatch.setattr(dl, "FakeLLM", ServedFake)
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr(dl, "DATA", tmp_path / "data")
+    return dl
+
+
+@pytest.mark.slow  # four `llmlabel` processes (label twice, distill, predict)
+def test_distill_labelsets_scores_a_tiny_multilabel_run(distill_labelsets: ModuleType, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    data.mkdir()
     emotions = ["joy", "anger", "fear"]
     (data / "goemotions_labels.txt").write_text("\n".join(emotions) + "\n")
     words = {"joy": "happy glad", "anger": "mad furious", "fear": "scared afraid"}
@@ -252,20 +259,23 @@ def test_distill_labelsets_scores_a_tiny_run(
         out = []
         for i in range(n):
             got = [emotions[i % 3]] + ([emotions[(i + 1) % 3]] if i % 4 == 0 else [])
-            out.append({"id": f"{split}{i}", "text": f"{split} {i} " + " ".join(words[e] for e in got)})
-            out[-1]["labels"] = "|".join(got)
+            text = f"{split} {i} " + " ".join(words[e] for e in got)
+            out.append({"id": f"{split}{i}", "text": text, "labels": "|".join(got)})
         return out
 
     _csv(data / "goemotions_train.csv", sets(30, "train"))
     _csv(data / "goemotions_test.csv", sets(9, "test"))
-    monkeypatch.setattr(dl, "DATA", data)
-    table, notes = dl.multilabel(30, 9, 0)
+    table, _ = distill_labelsets.multilabel(30, 9, 0)
     assert len(table) == 1 and table[0][1] == "30 / 9", table
     # student vs teacher, student vs gold, teacher vs gold: "micro-F1 / macro-F1"; the teacher answers gold
     assert table[0][4] == "1.000 / 1.000", table
     for cell in table[0][2:4]:
         assert all(0 <= float(x) <= 1 for x in cell.split(" / ")), table
 
+
+@pytest.mark.slow  # four `llmlabel` processes (label twice, distill, predict)
+def test_distill_labelsets_scores_a_tiny_taxonomy_run(distill_labelsets: ModuleType, tmp_path: Path) -> None:
+    data = tmp_path / "data"
     tree = {"animals": ["dog", "cat"], "vehicles": ["car", "bike"]}
     (data / "tree.json").write_text(json.dumps(tree))
     nodes = [(a, b) for a, kids in tree.items() for b in kids]
@@ -277,7 +287,8 @@ def test_distill_labelsets_scores_a_tiny_run(
         ]
 
     files = (_csv(data / "tax_train.csv", paths(24, "train")), _csv(data / "tax_test.csv", paths(8, "test")))
-    rows, notes = dl.taxonomy("tiny", files, data / "tree.json", {"instructions": "What is it about?"}, (24, 8), 0)
+    task = {"instructions": "What is it about?"}
+    rows, notes = distill_labelsets.taxonomy("tiny", files, data / "tree.json", task, (24, 8), 0)
     assert [r[0] for r in rows] == ["tiny (taxonomy)", "tiny (taxonomy), same student at threshold 0"], rows
     assert rows[0][4] == "1.000 / 1.000", rows  # the teacher against gold, both levels
     assert "level-2 coverage" in notes[0], notes
