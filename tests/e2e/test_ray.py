@@ -215,6 +215,7 @@ def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
         _wait_for("rows in the part file", lambda: _lines(part) >= 100, state, proc)
         cache = open_cache(str(tmp_path / "cache"))
         _wait_for(f"{answered} answers in the cache", lambda: len(cache) == answered, state, proc)
+        assert _map_workers(), "the run's actors are not found: the wait for them to stop would test nothing"
         proc.kill()
         proc.wait()
         # Ray stops a dead driver's actors (here waiting on held requests); until then they would go on
