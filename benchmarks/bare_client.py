@@ -11,6 +11,7 @@ throughput benchmark shows it next to llmlabel's figures.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import json
@@ -61,7 +62,13 @@ async def run(base_url: str, corpus: str, n: int, c: int) -> dict:
 
 
 def main() -> int:
-    base_url, corpus, n, c = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    ap = argparse.ArgumentParser(description="a bare aiohttp client's rows/s against an OpenAI-compatible server")
+    ap.add_argument("base_url")
+    ap.add_argument("corpus", help="a CSV with a text column")
+    ap.add_argument("rows", type=int)
+    ap.add_argument("concurrency", type=int)
+    a = ap.parse_args()
+    base_url, corpus, n, c = a.base_url, a.corpus, a.rows, a.concurrency
     try:
         import uvloop
 

@@ -4,6 +4,7 @@ cache-only local run, `run_job`; after: the batch executor's own `write`, and `R
 two-level taxonomy (two batch rounds). Each case runs REPS times on a fresh cache; the median and the minimum are
 printed. Run from the repository root: `PYTHONPATH=$PWD python benchmarks/batch_direct.py [REPS]`."""
 
+import argparse
 import csv
 import statistics
 import sys
@@ -23,7 +24,9 @@ from llmlabel.pipeline.batch import BatchOptions, run_batch  # noqa: E402
 from llmlabel.pipeline.options import RunOptions  # noqa: E402
 
 N = 2000
-REPS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+_ap = argparse.ArgumentParser(description="wall time of `label --batch` on 2,000 rows against tests/fakebatch.py")
+_ap.add_argument("reps", type=int, nargs="?", default=3, help="runs of each case (default 3)")
+REPS = _ap.parse_args().reps
 TREE = {"animals": ["dog", "cat", "bird"], "vehicles": ["car", "bike"], "misc": ["other"]}
 written: list[float] = []  # the last phase's duration, per run
 phase = [0.0, 0.0]  # this run's so far: wall, CPU of the main thread (the fake server's threads apart)

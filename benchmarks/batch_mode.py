@@ -3,6 +3,7 @@ no expiry and with 30% of each batch expiring: rows labeled, lines paid per uniq
 against an online run, and an online rerun after the batch run. Run from the repository root:
 `PYTHONPATH=$PWD python benchmarks/batch_mode.py`."""
 
+import argparse
 import csv
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from llmlabel.pipeline.batch import BatchOptions, run_batch  # noqa: E402
 from llmlabel.pipeline.options import RunOptions  # noqa: E402
 from llmlabel.pipeline.run import run_job  # noqa: E402
 
+argparse.ArgumentParser(description="label --batch against tests/fakebatch.py, with and without expiry").parse_args()
 for frac in (0.0, 0.3):
     fb = FakeBatch(expire_fraction=frac).start()
     d = Path(tempfile.mkdtemp())

@@ -29,9 +29,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SHARED = ROOT.parent / "shared"
-if not (SHARED / "tools" / "fakellm.py").is_file():  # a git worktree elsewhere: LLMLABEL_SHARED names the folder
-    SHARED = Path(os.environ.get("LLMLABEL_SHARED", "/work/shared"))
+# ../shared beside the checkout, else /work/shared; LLMLABEL_SHARED names another folder (a git worktree
+# elsewhere, or a missing one: tests/unit/test_benchmarks_smoke.py runs every script's --help without the data)
+_SHARED_ENV = os.environ.get("LLMLABEL_SHARED")
+SHARED = Path(_SHARED_ENV) if _SHARED_ENV else ROOT.parent / "shared"
+if not _SHARED_ENV and not (SHARED / "tools" / "fakellm.py").is_file():
+    SHARED = Path("/work/shared")
 FAKELLM = SHARED / "tools" / "fakellm.py"
 DATA = SHARED / "data"
 BIN = Path(sys.executable).parent

@@ -8,6 +8,7 @@ Dawid-Skene, with gold rows and a logprob judge, candidate sets, a cascade, one 
     python benchmarks/golden_outputs.py BASE_CHECKOUT WORK_DIR     # BASE_CHECKOUT: `git archive <commit> | tar -x`
 """
 
+import argparse
 import csv
 import json
 import os
@@ -21,8 +22,12 @@ PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 D = ROOT.parent / "shared" / "data"
 FAKELLM = ROOT.parent / "shared" / "tools" / "fakellm.py"
-W = Path(sys.argv[2])  # work dir
-CODE = {"base": str(Path(sys.argv[1]).resolve()), "new": str(ROOT)}
+_ap = argparse.ArgumentParser(description="the same label jobs with two checkouts, outputs compared byte for byte")
+_ap.add_argument("base", type=Path, help="the other checkout (`git archive <commit> | tar -x`)")
+_ap.add_argument("work", type=Path, help="work dir")
+_args = _ap.parse_args()
+W = _args.work
+CODE = {"base": str(_args.base.resolve()), "new": str(ROOT)}
 W.mkdir(parents=True, exist_ok=True)
 
 

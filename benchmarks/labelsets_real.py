@@ -39,28 +39,42 @@ import common  # noqa: E402
 from common import DATA, ROOT, loadavg  # noqa: E402
 from embedded_quality import CLINC_DOMAINS  # noqa: E402
 
-CLINC_TASK = {
-    "name": "clinc150",
-    "instructions": "Which intent does this request to a virtual assistant express? oos: none of the intents.",
-    "labels": (DATA / "clinc150_labels.txt").read_text().split(),
-}
-GOEMO_TASK = {
-    "name": "goemotions",
-    "instructions": "Which emotions does this Reddit comment express? neutral: no emotion.",
-    "labels": (DATA / "goemotions_labels.txt").read_text().split(),
-    "multi_label": True,
-}
+
+# The tasks read their label lists from the data when a run asks for them: importing this module (or --help)
+# needs no data (tests/unit/test_benchmarks_smoke.py).
+def clinc_task() -> dict[str, Any]:
+    return {
+        "name": "clinc150",
+        "instructions": "Which intent does this request to a virtual assistant express? oos: none of the intents.",
+        "labels": (DATA / "clinc150_labels.txt").read_text().split(),
+    }
+
+
+def goemo_task() -> dict[str, Any]:
+    return {
+        "name": "goemotions",
+        "instructions": "Which emotions does this Reddit comment express? neutral: no emotion.",
+        "labels": (DATA / "goemotions_labels.txt").read_text().split(),
+        "multi_label": True,
+    }
+
+
 CLINC_TAX = {
     "name": "clinc150_tax",
     "instructions": "Which request to a virtual assistant is this? oos: out of scope, none of the domains.",
     "taxonomy": str(DATA / "clinc150_taxonomy.json"),
 }
-WOS_TAX = {
-    "name": "wos1k_tax",
-    "instructions": "Which research domain, then which area, is this abstract from?",
-    "taxonomy": str(DATA / "wos1k_taxonomy.json"),
-    "labels": json.loads((DATA / "wos1k_l1_descriptions.json").read_text()),
-}
+
+
+def wos_tax() -> dict[str, Any]:
+    return {
+        "name": "wos1k_tax",
+        "instructions": "Which research domain, then which area, is this abstract from?",
+        "taxonomy": str(DATA / "wos1k_taxonomy.json"),
+        "labels": json.loads((DATA / "wos1k_l1_descriptions.json").read_text()),
+    }
+
+
 # the same tree with the domains described (embedded_quality.py's descriptions): names like `meta` or `utility`
 # say little to a 0.5B model
 CLINC_TAX_DESC = {**CLINC_TAX, "labels": {**CLINC_DOMAINS, "oos": "out of scope: none of the other domains"}}
@@ -80,10 +94,11 @@ def setups(rows: dict[str, int]) -> dict[str, list[tuple[str, dict, list[dict[st
     tax_rows = [by_id[r["id"]] for r in clinc[: rows["tax"]]]
     taxd_rows = [by_id[r["id"]] for r in clinc[: rows["taxd"]]]
     wos_rows = sample("wos1k_test.csv", rows["wos"])
+    clinc_t, goemo_t, wos_t = clinc_task(), goemo_task(), wos_tax()
     return {
-        "goemo": [("goemo", GOEMO_TASK, sample("goemotions_test.csv", rows["goemo"]))],
-        "clinc_all": [("clinc_all", CLINC_TASK, clinc[: rows["clinc_all"]])],
-        "clinc_sl": [("clinc_sl", {**CLINC_TASK, **sl}, clinc[: rows["clinc_sl"]])],
+        "goemo": [("goemo", goemo_t, sample("goemotions_test.csv", rows["goemo"]))],
+        "clinc_all": [("clinc_all", clinc_t, clinc[: rows["clinc_all"]])],
+        "clinc_sl": [("clinc_sl", {**clinc_t, **sl}, clinc[: rows["clinc_sl"]])],
         # threshold 0 first: it asks every row both levels; the 0.5 run then reads only the cache
         "tax": [
             ("tax_t0", {**CLINC_TAX, "taxonomy_threshold": 0.0}, tax_rows),
@@ -94,8 +109,8 @@ def setups(rows: dict[str, int]) -> dict[str, list[tuple[str, dict, list[dict[st
             ("taxd_t05", {**CLINC_TAX_DESC, "taxonomy_threshold": 0.5}, taxd_rows),
         ],
         "wos": [
-            ("wos_t0", {**WOS_TAX, "taxonomy_threshold": 0.0}, wos_rows),
-            ("wos_t05", {**WOS_TAX, "taxonomy_threshold": 0.5}, wos_rows),
+            ("wos_t0", {**wos_t, "taxonomy_threshold": 0.0}, wos_rows),
+            ("wos_t05", {**wos_t, "taxonomy_threshold": 0.5}, wos_rows),
         ],
     }
 
@@ -166,7 +181,7 @@ def score_goemo(work: Path, rows: list[dict[str, str]]) -> list[str]:
     out = outputs(work, "goemo")
     if out is None:
         return ["## GoEmotions test, multi-label (28 emotions)", "", "Not labeled in this run.", ""]
-    rep = evaluate_sets(list(out.values()), {r["id"]: r["labels"] for r in rows}, GOEMO_TASK["labels"])
+    rep = evaluate_sets(list(out.values()), {r["id"]: r["labels"] for r in rows}, goemo_task()["labels"])
     seen = [v["f1"] for v in rep["per_label"].values() if v["support"] and v["f1"] is not None]
     answered, toks = ledger(work, "goemo")
     return [
@@ -229,7 +244,7 @@ def score_clinc(work: Path, rows: list[dict[str, str]]) -> list[str]:
             ]
         )
     pool = [(r["text"], r["label"]) for r in common.read_csv(DATA / "clinc150_train.csv")]
-    base = {k: v for k, v in CLINC_TASK.items()}
+    base = clinc_task()
     rec = shortlist_bench.recall(base, rows, pool, pinned=True)
     n_in = sum(r["label"] != "oos" for r in rows)
     ks = shortlist_bench.KS

@@ -2,10 +2,12 @@
 100,000 plain English texts, 20,000 HTML-heavy ones (21 tags each), 100,000 accented French ones.
 Run: PYTHONPATH=. python benchmarks/neutralize_cost.py"""
 
+import argparse
 import time
 
 from llmlabel.llm.prompts import neutralize
 
+argparse.ArgumentParser(description="cost of llm.prompts.neutralize per text").parse_args()
 CORPORA = {
     "plain": [
         f"review number {i}: the product is great and I would buy it again, really a fine thing" for i in range(100_000)

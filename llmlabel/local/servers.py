@@ -61,6 +61,7 @@ class State:
         )
 
     def judges(self) -> list[dict[str, Any]]:
+        timeout = env_timeout()
         out = []
         for s in self.servers:
             for alias in s.models:
@@ -72,6 +73,7 @@ class State:
                         "api_key": API_KEY,
                         # llama-cpp-python answers one request at a time per server; more only queues.
                         "concurrency": 1,
+                        **({"timeout": timeout} if timeout else {}),
                     }
                 )
         return out
@@ -148,6 +150,22 @@ def env_threads() -> int | None:
     if not raw.isdigit() or int(raw) < 1:
         raise LocalError(f"LLMLABEL_LOCAL_THREADS must be a whole number of threads >= 1, not {raw!r}")
     return int(raw)
+
+
+def env_timeout() -> float | None:
+    """$LLMLABEL_LOCAL_TIMEOUT: seconds the embedded judges wait for one answer (default: a judge's 60). On a
+    loaded machine one answer of the CPU model can take longer; a request that times out is retried, and the
+    server, still busy with the abandoned one, answers the retry later still."""
+    raw = os.environ.get("LLMLABEL_LOCAL_TIMEOUT", "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise LocalError(f"LLMLABEL_LOCAL_TIMEOUT must be a number of seconds > 0, not {raw!r}")
+    return value
 
 
 def launch(
@@ -312,6 +330,7 @@ class LocalEnsemble:
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> list[dict[str, Any]]:
+        env_timeout()  # a wrong value says so before a server starts
         if self.state is not None:
             return self.state.judges()
         st = read_state(self.state_dir)
