@@ -73,7 +73,7 @@ class State:
                         "api_key": API_KEY,
                         # llama-cpp-python answers one request at a time per server; more only queues.
                         "concurrency": 1,
-                        **({"timeout": timeout} if timeout else {}),
+                        "timeout": timeout,
                     }
                 )
         return out
@@ -152,13 +152,18 @@ def env_threads() -> int | None:
     return int(raw)
 
 
-def env_timeout() -> float | None:
-    """$LLMLABEL_LOCAL_TIMEOUT: seconds the embedded judges wait for one answer (default: a judge's 60). On a
-    loaded machine one answer of the CPU model can take longer; a request that times out is retried, and the
-    server, still busy with the abandoned one, answers the retry later still."""
+# The embedded judges' wait for one answer, longer than an API judge's 60 s: a server answers one request at a
+# time, so this bounds one answer's own work, and the 1.5B default on 2 busy cores took 15-22 s for a review
+# and minutes for a long abstract. A request that times out is retried while the server, still busy with the
+# abandoned one, answers the retry later still: too short a wait costs twice.
+LOCAL_TIMEOUT = 300.0
+
+
+def env_timeout() -> float:
+    """$LLMLABEL_LOCAL_TIMEOUT: seconds the embedded judges wait for one answer (default LOCAL_TIMEOUT)."""
     raw = os.environ.get("LLMLABEL_LOCAL_TIMEOUT", "").strip()
     if not raw:
-        return None
+        return LOCAL_TIMEOUT
     try:
         value = float(raw)
     except ValueError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmlabel.local.models import LocalError
-from llmlabel.local.servers import LocalEnsemble, Server, State
+from llmlabel.local.servers import LOCAL_TIMEOUT, LocalEnsemble, Server, State
 
 
 def _state() -> State:
@@ -16,7 +16,7 @@ def test_the_embedded_judges_take_their_timeout_from_the_environment(monkeypatch
     from llmlabel.pipeline.lifecycle import local_judges
 
     monkeypatch.delenv("LLMLABEL_LOCAL_TIMEOUT", raising=False)
-    assert "timeout" not in _state().judges()[0]  # unset: a judge's default
+    assert _state().judges()[0]["timeout"] == LOCAL_TIMEOUT == 300.0  # unset: longer than an API judge's 60 s
     monkeypatch.setenv("LLMLABEL_LOCAL_TIMEOUT", "600")
     (judge,) = _state().judges()
     assert judge["timeout"] == 600.0 and local_judges([judge])[0].timeout == 600.0
