@@ -25,6 +25,8 @@ from llmlabel.llm.answers import JudgeAnswer
 
 __all__ = [
     "BATCH_MIN_ROWS",
+    "BATCH_ROWS_PER_LABEL",
+    "batch_min_rows",
     "CONTENT_FREE",
     "average_content_free",
     "batch_calibrate",
@@ -40,6 +42,16 @@ _EPS = 1e-6
 # Batch Calibration's mean needs this many rows with a distribution from the judge: on a handful of rows (a
 # service request of 3 items) the mean is the rows themselves, and dividing by it flattens every row.
 BATCH_MIN_ROWS = 20
+# ...and this many a label. The mean is the bias only when every label has many rows: with few a label, a
+# label's mean share is mostly the rows that truly have it, and dividing by it takes their right answers away
+# (the embedded 1.5B on 60 rows of CLINC150's 151 intents: 0.383 with content-free calibration, 0.333 with
+# Batch Calibration on top; on 200 rows of 6 and 10 labels it gained 0.145 and 0.065).
+BATCH_ROWS_PER_LABEL = 10
+
+
+def batch_min_rows(n_labels: int) -> int:
+    """The rows with a distribution Batch Calibration needs from a judge, for a task of `n_labels` labels."""
+    return max(BATCH_MIN_ROWS, BATCH_ROWS_PER_LABEL * n_labels)
 
 
 def _normalize(p: Mapping[str, float], labels: Sequence[str]) -> dict[str, float]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llmlabel.ensemble.calibration import BATCH_MIN_ROWS, batch_calibrate, calibrate_confidence
+from llmlabel.ensemble.calibration import batch_calibrate, batch_min_rows, calibrate_confidence
 from llmlabel.ensemble.multilabel import SetPolicy, refit_sets
 from llmlabel.ensemble.votes import VoteMatrix, Votes, none_uninformative
 from llmlabel.results import AggregationReport, JudgeAnswer, JudgeFit, OneLabel, RowResult, Verdict
@@ -145,7 +145,7 @@ class BatchFit:
     the option gets its (content-free calibrated) distributions divided by their mean over the job's rows.
 
     `judges`: those it was applied to; `too_few`: those left as they were, with the number of rows that had a
-    distribution from them (under calibration.BATCH_MIN_ROWS). `codes` (n, J): every judge's label codes with
+    distribution from them (under calibration.batch_min_rows). `codes` (n, J): every judge's label codes with
     the applied judges' new labels; `label_codes` (n, B) and `probs` (n, B, K, rounded to 4 digits) the applied
     judges' new labels (-1: the row had no distribution from that judge, its answer stands) and distributions.
     Memory: float64 arrays, 8 bytes a label a row a judge, a few of them while the fit runs."""
@@ -169,13 +169,14 @@ class BatchFit:
             return None
         codes = vm.codes.copy()
         applied, too_few, kept = [], {}, []
+        need = batch_min_rows(K)
         probs = np.zeros((n, len(batch), K))
         label_codes = np.full((n, len(batch)), -1, dtype=np.int64)
         for b, name in enumerate(batch):
             d = vm.dists[:, b, :]
             have = ~np.isnan(d[:, 0])
             m = int(have.sum())
-            if m < BATCH_MIN_ROWS:
+            if m < need:
                 too_few[name] = m
                 continue
             q = np.round(batch_calibrate(d[have]), 4)
@@ -430,7 +431,7 @@ def refit(
     "multilabel") is fitted label by label instead (ensemble/multilabel.py, with `policy`).
 
     `batch`: judges whose distributions are batch-calibrated first (BatchFit; label mode only, each judge
-    with at least calibration.BATCH_MIN_ROWS rows with a distribution). It works from the judges' stored
+    with at least calibration.batch_min_rows rows with a distribution). It works from the judges' stored
     answers, which the new results keep as they were, so refitting a refit job's rows (a merge of shards, a
     resumed run) calibrates once, over every row.
     """

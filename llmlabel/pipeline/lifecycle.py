@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlabel.config import Config, Judge
-from llmlabel.ensemble.calibration import BATCH_MIN_ROWS
+from llmlabel.ensemble.calibration import BATCH_MIN_ROWS, BATCH_ROWS_PER_LABEL, batch_min_rows
 from llmlabel.ensemble.combine import PosteriorRevote, refit
 from llmlabel.ensemble.multilabel import SetPolicy
 from llmlabel.errors import ConfigError, KeptRows, LLMLabelError, MissingColumn, OutputError
@@ -355,7 +355,7 @@ class Run(Output):
         # The embedded judges calibrate by default: a small job of theirs (the README's 12 reviews) is no news.
         asked = {j.name for j in labeler.judges if not (j.cache_as or "").startswith(EMBEDDED)}
         if too_few := {n: k for n, k in (quality.batch_too_few or {}).items() if n in asked}:
-            result.warnings.append(_batch_too_few(too_few))
+            result.warnings.append(_batch_too_few(too_few, len(labeler.labels)))
         labeler.ledger.save(ledger_path(output_path))
         _append_quality(ledger_path(output_path), result.quality)
         if labeler.opts.shard is not None:
@@ -421,11 +421,12 @@ class RowLabelers:
             self._cache = None
 
 
-def _batch_too_few(too_few: Mapping[str, int]) -> str:
+def _batch_too_few(too_few: Mapping[str, int], n_labels: int) -> str:
     some = ", ".join(f"{name} ({n} rows with a distribution)" for name, n in too_few.items())
     return (
-        f"batch calibration was not applied to {some}: it needs {BATCH_MIN_ROWS} rows with a distribution from "
-        "the judge, so their answers stand as asked"
+        f"batch calibration was not applied to {some}: it needs {batch_min_rows(n_labels)} rows with a "
+        f"distribution from the judge ({BATCH_MIN_ROWS}, and {BATCH_ROWS_PER_LABEL} a label), so their answers "
+        "stand as asked"
     )
 
 
