@@ -120,7 +120,10 @@ def test_an_embedded_judges_small_job_is_left_as_asked_without_a_warning(tmp_pat
     the README's 12 reviews, keeps its answers, says so in the ledger, and prints no warning about it."""
     from llmlabel.pipeline.lifecycle import EMBEDDED, local_judges
 
-    assert local_judges([{"name": "qwen", "model": "q", "base_url": "http://127.0.0.1:9/v1"}])[0].batch_calibration
+    local = [{"name": "qwen", "model": "q", "base_url": "http://127.0.0.1:9/v1"}]
+    assert local_judges(local)[0].batch_calibration and local_judges(local, 3)[0].batch_calibration
+    # ...on 3+ labels only: on two it never helped the 1.5B (it assumes balanced labels; SMS is 17% spam)
+    assert not local_judges(local, 2)[0].batch_calibration
     dists, _ = _corpus(tmp_path / "in.jsonl", 8)
     server = BiasedLLM(dists).start()
     try:
