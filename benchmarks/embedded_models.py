@@ -77,7 +77,7 @@ def model_levers(got: dict[str, Any], ids: list[str], labels: list[str]) -> dict
     bc = dict(zip(ids, batch_calibrate([cc[i] for i in ids], labels)))  # cc, then Batch Calibration
     res["cc+bc"] = ([max(bc[i], key=bc[i].__getitem__) for i in ids], [max(bc[i].values()) for i in ids], secs)
     # What `llmlabel label` does with the embedded judge on a job of these rows: Batch Calibration where the
-    # embedded judge has it on (3+ labels) and the job has the rows it needs (10 a label), else cc alone.
+    # embedded judge has it on (3+ labels) and the job has the rows it needs (20, and one a label), else cc alone.
     judge = local_judges([{"name": "e", "model": "m", "base_url": "http://127.0.0.1:9/v1"}], len(labels))[0]
     applies = judge.batch_calibration and len(ids) >= batch_min_rows(len(labels))
     res[f"default ({'cc+bc' if applies else 'cc'})"] = res["cc+bc" if applies else "cc"]

@@ -401,8 +401,13 @@ async def main_async(a: argparse.Namespace) -> None:
     offline = [{"name": spec_m.judge, "model": a.model, "base_url": "http://127.0.0.1:9/v1", "concurrency": 1}]
     if a.base_url:  # a server already running (llmlabel local start): no health check that a busy server fails
         offline[0]["base_url"] = a.base_url
+    # The server started must be --model's: llmlabel starts LLMLABEL_LOCAL_MODELS, else its own default (the
+    # 1.5B since issue 29), and a run of the 0.5B once got the default's answers under the 0.5B's name.
+    os.environ["LLMLABEL_LOCAL_MODELS"] = a.model
     with contextlib.nullcontext(offline) if CACHED_ONLY or a.base_url else servers.local_judges() as dicts:
         base = local_judges(dicts)[0]
+        if base.model != a.model:
+            raise SystemExit(f"the server answers as {base.model}, not --model {a.model}")
         for spec in a.tasks.split(","):  # task or task:rows
             task, _, n = spec.partition(":")
             rows = sample(task, int(n or a.rows))

@@ -87,7 +87,7 @@ DESCRIPTIONS: dict[str, str] = {
     "from one call.",
     "Judge.batch_calibration": "Batch Calibration (needs `logprobs`; one label a text): when the job ends, divide "
     "this judge's label distributions by their mean over the job's rows, then re-aggregate (from 20 rows with a "
-    "distribution, and 10 a label; see Embedded model quality). Not the Batch API (`label --batch`).",
+    "distribution, and one a label; see Embedded model quality). Not the Batch API (`label --batch`).",
     "Judge.max_text_tokens": "Longer texts are cut to this many tokens (with a warning) instead of failing.",
     "Judge.batch_max_requests": "`label --batch`: the provider's limit of requests per batch input file.",
     "Judge.batch_max_bytes": "`label --batch`: the provider's limit of bytes per batch input file.",

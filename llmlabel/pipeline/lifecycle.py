@@ -84,7 +84,7 @@ def local_judges(dicts: list[dict[str, Any]], n_labels: int = 3) -> list[Judge]:
     # logprobs: llama.cpp returns them, so each answer also carries a label distribution (calibrated on
     # content-free inputs), which counters these tiny models' bias toward one label.
     # batch_calibration: then each distribution is also divided by the mean over the job's rows at its end (Batch
-    # Calibration, single-label jobs of 20+ rows and 10+ a label): on 200 rows it lifted the 1.5B from 0.620 to
+    # Calibration, single-label jobs of 20+ rows and 1+ a label): on 200 rows it lifted the 1.5B from 0.620 to
     # 0.765 on TREC and 0.535 to 0.600 on CLINC150's domains (docs/embedded-quality.md). Only with 3+ labels: on
     # two it never helped the 1.5B (SST-2 0.925 -> 0.920; SMS, 17% spam, 0.780 -> 0.695: it assumes balanced
     # labels). Multi-label, shortlist and taxonomy jobs leave it off (RowLabeler.batch_calibrated).

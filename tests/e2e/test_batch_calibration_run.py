@@ -110,8 +110,8 @@ def test_too_few_rows_are_left_as_asked_and_the_run_says_so(tmp_path, capsys):
     assert rc == 0, err
     assert [r["label"] for r in read_jsonl(out)] == ["positive"] * 8
     assert _quality(out)["batch_calibration"] == {"judges": [], "too_few_rows": {"a": 8}}
-    assert "batch calibration was not applied to a (8 rows with a distribution): it needs 30 rows" in err
-    assert "(20, and 10 a label)" in err
+    assert "batch calibration was not applied to a (8 rows with a distribution): it needs 20 rows" in err
+    assert "(20, and 1 a label)" in err
 
 
 @pytest.mark.slow
