@@ -244,10 +244,10 @@ class JudgeClient:
     def codes_for(self, kind: str) -> dict[str, str] | None:
         """The label codes a request of `kind` asks for (a shortlist's: its few labels and "none of these"; a
         taxonomy level's: the node's children)."""
-        listed = offered(kind)
-        if listed is None or not self.codes:
+        if not self.codes:  # a judge without codes (most) skips parsing the kind: twice a request, ~170 bytecodes
             return self.codes
-        return label_codes(listed)
+        listed = offered(kind)
+        return self.codes if listed is None else label_codes(listed)
 
     def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
         codes = self.codes_for(kind)
