@@ -133,12 +133,14 @@ class RowResult:
 
     def evolve(self, **changes: Any) -> RowResult:
         """A copy with `changes`: dataclasses.replace without re-running the frozen __init__ (see `make`)."""
-        unknown = changes.keys() - _FIELDS
-        if unknown:
-            raise TypeError(f"RowResult has no field {sorted(unknown)[0]!r}")
+        # The fields copied in one go (a dict copy, not an insert a field) and checked by count (a name that is
+        # no field adds one): `make` 4.1 -> 1.9 us (timeit), a warm 5,000-row job -1.3% instructions (results_model.md).
+        fields = self.__dict__.copy()
+        fields.update(changes)
+        if len(fields) != len(_FIELDS):
+            raise TypeError(f"RowResult has no field {sorted(changes.keys() - _FIELDS)[0]!r}")
         new = object.__new__(RowResult)
-        new.__dict__.update(self.__dict__)
-        new.__dict__.update(changes)
+        object.__setattr__(new, "__dict__", fields)
         return new
 
 

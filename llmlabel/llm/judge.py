@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,16 @@ class Tally:
     budget: Budget
     # The cache failed (disk full, its server gone): answers still reach their rows, the run starts no new row.
     cache_error: CacheError | None = None
+    # Told of the first one (RunState), so a run reads its cache failure in one field, not by scanning its
+    # tallies: the drive asks before each row it starts (~50 bytecodes a request, results_model.md).
+    on_cache_error: Callable[[CacheError], None] | None = None
+
+    def cache_failed(self, e: CacheError) -> None:
+        """The cache failed on one of this tally's calls (the first failure is kept)."""
+        if self.cache_error is None:
+            self.cache_error = e
+            if self.on_cache_error is not None:
+                self.on_cache_error(e)
 
 
 class JudgeClient:
@@ -233,10 +244,10 @@ class JudgeClient:
     def codes_for(self, kind: str) -> dict[str, str] | None:
         """The label codes a request of `kind` asks for (a shortlist's: its few labels and "none of these"; a
         taxonomy level's: the node's children)."""
-        listed = offered(kind)
-        if listed is None or not self.codes:
+        if not self.codes:  # a judge without codes (most) skips parsing the kind: twice a request, ~170 bytecodes
             return self.codes
-        return label_codes(listed)
+        listed = offered(kind)
+        return self.codes if listed is None else label_codes(listed)
 
     def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
         codes = self.codes_for(kind)
@@ -271,7 +282,8 @@ class JudgeClient:
         try:
             hit = self.cache.get(key)
         except CacheError as e:  # a row already started: asked (and kept in its row); no new row starts
-            hit, tally.cache_error = None, tally.cache_error or e
+            hit = None
+            tally.cache_failed(e)
         if hit is not None:
             return key, hit, True
         while (shared := self._inflight.get(key)) is not None:
@@ -286,7 +298,7 @@ class JudgeClient:
                 try:  # of them pays, the others wait
                     payload, elsewhere = await self.cache.leased(key, lambda: self._complete(req, data, tally))
                 except CacheError as e:  # raised before this process paid: asked without the lease
-                    tally.cache_error = tally.cache_error or e
+                    tally.cache_failed(e)
                     payload, elsewhere = await self._complete(req, data, tally), False
             else:
                 payload, elsewhere = await self._complete(req, data, tally), False
@@ -383,4 +395,4 @@ class JudgeClient:
         try:
             await self.cache.aset(key, payload)
         except CacheError as e:
-            tally.cache_error = tally.cache_error or e
+            tally.cache_failed(e)

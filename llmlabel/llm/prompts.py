@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -69,6 +70,7 @@ def offered(kind: str) -> list[str] | None:
     return [*choices, NONE_OF_THESE]
 
 
+@functools.lru_cache(maxsize=4096)  # once a request (Prompts.messages): ~60 bytecodes of parsing the kind
 def prompt_name(kind: str) -> str:
     """The template a kind is rendered with."""
     if taxonomy_parent(kind) is not None:

@@ -2,7 +2,7 @@
 text cut to the judge's max_text_tokens, the nearest demonstrations), chooses the prompt kind of each question
 (the job's, a shortlist's round, a taxonomy's level) and encodes the request (body and cache key).
 
-Every executor reads this plan: the local asyncio driver (`RowLabeler.ask_all`, `RowLabeler.from_cache`, through
+Every executor reads this plan: the local asyncio driver (`RowLabeler.process`, `RowLabeler.from_cache`, through
 pipeline.drive), the Batch API (pipeline.batch buys `pending` requests round after round), the Ray actors
 (which run the local driver) and the check for requests bought in batches still in flight (pipeline.inflight).
 

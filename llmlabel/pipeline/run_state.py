@@ -25,11 +25,14 @@ class RunState:
             for j in judges
         )
         self.budget = Budget(opts.max_cost, opts.max_requests, ledgers, opts.cancel)
-        self.tallies = {j.name: Tally(self.ledger.judges[j.name], self.budget) for j in judges}
+        self.tallies = {
+            j.name: Tally(self.ledger.judges[j.name], self.budget, on_cache_error=self._tally_failed) for j in judges
+        }
         self.truncated = 0  # texts cut to a judge's max_text_tokens this run
         self.stopped_by: str | None = None  # why the drive stopped early (a signal, a cancel), once it has
         self._fatal: LLMLabelError | BaseException | None = None
-        self._cache_error: CacheError | None = None
+        self._cache_error: CacheError | None = None  # the bulk cache pass's
+        self._tally_error: CacheError | None = None  # the first of its judges' calls' (Tally.cache_failed)
 
     @property
     def fatal(self) -> LLMLabelError | BaseException | None:
@@ -63,4 +66,7 @@ class RunState:
     @property
     def cache_error(self) -> CacheError | None:
         """Why the response cache failed this run (its answers stay in their rows), or None."""
-        return self._cache_error or next((t.cache_error for t in self.tallies.values() if t.cache_error), None)
+        return self._cache_error or self._tally_error
+
+    def _tally_failed(self, e: CacheError) -> None:
+        self._tally_error = self._tally_error or e

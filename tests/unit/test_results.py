@@ -255,3 +255,14 @@ def test_the_report_as_a_record_keeps_the_ledgers_field_order():
     ]
     assert rec["judges"]["a"] == {"weight": 0.9} and rec["left_out"] == ["c"]
     assert report_record(AggregationReport()) == {}
+
+
+def test_make_and_evolve_copy_every_field_and_refuse_a_name_that_is_no_field():
+    r = RowResult.make("r1", kind="multilabel", position=3, inputs={"text": "t"})
+    e = r.evolve(error="x", labels=("a",))
+    assert e == dataclasses.replace(r, error="x", labels=("a",)) and r.error is None and e.inputs is r.inputs
+    assert list(vars(e)) == [f.name for f in dataclasses.fields(RowResult)]  # (the field order of the dataclass)
+    with pytest.raises(TypeError, match="no field 'lable'"):
+        r.evolve(lable="a")
+    with pytest.raises(TypeError, match="no field 'lable'"):
+        RowResult.make("r2", lable="a")
