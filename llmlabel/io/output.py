@@ -14,7 +14,7 @@ from llmlabel.io.paths import ledger_path, part_path  # noqa: F401  (re-exported
 from llmlabel.io.records import from_record, judges_from_record
 from llmlabel.io.rows import input_format
 from llmlabel.io.tables import write_table
-from llmlabel.io.values import dumps, load_schema
+from llmlabel.io.values import dumps, load_schema, no_surrogates
 from llmlabel.results import RowResult
 
 PERMANENT = "empty text"  # row errors that a rerun would not fix
@@ -295,7 +295,10 @@ def _record(line: bytes) -> dict[str, Any] | None:
 
 def line(rec: dict[str, Any]) -> bytes:
     """A part-file line (values JSON cannot hold, such as dates or NaN, in their text form: io.values)."""
-    return (dumps(rec) + "\n").encode("utf-8")
+    try:
+        return (dumps(rec) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from an input that was not a file (io.values.no_surrogates)
+        return (dumps(no_surrogates(rec)) + "\n").encode("utf-8")
 
 
 def fields_json(fields: dict[str, Any]) -> str:
@@ -306,7 +309,10 @@ def fields_json(fields: dict[str, Any]) -> str:
 def line_with(rec: dict[str, Any], tail: str) -> bytes:
     """line({**rec, **fields}) for tail = fields_json(fields), when rec has none of those keys (same bytes):
     rows that end alike are serialised in part."""
-    return (dumps(rec)[:-1] + "," + tail + "}\n").encode("utf-8")
+    try:
+        return (dumps(rec)[:-1] + "," + tail + "}\n").encode("utf-8")
+    except UnicodeEncodeError:  # as in `line`
+        return (dumps(no_surrogates(rec))[:-1] + "," + no_surrogates(tail) + "}\n").encode("utf-8")
 
 
 def _argsort(order: Any) -> Iterable[int]:

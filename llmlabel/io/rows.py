@@ -11,7 +11,7 @@ from typing import Any
 
 from llmlabel.errors import InputError
 from llmlabel.io.parquet_rows import parquet_batches_rows
-from llmlabel.io.values import text_form
+from llmlabel.io.values import no_surrogates, text_form
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # texts of several MB are legal input
@@ -110,19 +110,8 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
                 keys = [k for k, _ in json.loads(line, object_pairs_hook=lambda kv: kv)]
                 _unique_header(path, keys, f"line {n}")
             if "\\ud" in line or "\\uD" in line:
-                obj = _no_surrogates(obj)
+                obj = no_surrogates(obj)
             yield obj
-
-
-def _no_surrogates(v: Any) -> Any:
-    """JSON may carry lone surrogates (\\ud800), which UTF-8 cannot: replace them so every row can be written."""
-    if isinstance(v, str):
-        return v.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(v, dict):
-        return {_no_surrogates(k): _no_surrogates(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_no_surrogates(x) for x in v]
-    return v
 
 
 def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:

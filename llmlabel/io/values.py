@@ -198,3 +198,16 @@ def _timestamp(t: Any) -> Callable[[Any], Any]:
         return d
 
     return read
+
+
+def no_surrogates(v: Any) -> Any:
+    """JSON may carry lone surrogates (\\ud800), which UTF-8 cannot: replace them so every row can be written.
+    Files are scrubbed as they are read (io.rows); texts from elsewhere (a Python list, a Label Studio task)
+    when their line is written (io.output.line)."""
+    if isinstance(v, str):
+        return v.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(v, dict):
+        return {no_surrogates(k): no_surrogates(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [no_surrogates(x) for x in v]
+    return v

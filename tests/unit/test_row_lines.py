@@ -90,3 +90,22 @@ def test_a_run_reads_the_first_cache_failure_of_its_judges_calls(tmp_path):
     run.cache_failed(bulk)  # the bulk cache pass's own failure is the run's line
     assert run.cache_error is bulk
     labeler.cache.close()
+
+
+def test_a_lone_surrogate_from_outside_a_file_is_written_scrubbed(tmp_path):
+    # Files are scrubbed as they are read; a Python list or a Label Studio task is not, and a row's line is
+    # then written from its text: "\ud800" cannot be UTF-8, so it becomes "?" there instead of failing the row.
+    labeler = _labeler(tmp_path, "a")
+    rows = [(0, {"id": "r0", "text": "bad \ud800 text"})]
+    for req in labeler.plan.pending(rows):
+        labeler.cache.set(req.key, {"content": json.dumps({"label": "neg"}), "finish_reason": "stop", "usage": {}})
+    sink = _Lines()
+
+    async def go() -> None:
+        await labeler.process(labeler.start(0, rows[0][1]), sink, labeler.new_run())
+
+    asyncio.run(go())
+    (got,) = [json.loads(b) for b in sink.lines]
+    assert got["text"] == "bad ? text" and got["label"] == "neg" and got["error"] is None
+    assert json.loads(line({"id": "x", "text": "\udc80"}))["text"] == "?"
+    labeler.cache.close()
