@@ -156,9 +156,11 @@ def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_paid_twice(tmp_path,
 
 
 def test_driver_killed_with_kill_9_resumes(tmp_path, cluster):
-    n = 1200  # ~5 s of requests at 8 in flight: the kill lands mid-run
+    n = 1200  # ~15 s of requests at 8 in flight: the kill lands mid-run
     write_corpus(tmp_path / "in.csv", n)
-    a = FakeLLM(latency=0.03).start()
+    # 0.1 s an answer: at 0.03 s a quiet CI machine had all 1,200 rows in the part file before the kill landed
+    # (rows reach it a Ray batch at a time, so a short run can go from under 100 to all between two polls).
+    a = FakeLLM(latency=0.1).start()
     cfg = _cfg(tmp_path, _judges(a), "c.yaml", "cache")
     out, part = tmp_path / "out.jsonl", tmp_path / "out.jsonl.part"
     cmd = [sys.executable, "-m", "llmlabel", "label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out)]
