@@ -44,12 +44,12 @@ def _rows_report(out: Path, stderr: str) -> str:
 
 
 # On a loaded machine (2 cores at load ~15) one answer of the CPU model took over a judge's default 60 s and
-# rows came back unlabeled: the test's runs allow 5 minutes an answer (LLMLABEL_LOCAL_TIMEOUT), and a failure
-# prints every row's error.
+# rows came back unlabeled: the embedded judges now wait 5 minutes an answer (servers.LOCAL_TIMEOUT), and a
+# failure prints every row's error.
 @pytest.mark.timeout(3000)
 def test_label_with_no_key_uses_the_embedded_qwen_model_and_caches(tmp_path):
     # A config with only a `task:` section, no key in the environment (run_cli drops OPENAI_*).
-    state = {"LLMLABEL_STATE_DIR": str(tmp_path / "state"), "LLMLABEL_LOCAL_TIMEOUT": "300"}
+    state = {"LLMLABEL_STATE_DIR": str(tmp_path / "state")}
     args = [
         "label",
         str(ROOT / "examples" / "reviews.csv"),
