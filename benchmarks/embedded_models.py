@@ -34,18 +34,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from embedded_quality import TASKS, normalize, score  # noqa: E402
+from embedded_quality import TASKS, library_default, normalize, score  # noqa: E402
 
-from llmlabel.ensemble.calibration import average_content_free, batch_min_rows, contextual_calibrate  # noqa: E402
+from llmlabel.ensemble.calibration import average_content_free, contextual_calibrate  # noqa: E402
 from llmlabel.ensemble.calibration import batch_calibrate_rows as batch_calibrate  # noqa: E402
 from llmlabel.ensemble.combine import combine_row  # noqa: E402
 from llmlabel.llm.answers import JudgeAnswer  # noqa: E402
-from llmlabel.pipeline.lifecycle import local_judges  # noqa: E402
 
 KINDS = {
     "sst2": "sentiment",
     "sms": "spam",
     "clinc_domain": "topic",
+    "news": "topic",
     "wos": "topic",
     "trec": "question type",
     "clinc_intent": "intent",
@@ -76,11 +76,10 @@ def model_levers(got: dict[str, Any], ids: list[str], labels: list[str]) -> dict
     }
     bc = dict(zip(ids, batch_calibrate([cc[i] for i in ids], labels)))  # cc, then Batch Calibration
     res["cc+bc"] = ([max(bc[i], key=bc[i].__getitem__) for i in ids], [max(bc[i].values()) for i in ids], secs)
-    # What `llmlabel label` does with the embedded judge on a job of these rows: Batch Calibration where the
-    # embedded judge has it on (3+ labels) and the job has the rows it needs (20, and one a label), else cc alone.
-    judge = local_judges([{"name": "e", "model": "m", "base_url": "http://127.0.0.1:9/v1"}], len(labels))[0]
-    applies = judge.batch_calibration and len(ids) >= batch_min_rows(len(labels))
-    res[f"default ({'cc+bc' if applies else 'cc'})"] = res["cc+bc" if applies else "cc"]
+    # What `llmlabel label` does with the embedded judge on a job of these rows (embedded_quality.library_default).
+    cf = [c["probs"] for c in d["cf"] if c["probs"]]
+    name, lib = library_default([raw[i] for i in ids], average_content_free(cf, labels) if cf else None, labels)
+    res[f"default ({name})"] = ([max(p, key=p.__getitem__) for p in lib], [max(p.values()) for p in lib], secs)
     rev = got.get("reversed", {})
     rev_ids = {r["id"]: r for r in rev.get("rows", [])}
     if rev_ids and all(i in rev_ids for i in ids):

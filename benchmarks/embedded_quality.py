@@ -52,6 +52,8 @@ from llmlabel.config import Judge, Task  # noqa: E402
 from llmlabel.ensemble.calibration import (  # noqa: E402
     CONTENT_FREE,
     average_content_free,
+    batch_min_rows,
+    content_free_undone,
     contextual_calibrate,
 )
 from llmlabel.ensemble.calibration import batch_calibrate_rows as batch_calibrate  # noqa: E402
@@ -61,6 +63,7 @@ from llmlabel.llm.judge import Budget, JudgeClient  # noqa: E402
 from llmlabel.llm.ledger import JudgeLedger  # noqa: E402
 from llmlabel.llm.prompts import Prompts  # noqa: E402
 from llmlabel.llm.tokens import truncate  # noqa: E402
+from llmlabel.pipeline.lifecycle import local_judges  # noqa: E402
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"  # this script's: unsuffixed result files (llmlabel's default is the 1.5B)
 MODEL_NAMES = {
@@ -124,6 +127,26 @@ TASKS: dict[str, dict[str, Any]] = {
         "instructions": "Is this SMS message spam (unsolicited advertising, prizes, scams) or ham (a normal message)?",
         "labels": {"ham": "a normal personal message", "spam": "unsolicited advertising, prize or scam"},
     },
+    # A news-topic task like issue 29's held-out one (which we never had): BBC News (Greene & Cunningham 2006),
+    # a 1,249-row copy of its bbc-text.csv (lower-cased, punctuation dropped) from github
+    # JhD10/DataSet-Espanol, sha256 332709fc...637a; kept outside the repository like ../shared. Four of its
+    # five topics, each story cut to its first 40 words (headline and lead), about a news item's length;
+    # a config written as the README shows (one line of instructions, a short description per label).
+    "news": {
+        "file": "bbc-text.csv",
+        "path": Path(os.environ.get("LLMLABEL_NEWS_CSV", ROOT.parent / "newsdata" / "bbc-text.csv")),
+        "column": "category",
+        "kind": "topic (BBC news stories, first 40 words, 4 topics)",
+        "instructions": "Which topic is this news story about?",
+        "labels": {
+            "business": "companies, markets, trade and the economy",
+            "politics": "government, parties, elections and public policy",
+            "sport": "sports, matches, athletes and teams",
+            "tech": "technology, computers, the internet, phones and games",
+        },
+        "in_labels_only": True,
+        "lead_words": 40,
+    },
     "clinc_intent": {
         "file": "clinc150_test.csv",
         "column": "label",
@@ -136,7 +159,11 @@ TASKS: dict[str, dict[str, Any]] = {
 
 def sample(task: str, n: int) -> list[dict[str, str]]:
     t = TASKS[task]
-    rows = list(csv.DictReader(open(DATA / t["file"], encoding="utf-8")))
+    rows = list(csv.DictReader(open(t.get("path", DATA / t["file"]), encoding="utf-8")))
+    for i, r in enumerate(rows):
+        r.setdefault("id", str(i))
+        if t.get("lead_words"):
+            r["text"] = " ".join(r["text"].split()[: t["lead_words"]])
     random.Random(0).shuffle(rows)
     # CLINC150's out-of-scope requests have no domain: the 10-domain task is asked of in-scope requests only.
     rows = [r for r in rows if r[t["column"]] in t["labels"]] if t.get("in_labels_only") else rows
@@ -228,6 +255,22 @@ def normalize(p: dict[str, float], labels: list[str]) -> dict[str, float]:
     return {lab: max(p.get(lab, 0.0), 0.0) / s for lab in labels} if s > 0 else {lab: 1 / len(labels) for lab in labels}
 
 
+def library_default(
+    raw: list[dict[str, float]], p_cf: dict[str, float] | None, labels: list[str]
+) -> tuple[str, list[dict[str, float]]]:
+    """What `llmlabel label` makes of the embedded judge's distributions `raw` (the job's rows) with its
+    content-free distribution `p_cf`, named: cc on each answer; then, where the judge has Batch Calibration
+    (3+ labels) and the job the rows it needs, Batch Calibration at the job's end, after undoing cc where it made
+    the job's label shares less even (calibration.content_free_undone, the library's own decision)."""
+    cc = [normalize(contextual_calibrate(p, p_cf), labels) for p in raw] if p_cf else raw
+    judge = local_judges([{"name": "e", "model": "m", "base_url": "http://127.0.0.1:9/v1"}], len(labels))[0]
+    if not (judge.batch_calibration and len(raw) >= batch_min_rows(len(labels))):
+        return "cc", cc
+    cf = [p_cf[lab] for lab in labels] if p_cf else None
+    undone = cf is not None and content_free_undone([[p[lab] for lab in labels] for p in cc], cf) is not None
+    return ("bc", batch_calibrate(raw, labels)) if undone else ("cc+bc", batch_calibrate(cc, labels))
+
+
 def score(name: str, preds: list[str], conf: list[float], gold: list[str], labels: list[str]) -> dict[str, Any]:
     ok = np.array([p == g for p, g in zip(preds, gold)])
     n, k = len(ok), int(ok.sum())
@@ -310,6 +353,9 @@ def levers(task: str, got: dict[str, dict], order: list[str]) -> list[dict[str, 
             argmax("cc" + tag, cc, gold)
             argmax("cc+bc" + tag, batch_calibrate(cc, labels), gold)
         argmax("bc" + tag, batch_calibrate(raw, labels), gold)
+        if variant == "default":
+            name, dist = library_default(raw, average_content_free(cf, labels) if cf else None, labels)
+            argmax(f"llmlabel's default ({name})", dist, gold)
         dcd = [c["probs"] for c in g.get("dc", []) if c["probs"]]
         if dcd:
             p_dc = average_content_free(dcd, labels)
@@ -389,7 +435,6 @@ def report(
 
 async def main_async(a: argparse.Namespace) -> None:
     from llmlabel.local import servers
-    from llmlabel.pipeline.lifecycle import local_judges
 
     cache = ResponseCache(a.cache_dir)
     global TIMINGS

@@ -192,6 +192,9 @@ class AggregationReport:
     confidence_calibrated_on: int | None = None  # gold rows the confidences were recalibrated on
     batch_calibrated: tuple[str, ...] = ()  # judges whose distributions were divided by their mean over the job
     batch_too_few: Mapping[str, int] | None = None  # judges with batch_calibration left as they were: their rows
+    # the batch-calibrated judges' content-free distributions (what a later refit needs to decide as this one did)
+    batch_content_free: Mapping[str, Mapping[str, float]] | None = None
+    content_free_undone: tuple[str, ...] = ()  # judges whose content-free calibration was undone (it added a bias)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llmlabel.ensemble.calibration import batch_calibrate, batch_min_rows, calibrate_confidence
+from llmlabel.ensemble.calibration import batch_calibrate, batch_min_rows, calibrate_confidence, content_free_undone
 from llmlabel.ensemble.multilabel import SetPolicy, refit_sets
 from llmlabel.ensemble.votes import VoteMatrix, Votes, none_uninformative
 from llmlabel.results import AggregationReport, JudgeAnswer, JudgeFit, OneLabel, RowResult, Verdict
@@ -145,7 +145,9 @@ class BatchFit:
     the option gets its (content-free calibrated) distributions divided by their mean over the job's rows.
 
     `judges`: those it was applied to; `too_few`: those left as they were, with the number of rows that had a
-    distribution from them (under calibration.batch_min_rows). `codes` (n, J): every judge's label codes with
+    distribution from them (under calibration.batch_min_rows); `undone`: those whose content-free calibration
+    was undone first, as it made the job's label shares less even (calibration.content_free_undone; it needs
+    the judge's p_cf, which `batch` gives). `codes` (n, J): every judge's label codes with
     the applied judges' new labels; `label_codes` (n, B) and `probs` (n, B, K, rounded to 4 digits) the applied
     judges' new labels (-1: the row had no distribution from that judge, its answer stands) and distributions.
     Memory: float64 arrays, 8 bytes a label a row a judge, a few of them while the fit runs."""
@@ -156,19 +158,21 @@ class BatchFit:
     codes: Any
     label_codes: Any
     probs: Any
+    undone: tuple[str, ...] = ()
 
     @classmethod
-    def over(cls, rows: Rows, judge_names: list[str], labels: list[str], batch: Sequence[str]) -> BatchFit | None:
+    def over(cls, rows: Rows, judge_names: list[str], labels: list[str], batch: Batch) -> BatchFit | None:
         """The fit over `rows` for the judges `batch` (None: no row). One pass over the rows, then numpy."""
         import numpy as np
 
-        batch = [name for name in judge_names if name in set(batch)]
+        p_cf = batch_p_cf(batch)
+        batch = [name for name in judge_names if name in p_cf]
         vm = VoteMatrix.from_results(rows(), judge_names, labels, dists=batch)
         n, K = len(vm), len(labels)
         if not n:
             return None
         codes = vm.codes.copy()
-        applied, too_few, kept = [], {}, []
+        applied, too_few, kept, undone = [], {}, [], []
         need = batch_min_rows(K)
         probs = np.zeros((n, len(batch), K))
         label_codes = np.full((n, len(batch)), -1, dtype=np.int64)
@@ -179,7 +183,13 @@ class BatchFit:
             if m < need:
                 too_few[name] = m
                 continue
-            q = np.round(batch_calibrate(d[have]), 4)
+            d = d[have]
+            if (cf := p_cf[name]) is not None and (
+                raw := content_free_undone(d, [cf.get(lab, 0.0) for lab in labels])
+            ) is not None:
+                d = raw
+                undone.append(name)
+            q = np.round(batch_calibrate(d), 4)
             probs[have, b] = q
             k = np.argmax(q, axis=1)  # the first of tied labels, as calibrate_answer picks
             label_codes[have, b] = k
@@ -188,7 +198,7 @@ class BatchFit:
             kept.append(b)
         if len(kept) < len(batch):
             probs, label_codes = probs[:, kept], label_codes[:, kept]
-        return cls(tuple(labels), tuple(applied), too_few, codes, label_codes, probs)
+        return cls(tuple(labels), tuple(applied), too_few, codes, label_codes, probs, tuple(undone))
 
     def answers(self, pos: int, answers: Mapping[str, JudgeAnswer]) -> Mapping[str, JudgeAnswer]:
         """Row `pos`'s answers with the applied judges' batch-calibrated distributions and labels."""
@@ -239,6 +249,16 @@ class BatchFit:
 
 
 Rows = Callable[[], Iterable[RowResult]]  # a job's results, read again on each call (a part file, a list)
+# The judges to batch-calibrate, each with its content-free distribution (p_cf, None: it has none), or only
+# their names (a ledger or shard manifest written before p_cf was kept: nothing is undone).
+Batch = Mapping[str, Mapping[str, float] | None] | Sequence[str]
+
+
+def batch_p_cf(batch: Batch) -> dict[str, Mapping[str, float] | None]:
+    """`batch` as judge -> p_cf (None: not known)."""
+    return dict(batch) if isinstance(batch, Mapping) else dict.fromkeys(batch)
+
+
 Revote = Callable[[int, RowResult], RowResult]  # a row's result (at its position) -> its result after the refit
 
 
@@ -418,7 +438,7 @@ def refit(
     mode: str,
     gold: Mapping[str, str] | None = None,
     policy: SetPolicy | None = None,
-    batch: Sequence[str] = (),
+    batch: Batch = (),
 ) -> tuple[Revote | None, AggregationReport]:
     """Fit over every row; return a function that gives each row's new result (None: every row stays as it
     is) and the report of the fit. The results passed in are never changed.
@@ -442,7 +462,14 @@ def refit(
     bc = BatchFit.over(rows, judge_names, labels, batch) if batch and mode == "label" else None
     update, report = _refit(rows, judge_names, labels, method, mode, gold, bc if bc and bc.judges else None)
     if bc is not None and report.method is not None:
-        report = replace(report, batch_calibrated=bc.judges, batch_too_few=dict(bc.too_few) or None)
+        p_cf = batch_p_cf(batch)
+        report = replace(
+            report,
+            batch_calibrated=bc.judges,
+            batch_too_few=dict(bc.too_few) or None,
+            batch_content_free={n: dict(cf) for n in bc.judges if (cf := p_cf.get(n)) is not None} or None,
+            content_free_undone=bc.undone,
+        )
     if len(judge_names) == 1 and len(labels) >= 3:
         report = replace(report, one_label=_one_label(rows, judge_names, labels, bc if bc and bc.judges else None))
     if not gold:

@@ -443,6 +443,9 @@ def report_record(r: AggregationReport) -> dict[str, Any]:
             "judges": list(r.batch_calibrated),
             "too_few_rows": dict(r.batch_too_few or {}),  # left as they were (ensemble.calibration.BATCH_MIN_ROWS)
         }
+        if r.batch_content_free:
+            out["batch_calibration"]["content_free"] = {n: dict(p) for n, p in r.batch_content_free.items()}
+            out["batch_calibration"]["content_free_undone"] = list(r.content_free_undone)
     return out
 
 

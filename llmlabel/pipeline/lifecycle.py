@@ -23,7 +23,7 @@ from typing import Any
 
 from llmlabel.config import Config, Judge
 from llmlabel.ensemble.calibration import BATCH_MIN_ROWS, BATCH_ROWS_PER_LABEL, batch_min_rows
-from llmlabel.ensemble.combine import PosteriorRevote, refit
+from llmlabel.ensemble.combine import Batch, PosteriorRevote, refit
 from llmlabel.ensemble.multilabel import SetPolicy
 from llmlabel.errors import ConfigError, KeptRows, LLMLabelError, MissingColumn, OutputError
 from llmlabel.io.files import atomic_write
@@ -180,7 +180,7 @@ class Output:
         kind: str,
         gold: dict[str, str] | None,
         policy: SetPolicy | None = None,
-        batch: list[str] | None = None,
+        batch: Batch | None = None,
     ) -> tuple[int, AggregationReport]:
         """The aggregation over every row of `part` (a run's, or the shards' that `llmlabel merge` joins), written
         atomically to the output. Returns the row count and the aggregation's report."""

@@ -284,13 +284,13 @@ class RowLabeler:
             and not self.taxonomy
         )
 
-    def batch_calibrated(self) -> list[str]:
-        """The judges the whole-job refit batch-calibrates (ensemble.combine.BatchFit): those with
-        batch_calibration, in a calibrated job of one label a text (config refuses the option elsewhere; an
-        embedded judge's default is left off there)."""
+    def batch_calibrated(self) -> dict[str, dict[str, float] | None]:
+        """The judges the whole-job refit batch-calibrates (ensemble.combine.BatchFit), each with its content-free
+        distribution (None: it has none): those with batch_calibration, in a calibrated job of one label a text
+        (config refuses the option elsewhere; an embedded judge's default is left off there)."""
         if self.kind != "label" or not self.calibrates():
-            return []
-        return [j.name for j in self.judges if j.batch_calibration and j.logprobs]
+            return {}
+        return {j.name: self.p_cf.get(j.name) for j in self.judges if j.batch_calibration and j.logprobs}
 
     def _calibrated(self, name: str, ans: JudgeAnswer) -> JudgeAnswer:
         return calibrate_answer(ans, self.p_cf.get(name))

@@ -11,7 +11,7 @@ import hashlib
 import json
 import zlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def save_shard(
     labels: list[str],
     kind: str,
     cfg: Config,
-    batch_calibrated: list[str] | None = None,
+    batch_calibrated: Mapping[str, Mapping[str, float] | None] | None = None,
 ) -> None:
     """Record a finished shard (called before its part file goes)."""
     positions = list(part.positions())
@@ -65,7 +65,8 @@ def save_shard(
         "labels": labels,
         "mode": kind,
         "aggregate": cfg.aggregate,
-        "batch_calibrated": batch_calibrated or [],  # judges the merge batch-calibrates over every shard's rows
+        # judges the merge batch-calibrates over every shard's rows, each with its content-free distribution
+        "batch_calibrated": dict(batch_calibrated or {}),
         "set_policy": {"threshold": cfg.task.label_threshold, "allow_empty": cfg.task.allow_empty},
         "gold": str(Path(cfg.gold).resolve()) if cfg.gold else None,
         "id_column": cfg.task.id_column,

@@ -40,7 +40,8 @@ class Dataset:
     method: str = "majority"
     mode: str = "label"
     kind: LabelKind | None = None  # multi-label or taxonomy (review.kinds); None: one label per row
-    batch: list[str] = field(default_factory=list)  # judges the run batch-calibrated (its ledger says)
+    # judges the run batch-calibrated, with their content-free distributions (its ledger says)
+    batch: dict[str, dict[str, float] | None] = field(default_factory=dict)
     results: list[RowResult] = field(default_factory=list)  # the same rows, read (io.records.read_output)
 
     @property
@@ -68,18 +69,23 @@ def _label(v: Any) -> str | None:
     return None if v in (None, "") else str(v)
 
 
-def _batch_calibrated(output: Path) -> list[str]:
-    """The judges the run that wrote `output` batch-calibrated, from its ledger's quality block (a run's last,
-    or a merge's), so that the review's refit labels rows as the run did; none when it cannot be read."""
+def _batch_calibrated(output: Path) -> dict[str, dict[str, float] | None]:
+    """The judges the run that wrote `output` batch-calibrated, each with its content-free distribution, from
+    its ledger's quality block (a run's last, or a merge's), so that the review's refit labels rows as the run
+    did; none when it cannot be read."""
     import json
 
     try:
         data = json.loads(ledger_path(output).read_text(encoding="utf-8"))
         quality = (data.get("merged") or data["runs"][-1]).get("quality") or {}
-        judges = (quality.get("batch_calibration") or {}).get("judges") or []
-        return [str(j) for j in judges]
+        block = quality.get("batch_calibration") or {}
+        p_cf = block.get("content_free") or {}
+        return {
+            str(j): {str(k): float(v) for k, v in p_cf[j].items()} if j in p_cf else None
+            for j in block.get("judges") or []
+        }
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return []
+        return {}
 
 
 def load_output(
@@ -138,7 +144,7 @@ def load_output(
     if not records:
         raise InputError(f"{p} has no rows")
     ds = Dataset(p, list(labels), ids, texts, records, list(names), audit=audit, method=method, mode=mode, kind=kind)
-    ds.batch = _batch_calibrated(p) if not audit else []
+    ds.batch = _batch_calibrated(p) if not audit else {}
     ds.results = results
     if audit:
         ds.suggested = [_label(r.get("suggested_label")) for r in records]

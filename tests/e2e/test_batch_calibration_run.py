@@ -32,15 +32,15 @@ POS = {"positive": 0.8, "negative": 0.1, "neutral": 0.1}
 class BiasedLLM(FakeLLM):
     """A logprob judge whose distribution for a text is `dists[text]` (uniform for any other text)."""
 
-    def __init__(self, dists: dict[str, dict[str, float]]) -> None:
+    def __init__(self, dists: dict[str, dict[str, float]], other: dict[str, float] | None = None) -> None:
         super().__init__(answers={t: max(p, key=p.__getitem__) for t, p in dists.items()}, labels=list(LABELS))
-        self.dists = dists
+        self.dists, self.other = dists, other or dict.fromkeys(LABELS, 1 / 3)
 
     def handle(self, req: dict[str, Any], headers: dict[str, str]) -> tuple[int | None, Any, dict[str, str]]:
         status, payload, out_headers = super().handle(req, headers)
         if status == 200 and req.get("logprobs"):
             m = TEXT.search(req["messages"][-1]["content"])
-            p = self.dists.get(m.group(1) if m else "", dict.fromkeys(LABELS, 1 / 3))
+            p = self.dists.get(m.group(1) if m else "", self.other)
             step = payload["choices"][0]["logprobs"]["content"][0]
             step["top_logprobs"] = [{"token": lab, "logprob": math.log(v)} for lab, v in p.items()]
         return status, payload, out_headers
@@ -93,7 +93,12 @@ def test_labels_change_and_the_ledger_says_so(tmp_path, capsys):
     assert [r["label"] for r in got] == truth
     assert got[1]["probs"] == {"positive": 0.2283, "negative": 0.4749, "neutral": 0.2968}
     assert all(r["judges"]["a"]["label"] == "positive" for r in got)  # the judge's answer as it was asked
-    assert _quality(calibrated)["batch_calibration"] == {"judges": ["a"], "too_few_rows": {}}
+    assert _quality(calibrated)["batch_calibration"] == {
+        "judges": ["a"],
+        "too_few_rows": {},
+        "content_free": {"a": pytest.approx(dict.fromkeys(LABELS, 1 / 3))},  # the "N/A" answers' (uniform)
+        "content_free_undone": [],
+    }
     assert calibrated.read_bytes() == first  # a rerun (from the cache) calibrates once, the same way
 
 
@@ -139,9 +144,12 @@ def test_an_embedded_judges_small_job_is_left_as_asked_without_a_warning(tmp_pat
 
 @pytest.mark.slow
 def test_local_shards_and_batch_give_the_same_labels(tmp_path):
+    """...with content-free inputs answered "neutral" (0.8), a bias the reviews do not have: content-free
+    calibration is undone before Batch Calibration, over every row in each case (the shards' manifests keep
+    the judge's p_cf for the merge)."""
     inp = tmp_path / "in.jsonl"
     dists, truth = _corpus(inp, 30)
-    server = FakeBatch(BiasedLLM(dists)).start()
+    server = FakeBatch(BiasedLLM(dists, {"positive": 0.1, "negative": 0.1, "neutral": 0.8})).start()
     opts = RunOptions(progress=False)
     try:
         local = tmp_path / "local.jsonl"
@@ -153,7 +161,8 @@ def test_local_shards_and_batch_give_the_same_labels(tmp_path):
             assert run_job(cfg, inp, tmp_path / f"p{i}.jsonl", RunOptions(progress=False, shard=Shard(i, 3))).complete
             assert {r["label"] for r in read_jsonl(tmp_path / f"p{i}.jsonl")} == {"positive"}
         merged = merge_shards([str(tmp_path / f"p{i}.jsonl") for i in range(3)], tmp_path / "merged.jsonl")
-        assert merged.quality["batch_calibration"] == {"judges": ["a"], "too_few_rows": {}}
+        assert merged.quality["batch_calibration"]["content_free_undone"] == ["a"]
+        assert merged.quality["batch_calibration"] == _quality(local)["batch_calibration"]
         assert read_jsonl(tmp_path / "merged.jsonl") == read_jsonl(local)  # calibrated over every row
 
         cfg = load_config(_config(tmp_path, server.base_url, True, "b.yaml", "c3"))

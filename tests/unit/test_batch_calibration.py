@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from llmlabel.config import parse_config
-from llmlabel.ensemble.calibration import BATCH_MIN_ROWS, batch_calibrate, batch_calibrate_rows, batch_min_rows
+from llmlabel.ensemble.calibration import (
+    BATCH_MIN_ROWS,
+    batch_calibrate,
+    batch_calibrate_rows,
+    batch_min_rows,
+    content_free_undone,
+    contextual_calibrate,
+)
 from llmlabel.ensemble.combine import BatchFit, combine_row, refit
 from llmlabel.ensemble.votes import Votes
 from llmlabel.errors import ConfigError
@@ -226,16 +233,16 @@ def test_the_review_refits_an_output_as_the_run_did(tmp_path):
     assert model_view(load_output(out, LABELS), gold).label == ["positive"] * 40  # no ledger: not known
     ledger_path(out).write_text(json.dumps({"runs": [{"quality": report_record(report)}]}))
     ds = load_output(out, LABELS)
-    assert ds.batch == ["j"] and model_view(ds, gold).label == truth
+    assert ds.batch == {"j": None} and model_view(ds, gold).label == truth
 
 
 @pytest.mark.parametrize(
     "task,want",
     [
-        ({}, ["a"]),
-        ({"multi_label": True}, []),
-        ({"shortlist": 2}, []),
-        ({"taxonomy": {"x": ["p", "q"], "y": ["r", "s"]}}, []),
+        ({}, {"a": None}),  # (no content-free distribution: nothing was asked)
+        ({"multi_label": True}, {}),
+        ({"shortlist": 2}, {}),
+        ({"taxonomy": {"x": ["p", "q"], "y": ["r", "s"]}}, {}),
     ],
 )
 def test_judges_given_with_the_option_are_calibrated_in_single_label_jobs_only(tmp_path, task, want):
@@ -275,3 +282,82 @@ def test_a_judge_with_too_few_distributions_is_left_out_of_the_calibration_alone
     assert update is not None
     want = [r.decided(combine_row(bc.answers(p, r.judges), LABELS, "label")).label for p, r in enumerate(rows)]
     assert [update(p, r).label for p, r in enumerate(rows)] == want
+
+
+# Content-free calibration that says "neutral" (0.8) for rows that do not lean that way.
+P_CF = {"positive": 0.1, "negative": 0.1, "neutral": 0.8}
+
+
+def _stored_cc(lean: float = 0.0) -> tuple[list[RowResult], list[str], list[dict[str, float]]]:
+    """60 rows a judge answers around the true label (seeded Dirichlet draws; `lean`: extra neutral mass in
+    every answer), stored content-free calibrated with P_CF as the pipeline stores them, with the truth and
+    the model's own distributions."""
+    rng = np.random.default_rng(0)
+    rows, truth, raw = [], [], []
+    for i in range(60):
+        a = np.full(3, 0.6)
+        a[i % 3] = 3.0
+        p = rng.dirichlet(a) + np.array([0.0, 0.0, lean])
+        own = dict(zip(LABELS, (p / p.sum()).tolist()))
+        raw.append(own)
+        truth.append(LABELS[i % 3])
+        rows.append(_row(i, {"j": contextual_calibrate(own, P_CF)}))
+    return rows, truth, raw
+
+
+def _right(labels: list[str | None], truth: list[str]) -> int:
+    return sum(a == b for a, b in zip(labels, truth))
+
+
+def test_content_free_calibration_that_added_a_bias_is_undone_before_batch_calibration():
+    """The BBC news case (calibration.content_free_undone): "N/A" says one label, the rows lean no such way, so
+    dividing by p_cf adds a bias; Batch Calibration after it recovers part of the loss, on the model's own
+    distributions all of it. Given the judge's p_cf, the refit undoes cc first and says so."""
+    rows, truth, raw = _stored_cc()
+    assert _right([r.label for r in rows], truth) == 43  # cc (the model's own answers: 53 right)
+    update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch={"j": P_CF})
+    assert report.content_free_undone == ("j",) and report.batch_content_free == {"j": P_CF}
+    want = [max(p, key=p.__getitem__) for p in batch_calibrate_rows(raw, LABELS)]
+    assert _labels(rows, update) == want and _right(want, truth) == 53
+    # Without the judge's p_cf (a ledger or shard manifest from before): Batch Calibration of cc, as it was.
+    update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch=["j"])
+    assert report.content_free_undone == () and _right(_labels(rows, update), truth) == 49
+    assert report_record(report)["batch_calibration"] == {"judges": ["j"], "too_few_rows": {}}
+
+
+def test_content_free_calibration_that_evened_the_rows_is_kept():
+    """The model leans to "neutral" on the rows too (what "N/A" showed): cc evens the job's label shares out,
+    so it stays, and Batch Calibration works on the calibrated distributions."""
+    rows, truth, raw = _stored_cc(lean=0.5)
+    assert _right([max(p, key=p.__getitem__) for p in raw], truth) < _right([r.label for r in rows], truth)
+    update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch={"j": P_CF})
+    assert report.content_free_undone == () and report.batch_calibrated == ("j",)
+    update2, _ = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch=["j"])
+    assert _labels(rows, update) == _labels(rows, update2)
+
+
+def test_content_free_undone_recovers_the_models_distributions():
+    rows, _, raw = _stored_cc()
+    cc = np.array([[r.judges["j"].probs[lab] for lab in LABELS] for r in rows])
+    got = content_free_undone(cc, [P_CF[lab] for lab in LABELS])
+    assert got is not None and np.allclose(got, [[p[lab] for lab in LABELS] for p in raw])
+    assert content_free_undone(cc, [1 / 3] * 3) is None  # a uniform p_cf changed nothing
+
+
+def test_the_review_decides_as_the_run_did(tmp_path):
+    """The ledger's quality block keeps each batch-calibrated judge's p_cf, so the review's refit undoes cc
+    where the run did."""
+    from llmlabel.io.paths import ledger_path
+    from llmlabel.review.dataset import load_output, model_view
+
+    rows, truth, _ = _stored_cc()
+    update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch={"j": P_CF})
+    record = report_record(report)
+    assert record["batch_calibration"]["content_free_undone"] == ["j"]
+    out = tmp_path / "o.jsonl"
+    out.write_text("".join(json.dumps(to_record(update(p, r))) + "\n" for p, r in enumerate(rows)))
+    ledger_path(out).write_text(json.dumps({"runs": [{"quality": record}]}))
+    ds = load_output(out, LABELS)
+    assert ds.batch == {"j": P_CF}
+    # No row reviewed: the review's refit of the run's output gives the run's labels back.
+    assert model_view(ds, {}).label == _labels(rows, update)
