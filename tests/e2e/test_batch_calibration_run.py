@@ -144,12 +144,12 @@ def test_an_embedded_judges_small_job_is_left_as_asked_without_a_warning(tmp_pat
 
 @pytest.mark.slow
 def test_local_shards_and_batch_give_the_same_labels(tmp_path):
-    """...with content-free inputs answered "neutral" (0.8), a bias the reviews do not have: content-free
-    calibration is undone before Batch Calibration, over every row in each case (the shards' manifests keep
-    the judge's p_cf for the merge)."""
+    """...with content-free inputs answered "positive" 0.9, which exaggerates the judge's lean on the reviews:
+    content-free calibration turns the job's lean around, so it is undone before Batch Calibration, over
+    every row in each case (the shards' manifests keep the judge's p_cf for the merge)."""
     inp = tmp_path / "in.jsonl"
     dists, truth = _corpus(inp, 30)
-    server = FakeBatch(BiasedLLM(dists, {"positive": 0.1, "negative": 0.1, "neutral": 0.8})).start()
+    server = FakeBatch(BiasedLLM(dists, {"positive": 0.9, "negative": 0.05, "neutral": 0.05})).start()
     opts = RunOptions(progress=False)
     try:
         local = tmp_path / "local.jsonl"
@@ -157,9 +157,10 @@ def test_local_shards_and_batch_give_the_same_labels(tmp_path):
         assert [r["label"] for r in read_jsonl(local)] == truth
 
         cfg = load_config(_config(tmp_path, server.base_url, True, "s.yaml", "c2"))
-        for i in range(3):  # 12, 9 and 9 rows: too few for a shard alone, its output is not calibrated
+        for i in range(3):  # 12, 9 and 9 rows: too few for a shard alone, its output is not batch-calibrated
             assert run_job(cfg, inp, tmp_path / f"p{i}.jsonl", RunOptions(progress=False, shard=Shard(i, 3))).complete
-            assert {r["label"] for r in read_jsonl(tmp_path / f"p{i}.jsonl")} == {"positive"}
+            # (content-free calibration alone: "positive" 0.9 divided out turns every row "negative")
+            assert {r["label"] for r in read_jsonl(tmp_path / f"p{i}.jsonl")} == {"negative"}
         merged = merge_shards([str(tmp_path / f"p{i}.jsonl") for i in range(3)], tmp_path / "merged.jsonl")
         assert merged.quality["batch_calibration"]["content_free_undone"] == ["a"]
         assert merged.quality["batch_calibration"] == _quality(local)["batch_calibration"]

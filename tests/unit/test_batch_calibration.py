@@ -284,24 +284,26 @@ def test_a_judge_with_too_few_distributions_is_left_out_of_the_calibration_alone
     assert [update(p, r).label for p, r in enumerate(rows)] == want
 
 
-# Content-free calibration that says "neutral" (0.8) for rows that do not lean that way.
-P_CF = {"positive": 0.1, "negative": 0.1, "neutral": 0.8}
+# Content-free answers that exaggerate the judge's lean to "positive" (it has some on the rows, not this much).
+P_CF = {"positive": 0.8, "negative": 0.1, "neutral": 0.1}
 
 
-def _stored_cc(lean: float = 0.0) -> tuple[list[RowResult], list[str], list[dict[str, float]]]:
-    """60 rows a judge answers around the true label (seeded Dirichlet draws; `lean`: extra neutral mass in
-    every answer), stored content-free calibrated with P_CF as the pipeline stores them, with the truth and
+def _stored_cc(
+    lean: float = 0.1, p_cf: dict[str, float] = P_CF
+) -> tuple[list[RowResult], list[str], list[dict[str, float]]]:
+    """60 rows a judge answers around the true label (seeded Dirichlet draws, plus `lean` on "positive" in
+    every answer), stored content-free calibrated with `p_cf` as the pipeline stores them, with the truth and
     the model's own distributions."""
     rng = np.random.default_rng(0)
     rows, truth, raw = [], [], []
     for i in range(60):
         a = np.full(3, 0.6)
         a[i % 3] = 3.0
-        p = rng.dirichlet(a) + np.array([0.0, 0.0, lean])
+        p = rng.dirichlet(a) + np.array([lean, 0.0, 0.0])
         own = dict(zip(LABELS, (p / p.sum()).tolist()))
         raw.append(own)
         truth.append(LABELS[i % 3])
-        rows.append(_row(i, {"j": contextual_calibrate(own, P_CF)}))
+        rows.append(_row(i, {"j": contextual_calibrate(own, p_cf)}))
     return rows, truth, raw
 
 
@@ -309,28 +311,31 @@ def _right(labels: list[str | None], truth: list[str]) -> int:
     return sum(a == b for a, b in zip(labels, truth))
 
 
-def test_content_free_calibration_that_added_a_bias_is_undone_before_batch_calibration():
-    """The BBC news case (calibration.content_free_undone): "N/A" says one label, the rows lean no such way, so
-    dividing by p_cf adds a bias; Batch Calibration after it recovers part of the loss, on the model's own
-    distributions all of it. Given the judge's p_cf, the refit undoes cc first and says so."""
+def test_content_free_calibration_that_over_corrected_is_undone_before_batch_calibration():
+    """The BBC news case (calibration.content_free_undone): "N/A" exaggerates the judge's lean, so cc turns the
+    job's lean around (53 right -> 39); Batch Calibration after it recovers most, on the model's own
+    distributions all. Given the judge's p_cf, the refit undoes cc first and says so."""
     rows, truth, raw = _stored_cc()
-    assert _right([r.label for r in rows], truth) == 43  # cc (the model's own answers: 53 right)
+    assert _right([max(p, key=p.__getitem__) for p in raw], truth) == 53
+    assert _right([r.label for r in rows], truth) == 39
     update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch={"j": P_CF})
     assert report.content_free_undone == ("j",) and report.batch_content_free == {"j": P_CF}
     want = [max(p, key=p.__getitem__) for p in batch_calibrate_rows(raw, LABELS)]
-    assert _labels(rows, update) == want and _right(want, truth) == 53
+    assert _labels(rows, update) == want and _right(want, truth) == 54
     # Without the judge's p_cf (a ledger or shard manifest from before): Batch Calibration of cc, as it was.
     update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch=["j"])
-    assert report.content_free_undone == () and _right(_labels(rows, update), truth) == 49
+    assert report.content_free_undone == () and _right(_labels(rows, update), truth) == 52
     assert report_record(report)["batch_calibration"] == {"judges": ["j"], "too_few_rows": {}}
 
 
-def test_content_free_calibration_that_evened_the_rows_is_kept():
-    """The model leans to "neutral" on the rows too (what "N/A" showed): cc evens the job's label shares out,
-    so it stays, and Batch Calibration works on the calibrated distributions."""
-    rows, truth, raw = _stored_cc(lean=0.5)
-    assert _right([max(p, key=p.__getitem__) for p in raw], truth) < _right([r.label for r in rows], truth)
-    update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch={"j": P_CF})
+def test_content_free_calibration_that_kept_the_lean_is_kept():
+    """The judge leans to "positive" on the rows as much as "N/A" shows (43 right): cc takes part of the lean
+    away without turning it (53 right), so it stays and Batch Calibration works on its distributions."""
+    p_cf = {"positive": 0.5, "negative": 0.25, "neutral": 0.25}
+    rows, truth, raw = _stored_cc(lean=0.5, p_cf=p_cf)
+    assert _right([max(p, key=p.__getitem__) for p in raw], truth) == 43
+    assert _right([r.label for r in rows], truth) == 53
+    update, report = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch={"j": p_cf})
     assert report.content_free_undone == () and report.batch_calibrated == ("j",)
     update2, _ = refit(lambda: iter(rows), ["j"], LABELS, "majority", "label", batch=["j"])
     assert _labels(rows, update) == _labels(rows, update2)
