@@ -194,7 +194,7 @@ class AggregationReport:
     batch_too_few: Mapping[str, int] | None = None  # judges with batch_calibration left as they were: their rows
     # the batch-calibrated judges' content-free distributions (what a later refit needs to decide as this one did)
     batch_content_free: Mapping[str, Mapping[str, float]] | None = None
-    content_free_undone: tuple[str, ...] = ()  # judges whose content-free calibration was undone (it added a bias)
+    content_free_undone: tuple[str, ...] = ()  # judges whose content-free calibration was undone (it over-corrected)
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ class BatchFit:
 
     `judges`: those it was applied to; `too_few`: those left as they were, with the number of rows that had a
     distribution from them (under calibration.batch_min_rows); `undone`: those whose content-free calibration
-    was undone first, as it made the job's label shares less even (calibration.content_free_undone; it needs
+    was undone first, as it turned the job's lean around (calibration.content_free_undone; it needs
     the judge's p_cf, which `batch` gives). `codes` (n, J): every judge's label codes with
     the applied judges' new labels; `label_codes` (n, B) and `probs` (n, B, K, rounded to 4 digits) the applied
     judges' new labels (-1: the row had no distribution from that judge, its answer stands) and distributions.
