@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import hashlib
 import json
 import math
 import os
@@ -146,6 +147,10 @@ TASKS: dict[str, dict[str, Any]] = {
         },
         "in_labels_only": True,
         "lead_words": 40,
+        "sha256": "332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a",
+        "source": "BBC News (Greene & Cunningham, ICML 2006), bbc-text.csv as in github JhD10/DataSet-Espanol "
+        "(1,249 rows, sha256 332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a), read from "
+        "$LLMLABEL_NEWS_CSV (default ../newsdata/bbc-text.csv); each story's first 40 words; not in the repository.",
     },
     "clinc_intent": {
         "file": "clinc150_test.csv",
@@ -159,7 +164,10 @@ TASKS: dict[str, dict[str, Any]] = {
 
 def sample(task: str, n: int) -> list[dict[str, str]]:
     t = TASKS[task]
-    rows = list(csv.DictReader(open(t.get("path", DATA / t["file"]), encoding="utf-8")))
+    path = t.get("path", DATA / t["file"])
+    if t.get("sha256") and hashlib.sha256(Path(path).read_bytes()).hexdigest() != t["sha256"]:
+        raise SystemExit(f"{path}: not the file this task was measured on (sha256 differs)")
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
     for i, r in enumerate(rows):
         r.setdefault("id", str(i))
         if t.get("lead_words"):
@@ -396,12 +404,18 @@ def report(
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores ({platform.machine()}) shared with "
         f"other jobs (load {os.getloadavg()[0]:.1f}). {MODEL_NAMES.get(model, model)} via llmlabel's llama.cpp server. "
-        f"Command: `{cmd}`",
+        f"Command: `{cmd}`"
+        + (
+            " (rescored with --cached-only from answers asked earlier: s/row is from when they were asked)"
+            if CACHED_ONLY
+            else ""
+        ),
         "",
         f"n = {len(rows)} seeded rows of {t['file']} (gold: "
         + ", ".join(f"{k} {v}" for k, v in sorted(gold_counts.items(), key=lambda kv: -kv[1])[:10])
         + ("" if len(gold_counts) <= 10 else f", ... {len(gold_counts)} labels")
-        + ").",
+        + ")."
+        + (f" Data: {t['source']}" if t.get("source") else ""),
         "",
         "s/row per variant (seconds the requests took when first asked): "
         + ", ".join(f"{v} {s:.2f}" for v, s in wall.items() if s == s)
