@@ -417,12 +417,32 @@ HEADLINES: list[Area] = [
                 ),
             ),
             Headline(
-                "Per task kind, as `llmlabel label` labels with each model: the 0.5B / the 1.5B default: CLINC "
-                "domains; TREC; SST-2; SMS; CLINC150's 151 intents",
+                "Per task kind, as `llmlabel label` labels with each model: the 0.5B / the 1.5B default: BBC news "
+                "(4 topics); CLINC domains; TREC; SST-2; SMS; CLINC150's 151 intents",
                 "embedded_models",
                 lambda r: "; ".join(
                     "{} / {}".format(_model_lever(r, t, "0.5b", "default"), _model_lever(r, t, "1.5b", "default"))
-                    for t in ("clinc_domain", "trec", "sst2", "sms", "clinc_intent")
+                    for t in ("news", "clinc_domain", "trec", "sst2", "sms", "clinc_intent")
+                ),
+            ),
+            Headline(
+                "The 1.5B default through `llmlabel label` (no key, fresh cache) on 200 BBC news stories, 4 topics, "
+                "first 40 words: accuracy; rows/s on quiet cores",
+                "embedded_job_news",
+                lambda r: "{}; {} rows/s".format(
+                    acc(r.find(r"= ([\d.]+) \[").group(1), int(r.find(r"accuracy \d+/(\d+)").group(1))),
+                    r.cell("rows/s", "value"),
+                ),
+            ),
+            Headline(
+                "The 1.5B default in a whole `llmlabel label` job on quiet cores (100 SST-2 rows, fresh cache): "
+                "rows/s; llama.cpp's own prompt / generated tokens/s",
+                "embedded_job_speed",
+                lambda r: "{} rows/s ({} s/row); {} / {}".format(
+                    r.cell("rows/s", "value"),
+                    r.cell("s/row", "value"),
+                    r.cell("llama.cpp prompt", "value"),
+                    r.cell("llama.cpp generated", "value"),
                 ),
             ),
         ],
