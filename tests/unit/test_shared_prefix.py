@@ -131,3 +131,28 @@ def test_a_flat_content_free_bias_keeps_the_decoded_label():
     ans = JudgeAnswer(label="pending_transfer", probs=ans_probs)
     flat = {lab: 1 / len(INTENTS) for lab in INTENTS}
     assert calibrate_answer(ans, flat).label == "pending_transfer"
+
+
+AG = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+def test_a_word_of_a_label_name_counts_for_it():
+    """AG News' "Sci/Tech": under constrained decoding the 1.5B can only write "Sci", but on a technology story
+    its top tokens are "Business", "World", "Tech", "Sci", "Science" (a cached answer of the news task, rounded).
+    "Tech" and "Science" name no label by prefix; they count for the one label with such a word."""
+    top = [["Business", -0.33], ["World", -2.17], ["Tech", -2.73], ["Sci", -3.01], ["Science", -3.64]]
+    p = probs_from_logprobs(top, AG, None, decoded="Business")
+    assert p is not None
+    sci = math.exp(-2.73) + math.exp(-3.01) + math.exp(-3.64)
+    total = math.exp(-0.33) + math.exp(-2.17) + sci
+    assert p["Sci/Tech"] == pytest.approx(sci / total) and p["Business"] == pytest.approx(math.exp(-0.33) / total)
+    # before: only "Sci" (a prefix of the name) counted
+    assert p["Sci/Tech"] > 2.5 * math.exp(-3.01) / (total - math.exp(-2.73) - math.exp(-3.64))
+
+
+def test_a_word_that_several_labels_share_counts_for_none():
+    """Intents share words ("transfer", "card"): a first token naming a word of several labels is not read as
+    any of them (a prefix of a label still is, as above)."""
+    labels = ["pending_transfer", "wrong_transfer", "card_arrival"]
+    p = probs_from_logprobs([["transfer", lp(0.5)], ["arrival", lp(0.3)], ["card", lp(0.2)]], labels, None)
+    assert p == pytest.approx({"pending_transfer": 0.0, "wrong_transfer": 0.0, "card_arrival": 1.0})
