@@ -435,6 +435,14 @@ HEADLINES: list[Area] = [
                 ),
             ),
             Headline(
+                "... the same 200 stories with the topics named as AG News' (World, Sports, Business, Sci/Tech)",
+                "embedded_job_news_ag",
+                lambda r: "{}; {} rows/s".format(
+                    acc(r.find(r"= ([\d.]+) \[").group(1), int(r.find(r"accuracy \d+/(\d+)").group(1))),
+                    r.cell("rows/s", "value"),
+                ),
+            ),
+            Headline(
                 "The 1.5B default in a whole `llmlabel label` job on quiet cores (100 SST-2 rows, fresh cache): "
                 "rows/s; llama.cpp's own prompt / generated tokens/s",
                 "embedded_job_speed",

@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--pp", type=int, default=128, help="llama.cpp prompt tokens measured")
     ap.add_argument("--tg", type=int, default=16, help="llama.cpp generated tokens measured")
     ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--keep", help="a folder to keep the job's files in (input, config, cache, output, ledger)")
     a = ap.parse_args()
 
     import yaml
@@ -58,7 +59,10 @@ def main() -> None:
     t = TASKS[a.task]
     rows = sample(a.task, a.rows)
     with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
+        d = Path(a.keep or tmp)
+        if a.keep and d.exists() and any(d.iterdir()):
+            raise SystemExit(f"--keep {d}: not empty (the job needs a fresh cache)")
+        d.mkdir(parents=True, exist_ok=True)
         with open(d / "in.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["id", "text"])

@@ -152,6 +152,27 @@ TASKS: dict[str, dict[str, Any]] = {
         "(1,249 rows, sha256 332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a), read from "
         "$LLMLABEL_NEWS_CSV (default ../newsdata/bbc-text.csv); each story's first 40 words; not in the repository.",
     },
+    # The same stories under AG News' label names (its held-out set's kind): politics -> World, tech -> Sci/Tech,
+    # with descriptions as a user of those names would write them. BBC's politics is mostly British, so "World"
+    # fits it less well than AG News' world news: a check of the names, not of AG News.
+    "news_ag": {
+        "file": "bbc-text.csv",
+        "path": Path(os.environ.get("LLMLABEL_NEWS_CSV", ROOT.parent / "newsdata" / "bbc-text.csv")),
+        "column": "category",
+        "kind": "topic (BBC news stories under AG News' label names, first 40 words, 4 topics)",
+        "instructions": "Which topic is this news article about?",
+        "labels": {
+            "World": "news about governments, politics, elections and world affairs",
+            "Sports": "sports news: games, athletes and teams",
+            "Business": "business news: companies, markets and the economy",
+            "Sci/Tech": "science and technology news: computers, the internet, phones, games and research",
+        },
+        "label_map": {"politics": "World", "sport": "Sports", "business": "Business", "tech": "Sci/Tech"},
+        "in_labels_only": True,
+        "lead_words": 40,
+        "sha256": "332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a",
+        "source": "as the news task's",
+    },
     "clinc_intent": {
         "file": "clinc150_test.csv",
         "column": "label",
@@ -170,6 +191,7 @@ def sample(task: str, n: int) -> list[dict[str, str]]:
     rows = list(csv.DictReader(open(path, encoding="utf-8")))
     for i, r in enumerate(rows):
         r.setdefault("id", str(i))
+        r[t["column"]] = t.get("label_map", {}).get(r[t["column"]], r[t["column"]])
         if t.get("lead_words"):
             r["text"] = " ".join(r["text"].split()[: t["lead_words"]])
     random.Random(0).shuffle(rows)
