@@ -128,8 +128,9 @@ def content_free_undone(dists: Any, p_cf: Sequence[float]) -> Any | None:
     cannot undo that on rows the model is sure of (both divide by a vector a label, so cc's stays in). On 200
     BBC news stories (4 topics) the 1.5B leans to business; "N/A" says business 0.50 and tech 0.46, so cc
     turned the lean to politics: own answers 0.915, cc 0.775, cc+bc 0.840, Batch Calibration alone 0.905.
-    Measured on 200 rows of news, TREC, CLINC150's domains and its 151 intents, both models, this picks the
-    better of cc+bc and Batch Calibration alone on 8 of 9, the ninth by one row (docs/embedded-quality.md)."""
+    Measured on 200 rows of news (two namings), TREC, CLINC150's domains and its 151 intents, both models,
+    this picks the better of cc+bc and Batch Calibration alone (or either, where they tie) on 8 of 10, and
+    misses by one row and two (docs/embedded-quality.md)."""
     import numpy as np
 
     cf = np.maximum(np.asarray(p_cf, dtype=np.float64), _EPS)  # what contextual_calibrate divided by

@@ -147,7 +147,8 @@ class BatchFit:
     `judges`: those it was applied to; `too_few`: those left as they were, with the number of rows that had a
     distribution from them (under calibration.batch_min_rows); `undone`: those whose content-free calibration
     was undone first, as it turned the job's lean around (calibration.content_free_undone; it needs
-    the judge's p_cf, which `batch` gives). `codes` (n, J): every judge's label codes with
+    the judge's p_cf, which `batch` gives); `content_free`: the applied judges' p_cf, where given (for the
+    report, so that a later refit decides the same). `codes` (n, J): every judge's label codes with
     the applied judges' new labels; `label_codes` (n, B) and `probs` (n, B, K, rounded to 4 digits) the applied
     judges' new labels (-1: the row had no distribution from that judge, its answer stands) and distributions.
     Memory: float64 arrays, 8 bytes a label a row a judge, a few of them while the fit runs."""
@@ -159,6 +160,7 @@ class BatchFit:
     label_codes: Any
     probs: Any
     undone: tuple[str, ...] = ()
+    content_free: Mapping[str, Mapping[str, float]] | None = None
 
     @classmethod
     def over(cls, rows: Rows, judge_names: list[str], labels: list[str], batch: Batch) -> BatchFit | None:
@@ -172,7 +174,7 @@ class BatchFit:
         if not n:
             return None
         codes = vm.codes.copy()
-        applied, too_few, kept, undone = [], {}, [], []
+        applied, too_few, kept, undone, known = [], {}, [], [], {}
         need = batch_min_rows(K)
         probs = np.zeros((n, len(batch), K))
         label_codes = np.full((n, len(batch)), -1, dtype=np.int64)
@@ -196,9 +198,11 @@ class BatchFit:
             codes[have, judge_names.index(name)] = k
             applied.append(name)
             kept.append(b)
+            if cf is not None:
+                known[name] = dict(cf)
         if len(kept) < len(batch):
             probs, label_codes = probs[:, kept], label_codes[:, kept]
-        return cls(tuple(labels), tuple(applied), too_few, codes, label_codes, probs, tuple(undone))
+        return cls(tuple(labels), tuple(applied), too_few, codes, label_codes, probs, tuple(undone), known or None)
 
     def answers(self, pos: int, answers: Mapping[str, JudgeAnswer]) -> Mapping[str, JudgeAnswer]:
         """Row `pos`'s answers with the applied judges' batch-calibrated distributions and labels."""
@@ -462,12 +466,11 @@ def refit(
     bc = BatchFit.over(rows, judge_names, labels, batch) if batch and mode == "label" else None
     update, report = _refit(rows, judge_names, labels, method, mode, gold, bc if bc and bc.judges else None)
     if bc is not None and report.method is not None:
-        p_cf = batch_p_cf(batch)
         report = replace(
             report,
             batch_calibrated=bc.judges,
             batch_too_few=dict(bc.too_few) or None,
-            batch_content_free={n: dict(cf) for n in bc.judges if (cf := p_cf.get(n)) is not None} or None,
+            batch_content_free=bc.content_free,
             content_free_undone=bc.undone,
         )
     if len(judge_names) == 1 and len(labels) >= 3:
