@@ -220,6 +220,12 @@ def _model_lever(r: Result, task: str, model: str, lever: str) -> str:
     return acc(row["accuracy"], int(row["n"]))
 
 
+def _job_accuracy(r: Result) -> str:
+    """embedded_job_speed: the job's accuracy with its n, and rows/s."""
+    accuracy = acc(r.find(r"= ([\d.]+) \[").group(1), int(r.find(r"accuracy \d+/(\d+)").group(1)))
+    return f"{accuracy}; {r.cell('rows/s', 'value')} rows/s"
+
+
 def _audit(r: Result) -> str:
     p = r.table(column="flagged").row("pooled")
     return f"{p['flagged']} flags, estimated precision {p['est. precision']}, true {p['true precision']}, recall {p['recall']}"
@@ -429,18 +435,12 @@ HEADLINES: list[Area] = [
                 "The 1.5B default through `llmlabel label` (no key, fresh cache) on 200 BBC news stories, 4 topics, "
                 "first 40 words: accuracy; rows/s on quiet cores",
                 "embedded_job_news",
-                lambda r: "{}; {} rows/s".format(
-                    acc(r.find(r"= ([\d.]+) \[").group(1), int(r.find(r"accuracy \d+/(\d+)").group(1))),
-                    r.cell("rows/s", "value"),
-                ),
+                _job_accuracy,
             ),
             Headline(
                 "... the same 200 stories with the topics named as AG News' (World, Sports, Business, Sci/Tech)",
                 "embedded_job_news_ag",
-                lambda r: "{}; {} rows/s".format(
-                    acc(r.find(r"= ([\d.]+) \[").group(1), int(r.find(r"accuracy \d+/(\d+)").group(1))),
-                    r.cell("rows/s", "value"),
-                ),
+                _job_accuracy,
             ),
             Headline(
                 "The 1.5B default in a whole `llmlabel label` job on quiet cores (100 SST-2 rows, fresh cache): "

@@ -16,13 +16,11 @@ llmlabel and HTTP. Run it with nothing else on the machine: the load average bef
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import read_jsonl, tempdir, write_csv  # noqa: E402
 from embedded_quality import TASKS, sample, wilson  # noqa: E402
 from embedded_speed import bench  # noqa: E402
 
@@ -58,19 +57,11 @@ def main() -> None:
     alias = selected()[0]
     t = TASKS[a.task]
     rows = sample(a.task, a.rows)
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(a.keep or tmp)
-        if a.keep and d.exists() and any(d.iterdir()):
-            raise SystemExit(f"--keep {d}: not empty (the job needs a fresh cache)")
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / "in.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "text"])
-            w.writerows([r["id"], r["text"]] for r in rows)
-        with open(d / "gold.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "label"])
-            w.writerows([r["id"], r["label"]] for r in rows)
+    if a.keep and Path(a.keep).exists() and any(Path(a.keep).iterdir()):
+        raise SystemExit(f"--keep {a.keep}: not empty (the job needs a fresh cache)")
+    with tempdir("embedded-job-", a.keep) as d:
+        write_csv(d / "in.csv", ["id", "text"], ([r["id"], r["text"]] for r in rows))
+        write_csv(d / "gold.csv", ["id", "label"], ([r["id"], r["label"]] for r in rows))
         cfg = {"task": {"name": a.task, "instructions": t["instructions"], "labels": t["labels"]}}
         (d / "c.yaml").write_text(yaml.safe_dump({**cfg, "cache_dir": str(d / "cache")}, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}  # no key: the embedded model
@@ -81,7 +72,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
         after = load()
         run = json.loads((d / "out.jsonl.ledger.json").read_text())["runs"][-1]
-        out = [json.loads(line) for line in (d / "out.jsonl").read_text().splitlines()]
+        out = read_jsonl(d / "out.jsonl")
     gold = {r["id"]: r["label"] for r in rows}
     right = sum(r["label"] == gold[r["id"]] for r in out)
     bc = (run.get("quality") or {}).get("batch_calibration") or {}

@@ -90,6 +90,22 @@ CLINC_DOMAINS = {
     "utility": "time, date, weather, alarms, timers, calculations, definitions, spelling",
     "work": "work: meetings, paid time off, payday, insurance, W-2 and direct deposit",
 }
+# A news-topic task like issue 29's held-out one (which we never had): BBC News (Greene & Cunningham 2006),
+# a 1,249-row copy of its bbc-text.csv (lower-cased, punctuation dropped) from github
+# JhD10/DataSet-Espanol, sha256 332709fc...637a; kept outside the repository like ../shared. Four of its
+# five topics, each story cut to its first 40 words (headline and lead), about a news item's length;
+# a config written as the README shows (one line of instructions, a short description per label).
+BBC_NEWS: dict[str, Any] = {
+    "file": "bbc-text.csv",
+    "path": Path(os.environ.get("LLMLABEL_NEWS_CSV", ROOT.parent / "newsdata" / "bbc-text.csv")),
+    "column": "category",
+    "in_labels_only": True,
+    "lead_words": 40,
+    "sha256": "332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a",
+    "source": "BBC News (Greene & Cunningham, ICML 2006), bbc-text.csv as in github JhD10/DataSet-Espanol "
+    "(1,249 rows, sha256 332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a), read from "
+    "$LLMLABEL_NEWS_CSV (default ../newsdata/bbc-text.csv); each story's first 40 words; not in the repository.",
+}
 TASKS: dict[str, dict[str, Any]] = {
     "wos": {
         "file": "wos1k_test.csv",
@@ -128,15 +144,8 @@ TASKS: dict[str, dict[str, Any]] = {
         "instructions": "Is this SMS message spam (unsolicited advertising, prizes, scams) or ham (a normal message)?",
         "labels": {"ham": "a normal personal message", "spam": "unsolicited advertising, prize or scam"},
     },
-    # A news-topic task like issue 29's held-out one (which we never had): BBC News (Greene & Cunningham 2006),
-    # a 1,249-row copy of its bbc-text.csv (lower-cased, punctuation dropped) from github
-    # JhD10/DataSet-Espanol, sha256 332709fc...637a; kept outside the repository like ../shared. Four of its
-    # five topics, each story cut to its first 40 words (headline and lead), about a news item's length;
-    # a config written as the README shows (one line of instructions, a short description per label).
     "news": {
-        "file": "bbc-text.csv",
-        "path": Path(os.environ.get("LLMLABEL_NEWS_CSV", ROOT.parent / "newsdata" / "bbc-text.csv")),
-        "column": "category",
+        **BBC_NEWS,
         "kind": "topic (BBC news stories, first 40 words, 4 topics)",
         "instructions": "Which topic is this news story about?",
         "labels": {
@@ -145,20 +154,12 @@ TASKS: dict[str, dict[str, Any]] = {
             "sport": "sports, matches, athletes and teams",
             "tech": "technology, computers, the internet, phones and games",
         },
-        "in_labels_only": True,
-        "lead_words": 40,
-        "sha256": "332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a",
-        "source": "BBC News (Greene & Cunningham, ICML 2006), bbc-text.csv as in github JhD10/DataSet-Espanol "
-        "(1,249 rows, sha256 332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a), read from "
-        "$LLMLABEL_NEWS_CSV (default ../newsdata/bbc-text.csv); each story's first 40 words; not in the repository.",
     },
     # The same stories under AG News' label names (its held-out set's kind): politics -> World, tech -> Sci/Tech,
     # with descriptions as a user of those names would write them. BBC's politics is mostly British, so "World"
     # fits it less well than AG News' world news: a check of the names, not of AG News.
     "news_ag": {
-        "file": "bbc-text.csv",
-        "path": Path(os.environ.get("LLMLABEL_NEWS_CSV", ROOT.parent / "newsdata" / "bbc-text.csv")),
-        "column": "category",
+        **BBC_NEWS,
         "kind": "topic (BBC news stories under AG News' label names, first 40 words, 4 topics)",
         "instructions": "Which topic is this news article about?",
         "labels": {
@@ -168,10 +169,6 @@ TASKS: dict[str, dict[str, Any]] = {
             "Sci/Tech": "science and technology news: computers, the internet, phones, games and research",
         },
         "label_map": {"politics": "World", "sport": "Sports", "business": "Business", "tech": "Sci/Tech"},
-        "in_labels_only": True,
-        "lead_words": 40,
-        "sha256": "332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a",
-        "source": "as the news task's",
     },
     "clinc_intent": {
         "file": "clinc150_test.csv",
@@ -290,8 +287,8 @@ def library_default(
 ) -> tuple[str, list[dict[str, float]]]:
     """What `llmlabel label` makes of the embedded judge's distributions `raw` (the job's rows) with its
     content-free distribution `p_cf`, named: cc on each answer; then, where the judge has Batch Calibration
-    (3+ labels) and the job the rows it needs, Batch Calibration at the job's end, after undoing cc where it made
-    the job's label shares less even (calibration.content_free_undone, the library's own decision)."""
+    (3+ labels) and the job the rows it needs, Batch Calibration at the job's end, after undoing cc where it
+    turned the job's lean around (calibration.content_free_undone, the library's own decision)."""
     cc = [normalize(contextual_calibrate(p, p_cf), labels) for p in raw] if p_cf else raw
     judge = local_judges([{"name": "e", "model": "m", "base_url": "http://127.0.0.1:9/v1"}], len(labels))[0]
     if not (judge.batch_calibration and len(raw) >= batch_min_rows(len(labels))):
