@@ -443,6 +443,11 @@ HEADLINES: list[Area] = [
                 _job_accuracy,
             ),
             Headline(
+                "... HuffPost headlines and summaries (cased, like AG News') under AG News' four topic names",
+                "embedded_job_news_hp",
+                _job_accuracy,
+            ),
+            Headline(
                 "The 1.5B default in a whole `llmlabel label` job on quiet cores (100 SST-2 rows, fresh cache): "
                 "rows/s; llama.cpp's own prompt / generated tokens/s",
                 "embedded_job_speed",

@@ -319,3 +319,34 @@ def test_review_bench_ece_table_from_a_labeled_output(
         assert set(eces[name]) == {0, 30}, eces
         # JSON answers say confidence 1.0 and are right on 4 rows of 5: ECE 0.2 before calibration
         assert eces[name][0] == pytest.approx(0.2), eces
+
+
+def test_embedded_quality_samples_a_jsonl_news_task_in_turn(
+    bench: Callable[[str], ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HuffPost stand-in's reading (issue 29): JSON lines, headline and summary joined, categories mapped to
+    AG News' names, out-of-set categories dropped, labels taken in turn; a file of another sha256 refused."""
+    import hashlib
+
+    eq = bench("embedded_quality")
+    cats = ["WORLD NEWS"] * 6 + ["SPORTS"] * 2 + ["TECH", "SCIENCE", "COMEDY", "BUSINESS"]
+    lines = [
+        {"category": c, "headline": f"Head {i}", "short_description": f"sum {i}" if i % 2 else ""}
+        for i, c in enumerate(cats)
+    ]
+    path = tmp_path / "hp.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    task = {**eq.TASKS["news_hp"], "path": path, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    monkeypatch.setitem(eq.TASKS, "news_hp", task)
+    rows = eq.sample("news_hp", 8)
+    labels = [r["label"] for r in rows]
+    assert set(labels) == {"World", "Sports", "Sci/Tech", "Business"} and "COMEDY" not in labels
+    # in turn: the first four rows are one of each label (a balanced sample however skewed the file)
+    assert sorted(labels[:4]) == sorted(["World", "Sports", "Sci/Tech", "Business"])
+    assert labels.count("World") == 3 and labels.count("Sci/Tech") == 2
+    for r in rows:  # headline and summary joined by a space; an empty summary adds nothing
+        i = int(r["text"].split()[1])
+        assert r["text"] == (f"Head {i} sum {i}" if i % 2 else f"Head {i}")
+    monkeypatch.setitem(eq.TASKS, "news_hp", {**task, "sha256": "0" * 64})
+    with pytest.raises(SystemExit, match="sha256 differs"):
+        eq.sample("news_hp", 8)
