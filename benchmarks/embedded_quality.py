@@ -107,6 +107,17 @@ BBC_NEWS: dict[str, Any] = {
     "(1,249 rows, sha256 332709fc87ca7e8a8091438e995ca5dbf8df57cc48ceba1a983145dd3e46637a), read from "
     "$LLMLABEL_NEWS_CSV (default ../newsdata/bbc-text.csv); each story's first 40 words; not in the repository.",
 }
+# AG News' four topics, with the one line of instructions and the descriptions a user of those names would write:
+# the config of both stand-ins for issue 29's held-out set (news_ag, news_hp).
+AG_NEWS_CONFIG: dict[str, Any] = {
+    "instructions": "Which topic is this news article about?",
+    "labels": {
+        "World": "news about governments, politics, elections and world affairs",
+        "Sports": "sports news: games, athletes and teams",
+        "Business": "business news: companies, markets and the economy",
+        "Sci/Tech": "science and technology news: computers, the internet, phones, games and research",
+    },
+}
 TASKS: dict[str, dict[str, Any]] = {
     "wos": {
         "file": "wos1k_test.csv",
@@ -161,19 +172,13 @@ TASKS: dict[str, dict[str, Any]] = {
     # fits it less well than AG News' world news: a check of the names, not of AG News.
     "news_ag": {
         **BBC_NEWS,
+        **AG_NEWS_CONFIG,
         "kind": "topic (BBC news stories under AG News' label names, first 40 words, 4 topics)",
-        "instructions": "Which topic is this news article about?",
-        "labels": {
-            "World": "news about governments, politics, elections and world affairs",
-            "Sports": "sports news: games, athletes and teams",
-            "Business": "business news: companies, markets and the economy",
-            "Sci/Tech": "science and technology news: computers, the internet, phones, games and research",
-        },
         "label_map": {"politics": "World", "sport": "Sports", "business": "Business", "tech": "Sci/Tech"},
     },
     # A second stand-in, nearer AG News' kind of text: HuffPost's News Category Dataset (Misra 2018), cased
     # headline + summary, its WORLD NEWS, SPORTS, BUSINESS and TECH/SCIENCE stories under AG News' names with
-    # news_ag's config, word for word. The copy found is the dataset's first 4,782 rows (2018-02-28..05-26:
+    # news_ag's config (AG_NEWS_CONFIG). The copy found is the dataset's first 4,782 rows (2018-02-28..05-26:
     # World 295, Sports 76, Business 48, Tech 37, Science 26), so labels are taken in turn.
     "news_hp": {
         "file": "News_Category_Dataset_v2.json",
@@ -187,9 +192,8 @@ TASKS: dict[str, dict[str, Any]] = {
         "column": "category",
         "in_labels_only": True,
         "balanced": True,
+        **AG_NEWS_CONFIG,
         "kind": "topic (HuffPost headlines and summaries under AG News' label names, 4 topics)",
-        "instructions": "Which topic is this news article about?",
-        "labels": {},  # news_ag's, set below
         "label_map": {
             "WORLD NEWS": "World",
             "SPORTS": "Sports",
@@ -206,7 +210,6 @@ TASKS: dict[str, dict[str, Any]] = {
         "labels": {lab: "" for lab in (DATA / "clinc150_labels.txt").read_text().split()} if DATA.exists() else {},
     },
 }
-TASKS["news_hp"]["labels"] = TASKS["news_ag"]["labels"]
 
 
 def sample(task: str, n: int) -> list[dict[str, str]]:
