@@ -163,6 +163,12 @@ class Judge(_Strict):
     # Batch Calibration (Zhou et al. 2024): at the whole-job refit, the judge's (content-free calibrated)
     # label distributions are divided by their mean over the job's rows. Needs logprobs; one label a text.
     batch_calibration: bool = False
+    # One Yes/No question per label ("does this label fit the text?", the label's name and description after
+    # the text) instead of one question for the whole label set; the label distribution is each label's
+    # P(Yes), normalized, as NLI zero-shot classifiers read entailment. K requests a row, whose shared start
+    # (instructions and text) a server's prompt cache reuses. Needs logprobs; one label a text. Label questions
+    # only: a run that asks for candidate sets or verdicts (audits, review kinds) asks this judge as usual.
+    per_label: bool = False
     max_text_tokens: int = Field(3000, ge=16)
     # `label --batch`: the provider's limits per batch input file (OpenAI: 50,000 requests, 200 MB).
     batch_max_requests: int = Field(50_000, ge=1)
@@ -204,6 +210,24 @@ class Judge(_Strict):
             raise ValueError(
                 f"judge '{self.name}': batch_calibration divides label distributions, which come from logprobs; "
                 "set logprobs: true or remove batch_calibration"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _per_label_alone(self) -> "Judge":
+        if not self.per_label:
+            return self
+        if not self.logprobs:
+            raise ValueError(
+                f"judge '{self.name}': per_label reads each label's P(Yes) from logprobs; "
+                "set logprobs: true or remove per_label"
+            )
+        if self.samples > 1:
+            raise ValueError(f"judge '{self.name}': per_label does not combine with samples > 1; set samples: 1")
+        if self.prompt is not None:
+            raise ValueError(
+                f"judge '{self.name}': per_label asks its own Yes/No prompt (fits.j2, which prompts_dir may "
+                "override); remove prompt"
             )
         return self
 
@@ -301,6 +325,17 @@ class Config(_Strict):
             )
         if batch and self.mode != "label":
             raise ValueError(f"judge '{batch[0]}': batch_calibration works in mode: label; remove it for {self.mode}")
+        per = [j.name for j in self.judges if j.per_label]
+        if per and (self.task.multi_label or self.task.taxonomy is not None or self.task.shortlist is not None):
+            raise ValueError(
+                f"judge '{per[0]}': per_label asks about every label of one label a text, not with "
+                "task.multi_label, task.taxonomy or task.shortlist; remove per_label"
+            )
+        if per and (self.task.examples or self.task.examples_file):
+            raise ValueError(
+                f"judge '{per[0]}': per_label's Yes/No questions show no demonstrations; remove per_label or "
+                "task.examples / task.examples_file"
+            )
         return self
 
     @model_validator(mode="after")

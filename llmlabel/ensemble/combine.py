@@ -15,6 +15,7 @@ from typing import Any
 from llmlabel.ensemble.calibration import batch_calibrate, batch_min_rows, calibrate_confidence, content_free_undone
 from llmlabel.ensemble.multilabel import SetPolicy, refit_sets
 from llmlabel.ensemble.votes import VoteMatrix, Votes, none_uninformative
+from llmlabel.llm.prompts import YES
 from llmlabel.results import AggregationReport, JudgeAnswer, JudgeFit, OneLabel, RowResult, Verdict
 
 
@@ -89,6 +90,23 @@ def combine_samples(samples: list[JudgeAnswer], labels: list[str]) -> JudgeAnswe
         return JudgeAnswer(error=f"all {len(samples)} samples failed ({first})")
     agg = combine_row(valid, labels, "label")
     return JudgeAnswer(label=agg.label, probs=None if agg.probs is None else dict(agg.probs))
+
+
+def combine_fits(answers: list[JudgeAnswer], labels: list[str]) -> JudgeAnswer:
+    """A per-label judge's Yes/No answers (one per label, in `labels`' order) as its one answer for the row:
+    probs are the labels' P(Yes), normalized, and the label their argmax (ties: the task's label order). An
+    answer without logprobs counts its decoded word (Yes 1, No 0). A failed question fails the answer (its
+    row is asked again on the next run, from the cache but for that question); so does No to every label."""
+    yes = []
+    for a in answers:
+        if a.label is None:
+            return JudgeAnswer(error=a.error or "no answer")
+        yes.append(a.probs.get(YES, 0.0) if a.probs else float(a.label == YES))
+    total = sum(yes)
+    if total <= 0:
+        return JudgeAnswer(error="the judge answered No to every label")
+    probs = {lab: p / total for lab, p in zip(labels, yes)}
+    return JudgeAnswer(label=max(labels, key=probs.__getitem__), probs=probs)
 
 
 def _fit(

@@ -20,7 +20,7 @@ from llmlabel.llm.formats import Formats, format_rejected
 from llmlabel.llm.ledger import JudgeLedger
 from llmlabel.llm.limits import Budget, Limits
 from llmlabel.llm.memo import Memo
-from llmlabel.llm.prompts import label_codes, offered, shortlist_choices
+from llmlabel.llm.prompts import FITS_CODES, NO, YES, fits_label, label_codes, offered, shortlist_choices
 from llmlabel.llm.retry import BREAKER, RowFailed, give_up, retry_after, retryable, row_failure, with_retries
 from llmlabel.llm.transport import AioHttpTransport, SDKTransport, StatusError, TransportError
 from llmlabel.redaction import one_line, redact, register
@@ -30,6 +30,7 @@ __all__ = ["Budget", "JudgeClient", "NO_KEY", "Tally"]
 NO_KEY = "sk-no-key-required"
 # A 400 with one of these words is about the prompt's size: the row records it, the run goes on.
 _TOO_LONG = ("context", "too long", "maximum")
+_YES_NO = [YES, NO]
 
 
 @dataclass(eq=False)
@@ -86,6 +87,7 @@ class JudgeClient:
         self.multi_label = multi_label
         code_mode = judge.logprobs and judge.response_format in ("auto", "text") and not multi_label
         self.codes = label_codes(labels) if code_mode else None
+        self.per_label = judge.per_label  # its questions' kinds are per-label ones, answered Yes or No (FITS_CODES)
         self.formats = Formats(judge, labels, self.endpoint, cache, code_mode=self.codes is not None)
         self.encoder = RequestEncoder(judge.cache_as or self.endpoint, self.request)
         # Without logprobs, equal replies parse to one shared answer (the pipeline's row memo relies on that).
@@ -135,7 +137,9 @@ class JudgeClient:
         req: dict[str, Any] = {"model": j.model, "messages": messages, "temperature": j.temperature}
         codes = self.codes_for(kind)
         if codes:
-            req.update(max_tokens=j.max_tokens or 1, logprobs=True, top_logprobs=min(20, max(5, len(codes))))
+            # (a Yes/No answer is one token whatever the judge's max_tokens: more would be an explanation)
+            tokens = 1 if codes is FITS_CODES else j.max_tokens or 1
+            req.update(max_tokens=tokens, logprobs=True, top_logprobs=min(20, max(5, len(codes))))
         else:
             if j.logprobs and not self.multi_label:
                 req.update(logprobs=True, top_logprobs=min(20, max(5, len(self.labels))))
@@ -168,7 +172,7 @@ class JudgeClient:
         outweighs any chat template's tokens) plus max_tokens out, at the judge's prices."""
         return (len(data) * led.price_input + req.get("max_tokens", 0) * led.price_output) / 1e6
 
-    async def _send(self, req: dict[str, Any], data: bytes, tally: Tally) -> dict[str, Any]:
+    async def _send(self, req: dict[str, Any], data: bytes, tally: Tally, code_mode: bool) -> dict[str, Any]:
         """One attempt: the payload of the server's answer, counted in the ledger. The budget check (which
         reserves the worst case and counts the request) runs last before sending: nothing awaits between them.
         (The ledger and budget are the run's, `tally`: runs of one client may overlap.)"""
@@ -199,7 +203,7 @@ class JudgeClient:
             raise
         # The server's usage is not trusted: counts beyond what this request can have used are cut to that
         # (the worst case reserved above), unusable ones count as it, so the ledger and --max-cost hold.
-        payload = read_completion(body, self.codes is not None, (len(data), int(req.get("max_tokens") or 0) or None))
+        payload = read_completion(body, code_mode, (len(data), int(req.get("max_tokens") or 0) or None))
         if payload["content"]:
             payload["content"] = redact(payload["content"])  # a server that echoes the key: never cached/written
         ledger.responses += 1
@@ -211,12 +215,12 @@ class JudgeClient:
         self._fails, self._answered = 0, True
         return payload
 
-    async def _complete(self, req: dict[str, Any], data: bytes, tally: Tally) -> dict[str, Any]:
+    async def _complete(self, req: dict[str, Any], data: bytes, tally: Tally, code_mode: bool) -> dict[str, Any]:
         def count_retry() -> None:
             tally.ledger.retries += 1
 
         try:
-            send = lambda: self._send(req, data, tally)  # noqa: E731
+            send = lambda: self._send(req, data, tally, code_mode)  # noqa: E731
             return await with_retries(send, self.judge.max_attempts, count_retry, tally.budget.sleep)
         except Exception as e:  # noqa: BLE001 - give_up returns anything it does not word itself
             if retryable(e) and not self._down():
@@ -241,9 +245,15 @@ class JudgeClient:
         except InvalidAnswer:
             return None
 
+    def code_mode(self, kind: str) -> bool:
+        """Whether a request of `kind` is answered in one token (a code, or Yes/No): its reply is read there."""
+        return self.codes_for(kind) is not None
+
     def codes_for(self, kind: str) -> dict[str, str] | None:
         """The label codes a request of `kind` asks for (a shortlist's: its few labels and "none of these"; a
-        taxonomy level's: the node's children)."""
+        taxonomy level's: the node's children; a per-label question's: Yes and No)."""
+        if self.per_label and fits_label(kind) is not None:
+            return FITS_CODES
         if not self.codes:  # a judge without codes (most) skips parsing the kind: twice a request, ~170 bytecodes
             return self.codes
         listed = offered(kind)
@@ -251,6 +261,10 @@ class JudgeClient:
 
     def _parse(self, payload: dict[str, Any], kind: str) -> JudgeAnswer:
         codes = self.codes_for(kind)
+        if codes is FITS_CODES:  # a per-label question: Yes or No, and P(Yes) from its one token's logprobs
+            yn = parse_answer(payload.get("content"), payload.get("finish_reason"), kind, _YES_NO, codes)
+            yn.probs = probs_from_logprobs(payload.get("top_logprobs"), _YES_NO, codes, yn.label)
+            return yn
         if not self.judge.logprobs:
             # Answers repeat (a handful of labels): one parsed object per distinct reply. Answers are
             # never modified after parsing, so rows can share them.
@@ -279,6 +293,7 @@ class JudgeClient:
         not sent again), or sent. Returns (key, payload, whether someone else paid for it). A key sent here
         stays in `_inflight` until `ask` has cached its answer (or found it invalid), so no duplicate slips in between."""
         req, data, key = self.encode(messages, kind, sample)
+        code_mode = self.code_mode(kind)
         try:
             hit = self.cache.get(key)
         except CacheError as e:  # a row already started: asked (and kept in its row); no new row starts
@@ -296,12 +311,14 @@ class JudgeClient:
         try:
             if self.cache.shared and tally.cache_error is None:  # other processes ask through this cache: one
                 try:  # of them pays, the others wait
-                    payload, elsewhere = await self.cache.leased(key, lambda: self._complete(req, data, tally))
+                    payload, elsewhere = await self.cache.leased(
+                        key, lambda: self._complete(req, data, tally, code_mode)
+                    )
                 except CacheError as e:  # raised before this process paid: asked without the lease
                     tally.cache_failed(e)
-                    payload, elsewhere = await self._complete(req, data, tally), False
+                    payload, elsewhere = await self._complete(req, data, tally, code_mode), False
             else:
-                payload, elsewhere = await self._complete(req, data, tally), False
+                payload, elsewhere = await self._complete(req, data, tally, code_mode), False
         except BaseException as e:
             del self._inflight[key]
             if isinstance(e, asyncio.CancelledError):

@@ -70,11 +70,30 @@ def offered(kind: str) -> list[str] | None:
     return [*choices, NONE_OF_THESE]
 
 
+# A per-label question (judge.per_label): does this one label fit the text? Its kind carries the label; it is
+# answered Yes or No in one token (FITS_CODES), whatever the judge's response format.
+_FITS = "fits"
+YES, NO = "Yes", "No"
+FITS_CODES = {YES: YES, NO: NO}  # shared: never modified
+
+
+def fits_kind(label: str) -> str:
+    return _SEP.join([_FITS, label])
+
+
+def fits_label(kind: str) -> str | None:
+    """The label a per-label kind asks about; None for other kinds."""
+    head, sep, label = kind.partition(_SEP)
+    return label if sep and head == _FITS else None
+
+
 @functools.lru_cache(maxsize=4096)  # once a request (Prompts.messages): ~60 bytecodes of parsing the kind
 def prompt_name(kind: str) -> str:
     """The template a kind is rendered with."""
     if taxonomy_parent(kind) is not None:
         return _TAXONOMY
+    if fits_label(kind) is not None:
+        return _FITS
     return _SHORTLIST if shortlist_choices(kind) is not None else kind
 
 
@@ -345,7 +364,9 @@ class Prompts:
         block = self._blocks(name, kind, codes)
         if prefix is None:
             prefix = [{"role": "system", "content": block("system", text="", given_label=given_label)}]
-            if choices is None:  # (a shortlist's demonstrations would need their own lists: they shape it instead)
+            # (a shortlist's demonstrations would need their own lists: they shape it instead; a per-label
+            # question has none: config refuses examples with per_label)
+            if choices is None and fits_label(kind) is None:
                 prefix += _pairs(self.task.examples, block, kind, codes)
             self.prefixes.put(pkey, prefix)
         if demos and choices is None:
@@ -386,6 +407,9 @@ class Prompts:
             base["choices"] = {c: self.task.labels.get(c, "") for c in choices}
             base["none_of_these"] = NONE_OF_THESE
             base["parent"] = list(taxonomy_parent(kind) or ())  # a taxonomy level: the node reached so far
+        label = fits_label(kind)
+        if label is not None:
+            base["label"], base["description"] = label, self.task.labels.get(label, "")
 
         def block(block_name: str, **extra: Any) -> str:
             if block_name not in tmpl.blocks:

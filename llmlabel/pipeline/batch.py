@@ -347,11 +347,12 @@ class BatchExecutor(Executor):
             if key not in wanted or resp.get("status_code") != 200:
                 self.result.failed += key in wanted
                 continue
-            payload = read_completion(json.dumps(resp.get("body")).encode(), client.codes is not None)
+            kind = kinds.get(key, self.labeler.kind)
+            payload = read_completion(json.dumps(resp.get("body")).encode(), client.code_mode(kind))
             paid[0] += 1
             paid[1] += payload["usage"].get("prompt_tokens", 0)
             paid[2] += payload["usage"].get("completion_tokens", 0)
-            if client.cached_answer(payload, kinds.get(key, self.labeler.kind)) is None:
+            if client.cached_answer(payload, kind) is None:
                 self.result.invalid += 1  # asked again online, with the re-ask, by the run that writes the output
                 continue
             good.append((key, payload))

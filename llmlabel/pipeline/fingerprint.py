@@ -102,6 +102,8 @@ def answers_fingerprint(labeler: RowLabeler) -> dict[str, str]:
             d.pop("base_url")  # local servers change port from run to run: cache_as names the endpoint
         if j.samples == 1:
             del d["samples"]  # as before the field existed: unfinished runs of earlier versions still resume
+        if not j.per_label:
+            del d["per_label"]  # (the same)
         fp[f"judge '{j.name}'"] = _digest(d)
     if labeler.opts.shard is not None:  # only when sharded: unsharded part files of older versions stay valid
         fp["shard"] = str(labeler.opts.shard)

@@ -9,7 +9,7 @@ from pathlib import Path
 from llmlabel.config import Config, Judge
 from llmlabel.io.rows import iter_rows, scan
 from llmlabel.llm.batch_api import batch_prices
-from llmlabel.llm.prompts import Prompts, first_kind
+from llmlabel.llm.prompts import Prompts, first_kind, fits_kind
 from llmlabel.llm.tokens import count_message_tokens, count_tokens, truncate
 
 
@@ -45,18 +45,22 @@ def plan(
         sizes = []
         for row in islice(iter_rows(input_path), min(sample, rows)):
             text = prompts.row_text(row) or ""
-            msgs = prompts.messages(j, kind, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
+            # (a per-label judge: its first label's question; the others differ only in their label line)
+            asked = fits_kind(task.label_names[0]) if j.per_label else kind
+            msgs = prompts.messages(j, asked, truncate(text, j.max_text_tokens)[0], logprob_codes=j.logprobs)
             sizes.append(count_message_tokens(msgs))
             example = example or msgs
         mean_in = sum(sizes) / max(1, len(sizes))
         out_tok = _answer_tokens(cfg, j)
-        asks = rows * j.samples  # self-consistency: every sample is a paid request
+        # self-consistency: every sample is a paid request; per-label: every label's question
+        asks = rows * (len(task.label_names) if j.per_label else j.samples)
         tin, tout = mean_in * asks, out_tok * asks
         pin, pout = batch_prices(j) if batch else (j.price_per_million.input, j.price_per_million.output)
         cost = (tin * pin + tout * pout) / 1e6
         total_req += asks
         total_cost += cost
         each = f" ({j.samples} samples a row)" if j.samples > 1 else ""
+        each = " (one per label a row)" if j.per_label else each
         lines.append(
             f"  {j.name} ({j.model}): {asks} requests{each}, ~{tin:,.0f} input tokens ({mean_in:.0f}/request), "
             f"~{tout:,.0f} output tokens, ~${cost:.4f}"

@@ -21,7 +21,7 @@ from llmlabel.ensemble.calibration import CONTENT_FREE
 from llmlabel.ensemble.taxonomy import Descent
 from llmlabel.llm.answers import NO_FIT, JudgeAnswer
 from llmlabel.llm.encoding import Messages
-from llmlabel.llm.prompts import shortlist_kind
+from llmlabel.llm.prompts import fits_kind, shortlist_kind
 from llmlabel.llm.tokens import truncate
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class RequestPlan:
         """The content-free calibration prompts of logprob judges (`judge`'s only, when given): RowLabeler.calibrate
         asks them."""
         for j in self.labeler.judges if judge is None else [judge]:
-            if j.logprobs:
+            if j.logprobs and j.name not in self.labeler.per_label:
                 for t in CONTENT_FREE:
                     yield self.request(j, t, None)
 
@@ -163,6 +163,9 @@ class RequestPlan:
         i, (rec, text, given) = st
         reqs = []
         for j in self.labeler.judges:
+            if j.name in self.labeler.per_label:  # one question per label
+                reqs += [self.request(j, text, given, fits_kind(lab), 0, i, rec.id) for lab in self.labeler.labels]  # type: ignore[arg-type]
+                continue
             msgs, cut = self.messages(j, text, given)  # type: ignore[arg-type]
             reqs += [Request(j.name, self.labeler.kind, msgs, s, i, rec.id, 0, cut) for s in range(j.samples)]
         return reqs, True

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from llmlabel.config import Config, Judge, Task, samples_error
 from llmlabel.ensemble.calibration import average_content_free, calibrate_answer
-from llmlabel.ensemble.combine import combine_row, combine_samples
+from llmlabel.ensemble.combine import combine_fits, combine_row, combine_samples
 from llmlabel.ensemble.multilabel import SetPolicy, combine_sets
 from llmlabel.errors import CacheError, ConfigError, LLMLabelError
 from llmlabel.io.output import PERMANENT, fields_json, line, line_with
@@ -31,7 +31,7 @@ from llmlabel.llm.encoding import message_json
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
 from llmlabel.llm.memo import Memo
-from llmlabel.llm.prompts import Prompts, shortlist_kind
+from llmlabel.llm.prompts import Prompts, fits_kind, shortlist_kind
 from llmlabel.llm.shortlist import Shortlister
 from llmlabel.pipeline import taxonomy as taxonomy_rows
 from llmlabel.pipeline.options import RunOptions
@@ -159,10 +159,15 @@ class RowLabeler:
         self.distrusted: frozenset[str] = frozenset()
         self._calibration_done = False
         self._calibrating: asyncio.Lock | None = None
-        # A row is one request to each judge, all at once (no samples, shortlist, taxonomy or cascade): `process`
-        # sends them itself.
+        # Per-label judges ask a row one question per label (combine_fits makes their answer), in a job of label
+        # questions over the whole label set; elsewhere (candidate sets, verdicts) they are asked as usual.
+        plain = self.kind == "label" and self.shortlister is None and self.taxonomy is None
+        self.per_label = frozenset(j.name for j in judges if j.per_label and plain)
+        # A row is one request to each judge, all at once (no samples, per-label questions, shortlist, taxonomy
+        # or cascade): `process` sends them itself.
         self._flat = (
             all(j.samples == 1 for j in judges)
+            and not self.per_label
             and self.shortlister is None
             and self.taxonomy is None
             and (len(judges) == 1 or not (cascade and cascade.enabled))
@@ -251,7 +256,7 @@ class RowLabeler:
         """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs (its
         calls counted in `run`, the current run by default)."""
         for j in self.judges:
-            if not j.logprobs:
+            if not j.logprobs or j.name in self.per_label:  # (Yes/No answers have no label set to bias)
                 continue
             dists = []
             for req in self.plan.calibration(j):
@@ -299,6 +304,11 @@ class RowLabeler:
         """The judge's (calibrated) answer; with `samples` > 1, its samples asked together and combined."""
         if self.shortlister is not None:
             return await self._ask_shortlisted(j, text, given, run)
+        if j.name in self.per_label:
+            reqs = [self.plan.request(j, text, given, fits_kind(lab)) for lab in self.labels]
+            run.truncated += reqs[0].cut  # (once a judge, as for samples)
+            got = await asyncio.gather(*(self.ask(replace(r, cut=False), run) for r in reqs))
+            return combine_fits(got, self.labels)
         req = self.plan.request(j, text, given)
         if j.samples == 1:
             return self._calibrated(j.name, await self.ask(req, run))
@@ -451,6 +461,8 @@ class RowLabeler:
         run = run or self.run
         if self.taxonomy is not None:
             return taxonomy_rows.from_cache(self, self.taxonomy, rows, sink, run)
+        if self.per_label:  # K questions a row: its rows are asked one by one, their cached answers found there
+            return [self.start(i, row) for i, row in rows], 0
         prepared, keys = self._cache_keys(rows)
         try:
             hits = self.cache.get_many(keys) if keys else {}

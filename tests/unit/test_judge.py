@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import math
 
 import fakeclock
 import httpx
@@ -407,3 +408,39 @@ def test_requests_in_flight_when_a_format_is_rejected_step_down_once(tmp_path):
 
     assert [a.label for a in asyncio.run(go())] == ["pos"] * 8
     assert c.fmt == "json_object" and route.call_count == 16
+
+
+def test_a_per_label_question_is_one_token_with_logprobs_whatever_the_format(tmp_path):
+    from llmlabel.llm.prompts import fits_kind
+
+    client, _, _ = make(tmp_path, logprobs=True, per_label=True, response_format="json_schema", max_tokens=50)
+    req = client.request([{"role": "user", "content": "x"}], fits_kind("pos"))
+    assert req["max_tokens"] == 1 and req["logprobs"] and "response_format" not in req
+    assert "response_format" in client.request([{"role": "user", "content": "x"}], "label")
+    body = {
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": "No"},
+                "finish_reason": "length",
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": "No",
+                            "logprob": -0.5,
+                            "top_logprobs": [
+                                {"token": "No", "logprob": -0.5},
+                                {"token": " yes", "logprob": -1.5},
+                                {"token": "Yes", "logprob": -2.0},
+                            ],
+                        }
+                    ]
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+    }
+    with respx.mock(base_url=URL) as mock:
+        mock.post("/chat/completions").mock(return_value=httpx.Response(200, json=body))
+        ans = ask(client, kind=fits_kind("pos"))
+    p_yes = (math.exp(-1.5) + math.exp(-2.0)) / (math.exp(-1.5) + math.exp(-2.0) + math.exp(-0.5))
+    assert ans.label == "No" and ans.probs is not None and abs(ans.probs["Yes"] - p_yes) < 1e-9
