@@ -226,6 +226,14 @@ def _job_accuracy(r: Result) -> str:
     return f"{accuracy}; {r.cell('rows/s', 'value')} rows/s"
 
 
+def _per_label(r: Result) -> str:
+    """embedded_quality: per-label questions with Batch Calibration against one question a row (cc+bc), on the
+    same rows."""
+    t = r.table(column="lever")
+    new, old = t.row("bc [per_label]"), t.row("cc+bc")
+    return f"{acc(new['accuracy'], int(new['n']))} against {acc(old['accuracy'], int(old['n']))}"
+
+
 def _audit(r: Result) -> str:
     p = r.table(column="flagged").row("pooled")
     return f"{p['flagged']} flags, estimated precision {p['est. precision']}, true {p['true precision']}, recall {p['recall']}"
@@ -423,7 +431,8 @@ HEADLINES: list[Area] = [
                 ),
             ),
             Headline(
-                "Per task kind, as `llmlabel label` labels with each model: the 0.5B / the 1.5B default: BBC news "
+                "Per task kind, as `llmlabel label` labelled with each model before per-label questions: the 0.5B / "
+                "the 1.5B: BBC news "
                 "(4 topics); CLINC domains; TREC; SST-2; SMS; CLINC150's 151 intents",
                 "embedded_models",
                 lambda r: "; ".join(
@@ -432,8 +441,8 @@ HEADLINES: list[Area] = [
                 ),
             ),
             Headline(
-                "The 1.5B default through `llmlabel label` (no key, fresh cache) on 200 BBC news stories, 4 topics, "
-                "first 40 words: accuracy; rows/s on quiet cores",
+                "The 1.5B through `llmlabel label` (no key, fresh cache) with one question a row, the default before "
+                "per-label questions, on 200 BBC news stories, 4 topics, first 40 words: accuracy; rows/s on quiet cores",
                 "embedded_job_news",
                 _job_accuracy,
             ),
@@ -443,10 +452,23 @@ HEADLINES: list[Area] = [
                 _job_accuracy,
             ),
             Headline(
-                "... HuffPost headlines and summaries (cased, like AG News') under AG News' four topic names",
+                "The 1.5B default (per-label questions) through `llmlabel label` on 200 HuffPost headlines and "
+                "summaries (cased, like AG News') under AG News' four topic names: accuracy; rows/s",
                 "embedded_job_news_hp",
                 _job_accuracy,
             ),
+            Headline(
+                "Per-label questions + bc (the embedded default for 3-5 labels) against one question a row (cc+bc), "
+                "the same rows: the 200 BBC stories under AG News' names",
+                "embedded_news_ag_1.5b",
+                _per_label,
+            ),
+            Headline(
+                "... TREC's question types (6 labels: they keep one question a row)",
+                "embedded_trec_1.5b_per_label",
+                _per_label,
+            ),
+            Headline("... the BBC stories under their own topic names", "embedded_news_1.5b_per_label", _per_label),
             Headline(
                 "The 1.5B default in a whole `llmlabel label` job on quiet cores (100 SST-2 rows, fresh cache): "
                 "rows/s; llama.cpp's own prompt / generated tokens/s",

@@ -78,6 +78,11 @@ def main() -> None:
     bc = (run.get("quality") or {}).get("batch_calibration") or {}
     judge = next(iter(run["judges"].values()))
     req = run["requests"]
+    # (a per-label judge asks each row one question per label, and no content-free probes)
+    per_row = round(req / a.rows)
+    judge_mode = (
+        f"{per_row} a row: one Yes/No question per label" if per_row > 1 else "the rows and the content-free probes"
+    )
     tin, tout = judge["input_tokens"] / req, judge["output_tokens"] / req
     threads = servers.env_threads() or os.cpu_count() or 1  # as the job's server ran
     pp, tg = bench(str(model_paths([alias])[alias]), a.pp, a.tg, 3, threads)
@@ -95,7 +100,7 @@ def main() -> None:
             f"Model file: {MODELS[alias].filename}.",
             "",
             f"Job: {a.rows} seeded rows of {t['file']} ({t['kind']}), the config a new user writes, no key, a fresh "
-            f"cache: {req} requests (the rows and the content-free probes), {tin:.0f} prompt and {tout:.1f} "
+            f"cache: {req} requests ({judge_mode}), {tin:.0f} prompt and {tout:.1f} "
             f"generated tokens a request on average; accuracy {right}/{len(out)} = {right / len(out):.3f} "
             "[{:.2f}, {:.2f}] (95% Wilson interval). Batch Calibration: {}; content-free calibration undone: {}.".format(
                 *wilson(right, len(out)), bc.get("judges") or "none", bc.get("content_free_undone") or "none"
@@ -113,7 +118,8 @@ def main() -> None:
             f"| expected s/request from llama.cpp's own speed | {expected:.2f} |",
             "",
             "A request can take less than expected: llama.cpp's server keeps the previous prompt's tokens and "
-            "processes only what differs, so the instructions and labels every request shares are not read again.",
+            "processes only what differs, so the instructions and labels every request shares are not read again "
+            "(and a per-label question, the row's text that its other labels' questions share).",
             "",
         ]
     )

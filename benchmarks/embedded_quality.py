@@ -8,12 +8,16 @@ question-type tasks, and which gold-free lever fixes what (issue 29). The script
 Each task is asked through llmlabel's own judge client (JudgeClient, the prompt templates, the response cache,
 `probs_from_logprobs`) exactly as `llmlabel label` asks the embedded default, once per prompt variant:
 
-- default:  the labels in the config's order, with descriptions, answered as JSON label names (the default);
+- default:  the labels in the config's order, with descriptions, answered as JSON label names (one question a
+            row: the embedded default for 2 labels and for 7+);
 - reversed: the same labels in reverse order (position bias; with default: permutation debiasing);
 - nodesc:   label names only;
-- codes:    a one-token letter-code answer (A, B, ...) instead of the JSON name.
+- codes:    a one-token letter-code answer (A, B, ...) instead of the JSON name;
+- per_label: one Yes/No question per label (judge.per_label; the embedded default for 3 to 5 labels): its
+            `raw` is the labels' normalized odds of Yes, `bc` that with Batch Calibration, and "llmlabel's
+            default" names whichever of the two reads `llmlabel label` makes.
 
-Every variant also answers the content-free inputs ("N/A", "", "[MASK]"). From the same answers each lever
+Every variant but per_label also answers the content-free inputs ("N/A", "", "[MASK]"). From the same answers each lever
 is scored without asking again: `decoded` (the model's own JSON answer), `raw` (argmax of the label
 distribution), `cc` (content-free calibration: the shipped default), `bc` (Batch Calibration: the bias is the
 mean distribution over the unlabeled rows themselves, Zhou et al. 2024), `perm` / `perm+bc` (the mean of the
@@ -59,11 +63,12 @@ from llmlabel.ensemble.calibration import (  # noqa: E402
     contextual_calibrate,
 )
 from llmlabel.ensemble.calibration import batch_calibrate_rows as batch_calibrate  # noqa: E402
+from llmlabel.ensemble.combine import combine_fits  # noqa: E402
 from llmlabel.evaluation import metrics  # noqa: E402
 from llmlabel.llm.cache import ResponseCache  # noqa: E402
 from llmlabel.llm.judge import Budget, JudgeClient  # noqa: E402
 from llmlabel.llm.ledger import JudgeLedger  # noqa: E402
-from llmlabel.llm.prompts import Prompts  # noqa: E402
+from llmlabel.llm.prompts import Prompts, fits_kind  # noqa: E402
 from llmlabel.llm.tokens import truncate  # noqa: E402
 from llmlabel.pipeline.lifecycle import local_judges  # noqa: E402
 
@@ -74,6 +79,7 @@ MODEL_NAMES = {
 }
 # /work/main/benchmarks and a worktree /work/wt/<name>/benchmarks both find ../shared/data
 DC_INPUTS = 5  # domain-context inputs a variant is asked
+MODEL = DEFAULT_MODEL  # --model: whose embedded judge "llmlabel's default" follows (per-label questions or not)
 CACHED_ONLY = False  # --cached-only: score the answers in the cache, ask nothing (no server started)
 TIMINGS = Path("timings.json")  # set by main: where the seconds of each request first asked are kept
 DATA = next(
@@ -251,7 +257,10 @@ def variant_task(task: str, variant: str) -> Task:
 
 def variant_judge(base: Judge, variant: str) -> Judge:
     # codes: llmlabel asks for one letter code when logprobs are on and the format is text/auto.
-    return base.model_copy(update={"response_format": "text"}) if variant == "codes" else base
+    if variant == "codes":
+        return base.model_copy(update={"response_format": "text"})
+    # per_label: one Yes/No question per label (judge.per_label), the distribution read from each P(Yes).
+    return base.model_copy(update={"per_label": True}) if variant == "per_label" else base
 
 
 class Asker:
@@ -264,13 +273,23 @@ class Asker:
 
     async def ask(self, text: str) -> tuple[Any, float]:
         text = truncate(text, self.judge.max_text_tokens)[0]
-        msgs = self.prompts.messages(self.judge, "label", text, None, self.client.codes is not None)
-        key = self.last_key = self.client.key_for(msgs, "label")
+        if self.judge.per_label:  # as RowLabeler asks a per-label judge: each label's question, then combine_fits
+            got = [await self.ask_kind(text, fits_kind(lab)) for lab in self.task.label_names]
+            if any(a is None for a, _ in got):
+                return None, 0.0
+            return combine_fits([a for a, _ in got], self.task.label_names), sum(s for _, s in got)
+        return await self.ask_kind(text, "label")
+
+    async def ask_kind(self, text: str, kind: str) -> tuple[Any, float]:
+        msgs = self.prompts.messages(self.judge, kind, text, None, self.client.codes is not None)
+        key = self.last_key = self.client.key_for(msgs, kind)
         if CACHED_ONLY and self.client.cache.get(key) is None:
             return None, 0.0
         t = time.perf_counter()
-        ans = await self.client.ask(msgs, "label")
+        ans = await self.client.ask(msgs, kind)
         if key not in self.timings:
+            if CACHED_ONLY:  # asked by another run (e.g. `llmlabel label`): its time is not known here
+                return ans, 0.0
             self.timings[key] = time.perf_counter() - t
             if self.save:
                 self.save()
@@ -324,6 +343,12 @@ def normalize(p: dict[str, float], labels: list[str]) -> dict[str, float]:
     return {lab: max(p.get(lab, 0.0), 0.0) / s for lab in labels} if s > 0 else {lab: 1 / len(labels) for lab in labels}
 
 
+def embedded_judge(n_labels: int) -> Judge:
+    """The embedded judge `llmlabel label` uses for these tasks' configs (no demonstrations, one label a text)
+    with --model."""
+    return local_judges([{"name": "e", "model": MODEL, "base_url": "http://127.0.0.1:9/v1"}], n_labels, True)[0]
+
+
 def library_default(
     raw: list[dict[str, float]], p_cf: dict[str, float] | None, labels: list[str]
 ) -> tuple[str, list[dict[str, float]]]:
@@ -332,7 +357,7 @@ def library_default(
     (3+ labels) and the job the rows it needs, Batch Calibration at the job's end, after undoing cc where it
     turned the job's lean around (calibration.content_free_undone, the library's own decision)."""
     cc = [normalize(contextual_calibrate(p, p_cf), labels) for p in raw] if p_cf else raw
-    judge = local_judges([{"name": "e", "model": "m", "base_url": "http://127.0.0.1:9/v1"}], len(labels))[0]
+    judge = embedded_judge(len(labels))
     if not (judge.batch_calibration and len(raw) >= batch_min_rows(len(labels))):
         return "cc", cc
     cf = [p_cf[lab] for lab in labels] if p_cf else None
@@ -365,7 +390,8 @@ async def run_variant(
     asker = Asker(variant_judge(base, variant), t, cache, timings, lambda: TIMINGS.write_text(json.dumps(timings)))
     labels = t.label_names
     cf = []
-    for text in CONTENT_FREE:
+    # (a per-label judge is not content-free calibrated: its Yes/No answers have no label set to bias)
+    for text in [] if variant == "per_label" else CONTENT_FREE:
         ans, _ = await asker.ask(text)
         if ans is not None:
             top = (asker.client.cache.get(asker.last_key) or {}).get("top_logprobs")
@@ -373,7 +399,9 @@ async def run_variant(
                 {"label": ans.label, "probs": ans.probs, "before": dropped_shared(top, labels, asker.client.codes)}
             )
     dc = []
-    for text in domain_context(rows if sample_rows is None else sample_rows, DC_INPUTS):  # the task's whole sample
+    for text in (
+        [] if variant == "per_label" else domain_context(rows if sample_rows is None else sample_rows, DC_INPUTS)
+    ):
         ans, _ = await asker.ask(text)
         if ans is not None:
             dc.append({"label": ans.label, "probs": ans.probs})
@@ -383,7 +411,7 @@ async def run_variant(
         if ans is None:
             continue
         top = (asker.client.cache.get(asker.last_key) or {}).get("top_logprobs")
-        before = dropped_shared(top, labels, asker.client.codes)
+        before = ans.probs if variant == "per_label" else dropped_shared(top, labels, asker.client.codes)
         out.append(
             {"id": r["id"], "gold": r["label"], "label": ans.label, "probs": ans.probs, "before": before, "secs": secs}
         )
@@ -422,9 +450,16 @@ def levers(task: str, got: dict[str, dict], order: list[str]) -> list[dict[str, 
             argmax("cc" + tag, cc, gold)
             argmax("cc+bc" + tag, batch_calibrate(cc, labels), gold)
         argmax("bc" + tag, batch_calibrate(raw, labels), gold)
-        if variant == "default":
+        if variant == "default" and not embedded_judge(len(labels)).per_label:
             name, dist = library_default(raw, average_content_free(cf, labels) if cf else None, labels)
             argmax(f"llmlabel's default ({name})", dist, gold)
+        if variant == "per_label" and embedded_judge(len(labels)).per_label:  # the default for 3-5 labels
+            bc = embedded_judge(len(labels)).batch_calibration and len(raw) >= batch_min_rows(len(labels))
+            argmax(
+                f"llmlabel's default (per_label{'+bc' if bc else ''})",
+                batch_calibrate(raw, labels) if bc else raw,
+                gold,
+            )
         dcd = [c["probs"] for c in g.get("dc", []) if c["probs"]]
         if dcd:
             p_dc = average_content_free(dcd, labels)
@@ -539,19 +574,22 @@ async def main_async(a: argparse.Namespace) -> None:
                     continue
                 part = rows[: int(vn)] if vn else rows
                 got[variant] = await run_variant(task, variant, base, part, cache, timings, rows)
-                wall[variant] = float(np.mean([r["secs"] for r in got[variant]["rows"]])) if part else float("nan")
+                secs = [r["secs"] for r in got[variant]["rows"]]
+                # (nan, left out of the report: answers this script never timed, e.g. asked by `llmlabel label`)
+                wall[variant] = float(np.mean(secs)) if any(secs) else float("nan")
                 tpath.write_text(json.dumps(timings))
                 print(f"{task} {variant}: done ({wall[variant]:.2f} s/row)", flush=True)
             res = levers(task, got, list(TASKS[task]["labels"]))
             cmd = (
                 f"nice python benchmarks/embedded_quality.py --tasks {task} --rows {len(rows)} --variants {a.variants}"
                 + ("" if a.model == DEFAULT_MODEL else f" --model {a.model}")
+                + (f" --suffix {a.suffix}" if a.suffix else "")
             )
             text = report(task, rows, got, res, wall, cmd, a.model)
             print(text, flush=True)
             # The default model's results keep their names; another model's carry its size, e.g. _1.5b.
             tag = "" if a.model == DEFAULT_MODEL else "_" + a.model.rsplit("-", 1)[-1]
-            out = Path(a.out_dir) / f"embedded_{task}{tag}.md"
+            out = Path(a.out_dir) / f"embedded_{task}{tag}{a.suffix}.md"
             out.write_text(text)
             (Path(a.cache_dir) / f"answers_{task}{tag}.json").write_text(json.dumps(got))
 
@@ -566,10 +604,11 @@ def main() -> None:
     ap.add_argument("--base-url", help="an embedded server already running, e.g. http://127.0.0.1:8000/v1")
     ap.add_argument("--model", default=DEFAULT_MODEL, help="the embedded model's alias (llmlabel/local/models.py)")
     ap.add_argument("--dc-inputs", type=int, default=5, help="domain-context inputs asked (0: none)")
+    ap.add_argument("--suffix", default="", help="appended to the result file's name (a subset run beside a full one)")
     ap.add_argument("--cached-only", action="store_true", help="score cached answers only; ask nothing")
     args = ap.parse_args()
-    global CACHED_ONLY, DC_INPUTS
-    CACHED_ONLY, DC_INPUTS = args.cached_only, args.dc_inputs
+    global CACHED_ONLY, DC_INPUTS, MODEL
+    CACHED_ONLY, DC_INPUTS, MODEL = args.cached_only, args.dc_inputs, args.model
     asyncio.run(main_async(args))
 
 

@@ -93,20 +93,27 @@ def combine_samples(samples: list[JudgeAnswer], labels: list[str]) -> JudgeAnswe
 
 
 def combine_fits(answers: list[JudgeAnswer], labels: list[str]) -> JudgeAnswer:
-    """A per-label judge's Yes/No answers (one per label, in `labels`' order) as its one answer for the row:
-    probs are the labels' P(Yes), normalized, and the label their argmax (ties: the task's label order). An
-    answer without logprobs counts its decoded word (Yes 1, No 0). A failed question fails the answer (its
-    row is asked again on the next run, from the cache but for that question); so does No to every label."""
-    yes = []
+    """A per-label judge's Yes/No answers (one per label, in `labels`' order) as its one answer for the row.
+    For independent answers, the chance that exactly label i fits is proportional to its odds P(Yes)/P(No):
+    probs are the labels' odds, normalized (one label a text), and the label their argmax (that of P(Yes)
+    too; ties: the task's label order). Normalizing P(Yes) itself is flatter: on 200 HuffPost stories its mean
+    confidence was 0.39 at 0.86 accuracy, the odds' 0.50. An answer without logprobs counts its decoded word.
+    A failed question fails the answer (the row is asked again on the next run, from the cache but for that
+    question); so does No to every label without logprobs."""
+    odds = []
     for a in answers:
         if a.label is None:
             return JudgeAnswer(error=a.error or "no answer")
-        yes.append(a.probs.get(YES, 0.0) if a.probs else float(a.label == YES))
-    total = sum(yes)
+        p = a.probs.get(YES, 0.0) if a.probs else float(a.label == YES)
+        odds.append(p / max(1.0 - p, _SURE))
+    total = sum(odds)
     if total <= 0:
         return JudgeAnswer(error="the judge answered No to every label")
-    probs = {lab: p / total for lab, p in zip(labels, yes)}
+    probs = {lab: o / total for lab, o in zip(labels, odds)}
     return JudgeAnswer(label=max(labels, key=probs.__getitem__), probs=probs)
+
+
+_SURE = 1e-6  # P(No) below this counts as this: a sure Yes has odds 1e6, not infinite
 
 
 def _fit(

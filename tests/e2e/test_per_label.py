@@ -90,9 +90,12 @@ def test_one_question_per_label_then_a_rerun_is_free(tmp_path, yesno, capsys, qu
     got = read_jsonl(out)
     for g in got:
         truth = "positive" if "great" in g["text"] else "negative"
-        others = 0.3 / (0.8 + 0.3 + 0.3)
+        odds, other = 0.8 / 0.2, 0.3 / 0.7  # each label's P(Yes) / P(No)
+        others = other / (odds + 2 * other)
         assert g["label"] == truth and g["error"] is None
-        assert g["judges"]["a"]["probs"] == pytest.approx({**dict.fromkeys(LABELS, others), truth: 0.8 / 1.4}, abs=1e-4)
+        assert g["judges"]["a"]["probs"] == pytest.approx(
+            {**dict.fromkeys(LABELS, others), truth: odds / (odds + 2 * other)}, abs=1e-4
+        )
     run = json.loads((tmp_path / "o.jsonl.ledger.json").read_text())["runs"][-1]
     assert run["judges"]["a"]["requests"] == run["judges"]["a"]["responses"] == 18
     # A rerun pays nothing: every question is answered from the cache.

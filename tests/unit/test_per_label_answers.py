@@ -3,6 +3,8 @@ combination into the judge's one answer for the row (combine_fits)."""
 
 from __future__ import annotations
 
+import pytest
+
 from llmlabel.config import Task
 from llmlabel.ensemble.combine import combine_fits, combine_row
 from llmlabel.llm.answers import JudgeAnswer
@@ -15,13 +17,19 @@ def _yes(p: float | None, label: str = "Yes") -> JudgeAnswer:
     return JudgeAnswer(label=label, probs=None if p is None else {"Yes": p, "No": 1 - p})
 
 
-def test_probs_are_each_labels_p_yes_normalized_and_the_label_their_argmax():
+def test_probs_are_each_labels_odds_normalized_and_the_label_their_argmax():
     got = combine_fits([_yes(0.6), _yes(0.2, "No"), _yes(0.7)], LABELS)
     assert got.label == "Sci/Tech" and got.error is None
-    assert got.probs == {"World": 0.6 / 1.5, "Sports": 0.2 / 1.5, "Sci/Tech": 0.7 / 1.5}
+    odds = {"World": 0.6 / 0.4, "Sports": 0.2 / 0.8, "Sci/Tech": 0.7 / 0.3}
+    assert got.probs == pytest.approx({k: v / sum(odds.values()) for k, v in odds.items()})
+    # A sure Yes (no "No" among the top tokens) has large odds, not infinite ones.
+    assert combine_fits([_yes(1.0), _yes(1.0), _yes(0.5)], LABELS).probs == pytest.approx(
+        {"World": 0.5, "Sports": 0.5, "Sci/Tech": 0.0}, abs=1e-5
+    )
     # "No" to every label still ranks them by P(Yes): the label is the likeliest, its confidence modest.
     got = combine_fits([_yes(0.1, "No"), _yes(0.3, "No"), _yes(0.1, "No")], LABELS)
-    assert got.label == "Sports" and combine_row({"j": got}, LABELS, "label").confidence == 0.6
+    sports = (0.3 / 0.7) / (0.3 / 0.7 + 2 * 0.1 / 0.9)
+    assert got.label == "Sports" and combine_row({"j": got}, LABELS, "label").confidence == round(sports, 4)
 
 
 def test_ties_go_to_the_task_order_and_answers_without_logprobs_count_their_word():
@@ -50,3 +58,23 @@ def test_the_kind_carries_the_label_and_the_prompt_puts_it_after_the_text():
     assert a[1]["content"].endswith("Label: Sci/Tech: computers\nDoes this label fit the text? Answer Yes or No.")
     assert b[1]["content"].endswith("Label: World\nDoes this label fit the text? Answer Yes or No.")
 
+
+def test_the_embedded_15b_asks_per_label_for_3_to_5_labels_where_the_job_allows_it():
+    from llmlabel.config import Config
+    from llmlabel.pipeline.lifecycle import local_judges, per_label_fits
+
+    local = [{"name": "qwen1.5b", "model": "qwen2.5-coder-1.5b", "base_url": "http://127.0.0.1:9/v1"}]
+    assert [local_judges(local, n, True)[0].per_label for n in (2, 3, 5, 6)] == [False, True, True, False]
+    assert not local_judges(local, 4)[0].per_label  # the job does not allow it
+    # ...and only for a model it was measured with: the 0.5B keeps one question a row
+    small = [{"name": "qwen", "model": "qwen2.5-coder-0.5b", "base_url": "http://127.0.0.1:9/v1"}]
+    assert not local_judges(small, 4, True)[0].per_label
+    task = {"name": "t", "instructions": "i", "labels": ["a", "b", "c"]}
+    assert per_label_fits(Config.model_validate({"task": task}))
+    for other in (
+        {"task": {**task, "multi_label": True}},
+        {"task": {**task, "examples": [{"text": "x", "label": "a"}]}},
+        {"task": {**task, "shortlist": 2}},
+        {"task": task, "mode": "candidates"},
+    ):
+        assert not per_label_fits(Config.model_validate(other))
