@@ -89,8 +89,8 @@ DESCRIPTIONS: dict[str, str] = {
     "this judge's label distributions by their mean over the job's rows, then re-aggregate (from 20 rows with a "
     "distribution, and one a label; see Embedded model quality). Not the Batch API (`label --batch`).",
     "Judge.per_label": 'Ask one Yes/No question per label ("does this label fit the text?", its name and '
-    "description after the text) instead of one question for the label set, and read the distribution from each "
-    "label's P(Yes), normalized (needs `logprobs`; one label a text; no demonstrations). K requests a row, whose "
+    "description after the text) instead of one question for the label set, and read the distribution from the "
+    "labels' odds of Yes, normalized (needs `logprobs`; one label a text; no demonstrations). K requests a row, whose "
     "shared start a server's prompt cache reuses; see Embedded model quality.",
     "Judge.max_text_tokens": "Longer texts are cut to this many tokens (with a warning) instead of failing.",
     "Judge.batch_max_requests": "`label --batch`: the provider's limit of requests per batch input file.",

@@ -165,7 +165,7 @@ class Judge(_Strict):
     batch_calibration: bool = False
     # One Yes/No question per label ("does this label fit the text?", the label's name and description after
     # the text) instead of one question for the whole label set; the label distribution is each label's
-    # P(Yes), normalized, as NLI zero-shot classifiers read entailment. K requests a row, whose shared start
+    # odds of Yes, normalized (ensemble.combine.combine_fits), as NLI zero-shot classifiers read entailment. K requests a row, whose shared start
     # (instructions and text) a server's prompt cache reuses. Needs logprobs; one label a text. Label questions
     # only: a run that asks for candidate sets or verdicts (audits, review kinds) asks this judge as usual.
     per_label: bool = False
@@ -326,16 +326,9 @@ class Config(_Strict):
         if batch and self.mode != "label":
             raise ValueError(f"judge '{batch[0]}': batch_calibration works in mode: label; remove it for {self.mode}")
         per = [j.name for j in self.judges if j.per_label]
-        if per and (self.task.multi_label or self.task.taxonomy is not None or self.task.shortlist is not None):
-            raise ValueError(
-                f"judge '{per[0]}': per_label asks about every label of one label a text, not with "
-                "task.multi_label, task.taxonomy or task.shortlist; remove per_label"
-            )
-        if per and (self.task.examples or self.task.examples_file):
-            raise ValueError(
-                f"judge '{per[0]}': per_label's Yes/No questions show no demonstrations; remove per_label or "
-                "task.examples / task.examples_file"
-            )
+        problem = per_label_refused(self.task)
+        if per and problem:
+            raise ValueError(f"judge '{per[0]}': {problem}")
         return self
 
     @model_validator(mode="after")
@@ -358,6 +351,19 @@ def _taxonomy_fits(cfg: Config) -> None:
         )
     if any(j.samples > 1 for j in cfg.judges):
         raise ValueError("samples > 1 (self-consistency) does not combine with task.taxonomy; set samples: 1")
+
+
+def per_label_refused(task: Task) -> str | None:
+    """Why a task's judges cannot ask per-label questions (config refuses per_label there, and the embedded
+    judges leave it off), or None."""
+    if task.multi_label or task.taxonomy is not None or task.shortlist is not None:
+        return (
+            "per_label asks about every label of one label a text, not with task.multi_label, task.taxonomy or "
+            "task.shortlist; remove per_label"
+        )
+    if task.examples or task.examples_file:
+        return "per_label's Yes/No questions show no demonstrations; remove per_label or task.examples / task.examples_file"
+    return None
 
 
 def samples_error(judges: list[Judge], kind: str) -> None:

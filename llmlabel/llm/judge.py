@@ -293,7 +293,6 @@ class JudgeClient:
         not sent again), or sent. Returns (key, payload, whether someone else paid for it). A key sent here
         stays in `_inflight` until `ask` has cached its answer (or found it invalid), so no duplicate slips in between."""
         req, data, key = self.encode(messages, kind, sample)
-        code_mode = self.code_mode(kind)
         try:
             hit = self.cache.get(key)
         except CacheError as e:  # a row already started: asked (and kept in its row); no new row starts
@@ -308,6 +307,7 @@ class JudgeClient:
                 if not shared.cancelled():
                     raise  # this ask was cancelled, not the one it waited for (then: ask again)
         fut = self._inflight[key] = asyncio.get_running_loop().create_future()
+        code_mode = self.code_mode(kind)  # where the reply carries its label (read as it arrives)
         try:
             if self.cache.shared and tally.cache_error is None:  # other processes ask through this cache: one
                 try:  # of them pays, the others wait

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmlabel.config import Config, Judge
+from llmlabel.config import Config, Judge, per_label_refused
 from llmlabel.ensemble.calibration import BATCH_MIN_ROWS, BATCH_ROWS_PER_LABEL, batch_min_rows
 from llmlabel.ensemble.combine import Batch, PosteriorRevote, refit
 from llmlabel.ensemble.multilabel import SetPolicy
@@ -77,11 +77,8 @@ EMBEDDED = "llmlabel-local/"  # an embedded judge's cache_as prefix
 
 
 def per_label_fits(cfg: Config) -> bool:
-    """Whether a job of `cfg` can ask per-label questions: one label a text, label questions, no demonstrations
-    (what config refuses with per_label)."""
-    t = cfg.task
-    plain = not t.multi_label and t.taxonomy is None and t.shortlist is None and cfg.mode == "label"
-    return plain and not t.examples and not t.examples_file
+    """Whether a job of `cfg` can ask per-label questions: label questions, on a task config allows them for."""
+    return cfg.mode == "label" and per_label_refused(cfg.task) is None
 
 
 def local_judges(dicts: list[dict[str, Any]], n_labels: int = 3, per_label: bool = False) -> list[Judge]:

@@ -94,9 +94,15 @@ class RequestPlan:
             return labeler.kind
         return shortlist_kind(labeler.shortlister.shortlist(labeler.shortlister.ranked(text), 0))
 
+    def fits(
+        self, judge: Judge, text: str, given: str | None, row: int = -1, row_id: str | None = None
+    ) -> list[Request]:
+        """A per-label judge's questions for a row: one per label, in the task's order (combine_fits)."""
+        return [self.request(judge, text, given, fits_kind(lab), 0, row, row_id) for lab in self.labeler.labels]
+
     def calibration(self, judge: Judge | None = None) -> Iterator[Request]:
-        """The content-free calibration prompts of logprob judges (`judge`'s only, when given): RowLabeler.calibrate
-        asks them."""
+        """The content-free calibration prompts of logprob judges (`judge`'s only, when given; not per-label
+        judges: Yes/No answers have no label set to bias): RowLabeler.calibrate asks them."""
         for j in self.labeler.judges if judge is None else [judge]:
             if j.logprobs and j.name not in self.labeler.per_label:
                 for t in CONTENT_FREE:
@@ -163,8 +169,8 @@ class RequestPlan:
         i, (rec, text, given) = st
         reqs = []
         for j in self.labeler.judges:
-            if j.name in self.labeler.per_label:  # one question per label
-                reqs += [self.request(j, text, given, fits_kind(lab), 0, i, rec.id) for lab in self.labeler.labels]  # type: ignore[arg-type]
+            if j.name in self.labeler.per_label:
+                reqs += self.fits(j, text, given, i, rec.id)  # type: ignore[arg-type]
                 continue
             msgs, cut = self.messages(j, text, given)  # type: ignore[arg-type]
             reqs += [Request(j.name, self.labeler.kind, msgs, s, i, rec.id, 0, cut) for s in range(j.samples)]

@@ -31,7 +31,7 @@ from llmlabel.llm.encoding import message_json
 from llmlabel.llm.judge import Budget, JudgeClient
 from llmlabel.llm.ledger import Ledger
 from llmlabel.llm.memo import Memo
-from llmlabel.llm.prompts import Prompts, fits_kind, shortlist_kind
+from llmlabel.llm.prompts import Prompts, shortlist_kind
 from llmlabel.llm.shortlist import Shortlister
 from llmlabel.pipeline import taxonomy as taxonomy_rows
 from llmlabel.pipeline.options import RunOptions
@@ -256,7 +256,7 @@ class RowLabeler:
         """Contextual calibration: the label bias of each logprob judge, measured on content-free inputs (its
         calls counted in `run`, the current run by default)."""
         for j in self.judges:
-            if not j.logprobs or j.name in self.per_label:  # (Yes/No answers have no label set to bias)
+            if not j.logprobs:
                 continue
             dists = []
             for req in self.plan.calibration(j):
@@ -305,7 +305,7 @@ class RowLabeler:
         if self.shortlister is not None:
             return await self._ask_shortlisted(j, text, given, run)
         if j.name in self.per_label:
-            reqs = [self.plan.request(j, text, given, fits_kind(lab)) for lab in self.labels]
+            reqs = self.plan.fits(j, text, given)
             run.truncated += reqs[0].cut  # (once a judge, as for samples)
             got = await asyncio.gather(*(self.ask(replace(r, cut=False), run) for r in reqs))
             return combine_fits(got, self.labels)
