@@ -83,6 +83,14 @@ def run_cli(
     )
 
 
+def start_cli(*args: str, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
+    """`llmlabel ARGS` in the background (stderr piped, as text), for tests that act while it runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmlabel", *args], stdout=stdout, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """The llmlabel command in this process (an error path needs no subprocess): (exit code, stdout, stderr)."""
     from llmlabel.cli.main import main

@@ -1,15 +1,12 @@
 """Faults, kills, bad input, secrets, injection and shared caches: llmlabel loses nothing and pays nothing twice."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, read_jsonl, run_cli, write_config, write_corpus
+from conftest import assert_one_line_error, read_jsonl, run_cli, start_cli, write_config, write_corpus
 from fakeserver import FakeLLM, pick
 
 # subprocesses killed and rerun: seconds each
@@ -79,13 +76,6 @@ def test_endpoint_down_stops_with_clear_message_and_keeps_work(tmp_path):
         fake.stop()
 
 
-def _start(args, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmlabel", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-
-
 def _wait_lines(path: Path, n: int, proc, timeout=60.0):
     t = time.time()
     while time.time() - t < timeout:
@@ -109,7 +99,7 @@ def test_sigkill_and_resume_pays_once(tmp_path):
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
         kills = 0
         for at in (60, 160, 260, 380):
-            p = _start(args, tmp_path)
+            p = start_cli(*args)
             _wait_lines(part, at, p)
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
@@ -136,7 +126,7 @@ def test_ctrl_c_stops_cleanly_with_summary(tmp_path):
         out, part = tmp_path / "o.jsonl", tmp_path / "o.jsonl.part"
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
         held = fake.hold(31)  # the run cannot finish before the signal: its 31st request waits for it
-        p = _start(args, tmp_path)
+        p = start_cli(*args)
         _wait_lines(part, 20, p)
         p.send_signal(signal.SIGINT)
         held.release()  # the requests in flight are answered (and kept); no new one is sent
@@ -340,9 +330,7 @@ def test_two_processes_share_one_cache(tmp_path):
         judges = [{"name": "a", "model": "m", "base_url": fake.base_url, "concurrency": 8}]
         cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
         procs = [
-            _start(
-                ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / f"o{i}.jsonl"), "-q"], tmp_path
-            )
+            start_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / f"o{i}.jsonl"), "-q")
             for i in range(2)
         ]
         for p in procs:
