@@ -12,9 +12,9 @@ Other modules change the current run only through its methods (`fail`, `settle`,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from llmlabel.config import Config, Judge, Task, samples_error
 from llmlabel.ensemble.calibration import average_content_free, calibrate_answer
@@ -46,6 +46,20 @@ OUTCOME = OUTPUT_FIELDS[1:]  # what a row's answers add to its record
 # (the set) and taxonomy rows `path`, `depth` and `level_confidence` (io.records reads a record by these names).
 RESERVED = OUTCOME_FIELDS | {"id"}
 INTERNAL = (POSITION,)  # a part-file record's own fields beside the output's (its input position, always first)
+
+
+T = TypeVar("T")
+
+
+async def together(asks: Iterable[Awaitable[T]]) -> list[T]:
+    """A row's asks sent at once; their answers, or the first one's error, only once every one has ended. A stop
+    fails the asks not yet sent at once: a plain gather would end the row then, and its asks already sent (paid
+    for) would be cancelled with the run instead of answered and cached. Cancelling this cancels them all."""
+    got = await asyncio.gather(*asks, return_exceptions=True)
+    for g in got:
+        if isinstance(g, BaseException):
+            raise g
+    return cast(list[T], got)
 
 
 def output_names(columns: tuple[str, ...] | list[str], id_column: str) -> list[str]:
@@ -238,6 +252,10 @@ class RowLabeler:
         run.truncated += req.cut
         return self.clients[req.judge].ask(req.messages, req.kind, req.sample, run.tallies[req.judge])
 
+    def ask_many(self, reqs: Iterable[Request], run: RunState) -> Coroutine[Any, Any, list[JudgeAnswer]]:
+        """A row's requests asked together (`together`): their answers, in order."""
+        return together(self.ask(r, run) for r in reqs)
+
     async def _ask_shortlisted(self, j: Judge, text: str, given: str | None, run: RunState) -> JudgeAnswer:
         """One label among the text's nearest labels; on "none of these", among the next ones."""
         assert self.shortlister is not None
@@ -307,15 +325,14 @@ class RowLabeler:
         if j.name in self.per_label:
             reqs = self.plan.fits(j, text, given)
             run.truncated += reqs[0].cut  # (once a judge, as for samples)
-            got = await asyncio.gather(*(self.ask(replace(r, cut=False), run) for r in reqs))
+            got = await self.ask_many((replace(r, cut=False) for r in reqs), run)
             return combine_fits(got, self.labels)
         req = self.plan.request(j, text, given)
         if j.samples == 1:
             return self._calibrated(j.name, await self.ask(req, run))
         run.truncated += req.cut  # (once a judge, as the cache pass counts it)
         reqs = [replace(req, sample=s, cut=False) for s in range(j.samples)]
-        got = await asyncio.gather(*(self.ask(r, run) for r in reqs))
-        return self._voted(j, got)
+        return self._voted(j, await self.ask_many(reqs, run))
 
     def _voted(self, j: Judge, samples: list[JudgeAnswer]) -> JudgeAnswer:
         return combine_samples([self._calibrated(j.name, a) for a in samples], self.labels)
@@ -340,7 +357,7 @@ class RowLabeler:
             return {j.name: await self._ask(j, text, given, run)}
         cascade = self.cfg.cascade
         if not (cascade and cascade.enabled):
-            res = await asyncio.gather(*(self._ask(j, text, given, run) for j in self.judges))
+            res = await together(self._ask(j, text, given, run) for j in self.judges)
             return {j.name: a for j, a in zip(self.judges, res)}
         return await self._ask_cascade(text, given, cascade.threshold, run)
 
@@ -442,7 +459,7 @@ class RowLabeler:
             if len(judges) == 1:
                 got = [await self.ask(self.plan.request(judges[0], text, given), run)]
             else:
-                got = await asyncio.gather(*(self.ask(self.plan.request(j, text, given), run) for j in judges))
+                got = await self.ask_many((self.plan.request(j, text, given) for j in judges), run)
             if self._shared_answers:
                 sink.append_lines([self._shared_line(res, got, run)])
                 return

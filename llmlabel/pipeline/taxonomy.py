@@ -6,7 +6,6 @@ at a time, one cache lookup per level for the whole chunk: a rerun asks nothing 
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from llmlabel.ensemble.taxonomy import Descent, replay
@@ -33,7 +32,7 @@ async def ask(
     level = 0
     while (kind := d.kind) is not None:
         reqs = [labeler.plan.request(j, text, given, kind, stage=level) for j in labeler.judges]
-        got = await asyncio.gather(*(labeler.ask(r, run) for r in reqs))
+        got = await labeler.ask_many(reqs, run)
         d.take({j.name: a for j, a in zip(labeler.judges, got)})
         level += 1
     return d.answers()

@@ -2,14 +2,11 @@
 flaky endpoints cost rows (not runs), and an echoed key is written nowhere."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import read_jsonl, run_cli, write_config, write_corpus
+from conftest import read_jsonl, run_cli, start_cli, write_config, write_corpus
 from fakeserver import FakeLLM
 
 
@@ -19,8 +16,7 @@ def _judge(fake, **kw):
 
 def _start_when_busy(args, fake, requests):
     """`llmlabel ARGS` in the background, returned once the server has seen `requests` requests."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    p = subprocess.Popen([sys.executable, "-m", "llmlabel", *args], stderr=subprocess.PIPE, text=True, env=env)
+    p = start_cli(*args, stdout=None)
     t = time.time()
     while fake.requests < requests and time.time() - t < 60:
         time.sleep(0.01)
@@ -109,6 +105,34 @@ def test_sigterm_waits_for_requests_in_flight_and_pays_nothing_twice(tmp_path):
         assert r.returncode == 0, r.stderr
         assert len(read_jsonl(out)) == 120
         assert fake.requests <= 120 + 2, fake.requests
+    finally:
+        held.release()
+        fake.stop()
+
+
+@pytest.mark.slow
+def test_a_stop_keeps_a_judges_answer_in_flight_when_the_other_judge_stops_first(tmp_path):
+    # One judge's request is rate-limited (429, Retry-After 2 s), the other's is held at the server. SIGTERM
+    # wakes the first from its backoff, refused at once; the row must still wait for the second (sent, paid for)
+    # and cache it, not end and leave it to be cancelled with the run. (Per-label rows: test_per_label.py.)
+    fake = FakeLLM(throttle_at=1).start()
+    held = fake.hold(2)
+    try:
+        write_corpus(tmp_path / "in.csv", 1)
+        judges = [{**_judge(fake), "name": n, "model": n} for n in ("a", "b")]
+        cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
+        args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), "-q"]
+        p = _start_when_busy(args, fake, 2)
+        p.send_signal(signal.SIGTERM)
+        time.sleep(1)  # time enough for a row that did not wait to end the run (it would, on any machine)
+        held.release()
+        _, err = p.communicate(timeout=60)
+        assert p.returncode != 0 and "terminated" in err and "Traceback" not in err, err
+        assert fake.completions == 1
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr
+        assert len(read_jsonl(tmp_path / "o.jsonl")) == 1
+        assert fake.completions == 2  # only the rate-limited judge was asked again
     finally:
         held.release()
         fake.stop()

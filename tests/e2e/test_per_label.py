@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
+import time
 from typing import Any
 
 import pytest
 import yaml
-from conftest import label_main, one_line_error, read_jsonl, run_main, write_config, write_corpus
+from conftest import label_main, one_line_error, read_jsonl, run_cli, run_main, start_cli, write_config, write_corpus
 from fakebatch import FakeBatch
 from fakeserver import TEXT, FakeLLM
 
@@ -29,8 +31,8 @@ class YesNoFake(FakeLLM):
     """Answers a per-label question Yes with P(Yes) 0.8 for the text's label (`great` reviews: positive, else
     negative), 0.3 for the others; `no_to_all`: texts answered No to every label, without logprobs."""
 
-    def __init__(self, no_to_all: frozenset[str] = frozenset()) -> None:
-        super().__init__()
+    def __init__(self, no_to_all: frozenset[str] = frozenset(), **kw: Any) -> None:
+        super().__init__(**kw)
         self.no_to_all = no_to_all
 
     def handle(self, req: dict[str, Any], headers: dict[str, str]) -> tuple[int | None, Any, dict[str, str]]:
@@ -188,3 +190,121 @@ def test_an_unfinished_run_resumes_only_with_the_same_per_label(tmp_path, yesno)
         fps.append(answers_fingerprint(labeler)["judge 'a'"])
         labeler.cache.close()
     assert fps[0] != fps[1]
+
+
+# A user's hostile moves on a per-label run, each checked by what the server was paid: every question is one
+# request, so a row half-asked when the run stopped must cost only its missing questions later.
+
+
+def _right(got: list[dict[str, Any]], n: int) -> None:
+    assert len(got) == n and len({g["id"] for g in got}) == n
+    for g in got:
+        assert g["error"] is None and g["label"] == ("positive" if "great" in g["text"] else "negative"), g
+
+
+@pytest.mark.slow
+def test_two_processes_at_once_on_one_cache_then_a_third_pays_nothing(tmp_path):
+    server = YesNoFake(latency=0.005).start()
+    try:
+        write_corpus(tmp_path / "in.csv", 60)
+        cfg = _config(tmp_path, server.base_url, concurrency=8)
+        procs = [
+            start_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / f"o{i}.jsonl"), "-q")
+            for i in range(2)
+        ]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        first = read_jsonl(tmp_path / "o0.jsonl")
+        _right(first, 60)
+        assert read_jsonl(tmp_path / "o1.jsonl") == first
+        paid = server.completions
+        assert 180 <= paid <= 2 * 180  # at worst both processes asked a question before either cached it
+        r = run_cli("label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o2.jsonl"), "-q")
+        assert r.returncode == 0, r.stderr
+        assert server.completions == paid and read_jsonl(tmp_path / "o2.jsonl") == first
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_a_row_half_asked_then_a_rerun_pays_each_question_once(tmp_path):
+    server = YesNoFake().start()
+    held = server.hold(23)  # the 23rd question, the middle of a row's three, waits until the signal is in
+    try:
+        write_corpus(tmp_path / "in.csv", 40)
+        cfg = _config(tmp_path, server.base_url, concurrency=4)
+        out = tmp_path / "o.jsonl"
+        args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
+        p = start_cli(*args, stdout=None)
+        assert held.reached.wait(60)
+        p.send_signal(signal.SIGINT)
+        held.release()  # the questions in flight are answered, cached and kept
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130 and "Traceback" not in err, err
+        assert not out.exists()
+        asked = server.completions
+        assert 22 <= asked < 120
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr
+        _right(read_jsonl(out), 40)
+        assert server.completions == 120  # 40 rows x 3 labels, each question paid once across both runs
+    finally:
+        held.release()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_a_rows_question_in_flight_when_its_sibling_stops_first(tmp_path):
+    # The row's first question is rate-limited (429, Retry-After 2 s) and the other two are held at the server.
+    # Ctrl-C wakes the first from its backoff, refused at once; the row must still wait for the two already sent
+    # (paid for) and cache them, not end and leave them to be cancelled with the run.
+    server = YesNoFake(throttle_at=1).start()
+    held = server.hold(2)
+    try:
+        write_corpus(tmp_path / "in.csv", 1)
+        cfg = _config(tmp_path, server.base_url, concurrency=4)
+        out = tmp_path / "o.jsonl"
+        args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
+        p = start_cli(*args, stdout=None)
+        while server.requests < 3 and p.poll() is None:
+            time.sleep(0.01)
+        p.send_signal(signal.SIGINT)
+        time.sleep(1)  # time enough for a row that did not wait to end the run (it would, on any machine)
+        held.release()
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130 and "Traceback" not in err, err
+        assert server.completions == 2
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr
+        _right(read_jsonl(out), 1)
+        assert server.completions == 3  # only the rate-limited question was asked again
+    finally:
+        held.release()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_failing_server_costs_questions_and_a_retry_asks_only_the_failed_ones(tmp_path):
+    server = YesNoFake(faults=0.3, fault_kinds=("500", "drop"), seed=5).start()
+    try:
+        write_corpus(tmp_path / "in.csv", 60)
+        cfg = _config(tmp_path, server.base_url, concurrency=8, max_attempts=2, timeout=10)
+        out = tmp_path / "o.jsonl"
+        args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
+        r = run_cli(*args, timeout=300)
+        assert r.returncode == 0, r.stderr
+        got = read_jsonl(out)
+        failed = [g for g in got if g["error"]]
+        assert len(got) == 60 and failed, "seed 5 at 30% faults and 2 attempts leaves some questions unanswered"
+        assert all("failed after 2 attempts" in g["judges"]["a"]["error"] for g in failed)
+        assert all(g["label"] is None for g in failed)  # a row missing one label's answer has no distribution
+        answered = server.completions
+        assert answered < 180
+        server.faults = 0.0
+        r = run_cli(*args, "--retry-errors")
+        assert r.returncode == 0, r.stderr
+        _right(read_jsonl(out), 60)
+        assert server.completions == 180  # the retry asked only the questions no answer was paid for
+    finally:
+        server.stop()
