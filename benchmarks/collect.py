@@ -226,6 +226,16 @@ def _job_accuracy(r: Result) -> str:
     return f"{accuracy}; {r.cell('rows/s', 'value')} rows/s"
 
 
+def _job_speed(r: Result) -> str:
+    """embedded_job_speed: rows/s (s/row); llama.cpp's own prompt / generated tokens/s."""
+    return "{} rows/s ({} s/row); {} / {}".format(
+        r.cell("rows/s", "value"),
+        r.cell("s/row", "value"),
+        r.cell("llama.cpp prompt", "value"),
+        r.cell("llama.cpp generated", "value"),
+    )
+
+
 def _per_label(r: Result) -> str:
     """embedded_quality: per-label questions with Batch Calibration against one question a row (cc+bc), on the
     same rows."""
@@ -473,12 +483,13 @@ HEADLINES: list[Area] = [
                 "The 1.5B default in a whole `llmlabel label` job on quiet cores (100 SST-2 rows, fresh cache): "
                 "rows/s; llama.cpp's own prompt / generated tokens/s",
                 "embedded_job_speed",
-                lambda r: "{} rows/s ({} s/row); {} / {}".format(
-                    r.cell("rows/s", "value"),
-                    r.cell("s/row", "value"),
-                    r.cell("llama.cpp prompt", "value"),
-                    r.cell("llama.cpp generated", "value"),
-                ),
+                _job_speed,
+            ),
+            Headline(
+                "... a four-topic job, per-label questions (4 requests a row), on quiet cores (60 HuffPost rows "
+                "under AG News' names, fresh cache)",
+                "embedded_job_news_hp_quiet",
+                _job_speed,
             ),
         ],
         [
