@@ -450,9 +450,12 @@ def levers(task: str, got: dict[str, dict], order: list[str]) -> list[dict[str, 
             argmax("cc" + tag, cc, gold)
             argmax("cc+bc" + tag, batch_calibrate(cc, labels), gold)
         argmax("bc" + tag, batch_calibrate(raw, labels), gold)
-        if variant == "default" and not embedded_judge(len(labels)).per_label:
+        if variant == "default":
             name, dist = library_default(raw, average_content_free(cf, labels) if cf else None, labels)
-            argmax(f"llmlabel's default ({name})", dist, gold)
+            if embedded_judge(len(labels)).per_label:  # what the default was before it asked per label
+                argmax(f"one question a row: llmlabel's reading before per_label ({name})", dist, gold)
+            else:
+                argmax(f"llmlabel's default ({name})", dist, gold)
         if variant == "per_label" and embedded_judge(len(labels)).per_label:  # the default for 3-5 labels
             bc = embedded_judge(len(labels)).batch_calibration and len(raw) >= batch_min_rows(len(labels))
             argmax(
