@@ -486,6 +486,11 @@ HEADLINES: list[Area] = [
             ),
             Headline("... the BBC stories under their own topic names", "embedded_news_1.5b_per_label", _per_label),
             Headline(
+                "... CLINC150's 10 domains (first 60 rows; 10 labels: they keep one question a row)",
+                "embedded_clinc_domain_1.5b_per_label",
+                _per_label,
+            ),
+            Headline(
                 "The 0.5B (`[local-small]`; it keeps one question a row): per-label questions + bc against its default, "
                 "the same 200 rows: HuffPost under AG News' names",
                 "embedded_news_hp_per_label",
