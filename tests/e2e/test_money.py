@@ -6,21 +6,12 @@ import signal
 import time
 
 import pytest
-from conftest import read_jsonl, run_cli, start_cli, write_config, write_corpus
+from conftest import read_jsonl, run_cli, start_when_busy, write_config, write_corpus
 from fakeserver import FakeLLM
 
 
 def _judge(fake, **kw):
     return {"name": "a", "model": "m", "base_url": fake.base_url, "timeout": 10, **kw}
-
-
-def _start_when_busy(args, fake, requests):
-    """`llmlabel ARGS` in the background, returned once the server has seen `requests` requests."""
-    p = start_cli(*args, stdout=None)
-    t = time.time()
-    while fake.requests < requests and time.time() - t < 60:
-        time.sleep(0.01)
-    return p
 
 
 @pytest.mark.slow
@@ -96,7 +87,7 @@ def test_sigterm_waits_for_requests_in_flight_and_pays_nothing_twice(tmp_path):
         cfg = write_config(tmp_path / "c.yaml", None, judges=[_judge(fake, concurrency=16)])
         out = tmp_path / "o.jsonl"
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
-        p = _start_when_busy(args, fake, 40)
+        p = start_when_busy(fake, 40, *args)
         p.send_signal(signal.SIGTERM)
         held.release()  # the requests in flight are answered and kept
         _, err = p.communicate(timeout=60)
@@ -122,7 +113,7 @@ def test_a_stop_keeps_a_judges_answer_in_flight_when_the_other_judge_stops_first
         judges = [{**_judge(fake), "name": n, "model": n} for n in ("a", "b")]
         cfg = write_config(tmp_path / "c.yaml", None, judges=judges)
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"), "-q"]
-        p = _start_when_busy(args, fake, 2)
+        p = start_when_busy(fake, 2, *args)
         p.send_signal(signal.SIGTERM)
         time.sleep(1)  # time enough for a row that did not wait to end the run (it would, on any machine)
         held.release()
@@ -194,7 +185,7 @@ def test_a_second_signal_stops_at_once(tmp_path):
         write_corpus(tmp_path / "in.csv", 20)
         cfg = write_config(tmp_path / "c.yaml", None, judges=[_judge(fake, concurrency=4, timeout=60)])
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(tmp_path / "o.jsonl")]
-        p = _start_when_busy(args, fake, 4)
+        p = start_when_busy(fake, 4, *args)
         p.send_signal(signal.SIGINT)
         assert p.stderr is not None
         said = ""

@@ -12,7 +12,17 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import label_main, one_line_error, read_jsonl, run_cli, run_main, start_cli, write_config, write_corpus
+from conftest import (
+    label_main,
+    one_line_error,
+    read_jsonl,
+    run_cli,
+    run_main,
+    start_cli,
+    start_when_busy,
+    write_config,
+    write_corpus,
+)
 from fakebatch import FakeBatch
 from fakeserver import TEXT, FakeLLM
 
@@ -236,7 +246,7 @@ def test_ctrl_c_with_a_row_half_asked_then_a_rerun_pays_each_question_once(tmp_p
         cfg = _config(tmp_path, server.base_url, concurrency=4)
         out = tmp_path / "o.jsonl"
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
-        p = start_cli(*args, stdout=None)
+        p = start_when_busy(server, 23, *args)
         assert held.reached.wait(60)
         p.send_signal(signal.SIGINT)
         held.release()  # the questions in flight are answered, cached and kept
@@ -266,9 +276,7 @@ def test_ctrl_c_keeps_a_rows_question_in_flight_when_its_sibling_stops_first(tmp
         cfg = _config(tmp_path, server.base_url, concurrency=4)
         out = tmp_path / "o.jsonl"
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
-        p = start_cli(*args, stdout=None)
-        while server.requests < 3 and p.poll() is None:
-            time.sleep(0.01)
+        p = start_when_busy(server, 3, *args)
         p.send_signal(signal.SIGINT)
         time.sleep(1)  # time enough for a row that did not wait to end the run (it would, on any machine)
         held.release()
