@@ -59,16 +59,21 @@ def test_the_kind_carries_the_label_and_the_prompt_puts_it_after_the_text():
     assert b[1]["content"].endswith("Label: World\nDoes this label fit the text? Answer Yes or No.")
 
 
-def test_the_embedded_15b_asks_per_label_for_3_to_5_labels_where_the_job_allows_it():
+def test_the_embedded_models_ask_per_label_for_3_to_5_labels_where_the_job_allows_it():
     from llmlabel.config import Config
     from llmlabel.pipeline.lifecycle import local_judges, per_label_fits
 
-    local = [{"name": "qwen1.5b", "model": "qwen2.5-coder-1.5b", "base_url": "http://127.0.0.1:9/v1"}]
-    assert [local_judges(local, n, True)[0].per_label for n in (2, 3, 5, 6)] == [False, True, True, False]
-    assert not local_judges(local, 4)[0].per_label  # the job does not allow it
-    # ...and only for a model it was measured with: the 0.5B keeps one question a row
-    small = [{"name": "qwen", "model": "qwen2.5-coder-0.5b", "base_url": "http://127.0.0.1:9/v1"}]
-    assert not local_judges(small, 4, True)[0].per_label
+    big = {"name": "qwen1.5b", "model": "qwen2.5-coder-1.5b", "base_url": "http://127.0.0.1:9/v1"}
+    small = {"name": "qwen", "model": "qwen2.5-coder-0.5b", "base_url": "http://127.0.0.1:9/v1"}
+    for m in (big, small):
+        assert [local_judges([m], n, True)[0].per_label for n in (2, 3, 5, 6)] == [False, True, True, False]
+        assert not local_judges([m], 4)[0].per_label  # the job does not allow it
+    # ...and only for a model it was measured with
+    tiny = {"name": "smollm2", "model": "smollm2-135m", "base_url": "http://127.0.0.1:9/v1"}
+    assert not local_judges([tiny], 4, True)[0].per_label
+    # Together, each asks per label; in a cascade only the last (the others' confidence decides what goes on).
+    assert [j.per_label for j in local_judges([small, big], 4, True)] == [True, True]
+    assert [j.per_label for j in local_judges([small, big], 4, True, cascade=True)] == [False, True]
     task = {"name": "t", "instructions": "i", "labels": ["a", "b", "c"]}
     assert per_label_fits(Config.model_validate({"task": task}))
     for other in (
@@ -78,3 +83,23 @@ def test_the_embedded_15b_asks_per_label_for_3_to_5_labels_where_the_job_allows_
         {"task": task, "mode": "candidates"},
     ):
         assert not per_label_fits(Config.model_validate(other))
+
+
+def test_a_jobs_embedded_judges_ask_per_label_but_a_cascades_first_does_not(monkeypatch):
+    import contextlib
+
+    from llmlabel.config import Config
+    from llmlabel.local import servers
+    from llmlabel.pipeline.lifecycle import judges_for
+
+    url = "http://127.0.0.1:9/v1"
+    dicts = [{"name": "qwen", "model": "qwen2.5-coder-0.5b", "base_url": url}]
+    dicts.append({"name": "qwen1.5b", "model": "qwen2.5-coder-1.5b", "base_url": url})
+    monkeypatch.setattr(servers, "local_judges", lambda: contextlib.nullcontext(dicts))
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    task = {"name": "t", "instructions": "i", "labels": ["a", "b", "c", "d"]}
+    with judges_for(Config.model_validate({"task": task})) as judges:
+        assert [j.per_label for j in judges] == [True, True]
+    with judges_for(Config.model_validate({"task": task, "cascade": {"threshold": 0.8}})) as judges:
+        assert [j.per_label for j in judges] == [False, True]
