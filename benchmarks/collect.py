@@ -491,12 +491,19 @@ HEADLINES: list[Area] = [
                 _per_label,
             ),
             Headline(
-                "The 0.5B (`[local-small]`; it keeps one question a row): per-label questions + bc against its default, "
-                "the same 200 rows: HuffPost under AG News' names",
-                "embedded_news_hp_per_label",
+                "The 0.5B (`[local-small]`; per-label questions for 3-5 labels since these runs): per-label questions "
+                "+ bc against one question a row as llmlabel read it, the same 200 rows: the BBC stories under their "
+                "own topic names",
+                "embedded_news_per_label",
                 _per_label,
             ),
+            Headline("... HuffPost under AG News' names", "embedded_news_hp_per_label", _per_label),
             Headline("... the BBC stories under AG News' names", "embedded_news_ag_per_label", _per_label),
+            Headline(
+                "... TREC's question types (6 labels: they keep one question a row)",
+                "embedded_trec_per_label",
+                _per_label,
+            ),
             Headline(
                 "The 1.5B default in a whole `llmlabel label` job on quiet cores (100 SST-2 rows, fresh cache): "
                 "rows/s; llama.cpp's own prompt / generated tokens/s",
