@@ -82,8 +82,10 @@ DC_INPUTS = 5  # domain-context inputs a variant is asked
 MODEL = DEFAULT_MODEL  # --model: whose embedded judge "llmlabel's default" follows (per-label questions or not)
 CACHED_ONLY = False  # --cached-only: score the answers in the cache, ask nothing (no server started)
 TIMINGS = Path("timings.json")  # set by main: where the seconds of each request first asked are kept
+# Neither there: ../shared/data, which does not exist (not Path(), the working folder, which always does).
 DATA = next(
-    (p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.exists()), Path()
+    (p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.exists()),
+    ROOT.parent / "shared" / "data",
 )
 CLINC_DOMAINS = {
     "auto_and_commute": "cars, driving, traffic, fuel and getting around",
