@@ -93,10 +93,10 @@ def start_cli(*args: str, stdout: int | None = subprocess.PIPE) -> subprocess.Po
 
 def start_when_busy(server: Any, requests: int, *args: str) -> subprocess.Popen[str]:
     """`llmlabel ARGS` in the background (stdout not piped), returned once `server` (a fake server counting its
-    `requests`) has seen `requests` requests, or after 60 s."""
+    `requests`) has seen `requests` requests, or once it has exited, or after 60 s."""
     p = start_cli(*args, stdout=None)
     t = time.time()
-    while server.requests < requests and time.time() - t < 60:
+    while server.requests < requests and p.poll() is None and time.time() - t < 60:
         time.sleep(0.01)
     return p
 

@@ -246,7 +246,7 @@ def test_ctrl_c_with_a_row_half_asked_then_a_rerun_pays_each_question_once(tmp_p
         cfg = _config(tmp_path, server.base_url, concurrency=4)
         out = tmp_path / "o.jsonl"
         args = ["label", str(tmp_path / "in.csv"), "-c", str(cfg), "-o", str(out), "-q"]
-        p = start_when_busy(server, 23, *args)
+        p = start_cli(*args, stdout=None)
         assert held.reached.wait(60)
         p.send_signal(signal.SIGINT)
         held.release()  # the questions in flight are answered, cached and kept
